@@ -1,0 +1,1 @@
+"""The trading core. Plain Python: nothing below this package imports Qt."""

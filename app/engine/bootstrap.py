@@ -1,0 +1,121 @@
+"""The one place that wires settings, storage, market, broker, model and bot.
+
+Nothing happens at import time; :func:`build_engine` does all the I/O. The
+GUI's worker calls it in its own thread; the headless runner and the tests
+call it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from loguru import logger
+
+from app.engine.bot import TIMEFRAME_MINUTES, TradingBot
+from app.engine.broker.simulated import SimulatedBroker
+from app.engine.clock import NY, UTC, MarketCalendar, Session, SimClock
+from app.engine.events import EventBus
+from app.engine.paths import AppPaths
+from app.engine.records import SqlRecorder
+from app.engine.replay import MarketReplay, simulated_feed
+from app.engine.secrets import load_keys
+from app.engine.settings import Settings
+from app.engine.simmarket import SimulatedMarket
+from app.engine.storage import Storage
+from app.engine.storage.paper import SqlPaperBook
+from app.engine.strategy.rules import RulesModel
+
+DEMO_CLOCK_KEY = "demo.clock"
+
+
+@dataclass
+class EngineContext:
+    paths: AppPaths
+    settings: Settings
+    storage: Storage
+    records: SqlRecorder
+    clock: SimClock
+    calendar: MarketCalendar
+    broker: SimulatedBroker
+    bot: TradingBot
+    bus: EventBus
+    replay: MarketReplay
+    demo: bool
+    notices: list[str] = field(default_factory=list)
+
+    def save_clock(self) -> None:
+        self.records.state_set(DEMO_CLOCK_KEY, self.clock.now().isoformat())
+
+    def close(self) -> None:
+        self.save_clock()
+        self.storage.close()
+
+
+def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
+                 demo: bool = True, today: datetime | None = None,
+                 sleep: Callable[[float], None] | None = None) -> EngineContext:
+    """Build a ready-to-step engine. ``today`` is the wall time that picks the
+    first simulated session (the simulated clock then continues from the
+    database on every later start)."""
+    paths.ensure()
+    bus = bus or EventBus()
+    notices: list[str] = []
+    keys = load_keys(paths.env_file)
+    if not demo and not keys.complete:
+        notices.append("No Alpaca API keys configured: running the simulated demo market.")
+    elif not demo:
+        notices.append("Alpaca trading is not wired yet: running the simulated demo market.")
+    storage = Storage(paths.database)
+    records = SqlRecorder(storage, paths.trade_backup)
+    replayed = records.replay_backup()
+    if replayed:
+        notices.append(f"Recovered {replayed} records that could not be written last time.")
+    calendar = MarketCalendar()
+    start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today or datetime.now(UTC))
+    clock = SimClock(start)
+    broker = SimulatedBroker(clock, settings.starting_cash, settings.slippage_bps,
+                             settings.commission_per_share, book=SqlPaperBook(storage))
+    model = RulesModel()
+    kwargs = {"sleep": sleep} if sleep else {}
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, "simulated", **kwargs)
+    market = SimulatedMarket(settings.symbol, settings.demo_seed, calendar,
+                             TIMEFRAME_MINUTES[_intraday(settings.timeframe)])
+    history = _history(market, calendar, start)
+    bot.warm_up(history)
+    if history:
+        broker.on_price(settings.symbol, history[-1].close, start)
+    ctx_holder: list[EngineContext] = []
+    replay = MarketReplay(bot, broker, clock, simulated_feed(market, calendar),
+                          on_session=lambda s: ctx_holder and ctx_holder[0].save_clock())
+    ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, replay,
+                        demo=True, notices=notices)
+    ctx_holder.append(ctx)
+    ctx.history = history  # type: ignore[attr-defined]
+    bot.start()
+    logger.info("Engine ready: demo market {} from {}, {} history bars", settings.symbol, start, len(history))
+    return ctx
+
+
+def _intraday(tf: str) -> str:
+    return tf if tf != "1d" else "5m"  # the demo market is intraday
+
+
+def _demo_start(saved: str | None, calendar: MarketCalendar, today: datetime) -> datetime:
+    if saved:
+        return datetime.fromisoformat(saved)
+    # the most recent session that opened before today's wall time
+    s: Session = calendar.previous_sessions(today, 1)[0]
+    return s.open
+
+
+def _history(market: SimulatedMarket, calendar: MarketCalendar, start: datetime) -> list:
+    """Two full sessions before ``start``, plus today's bars before it."""
+    sessions = calendar.previous_sessions(start, 2)
+    bars = market.history(sessions)
+    today = calendar.session(start.astimezone(NY).date())
+    if today is not None and start > today.open:
+        bars += [sb.bar for sb in market.session_bars(today)
+                 if sb.bar.time + timedelta(minutes=market.bar_minutes) <= start]
+    return bars

@@ -1,0 +1,521 @@
+"""The trading bot: one cycle per closed bar, a stop check on every price.
+
+The same object runs the demo, live paper trading, replays and backtests;
+only the clock, the broker and the recorder passed in differ.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections import deque
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+import numpy as np
+from loguru import logger
+
+from app.engine import risk
+from app.engine.broker.base import Broker, BrokerError
+from app.engine.clock import NY, Clock, MarketCalendar
+from app.engine.events import (
+    AlertEvent,
+    BarEvent,
+    EventBus,
+    OrderEvent,
+    PortfolioEvent,
+    PredictionEvent,
+    SignalEvent,
+    StatusEvent,
+    TradeEvent,
+)
+from app.engine.modes import Decision, policy_for
+from app.engine.orders import OrderRouter
+from app.engine.records import Recorder
+from app.engine.settings import Settings
+from app.engine.strategy.base import ModelOutput, SignalModel
+from app.engine.types import (
+    Account,
+    Bar,
+    EngineStatus,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    Trade,
+    TradingMode,
+    TradingSignal,
+)
+
+TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 1440}
+HISTORY = 600
+
+
+class TradingBot:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        broker: Broker,
+        model: SignalModel,
+        records: Recorder,
+        bus: EventBus | None = None,
+        calendar: MarketCalendar | None = None,
+        data_source: str = "simulated",
+        sleep: Callable[[float], None] = _time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.broker = broker
+        self.model = model
+        self.records = records
+        self.bus = bus or EventBus()
+        self.calendar = calendar  # None: no session rules (24h market, no EOD)
+        self.data_source = data_source
+        self.router = OrderRouter(broker, records, clock, sleep)
+        self.mode = TradingMode(settings.mode)
+        self.policy = policy_for(self.mode, settings)
+        self.model_label = "rules fallback" if model.name == "rules" else model.name
+        self.pending: dict[str, TradingSignal] = {}
+        self._closes: dict[str, deque[float]] = {}
+        self._last_price: dict[str, float] = {}
+        self._last_bar_end: dict[str, datetime] = {}
+        self._stop_orders: dict[str, str] = {}
+        self._day: date | None = None
+        self._day_state: dict[str, float | int | bool] = {}
+        self._account: Account | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def intraday(self) -> bool:
+        return self.settings.timeframe != "1d"
+
+    @property
+    def bar_minutes(self) -> int:
+        return TIMEFRAME_MINUTES[self.settings.timeframe]
+
+    def warm_up(self, bars: list[Bar]) -> None:
+        """Feed history so the model has context; nothing is traded on it."""
+        for b in bars:
+            self._closes.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b.close)
+            self._last_price[b.symbol] = b.close
+            self._last_bar_end[b.symbol] = b.time + timedelta(minutes=self.bar_minutes)
+
+    def start(self) -> None:
+        from app.engine.reconcile import reconcile
+
+        for line in reconcile(self):
+            self.bus.publish(AlertEvent("warning", line))
+        self._roll_day()
+        self._publish_portfolio()
+        self._publish_status()
+
+    # --------------------------------------------------------- market input
+    def on_bar_close(self, bar: Bar) -> ModelOutput | None:
+        """Run the trading cycle for a bar that has just closed."""
+        closes = self._closes.setdefault(bar.symbol, deque(maxlen=HISTORY))
+        closes.append(bar.close)
+        self._last_price[bar.symbol] = bar.close
+        self._last_bar_end[bar.symbol] = bar.time + timedelta(minutes=self.bar_minutes)
+        self.bus.publish(BarEvent(bar, closed=True))
+        self._roll_day()
+        self.sync_orders()
+        self._expire_pending()
+        self._protect(bar.symbol, bar.close)
+        out = self.run_trading_cycle(bar)
+        self._publish_portfolio()
+        self._publish_status()
+        return out
+
+    def on_price(self, symbol: str, price: float) -> None:
+        """A new price between bars: re-price, check stops, end of day, breaker."""
+        if not (math.isfinite(price) and price > 0):
+            logger.warning("Ignoring invalid price {} for {}", price, symbol)
+            return
+        self._last_price[symbol] = price
+        self._roll_day()
+        self.sync_orders()
+        for q in self.router.retry_queued():
+            self.bus.publish(OrderEvent(q))
+        self._protect(symbol, price)
+        self._publish_portfolio()
+        self._publish_status()
+
+    def run_trading_cycle(self, bar: Bar) -> ModelOutput | None:
+        closes = np.fromiter(self._closes[bar.symbol], dtype=float)
+        try:
+            out = self.model.predict(closes)
+        except Exception as exc:  # a broken model must not stop the exits
+            logger.exception("Model {} failed", self.model.name)
+            self.bus.publish(AlertEvent("error", f"model failed: {exc}"))
+            return None
+        if out is None:
+            return None
+        now = self.clock.now()
+        self.records.prediction(bar.symbol, bar.time, out, now)
+        self.bus.publish(PredictionEvent(bar.symbol, bar.time, out.p_up, out.confidence,
+                                         out.votes, self.model_label))
+        sig = self._make_signal(bar, out, now)
+        self._route(sig)
+        return out
+
+    # -------------------------------------------------------- user commands
+    def approve(self, signal_id: str) -> str:
+        sig = self.pending.pop(signal_id, None)
+        if sig is None:
+            return "that signal is no longer pending"
+        now = self.clock.now()
+        if now >= sig.expires_at:
+            self._signal_done(sig, "expired", "expired before it was approved")
+            return "expired"
+        price = self._last_price.get(sig.symbol, sig.price)
+        move = abs(price / sig.price - 1.0)
+        if move > self.settings.max_price_move_pct:
+            why = f"price moved {move:.2%} since the signal (limit {self.settings.max_price_move_pct:.2%})"
+            self._signal_done(sig, "refused", why)
+            return why
+        return self._execute(sig, approved=True)
+
+    def reject(self, signal_id: str) -> None:
+        sig = self.pending.pop(signal_id, None)
+        if sig is not None:
+            self._signal_done(sig, "rejected", "rejected by the user")
+
+    def set_mode(self, mode: TradingMode) -> None:
+        self.mode = mode
+        self.policy = policy_for(mode, self.settings)
+        logger.info("Trading mode set to {}", mode.value)
+        self._publish_status()
+
+    def update_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = policy_for(self.mode, settings)
+        self._publish_status()
+
+    def flatten_all(self, reason: str = "flatten all") -> list[str]:
+        """Cancel every open order, then close every position at market.
+        Idempotent: an exit already working is not sent again."""
+        report: list[str] = []
+        for sig_id in list(self.pending):
+            self._signal_done(self.pending.pop(sig_id), "expired", reason)
+        for o in self.records.open_orders():
+            if o.side == Side.SELL and o.order_type == OrderType.MARKET:
+                continue  # an exit already working: leave it to fill
+            ok = self.router.cancel(o.client_order_id)
+            report.append(f"cancel {o.client_order_id}: {'ok' if ok else 'failed'}")
+        self._stop_orders.clear()
+        for p in self.records.positions():
+            report.append(self._exit(p.symbol, reason))
+        self.sync_orders()
+        self._publish_portfolio()
+        if not report:
+            report.append("nothing to flatten: no positions and no open orders")
+        for line in report:
+            logger.info("Flatten: {}", line)
+        return report
+
+    def close_position(self, symbol: str) -> str:
+        return self._exit(symbol, "closed by the user")
+
+    # ------------------------------------------------------------ signals
+    def _make_signal(self, bar: Bar, out: ModelOutput, now: datetime) -> TradingSignal:
+        side = Side.BUY if out.p_up > 0.5 else Side.SELL
+        bar_end = bar.time + timedelta(minutes=self.bar_minutes)
+        expires = bar_end + timedelta(minutes=self.bar_minutes)
+        sid = f"{bar.symbol}-{bar.time:%Y%m%dT%H%M}-{side.value}"
+        return TradingSignal(bar.symbol, side, round(out.confidence, 4), bar.close, now, expires,
+                             out.reasons, out.votes, sid)
+
+    def _route(self, sig: TradingSignal) -> None:
+        held = self._held(sig.symbol)
+        if sig.side == Side.SELL and held <= 0 and not self.settings.allow_short:
+            self.records.signal(sig, "skipped", "SELL with nothing held (long-only)", sig.time)
+            return
+        if sig.side == Side.BUY and held > 0:
+            self.records.signal(sig, "skipped", "already holding", sig.time)
+            return
+        decision = self.policy.decide(sig.confidence)
+        if decision == Decision.IGNORE:
+            self.records.signal(sig, "below threshold", f"confidence {sig.confidence:.2f}", sig.time)
+            logger.debug("Signal {} below threshold ({:.2f})", sig.signal_id, sig.confidence)
+        elif decision == Decision.DROP:
+            self._signal_done(sig, "dropped", f"{self.mode.value} mode executes only >= {self.policy.auto:.2f}")
+        elif decision == Decision.ASK:
+            self.pending[sig.signal_id] = sig
+            self.records.signal(sig, "pending", "waiting for approval", sig.time)
+            self.bus.publish(SignalEvent(sig, "pending", "waiting for approval"))
+        else:
+            self._execute(sig, approved=False)
+
+    def _execute(self, sig: TradingSignal, approved: bool) -> str:
+        if sig.side == Side.SELL:
+            if self._held(sig.symbol) <= 0:
+                self._signal_done(sig, "refused", "nothing held to sell")
+                return "nothing held to sell"
+            result = self._exit(sig.symbol, "exit on SELL signal", signal_id=sig.signal_id)
+            self._signal_done(sig, "executed", result)
+            return result
+        decision = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
+        if not decision.accepted:
+            self._signal_done(sig, "refused", decision.reason)
+            return decision.reason
+        order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
+                      OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
+        placed = self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate)
+        self.bus.publish(OrderEvent(placed))
+        status = "executed" if placed.status != OrderStatus.REJECTED else "refused"
+        detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({placed.status.value})"
+        self._signal_done(sig, status, detail)
+        return detail
+
+    def _revalidate(self, order: Order) -> Order | None:
+        """A queued entry, before another attempt: still allowed, and how big now?"""
+        d = risk.check_entry(self._risk_context(order.symbol, order.side), self.settings)
+        return replace(order, qty=d.qty) if d.accepted else None
+
+    def _signal_done(self, sig: TradingSignal, status: str, detail: str) -> None:
+        self.records.signal(sig, status, detail, self.clock.now())
+        self.bus.publish(SignalEvent(sig, status, detail))
+
+    def _expire_pending(self) -> None:
+        now = self.clock.now()
+        for sid, sig in list(self.pending.items()):
+            if now >= sig.expires_at:
+                del self.pending[sid]
+                self._signal_done(sig, "expired", "not approved before the next bar")
+
+    # -------------------------------------------------------------- exits
+    def _protect(self, symbol: str, price: float) -> None:
+        """Trailing stops, stop exits, end of day and the circuit breaker."""
+        self._breaker_check()
+        if self._eod_due():
+            if self.records.positions():
+                self.flatten_all("end of day")
+            return
+        p = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        if p is None:
+            return
+        moved = risk.update_trailing(p, price, self.settings)
+        if moved != p:
+            self.records.position(moved)
+            if moved.stop_price != p.stop_price:
+                self._place_stop(moved)
+        reason = risk.exit_reason(moved, price, self.settings)
+        if reason:
+            self._exit(symbol, reason)
+
+    def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str:
+        p = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        working = [o for o in self.records.open_orders()
+                   if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.MARKET]
+        if working or any(q.order.symbol == symbol and q.order.side == Side.SELL
+                          for q in self.router.queue.values()):
+            return f"{symbol}: an exit is already working"
+        decision = risk.check_exit(p, p.qty if p else 0.0)
+        if not decision.accepted or p is None:
+            return f"{symbol}: {decision.reason}"
+        stop_id = self._stop_orders.pop(symbol, None)
+        if stop_id:
+            self.router.cancel(stop_id)
+        now = self.clock.now()
+        coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
+        order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
+                      reason=f"exit: {reason}", signal_id=signal_id)
+        placed = self.router.place(order)  # exits never expire: retried until sent
+        self.bus.publish(OrderEvent(placed))
+        return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
+
+    def _place_stop(self, p: Position) -> None:
+        if not self.broker.supports_stop_orders or p.stop_price is None:
+            return
+        old = self._stop_orders.pop(p.symbol, None)
+        if old:
+            self.router.cancel(old)
+        kind = "trailing stop" if p.trailing_active else "stop loss"
+        coid = f"{p.symbol}-stop-{self.clock.now():%Y%m%dT%H%M%S}-{p.stop_price:.2f}"
+        order = Order(coid, p.symbol, Side.SELL, p.qty, OrderType.STOP, OrderStatus.NEW,
+                      self.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
+        placed = self.router.place(order)
+        if placed.status.is_open:
+            self._stop_orders[p.symbol] = coid
+
+    def _eod_due(self) -> bool:
+        if not (self.intraday and self.settings.eod_flatten and self.calendar):
+            return False
+        now = self.clock.now()
+        session = self.calendar.session(now.astimezone(NY).date())
+        if session is None:
+            return False
+        cutoff = session.close - timedelta(minutes=self.settings.flatten_minutes_before_close)
+        return cutoff <= now < session.close + timedelta(hours=4)
+
+    def _breaker_check(self) -> None:
+        """Trip the daily-loss circuit breaker once the limit is reached."""
+        if self._day_state.get("breaker"):
+            return
+        acct = self._refresh_account()
+        if acct is None:
+            return
+        start = float(self._day_state.get("start_equity", acct.equity))
+        if not risk.breaker_should_trip(acct.equity, start, self.settings.daily_loss_limit):
+            return
+        self._day_state["breaker"] = True
+        self._save_day()
+        msg = (f"Daily loss limit reached: equity {acct.equity:,.2f} is "
+               f"{acct.equity / start - 1:.2%} on the day. No new entries today.")
+        logger.warning(msg)
+        self.bus.publish(AlertEvent("error", msg))
+        if self.settings.flatten_on_circuit_breaker:
+            self.flatten_all("circuit breaker")
+
+    # --------------------------------------------------------------- fills
+    def sync_orders(self) -> None:
+        """Ask the broker about every open order; act on fills and cancels."""
+        for o in self.records.open_orders():
+            if o.client_order_id in self.router.queue:
+                continue
+            try:
+                b = self.broker.get_order(o.client_order_id)
+            except BrokerError as exc:
+                self.router.connected = False
+                logger.warning("Cannot poll order {}: {}", o.client_order_id, exc)
+                return
+            if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
+                continue
+            b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            self.records.order(b, self.clock.now())
+            self.bus.publish(OrderEvent(b))
+            if b.status == OrderStatus.FILLED:
+                self.on_filled(b)
+
+    def on_filled(self, o: Order) -> None:
+        price = float(o.filled_avg_price or 0.0)
+        held = self._broker_position(o.symbol)
+        local = next((p for p in self.records.positions() if p.symbol == o.symbol), None)
+        if o.side == Side.BUY:
+            qty = held.qty if held else o.filled_qty
+            avg = held.avg_price if held else price
+            p = Position(o.symbol, qty, avg, price, o.filled_at or self.clock.now(),
+                         stop_price=risk.initial_stop(avg, self.settings), high_water=avg)
+            self.records.position(p)
+            logger.bind(trade=True).info("BUY {} {} @ {:.2f} stop {:.2f}", qty, o.symbol, price, p.stop_price)
+            self._place_stop(p)
+            return
+        if local is None:
+            return
+        if self._stop_orders.get(o.symbol) == o.client_order_id:
+            self._stop_orders.pop(o.symbol)
+        reason = o.reason.removeprefix("exit: ")
+        trade = Trade(o.symbol, o.filled_qty, local.opened_at, o.filled_at or self.clock.now(),
+                      local.avg_price, price, (price - local.avg_price) * o.filled_qty, reason)
+        self.records.trade(trade)
+        self.bus.publish(TradeEvent(trade))
+        logger.bind(trade=True).info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol,
+                                     price, reason, trade.pnl)
+        if held is None or held.qty <= 0:
+            self.records.remove_position(o.symbol)
+            for other in self.records.open_orders():
+                if other.symbol == o.symbol and other.side == Side.SELL:
+                    self.router.cancel(other.client_order_id)
+            self._stop_orders.pop(o.symbol, None)
+            self._day_state["round_trips"] = int(self._day_state.get("round_trips", 0)) + 1
+            self._save_day()
+        else:
+            self.records.position(replace(local, qty=held.qty))
+
+    # ------------------------------------------------------------ helpers
+    def _held(self, symbol: str) -> float:
+        return sum(p.qty for p in self.records.positions() if p.symbol == symbol)
+
+    def _broker_position(self, symbol: str) -> Position | None:
+        try:
+            return next((p for p in self.broker.positions() if p.symbol == symbol), None)
+        except BrokerError:
+            return None
+
+    def _refresh_account(self) -> Account | None:
+        try:
+            self._account = self.broker.account()
+        except BrokerError as exc:
+            logger.warning("Cannot read the account: {}", exc)
+        return self._account
+
+    def _risk_context(self, symbol: str, side: Side) -> risk.RiskContext:
+        acct = self._refresh_account() or Account(0.0, 0.0, 0.0, 0.0)
+        now = self.clock.now()
+        market_open, minutes_left = True, None
+        if self.calendar is not None and self.intraday:
+            session = self.calendar.session_at(now)
+            market_open = session is not None
+            minutes_left = (session.close - now).total_seconds() / 60 if session else None
+        return risk.RiskContext(
+            symbol=symbol, side=side, price=self._last_price.get(symbol, float("nan")),
+            equity=acct.equity, buying_power=acct.buying_power, positions=self._marked_positions(),
+            day_start_equity=float(self._day_state.get("start_equity", acct.equity)),
+            round_trips_today=int(self._day_state.get("round_trips", 0)),
+            market_open=market_open, minutes_to_close=minutes_left,
+            data_stale=self.data_stale(), breaker_tripped=bool(self._day_state.get("breaker")),
+        )
+
+    def data_stale(self) -> bool:
+        if self.calendar is None or not self.intraday:
+            return False
+        now = self.clock.now()
+        if not self.calendar.is_open(now):
+            return False
+        limit = timedelta(minutes=2 * self.bar_minutes)
+        return any(now - end > limit for end in self._last_bar_end.values())
+
+    def _marked_positions(self) -> tuple[Position, ...]:
+        return tuple(replace(p, last_price=self._last_price.get(p.symbol, p.last_price))
+                     for p in self.records.positions())
+
+    def _roll_day(self) -> None:
+        day = self.clock.now().astimezone(NY).date()
+        if day == self._day:
+            return
+        self._day = day
+        saved = self.records.state_get(f"day.{day.isoformat()}")
+        if saved:
+            self._day_state = saved
+            return
+        acct = self._refresh_account()
+        self._day_state = {"start_equity": acct.equity if acct else 0.0, "round_trips": 0, "breaker": False}
+        self._save_day()
+
+    def _save_day(self) -> None:
+        if self._day is not None:
+            self.records.state_set(f"day.{self._day.isoformat()}", dict(self._day_state))
+
+    def account_snapshot(self) -> Account | None:
+        acct = self._account
+        if acct is None:
+            return None
+        return replace(acct, day_start_equity=float(self._day_state.get("start_equity", acct.equity)))
+
+    def _publish_portfolio(self) -> None:
+        self._refresh_account()
+        acct = self.account_snapshot()
+        if acct is None:
+            return
+        positions = self._marked_positions()
+        expo = risk.exposure(positions) / acct.equity if acct.equity > 0 else 0.0
+        self.bus.publish(PortfolioEvent(acct, positions, expo, int(self._day_state.get("round_trips", 0))))
+
+    def status(self) -> EngineStatus:
+        now = self.clock.now()
+        is_open, change = True, None
+        if self.calendar is not None:
+            is_open = self.calendar.is_open(now)
+            change = self.calendar.next_change(now)
+        return EngineStatus(
+            mode=self.mode, broker=self.broker.kind, data_source=self.data_source, market_open=is_open,
+            now=now, next_change=change, connected=self.router.connected, data_stale=self.data_stale(),
+            circuit_breaker=bool(self._day_state.get("breaker")), model=self.model_label,
+            round_trips_today=int(self._day_state.get("round_trips", 0)),
+        )
+
+    def _publish_status(self) -> None:
+        self.bus.publish(StatusEvent(self.status()))

@@ -1,0 +1,54 @@
+"""The Broker port: the one door through which orders leave the engine."""
+
+from __future__ import annotations
+
+import abc
+
+from app.engine.types import Account, BrokerKind, Order, Position
+
+
+class BrokerError(RuntimeError):
+    """A broker call failed. ``transient`` errors are worth retrying;
+    permanent ones (a rejection, insufficient buying power) are not."""
+
+    def __init__(self, message: str, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class Broker(abc.ABC):
+    kind: BrokerKind = BrokerKind.SIMULATED
+    supports_stop_orders: bool = True
+
+    @abc.abstractmethod
+    def account(self) -> Account:
+        """Cash, equity and buying power now."""
+
+    @abc.abstractmethod
+    def positions(self) -> list[Position]:
+        """Open positions as the broker holds them (the source of truth)."""
+
+    @abc.abstractmethod
+    def open_orders(self) -> list[Order]:
+        """Orders not yet filled, canceled or rejected."""
+
+    @abc.abstractmethod
+    def submit(self, order: Order) -> Order:
+        """Send an order; idempotent on ``client_order_id``: sending the same id
+        twice returns the order already there instead of creating a second."""
+
+    @abc.abstractmethod
+    def get_order(self, client_order_id: str) -> Order | None:
+        """The broker's current view of one order, or None if it never arrived."""
+
+    @abc.abstractmethod
+    def cancel(self, client_order_id: str) -> None:
+        """Cancel an open order; canceling a finished or unknown order is a no-op."""
+
+    def last_price(self, symbol: str) -> float | None:
+        """The latest traded price the broker knows, if it offers one."""
+        return None
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,202 @@
+"""The built-in paper broker: fills against the simulated (or replayed) market.
+
+Semantics, the same in the demo, replays and backtests:
+- a market order fills at the next price the market shows: the next tick in a
+  live simulation (``on_price``), or the next bar's open in a bar-by-bar run
+  (``on_bar``), moved against the trader by ``slippage_bps``;
+- a stop order triggers when the price trades at or through it and fills at
+  the stop, or at the open when a bar gaps through it;
+- commission is charged per share.
+
+The account (cash, positions, open orders) persists in the database through
+an optional :class:`PaperBook`, so a paper account survives restarts.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import datetime
+from typing import Callable, Protocol
+
+from app.engine.broker.base import Broker, BrokerError
+from app.engine.clock import Clock
+from app.engine.types import (
+    Account,
+    Bar,
+    BrokerKind,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+)
+
+
+class PaperBook(Protocol):
+    """Where a paper account is kept between runs (see ``storage.paper``)."""
+
+    def load(self) -> tuple[float, dict[str, Position], dict[str, Order]] | None: ...
+
+    def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> None: ...
+
+
+class SimulatedBroker(Broker):
+    kind = BrokerKind.SIMULATED
+    supports_stop_orders = True
+
+    def __init__(
+        self,
+        clock: Clock,
+        starting_cash: float = 100_000.0,
+        slippage_bps: float = 0.0,
+        commission_per_share: float = 0.0,
+        book: PaperBook | None = None,
+    ) -> None:
+        self._clock = clock
+        self._slip = slippage_bps / 10_000.0
+        self._commission = commission_per_share
+        self._book = book
+        self._lock = threading.RLock()
+        self._prices: dict[str, float] = {}
+        self._fill_listeners: list[Callable[[Fill], None]] = []
+        loaded = book.load() if book else None
+        if loaded:
+            self._cash, self._positions, self._orders = loaded
+        else:
+            self._cash = starting_cash
+            self._positions: dict[str, Position] = {}
+            self._orders: dict[str, Order] = {}
+        self.fills: list[Fill] = []
+
+    # ----------------------------------------------------------------- port
+    def account(self) -> Account:
+        with self._lock:
+            equity = self._cash + sum(p.qty * self._mark(p) for p in self._positions.values())
+            return Account(cash=self._cash, equity=equity, buying_power=max(self._cash, 0.0),
+                           day_start_equity=equity)
+
+    def positions(self) -> list[Position]:
+        with self._lock:
+            return [replace(p, last_price=self._mark(p)) for p in self._positions.values()]
+
+    def open_orders(self) -> list[Order]:
+        with self._lock:
+            return [o for o in self._orders.values() if o.status.is_open]
+
+    def submit(self, order: Order) -> Order:
+        with self._lock:
+            existing = self._orders.get(order.client_order_id)
+            if existing is not None:
+                return existing
+            if order.qty <= 0:
+                raise BrokerError(f"rejected: quantity {order.qty} must be positive", transient=False)
+            if order.side == Side.BUY and order.order_type == OrderType.MARKET:
+                price = self._prices.get(order.symbol)
+                if price is not None and order.qty * price * (1 + self._slip) > self._cash + 1e-6:
+                    raise BrokerError("rejected: insufficient buying power", transient=False)
+            accepted = replace(order, status=OrderStatus.SUBMITTED,
+                               broker_order_id=f"sim-{len(self._orders) + 1}")
+            self._orders[order.client_order_id] = accepted
+            self._persist()
+            return accepted
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        with self._lock:
+            return self._orders.get(client_order_id)
+
+    def cancel(self, client_order_id: str) -> None:
+        with self._lock:
+            o = self._orders.get(client_order_id)
+            if o is not None and o.status.is_open:
+                self._orders[client_order_id] = replace(o, status=OrderStatus.CANCELED)
+                self._persist()
+
+    def last_price(self, symbol: str) -> float | None:
+        return self._prices.get(symbol)
+
+    # ------------------------------------------------------- market events
+    def on_fill(self, listener: Callable[[Fill], None]) -> None:
+        self._fill_listeners.append(listener)
+
+    def on_price(self, symbol: str, price: float, time: datetime) -> list[Fill]:
+        """A new trade print in a live simulation: fill what it reaches."""
+        with self._lock:
+            self._prices[symbol] = price
+            return self._match(symbol, price, price, price, time)
+
+    def on_bar(self, bar: Bar) -> list[Fill]:
+        """A new bar in a bar-by-bar run: market orders fill at its open, stops
+        inside its range; then the bar's close becomes the mark."""
+        with self._lock:
+            fills = self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time)
+            self._prices[bar.symbol] = bar.close
+            return fills
+
+    # ------------------------------------------------------------ internal
+    def _match(self, symbol: str, open_: float, high: float, low: float, time: datetime) -> list[Fill]:
+        fills: list[Fill] = []
+        for o in list(self._orders.values()):
+            if o.symbol != symbol or not o.status.is_open:
+                continue
+            px = self._fill_price(o, open_, high, low)
+            if px is None:
+                continue
+            fill = self._execute(o, px, time)
+            if fill:
+                fills.append(fill)
+        if fills:
+            self._persist()
+            for f in fills:
+                for listener in self._fill_listeners:
+                    listener(f)
+        return fills
+
+    def _fill_price(self, o: Order, open_: float, high: float, low: float) -> float | None:
+        if o.order_type == OrderType.MARKET:
+            slip = self._slip if o.side == Side.BUY else -self._slip
+            return open_ * (1 + slip)
+        stop = o.stop_price or 0.0
+        if o.side == Side.SELL and low <= stop:
+            return min(open_, stop)
+        if o.side == Side.BUY and high >= stop:
+            return max(open_, stop)
+        return None
+
+    def _execute(self, o: Order, price: float, time: datetime) -> Fill | None:
+        qty = o.qty
+        pos = self._positions.get(o.symbol)
+        held = pos.qty if pos else 0.0
+        if o.side == Side.SELL and held > 0 and qty > held:
+            qty = held  # never sell more than held by accident (a stop after a close)
+        if o.side == Side.SELL and held <= 0 and o.order_type == OrderType.STOP:
+            self._orders[o.client_order_id] = replace(o, status=OrderStatus.CANCELED,
+                                                      reason=o.reason + "; nothing held")
+            return None
+        commission = qty * self._commission
+        signed = qty if o.side == Side.BUY else -qty
+        self._cash -= signed * price + commission
+        new_qty = held + signed
+        if abs(new_qty) < 1e-9:
+            self._positions.pop(o.symbol, None)
+        elif pos is None or (held > 0) != (new_qty > 0):
+            self._positions[o.symbol] = Position(o.symbol, new_qty, price, price, time)
+        elif abs(new_qty) > abs(held):
+            avg = (pos.avg_price * held + price * signed) / new_qty
+            self._positions[o.symbol] = replace(pos, qty=new_qty, avg_price=avg, last_price=price)
+        else:
+            self._positions[o.symbol] = replace(pos, qty=new_qty, last_price=price)
+        self._orders[o.client_order_id] = replace(
+            o, status=OrderStatus.FILLED, filled_qty=qty, filled_avg_price=price, filled_at=time
+        )
+        fill = Fill(o.client_order_id, o.symbol, o.side, qty, price, time, commission)
+        self.fills.append(fill)
+        return fill
+
+    def _mark(self, p: Position) -> float:
+        return self._prices.get(p.symbol, p.last_price)
+
+    def _persist(self) -> None:
+        if self._book is not None:
+            self._book.save(self._cash, dict(self._positions), dict(self._orders))

@@ -1,0 +1,102 @@
+"""What the engine reports, as frozen events, through one small bus.
+
+The GUI's worker subscribes once and re-emits each event as a Qt signal; a
+headless run subscribes a logger; tests subscribe a list. A failing
+subscriber is logged and never breaks the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Union
+
+from loguru import logger
+
+from app.engine.types import Account, Bar, EngineStatus, Fill, Order, Position, Trade, TradingSignal
+
+
+@dataclass(frozen=True, slots=True)
+class BarEvent:
+    bar: Bar
+    closed: bool  # False while the bar is still forming
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionEvent:
+    symbol: str
+    time: datetime
+    p_up: float
+    confidence: float
+    votes: tuple[tuple[str, float], ...]
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEvent:
+    """A signal and what became of it: pending, executed, approved, rejected,
+    expired, refused (failed re-validation), dropped (below threshold) or skipped."""
+
+    signal: TradingSignal
+    status: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    order: Order
+
+
+@dataclass(frozen=True, slots=True)
+class FillEvent:
+    fill: Fill
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent:
+    trade: Trade
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioEvent:
+    account: Account
+    positions: tuple[Position, ...]
+    exposure_pct: float
+    round_trips_today: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    level: str  # "info", "warning", "error"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    status: EngineStatus
+
+
+Event = Union[
+    BarEvent, PredictionEvent, SignalEvent, OrderEvent, FillEvent, TradeEvent,
+    PortfolioEvent, AlertEvent, StatusEvent,
+]
+Handler = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def unsubscribe(self, handler: Handler) -> None:
+        if handler in self._handlers:
+            self._handlers.remove(handler)
+
+    def publish(self, event: Event) -> None:
+        for handler in list(self._handlers):
+            try:
+                handler(event)
+            except Exception:  # a broken listener must not stop trading
+                logger.exception("Event handler {} failed on {}", handler, type(event).__name__)

@@ -1,0 +1,83 @@
+"""Logging, configured once: rotating files in the app home, secrets scrubbed.
+
+``diagnose`` is off everywhere: loguru's variable dumps would print API keys.
+Every record passes through :func:`scrub`, which masks anything that looks
+like a registered secret, so even a key pasted into an error message by a
+library never reaches a file.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from loguru import logger
+
+_SECRETS: set[str] = set()
+_configured = False
+
+
+def register_secret(value: str) -> None:
+    """Mask this value wherever it would appear in a log line."""
+    if value and len(value) >= 6:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    for s in _SECRETS:
+        if s in text:
+            text = text.replace(s, "••••")
+    return text
+
+
+def _patch(record: Any) -> None:
+    record["message"] = scrub(record["message"])
+    if record["exception"] is not None:
+        exc = record["exception"]
+        if exc.value is not None and any(s in str(exc.value) for s in _SECRETS):
+            record["exception"] = exc._replace(value=type(exc.value)(scrub(str(exc.value))))
+
+
+def configure(log_dir: Path, console_level: str = "WARNING",
+              on_error: Callable[[str], None] | None = None) -> None:
+    """Set up the sinks once per process (later calls only add ``on_error``)."""
+    global _configured
+    if not _configured:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        logger.remove()
+        logger.configure(patcher=_patch)
+        fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<8} | {thread.name} | {name}:{line} | {message}"
+        common: dict[str, Any] = {"format": fmt, "backtrace": False, "diagnose": False, "enqueue": False,
+                                  "encoding": "utf-8"}
+        logger.add(sys.stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
+                   diagnose=False, backtrace=False)
+        logger.add(log_dir / "trading_bot.log", level="INFO", rotation="00:00", retention="30 days", **common)
+        logger.add(log_dir / "errors.log", level="ERROR", rotation="10 MB", retention="30 days",
+                   **{**common, "backtrace": True})
+        logger.add(log_dir / "trades.log", level="INFO", filter=lambda r: "trade" in r["extra"],
+                   rotation="00:00", retention="90 days", **common)
+        logger.add(log_dir / "predictions.log", level="INFO", filter=lambda r: "prediction" in r["extra"],
+                   rotation="00:00", retention="30 days", **common)
+        _install_hooks()
+        _configured = True
+    if on_error is not None:
+        logger.add(lambda m: on_error(str(m.record["message"])), level="ERROR", format="{message}")
+
+
+def _install_hooks() -> None:
+    def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        logger.opt(exception=(exc_type, exc, tb)).error("Unhandled error: {}", exc)
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        logger.opt(exception=(args.exc_type, args.exc_value, args.exc_traceback)).error(
+            "Unhandled error in thread {}: {}", args.thread.name if args.thread else "?", args.exc_value)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_hook

@@ -1,0 +1,162 @@
+"""Orders as commands, sent with retries and one client order id per intent.
+
+The intent is recorded (status NEW) *before* it is sent, so that after a crash
+the engine finds it, asks the broker whether it arrived (by the same
+``client_order_id``) and never sends a second order for the same intent.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Callable
+
+from loguru import logger
+
+from app.engine.broker.base import Broker, BrokerError
+from app.engine.clock import Clock
+from app.engine.records import Recorder
+from app.engine.types import Order, OrderStatus
+
+RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
+
+
+@dataclass
+class PlaceOrderCommand:
+    order: Order
+
+    def execute(self, broker: Broker) -> Order:
+        return broker.submit(self.order)
+
+    def undo(self, broker: Broker) -> None:
+        broker.cancel(self.order.client_order_id)
+
+
+@dataclass
+class CancelOrderCommand:
+    client_order_id: str
+
+    def execute(self, broker: Broker) -> None:
+        broker.cancel(self.client_order_id)
+
+    def undo(self, broker: Broker) -> None:  # a cancel cannot be taken back
+        raise NotImplementedError("a canceled order cannot be restored; place a new one")
+
+
+@dataclass
+class QueuedOrder:
+    order: Order
+    expires_at: datetime | None  # None: an exit, retried until it succeeds
+    revalidate: Callable[[Order], Order | None] | None = None
+
+
+class OrderRouter:
+    def __init__(self, broker: Broker, records: Recorder, clock: Clock,
+                 sleep: Callable[[float], None] = _time.sleep) -> None:
+        self.broker = broker
+        self.records = records
+        self.clock = clock
+        self.sleep = sleep
+        self.queue: dict[str, QueuedOrder] = {}
+        self.retries = 0
+        self.connected = True
+
+    def place(self, order: Order, expires_at: datetime | None = None,
+              revalidate: Callable[[Order], Order | None] | None = None) -> Order:
+        """Record the intent, then send it. Returns the order as it now stands.
+
+        A transient failure leaves the order queued: exits (``expires_at`` None)
+        are retried until they go through; entries until they expire, and are
+        re-validated by ``revalidate`` before each new attempt.
+        """
+        now = self.clock.now()
+        known = self.records.get_order(order.client_order_id)
+        if known is not None and known.status != OrderStatus.NEW:
+            return known  # this intent was already sent: never twice
+        self.records.order(order, now)
+        self.records.command(now, "place", order.client_order_id,
+                             {"symbol": order.symbol, "side": order.side.value, "qty": order.qty,
+                              "type": order.order_type.value, "stop": order.stop_price,
+                              "reason": order.reason}, "")
+        return self._send(QueuedOrder(order, expires_at, revalidate))
+
+    def cancel(self, client_order_id: str) -> bool:
+        self.queue.pop(client_order_id, None)
+        cmd = CancelOrderCommand(client_order_id)
+        try:
+            self._with_retry(lambda: cmd.execute(self.broker))
+        except BrokerError as exc:
+            logger.warning("Cancel of {} failed: {}", client_order_id, exc)
+            return False
+        o = self.records.get_order(client_order_id)
+        if o is not None and o.status.is_open:
+            self.records.order(replace(o, status=OrderStatus.CANCELED), self.clock.now())
+        self.records.command(self.clock.now(), "cancel", client_order_id, {}, "ok")
+        return True
+
+    def retry_queued(self) -> list[Order]:
+        """Try the queued orders again (called on every price check)."""
+        out = []
+        for coid, q in list(self.queue.items()):
+            now = self.clock.now()
+            if q.expires_at is not None and now >= q.expires_at:
+                del self.queue[coid]
+                expired = replace(q.order, status=OrderStatus.CANCELED,
+                                  reason=q.order.reason + "; expired before the broker took it")
+                self.records.order(expired, now)
+                out.append(expired)
+                continue
+            if q.revalidate is not None:
+                fresh = q.revalidate(q.order)
+                if fresh is None:
+                    del self.queue[coid]
+                    refused = replace(q.order, status=OrderStatus.CANCELED,
+                                      reason=q.order.reason + "; refused on re-validation")
+                    self.records.order(refused, now)
+                    out.append(refused)
+                    continue
+                q.order = fresh
+            del self.queue[coid]
+            out.append(self._send(q))
+        return out
+
+    # ------------------------------------------------------------ internal
+    def _send(self, q: QueuedOrder) -> Order:
+        order = q.order
+        try:
+            accepted = self._with_retry(lambda: PlaceOrderCommand(order).execute(self.broker))
+        except BrokerError as exc:
+            now = self.clock.now()
+            if exc.transient:
+                self.queue[order.client_order_id] = q
+                logger.warning("Order {} not sent ({}); queued for retry", order.client_order_id, exc)
+                return order
+            rejected = replace(order, status=OrderStatus.REJECTED, reason=f"{order.reason}; {exc}")
+            self.records.order(rejected, now)
+            self.records.command(now, "place", order.client_order_id, {}, f"rejected: {exc}")
+            logger.error("Order {} rejected by the broker: {}", order.client_order_id, exc)
+            return rejected
+        self.records.order(accepted, self.clock.now())
+        return accepted
+
+    def _with_retry(self, call: Callable[[], Order | None]) -> Order | None:  # type: ignore[return]
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            try:
+                result = call()
+                self.connected = True
+                return result
+            except BrokerError as exc:
+                if not exc.transient:
+                    raise
+                self.connected = False
+                if attempt == len(RETRY_DELAYS):
+                    raise
+                self.retries += 1
+                delay = max(RETRY_DELAYS[attempt], exc.retry_after or 0.0)
+                logger.info("Broker call failed ({}); retry {} in {:.1f}s", exc, attempt + 1, delay)
+                self.sleep(min(delay, 10.0))
+
+
+def expiry_after(now: datetime, minutes: float) -> datetime:
+    return now + timedelta(minutes=minutes)

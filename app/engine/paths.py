@@ -1,0 +1,63 @@
+"""The one home folder for everything the app writes.
+
+``AI_TRADER_HOME`` (or ``--data-dir``) relocates all of it, so that a test or a
+second account can run fully isolated. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "AI_TRADER_HOME"
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    home: Path
+
+    @classmethod
+    def resolve(cls, data_dir: str | os.PathLike[str] | None = None) -> AppPaths:
+        if data_dir:
+            return cls(Path(data_dir).expanduser().resolve())
+        env = os.environ.get(ENV_HOME)
+        if env:
+            return cls(Path(env).expanduser().resolve())
+        from platformdirs import user_data_path
+
+        return cls(user_data_path("ai-trader", appauthor=False))
+
+    @property
+    def database(self) -> Path:
+        return self.home / "trader.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def settings(self) -> Path:
+        return self.home / "settings.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "engine.lock"
+
+    @property
+    def trade_backup(self) -> Path:
+        """JSON-lines file for records the database could not take."""
+        return self.home / "pending_records.jsonl"
+
+    @property
+    def env_file(self) -> Path:
+        return self.home / ".env"
+
+    def ensure(self) -> AppPaths:
+        for folder in (self.home, self.logs, self.models):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self

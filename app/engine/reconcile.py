@@ -1,0 +1,91 @@
+"""Reconciliation: at start and after a reconnect the broker is the truth.
+
+Every difference between the database and the broker is logged and fixed,
+and returned as a line the GUI can show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from app.engine import risk
+from app.engine.broker.base import BrokerError
+from app.engine.types import OrderStatus, OrderType, Position, Side
+
+if TYPE_CHECKING:
+    from app.engine.bot import TradingBot
+
+
+def reconcile(bot: TradingBot) -> list[str]:
+    try:
+        return _reconcile(bot)
+    except BrokerError as exc:
+        bot.router.connected = False
+        msg = f"Reconciliation postponed: broker unreachable ({exc}); positions shown are the last known"
+        logger.warning(msg)
+        return [msg]
+
+
+def _reconcile(bot: TradingBot) -> list[str]:
+    lines: list[str] = []
+    rec, broker, now = bot.records, bot.broker, bot.clock.now()
+
+    # 1. Orders we recorded as intended or sent: what became of them?
+    for o in rec.open_orders():
+        b = broker.get_order(o.client_order_id)
+        if b is None:
+            if o.status == OrderStatus.NEW:
+                rec.order(replace(o, status=OrderStatus.CANCELED,
+                                  reason=o.reason + "; never reached the broker before shutdown"), now)
+                lines.append(f"order {o.client_order_id} never reached the broker: dropped")
+            else:
+                rec.order(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; unknown to broker"), now)
+                lines.append(f"order {o.client_order_id} unknown to the broker: marked canceled")
+            continue
+        if b.status != o.status or b.filled_qty != o.filled_qty:
+            b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            rec.order(b, now)
+            lines.append(f"order {o.client_order_id}: {o.status.value} -> {b.status.value}")
+            if b.status == OrderStatus.FILLED:
+                bot.on_filled(b)
+
+    # 2. Orders at the broker we have no record of: adopt them.
+    known = {o.client_order_id for o in rec.open_orders()}
+    for b in broker.open_orders():
+        if rec.get_order(b.client_order_id) is None:
+            rec.order(b, now)
+            lines.append(f"adopted open order {b.client_order_id} found at the broker")
+        if b.order_type == OrderType.STOP and b.side == Side.SELL and b.status.is_open:
+            bot._stop_orders[b.symbol] = b.client_order_id
+        known.add(b.client_order_id)
+
+    # 3. Positions: the broker's quantities win; stops are kept or created.
+    held = {p.symbol: p for p in broker.positions()}
+    local = {p.symbol: p for p in rec.positions()}
+    for sym, p in local.items():
+        if sym not in held:
+            rec.remove_position(sym)
+            lines.append(f"{sym}: closed at the broker while away; local position removed")
+    for sym, b in held.items():
+        mine = local.get(sym)
+        if mine is None:
+            mine = Position(sym, b.qty, b.avg_price, b.last_price, b.opened_at,
+                            stop_price=risk.initial_stop(b.avg_price, bot.settings), high_water=b.avg_price)
+            lines.append(f"{sym}: position of {b.qty:g} found at the broker; adopted with a stop")
+        elif abs(mine.qty - b.qty) > 1e-9 or abs(mine.avg_price - b.avg_price) > 1e-6:
+            lines.append(f"{sym}: quantity {mine.qty:g} -> {b.qty:g} (broker)")
+            mine = replace(mine, qty=b.qty, avg_price=b.avg_price)
+        rec.position(replace(mine, last_price=b.last_price))
+        bot._last_price.setdefault(sym, b.last_price)
+        if sym not in bot._stop_orders:
+            bot._place_stop(rec_position(bot, sym))
+    for line in lines:
+        logger.warning("Reconcile: {}", line)
+    return lines
+
+
+def rec_position(bot: TradingBot, symbol: str) -> Position:
+    return next(p for p in bot.records.positions() if p.symbol == symbol)

@@ -1,0 +1,188 @@
+"""The engine's record of what happened, behind one small interface.
+
+:class:`SqlRecorder` writes to SQLite through the repositories; a write the
+database refuses goes to a JSON-lines backup file and is replayed into the
+database at the next start, so no trade is lost to a locked or full disk.
+:class:`MemoryRecorder` serves backtests, which must not touch the live record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from loguru import logger
+
+from app.engine.strategy.base import ModelOutput
+from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade, TradingSignal
+
+
+class Recorder:
+    """In-memory record; the base of the SQL one (which also keeps these caches)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+        self.trades: list[Trade] = []
+        self.signals: dict[str, tuple[TradingSignal, str, str]] = {}
+        self.predictions: list[tuple[str, datetime, ModelOutput]] = []
+        self._positions: dict[str, Position] = {}
+        self._state: dict[str, Any] = {}
+        self.commands: list[dict[str, Any]] = []
+
+    # orders
+    def order(self, order: Order, now: datetime) -> None:
+        self.orders[order.client_order_id] = order
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        return self.orders.get(client_order_id)
+
+    def open_orders(self) -> list[Order]:
+        return [o for o in self.orders.values() if o.status.is_open]
+
+    # trades, signals, predictions
+    def trade(self, trade: Trade) -> None:
+        self.trades.append(trade)
+
+    def signal(self, sig: TradingSignal, status: str, decision: str, now: datetime) -> None:
+        self.signals[sig.signal_id] = (sig, status, decision)
+
+    def prediction(self, symbol: str, bar_time: datetime, out: ModelOutput, now: datetime) -> None:
+        self.predictions.append((symbol, bar_time, out))
+
+    # positions (the engine's view: stops, trailing state)
+    def position(self, p: Position) -> None:
+        self._positions[p.symbol] = p
+
+    def remove_position(self, symbol: str) -> None:
+        self._positions.pop(symbol, None)
+
+    def positions(self) -> list[Position]:
+        return list(self._positions.values())
+
+    # small state and the command journal
+    def state_get(self, key: str, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def state_set(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+    def command(self, time: datetime, kind: str, coid: str, payload: dict[str, Any], outcome: str) -> None:
+        self.commands.append({"time": time, "kind": kind, "client_order_id": coid,
+                              "payload": payload, "outcome": outcome})
+
+
+MemoryRecorder = Recorder
+
+
+class SqlRecorder(Recorder):
+    def __init__(self, storage: Any, backup_path: Path) -> None:
+        super().__init__()
+        from app.engine import storage as st
+
+        self._orders = st.OrderRepository(storage)
+        self._trades = st.TradeRepository(storage)
+        self._signals = st.SignalRepository(storage)
+        self._preds = st.PredictionRepository(storage)
+        self._pos = st.PositionRepository(storage)
+        self._st = st.StateRepository(storage)
+        self._journal = st.CommandJournal(storage)
+        self.backup_path = backup_path
+        self._positions = {p.symbol: p for p in self._pos.all()}
+        self.orders = {o.client_order_id: o for o in self._orders.open_orders()}
+
+    def order(self, order: Order, now: datetime) -> None:
+        super().order(order, now)
+        self._write("order", _order_json(order), lambda: self._orders.save(order, now))
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        return self.orders.get(client_order_id) or self._orders.get(client_order_id)
+
+    def trade(self, trade: Trade) -> None:
+        super().trade(trade)
+        self._write("trade", _trade_json(trade), lambda: self._trades.save(trade))
+
+    def signal(self, sig: TradingSignal, status: str, decision: str, now: datetime) -> None:
+        self._write("signal", {"signal_id": sig.signal_id, "status": status},
+                    lambda: self._signals.save(sig, status, decision, now))
+
+    def prediction(self, symbol: str, bar_time: datetime, out: ModelOutput, now: datetime) -> None:
+        self._write("prediction", {"symbol": symbol, "bar_time": bar_time.isoformat(), "p_up": out.p_up},
+                    lambda: self._preds.save(symbol, bar_time, out.p_up, out.confidence, out.version,
+                                             now, dict(out.votes)))
+
+    def position(self, p: Position) -> None:
+        super().position(p)
+        self._write("position", {"symbol": p.symbol}, lambda: self._pos.save(p))
+
+    def remove_position(self, symbol: str) -> None:
+        super().remove_position(symbol)
+        self._write("remove_position", {"symbol": symbol}, lambda: self._pos.delete(symbol))
+
+    def state_get(self, key: str, default: Any = None) -> Any:
+        return self._st.get(key, default)
+
+    def state_set(self, key: str, value: Any) -> None:
+        self._write("state", {"key": key, "value": value}, lambda: self._st.set(key, value))
+
+    def command(self, time: datetime, kind: str, coid: str, payload: dict[str, Any], outcome: str) -> None:
+        self._write("command", {"kind": kind, "coid": coid},
+                    lambda: self._journal.record(time, kind, coid, payload, outcome))
+
+    # ------------------------------------------------------------ backup
+    def _write(self, kind: str, data: dict[str, Any], op: Callable[[], None]) -> None:
+        try:
+            op()
+        except Exception as exc:  # the record must survive a refusing database
+            logger.error("Database write of {} failed ({}); kept in {}", kind, exc, self.backup_path)
+            if kind in ("order", "trade"):
+                with self.backup_path.open("a") as fh:
+                    fh.write(json.dumps({"kind": kind, "data": data}) + "\n")
+
+    def replay_backup(self) -> int:
+        """Write records kept in the backup file into the database; returns how many."""
+        if not self.backup_path.exists():
+            return 0
+        lines = [ln for ln in self.backup_path.read_text().splitlines() if ln.strip()]
+        done = 0
+        for line in lines:
+            item = json.loads(line)
+            if item["kind"] == "order":
+                o = _order_from_json(item["data"])
+                self._orders.save(o, o.filled_at or o.created_at)
+            elif item["kind"] == "trade":
+                self._trades.save(_trade_from_json(item["data"]))
+            done += 1
+        self.backup_path.unlink()
+        logger.warning("Replayed {} records from {} into the database", done, self.backup_path)
+        return done
+
+
+def _order_json(o: Order) -> dict[str, Any]:
+    d = asdict(o)
+    d.update(side=o.side.value, order_type=o.order_type.value, status=o.status.value,
+             created_at=o.created_at.isoformat(),
+             filled_at=o.filled_at.isoformat() if o.filled_at else None)
+    return d
+
+
+def _order_from_json(d: dict[str, Any]) -> Order:
+    o = Order(**{**d, "side": Side(d["side"]), "order_type": OrderType(d["order_type"]),
+                 "status": OrderStatus(d["status"]),
+                 "created_at": datetime.fromisoformat(d["created_at"]), "filled_at": None})
+    if d.get("filled_at"):
+        o = replace(o, filled_at=datetime.fromisoformat(d["filled_at"]))
+    return o
+
+
+def _trade_json(t: Trade) -> dict[str, Any]:
+    d = asdict(t)
+    d.update(entry_time=t.entry_time.isoformat(), exit_time=t.exit_time.isoformat())
+    return d
+
+
+def _trade_from_json(d: dict[str, Any]) -> Trade:
+    return Trade(**{**d, "entry_time": datetime.fromisoformat(d["entry_time"]),
+                    "exit_time": datetime.fromisoformat(d["exit_time"])})

@@ -1,0 +1,120 @@
+"""Plays a market through the engine on a simulated clock, one price at a time.
+
+Used by the demo (synthetic bars), by replays of history (CSV bars) and by
+the headless runner. Each ``step()`` moves the clock to the next price: the
+simulated broker sees it first (so orders from the last bar close fill at
+this bar's open), then the bot re-prices positions and checks its stops; at
+a bar's end the bot runs its trading cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from loguru import logger
+
+from app.engine.bot import TradingBot
+from app.engine.broker.simulated import SimulatedBroker
+from app.engine.clock import MarketCalendar, Session, SimClock
+from app.engine.events import BarEvent, StatusEvent
+from app.engine.simmarket import SimBar, SimulatedMarket
+from app.engine.types import Bar
+
+SessionFeed = Callable[[datetime], tuple[Session, list[SimBar]] | None]
+
+
+@dataclass
+class _Cursor:
+    session: Session
+    bars: list[SimBar]
+    bar: int = 0
+    tick: int = 0
+
+
+class MarketReplay:
+    def __init__(self, bot: TradingBot, broker: SimulatedBroker, clock: SimClock, feed: SessionFeed,
+                 on_session: Callable[[Session], None] | None = None) -> None:
+        self.bot = bot
+        self.broker = broker
+        self.clock = clock
+        self.feed = feed
+        self.on_session = on_session
+        self._cur: _Cursor | None = None
+        self.finished = False
+        self.bars_played = 0
+
+    def step(self) -> bool:
+        """Advance to the next price; False once the feed has nothing more."""
+        if self.finished:
+            return False
+        if self._cur is None or self._cur.bar >= len(self._cur.bars):
+            if not self._next_session():
+                self.finished = True
+                return False
+        cur = self._cur
+        assert cur is not None
+        sb = cur.bars[cur.bar]
+        ticks = sb.ticks or (sb.bar.open,)
+        symbol = sb.bar.symbol
+        if cur.tick < len(ticks):
+            step = timedelta(minutes=self.bot.bar_minutes) / len(ticks)
+            now = sb.bar.time + step * cur.tick
+            price = ticks[cur.tick]
+            self.clock.set(now)
+            self.broker.on_price(symbol, price, now)
+            self.bot.bus.publish(BarEvent(_partial(sb, cur.tick), closed=False))
+            self.bot.on_price(symbol, price)
+            cur.tick += 1
+            return True
+        end = sb.bar.time + timedelta(minutes=self.bot.bar_minutes)
+        self.clock.set(end)
+        self.broker.on_price(symbol, sb.bar.close, end)
+        self.bot.on_bar_close(sb.bar)
+        self.bars_played += 1
+        cur.bar += 1
+        cur.tick = 0
+        return True
+
+    def run(self, max_steps: int | None = None) -> int:
+        steps = 0
+        while (max_steps is None or steps < max_steps) and self.step():
+            steps += 1
+        return steps
+
+    def _next_session(self) -> bool:
+        found = self.feed(self.clock.now())
+        if found is None:
+            return False
+        session, bars = found
+        start = self.clock.now()
+        bars = [b for b in bars if b.bar.time >= start]  # resume mid-session
+        if not bars:
+            self.clock.set(session.close)
+            return self._next_session()
+        self._cur = _Cursor(session, bars)
+        if self.on_session:
+            self.on_session(session)
+        self.clock.set(bars[0].bar.time)
+        self.bot.bus.publish(StatusEvent(self.bot.status()))
+        logger.info("Session {} ({} bars{})", session.day, len(bars),
+                    ", early close" if session.is_early_close else "")
+        return True
+
+
+def _partial(sb: SimBar, upto: int) -> Bar:
+    seen = sb.ticks[: upto + 1]
+    b = sb.bar
+    volume = b.volume * (upto + 1) / max(len(sb.ticks), 1)
+    return Bar(b.symbol, b.time, b.open, max(max(seen), b.open), min(min(seen), b.open), seen[-1], volume)
+
+
+def simulated_feed(market: SimulatedMarket, calendar: MarketCalendar) -> SessionFeed:
+    """Sessions of the simulated market, one after another, forever."""
+
+    def feed(after: datetime) -> tuple[Session, list[SimBar]] | None:
+        session = calendar.next_session(after)
+        return session, market.session_bars(session)
+
+    return feed

@@ -1,0 +1,200 @@
+"""One typed, validated settings object, persisted as JSON in the app home.
+
+Every field carries its bounds in the dataclass metadata, so the settings
+dialog, the loader and the tests all validate against the same numbers.
+Secrets are not settings: they live in :mod:`app.engine.secrets`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+
+class SettingsError(ValueError):
+    """A setting is out of bounds or of the wrong type; names the field."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def _num(default: float, lo: float, hi: float, label: str) -> Any:
+    return field(default=default, metadata={"min": lo, "max": hi, "label": label})
+
+
+def _choice(default: str, choices: tuple[str, ...], label: str) -> Any:
+    return field(default=default, metadata={"choices": choices, "label": label})
+
+
+def _flag(default: bool, label: str) -> Any:
+    return field(default=default, metadata={"label": label})
+
+
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- risk (fractions of equity unless said otherwise)
+    risk_per_trade: float = _num(0.02, 0.001, 0.05, "Risk per trade")
+    max_positions: int = _num(5, 1, 20, "Max open positions")
+    max_position_pct: float = _num(0.20, 0.01, 1.0, "Max position size")
+    max_exposure_pct: float = _num(0.20, 0.01, 1.0, "Max total exposure")
+    daily_loss_limit: float = _num(0.05, 0.005, 0.20, "Daily loss limit")
+    flatten_on_circuit_breaker: bool = _flag(False, "Flatten when the breaker trips")
+    stop_loss_pct: float = _num(0.03, 0.005, 0.20, "Initial stop below entry")
+    trailing_start_pct: float = _num(0.05, 0.005, 0.50, "Trailing stop starts at gain")
+    trailing_pct: float = _num(0.02, 0.002, 0.20, "Trailing distance")
+    take_profit_pct: float = _num(0.0, 0.0, 1.0, "Take profit (0 = off)")
+    stop_check_seconds: int = _num(30, 1, 300, "Stop check interval (s)")
+    max_round_trips: int = _num(10, 1, 100, "Max round trips a day")
+    no_entry_minutes_before_close: int = _num(15, 0, 120, "No entries in last N minutes")
+    flatten_minutes_before_close: int = _num(5, 1, 60, "Close positions N minutes before close")
+    eod_flatten: bool = _flag(True, "Close all positions before the close")
+    allow_short: bool = _flag(False, "Allow short selling")
+    fractional: bool = _flag(False, "Fractional shares")
+    max_price_move_pct: float = _num(0.01, 0.001, 0.10, "Max price move before approval")
+    # --- signals
+    auto_threshold: float = _num(0.80, 0.5, 1.0, "Execute at confidence")
+    approval_threshold: float = _num(0.70, 0.5, 1.0, "Ask approval at confidence")
+    mode: str = _choice("hybrid", ("manual", "hybrid", "auto"), "Trading mode")
+    weight_lstm: float = _num(0.5, 0.0, 1.0, "LSTM weight")
+    weight_rf: float = _num(0.3, 0.0, 1.0, "Random forest weight")
+    weight_momentum: float = _num(0.2, 0.0, 1.0, "Momentum weight")
+    # --- market
+    symbol: str = field(default="PLTR", metadata={"label": "Symbol"})
+    timeframe: str = _choice("5m", TIMEFRAMES, "Bar timeframe")
+    broker: str = _choice("sim", ("sim", "alpaca-paper", "alpaca-live"), "Broker")
+    data_source: str = _choice("auto", ("auto", "simulated", "alpaca", "yfinance", "cache"), "Data source")
+    # --- simulated broker and demo
+    starting_cash: float = _num(100_000.0, 1_000.0, 10_000_000.0, "Paper starting cash")
+    slippage_bps: float = _num(2.0, 0.0, 100.0, "Simulated slippage (bps)")
+    commission_per_share: float = _num(0.0, 0.0, 0.05, "Commission per share")
+    demo_speed: float = _num(600.0, 1.0, 100_000.0, "Demo speed (x real time)")
+    demo_seed: int = _num(7, 0, 2**31 - 1, "Demo market seed")
+    theme: str = _choice("dark", ("dark", "light"), "Theme")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_field(f.name, getattr(self, f.name), f.metadata, f.type)
+        if self.approval_threshold > self.auto_threshold:
+            raise SettingsError("approval_threshold", "must not exceed auto_threshold")
+        if self.trailing_pct >= self.trailing_start_pct:
+            raise SettingsError("trailing_pct", "must be smaller than trailing_start_pct")
+        if self.flatten_minutes_before_close > self.no_entry_minutes_before_close and self.no_entry_minutes_before_close:
+            raise SettingsError(
+                "no_entry_minutes_before_close", "must be at least flatten_minutes_before_close"
+            )
+        total = self.weight_lstm + self.weight_rf + self.weight_momentum
+        if abs(total - 1.0) > 1e-6:
+            raise SettingsError("weight_lstm", f"ensemble weights must sum to 1 (they sum to {total:.3f})")
+        if not self.symbol.isalnum() or not self.symbol.isupper() or len(self.symbol) > 6:
+            raise SettingsError("symbol", "must be 1-6 upper-case letters or digits")
+
+    # ------------------------------------------------------------------ io
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Build from a dict, coercing numeric strings; unknown keys are ignored."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, raw in data.items():
+            if name in known:
+                values[name] = _coerce(name, raw, known[name].type)
+        return cls(**values)
+
+    def updated(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` applied (raises SettingsError)."""
+        known = {f.name: f for f in fields(self)}
+        coerced = {}
+        for k, v in changes.items():
+            if k not in known:
+                raise SettingsError(k, "is not a setting")
+            coerced[k] = _coerce(k, v, known[k].type)
+        return replace(self, **coerced)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        """Load settings; a broken or invalid file falls back to defaults, loudly.
+
+        The bad file is kept next to the new one so the user loses nothing.
+        """
+        if not path.exists():
+            return cls()
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, SettingsError, TypeError) as exc:
+            backup = path.with_suffix(".invalid.json")
+            path.replace(backup)
+            logger.error("Settings file {} is invalid ({}); kept as {}, using defaults", path, exc, backup)
+            return cls()
+
+
+def field_bounds(name: str) -> dict[str, Any]:
+    """The metadata (min, max, choices, label) of one setting, for the dialog."""
+    for f in fields(Settings):
+        if f.name == name:
+            return dict(f.metadata)
+    raise KeyError(name)
+
+
+def default_of(name: str) -> Any:
+    for f in fields(Settings):
+        if f.name == name and f.default is not MISSING:
+            return f.default
+    raise KeyError(name)
+
+
+def _coerce(name: str, raw: Any, type_name: Any) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "bool":
+            if isinstance(raw, str):
+                if raw.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if raw.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(raw)
+            return bool(raw)
+        if kind == "int":
+            value = float(raw)
+            if not value.is_integer():
+                raise ValueError(raw)
+            return int(value)
+        if kind == "float":
+            return float(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(name, f"{raw!r} is not a valid {kind}") from None
+    return str(raw).strip().upper() if name == "symbol" else raw
+
+
+def _check_field(name: str, value: Any, meta: Any, type_name: Any) -> None:
+    kind = str(type_name)
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(name, f"{value!r} is not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(name, "must be a finite number")
+        if kind == "int" and not float(value).is_integer():
+            raise SettingsError(name, f"{value!r} is not a whole number")
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and value < lo:
+            raise SettingsError(name, f"{value} is below the minimum {lo}")
+        if hi is not None and value > hi:
+            raise SettingsError(name, f"{value} is above the maximum {hi}")
+    elif "choices" in meta and value not in meta["choices"]:
+        raise SettingsError(name, f"{value!r} is not one of {', '.join(meta['choices'])}")

@@ -1,0 +1,66 @@
+"""The simulated broker's persistent paper account (cash, positions, open orders)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from app.engine.storage.db import Storage
+from app.engine.storage.models import SimPositionRow, StateRow
+from app.engine.types import Order, OrderStatus, OrderType, Position, Side
+
+_CASH = "paper.cash"
+_ORDERS = "paper.open_orders"
+
+
+class SqlPaperBook:
+    def __init__(self, storage: Storage) -> None:
+        self._s = storage
+
+    def load(self) -> tuple[float, dict[str, Position], dict[str, Order]] | None:
+        import json
+
+        cash_row = StateRow.get_or_none(StateRow.key == _CASH)
+        if cash_row is None:
+            return None
+        positions = {
+            r.symbol: Position(r.symbol, r.qty, r.avg_price, r.avg_price, r.opened_at)
+            for r in SimPositionRow.select()
+        }
+        orders_row = StateRow.get_or_none(StateRow.key == _ORDERS)
+        orders = {}
+        for d in json.loads(orders_row.value) if orders_row else []:
+            o = _order_from(d)
+            orders[o.client_order_id] = o
+        return float(json.loads(cash_row.value)), positions, orders
+
+    def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> None:
+        import json
+
+        # Finished orders are the engine's record now; the book keeps open ones and
+        # the ids of finished ones so a resubmitted id is still recognised.
+        kept = [_order_to(o) for o in orders.values()]
+        with self._s.atomic():
+            StateRow.replace(key=_CASH, value=json.dumps(cash)).execute()
+            StateRow.replace(key=_ORDERS, value=json.dumps(kept[-2000:])).execute()
+            SimPositionRow.delete().execute()
+            for p in positions.values():
+                SimPositionRow.insert(symbol=p.symbol, qty=p.qty, avg_price=p.avg_price,
+                                      opened_at=p.opened_at).execute()
+
+
+def _order_to(o: Order) -> dict[str, Any]:
+    d = asdict(o)
+    for k in ("created_at", "filled_at"):
+        d[k] = d[k].isoformat() if d[k] else None
+    d["side"], d["order_type"], d["status"] = o.side.value, o.order_type.value, o.status.value
+    return d
+
+
+def _order_from(d: dict[str, Any]) -> Order:
+    d = dict(d)
+    d["side"], d["order_type"], d["status"] = Side(d["side"]), OrderType(d["order_type"]), OrderStatus(d["status"])
+    for k in ("created_at", "filled_at"):
+        d[k] = datetime.fromisoformat(d[k]) if d[k] else None
+    return Order(**d)

@@ -1,0 +1,29 @@
+"""The Model port as the trading cycle sees it."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutput:
+    p_up: float  # probability that the close after the horizon is above this close
+    votes: tuple[tuple[str, float], ...]
+    reasons: tuple[str, ...]
+    version: str
+
+    @property
+    def confidence(self) -> float:
+        return max(self.p_up, 1.0 - self.p_up)
+
+
+class SignalModel(abc.ABC):
+    name: str = "model"
+    min_bars: int = 1
+
+    @abc.abstractmethod
+    def predict(self, closes: np.ndarray) -> ModelOutput | None:
+        """P(up) from the closes so far (oldest first), or None without enough history."""
