@@ -26,6 +26,7 @@ from app.engine.simmarket import SimulatedMarket
 from app.engine.storage import Storage
 from app.engine.storage.paper import SqlPaperBook
 from app.engine.strategy.rules import RulesModel
+from app.engine.types import Bar
 
 DEMO_CLOCK_KEY = "demo.clock"
 
@@ -44,6 +45,8 @@ class EngineContext:
     replay: MarketReplay
     demo: bool
     notices: list[str] = field(default_factory=list)
+    history: list[Bar] = field(default_factory=list)
+    replay_ticks: int = 10  # prices per bar in the live simulation
 
     def save_clock(self) -> None:
         self.records.state_set(DEMO_CLOCK_KEY, self.clock.now().isoformat())
@@ -90,9 +93,8 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     replay = MarketReplay(bot, broker, clock, simulated_feed(market, calendar),
                           on_session=lambda s: ctx_holder and ctx_holder[0].save_clock())
     ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, replay,
-                        demo=True, notices=notices)
+                        demo=True, notices=notices, history=history, replay_ticks=market.ticks_per_bar)
     ctx_holder.append(ctx)
-    ctx.history = history  # type: ignore[attr-defined]
     bot.start()
     logger.info("Engine ready: demo market {} from {}, {} history bars", settings.symbol, start, len(history))
     return ctx
@@ -110,7 +112,7 @@ def _demo_start(saved: str | None, calendar: MarketCalendar, today: datetime) ->
     return s.open
 
 
-def _history(market: SimulatedMarket, calendar: MarketCalendar, start: datetime) -> list:
+def _history(market: SimulatedMarket, calendar: MarketCalendar, start: datetime) -> list[Bar]:
     """Two full sessions before ``start``, plus today's bars before it."""
     sessions = calendar.previous_sessions(start, 2)
     bars = market.history(sessions)

@@ -124,7 +124,7 @@ class Settings:
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
         tmp.replace(path)
 
     @classmethod
@@ -136,8 +136,11 @@ class Settings:
         if not path.exists():
             return cls()
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, SettingsError, TypeError) as exc:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, found {type(data).__name__}")
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:  # bad UTF-8, bad JSON, SettingsError
             backup = path.with_suffix(".invalid.json")
             path.replace(backup)
             logger.error("Settings file {} is invalid ({}); kept as {}, using defaults", path, exc, backup)

@@ -1,0 +1,340 @@
+"""The Alpaca adapter: the Broker port over alpaca-py's ``TradingClient``.
+
+Three decisions shape this file:
+
+- **The engine owns retries.** alpaca-py retries 429/504 itself (three times,
+  three seconds apart) inside one call, which would freeze the engine's
+  thread for nine seconds and hide the failure from :class:`OrderRouter`.
+  That loop is switched off; every failure becomes one :class:`BrokerError`
+  whose ``transient`` flag tells the router whether to try again.
+- **Every request has a timeout.** alpaca-py sends requests without one, so a
+  server that accepts the connection and never answers would hang the bot.
+- **Submitting is idempotent.** A submit whose answer was lost (a timeout, a
+  reset, a 5xx after the order was booked) is retried with the same
+  ``client_order_id``; Alpaca answers 422 "client_order_id must be unique",
+  and the adapter returns the order already there instead of failing.
+
+Keys are revealed once, to build the client, and scrubbed from every error
+message: an exception text can reach a log file or the GUI.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.models import Order as AlpacaOrder
+from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopOrderRequest
+from loguru import logger
+from pydantic import ValidationError
+
+from app.engine.broker.base import Broker, BrokerError
+from app.engine.clock import Clock
+from app.engine.logs import register_secret
+from app.engine.secrets import ApiKeys, load_keys
+from app.engine.types import Account, BrokerKind, Order, OrderStatus, OrderType, Position, Side
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 10.0
+_MAX_MESSAGE = 300
+
+_OPEN = frozenset({
+    "new", "accepted", "pending_new", "accepted_for_bidding", "partially_filled", "pending_cancel",
+    "pending_replace", "pending_review", "held", "stopped", "suspended", "done_for_day", "calculated",
+})
+_ENDED_UNFILLED = frozenset({"canceled", "expired", "replaced"})
+_STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
+
+
+class LiveGateError(BrokerError):
+    """Live trading was asked for without passing the live gate."""
+
+    def __init__(self) -> None:
+        super().__init__("live trading is locked: pass the live-trading gate in Settings first",
+                         transient=False)
+
+
+class AlpacaError(BrokerError):
+    """A failed Alpaca call; ``status`` is the HTTP status when there was an answer."""
+
+    def __init__(self, message: str, transient: bool, retry_after: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message, transient, retry_after)
+        self.status = status
+
+
+def to_order_status(alpaca_status: str, filled_qty: float) -> OrderStatus:
+    """Fold Alpaca's eighteen states onto the engine's five.
+
+    A partial fill stays open (SUBMITTED with ``filled_qty`` > 0). An order
+    that ended (canceled, expired, replaced, calculated) after *some* shares
+    filled is reported FILLED for those shares: the engine books positions
+    only on FILLED, and the shares are really held.
+    """
+    s = alpaca_status.lower()
+    if s == "filled":
+        return OrderStatus.FILLED
+    if s == "rejected":
+        return OrderStatus.REJECTED
+    if s in _ENDED_UNFILLED:
+        return OrderStatus.FILLED if filled_qty > 0 else OrderStatus.CANCELED
+    if s == "calculated" and filled_qty > 0:
+        return OrderStatus.FILLED
+    if s not in _OPEN:
+        logger.warning("Unknown Alpaca order status {!r}: treating the order as open", alpaca_status)
+    return OrderStatus.SUBMITTED
+
+
+def round_stop(price: float) -> float:
+    """Alpaca rejects sub-penny prices (two decimals at $1 and up, four below)."""
+    return round(price, 2 if price >= 1.0 else 4)
+
+
+class _TimeoutSession(requests.Session):
+    """A session that gives every request a timeout, since alpaca-py passes none."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any,  # type: ignore[override]
+                **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout_s)
+        return super().request(method, url, *args, **kwargs)
+
+
+class AlpacaBroker(Broker):
+    supports_stop_orders = True
+
+    def __init__(self, keys: ApiKeys, clock: Clock, *, kind: BrokerKind = BrokerKind.PAPER,
+                 live_gate_passed: bool = False, url_override: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        """``url_override`` points the client elsewhere (a loopback test server);
+        ``timeout_s`` bounds each HTTP request, connect and read alike."""
+        if kind not in (BrokerKind.PAPER, BrokerKind.LIVE):
+            raise ValueError(f"AlpacaBroker trades PAPER or LIVE, not {kind.value}")
+        if kind == BrokerKind.LIVE and not live_gate_passed:
+            raise LiveGateError()
+        if not keys.complete:
+            raise BrokerError("Alpaca API keys are missing: add them in Settings", transient=False)
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.kind = kind
+        self._keys = keys
+        self._clock = clock
+        for secret in (keys.key_id, keys.secret_key):
+            register_secret(secret.reveal())
+        self._client = TradingClient(keys.key_id.reveal(), keys.secret_key.reveal(),
+                                     paper=kind == BrokerKind.PAPER, url_override=url_override)
+        self._tune(timeout_s)
+
+    @classmethod
+    def from_env(cls, env_file: Path | None, clock: Clock, *, kind: BrokerKind = BrokerKind.PAPER,
+                 live_gate_passed: bool = False, url_override: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> AlpacaBroker:
+        """Keys from Alpaca's environment variables or the app's ``.env``
+        (live keys under their own ``LIVE_`` names)."""
+        keys = load_keys(env_file, live=kind == BrokerKind.LIVE)
+        return cls(keys, clock, kind=kind, live_gate_passed=live_gate_passed,
+                   url_override=url_override, timeout_s=timeout_s)
+
+    def _tune(self, timeout_s: float) -> None:
+        # RESTClient keeps these as plain attributes; TradingClient offers no
+        # argument for them. The tests prove both settings take effect.
+        pass
+        self._client._retry_codes = []
+        self._client._session.close()
+        self._client._session = _TimeoutSession(timeout_s)
+
+    # ----------------------------------------------------------------- port
+    def account(self) -> Account:
+        a: Any = self._call("account", self._client.get_account)
+        equity = _num(a.equity)
+        # pattern_day_trader / daytrade_count are deliberately not read:
+        # Alpaca stopped sending them in July 2026.
+        return Account(cash=_num(a.cash), equity=equity, buying_power=_num(a.buying_power),
+                       day_start_equity=_num(a.last_equity, equity))
+
+    def positions(self) -> list[Position]:
+        rows: Any = self._call("positions", self._client.get_all_positions)
+        now = self._clock.now()  # Alpaca does not say when a position opened
+        return [Position(p.symbol, _num(p.qty), _num(p.avg_entry_price),
+                         _num(p.current_price, _num(p.avg_entry_price)), now) for p in rows]
+
+    def open_orders(self) -> list[Order]:
+        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
+        rows: Any = self._call("open orders", lambda: self._client.get_orders(query))
+        orders = [_to_order(o) for o in rows]
+        return [o for o in orders if o.status.is_open]
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        found = self._find(client_order_id)
+        return _to_order(found) if found is not None else None
+
+    def submit(self, order: Order) -> Order:
+        request = self._request_for(order)
+        try:
+            placed: Any = self._call(f"submit {order.client_order_id}",
+                                     lambda: self._client.submit_order(request))
+        except AlpacaError as exc:
+            if not _is_duplicate(exc):
+                raise
+            placed = self._find(order.client_order_id)
+            if placed is None:  # 422 for a duplicate, yet not there: a broker fault
+                raise AlpacaError("Alpaca reports a duplicate order id it cannot find",
+                                  transient=True) from None
+            logger.info("Order {} was already at Alpaca; using it", order.client_order_id)
+        return replace(_to_order(placed), reason=order.reason, signal_id=order.signal_id)
+
+    def cancel(self, client_order_id: str) -> None:
+        found = self._find(client_order_id)
+        if found is None or not _to_order(found).status.is_open:
+            return
+        try:
+            self._call(f"cancel {client_order_id}", lambda: self._client.cancel_order_by_id(found.id))
+        except AlpacaError as exc:
+            if exc.status not in (404, 422):  # 422: it filled or ended meanwhile
+                raise
+
+    def close(self) -> None:
+        self._client._session.close()
+
+    # ------------------------------------------------------------ internal
+    def _request_for(self, order: Order) -> MarketOrderRequest | StopOrderRequest:
+        if order.side not in (Side.BUY, Side.SELL):
+            raise BrokerError(f"rejected: cannot send a {order.side.value} order", transient=False)
+        if order.qty <= 0:
+            raise BrokerError(f"rejected: quantity {order.qty} must be positive", transient=False)
+        side = OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL
+        common: dict[str, Any] = {"symbol": order.symbol, "qty": order.qty, "side": side,
+                                  "time_in_force": TimeInForce.DAY,
+                                  "client_order_id": order.client_order_id}
+        if order.order_type == OrderType.STOP:
+            if order.stop_price is None:
+                raise BrokerError("rejected: a stop order needs a stop price", transient=False)
+            return StopOrderRequest(stop_price=round_stop(order.stop_price), **common)
+        return MarketOrderRequest(**common)
+
+    def _find(self, client_order_id: str) -> Any:
+        """The raw Alpaca order for a client id, or None when Alpaca never saw it."""
+        try:
+            return self._call(f"order {client_order_id}",
+                              lambda: self._client.get_order_by_client_id(client_order_id))
+        except AlpacaError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one client call, translating every failure into an AlpacaError.
+
+        The error is raised outside the ``except`` blocks so it carries no
+        chained library exception: those hold the request, headers and all,
+        and a traceback printer with variable dumps would show the keys.
+        """
+        try:
+            return fn()
+        except APIError as exc:
+            err = self._from_api_error(exc)
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.JSONDecodeError) as exc:
+            err = AlpacaError(f"Alpaca unreachable: {type(exc).__name__}", transient=True)
+        except requests.RequestException as exc:
+            err = AlpacaError(f"Alpaca request failed: {type(exc).__name__}", transient=False)
+        except ValidationError:
+            err = AlpacaError("Alpaca sent an answer this app cannot read", transient=False)
+        err = AlpacaError(f"{what}: {self._scrub(str(err))}", err.transient, err.retry_after, err.status)
+        logger.debug("Alpaca call failed: {}", err)
+        raise err
+
+    def _from_api_error(self, exc: APIError) -> AlpacaError:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        message = _message(str(exc))
+        if status == 429:
+            return AlpacaError(f"rate limited by Alpaca ({message})", True,
+                               _retry_after(response), status)
+        if status is None or status >= 500 or status == 408:
+            return AlpacaError(f"Alpaca unavailable ({status}: {message})", True, None, status)
+        return AlpacaError(f"rejected by Alpaca ({status}): {message}", False, None, status)
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self._keys.key_id, self._keys.secret_key):
+            value = secret.reveal()
+            if value:
+                text = text.replace(value, "••••")
+        return text
+
+
+def _is_duplicate(exc: AlpacaError) -> bool:
+    text = str(exc).lower()
+    return exc.status == 422 and "client_order_id" in text and "unique" in text
+
+
+def _message(body: str) -> str:
+    """The broker's reason: the ``message`` of a JSON error, else the text."""
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and "message" in parsed:
+            body = str(parsed["message"])
+    except ValueError:
+        pass
+    body = " ".join(body.split())
+    return body[:_MAX_MESSAGE] or "no details"
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds from a Retry-After header: a number, or an HTTP date measured
+    against the response's own Date header (so no local clock is needed)."""
+    headers = getattr(response, "headers", None) or {}
+    raw = headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        until = email.utils.parsedate_to_datetime(raw)
+        sent = email.utils.parsedate_to_datetime(headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None
+    return max((until - sent).total_seconds(), 0.0)
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    """Alpaca sends numbers as strings, and ``None`` for absent ones."""
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _to_order(a: AlpacaOrder) -> Order:
+    filled_qty = _num(a.filled_qty)
+    kind = getattr(a.type or a.order_type, "value", "market")
+    avg = _num(a.filled_avg_price)
+    return Order(
+        client_order_id=a.client_order_id,
+        symbol=a.symbol or "",
+        side=Side.BUY if a.side == OrderSide.BUY else Side.SELL,
+        qty=_num(a.qty),
+        order_type=OrderType.STOP if kind in _STOP_TYPES else OrderType.MARKET,
+        status=to_order_status(a.status.value, filled_qty),
+        created_at=a.created_at,
+        stop_price=_num(a.stop_price) if a.stop_price is not None else None,
+        filled_qty=filled_qty,
+        filled_avg_price=avg if avg > 0 else None,
+        filled_at=a.filled_at,
+        broker_order_id=str(a.id),
+    )

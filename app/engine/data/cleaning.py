@@ -1,0 +1,313 @@
+"""Cleaning bars before anything learns from or trades on them.
+
+Real feeds repeat bars, deliver them out of order, leave holes, print
+impossible candles, mix in pre/post-market prints and sometimes forget a
+split. Each rule here fixes or drops what it can, and every rule counts what
+it did into a :class:`CleanReport`, so the user sees "3 duplicates, 1 bad
+candle, 123 missing bars" instead of a silently different history. Sessions
+come from the NYSE calendar, so a 13:00 early close is a short day, not a
+gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from loguru import logger
+
+from app.engine.clock import NY, MarketCalendar
+from app.engine.data.frame import (
+    ADJ_CLOSE,
+    OHLCV,
+    PRICES,
+    ZERO_VOLUME,
+    check_timeframe,
+    epoch_seconds,
+    normalize_frame,
+)
+
+SPLIT_JUMP = 0.35  # a close-to-open move smaller than this is a market move, not a split
+SPLIT_TOLERANCE = 0.05  # how close the jump must be to a split ratio
+SPLIT_RATIOS: tuple[float, ...] = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
+GAP_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class SplitEvent:
+    time: pd.Timestamp  # the first bar after the split
+    ratio: float  # old shares -> new shares: 2.0 is a 2-for-1, 0.1 a 1-for-10 reverse split
+    adjusted: bool
+
+    @property
+    def label(self) -> str:
+        if self.ratio >= 1:
+            return f"{self.ratio:g}-for-1"
+        return f"1-for-{1 / self.ratio:g}"
+
+
+@dataclass
+class CleanReport:
+    timeframe: str
+    input_rows: int = 0
+    output_rows: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    bad_prices: int = 0
+    bad_high_low: int = 0
+    bad_volume: int = 0
+    zero_volume: int = 0
+    extended_hours: int = 0
+    sessions: int = 0
+    missing_bars: int = 0
+    missing_sessions: int = 0
+    half_days: int = 0
+    adjusted_by_adj_close: bool = False
+    splits: list[SplitEvent] = field(default_factory=list)
+    gap_examples: list[str] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> int:
+        return self.input_rows - self.output_rows
+
+    @property
+    def unadjusted_splits(self) -> list[SplitEvent]:
+        return [s for s in self.splits if not s.adjusted]
+
+    def lines(self) -> list[str]:
+        """What cleaning did, one short line per rule that fired."""
+        out = []
+        items = [
+            (self.duplicates, "duplicate timestamps (kept the last)"),
+            (self.out_of_order, "rows out of order (sorted)"),
+            (self.bad_prices, "bars with missing, zero or negative prices (dropped)"),
+            (self.bad_high_low, "bars with high/low outside open/close (dropped)"),
+            (self.bad_volume, "bars with negative volume (dropped)"),
+            (self.extended_hours, "pre/post-market bars (dropped)"),
+            (self.zero_volume, "zero-volume bars (kept, flagged)"),
+            (self.missing_bars, "missing bars inside sessions"),
+            (self.missing_sessions, "whole sessions missing"),
+            (self.half_days, "half days (early close, not counted as gaps)"),
+        ]
+        out = [f"{n} {what}" for n, what in items if n]
+        if self.adjusted_by_adj_close:
+            out.append("prices adjusted with the adjusted-close column")
+        for s in self.splits:
+            state = "adjusted" if s.adjusted else "NOT adjusted: prices before it are not comparable"
+            out.append(f"split {s.label} detected at {s.time:%Y-%m-%d} ({state})")
+        out += [f"gap: {g}" for g in self.gap_examples]
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["splits"] = [{"time": s.time.isoformat(), "ratio": s.ratio, "adjusted": s.adjusted}
+                       for s in self.splits]
+        return d
+
+
+@dataclass
+class CleanResult:
+    frame: pd.DataFrame
+    report: CleanReport
+
+
+@lru_cache(maxsize=1)
+def default_calendar() -> MarketCalendar:
+    """One shared NYSE calendar: building one costs a few hundred milliseconds."""
+    return MarketCalendar()
+
+
+def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None = None,
+          keep_extended: bool = False) -> CleanResult:
+    """Apply every rule in order and return the clean frame with what was done."""
+    step = check_timeframe(timeframe)
+    intraday = step < 86400
+    cal = calendar or default_calendar()
+    rep = CleanReport(timeframe, input_rows=len(frame))
+    df = normalize_frame(frame)
+    df = df[~df.index.isna()]
+    if not intraday:
+        df.index = _daily_stamp(df.index)
+    df = _order(df, rep)
+    df = _valid_prices(df, rep)
+    df = _splits(df, rep)
+    if intraday and not keep_extended and len(df):
+        df = _regular_hours(df, step, cal, rep)
+    zero = df["volume"].to_numpy() == 0
+    df[ZERO_VOLUME] = zero
+    rep.zero_volume = int(zero.sum())
+    if len(df):
+        _count_gaps(df, step, cal, rep)
+    rep.output_rows = len(df)
+    _log(rep)
+    return CleanResult(df[list(OHLCV) + [ZERO_VOLUME]], rep)
+
+
+# ---------------------------------------------------------------- rules
+def _daily_stamp(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Daily bars are stamped at New York midnight of their date (Alpaca's and
+    yfinance's convention), whatever stamp the source used; the date is read in
+    UTC, which is right for midnight-UTC, midnight-NY and session-time stamps."""
+    days = idx.tz_convert("UTC").normalize().tz_localize(None)
+    out = days.tz_localize(NY).tz_convert("UTC").as_unit("ns")
+    out.name = idx.name
+    return out
+
+
+def _order(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
+    secs = epoch_seconds(df.index)
+    rep.out_of_order = int((np.diff(secs) < 0).sum()) if len(secs) > 1 else 0
+    dup = df.index.duplicated(keep="last")
+    rep.duplicates = int(dup.sum())
+    df = df[~dup]
+    return df.sort_index(kind="stable") if rep.out_of_order else df
+
+
+def _valid_prices(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
+    p = df[list(PRICES)].to_numpy(dtype="float64")
+    bad = ~np.isfinite(p).all(axis=1) | (np.nan_to_num(p, nan=-1.0) <= 0).any(axis=1)
+    rep.bad_prices = int(bad.sum())
+    vol = df["volume"].to_numpy(dtype="float64").copy()
+    neg = vol < 0
+    rep.bad_volume = int((neg & ~bad).sum())
+    vol[~np.isfinite(vol)] = 0.0  # an unknown volume is no volume; it gets flagged below
+    df = df.assign(volume=vol)
+    o, h, lo, c = p.T
+    with np.errstate(invalid="ignore"):
+        top, bottom = np.maximum(o, c), np.minimum(o, c)
+        bad_hl = ((h < top * (1 - 1e-9)) | (lo > bottom * (1 + 1e-9))) & ~bad & ~neg
+    rep.bad_high_low = int(bad_hl.sum())
+    return df[~(bad | neg | bad_hl)]
+
+
+def _splits(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
+    """Find close-to-open jumps that look like a split; adjust with adj_close when given."""
+    before = _detect_splits(df)
+    if ADJ_CLOSE in df.columns:
+        ratio = (df[ADJ_CLOSE] / df["close"]).to_numpy()
+        ratio = np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
+        if np.any(np.abs(ratio - 1.0) > 1e-9):
+            df = df.copy()
+            for c in PRICES:
+                df[c] = df[c].to_numpy() * ratio
+            rep.adjusted_by_adj_close = True
+        df = df.drop(columns=[ADJ_CLOSE])
+    after = {t for t, _ in _detect_splits(df)}
+    rep.splits = [SplitEvent(t, r, adjusted=t not in after) for t, r in before]
+    return df
+
+
+def _detect_splits(df: pd.DataFrame) -> list[tuple[pd.Timestamp, float]]:
+    if len(df) < 2:
+        return []
+    close, open_ = df["close"].to_numpy(), df["open"].to_numpy()
+    jump = close[:-1] / open_[1:]
+    idx = np.flatnonzero(np.abs(open_[1:] / close[:-1] - 1.0) > SPLIT_JUMP)
+    out = []
+    candidates = np.array(SPLIT_RATIOS + tuple(1.0 / r for r in SPLIT_RATIOS))
+    for i in idx:
+        rel = np.abs(jump[i] / candidates - 1.0)
+        k = int(np.argmin(rel))
+        if rel[k] < SPLIT_TOLERANCE:
+            out.append((df.index[i + 1], float(candidates[k])))
+    return out
+
+
+def _session_table(idx: pd.DatetimeIndex, cal: MarketCalendar) -> tuple[np.ndarray, np.ndarray]:
+    """Each bar's session open and close in epoch seconds (-1 on a closed day)."""
+    days = idx.tz_convert(NY).normalize()
+    codes, uniques = pd.factorize(days)
+    opens = np.full(len(uniques), -1, dtype="int64")
+    closes = np.full(len(uniques), -1, dtype="int64")
+    for k, day in enumerate(uniques):
+        s = cal.session(day.date())
+        if s is not None:
+            opens[k], closes[k] = int(s.open.timestamp()), int(s.close.timestamp())
+    return opens[codes], closes[codes]
+
+
+def _regular_hours(df: pd.DataFrame, step: int, cal: MarketCalendar,
+                   rep: CleanReport) -> pd.DataFrame:
+    """Keep bars that overlap the session (an hourly 09:00 bar covers 09:30)."""
+    secs = epoch_seconds(df.index)
+    opens, closes = _session_table(df.index, cal)
+    inside = (opens >= 0) & (secs < closes) & (secs + step > opens)
+    rep.extended_hours = int((~inside).sum())
+    return df[inside]
+
+
+def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanReport) -> None:
+    """Count expected bars that are absent between the first and the last bar."""
+    secs = epoch_seconds(df.index)
+    first, last = int(secs[0]), int(secs[-1])
+    start_day = df.index[0].tz_convert(NY).date()
+    end_day = df.index[-1].tz_convert(NY).date()
+    offset = _grid_offset(secs, step)
+    have = np.unique(secs)
+    missing: list[np.ndarray] = []
+    day = start_day
+    while day <= end_day:
+        s = cal.session(day)
+        day += timedelta(days=1)
+        if s is None:
+            continue
+        rep.sessions += 1
+        rep.half_days += int(s.is_early_close)
+        if step >= 86400:
+            slots = np.array([int(pd.Timestamp(s.day).tz_localize(NY).timestamp())])
+        else:
+            o, c = int(s.open.timestamp()), int(s.close.timestamp())
+            begin = o - ((o - offset) % step)
+            slots = np.arange(begin, c, step, dtype="int64")
+            slots = slots[(slots >= first) & (slots <= last)]
+        absent = slots[~np.isin(slots, have, assume_unique=True)]
+        if len(absent) and len(absent) == len(slots) and len(slots):
+            rep.missing_sessions += 1
+        if len(absent):
+            missing.append(absent)
+    gaps = np.concatenate(missing) if missing else np.array([], dtype="int64")
+    rep.missing_bars = int(len(gaps))
+    rep.gap_examples = _gap_ranges(gaps, step)
+
+
+def _grid_offset(secs: np.ndarray, step: int) -> int:
+    """Where this source starts its bars within a step (09:30 vs 09:00 for hourly bars)."""
+    if step >= 86400 or len(secs) == 0:
+        return 0
+    values, counts = np.unique(secs % step, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _gap_ranges(gaps: np.ndarray, step: int) -> list[str]:
+    if len(gaps) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(gaps) > step * 1.5) + 1  # a session boundary also breaks
+    out = []
+    fmt = "%Y-%m-%d %H:%M ET" if step < 86400 else "%Y-%m-%d"
+    for run in np.split(gaps, breaks)[:GAP_EXAMPLES]:
+        a = pd.Timestamp(int(run[0]), unit="s", tz="UTC").tz_convert(NY)
+        b = pd.Timestamp(int(run[-1]), unit="s", tz="UTC").tz_convert(NY)
+        end = b.strftime("%H:%M ET") if step < 86400 and a.date() == b.date() else b.strftime(fmt)
+        label = a.strftime(fmt) if len(run) == 1 else f"{a.strftime(fmt)} .. {end}"
+        out.append(f"{label} ({len(run)} bar{'s' if len(run) > 1 else ''})")
+    return out
+
+
+def _log(rep: CleanReport) -> None:
+    dropped = rep.bad_prices + rep.bad_high_low + rep.bad_volume
+    if dropped or rep.duplicates or rep.out_of_order:
+        logger.info("Cleaning {}: {} duplicates, {} out of order, {} bad bars dropped",
+                    rep.timeframe, rep.duplicates, rep.out_of_order, dropped)
+    if rep.extended_hours:
+        logger.info("Cleaning {}: dropped {} pre/post-market bars", rep.timeframe, rep.extended_hours)
+    if rep.zero_volume:
+        logger.info("Cleaning {}: {} zero-volume bars flagged", rep.timeframe, rep.zero_volume)
+    if rep.missing_bars:
+        logger.info("Cleaning {}: {} bars missing in {} sessions ({} whole sessions), {} half days",
+                    rep.timeframe, rep.missing_bars, rep.sessions, rep.missing_sessions, rep.half_days)
+    for s in rep.unadjusted_splits:
+        logger.warning("Possible unadjusted {} split at {}: prices before it are not comparable",
+                       s.label, s.time)

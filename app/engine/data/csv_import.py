@@ -1,0 +1,255 @@
+"""Reading OHLCV CSV files the way they come in the wild.
+
+Files from brokers, yfinance exports and spreadsheets disagree on column
+names and order, time zones, epoch vs ISO times, byte-order marks and what
+goes in an empty cell. This module finds the columns by name, parses every
+timestamp form we have met, and turns bad rows into counted rejections with
+line numbers, so one stray "N/A" never costs the user the whole file. Only a
+file that cannot be used at all raises :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.engine.clock import NY
+from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, DataError
+
+MAX_PRICE = 1e7  # above this a "price" is a mis-parsed number, not a stock
+EXAMPLES_PER_REASON = 5
+
+_TIME_NAMES = ("datetime", "timestamp", "date_time", "time_stamp")
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "open": ("open",),
+    "high": ("high",),
+    "low": ("low",),
+    "close": ("close",),
+    "volume": ("volume", "vol"),
+    ADJ_CLOSE: ("adj_close", "adjclose", "adjusted_close", "adj_close_price"),
+}
+_NA_TEXT = {"", "nan", "na", "n/a", "null", "none", "-", "--"}
+_EPOCH = r"\d{9,13}(?:\.\d+)?"
+_DATE_ONLY = r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{4}|\d{8}"
+_ZONED = r".*(?:Z|UTC|GMT|[+-]\d{2}:?\d{2})"
+
+
+@dataclass
+class ImportResult:
+    """What a CSV gave: the accepted rows as a canonical frame, and why others were dropped."""
+
+    frame: pd.DataFrame
+    accepted: int
+    rejected: int
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[int]] = field(default_factory=dict)  # reason -> file line numbers
+    columns: dict[str, str] = field(default_factory=dict)  # canonical name -> name in the file
+
+    @property
+    def has_adjusted(self) -> bool:
+        return ADJ_CLOSE in self.frame.columns
+
+    def reason_lines(self) -> list[str]:
+        """Human-readable 'reason: count (lines 4, 9)' lines, most frequent first."""
+        out = []
+        for reason, n in self.reasons.most_common():
+            lines = ", ".join(str(x) for x in self.examples.get(reason, []))
+            out.append(f"{reason}: {n}" + (f" (lines {lines})" if lines else ""))
+        return out
+
+
+def read_csv(path: str | Path) -> ImportResult:
+    """Read one OHLCV CSV file; raises :class:`DataError` only when nothing can be used."""
+    path = Path(path)
+    text = _read_text(path)
+    raw, malformed = _parse_table(text, path.name)
+    columns = _find_columns(list(raw.columns), path.name)
+    if raw.empty:
+        raise DataError(f"{path.name} has a header but no data rows")
+    return _build(raw, columns, malformed)
+
+
+# ---------------------------------------------------------------- reading
+def _read_text(path: Path) -> str:
+    try:
+        if path.is_dir():
+            raise DataError(f"cannot read {path}: it is a folder, not a CSV file")
+        data = path.read_bytes()
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"cannot read {path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", errors="replace")  # Excel's "Unicode text" export
+    elif b"\x00" in data[:4096]:
+        raise DataError(f"cannot read {path.name}: it is a binary file, not a CSV")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")  # numbers and names survive; only odd symbols don't
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise DataError(f"{path.name} is empty")
+    return text
+
+
+def _parse_table(text: str, name: str) -> tuple[pd.DataFrame, int]:
+    """Every cell as text (so bad cells become counted rejections), plus the count of
+    lines with too many fields, which the parser has to skip."""
+    first = text.lstrip().split("\n", 1)[0]
+    sep = max((",", ";", "\t", "|"), key=first.count)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                              skipinitialspace=True, skip_blank_lines=True, on_bad_lines="skip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {name}: {msg}") from None
+    lines = sum(1 for ln in text.splitlines() if ln.strip()) - 1
+    return raw, max(0, lines - len(raw))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+
+
+def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
+    normal: dict[str, str] = {}
+    for n in names:
+        normal.setdefault(_norm(n), n)
+    found: dict[str, str] = {}
+    for n in _TIME_NAMES:
+        if n in normal:
+            found["time"] = normal[n]
+            break
+    else:
+        if "date" in normal and "time" in normal:
+            found["time"] = normal["date"]
+            found["time_of_day"] = normal["time"]
+        elif "date" in normal or "time" in normal:
+            found["time"] = normal.get("date") or normal["time"]
+    for canon, aliases in _ALIASES.items():
+        for a in aliases:
+            if a in normal:
+                found[canon] = normal[a]
+                break
+    missing = [c for c in ("time", "open", "high", "low", "close", "volume") if c not in found]
+    if missing:
+        shown = ", ".join(str(n) for n in names[:10]) or "none"
+        label = ["date/time" if m == "time" else m for m in missing]
+        raise DataError(f"{file_name} lacks required column(s): {', '.join(label)} (found: {shown})")
+    return found
+
+
+# ---------------------------------------------------------------- rows
+def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int) -> ImportResult:
+    n = len(raw)
+    reason = np.full(n, "", dtype=object)
+
+    def reject(mask: np.ndarray, why: str) -> None:
+        reason[mask & (reason == "")] = why
+
+    time_text = raw[columns["time"]].astype(str)
+    if "time_of_day" in columns:
+        time_text = time_text.str.strip() + " " + raw[columns["time_of_day"]].astype(str).str.strip()
+    times = parse_times(time_text)
+    reject(np.asarray(times.isna()), "unreadable date/time")
+
+    values: dict[str, np.ndarray] = {}
+    for canon in ("open", "high", "low", "close", "volume", ADJ_CLOSE):
+        if canon not in columns:
+            continue
+        values[canon] = _numeric(raw[columns[canon]], canon, reject)
+
+    keep = reason == ""
+    idx = pd.DatetimeIndex(times[keep], name=INDEX_NAME)
+    frame = pd.DataFrame({c: v[keep] for c, v in values.items()}, index=idx)
+    reasons: Counter[str] = Counter()
+    examples: dict[str, list[int]] = {}
+    for i in np.flatnonzero(~keep):
+        why = str(reason[i])
+        reasons[why] += 1
+        if len(examples.setdefault(why, [])) < EXAMPLES_PER_REASON:
+            examples[why].append(int(i) + 2)  # 1-based, after the header line
+    if malformed:
+        reasons["malformed line (wrong number of fields)"] += malformed
+    return ImportResult(frame, int(keep.sum()), int((~keep).sum()) + malformed, reasons,
+                        examples, {k: v for k, v in columns.items() if k != "time_of_day"})
+
+
+def _numeric(col: pd.Series, name: str, reject: object) -> np.ndarray:
+    """Text -> float, rejecting (in order) missing, text, infinite, non-positive, huge."""
+    text = col.astype(str).str.strip()
+    values = pd.to_numeric(text.str.replace("$", "", regex=False), errors="coerce")
+    arr = np.asarray(values, dtype="float64")
+    na_text = text.str.lower().isin(_NA_TEXT).to_numpy()
+    nan = np.isnan(arr)
+    reject(nan & na_text, f"missing {name}")  # type: ignore[operator]
+    reject(nan & ~na_text, f"text in {name}")  # type: ignore[operator]
+    with np.errstate(invalid="ignore"):
+        reject(np.isinf(arr), f"infinite {name}")  # type: ignore[operator]
+        if name == "volume":
+            reject(arr < 0, "negative volume")  # type: ignore[operator]
+        else:
+            reject(arr <= 0, "zero or negative price")  # type: ignore[operator]
+            reject(arr > MAX_PRICE, "implausible price (> 10,000,000)")  # type: ignore[operator]
+    return arr
+
+
+def parse_times(values: pd.Series) -> pd.DatetimeIndex:
+    """Strings -> UTC bar start times (NaT where unreadable).
+
+    Zoned times keep their offset (rows may mix offsets); naive times are New
+    York wall time, the exchange's clock; a bare date is that trading day (its
+    New York midnight, as yfinance and Alpaca stamp daily bars); 9-13 digit
+    numbers are epoch seconds (or milliseconds).
+    """
+    s = values.fillna("").astype(str).str.strip().reset_index(drop=True)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+    epoch = s.str.fullmatch(_EPOCH)
+    date_only = s.str.fullmatch(_DATE_ONLY) & ~epoch
+    zoned = s.str.fullmatch(_ZONED) & ~epoch & ~date_only
+    naive = (s != "") & ~epoch & ~date_only & ~zoned
+    if epoch.any():
+        num = pd.to_numeric(s[epoch], errors="coerce")
+        num = num.where(num < 1e11, num / 1000.0)  # 13 digits: milliseconds
+        out[epoch] = pd.to_datetime(num, unit="s", utc=True, errors="coerce")
+    if zoned.any():
+        out[zoned] = _to_datetime(s[zoned], utc=True)
+    for mask in (date_only, naive):
+        if mask.any():
+            local = _to_datetime(s[mask], utc=False)
+            if getattr(local.dt, "tz", None) is not None:  # "mixed" found a zone after all
+                out[mask] = local.dt.tz_convert("UTC")
+                continue
+            ny = local.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
+            out[mask] = ny.dt.tz_convert("UTC")
+    return pd.DatetimeIndex(out, name=INDEX_NAME).as_unit("ns")
+
+
+def _to_datetime(s: pd.Series, utc: bool) -> pd.Series:
+    """ISO-8601 first (fast, strict); anything left is tried with pandas' mixed parser."""
+    got = pd.to_datetime(s, format="ISO8601", utc=utc, errors="coerce")
+    bad = got.isna()
+    if bad.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                retry = pd.to_datetime(s[bad], format="mixed", utc=utc, errors="coerce")
+            except (ValueError, TypeError):
+                retry = None
+        if retry is not None and not retry.isna().all():
+            got = got.astype(retry.dtype) if got.isna().all() else got
+            got[bad] = retry
+    return got

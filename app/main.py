@@ -1,0 +1,138 @@
+"""Entry point: the desktop app, and the command-line tools beside it.
+
+``python main.py`` opens the trading desk (demo mode without keys);
+``python main.py --screenshot PATH --after SECONDS`` renders it offscreen;
+``python main.py data ...`` manages market data, without loading Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from app.engine.paths import AppPaths
+
+EXIT_ALREADY_RUNNING = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ai-trader", description="AI stock-trading desk (PLTR first).")
+    p.add_argument("--demo", action="store_true", help="force demo mode: simulated market and broker")
+    p.add_argument("--data-dir", help="folder for everything the app writes (default: per-user data dir; "
+                                      "or set AI_TRADER_HOME)")
+    p.add_argument("--screenshot", metavar="PATH", help="run offscreen, save the window as PNG and exit")
+    p.add_argument("--after", type=float, default=3.0, metavar="SECONDS",
+                   help="with --screenshot: wall-clock seconds to run before the picture (default 3)")
+    p.add_argument("--speed", type=float, help="demo replay speed (x real time)")
+    sub = p.add_subparsers(dest="command")
+    try:
+        from app.engine.data.cli import add_data_parser
+    except ImportError:  # the data tools are optional until installed
+        pass
+    else:
+        add_data_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    paths = AppPaths.resolve(args.data_dir)
+    if args.command == "data":
+        from app.engine import logs
+        from app.engine.data.cli import run_data_command
+
+        logs.configure(paths.ensure().logs)
+        return run_data_command(args, paths)
+    if args.screenshot:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    return run_gui(args, paths)
+
+
+def _load_settings(paths: AppPaths, speed: float | None) -> object:
+    from app.engine.settings import Settings, SettingsError
+
+    settings = Settings.load(paths.settings)
+    if speed is not None:
+        try:
+            settings = settings.updated(demo_speed=speed)
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return settings
+
+
+def build_window(argv: Sequence[str]) -> object:
+    """The main window with its engine worker started, without entering the
+    event loop (for tests). A QApplication must already exist."""
+    args = build_parser().parse_args(list(argv))
+    paths = AppPaths.resolve(args.data_dir).ensure()
+    from app.engine import logs
+    from app.main_window import MainWindow
+
+    from app.theme import apply_theme
+    from PySide6.QtWidgets import QApplication
+
+    logs.configure(paths.logs)
+    settings = _load_settings(paths, args.speed)
+    apply_theme(QApplication.instance(), getattr(settings, "theme", "dark"))  # type: ignore[arg-type]
+    window = MainWindow(paths, settings, demo=True)  # type: ignore[arg-type]
+    window.start_engine()
+    return window
+
+
+def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
+    from PySide6.QtCore import QLockFile, QTimer
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from app.engine import logs
+
+    paths.ensure()
+    logs.configure(paths.logs)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("AI Trader")
+    icon = _resource("icon.png")
+    if icon:
+        app.setWindowIcon(QIcon(icon))
+    lock = QLockFile(str(paths.lock_file))
+    lock.setStaleLockTime(0)
+    if not lock.tryLock(200):
+        ok, pid, _host, _app = lock.getLockInfo()
+        msg = f"AI Trader is already running{f' (pid {pid})' if ok else ''} on {paths.home}: not starting a second engine."
+        print(msg, file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    from app.main_window import MainWindow
+    from app.theme import apply_theme
+
+    settings = _load_settings(paths, args.speed)
+    apply_theme(app, getattr(settings, "theme", "dark"))
+    window = MainWindow(paths, settings, demo=True)  # type: ignore[arg-type]
+    window.show()
+    window.start_engine()
+    code = 0
+    if args.screenshot:
+        def shoot() -> None:
+            nonlocal code
+            if not window.grab().save(args.screenshot):
+                print(f"error: cannot write {args.screenshot}", file=sys.stderr)
+                code = 1
+            window.close()
+            app.quit()
+
+        QTimer.singleShot(int(args.after * 1000), shoot)
+    app.exec()
+    lock.unlock()
+    return code
+
+
+def _resource(name: str) -> str | None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "resources" / name
+    return str(path) if path.exists() else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""The trading desk window: widgets wired to the engine worker's signals only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, Signal, Slot
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QToolBar,
+    QWidget,
+)
+
+from app.engine.events import AlertEvent, PortfolioEvent, PredictionEvent, SignalEvent
+from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.engine.types import Bar, EngineStatus, Order, Trade, TradingMode
+from app.widgets.chart import CandleChart
+from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
+from app.widgets.positions import PositionsTable
+from app.widgets.status import TradingStatusBar
+from app.widgets.tables import LogView, OrdersTable, TradesTable
+from app.worker import EngineThread, EngineWorker
+
+SPEEDS = (("1x (real time)", 1.0), ("60x", 60.0), ("600x", 600.0), ("3000x", 3000.0), ("30000x", 30000.0))
+
+
+class LogBridge(QObject):
+    """A loguru sink that hands each line to the GUI thread through a signal."""
+
+    line = Signal(str, str)
+
+    def sink(self, message: Any) -> None:
+        record = message.record
+        self.line.emit(record["level"].name, f"{record['time']:%H:%M:%S} {record['level'].name:<7} "
+                                             f"{record['message']}")
+
+
+class MainWindow(QMainWindow):
+    requestApprove = Signal(str)
+    requestReject = Signal(str)
+    requestMode = Signal(str)
+    requestFlatten = Signal()
+    requestClose = Signal(str)
+    requestSpeed = Signal(float)
+
+    def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True) -> None:
+        super().__init__()
+        self.paths = paths
+        self.settings = settings
+        self.setObjectName("mainWindow")
+        self.setWindowTitle("AI Trader — SIMULATED demo market")
+        self.resize(1400, 860)
+        self.status: EngineStatus | None = None
+        self.portfolio: PortfolioEvent | None = None
+        self.engine_ready = False
+        self.alerts: list[AlertEvent] = []
+        self._build_widgets()
+        self._build_docks()
+        self._restore_layout()
+        self.worker = EngineWorker(paths, settings, demo=demo)
+        self.engine = EngineThread(self.worker)
+        self._connect()
+        self.log_bridge = LogBridge()
+        self.log_bridge.line.connect(self.log_view.append)
+        self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}")
+
+    # ------------------------------------------------------------- layout
+    def _build_widgets(self) -> None:
+        self.chart = CandleChart()
+        self.setCentralWidget(self.chart)
+        self.status_bar = TradingStatusBar(self)
+        self.setStatusBar(self.status_bar)
+        bar = QToolBar("Trading")
+        bar.setObjectName("tradingToolbar")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+        self.banner = QLabel("  SIMULATED MARKET — demo data, not real prices  ")
+        self.banner.setObjectName("simBanner")
+        self.banner.setStyleSheet("background:#ef6c00; color:white; font-weight:bold; padding:4px;")
+        bar.addWidget(self.banner)
+        bar.addSeparator()
+        self.mode_switch = ModeSwitch(TradingMode(self.settings.mode), self.confirm)
+        bar.addWidget(self.mode_switch)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Speed "))
+        self.speed = QComboBox()
+        self.speed.setObjectName("speedSelector")
+        self.speed.setToolTip("How fast the simulated market replays")
+        for label, value in SPEEDS:
+            self.speed.addItem(label, value)
+        idx = min(range(len(SPEEDS)), key=lambda i: abs(SPEEDS[i][1] - self.settings.demo_speed))
+        self.speed.setCurrentIndex(idx)
+        bar.addWidget(self.speed)
+        spacer = QWidget()
+        spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding,
+                             spacer.sizePolicy().verticalPolicy().Preferred)
+        bar.addWidget(spacer)
+        self.flatten_button = FlattenAllButton()
+        bar.addWidget(self.flatten_button)
+        self.account = AccountSummary(self.settings)
+        self.approvals = ApprovalPanel()
+        self.positions = PositionsTable()
+        self.orders = OrdersTable()
+        self.trades = TradesTable()
+        self.log_view = LogView()
+
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        self._dock("Account && risk", "accountDock", self.account, right)
+        self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
+        self._dock("Positions", "positionsDock", self.positions, bottom)
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("recordTabs")
+        self.tabs.addTab(self.orders, "Orders")
+        self.tabs.addTab(self.trades, "Trades")
+        self.tabs.addTab(self.log_view, "Log")
+        self._dock("Record", "recordDock", self.tabs, bottom)
+
+    def _connect(self) -> None:
+        w = self.worker
+        w.ready.connect(self.on_ready)
+        w.failed.connect(self.on_failed)
+        w.barsClosed.connect(self.chart.add_bars)
+        w.barForming.connect(self.chart.set_forming)
+        w.predictionMade.connect(self.on_prediction)
+        w.signalChanged.connect(self.on_signal)
+        w.orderUpdated.connect(self.on_order)
+        w.tradeClosed.connect(self.on_trade)
+        w.portfolioUpdated.connect(self.on_portfolio)
+        w.statusChanged.connect(self.on_status)
+        w.alertRaised.connect(self.on_alert)
+        w.flattenReported.connect(self.on_flatten_report)
+        self.requestApprove.connect(w.approve)
+        self.requestReject.connect(w.reject)
+        self.requestMode.connect(w.setMode)
+        self.requestFlatten.connect(w.flattenAll)
+        self.requestClose.connect(w.closePosition)
+        self.requestSpeed.connect(w.setSpeed)
+        self.approvals.approveRequested.connect(self.requestApprove)
+        self.approvals.rejectRequested.connect(self.requestReject)
+        self.mode_switch.modeChosen.connect(self.requestMode)
+        self.positions.closeRequested.connect(self.requestClose)
+        self.flatten_button.clicked.connect(self.flatten_all)
+        self.speed.currentIndexChanged.connect(lambda i: self.requestSpeed.emit(float(self.speed.itemData(i))))
+
+    def start_engine(self) -> None:
+        self.engine.start()
+
+    # ------------------------------------------------------------- slots
+    @Slot(object)
+    def on_ready(self, info: dict[str, Any]) -> None:
+        self.engine_ready = True
+        self.chart.set_history(info["history"])
+        for notice in info["notices"]:
+            self.on_alert(AlertEvent("warning", notice))
+
+    @Slot(str)
+    def on_failed(self, message: str) -> None:
+        self.status_bar.showMessage(f"Engine not started: {message}")
+        QMessageBox.critical(self, "AI Trader cannot trade", message) if not _offscreen() else None
+
+    @Slot(object)
+    def on_prediction(self, e: PredictionEvent) -> None:
+        self.chart.add_prediction(e.time, e.p_up)
+
+    @Slot(object)
+    def on_signal(self, e: SignalEvent) -> None:
+        self.approvals.on_signal(e)
+        kind = {"pending": "pending", "executed": "executed"}.get(e.status, "rejected")
+        bar_time = e.signal.time - _bar_delta(self.settings)
+        self.chart.add_signal_marker(bar_time, e.signal.price, kind, key=e.signal.signal_id)
+
+    @Slot(object)
+    def on_order(self, o: Order) -> None:
+        self.orders.on_order(o)
+        if o.filled_at is not None and o.filled_avg_price:
+            kind = "buy_fill" if o.side.value == "BUY" else "sell_fill"
+            self.chart.add_signal_marker(o.filled_at, o.filled_avg_price, kind)
+
+    @Slot(object)
+    def on_trade(self, t: Trade) -> None:
+        self.trades.on_trade(t)
+
+    @Slot(object)
+    def on_portfolio(self, e: PortfolioEvent) -> None:
+        self.portfolio = e
+        breaker = bool(self.status and self.status.circuit_breaker)
+        self.account.update_from(e, breaker)
+        self.positions.set_positions(e.positions, self.status.now if self.status else None)
+        self.chart.set_stops([(p.stop_price, p.trailing_active) for p in e.positions if p.stop_price])
+
+    @Slot(object)
+    def on_status(self, s: EngineStatus) -> None:
+        self.status = s
+        self.status_bar.update_status(s)
+        price = self.chart.bars[-1].close if self.chart.bars else None
+        self.approvals.tick(s.now, price)
+
+    @Slot(object)
+    def on_alert(self, e: AlertEvent) -> None:
+        self.alerts.append(e)
+        self.status_bar.showMessage(e.message, 15000)
+
+    @Slot(object)
+    def on_flatten_report(self, lines: list[str]) -> None:
+        self.flatten_report = lines
+        self.status_bar.showMessage("Flatten all: " + " | ".join(lines), 20000)
+
+    def flatten_all(self) -> None:
+        if self.confirm("Flatten all?", "Cancel every open order and close every position at market?"):
+            self.status_bar.showMessage("Flattening…")
+            self.requestFlatten.emit()
+
+    def confirm(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    # ------------------------------------------------------ persistence
+    def _qsettings(self) -> QSettings:
+        return QSettings(str(self.paths.home / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_layout(self) -> None:
+        qs = self._qsettings()
+        geometry, state = qs.value("geometry"), qs.value("state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(int(qs.value("tab", 0) or 0))
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        qs = self._qsettings()
+        qs.setValue("geometry", self.saveGeometry())
+        qs.setValue("state", self.saveState())
+        qs.setValue("tab", self.tabs.currentIndex())
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        if self._log_sink is not None:
+            logger.remove(self._log_sink)
+            self._log_sink = None
+        self.engine.stop()
+
+
+def _bar_delta(settings: Settings) -> Any:
+    from datetime import timedelta
+
+    from app.engine.bot import TIMEFRAME_MINUTES
+
+    return timedelta(minutes=TIMEFRAME_MINUTES.get(settings.timeframe, 5))
+
+
+def _offscreen() -> bool:
+    from PySide6.QtGui import QGuiApplication
+
+    return QGuiApplication.platformName() in ("offscreen", "minimal")

@@ -1,0 +1,1 @@
+"""Qt widgets, named after what the user sees."""

@@ -1,0 +1,200 @@
+"""Account summary, approval panel, mode switch and the Flatten All button."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.events import PortfolioEvent, SignalEvent
+from app.engine.settings import Settings
+from app.engine.types import TradingMode, TradingSignal
+
+
+class AccountSummary(QWidget):
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("accountSummary")
+        self.setToolTip("Account and risk limits")
+        self.settings = settings
+        form = QFormLayout(self)
+        self.labels: dict[str, QLabel] = {}
+        for key, title in (("equity", "Equity"), ("cash", "Cash"), ("buying_power", "Buying power"),
+                           ("day_pnl", "Day P&&L"), ("exposure", "Exposure"), ("round_trips", "Round trips"),
+                           ("breaker", "Circuit breaker")):
+            label = QLabel("-")
+            label.setObjectName(f"account_{key}")
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.labels[key] = label
+            form.addRow(title, label)
+        self.loss_gauge = QProgressBar()
+        self.loss_gauge.setObjectName("dailyLossGauge")
+        self.loss_gauge.setToolTip("Today's loss as a share of the daily loss limit")
+        self.loss_gauge.setRange(0, 100)
+        self.loss_gauge.setFormat("%p% of daily loss limit")
+        form.addRow("Loss vs limit", self.loss_gauge)
+
+    def update_from(self, e: PortfolioEvent, breaker: bool) -> None:
+        a, s = e.account, self.settings
+        self.labels["equity"].setText(f"${a.equity:,.2f}")
+        self.labels["cash"].setText(f"${a.cash:,.2f}")
+        self.labels["buying_power"].setText(f"${a.buying_power:,.2f}")
+        color = "#26a69a" if a.day_pnl >= 0 else "#ef5350"
+        self.labels["day_pnl"].setText(f"<span style='color:{color}'>{a.day_pnl:+,.2f} ({a.day_pnl_pct:+.2%})</span>")
+        self.labels["exposure"].setText(f"{e.exposure_pct:.1%} of {s.max_exposure_pct:.0%} limit")
+        self.labels["round_trips"].setText(f"{e.round_trips_today} of {s.max_round_trips}")
+        self.labels["breaker"].setText("<b style='color:#ef5350'>TRIPPED: no new entries</b>" if breaker else "armed")
+        used = max(0.0, -a.day_pnl_pct) / s.daily_loss_limit if s.daily_loss_limit else 0.0
+        self.loss_gauge.setValue(int(min(used, 1.0) * 100))
+
+
+class ApprovalPanel(QWidget):
+    """Pending signals waiting for the user, with Approve and Reject."""
+
+    approveRequested = Signal(str)
+    rejectRequested = Signal(str)
+    HEADERS = ("Time left", "Side", "Conf.", "Votes", "Price at signal", "Now", "Reasons")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("approvalPanel")
+        self.pending: dict[str, TradingSignal] = {}
+        self.last_price: float | None = None
+        self.now: datetime | None = None
+        layout = QVBoxLayout(self)
+        self.table = QTableWidget(0, len(self.HEADERS))
+        self.table.setObjectName("pendingSignals")
+        self.table.setHorizontalHeaderLabels(self.HEADERS)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        layout.addWidget(self.table)
+        row = QHBoxLayout()
+        self.approve_button = QPushButton("Approve (Ctrl+Enter)")
+        self.approve_button.setObjectName("approveButton")
+        self.approve_button.setToolTip("Execute the selected signal after re-checking price and risk")
+        self.reject_button = QPushButton("Reject (Ctrl+Backspace)")
+        self.reject_button.setObjectName("rejectButton")
+        self.reject_button.setToolTip("Discard the selected signal")
+        row.addWidget(self.approve_button)
+        row.addWidget(self.reject_button)
+        layout.addLayout(row)
+        self.approve_button.clicked.connect(lambda: self._act(self.approveRequested))
+        self.reject_button.clicked.connect(lambda: self._act(self.rejectRequested))
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=lambda: self._act(self.approveRequested),
+                  context=Qt.ShortcutContext.WindowShortcut)
+        QShortcut(QKeySequence("Ctrl+Backspace"), self, activated=lambda: self._act(self.rejectRequested),
+                  context=Qt.ShortcutContext.WindowShortcut)
+        self._refresh()
+
+    def on_signal(self, e: SignalEvent) -> None:
+        if e.status == "pending":
+            self.pending[e.signal.signal_id] = e.signal
+        else:
+            self.pending.pop(e.signal.signal_id, None)
+        self._refresh()
+
+    def tick(self, now: datetime, price: float | None) -> None:
+        self.now, self.last_price = now, price
+        for sid, sig in list(self.pending.items()):
+            if now >= sig.expires_at:
+                del self.pending[sid]
+        self._refresh()
+
+    def selected_id(self) -> str | None:
+        ids = list(self.pending)
+        row = self.table.currentRow()
+        if 0 <= row < len(ids):
+            return ids[row]
+        return ids[0] if ids else None
+
+    def _act(self, signal: Signal) -> None:
+        sid = self.selected_id()
+        if sid:
+            self.pending.pop(sid, None)
+            signal.emit(sid)  # type: ignore[attr-defined]
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self.table.setRowCount(len(self.pending))
+        for r, sig in enumerate(self.pending.values()):
+            left = (sig.expires_at - self.now).total_seconds() if self.now else 0
+            votes = ", ".join(f"{n} {p:.2f}" for n, p in sig.votes)
+            now_price = f"{self.last_price:.2f}" if self.last_price else "-"
+            cells = (f"{max(left, 0) / 60:.1f} min", sig.side.value, f"{sig.confidence:.2f}", votes,
+                     f"{sig.price:.2f}", now_price, "; ".join(sig.reasons))
+            for c, text in enumerate(cells):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        has = bool(self.pending)
+        self.approve_button.setEnabled(has)
+        self.reject_button.setEnabled(has)
+
+
+class ModeSwitch(QWidget):
+    """Manual / Hybrid / Auto; switching to Auto asks for confirmation."""
+
+    modeChosen = Signal(str)
+
+    def __init__(self, mode: TradingMode, confirm: object, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("modeSwitch")
+        self.setToolTip("Manual: approve every signal. Hybrid: auto >= 0.80, approve 0.70-0.80. "
+                        "Auto: execute >= 0.80 only.")
+        self.confirm = confirm
+        self.mode = mode
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Mode:"))
+        self.group = QButtonGroup(self)
+        self.buttons: dict[TradingMode, QPushButton] = {}
+        for i, m in enumerate(TradingMode):
+            b = QPushButton(m.value.capitalize())
+            b.setObjectName(f"mode_{m.value}")
+            b.setCheckable(True)
+            b.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
+            b.setToolTip(f"Switch to {m.value} mode (Ctrl+{i + 1})")
+            self.group.addButton(b)
+            self.buttons[m] = b
+            layout.addWidget(b)
+            b.clicked.connect(lambda _=False, m=m: self.choose(m))
+        self.buttons[mode].setChecked(True)
+        self.setStyleSheet("QPushButton:checked { background:#3d6fb4; color:white; font-weight:bold; }")
+
+    def choose(self, mode: TradingMode) -> bool:
+        if mode == self.mode:
+            return True
+        ok = mode != TradingMode.AUTO or self.confirm(  # type: ignore[operator]
+            "Switch to Auto?", "In Auto mode signals with confidence >= 0.80 execute without asking. Continue?")
+        if not ok:
+            self.buttons[self.mode].setChecked(True)
+            return False
+        self.mode = mode
+        self.buttons[mode].setChecked(True)
+        self.modeChosen.emit(mode.value)
+        return True
+
+
+class FlattenAllButton(QPushButton):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("FLATTEN ALL", parent)
+        self.setObjectName("flattenAllButton")
+        self.setToolTip("Cancel every open order and close every position at market (Ctrl+Shift+F)")
+        self.setShortcut(QKeySequence("Ctrl+Shift+F"))
+        self.setMinimumHeight(38)
+        self.setStyleSheet("QPushButton#flattenAllButton { background:#c62828; color:white; font-weight:bold;"
+                           " border-radius:4px; padding:6px 18px; }"
+                           "QPushButton#flattenAllButton:pressed { background:#8e0000; }")

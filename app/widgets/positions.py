@@ -1,0 +1,92 @@
+"""Open positions as a Qt model/view table with a close action per row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QColor
+from PySide6.QtWidgets import QMenu, QTableView, QWidget
+
+from app.engine.types import Position
+
+COLUMNS = ("Symbol", "Qty", "Avg price", "Last", "P&L $", "P&L %", "Stop", "Trailing", "Held")
+GREEN, RED = QColor("#26a69a"), QColor("#ef5350")
+
+
+class PositionsModel(QAbstractTableModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: tuple[Position, ...] = ()
+        self.now: datetime | None = None
+
+    def set_positions(self, rows: tuple[Position, ...], now: datetime | None) -> None:
+        self.beginResetModel()
+        self.rows, self.now = rows, now
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orient: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orient == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        p = self.rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(p, col)
+        if role == Qt.ItemDataRole.ForegroundRole and col in (4, 5):
+            return GREEN if p.unrealized_pnl >= 0 else RED
+        if role == Qt.ItemDataRole.TextAlignmentRole and col > 0:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _text(self, p: Position, col: int) -> str:
+        held = ""
+        if self.now is not None:
+            mins = int((self.now - p.opened_at).total_seconds() // 60)
+            held = f"{mins // 60}h {mins % 60:02d}m"
+        values = (
+            p.symbol, f"{p.qty:g}", f"{p.avg_price:.2f}", f"{p.last_price:.2f}",
+            f"{p.unrealized_pnl:+,.2f}", f"{p.unrealized_pct:+.2%}",
+            f"{p.stop_price:.2f}" if p.stop_price else "-",
+            "active" if p.trailing_active else "waiting", held,
+        )
+        return values[col] + (" (stale)" if p.stale and col == 3 else "")
+
+
+class PositionsTable(QTableView):
+    closeRequested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("positionsTable")
+        self.setToolTip("Open positions; right-click a row to close it at market")
+        self.model_ = PositionsModel()
+        self.setModel(self.model_)
+        self.verticalHeader().hide()
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._menu)
+
+    def set_positions(self, rows: tuple[Position, ...], now: datetime | None = None) -> None:
+        self.model_.set_positions(rows, now)
+
+    def _menu(self, pos: Any) -> None:
+        row = self.indexAt(pos).row()
+        if row < 0:
+            return
+        symbol = self.model_.rows[row].symbol
+        menu = QMenu(self)
+        action = QAction(f"Close {symbol} at market", menu)
+        action.triggered.connect(lambda: self.closeRequested.emit(symbol))
+        menu.addAction(action)
+        menu.popup(self.viewport().mapToGlobal(pos))

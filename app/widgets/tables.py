@@ -1,0 +1,126 @@
+"""Orders, trades and the log view (tabs under the chart)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.clock import NY
+from app.engine.types import Order, Trade
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class RecordTable(QWidget):
+    """A filterable table that keeps its newest rows on top."""
+
+    def __init__(self, name: str, headers: tuple[str, ...], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(name)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter…")
+        self.filter.setToolTip("Show only rows containing this text")
+        self.filter.textChanged.connect(self._apply_filter)
+        layout.addWidget(self.filter)
+        self.table = QTableWidget(0, len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        layout.addWidget(self.table)
+        self._keys: list[str] = []
+
+    def upsert(self, key: str, cells: tuple[str, ...]) -> None:
+        if key in self._keys:
+            row = self._keys.index(key)
+        else:
+            self.table.insertRow(0)
+            self._keys.insert(0, key)
+            row = 0
+            if len(self._keys) > 2000:
+                self.table.removeRow(len(self._keys) - 1)
+                self._keys.pop()
+        for c, text in enumerate(cells):
+            self.table.setItem(row, c, QTableWidgetItem(text))
+        self._apply_filter(self.filter.text())
+
+    def _apply_filter(self, text: str) -> None:
+        text = text.lower()
+        for r in range(self.table.rowCount()):
+            row_text = " ".join((self.table.item(r, c).text() if self.table.item(r, c) else "")
+                                for c in range(self.table.columnCount())).lower()
+            self.table.setRowHidden(r, bool(text) and text not in row_text)
+
+
+class OrdersTable(RecordTable):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("ordersTable", ("Time", "Symbol", "Side", "Qty", "Type", "Stop", "Status",
+                                         "Fill", "Reason", "Client order id"), parent)
+
+    def on_order(self, o: Order) -> None:
+        fill = f"{o.filled_avg_price:.2f}" if o.filled_avg_price else ""
+        self.upsert(o.client_order_id, (
+            o.created_at.astimezone(NY).strftime("%m-%d %H:%M:%S"), o.symbol, o.side.value, f"{o.qty:g}",
+            o.order_type.value, f"{o.stop_price:.2f}" if o.stop_price else "", o.status.value, fill,
+            o.reason, o.client_order_id))
+
+
+class TradesTable(RecordTable):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("tradesTable", ("Exit time", "Symbol", "Qty", "Entry", "Exit", "P&L", "Reason"), parent)
+
+    def on_trade(self, t: Trade) -> None:
+        self.upsert(f"{t.symbol}{t.exit_time.isoformat()}", (
+            t.exit_time.astimezone(NY).strftime("%m-%d %H:%M"), t.symbol, f"{t.qty:g}", f"{t.entry_price:.2f}",
+            f"{t.exit_price:.2f}", f"{t.pnl:+,.2f}", t.exit_reason))
+
+
+class LogView(QWidget):
+    """Log lines from loguru (delivered through a Qt signal), with a level filter."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("logView")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Level"))
+        self.level = QComboBox()
+        self.level.addItems(LEVELS)
+        self.level.setCurrentText("INFO")
+        self.level.setToolTip("Show this level and above")
+        self.level.currentTextChanged.connect(self._render)
+        top.addWidget(self.level)
+        top.addStretch(1)
+        layout.addLayout(top)
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setMaximumBlockCount(5000)
+        layout.addWidget(self.text)
+        self.lines: deque[tuple[str, str]] = deque(maxlen=5000)
+
+    def append(self, level: str, line: str) -> None:
+        self.lines.append((level, line))
+        if self._shown(level):
+            self.text.appendPlainText(line)
+
+    def _shown(self, level: str) -> bool:
+        want = LEVELS.index(self.level.currentText())
+        return LEVELS.index(level) >= want if level in LEVELS else True
+
+    def _render(self, *_: object) -> None:
+        self.text.setPlainText("\n".join(line for lvl, line in self.lines if self._shown(lvl)))
+        self.text.moveCursor(self.text.textCursor().MoveOperation.End)

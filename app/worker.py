@@ -1,0 +1,227 @@
+"""The one bridge between the engine and the GUI.
+
+:class:`EngineWorker` lives in its own ``QThread``. It builds the engine there
+(so TensorFlow, pandas calendars and SQLite never load on the GUI thread),
+drives the market replay with a timer, subscribes to the engine's event bus
+and re-emits each event as a Qt signal. Fast-changing state (status,
+portfolio, the forming bar) is coalesced and emitted at most every 100 ms.
+
+Commands from the GUI arrive as queued signal calls to the worker's slots, so
+engine methods only ever run on the worker's thread.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from loguru import logger
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from app.engine.events import (
+    AlertEvent,
+    BarEvent,
+    Event,
+    OrderEvent,
+    PortfolioEvent,
+    PredictionEvent,
+    SignalEvent,
+    StatusEvent,
+    TradeEvent,
+)
+from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.engine.types import TradingMode
+
+TICK_FLUSH_MS = 100
+MIN_TIMER_MS = 10
+
+
+class EngineWorker(QObject):
+    ready = Signal(object)  # dict: history bars, notices, settings
+    failed = Signal(str)
+    barsClosed = Signal(object)  # tuple[Bar, ...]
+    barForming = Signal(object)  # Bar
+    predictionMade = Signal(object)  # PredictionEvent
+    signalChanged = Signal(object)  # SignalEvent
+    orderUpdated = Signal(object)  # Order
+    tradeClosed = Signal(object)  # Trade
+    portfolioUpdated = Signal(object)  # PortfolioEvent
+    statusChanged = Signal(object)  # EngineStatus
+    alertRaised = Signal(object)  # AlertEvent
+    flattenReported = Signal(object)  # list[str]
+    stopped = Signal()
+
+    def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True) -> None:
+        super().__init__()
+        self.paths = paths
+        self.settings = settings
+        self.demo = demo
+        self.speed = settings.demo_speed
+        self.ctx: Any = None
+        self._timer: QTimer | None = None
+        self._flush: QTimer | None = None
+        self._closed: list[Any] = []
+        self._latest: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    @Slot()
+    def start(self) -> None:
+        from app.engine.bootstrap import build_engine  # heavy imports, worker thread only
+        from app.engine.events import EventBus
+
+        try:
+            bus = EventBus()
+            bus.subscribe(self._on_event)
+            self.ctx = build_engine(self.paths, self.settings, bus=bus, demo=self.demo)
+        except Exception as exc:
+            logger.exception("Engine failed to start")
+            self.failed.emit(str(exc))
+            return
+        self.ready.emit({"history": tuple(getattr(self.ctx, "history", ())),
+                         "notices": tuple(self.ctx.notices), "settings": self.settings})
+        self._flush = QTimer(self)
+        self._flush.timeout.connect(self._flush_latest)
+        self._flush.start(TICK_FLUSH_MS)
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self._advance)
+        self._apply_speed()
+        self._flush_latest()
+
+    @Slot()
+    def stop(self) -> None:
+        for t in (self._timer, self._flush):
+            if t is not None:
+                t.stop()
+        if self.ctx is not None:
+            try:
+                self.ctx.close()
+            except Exception:
+                logger.exception("Engine did not close cleanly")
+            self.ctx = None
+        self.stopped.emit()
+
+    # ------------------------------------------------------------ commands
+    @Slot(str)
+    def approve(self, signal_id: str) -> None:
+        if self.ctx:
+            result = self.ctx.bot.approve(signal_id)
+            self.alertRaised.emit(AlertEvent("info", f"Approve {signal_id}: {result}"))
+
+    @Slot(str)
+    def reject(self, signal_id: str) -> None:
+        if self.ctx:
+            self.ctx.bot.reject(signal_id)
+
+    @Slot(str)
+    def setMode(self, mode: str) -> None:
+        if self.ctx:
+            self.ctx.bot.set_mode(TradingMode(mode))
+
+    @Slot()
+    def flattenAll(self) -> None:
+        if self.ctx:
+            self.flattenReported.emit(self.ctx.bot.flatten_all())
+
+    @Slot(str)
+    def closePosition(self, symbol: str) -> None:
+        if self.ctx:
+            self.alertRaised.emit(AlertEvent("info", self.ctx.bot.close_position(symbol)))
+
+    @Slot(float)
+    def setSpeed(self, speed: float) -> None:
+        self.speed = max(1.0, float(speed))
+        self._apply_speed()
+
+    @Slot(bool)
+    def setPaused(self, paused: bool) -> None:
+        if self._timer is None:
+            return
+        if paused:
+            self._timer.stop()
+        else:
+            self._apply_speed()
+
+    @Slot(object)
+    def applySettings(self, settings: Settings) -> None:
+        self.settings = settings
+        if self.ctx:
+            self.ctx.bot.update_settings(settings)
+        self.setSpeed(settings.demo_speed)
+
+    # ------------------------------------------------------------ internal
+    def _apply_speed(self) -> None:
+        if self._timer is None or self.ctx is None:
+            return
+        tick_seconds = self.ctx.bot.bar_minutes * 60 / max(self.ctx.replay_ticks, 1)
+        interval_ms = tick_seconds / self.speed * 1000
+        self._steps_per_fire = max(1, math.ceil(MIN_TIMER_MS / interval_ms))
+        self._timer.start(max(MIN_TIMER_MS, int(interval_ms)))
+
+    def _advance(self) -> None:
+        try:
+            for _ in range(self._steps_per_fire):
+                if not self.ctx.replay.step():
+                    self._timer.stop()
+                    break
+        except Exception as exc:  # shown to the user, never silently lost
+            logger.exception("Engine step failed")
+            self.alertRaised.emit(AlertEvent("error", f"engine error: {exc}"))
+
+    def _on_event(self, e: Event) -> None:
+        if isinstance(e, BarEvent):
+            if e.closed:
+                self._closed.append(e.bar)
+            else:
+                self._latest["forming"] = e.bar
+        elif isinstance(e, StatusEvent):
+            self._latest["status"] = e.status
+        elif isinstance(e, PortfolioEvent):
+            self._latest["portfolio"] = e
+        elif isinstance(e, PredictionEvent):
+            self._latest["prediction"] = e
+        elif isinstance(e, SignalEvent):
+            self.signalChanged.emit(e)
+        elif isinstance(e, OrderEvent):
+            self.orderUpdated.emit(e.order)
+        elif isinstance(e, TradeEvent):
+            self.tradeClosed.emit(e.trade)
+        elif isinstance(e, AlertEvent):
+            self.alertRaised.emit(e)
+
+    def _flush_latest(self) -> None:
+        if self._closed:
+            self.barsClosed.emit(tuple(self._closed))
+            self._closed = []
+        latest, self._latest = self._latest, {}
+        if "prediction" in latest:
+            self.predictionMade.emit(latest["prediction"])
+        if "forming" in latest:
+            self.barForming.emit(latest["forming"])
+        if "portfolio" in latest:
+            self.portfolioUpdated.emit(latest["portfolio"])
+        if "status" in latest:
+            self.statusChanged.emit(latest["status"])
+
+
+class EngineThread:
+    """Owns the worker and its thread; stops both cleanly (``quit(); wait()``)."""
+
+    def __init__(self, worker: EngineWorker) -> None:
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName("engine")
+        worker.moveToThread(self.thread)
+        self.thread.started.connect(worker.start)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 5000) -> None:
+        if not self.thread.isRunning():
+            return
+        from PySide6.QtCore import QMetaObject, Qt
+
+        QMetaObject.invokeMethod(self.worker, "stop", Qt.ConnectionType.BlockingQueuedConnection)
+        self.thread.quit()
+        self.thread.wait(timeout_ms)
