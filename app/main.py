@@ -99,8 +99,10 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     lock = QLockFile(str(paths.lock_file))
     lock.setStaleLockTime(0)
     if not lock.tryLock(200):
-        ok, pid, _host, _app = lock.getLockInfo()
-        msg = f"AI Trader is already running{f' (pid {pid})' if ok else ''} on {paths.home}: not starting a second engine."
+        info = lock.getLockInfo()  # (pid, host, app), with a leading ok flag in some PySide6 versions
+        pid = info[-3] if isinstance(info, tuple) and len(info) >= 3 else None
+        msg = (f"AI Trader is already running{f' (pid {pid})' if pid else ''} on {paths.home}: "
+               "not starting a second engine.")
         print(msg, file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     from app.main_window import MainWindow
@@ -112,6 +114,10 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     window.show()
     window.start_engine()
     code = 0
+    if os.environ.get("AI_TRADER_STARTUP_PROBE"):  # bench/bench_startup.py: when is the window up?
+        import time
+
+        QTimer.singleShot(0, lambda: print(f"window-shown {time.time():.4f}", flush=True))
     if args.screenshot:
         def shoot() -> None:
             nonlocal code

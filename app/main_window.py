@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self.banner.setStyleSheet("background:#ef6c00; color:white; font-weight:bold; padding:4px;")
         bar.addWidget(self.banner)
         bar.addSeparator()
-        self.mode_switch = ModeSwitch(TradingMode(self.settings.mode), self.confirm)
+        self.mode_switch = ModeSwitch(TradingMode(self.settings.mode), lambda t, x: self.confirm(t, x))
         bar.addWidget(self.mode_switch)
         bar.addSeparator()
         bar.addWidget(QLabel(" Speed "))

@@ -1,0 +1,142 @@
+"""The real window over a real engine in demo mode, driven like a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QLockFile, Qt
+from PySide6.QtGui import QImage
+
+from app.main import EXIT_ALREADY_RUNNING, build_window, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def window(qtbot, app_home: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A demo window; fails the test if its engine thread is left running."""
+    marker = request.node.get_closest_marker("settings")
+    app_home.mkdir(parents=True, exist_ok=True)
+    if marker:
+        (app_home / "settings.json").write_text(json.dumps(marker.args[0]))
+    w = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(w)
+    w.confirm = lambda title, text: True  # the user answers Yes to every confirmation
+    w.show()
+    qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
+    yield w
+    w.close()
+    assert not w.engine.thread.isRunning(), "engine thread left running after close"
+
+
+def _pending(qtbot, w) -> str:  # type: ignore[no-untyped-def]
+    qtbot.waitUntil(lambda: bool(w.approvals.pending), timeout=60_000)
+    return next(iter(w.approvals.pending))
+
+
+def _pause(qtbot, w) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QMetaObject, Q_ARG
+
+    QMetaObject.invokeMethod(w.worker, "setPaused", Qt.ConnectionType.BlockingQueuedConnection,
+                             Q_ARG(bool, True))
+
+
+def _resume(w) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QMetaObject, Q_ARG
+
+    QMetaObject.invokeMethod(w.worker, "setPaused", Qt.ConnectionType.QueuedConnection, Q_ARG(bool, False))
+
+
+@pytest.mark.settings({"mode": "manual", "demo_speed": 3000})
+def test_demo_session_advances_and_approval_opens_a_position(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    start = len(w.chart.bars)
+    assert start > 100, "the chart opens with history"
+    assert w.status_bar.broker.text().strip() == "SIMULATED"
+    assert "SIMULATED" in w.banner.text()
+    qtbot.waitUntil(lambda: len(w.chart.bars) > start, timeout=30_000)
+    buy = None
+    while buy is None:  # the long-only book ignores SELL signals while flat
+        sid = _pending(qtbot, w)
+        _pause(qtbot, w)
+        sig = w.approvals.pending[sid]
+        if sig.side.value == "BUY":
+            buy = sid
+        else:
+            qtbot.mouseClick(w.approvals.reject_button, Qt.MouseButton.LeftButton)
+            _resume(w)
+    row = list(w.approvals.pending).index(buy)
+    w.approvals.table.selectRow(row)
+    qtbot.mouseClick(w.approvals.approve_button, Qt.MouseButton.LeftButton)
+    assert buy not in w.approvals.pending
+    _resume(w)
+    qtbot.waitUntil(lambda: w.positions.model_.rowCount() == 1, timeout=30_000)
+    p = w.positions.model_.rows[0]
+    assert p.symbol == "PLTR" and p.qty > 0
+    assert p.stop_price == pytest.approx(p.avg_price * 0.97, rel=1e-3)
+    assert w.orders.table.rowCount() >= 1
+
+    # Flatten All empties the table (the user confirms).
+    qtbot.mouseClick(w.flatten_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.positions.model_.rowCount() == 0, timeout=30_000)
+    qtbot.waitUntil(lambda: w.trades.table.rowCount() >= 1, timeout=10_000)
+
+
+@pytest.mark.settings({"mode": "manual", "demo_speed": 3000})
+def test_reject_removes_the_signal(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    sid = _pending(qtbot, w)
+    _pause(qtbot, w)
+    w.approvals.table.selectRow(list(w.approvals.pending).index(sid))
+    qtbot.mouseClick(w.approvals.reject_button, Qt.MouseButton.LeftButton)
+    assert sid not in w.approvals.pending
+    assert w.positions.model_.rowCount() == 0
+
+
+def test_auto_mode_needs_confirmation(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    w.confirm = lambda title, text: False
+    qtbot.mouseClick(w.mode_switch.buttons[list(w.mode_switch.buttons)[2]], Qt.MouseButton.LeftButton)
+    assert w.mode_switch.mode.value == "hybrid", "declining the confirmation keeps Hybrid"
+    w.confirm = lambda title, text: True
+    with qtbot.waitSignal(w.worker.statusChanged, timeout=10_000,
+                          check_params_cb=lambda s: s.mode.value == "auto"):
+        qtbot.mouseClick(w.mode_switch.buttons[list(w.mode_switch.buttons)[2]], Qt.MouseButton.LeftButton)
+    assert "AUTO" in w.status_bar.mode.text()
+
+
+def test_window_names_for_tests_and_accessibility(window) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QWidget
+
+    for name in ("chart", "positionsTable", "approvalPanel", "approveButton", "rejectButton",
+                 "modeSwitch", "flattenAllButton", "accountSummary", "statusBar"):
+        assert window.findChild(QWidget, name) is not None, name
+
+
+def test_screenshot_writes_a_picture(tmp_path: Path, app_home: Path) -> None:
+    out = tmp_path / "shot.png"
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--demo", "--data-dir", str(app_home),
+                           "--screenshot", str(out), "--after", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    img = QImage(str(out))
+    assert img.width() > 800 and img.height() > 500
+    colors = {img.pixel(x, y) for x in range(0, img.width(), 37) for y in range(0, img.height(), 23)}
+    assert len(colors) > 20, "the picture is blank"
+
+
+def test_second_instance_does_not_start_an_engine(app_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app_home.mkdir(parents=True, exist_ok=True)
+    held = QLockFile(str(app_home / "engine.lock"))
+    assert held.tryLock(100)
+    try:
+        code = main(["--demo", "--data-dir", str(app_home)])
+    finally:
+        held.unlock()
+    assert code == EXIT_ALREADY_RUNNING
+    assert "already running" in capsys.readouterr().err
+
