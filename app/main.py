@@ -27,12 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --screenshot: wall-clock seconds to run before the picture (default 3)")
     p.add_argument("--speed", type=float, help="demo replay speed (x real time)")
     sub = p.add_subparsers(dest="command")
-    try:
-        from app.engine.data.cli import add_data_parser
-    except ImportError:  # the data tools are optional until installed
-        pass
-    else:
-        add_data_parser(sub)
+    from app.engine.data.cli import add_data_parser
+    from app.engine.headless import add_run_parser
+
+    add_data_parser(sub)
+    add_run_parser(sub)
     return p
 
 
@@ -45,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.configure(paths.ensure().logs)
         return run_data_command(args, paths)
+    if args.command == "run":
+        from app.engine.headless import run_headless
+
+        return run_headless(args, paths)
     if args.screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     return run_gui(args, paths)
@@ -83,7 +86,7 @@ def build_window(argv: Sequence[str]) -> object:
 
 
 def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
-    from PySide6.QtCore import QLockFile, QTimer
+    from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
@@ -96,14 +99,12 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     icon = _resource("icon.png")
     if icon:
         app.setWindowIcon(QIcon(icon))
-    lock = QLockFile(str(paths.lock_file))
-    lock.setStaleLockTime(0)
-    if not lock.tryLock(200):
-        info = lock.getLockInfo()  # (pid, host, app), with a leading ok flag in some PySide6 versions
-        pid = info[-3] if isinstance(info, tuple) and len(info) >= 3 else None
-        msg = (f"AI Trader is already running{f' (pid {pid})' if pid else ''} on {paths.home}: "
-               "not starting a second engine.")
-        print(msg, file=sys.stderr)
+    from app.engine.instance import AlreadyRunning, InstanceLock
+
+    try:
+        lock = InstanceLock(paths.lock_file).acquire()
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     from app.main_window import MainWindow
     from app.theme import apply_theme
@@ -129,7 +130,7 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
 
         QTimer.singleShot(int(args.after * 1000), shoot)
     app.exec()
-    lock.unlock()
+    lock.release()
     return code
 
 

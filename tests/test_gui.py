@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QLockFile, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from app.main import EXIT_ALREADY_RUNNING, build_window, main
@@ -130,13 +130,10 @@ def test_screenshot_writes_a_picture(tmp_path: Path, app_home: Path) -> None:
 
 
 def test_second_instance_does_not_start_an_engine(app_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    app_home.mkdir(parents=True, exist_ok=True)
-    held = QLockFile(str(app_home / "engine.lock"))
-    assert held.tryLock(100)
-    try:
+    from app.engine.instance import InstanceLock
+
+    with InstanceLock(app_home / "engine.lock"):  # as if another instance were trading
         code = main(["--demo", "--data-dir", str(app_home)])
-    finally:
-        held.unlock()
     assert code == EXIT_ALREADY_RUNNING
     assert "already running" in capsys.readouterr().err
 

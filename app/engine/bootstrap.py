@@ -8,6 +8,7 @@ call it directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -19,7 +20,7 @@ from app.engine.clock import NY, UTC, MarketCalendar, Session, SimClock
 from app.engine.events import EventBus
 from app.engine.paths import AppPaths
 from app.engine.records import SqlRecorder
-from app.engine.replay import MarketReplay, simulated_feed
+from app.engine.replay import MarketReplay, replay_feed, simulated_feed
 from app.engine.secrets import load_keys
 from app.engine.settings import Settings
 from app.engine.simmarket import SimulatedMarket
@@ -58,10 +59,16 @@ class EngineContext:
 
 def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
                  demo: bool = True, today: datetime | None = None,
-                 sleep: Callable[[float], None] | None = None) -> EngineContext:
-    """Build a ready-to-step engine. ``today`` is the wall time that picks the
-    first simulated session (the simulated clock then continues from the
-    database on every later start)."""
+                 sleep: Callable[[float], None] | None = None,
+                 replay_bars: list[Bar] | None = None) -> EngineContext:
+    """Build a ready-to-step engine.
+
+    ``today`` is the wall time that picks the first simulated session (the
+    simulated clock then continues from the database on every later start).
+    With ``replay_bars`` the engine replays that history instead, on a scratch
+    database of its own (``replay-scratch.db``), so a rehearsal never touches
+    the paper account or the trading record.
+    """
     paths.ensure()
     bus = bus or EventBus()
     notices: list[str] = []
@@ -70,38 +77,47 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
         notices.append("No Alpaca API keys configured: running the simulated demo market.")
     elif not demo:
         notices.append("Alpaca trading is not wired yet: running the simulated demo market.")
-    storage = Storage(paths.database)
+    if settings.timeframe == "1d":
+        settings = settings.updated(timeframe="5m")  # the simulated market is intraday
+    if replay_bars is not None:
+        scratch = paths.home / "replay-scratch.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+        storage = Storage(scratch)
+    else:
+        storage = Storage(paths.database)
     records = SqlRecorder(storage, paths.trade_backup)
     replayed = records.replay_backup()
     if replayed:
         notices.append(f"Recovered {replayed} records that could not be written last time.")
     calendar = MarketCalendar()
-    start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today or datetime.now(UTC))
+    if replay_bars is not None:
+        feed, history, start = replay_feed(replay_bars, calendar, TIMEFRAME_MINUTES[settings.timeframe])
+        source, ticks = "replay", 4
+    else:
+        start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today or datetime.now(UTC))
+        market = SimulatedMarket(settings.symbol, settings.demo_seed, calendar,
+                                 TIMEFRAME_MINUTES[settings.timeframe])
+        feed, history = simulated_feed(market, calendar), _history(market, calendar, start)
+        source, ticks = "simulated", market.ticks_per_bar
     clock = SimClock(start)
     broker = SimulatedBroker(clock, settings.starting_cash, settings.slippage_bps,
                              settings.commission_per_share, book=SqlPaperBook(storage))
-    model = RulesModel()
     kwargs = {"sleep": sleep} if sleep else {}
-    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, "simulated", **kwargs)
-    market = SimulatedMarket(settings.symbol, settings.demo_seed, calendar,
-                             TIMEFRAME_MINUTES[_intraday(settings.timeframe)])
-    history = _history(market, calendar, start)
+    bot = TradingBot(settings, clock, broker, RulesModel(), records, bus, calendar, source, **kwargs)
     bot.warm_up(history)
     if history:
-        broker.on_price(settings.symbol, history[-1].close, start)
+        broker.on_price(history[-1].symbol, history[-1].close, start)
     ctx_holder: list[EngineContext] = []
-    replay = MarketReplay(bot, broker, clock, simulated_feed(market, calendar),
+    replay = MarketReplay(bot, broker, clock, feed,
                           on_session=lambda s: ctx_holder and ctx_holder[0].save_clock())
     ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, replay,
-                        demo=True, notices=notices, history=history, replay_ticks=market.ticks_per_bar)
+                        demo=True, notices=notices, history=history, replay_ticks=ticks)
     ctx_holder.append(ctx)
     bot.start()
-    logger.info("Engine ready: demo market {} from {}, {} history bars", settings.symbol, start, len(history))
+    logger.info("Engine ready: {} market {} from {}, {} history bars", source, settings.symbol, start,
+                len(history))
     return ctx
-
-
-def _intraday(tf: str) -> str:
-    return tf if tf != "1d" else "5m"  # the demo market is intraday
 
 
 def _demo_start(saved: str | None, calendar: MarketCalendar, today: datetime) -> datetime:

@@ -118,3 +118,37 @@ def simulated_feed(market: SimulatedMarket, calendar: MarketCalendar) -> Session
         return session, market.session_bars(session)
 
     return feed
+
+
+def replay_feed(bars: list[Bar], calendar: MarketCalendar,
+                bar_minutes: int) -> tuple[SessionFeed, list[Bar], datetime]:
+    """Sessions of recorded bars. The first session warms the model up (when
+    there is more than one); each later bar is replayed as open, the extreme
+    nearer the open, the other extreme, then its close."""
+    from app.engine.clock import NY
+
+    by_day: dict[object, list[Bar]] = {}
+    for b in sorted(bars, key=lambda b: b.time):
+        by_day.setdefault(b.time.astimezone(NY).date(), []).append(b)
+    days = sorted(by_day)
+    if not days:
+        raise ValueError("nothing to replay: no bars")
+    history = by_day[days[0]] if len(days) > 1 else []
+    play = [d for d in days if by_day[d] is not history]
+
+    def ticks(b: Bar) -> tuple[float, ...]:
+        first, second = (b.low, b.high) if b.close >= b.open else (b.high, b.low)
+        return (b.open, first, second, b.close)
+
+    def feed(after: datetime) -> tuple[Session, list[SimBar]] | None:
+        for d in play:
+            day_bars = by_day[d]
+            last_end = day_bars[-1].time + timedelta(minutes=bar_minutes)
+            if last_end <= after:
+                continue
+            session = calendar.session(d) or Session(d, day_bars[0].time, last_end)  # type: ignore[arg-type]
+            return session, [SimBar(b, ticks(b)) for b in day_bars]
+        return None
+
+    start = by_day[play[0]][0].time
+    return feed, history, start

@@ -1,0 +1,143 @@
+"""``python main.py run --headless``: the same engine with no window.
+
+Logs to the same files and writes the same database as the GUI. SIGINT and
+SIGTERM stop it cleanly (the simulated clock and the record are saved);
+after a SIGKILL the next start reconciles with the broker and recovers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+from loguru import logger
+
+from app.engine.events import AlertEvent, Event, OrderEvent, SignalEvent, TradeEvent
+from app.engine.paths import AppPaths
+
+
+def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("run", help="run the trading engine without a window")
+    p.add_argument("--headless", action="store_true", help="no window (the only mode of this command)")
+    p.add_argument("--broker", choices=("sim", "alpaca-paper"), default="sim")
+    p.add_argument("--symbol", default=None, help="symbol to trade (default: the settings' symbol)")
+    p.add_argument("--replay", metavar="FILE.csv", help="replay recorded bars instead of the simulated market")
+    p.add_argument("--speed", type=float, default=None,
+                   help="x real time; 0 = as fast as possible (default: the settings' demo speed)")
+    p.add_argument("--max-bars", type=int, default=None, help="stop after this many bars")
+    return p
+
+
+def run_headless(args: argparse.Namespace, paths: AppPaths,
+                 install_signals: bool = True, out: Callable[[str], None] = print) -> int:
+    from app.engine import logs
+    from app.engine.instance import AlreadyRunning, InstanceLock
+    from app.engine.settings import Settings, SettingsError
+
+    paths.ensure()
+    logs.configure(paths.logs, console_level="WARNING")
+    if args.broker != "sim":
+        out("error: the Alpaca paper broker is not wired into the runner yet; use --broker sim")
+        return 2
+    try:
+        settings = Settings.load(paths.settings)
+        if args.symbol:
+            settings = settings.updated(symbol=args.symbol)
+    except SettingsError as exc:
+        out(f"error: {exc}")
+        return 2
+    try:
+        lock = InstanceLock(paths.lock_file).acquire()
+    except AlreadyRunning as exc:
+        out(f"error: {exc}")
+        return 3
+    try:
+        return _run(args, paths, settings, install_signals, out)
+    finally:
+        lock.release()
+
+
+def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signals: bool,
+         out: Callable[[str], None]) -> int:
+    from app.engine.bootstrap import build_engine
+    from app.engine.events import EventBus
+    from app.engine.storage import StorageError
+
+    bars = None
+    if args.replay:
+        bars = _load_replay(args.replay, settings.symbol, settings.timeframe, out)
+        if bars is None:
+            return 2
+    bus = EventBus()
+    bus.subscribe(lambda e: _report(e, out))
+    try:
+        ctx = build_engine(paths, settings, bus=bus, replay_bars=bars)
+    except (StorageError, ValueError) as exc:
+        out(f"error: {exc}")
+        return 2
+    stop = {"now": False}
+    if install_signals:
+        def _stop(signum: int, _frame: object) -> None:
+            stop["now"] = True
+            logger.warning("Signal {} received: stopping after this step", signum)
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+    speed = settings.demo_speed if args.speed is None else args.speed
+    pause = 0.0 if speed <= 0 else ctx.bot.bar_minutes * 60 / ctx.replay_ticks / speed
+    out(f"engine running: {ctx.bot.data_source} market {settings.symbol}, broker SIMULATED, "
+        f"speed {'max' if pause == 0 else f'{speed:g}x'}; Ctrl+C stops")
+    try:
+        while not stop["now"]:
+            if not ctx.replay.step():
+                break
+            if args.max_bars is not None and ctx.replay.bars_played >= args.max_bars:
+                break
+            if pause:
+                time.sleep(pause)
+    finally:
+        acct = ctx.broker.account()
+        out(f"stopped after {ctx.replay.bars_played} bars: equity {acct.equity:,.2f}, "
+            f"{len(ctx.records.trades)} trades this run")
+        ctx.close()
+    return 0
+
+
+def _load_replay(path: str, symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:
+    from app.engine.data.cleaning import clean
+    from app.engine.data.csv_import import read_csv
+    from app.engine.data.frame import DataError, frame_to_bars
+
+    try:
+        result = read_csv(path)
+        cleaned = clean(result.frame, timeframe)
+    except (DataError, OSError) as exc:
+        out(f"error: {exc}")
+        return None
+    bars = frame_to_bars(cleaned.frame, symbol)
+    if not bars:
+        out(f"error: {path} has no usable bars")
+        return None
+    out(f"replaying {len(bars)} bars of {symbol} from {path} ({result.rejected} rows rejected)")
+    return bars
+
+
+def _report(e: Event, out: Callable[[str], None]) -> None:
+    if isinstance(e, TradeEvent):
+        t = e.trade
+        out(f"trade {t.symbol} {t.qty:g} {t.entry_price:.2f} -> {t.exit_price:.2f} P&L {t.pnl:+.2f} "
+            f"({t.exit_reason})")
+    elif isinstance(e, OrderEvent) and e.order.status.value in ("filled", "rejected"):
+        o = e.order
+        out(f"order {o.client_order_id} {o.side.value} {o.qty:g} {o.status.value}")
+    elif isinstance(e, SignalEvent) and e.status == "pending":
+        out(f"signal {e.signal.signal_id} waits for approval (no window: it will expire)")
+    elif isinstance(e, AlertEvent):
+        out(f"{e.level}: {e.message}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(2)
