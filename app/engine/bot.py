@@ -78,6 +78,7 @@ class TradingBot:
         self.mode = TradingMode(settings.mode)
         self.policy = policy_for(self.mode, settings)
         self.model_label = "rules fallback" if model.name == "rules" else model.name
+        self.plain = False  # textbook backtests: whole cash per trade, no stops or limits
         self.pending: dict[str, TradingSignal] = {}
         self._closes: dict[str, deque[float]] = {}
         self._last_price: dict[str, float] = {}
@@ -86,6 +87,7 @@ class TradingBot:
         self._day: date | None = None
         self._day_state: dict[str, float | int | bool] = {}
         self._account: Account | None = None
+        self._reconcile_pending = False  # the broker was unreachable when we tried
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -104,13 +106,21 @@ class TradingBot:
             self._last_bar_end[b.symbol] = b.time + timedelta(minutes=self.bar_minutes)
 
     def start(self) -> None:
-        from app.engine.reconcile import reconcile
-
-        for line in reconcile(self):
-            self.bus.publish(AlertEvent("warning", line))
-        self._roll_day()
+        self._roll_day()  # first, so fills found by reconciliation count on today's record
+        self._reconcile()
         self._publish_portfolio()
         self._publish_status()
+
+    def _reconcile(self) -> None:
+        """Reconcile with the broker; if it cannot be reached, try again on every
+        price until it can (saying so once), so stale records are never traded on."""
+        from app.engine.reconcile import reconcile
+
+        lines = reconcile(self)
+        if self.router.connected or not self._reconcile_pending:
+            for line in lines:
+                self.bus.publish(AlertEvent("warning", line))
+        self._reconcile_pending = not self.router.connected
 
     # --------------------------------------------------------- market input
     def on_bar_close(self, bar: Bar) -> ModelOutput | None:
@@ -121,6 +131,8 @@ class TradingBot:
         self._last_bar_end[bar.symbol] = bar.time + timedelta(minutes=self.bar_minutes)
         self.bus.publish(BarEvent(bar, closed=True))
         self._roll_day()
+        if self._reconcile_pending:
+            self._reconcile()
         self.sync_orders()
         self._expire_pending()
         self._protect(bar.symbol, bar.close)
@@ -136,6 +148,8 @@ class TradingBot:
             return
         self._last_price[symbol] = price
         self._roll_day()
+        if self._reconcile_pending:
+            self._reconcile()
         self.sync_orders()
         for q in self.router.retry_queued():
             self.bus.publish(OrderEvent(q))
@@ -203,7 +217,7 @@ class TradingBot:
         for o in self.records.open_orders():
             if o.side == Side.SELL and o.order_type == OrderType.MARKET:
                 continue  # an exit already working: leave it to fill
-            ok = self.router.cancel(o.client_order_id)
+            ok = self._cancel(o.client_order_id)
             report.append(f"cancel {o.client_order_id}: {'ok' if ok else 'failed'}")
         self._stop_orders.clear()
         for p in self.records.positions():
@@ -243,6 +257,11 @@ class TradingBot:
         elif decision == Decision.DROP:
             self._signal_done(sig, "dropped", f"{self.mode.value} mode executes only >= {self.policy.auto:.2f}")
         elif decision == Decision.ASK:
+            if sig.side == Side.BUY:  # never ask about an entry the risk rules already forbid
+                check = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
+                if not check.accepted:
+                    self._signal_done(sig, "refused", check.reason)
+                    return
             self.pending[sig.signal_id] = sig
             self.records.signal(sig, "pending", "waiting for approval", sig.time)
             self.bus.publish(SignalEvent(sig, "pending", "waiting for approval"))
@@ -257,7 +276,8 @@ class TradingBot:
             result = self._exit(sig.symbol, "exit on SELL signal", signal_id=sig.signal_id)
             self._signal_done(sig, "executed", result)
             return result
-        decision = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
+        ctx = self._risk_context(sig.symbol, sig.side)
+        decision = risk.check_plain(ctx, self.settings) if self.plain else risk.check_entry(ctx, self.settings)
         if not decision.accepted:
             self._signal_done(sig, "refused", decision.reason)
             return decision.reason
@@ -289,6 +309,8 @@ class TradingBot:
     # -------------------------------------------------------------- exits
     def _protect(self, symbol: str, price: float) -> None:
         """Trailing stops, stop exits, end of day and the circuit breaker."""
+        if self.plain:
+            return
         self._breaker_check()
         if self._eod_due():
             if self.records.positions():
@@ -318,7 +340,7 @@ class TradingBot:
             return f"{symbol}: {decision.reason}"
         stop_id = self._stop_orders.pop(symbol, None)
         if stop_id:
-            self.router.cancel(stop_id)
+            self._cancel(stop_id)
         now = self.clock.now()
         coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
         order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
@@ -328,18 +350,27 @@ class TradingBot:
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
 
     def _place_stop(self, p: Position) -> None:
-        if not self.broker.supports_stop_orders or p.stop_price is None:
+        if self.plain or not self.broker.supports_stop_orders or p.stop_price is None:
             return
         old = self._stop_orders.pop(p.symbol, None)
         if old:
-            self.router.cancel(old)
+            self._cancel(old)
         kind = "trailing stop" if p.trailing_active else "stop loss"
         coid = f"{p.symbol}-stop-{self.clock.now():%Y%m%dT%H%M%S}-{p.stop_price:.2f}"
         order = Order(coid, p.symbol, Side.SELL, p.qty, OrderType.STOP, OrderStatus.NEW,
                       self.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
         placed = self.router.place(order)
+        self.bus.publish(OrderEvent(placed))
         if placed.status.is_open:
             self._stop_orders[p.symbol] = coid
+
+    def _cancel(self, client_order_id: str) -> bool:
+        """Cancel through the router and tell the GUI, so no order shows open when it is not."""
+        ok = self.router.cancel(client_order_id)
+        o = self.records.get_order(client_order_id)
+        if ok and o is not None:
+            self.bus.publish(OrderEvent(o))
+        return ok
 
     def _eod_due(self) -> bool:
         if not (self.intraday and self.settings.eod_flatten and self.calendar):
@@ -418,7 +449,7 @@ class TradingBot:
             self.records.remove_position(o.symbol)
             for other in self.records.open_orders():
                 if other.symbol == o.symbol and other.side == Side.SELL:
-                    self.router.cancel(other.client_order_id)
+                    self._cancel(other.client_order_id)
             self._stop_orders.pop(o.symbol, None)
             self._day_state["round_trips"] = int(self._day_state.get("round_trips", 0)) + 1
             self._save_day()

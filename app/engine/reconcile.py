@@ -35,6 +35,8 @@ def _reconcile(bot: TradingBot) -> list[str]:
 
     # 1. Orders we recorded as intended or sent: what became of them?
     for o in rec.open_orders():
+        if o.client_order_id in bot.router.queue:
+            continue  # placed since the start and waiting for the broker: not a leftover
         b = broker.get_order(o.client_order_id)
         if b is None:
             if o.status == OrderStatus.NEW:
@@ -84,6 +86,7 @@ def _reconcile(bot: TradingBot) -> list[str]:
             bot._place_stop(rec_position(bot, sym))
     for line in lines:
         logger.warning("Reconcile: {}", line)
+    bot.router.connected = True
     return lines
 
 

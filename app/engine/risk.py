@@ -78,6 +78,19 @@ def _entry_refusal(ctx: RiskContext, s: Settings) -> str:
     return ""
 
 
+def check_plain(ctx: RiskContext, s: Settings) -> RiskDecision:
+    """The textbook backtest's rule: the whole available cash, nothing else.
+    Only for ``--plain`` backtests; never used with a live broker."""
+    if not (math.isfinite(ctx.price) and ctx.price > 0):
+        return RiskDecision(False, f"invalid price {ctx.price}")
+    if any(p.symbol == ctx.symbol and p.qty != 0 for p in ctx.positions):
+        return RiskDecision(False, f"already holding {ctx.symbol}")
+    qty = math.floor(max(ctx.buying_power, 0.0) / (ctx.price * (1 + s.slippage_bps / 10_000)) + 1e-9)
+    if qty <= 0:
+        return RiskDecision(False, "not enough cash for one share")
+    return RiskDecision(True, f"whole cash: {qty} shares", float(qty))
+
+
 def size_position(ctx: RiskContext, s: Settings) -> float:
     """Shares to buy: risk budget over stop distance, capped by every limit."""
     risk_budget = ctx.equity * s.risk_per_trade

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -45,6 +47,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 10.0
 _MAX_MESSAGE = 300
+_CANCEL_POLL_S = 0.1
 
 _OPEN = frozenset({
     "new", "accepted", "pending_new", "accepted_for_bidding", "partially_filled", "pending_cancel",
@@ -116,9 +119,11 @@ class AlpacaBroker(Broker):
 
     def __init__(self, keys: ApiKeys, clock: Clock, *, kind: BrokerKind = BrokerKind.PAPER,
                  live_gate_passed: bool = False, url_override: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, cancel_wait_s: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         """``url_override`` points the client elsewhere (a loopback test server);
-        ``timeout_s`` bounds each HTTP request, connect and read alike."""
+        ``timeout_s`` bounds each HTTP request, connect and read alike;
+        ``cancel_wait_s`` bounds the wait for an asynchronous cancel to land."""
         if kind not in (BrokerKind.PAPER, BrokerKind.LIVE):
             raise ValueError(f"AlpacaBroker trades PAPER or LIVE, not {kind.value}")
         if kind == BrokerKind.LIVE and not live_gate_passed:
@@ -130,6 +135,8 @@ class AlpacaBroker(Broker):
         self.kind = kind
         self._keys = keys
         self._clock = clock
+        self._cancel_wait_s = cancel_wait_s
+        self._sleep = sleep
         for secret in (keys.key_id, keys.secret_key):
             register_secret(secret.reveal())
         self._client = TradingClient(keys.key_id.reveal(), keys.secret_key.reveal(),
@@ -139,17 +146,18 @@ class AlpacaBroker(Broker):
     @classmethod
     def from_env(cls, env_file: Path | None, clock: Clock, *, kind: BrokerKind = BrokerKind.PAPER,
                  live_gate_passed: bool = False, url_override: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> AlpacaBroker:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, cancel_wait_s: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep) -> AlpacaBroker:
         """Keys from Alpaca's environment variables or the app's ``.env``
         (live keys under their own ``LIVE_`` names)."""
         keys = load_keys(env_file, live=kind == BrokerKind.LIVE)
-        return cls(keys, clock, kind=kind, live_gate_passed=live_gate_passed,
-                   url_override=url_override, timeout_s=timeout_s)
+        return cls(keys, clock, kind=kind, live_gate_passed=live_gate_passed, url_override=url_override,
+                   timeout_s=timeout_s, cancel_wait_s=cancel_wait_s, sleep=sleep)
 
     def _tune(self, timeout_s: float) -> None:
         # RESTClient keeps these as plain attributes; TradingClient offers no
         # argument for them. The tests prove both settings take effect.
-        pass
+        self._client._retry = 0
         self._client._retry_codes = []
         self._client._session.close()
         self._client._session = _TimeoutSession(timeout_s)
@@ -203,6 +211,22 @@ class AlpacaBroker(Broker):
         except AlpacaError as exc:
             if exc.status not in (404, 422):  # 422: it filled or ended meanwhile
                 raise
+        self._await_end(client_order_id)
+
+    def _await_end(self, client_order_id: str) -> None:
+        """Wait (briefly) for the cancel to land. Alpaca cancels asynchronously
+        (pending_cancel) and keeps the shares held until then, so an exit sent
+        straight after canceling its stop would be refused for "insufficient
+        qty available"."""
+        polls = math.ceil(self._cancel_wait_s / _CANCEL_POLL_S)
+        for attempt in range(polls + 1):
+            found = self._find(client_order_id)
+            if found is None or not _to_order(found).status.is_open:
+                return
+            if attempt < polls:
+                self._sleep(_CANCEL_POLL_S)
+        logger.warning("Cancel of {} not confirmed by Alpaca after {:.1f}s ({})",
+                       client_order_id, self._cancel_wait_s, found.status.value)
 
     def close(self) -> None:
         self._client._session.close()
@@ -250,7 +274,9 @@ class AlpacaBroker(Broker):
         except requests.RequestException as exc:
             err = AlpacaError(f"Alpaca request failed: {type(exc).__name__}", transient=False)
         except ValidationError:
-            err = AlpacaError("Alpaca sent an answer this app cannot read", transient=False)
+            # Transient on purpose: after a submit, "unreadable" means "outcome
+            # unknown", which must never be recorded as a rejection.
+            err = AlpacaError("Alpaca sent an answer this app cannot read", transient=True)
         err = AlpacaError(f"{what}: {self._scrub(str(err))}", err.transient, err.retry_after, err.status)
         logger.debug("Alpaca call failed: {}", err)
         raise err

@@ -6,7 +6,7 @@ Semantics, the same in the demo, replays and backtests:
   (``on_bar``), moved against the trader by ``slippage_bps``;
 - a stop order triggers when the price trades at or through it and fills at
   the stop, or at the open when a bar gaps through it;
-- commission is charged per share.
+- commission is charged per share and/or as a fraction of the traded value.
 
 The account (cash, positions, open orders) persists in the database through
 an optional :class:`PaperBook`, so a paper account survives restarts.
@@ -52,11 +52,13 @@ class SimulatedBroker(Broker):
         starting_cash: float = 100_000.0,
         slippage_bps: float = 0.0,
         commission_per_share: float = 0.0,
+        commission_rate: float = 0.0,
         book: PaperBook | None = None,
     ) -> None:
         self._clock = clock
         self._slip = slippage_bps / 10_000.0
         self._commission = commission_per_share
+        self._commission_rate = commission_rate
         self._book = book
         self._lock = threading.RLock()
         self._prices: dict[str, float] = {}
@@ -116,6 +118,15 @@ class SimulatedBroker(Broker):
     def last_price(self, symbol: str) -> float | None:
         return self._prices.get(symbol)
 
+    @property
+    def cash(self) -> float:
+        return self._cash
+
+    def held(self, symbol: str) -> float:
+        """Shares held now (cheap: for equity curves in backtests)."""
+        p = self._positions.get(symbol)
+        return p.qty if p is not None else 0.0
+
     # ------------------------------------------------------- market events
     def on_fill(self, listener: Callable[[Fill], None]) -> None:
         self._fill_listeners.append(listener)
@@ -174,7 +185,7 @@ class SimulatedBroker(Broker):
             self._orders[o.client_order_id] = replace(o, status=OrderStatus.CANCELED,
                                                       reason=o.reason + "; nothing held")
             return None
-        commission = qty * self._commission
+        commission = qty * self._commission + qty * price * self._commission_rate
         signed = qty if o.side == Side.BUY else -qty
         self._cash -= signed * price + commission
         new_qty = held + signed

@@ -77,15 +77,18 @@ class CleanReport:
     def unadjusted_splits(self) -> list[SplitEvent]:
         return [s for s in self.splits if not s.adjusted]
 
-    def lines(self) -> list[str]:
-        """What cleaning did, one short line per rule that fired."""
-        out = []
-        items = [
-            (self.duplicates, "duplicate timestamps (kept the last)"),
-            (self.out_of_order, "rows out of order (sorted)"),
+    def lines(self, include_rejects: bool = True) -> list[str]:
+        """What cleaning did, one short line per rule that fired (``include_rejects``
+        False leaves out the dropped bad bars, for callers that list them already)."""
+        rejects = [
             (self.bad_prices, "bars with missing, zero or negative prices (dropped)"),
             (self.bad_high_low, "bars with high/low outside open/close (dropped)"),
             (self.bad_volume, "bars with negative volume (dropped)"),
+        ]
+        items = [
+            (self.duplicates, "duplicate timestamps (kept the last)"),
+            (self.out_of_order, "rows out of order (sorted)"),
+            *(rejects if include_rejects else []),
             (self.extended_hours, "pre/post-market bars (dropped)"),
             (self.zero_volume, "zero-volume bars (kept, flagged)"),
             (self.missing_bars, "missing bars inside sessions"),
@@ -309,5 +312,5 @@ def _log(rep: CleanReport) -> None:
         logger.info("Cleaning {}: {} bars missing in {} sessions ({} whole sessions), {} half days",
                     rep.timeframe, rep.missing_bars, rep.sessions, rep.missing_sessions, rep.half_days)
     for s in rep.unadjusted_splits:
-        logger.warning("Possible unadjusted {} split at {}: prices before it are not comparable",
-                       s.label, s.time)
+        logger.warning("Possible unadjusted {} split on {:%Y-%m-%d}: prices before it are not "
+                       "comparable", s.label, s.time.tz_convert(NY))

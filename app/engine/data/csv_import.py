@@ -70,10 +70,11 @@ def read_csv(path: str | Path) -> ImportResult:
     path = Path(path)
     text = _read_text(path)
     raw, malformed = _parse_table(text, path.name)
+    raw, header_lines = _unstack_yfinance_header(raw)
     columns = _find_columns(list(raw.columns), path.name)
     if raw.empty:
         raise DataError(f"{path.name} has a header but no data rows")
-    return _build(raw, columns, malformed)
+    return _build(raw, columns, malformed, header_lines)
 
 
 # ---------------------------------------------------------------- reading
@@ -120,6 +121,19 @@ def _parse_table(text: str, name: str) -> tuple[pd.DataFrame, int]:
     return raw, max(0, lines - len(raw))
 
 
+def _unstack_yfinance_header(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``DataFrame.to_csv`` of a yfinance download writes three header lines
+    (``Price,Close,...`` / ``Ticker,PLTR,...`` / ``Datetime,,,``); keep the names
+    from the first and the time column's name from the third."""
+    if len(raw.columns) == 0 or _norm(raw.columns[0]) != "price" or len(raw) < 2:
+        return raw, 1
+    first = [_norm(str(v)) for v in raw.iloc[:2, 0]]
+    if first[0] != "ticker" or first[1] not in ("date", "datetime", "timestamp"):
+        return raw, 1
+    out = raw.iloc[2:].rename(columns={raw.columns[0]: str(raw.iloc[1, 0])})
+    return out.reset_index(drop=True), 3
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
 
@@ -153,7 +167,8 @@ def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- rows
-def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int) -> ImportResult:
+def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
+           header_lines: int) -> ImportResult:
     n = len(raw)
     reason = np.full(n, "", dtype=object)
 
@@ -181,7 +196,7 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int) -> Import
         why = str(reason[i])
         reasons[why] += 1
         if len(examples.setdefault(why, [])) < EXAMPLES_PER_REASON:
-            examples[why].append(int(i) + 2)  # 1-based, after the header line
+            examples[why].append(int(i) + header_lines + 1)  # the file's 1-based line
     if malformed:
         reasons["malformed line (wrong number of fields)"] += malformed
     return ImportResult(frame, int(keep.sum()), int((~keep).sum()) + malformed, reasons,
@@ -190,11 +205,15 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int) -> Import
 
 def _numeric(col: pd.Series, name: str, reject: object) -> np.ndarray:
     """Text -> float, rejecting (in order) missing, text, infinite, non-positive, huge."""
-    text = col.astype(str).str.strip()
-    values = pd.to_numeric(text.str.replace("$", "", regex=False), errors="coerce")
-    arr = np.asarray(values, dtype="float64")
-    na_text = text.str.lower().isin(_NA_TEXT).to_numpy()
+    arr = np.array(pd.to_numeric(col, errors="coerce"), dtype="float64")  # a writable copy
     nan = np.isnan(arr)
+    na_text = np.zeros(len(arr), dtype=bool)
+    if nan.any():  # only odd cells pay for the string work
+        odd = col[nan].astype(str).str.strip()
+        retry = pd.to_numeric(odd.str.replace("$", "", regex=False), errors="coerce")
+        arr[nan] = np.asarray(retry, dtype="float64")
+        na_text[nan] = odd.str.lower().isin(_NA_TEXT).to_numpy()
+        nan = np.isnan(arr)
     reject(nan & na_text, f"missing {name}")  # type: ignore[operator]
     reject(nan & ~na_text, f"text in {name}")  # type: ignore[operator]
     with np.errstate(invalid="ignore"):
@@ -216,6 +235,9 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     numbers are epoch seconds (or milliseconds).
     """
     s = values.fillna("").astype(str).str.strip().reset_index(drop=True)
+    fast = _uniform_iso(s)
+    if fast is not None:
+        return fast
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
     epoch = s.str.fullmatch(_EPOCH)
     date_only = s.str.fullmatch(_DATE_ONLY) & ~epoch
@@ -236,6 +258,26 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
             ny = local.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
             out[mask] = ny.dt.tz_convert("UTC")
     return pd.DatetimeIndex(out, name=INDEX_NAME).as_unit("ns")
+
+
+def _uniform_iso(s: pd.Series) -> pd.DatetimeIndex | None:
+    """The common case in one vectorised call: every cell ISO-8601 with the same
+    zone, or every cell naive. None sends the column down the careful path."""
+    if s.empty or re.fullmatch(_EPOCH, str(s.iloc[0])):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = pd.to_datetime(s, format="ISO8601")
+    except (ValueError, TypeError, OverflowError):
+        return None  # mixed offsets, naive mixed with zoned, or some unreadable cell
+    if got.isna().any():
+        return None
+    if got.dt.tz is None:
+        got = got.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
+        if got.isna().any():
+            return None
+    return pd.DatetimeIndex(got.dt.tz_convert("UTC"), name=INDEX_NAME).as_unit("ns")
 
 
 def _to_datetime(s: pd.Series, utc: bool) -> pd.Series:

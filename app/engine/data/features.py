@@ -109,7 +109,7 @@ def _time_features(idx: pd.DatetimeIndex) -> dict[str, np.ndarray]:
         "session_frac": frac,
         "tod_sin": np.sin(day),
         "tod_cos": np.cos(day),
-        "day_of_week": ny.dayofweek.to_numpy(dtype="float64") / 4.0,
+        "day_of_week": ny.day_of_week.to_numpy(dtype="float64") / 4.0,
     }
 
 

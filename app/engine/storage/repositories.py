@@ -69,6 +69,68 @@ class BarRepository:
             Bar(r[0], datetime.fromtimestamp(r[2], UTC), r[3], r[4], r[5], r[6], r[7]) for r in rows
         ]
 
+    def load_frame(self, symbol: str, timeframe: str, start: datetime | None = None,
+                   end: datetime | None = None) -> Any:
+        """Bars as the data layer's canonical pandas frame, fast enough for 100k rows.
+
+        Goes through one raw cursor instead of building a model object per row:
+        the chart and the trainer load whole histories, and peewee's per-row
+        objects would cost seconds. ``end`` is exclusive.
+        """
+        import numpy as np
+        import pandas as pd
+
+        sql = ("SELECT ts, open, high, low, close, volume FROM bar "
+               "WHERE symbol = ? AND timeframe = ?")
+        params: list[Any] = [symbol, timeframe]
+        if start is not None:
+            sql += " AND ts >= ?"
+            params.append(int(start.timestamp()))
+        if end is not None:
+            sql += " AND ts < ?"
+            params.append(int(end.timestamp()))
+        rows = self._s.db.execute_sql(sql + " ORDER BY ts", params).fetchall()
+        arr = np.array(rows, dtype="float64").reshape(-1, 6)
+        idx = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype("int64"), unit="s", utc=True),
+                               name="time").as_unit("ns")
+        cols = ("open", "high", "low", "close", "volume")
+        return pd.DataFrame({c: arr[:, i + 1] for i, c in enumerate(cols)}, index=idx)
+
+    def upsert_frame(self, symbol: str, timeframe: str, frame: Any, source: str = "") -> int:
+        """Insert or replace a canonical OHLCV frame in one transaction; returns the count.
+
+        ``executemany`` on a prepared statement is the fast path for a large
+        import (100k bars in well under a second); the key (symbol, timeframe,
+        start) makes importing the same bars twice store them once.
+        """
+        if len(frame) == 0:
+            return 0
+        secs = frame.index.as_unit("ns").asi8 // 1_000_000_000
+        cols = [frame[c].to_numpy(dtype="float64").tolist()
+                for c in ("open", "high", "low", "close", "volume")]
+        rows = [(symbol, timeframe, int(t), o, h, lo, c, v, source)
+                for t, o, h, lo, c, v in zip(secs.tolist(), *cols)]
+        sql = ("INSERT OR REPLACE INTO bar (symbol, timeframe, ts, open, high, low, close, "
+               "volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        with self._s.atomic():
+            self._s.db.cursor().executemany(sql, rows)
+        return len(rows)
+
+    def series(self) -> list[tuple[str, str, int]]:
+        """What the cache holds: (symbol, timeframe, bar count) for each series."""
+        rows = self._s.db.execute_sql(
+            "SELECT symbol, timeframe, COUNT(*) FROM bar GROUP BY symbol, timeframe "
+            "ORDER BY symbol, timeframe").fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def first_time(self, symbol: str, timeframe: str) -> datetime | None:
+        ts = (
+            BarRow.select(pw.fn.MIN(BarRow.ts))
+            .where((BarRow.symbol == symbol) & (BarRow.timeframe == timeframe))
+            .scalar()
+        )
+        return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
     def count(self, symbol: str, timeframe: str) -> int:
         return (
             BarRow.select()

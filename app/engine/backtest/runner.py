@@ -1,0 +1,144 @@
+"""Backtests through the live engine: same bot, same risk, same orders, same stops.
+
+Each bar is played in two beats on a simulated clock: at its open the
+simulated broker fills what was ordered at the last close (market orders at
+the open plus slippage, stops at the stop, or at the open when the bar gaps
+through them); at its close the bot runs its trading cycle. Decisions are
+therefore always made at a bar's close and filled at the next bar's open.
+
+``plain`` turns the product's rules off for comparison with textbook
+backtesters: no risk limits or stops, no session or end-of-day rules, the
+whole available cash in each trade. Even then the order goes through the
+same signal, order and fill code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable
+
+import numpy as np
+
+from app.engine.bot import TIMEFRAME_MINUTES, TradingBot
+from app.engine.broker.simulated import SimulatedBroker
+from app.engine.clock import MarketCalendar, SimClock
+from app.engine.events import EventBus
+from app.engine.records import MemoryRecorder
+from app.engine.settings import Settings
+from app.engine.strategy.base import SignalModel
+from app.engine.types import Bar, Trade
+
+STRATEGIES = ("sma_cross", "momentum", "rules", "ensemble")
+
+
+class BacktestCancelled(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    symbol: str = "PLTR"
+    timeframe: str = "5m"
+    strategy: str = "sma_cross"
+    cash: float = 100_000.0
+    commission_per_share: float = 0.0
+    commission_rate: float = 0.0  # a fraction of traded value
+    slippage_bps: float = 0.0
+    plain: bool = False
+
+
+@dataclass
+class BacktestResult:
+    config: BacktestConfig
+    metrics: dict[str, Any]
+    trades: list[Trade]
+    equity: np.ndarray
+    times: list[Any]
+    bars: int
+    elapsed_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config.__dict__,
+            "metrics": {k: _jsonable(v) for k, v in self.metrics.items()},
+            "trades": [
+                {"entry_time": t.entry_time.isoformat(), "exit_time": t.exit_time.isoformat(),
+                 "entry_price": t.entry_price, "exit_price": t.exit_price, "qty": t.qty, "pnl": t.pnl,
+                 "exit_reason": t.exit_reason}
+                for t in self.trades
+            ],
+            "bars": self.bars,
+            "elapsed_seconds": self.elapsed_seconds,
+            "notes": self.notes,
+        }
+
+
+def make_model(strategy: str) -> SignalModel:
+    if strategy == "sma_cross":
+        from app.engine.strategy.sma_cross import SmaCrossModel
+
+        return SmaCrossModel()
+    if strategy == "rules":
+        from app.engine.strategy.rules import RulesModel
+
+        return RulesModel()
+    if strategy == "momentum":
+        from app.engine.strategy.momentum import MomentumRule
+
+        return MomentumRule()
+    raise ValueError(f"strategy {strategy!r} is not available in backtests yet (choose from "
+                     "sma_cross, momentum, rules)")
+
+
+def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None = None,
+                 model: SignalModel | None = None,
+                 progress: Callable[[float], bool] | None = None) -> BacktestResult:
+    """Play ``bars`` through the engine. ``progress(fraction)`` returning False cancels."""
+    if len(bars) < 2:
+        raise ValueError("a backtest needs at least two bars")
+    base = settings or Settings()
+    settings = base.updated(mode="auto", timeframe=cfg.timeframe, starting_cash=cfg.cash,
+                            slippage_bps=cfg.slippage_bps)
+    clock = SimClock(bars[0].time)
+    broker = SimulatedBroker(clock, cfg.cash, cfg.slippage_bps, cfg.commission_per_share,
+                             commission_rate=cfg.commission_rate)
+    records = MemoryRecorder()
+    calendar = None if cfg.plain else MarketCalendar()
+    bot = TradingBot(settings, clock, broker, model or make_model(cfg.strategy), records, EventBus(),
+                     calendar, "backtest", sleep=lambda _s: None)
+    if cfg.plain:
+        bot.plain = True
+    bar_delta = timedelta(minutes=TIMEFRAME_MINUTES[cfg.timeframe])
+    n = len(bars)
+    equity = np.empty(n)
+    in_market = np.zeros(n, dtype=bool)
+    every = max(1, n // 200)
+    t0 = time.perf_counter()
+    for i, bar in enumerate(bars):
+        clock.set(bar.time)
+        broker.on_bar(bar)
+        clock.set(bar.time + bar_delta)
+        bot.on_bar_close(bar)
+        held = broker.held(bar.symbol)
+        equity[i] = broker.cash + held * bar.close
+        in_market[i] = held != 0
+        if progress is not None and i % every == 0 and not progress(i / n):
+            raise BacktestCancelled(f"cancelled at bar {i} of {n}")
+    elapsed = time.perf_counter() - t0
+    from app.engine.backtest.metrics import compute_metrics
+
+    traded = sum(f.qty * f.price for f in broker.fills)
+    metrics = compute_metrics(equity, [b.time for b in bars], records.trades, cfg.timeframe, in_market,
+                              bars[0].open, bars[-1].close, traded)
+    return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v

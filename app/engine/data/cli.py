@@ -1,0 +1,148 @@
+"""``ai-trader data import|fetch``: fill the local bar cache from the command line.
+
+Headless and scriptable: it prints what was accepted, rejected and why, and
+which source was used. Any failure is one ``error: ...`` line on stderr and
+exit status 2, never a traceback (the traceback goes to the log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date, datetime, timedelta
+from typing import Any, Callable, TextIO
+
+from loguru import logger
+
+from app.engine.clock import NY, UTC, Clock, WallClock
+from app.engine.data.frame import TIMEFRAME_SECONDS, DataError
+from app.engine.data.service import (
+    default_start,
+    fetch_and_cache,
+    import_csv,
+    normalize_symbol,
+)
+from app.engine.data.sources import (
+    SOURCE_CHOICES,
+    CacheSource,
+    SimulatedSource,
+    choose_source,
+    yfinance_reachable,
+)
+from app.engine.paths import AppPaths
+from app.engine.secrets import load_keys
+from app.engine.storage import Storage, StorageError
+
+EXIT_ERROR = 2
+
+
+def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``data`` command (with ``import`` and ``fetch``) to a main parser."""
+    data = subparsers.add_parser("data", help="import or fetch market data into the local cache")
+    sub = data.add_subparsers(dest="data_command", metavar="{import,fetch}")
+    sub.required = True
+    timeframes = list(TIMEFRAME_SECONDS)
+
+    imp = sub.add_parser("import", help="import bars from a CSV file")
+    imp.add_argument("file", help="CSV with date/time, open, high, low, close, volume columns")
+    imp.add_argument("--symbol", required=True, help="ticker the file holds, e.g. PLTR")
+    imp.add_argument("--timeframe", default="5m", choices=timeframes)
+    imp.add_argument("--keep-extended", action="store_true",
+                     help="keep pre/post-market bars (dropped by default)")
+
+    fetch = sub.add_parser("fetch", help="download bars the cache does not have yet")
+    fetch.add_argument("--symbol", required=True)
+    fetch.add_argument("--timeframe", default="5m", choices=timeframes)
+    fetch.add_argument("--source", default="auto", choices=SOURCE_CHOICES)
+    fetch.add_argument("--feed", default="iex", choices=("iex", "sip"), help="Alpaca data feed")
+    fetch.add_argument("--start", help="first day, YYYY-MM-DD (default: as far back as useful)")
+    fetch.add_argument("--end", help="last day, YYYY-MM-DD, included (default: now)")
+    fetch.add_argument("--alpaca-url", help=argparse.SUPPRESS)  # a proxy or a test server
+    data.set_defaults(handler=run_data_command)
+    return data
+
+
+def run_data_command(args: argparse.Namespace, paths: AppPaths, *, clock: Clock | None = None,
+                     probe_yfinance: Callable[[], bool] | None = None,
+                     stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run ``data import`` or ``data fetch``; returns the process exit status."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        if args.data_command == "import":
+            return _import(args, paths, out)
+        if args.data_command == "fetch":
+            return _fetch(args, paths, out, clock or WallClock(), probe_yfinance or yfinance_reachable)
+        raise DataError(f"unknown data command {args.data_command!r}")
+    except (DataError, StorageError, OSError, ValueError) as exc:
+        logger.info("data {} failed: {}", getattr(args, "data_command", "?"), exc)
+        print(f"error: {_one_line(exc)}", file=err)
+    except Exception as exc:  # noqa: BLE001 - the user gets a line, the log the traceback
+        logger.opt(exception=exc).info("data {} failed unexpectedly", args.data_command)
+        print(f"error: {type(exc).__name__}: {_one_line(exc)}", file=err)
+    return EXIT_ERROR
+
+
+def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
+    paths.ensure()
+    storage = Storage(paths.database)
+    try:
+        summary = import_csv(storage, args.file, args.symbol, args.timeframe,
+                             keep_extended=getattr(args, "keep_extended", False))
+    finally:
+        storage.close()
+    print("source: CSV file", file=out)
+    for line in summary.lines():
+        print(line, file=out)
+    return 0
+
+
+def _fetch(args: argparse.Namespace, paths: AppPaths, out: TextIO, clock: Clock,
+           probe: Callable[[], bool]) -> int:
+    symbol = normalize_symbol(args.symbol)
+    end = _day_end(args.end) if args.end else clock.now()
+    start = _day_start(args.start) if args.start else default_start(args.timeframe, end)
+    paths.ensure()
+    storage = Storage(paths.database)
+    try:
+        cache = CacheSource(storage)
+        keys = load_keys(paths.env_file)
+        source, label = choose_source(args.source, keys, cache, probe, feed=args.feed, clock=clock,
+                                      alpaca_url=getattr(args, "alpaca_url", None))
+        print(f"source: {label}", file=out)
+        if isinstance(source, CacheSource):
+            n = len(cache.fetch(symbol, args.timeframe, start, end))
+            print(f"nothing fetched: the cache holds {n} {symbol} {args.timeframe} bars "
+                  "in that range", file=out)
+            return 0
+        if isinstance(source, SimulatedSource):
+            raise DataError("no market data source is available (no Alpaca keys, Yahoo "
+                            "unreachable); import a CSV file with `data import` instead")
+        summary = fetch_and_cache(storage, source, symbol, args.timeframe, start, end)
+    finally:
+        storage.close()
+    for line in summary.lines():
+        print(line, file=out)
+    return 0
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise DataError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _day_start(text: str) -> datetime:
+    d = _parse_day(text)
+    return datetime(d.year, d.month, d.day, tzinfo=NY).astimezone(UTC)
+
+
+def _day_end(text: str) -> datetime:
+    """The end day is included: bars stop at the following New York midnight."""
+    return _day_start((_parse_day(text) + timedelta(days=1)).isoformat())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

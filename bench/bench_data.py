@@ -1,0 +1,97 @@
+"""Benchmark the market-data layer on ~100k one-minute bars.
+
+Targets: loading 100k bars from the SQLite cache < 0.5 s (the chart and the
+trainer load whole histories), computing features for 100k bars < 2 s.
+Run: ``.venv/bin/python bench/bench_data.py``; exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.engine.data.cleaning import clean, default_calendar  # noqa: E402
+from app.engine.data.features import compute_features  # noqa: E402
+from app.engine.data.frame import make_frame  # noqa: E402
+from app.engine.storage import BarRepository, Storage  # noqa: E402
+
+N_BARS = 100_000
+LOAD_TARGET_S = 0.5
+FEATURES_TARGET_S = 2.0
+
+
+def session_minutes(n: int) -> pd.DatetimeIndex:
+    """Start times of ``n`` one-minute bars inside real NYSE sessions (half days included)."""
+    cal = default_calendar()
+    out: list[pd.DatetimeIndex] = []
+    total, day = 0, date(2024, 1, 2)
+    while total < n:
+        s = cal.session(day)
+        day += timedelta(days=1)
+        if s is None:
+            continue
+        idx = pd.date_range(s.open, s.close, freq="1min", inclusive="left")
+        out.append(idx)
+        total += len(idx)
+    return out[0].append(out[1:])[:n]
+
+
+def synthetic_bars(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(42)
+    c = 25 * np.exp(np.cumsum(rng.normal(0, 0.0008, n)))
+    o = np.r_[c[0], c[:-1]]
+    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, 0.0004, n)))
+    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, 0.0004, n)))
+    v = rng.integers(0, 50_000, n).astype(float)
+    return make_frame(session_minutes(n), o, h, lo, c, v)
+
+
+def best_of(runs: int, fn: Callable[[], object]) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> int:
+    frame = synthetic_bars(N_BARS)
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = Storage(Path(tmp) / "bench.db")
+        repo = BarRepository(storage)
+        t0 = time.perf_counter()
+        repo.upsert_frame("BENCH", "1m", frame, "bench")
+        store_s = time.perf_counter() - t0
+        load_s = best_of(3, lambda: repo.load_frame("BENCH", "1m"))
+        loaded = repo.load_frame("BENCH", "1m")
+        bars_s = best_of(1, lambda: repo.load("BENCH", "1m"))
+        storage.close()
+    assert len(loaded) == N_BARS
+    features_s = best_of(3, lambda: compute_features(loaded, intraday=True))
+    clean_s = best_of(1, lambda: clean(loaded, "1m"))
+
+    ok_load, ok_feat = load_s < LOAD_TARGET_S, features_s < FEATURES_TARGET_S
+    print(f"bars: {N_BARS} one-minute bars in NYSE sessions")
+    print(f"store (upsert_frame, one transaction): {store_s:.3f} s")
+    print(f"load_frame from SQLite cache:          {load_s:.3f} s "
+          f"(target < {LOAD_TARGET_S} s) {'OK' if ok_load else 'SLOW'}")
+    print(f"load as list[Bar] (for comparison):    {bars_s:.3f} s")
+    print(f"compute_features (intraday):           {features_s:.3f} s "
+          f"(target < {FEATURES_TARGET_S} s) {'OK' if ok_feat else 'SLOW'}")
+    print(f"clean (all rules, calendar warm):      {clean_s:.3f} s")
+    return 0 if ok_load and ok_feat else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

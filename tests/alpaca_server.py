@@ -1,0 +1,453 @@
+"""A loopback HTTP server that speaks the slice of Alpaca's trading REST API
+the adapter uses, so tests can drive alpaca-py's real ``TradingClient``.
+
+JSON shapes follow the alpaca-py maintainers' fixtures in
+``shared/data/alpaca/fixtures`` (numbers as strings, as the real API sends
+them), with the account's PDT fields gone as they are since July 2026. The
+server keeps an account (cash, positions, orders), enforces what Alpaca
+enforces and the engine must cope with (unique ``client_order_id``, buying
+power, shares held for open sell orders, no sub-penny stops, API keys), and
+injects faults: 5xx, 429 with Retry-After, a hang past the client's timeout,
+a reset connection, each either *before* the request takes effect or
+*after* (the order is booked but the answer is lost). It counts requests,
+faults and orders created per client order id, to prove nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import threading
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from app.engine.secrets import ApiKeys, Secret
+
+KEY_ID = "PKLOOPBACK7Q2W9E4R6T"
+SECRET_KEY = "lb-secret-3f9a1c7e5d2b8a6c4e0f1a3b"
+OPEN_STATUSES = frozenset({"new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel"})
+Reply = tuple[int, Any]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure. ``after``: the request takes effect first."""
+
+    kind: str  # "status", "hang" or "reset"
+    status: int = 500
+    retry_after: str | None = None
+    body: str | None = None
+    after: bool = False
+
+    @classmethod
+    def http(cls, status: int, body: str | None = None, after: bool = False) -> Fault:
+        return cls("status", status, body=body, after=after)
+
+    @classmethod
+    def rate_limited(cls, retry_after: str = "1", after: bool = False) -> Fault:
+        return cls("status", 429, retry_after=retry_after, after=after)
+
+    @classmethod
+    def hang(cls, after: bool = False) -> Fault:
+        return cls("hang", after=after)
+
+    @classmethod
+    def reset(cls, after: bool = False) -> Fault:
+        return cls("reset", after=after)
+
+
+FaultPolicy = Callable[[str, str], "Fault | None"]  # (method, path) -> a fault or None
+
+EVERY_FAULT: tuple[Fault, ...] = tuple(
+    f for after in (False, True)
+    for f in (Fault.http(500, after=after), Fault.http(503, after=after), Fault.http(504, after=after),
+              Fault.rate_limited("0.01", after=after), Fault.hang(after=after), Fault.reset(after=after)))
+
+
+def random_faults(rate: float, seed: int = 0, kinds: tuple[Fault, ...] = EVERY_FAULT) -> FaultPolicy:
+    """A policy that fails ``rate`` of all requests with a fault picked from
+    ``kinds``, reproducibly for a given seed (thread-safe)."""
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def policy(method: str, path: str) -> Fault | None:
+        with lock:
+            return rng.choice(kinds) if rng.random() < rate else None
+    return policy
+
+
+def _ts(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _s(x: float) -> str:
+    return repr(round(x, 9)) if x != int(x) else str(int(x))
+
+
+def _err(status: int, message: str) -> Reply:
+    return status, {"code": status * 100000, "message": message}
+
+
+class AlpacaServer:
+    """Alpaca's trading API on 127.0.0.1 with one account; every attribute is
+    a knob or a counter for tests (safe to read while requests run)."""
+
+    def __init__(self, cash: float = 100_000.0, *, key_id: str = KEY_ID, secret_key: str = SECRET_KEY,
+                 auto_fill: bool = False, legacy_pdt_fields: bool = False, hang_s: float = 2.0) -> None:
+        self.key_id, self.secret_key = key_id, secret_key
+        self.cash = cash
+        self.last_equity = cash
+        self.auto_fill = auto_fill  # fill market orders on arrival when the symbol has a price
+        self.legacy_pdt_fields = legacy_pdt_fields  # the account as it looked before July 2026
+        self.hang_s = hang_s
+        # Alpaca cancels asynchronously: with N > 0 a DELETE leaves the order
+        # pending_cancel (its shares still held) for the next N reads of it.
+        self.cancel_settles_after = 0
+        self._settle_in: dict[str, int] = {}
+        self.faults: FaultPolicy | None = None
+        self.before_route: Callable[[str, str], None] | None = None  # (method, path): stage races
+        self.prices: dict[str, float] = {}
+        self.positions: dict[str, dict[str, float]] = {}  # symbol -> qty, avg
+        self.orders: dict[str, dict[str, Any]] = {}  # alpaca id -> order JSON
+        self._by_coid: dict[str, str] = {}
+        self.created_per_coid: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()  # "METHOD /v2/route" -> count
+        self.request_count = 0
+        self.fault_count = 0
+        self.lock = threading.RLock()
+        self._queued: deque[Fault] = deque()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -------------------------------------------------------- lifecycle
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "start() the server first"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def api_keys(self) -> ApiKeys:
+        return ApiKeys(Secret(self.key_id), Secret(self.secret_key))
+
+    def start(self) -> AlpacaServer:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.app = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="alpaca-server",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # releases hung handlers at once
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ------------------------------------------------------- test hooks
+    def fail_next(self, *faults: Fault) -> None:
+        """The next requests (any route) fail with these faults, in order."""
+        with self.lock:
+            self._queued.extend(faults)
+
+    def set_price(self, symbol: str, price: float) -> None:
+        with self.lock:
+            self.prices[symbol] = price
+
+    def add_position(self, symbol: str, qty: float, avg_price: float, price: float | None = None) -> None:
+        with self.lock:
+            self.positions[symbol] = {"qty": qty, "avg": avg_price}
+            self.prices[symbol] = price if price is not None else avg_price
+
+    def order_by_coid(self, client_order_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            oid = self._by_coid.get(client_order_id)
+            return dict(self.orders[oid]) if oid else None
+
+    def duplicates(self) -> dict[str, int]:
+        """Client order ids booked more than once (must stay empty)."""
+        with self.lock:
+            return {c: n for c, n in self.created_per_coid.items() if n > 1}
+
+    def fill_open_orders(self, price: float, symbol: str | None = None) -> int:
+        """Trade at ``price``: fill open market orders and the stops it reaches."""
+        filled = 0
+        with self.lock:
+            for o in self.orders.values():
+                if o["status"] not in OPEN_STATUSES or (symbol and o["symbol"] != symbol):
+                    continue
+                self.prices[o["symbol"]] = price
+                stop = float(o["stop_price"]) if o["stop_price"] is not None else None
+                if stop is not None and not (price <= stop if o["side"] == "sell" else price >= stop):
+                    continue
+                self._fill(o, price)
+                filled += 1
+        return filled
+
+    # ------------------------------------------------------------ state
+    def _fill(self, o: dict[str, Any], price: float) -> None:
+        qty = float(o["qty"])
+        signed = qty if o["side"] == "buy" else -qty
+        pos = self.positions.get(o["symbol"], {"qty": 0.0, "avg": price})
+        new_qty = pos["qty"] + signed
+        avg = (pos["avg"] * pos["qty"] + price * signed) / new_qty if signed > 0 and new_qty else pos["avg"]
+        if abs(new_qty) < 1e-9:
+            self.positions.pop(o["symbol"], None)
+        else:
+            self.positions[o["symbol"]] = {"qty": new_qty, "avg": avg}
+        self.cash -= signed * price
+        now = _ts(datetime.now(timezone.utc))
+        o.update(status="filled", filled_qty=o["qty"], filled_avg_price=_s(price), filled_at=now,
+                 updated_at=now)
+
+    def _held_for_sells(self, symbol: str) -> float:
+        return sum(float(o["qty"]) for o in self.orders.values()
+                   if o["symbol"] == symbol and o["side"] == "sell" and o["status"] in OPEN_STATUSES)
+
+    def _equity(self) -> float:
+        return self.cash + sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
+
+    def _new_order(self, body: dict[str, Any]) -> dict[str, Any]:
+        now = _ts(datetime.now(timezone.utc))
+        kind, side, stop = body["type"], body["side"], body.get("stop_price")
+        return {
+            "id": str(uuid.uuid4()), "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
+            "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None,
+            "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None,
+            "replaced_by": None, "replaces": None, "asset_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, body["symbol"])),
+            "symbol": body["symbol"], "asset_class": "us_equity", "notional": None,
+            "qty": _s(float(body["qty"])), "filled_qty": "0", "filled_avg_price": None,
+            "order_class": "simple", "order_type": kind, "type": kind, "side": side,
+            "time_in_force": body.get("time_in_force", "day"), "limit_price": None,
+            "stop_price": _s(float(stop)) if stop is not None else None, "status": "accepted",
+            "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None, "hwm": None,
+            "position_intent": "buy_to_open" if side == "buy" else "sell_to_close",
+        }
+
+    # ----------------------------------------------------------- routes
+    def route(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Reply:
+        with self.lock:
+            if path == "/v2/account" and method == "GET":
+                return 200, self.account_json()
+            if path == "/v2/positions" and method == "GET":
+                return 200, [self.position_json(s) for s in sorted(self.positions)]
+            if path.startswith("/v2/positions/") and method == "DELETE":
+                return self._close_position(path.rsplit("/", 1)[1])
+            if path == "/v2/orders" and method == "GET":
+                return 200, self._list_orders(query)
+            if path == "/v2/orders" and method == "POST":
+                return self._create_order(body)
+            if path == "/v2/orders:by_client_order_id" and method == "GET":
+                coid = query.get("client_order_id", "")
+                oid = self._by_coid.get(coid)
+                if oid is None:
+                    return _err(404, f"order not found for {coid}")
+                return 200, self._read(self.orders[oid])
+            if path.startswith("/v2/orders/") and method in ("GET", "DELETE"):
+                o = self.orders.get(path.rsplit("/", 1)[1])
+                if o is None:
+                    return _err(404, "order not found")
+                return (200, self._read(o)) if method == "GET" else self._cancel(o)
+            return _err(404, "endpoint not found")
+
+    def account_json(self) -> dict[str, Any]:
+        equity = self._equity()
+        longs = sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
+        acct: dict[str, Any] = {
+            "account_blocked": False, "accrued_fees": "0", "account_number": "010203ABCD",
+            "cash": _s(self.cash), "created_at": "2019-06-12T22:47:07.99658Z", "currency": "USD",
+            "equity": _s(equity), "id": "e6fe16f3-64a4-4921-8928-cadf02f92f98", "initial_margin": "0",
+            "last_equity": _s(self.last_equity), "last_maintenance_margin": "0", "long_market_value": _s(longs),
+            "maintenance_margin": "0", "multiplier": "1", "portfolio_value": _s(equity), "short_market_value": "0",
+            "shorting_enabled": False, "sma": "0", "status": "ACTIVE", "trade_suspended_by_user": False,
+            "trading_blocked": False, "transfers_blocked": False, "options_approved_level": 1,
+            "options_trading_level": 1,
+            **{k: _s(max(self.cash, 0.0)) for k in ("buying_power", "non_marginable_buying_power",
+                                                     "regt_buying_power", "options_buying_power")},
+        }
+        if self.legacy_pdt_fields:
+            acct.update(pattern_day_trader=False, daytrade_count=0, daytrading_buying_power=acct["buying_power"])
+        return acct
+
+    def position_json(self, symbol: str) -> dict[str, Any]:
+        p, price = self.positions[symbol], self.prices.get(symbol, self.positions[symbol]["avg"])
+        value, cost = p["qty"] * price, p["qty"] * p["avg"]
+        plpc = (value - cost) / cost if cost else 0.0
+        values = {"avg_entry_price": _s(p["avg"]), "market_value": _s(value), "cost_basis": _s(cost),
+                  "unrealized_pl": _s(value - cost), "unrealized_plpc": _s(plpc),
+                  "unrealized_intraday_pl": "0", "unrealized_intraday_plpc": "0",
+                  "current_price": _s(price), "lastday_price": _s(price), "change_today": "0"}
+        held = self._held_for_sells(symbol)
+        return {"asset_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, symbol)), "symbol": symbol,
+                "exchange": "NASDAQ", "asset_class": "us_equity", "qty": _s(p["qty"]),
+                "side": "long" if p["qty"] > 0 else "short", "qty_available": _s(p["qty"] - held),
+                **values, "usd": values}
+
+    def _list_orders(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        status = query.get("status", "open")
+        rows = [o for o in self.orders.values()
+                if status == "all" or (o["status"] in OPEN_STATUSES) == (status == "open")]
+        rows.sort(key=lambda o: o["submitted_at"], reverse=True)
+        return rows[: int(query.get("limit", 50))]
+
+    def _create_order(self, body: dict[str, Any]) -> Reply:
+        coid = body.get("client_order_id")
+        if coid and coid in self._by_coid:
+            return _err(422, "client_order_id must be unique")
+        if body.get("type") not in ("market", "stop") or body.get("side") not in ("buy", "sell"):
+            return _err(422, "this test server takes market and stop buy/sell orders only")
+        qty = float(body.get("qty") or 0)
+        if qty <= 0:
+            return _err(422, "qty must be > 0")
+        stop = body.get("stop_price")
+        if body["type"] == "stop":
+            if stop is None:
+                return _err(422, "stop_price is required for stop orders")
+            decimals = 2 if float(stop) >= 1 else 4
+            if round(float(stop), decimals) != float(stop):
+                return _err(422, f"invalid stop_price {stop}. sub-penny increment does not fulfill "
+                                 "minimum pricing criteria")
+        symbol = body["symbol"]
+        if body["side"] == "buy" and body["type"] == "market":
+            price = self.prices.get(symbol)
+            if price is not None and qty * price > max(self.cash, 0.0) + 1e-9:
+                return _err(403, "insufficient buying power")
+        if body["side"] == "sell":
+            available = self.positions.get(symbol, {"qty": 0.0})["qty"] - self._held_for_sells(symbol)
+            if qty > available + 1e-9:
+                return _err(403, f"insufficient qty available for order (requested: {_s(qty)}, "
+                                 f"available: {_s(max(available, 0.0))})")
+        return 200, self._book(self._new_order(body))
+
+    def _book(self, order: dict[str, Any]) -> dict[str, Any]:
+        self.orders[order["id"]] = order
+        self._by_coid[order["client_order_id"]] = order["id"]
+        self.created_per_coid[order["client_order_id"]] += 1
+        price = self.prices.get(order["symbol"])
+        if self.auto_fill and order["type"] == "market" and price is not None:
+            self._fill(order, price)
+        return order
+
+    def _cancel(self, o: dict[str, Any]) -> Reply:
+        if o["status"] not in OPEN_STATUSES or o["status"] == "pending_cancel":
+            return _err(422, f'order is already in "{o["status"]}" state')
+        if self.cancel_settles_after > 0:
+            o.update(status="pending_cancel")
+            self._settle_in[o["id"]] = self.cancel_settles_after
+        else:
+            self._mark_canceled(o)
+        return 204, None
+
+    def _mark_canceled(self, o: dict[str, Any]) -> None:
+        now = _ts(datetime.now(timezone.utc))
+        o.update(status="canceled", canceled_at=now, updated_at=now)
+
+    def _read(self, o: dict[str, Any]) -> dict[str, Any]:
+        """A read of an order; a pending cancel lands after its N reads."""
+        left = self._settle_in.get(o["id"])
+        if left is not None and left > 0:
+            self._settle_in[o["id"]] = left - 1
+        elif left is not None:
+            del self._settle_in[o["id"]]
+            self._mark_canceled(o)
+        return o
+
+    def _close_position(self, symbol: str) -> Reply:
+        p = self.positions.get(symbol)
+        if p is None:
+            return _err(404, f"position not found: {symbol}")
+        side = "sell" if p["qty"] > 0 else "buy"
+        body = {"symbol": symbol, "qty": abs(p["qty"]), "side": side, "type": "market"}
+        return 200, self._book(self._new_order(body))
+
+    def next_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            self.request_count += 1
+            self.requests[f"{method} {path}"] += 1
+            fault = self._queued.popleft() if self._queued else None
+        if fault is None and self.faults is not None:
+            fault = self.faults(method, path)
+        if fault is not None:
+            with self.lock:
+                self.fault_count += 1
+        return fault
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request: authenticate, maybe fail, route, maybe fail after."""
+
+    server_version = "AlpacaLoopback/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        """Silenced."""
+
+    def _serve(self) -> None:
+        app: AlpacaServer = self.server.app  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        fault = app.next_fault(self.command, parts.path)
+        if fault is not None and not fault.after:
+            return self._fail(app, fault)
+        if (self.headers.get("APCA-API-KEY-ID"), self.headers.get("APCA-API-SECRET-KEY")) != (
+                app.key_id, app.secret_key):
+            return self._reply(*_err(401, "request is not authorized"))
+        try:
+            body = json.loads(raw) if raw else {}
+            if app.before_route is not None:
+                app.before_route(self.command, parts.path)
+            status, payload = app.route(self.command, parts.path, query, body)
+        except (ValueError, KeyError, TypeError) as exc:
+            status, payload = _err(422, f"invalid request: {exc}")
+        if fault is not None:
+            return self._fail(app, fault)
+        self._reply(status, payload)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = _serve
+
+    def _reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if data:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _fail(self, app: AlpacaServer, fault: Fault) -> None:
+        if fault.kind == "hang":
+            app._stopping.wait(app.hang_s)
+            self.close_connection = True
+        elif fault.kind == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # RST, not FIN: the client sees "connection reset"
+            self.close_connection = True
+        else:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+            body = fault.body.encode() if fault.body is not None else _err(fault.status, "injected fault")[1]
+            self._reply(fault.status, body, headers)
+
+
+@pytest.fixture
+def alpaca_server() -> Iterator[AlpacaServer]:
+    """A fresh server per test, stopped (and its hung handlers released) after."""
+    server = AlpacaServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,139 @@
+"""Each cleaning rule, on small hand-made defects and on the real fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.engine.data.cleaning import clean, default_calendar
+from app.engine.data.csv_import import read_csv
+from app.engine.data.frame import make_frame
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def cal():  # type: ignore[no-untyped-def]
+    return default_calendar()
+
+
+def _bars(times: list[str], closes: list[float] | None = None, volume: float = 100.0) -> pd.DataFrame:
+    closes = closes or [10.0 + 0.01 * i for i in range(len(times))]
+    c = np.array(closes)
+    return make_frame(pd.DatetimeIndex(times, tz="UTC"), c, c + 0.05, c - 0.05, c,
+                      np.full(len(c), volume))
+
+
+def test_defects_file_every_rule_counted(cal) -> None:  # type: ignore[no-untyped-def]
+    res = clean(read_csv(DATA / "defects_5m.csv").frame, "5m", cal)
+    rep = res.report
+    assert rep.input_rows == 11
+    assert (rep.duplicates, rep.out_of_order, rep.bad_high_low, rep.extended_hours) == (1, 1, 2, 2)
+    assert rep.zero_volume == 1
+    assert rep.output_rows == 6 == len(res.frame)
+    ny = res.frame.index.tz_convert("America/New_York").strftime("%H:%M").tolist()
+    assert ny == ["09:30", "09:35", "09:40", "09:45", "10:20", "10:45"]
+    assert res.frame.index.is_monotonic_increasing
+    # the duplicate kept is the last one in the file
+    assert res.frame.loc[pd.Timestamp("2025-12-23 14:45", tz="UTC"), "volume"] == 850
+    assert res.frame["zero_volume"].tolist() == [False] * 4 + [True, False]
+    assert rep.missing_bars == 10  # 09:50 .. 10:15 and 10:25 .. 10:40 inside 09:30 .. 10:45
+    assert any("duplicate" in line for line in rep.lines())
+
+
+def test_nan_zero_negative_prices_are_dropped(cal) -> None:  # type: ignore[no-untyped-def]
+    f = _bars(["2025-12-23 14:30", "2025-12-23 14:35", "2025-12-23 14:40", "2025-12-23 14:45"])
+    f.iloc[1, f.columns.get_loc("open")] = np.nan
+    f.iloc[2, f.columns.get_loc("low")] = 0.0
+    f.iloc[3, f.columns.get_loc("close")] = -1.0
+    res = clean(f, "5m", cal)
+    assert res.report.bad_prices == 3 and len(res.frame) == 1
+
+
+def test_half_day_is_not_a_gap_and_after_early_close_is_extended(cal) -> None:  # type: ignore[no-untyped-def]
+    res = clean(read_csv(DATA / "half_day_15m.csv").frame, "15m", cal)
+    rep = res.report
+    assert rep.half_days == 1  # 2025-12-24 closes at 13:00
+    assert rep.extended_hours == 1  # the 13:15 bar on the half day
+    assert rep.missing_bars == 1  # 2025-12-26 11:00 only; Christmas is a holiday, not a gap
+    assert rep.sessions == 2
+    assert rep.gap_examples == ["2025-12-26 11:00 ET (1 bar)"]
+
+
+def test_keep_extended_keeps_pre_and_post_market(cal) -> None:  # type: ignore[no-untyped-def]
+    frame = read_csv(DATA / "defects_5m.csv").frame
+    res = clean(frame, "5m", cal, keep_extended=True)
+    assert res.report.extended_hours == 0 and len(res.frame) == 8
+
+
+def test_whole_missing_session_is_counted(cal) -> None:  # type: ignore[no-untyped-def]
+    days = ["2025-12-22", "2025-12-24", "2025-12-26"]  # the 23rd is missing; the 25th is a holiday
+    f = _bars(days)
+    rep = clean(f, "1d", cal).report
+    assert (rep.missing_sessions, rep.missing_bars) == (1, 1)
+
+
+def test_daily_stamps_are_new_york_midnight_whatever_the_source_used(cal) -> None:  # type: ignore[no-untyped-def]
+    f = _bars(["2025-12-22 00:00", "2025-12-23 05:00", "2025-12-24 14:30"])
+    res = clean(f, "1d", cal)
+    ny = res.frame.index.tz_convert("America/New_York")
+    assert ny.strftime("%Y-%m-%d %H:%M").tolist() == ["2025-12-22 00:00", "2025-12-23 00:00",
+                                                      "2025-12-24 00:00"]
+
+
+def test_unadjusted_split_is_reported_not_hidden(cal) -> None:  # type: ignore[no-untyped-def]
+    res = clean(read_csv(DATA / "daily_split_unadjusted.csv").frame, "1d", cal)
+    [split] = res.report.splits
+    assert split.ratio == 10 and not split.adjusted and split.label == "10-for-1"
+    assert split.time.tz_convert("America/New_York").date().isoformat() == "2024-06-10"
+    assert any("NOT adjusted" in line for line in res.report.lines())
+    assert res.frame["close"].iloc[0] == pytest.approx(1150.0)  # left as it was
+
+
+def test_split_is_adjusted_with_the_adj_close_column(cal) -> None:  # type: ignore[no-untyped-def]
+    res = clean(read_csv(DATA / "daily_split_adj_close.csv").frame, "1d", cal)
+    [split] = res.report.splits
+    assert split.adjusted and res.report.adjusted_by_adj_close
+    assert res.frame["close"].iloc[0] == pytest.approx(115.0)
+    assert res.frame["open"].iloc[0] == pytest.approx(114.425)
+    jumps = np.abs(res.frame["open"].to_numpy()[1:] / res.frame["close"].to_numpy()[:-1] - 1)
+    assert jumps.max() < 0.1
+    assert "adj_close" not in res.frame.columns
+
+
+def test_reverse_split_and_ordinary_big_moves(cal) -> None:  # type: ignore[no-untyped-def]
+    f = _bars(["2025-12-22", "2025-12-23", "2025-12-24", "2025-12-26"], [2.0, 2.0, 20.1, 30.0])
+    f["open"] = [2.0, 2.0, 20.1, 30.0]
+    f["high"], f["low"] = f["open"] + 0.1, f["open"] - 0.1
+    rep = clean(f, "1d", cal).report
+    assert [s.label for s in rep.splits] == ["1-for-10"]  # 20.1 -> 30 is +49%, but no split ratio
+
+
+def test_hourly_bars_on_the_hour_are_regular_hours(cal) -> None:  # type: ignore[no-untyped-def]
+    # Alpaca stamps hourly bars 09:00, 10:00 ...: the 09:00 bar covers the 09:30 open
+    times = [f"2025-12-23 {h:02d}:00" for h in range(13, 21)]  # 08:00 .. 15:00 ET
+    rep = clean(_bars(times), "1h", cal).report
+    assert rep.extended_hours == 1 and rep.missing_bars == 0
+
+
+def test_shared_pltr_5m_counts_match_sources_md(shared_data: Path, cal) -> None:  # type: ignore[no-untyped-def]
+    r = read_csv(shared_data / "PLTR_5m_2025-12-23_2026-03-20.csv")
+    assert (r.accepted, r.rejected) == (4521, 0)
+    rep = clean(r.frame, "5m", cal).report
+    assert rep.sessions == 60 and rep.half_days == 1  # 2025-12-24
+    assert rep.zero_volume == 83
+    assert rep.extended_hours == 0 and rep.duplicates == 0
+    assert 100 < rep.missing_bars < 150  # the 2026-01-30 .. 02-02 hole plus a few single bars
+    assert any(g.startswith("2026-01-30 10:35 ET") for g in rep.gap_examples)
+
+
+def test_shared_spy_extended_hours_dropped(shared_data: Path, cal) -> None:  # type: ignore[no-untyped-def]
+    r = read_csv(shared_data / "SPY_5m_2024-03-26_2025-04-02.csv")
+    res = clean(r.frame, "5m", cal)
+    assert res.report.extended_hours > 0
+    ny = res.frame.index.tz_convert("America/New_York")
+    minutes = ny.hour * 60 + ny.minute
+    assert minutes.min() >= 9 * 60 + 30 and minutes.max() < 16 * 60

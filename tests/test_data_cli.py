@@ -1,0 +1,126 @@
+"""``data import`` / ``data fetch`` as a user runs them: counts on stdout, one error line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from alpaca_bars_server import BarsServer, bars_server, two_pages  # noqa: F401
+
+from app.engine.clock import SimClock
+from app.engine.data.cli import add_data_parser, run_data_command
+from app.engine.paths import AppPaths
+from app.engine.secrets import save_keys
+from app.engine.storage import BarRepository, Storage
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+NOW = datetime(2025, 12, 24, 21, 0, tzinfo=timezone.utc)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ai-trader")
+    add_data_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture
+def paths(app_home: Path) -> AppPaths:
+    return AppPaths(app_home)
+
+
+def run(paths: AppPaths, capsys: pytest.CaptureFixture[str], *argv: str,
+        probe: bool = False) -> tuple[int, str, str]:
+    rc = run_data_command(parse(*argv), paths, clock=SimClock(NOW), probe_yfinance=lambda: probe)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_import_prints_counts_reasons_and_source(paths: AppPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(paths, capsys, "data", "import", str(DATA / "defects_5m.csv"),
+                       "--symbol", "PLTR", "--timeframe", "5m")
+    assert rc == 0 and err == ""
+    assert "source: CSV file" in out
+    assert "accepted: 6, rejected: 10" in out
+    assert "zero or negative price: 2 (lines 10, 11)" in out
+    assert "pre/post-market bars (dropped)" in out
+    rc, out, _ = run(paths, capsys, "data", "import", str(DATA / "defects_5m.csv"), "--symbol", "PLTR")
+    assert rc == 0 and "stored: 6 bars (0 new)" in out  # the default timeframe is 5m
+
+
+@pytest.mark.parametrize("argv", [
+    ("data", "import", "nope.csv", "--symbol", "PLTR"),
+    ("data", "import", str(DATA / "empty.csv"), "--symbol", "PLTR"),
+    ("data", "import", str(DATA / "missing_columns.csv"), "--symbol", "PLTR"),
+    ("data", "import", str(DATA / "half_day_15m.csv"), "--symbol", "PLTR", "--timeframe", "1h"),
+    ("data", "fetch", "--symbol", "PLTR", "--start", "23/12/2025"),
+    ("data", "fetch", "--symbol", "PLTR", "--source", "auto"),  # no keys, Yahoo unreachable
+    ("data", "fetch", "--symbol", "PLTR", "--source", "alpaca"),  # no keys
+])
+def test_failures_are_one_error_line_and_status_2(paths: AppPaths, capsys: pytest.CaptureFixture[str],
+                                                   argv: tuple[str, ...]) -> None:
+    rc, out, err = run(paths, capsys, *argv)
+    assert rc == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in out + err
+
+
+def test_corrupt_database_is_an_error_line(paths: AppPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    paths.ensure()
+    paths.database.write_bytes(b"this is not sqlite at all" * 10)
+    rc, _, err = run(paths, capsys, "data", "import", str(DATA / "epoch_seconds.csv"), "--symbol", "X")
+    assert rc == 2 and err.startswith("error: ") and "not a SQLite database" in err
+
+
+def test_fetch_from_cache_fetches_nothing(paths: AppPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    run(paths, capsys, "data", "import", str(DATA / "epoch_seconds.csv"), "--symbol", "PLTR")
+    rc, out, _ = run(paths, capsys, "data", "fetch", "--symbol", "PLTR", "--source", "cache",
+                     "--start", "2025-12-23", "--end", "2025-12-23")
+    assert rc == 0 and "source: local cache" in out and "holds 5 PLTR 5m bars" in out
+
+
+def test_fetch_through_alpaca_loopback(paths: AppPaths, capsys: pytest.CaptureFixture[str],
+                                       bars_server: BarsServer) -> None:
+    bars_server.pages = two_pages("PLTR")
+    paths.ensure()
+    save_keys(paths.env_file, bars_server.api_keys())
+    rc, out, err = run(paths, capsys, "data", "fetch", "--symbol", "PLTR", "--timeframe", "5m",
+                       "--start", "2025-12-23", "--end", "2025-12-23", "--alpaca-url", bars_server.url)
+    assert rc == 0, err
+    assert "source: Alpaca (IEX feed)" in out and "received: 3, stored: 3 (3 new)" in out
+    assert bars_server.bar_queries[0]["start"].startswith("2025-12-23T05:00:00")  # NY midnight
+    assert bars_server.bar_queries[0]["end"].startswith("2025-12-24T05:00:00")  # end day included
+    assert bars_server.api_keys().secret_key.reveal() not in out + err
+    storage = Storage(paths.database)
+    assert BarRepository(storage).count("PLTR", "5m") == 3
+    storage.close()
+
+
+def _main_wires_data() -> Path | None:
+    """The root ``main.py`` users run, when it (or ``app/main.py`` behind it) wires ``data``."""
+    entry = ROOT / "main.py"
+    wired = any(p.exists() and "add_data_parser" in p.read_text()
+                for p in (entry, ROOT / "app" / "main.py"))
+    return entry if entry.exists() and wired else None
+
+
+@pytest.mark.skipif(_main_wires_data() is None, reason="main.py does not wire the data command yet")
+def test_main_py_data_import_subprocess(app_home: Path) -> None:
+    main = _main_wires_data()
+    assert main is not None
+    env = {**os.environ, "AI_TRADER_HOME": str(app_home), "QT_QPA_PLATFORM": "offscreen"}
+    ok = subprocess.run([sys.executable, str(main), "data", "import", str(DATA / "half_day_15m.csv"),
+                         "--symbol", "PLTR", "--timeframe", "15m"], capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "accepted: 39" in ok.stdout
+    bad = subprocess.run([sys.executable, str(main), "data", "import", str(DATA / "empty.csv"),
+                          "--symbol", "PLTR"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "error: empty.csv is empty" in bad.stderr

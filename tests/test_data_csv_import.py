@@ -1,0 +1,136 @@
+"""CSV import against small files with the defects real exports have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.engine.data.csv_import import parse_times, read_csv
+from app.engine.data.frame import DataError
+
+DATA = Path(__file__).parent / "data"
+
+
+def _utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def test_bom_odd_order_extra_columns_and_mixed_zones() -> None:
+    r = read_csv(DATA / "bom_mixed_zones.csv")
+    assert (r.accepted, r.rejected) == (5, 0)
+    assert r.columns["time"] == "Timestamp" and r.columns["open"] == "Open"
+    assert list(r.frame.columns) == ["open", "high", "low", "close", "volume"]
+    expected = pd.date_range("2025-12-23 14:30", periods=5, freq="5min", tz="UTC")
+    assert list(r.frame.index) == list(expected)
+    assert str(r.frame.index.tz) == "UTC" and r.frame.index.name == "time"
+    # columns were matched by name, not position: open < close in every row of this file
+    assert (r.frame["close"] > r.frame["open"]).all()
+    assert r.frame["volume"].tolist() == [1000, 1001, 1002, 1003, 1004]
+
+
+def test_epoch_seconds() -> None:
+    r = read_csv(DATA / "epoch_seconds.csv")
+    assert r.accepted == 5
+    assert r.frame.index[0] == _utc("2025-12-23 14:30")
+    assert r.frame.index[-1] == _utc("2025-12-23 14:50")
+
+
+def test_naive_intraday_is_new_york_time_and_naive_dates_are_the_date() -> None:
+    r = read_csv(DATA / "half_day_15m.csv")
+    assert r.frame.index[0] == _utc("2025-12-24 14:30")  # 09:30 in New York (EST)
+    d = read_csv(DATA / "daily_split_unadjusted.csv")
+    first = d.frame.index[0]
+    assert first.tz_convert("America/New_York").date().isoformat() == "2024-06-03"
+    assert first.tz_convert("UTC").date().isoformat() == "2024-06-03"
+
+
+def test_bad_rows_are_counted_with_reasons_and_line_numbers() -> None:
+    r = read_csv(DATA / "defects_5m.csv")
+    assert (r.accepted, r.rejected) == (11, 8)
+    assert r.reasons == {
+        "missing open": 1, "text in close": 1, "zero or negative price": 2,
+        "implausible price (> 10,000,000)": 1, "infinite open": 1,
+        "unreadable date/time": 1, "negative volume": 1,
+    }
+    assert r.examples["missing open"] == [8]
+    assert r.examples["text in close"] == [9]
+    assert r.examples["zero or negative price"] == [10, 11]
+    assert r.examples["unreadable date/time"] == [17]
+    assert any("lines 10, 11" in line for line in r.reason_lines())
+    assert np.isfinite(r.frame.to_numpy()).all()
+
+
+def test_adjusted_close_column_is_kept_for_cleaning() -> None:
+    r = read_csv(DATA / "daily_split_adj_close.csv")
+    assert r.has_adjusted and r.columns["adj_close"] == "Adj Close"
+    assert not read_csv(DATA / "daily_split_unadjusted.csv").has_adjusted
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("empty.csv", "is empty"),
+    ("header_only.csv", "no data rows"),
+    ("missing_columns.csv", "lacks required column(s): low, volume"),
+])
+def test_unusable_files_raise_one_clear_line(name: str, message: str) -> None:
+    with pytest.raises(DataError) as err:
+        read_csv(DATA / name)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_inputs(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="folder"):
+        read_csv(tmp_path)
+    binary = tmp_path / "chart.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
+    with pytest.raises(DataError, match="binary"):
+        read_csv(binary)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n  \n")
+    with pytest.raises(DataError, match="empty"):
+        read_csv(blank)
+
+
+def test_semicolon_files_and_split_date_time_columns(tmp_path: Path) -> None:
+    f = tmp_path / "eu.csv"
+    f.write_text("Date;Time;Open;High;Low;Close;Volume\n"
+                 "2025-12-23;09:30;10;11;9;10.5;100\n2025-12-23;09:35;10.5;11;10;10.8;0\n")
+    r = read_csv(f)
+    assert r.accepted == 2
+    assert r.frame.index[1] == _utc("2025-12-23 14:35")
+
+
+def test_yfinance_to_csv_three_line_header(tmp_path: Path) -> None:
+    f = tmp_path / "yf.csv"
+    f.write_text("Price,Close,High,Low,Open,Volume\nTicker,PLTR,PLTR,PLTR,PLTR,PLTR\n"
+                 "Datetime,,,,,\n"
+                 "2025-12-23 14:30:00+00:00,194.18,195.37,192.72,192.82,1749932\n"
+                 "2025-12-23 14:35:00+00:00,194.70,194.80,abc,194.14,525137\n")
+    r = read_csv(f)
+    assert (r.accepted, r.rejected) == (1, 1)
+    assert r.frame["open"].iloc[0] == 192.82 and r.columns["time"] == "Datetime"
+    assert r.examples["text in low"] == [5]
+
+
+def test_lines_with_extra_fields_are_counted(tmp_path: Path) -> None:
+    f = tmp_path / "ragged.csv"
+    f.write_text("date,open,high,low,close,volume\n2025-12-22,1,2,0.5,1.5,10\n"
+                 "2025-12-23,1,2,0.5,1.5,10,oops,more\n2025-12-24,1,2,0.5,1.5\n")
+    r = read_csv(f)
+    assert r.accepted == 1 and r.rejected == 2
+    assert r.reasons == {"malformed line (wrong number of fields)": 1, "missing volume": 1}
+
+
+def test_parse_times_forms() -> None:
+    s = pd.Series(["2025-12-23 14:30:00+00:00", "2025-12-23 09:35:00-05:00", "2025-12-23T14:40:00Z",
+                   "2025-12-23 09:45", "1766501400", "1766501700000", "12/23/2025 10:00",
+                   "garbage", "", "2025-03-09 02:30:00"])  # the last one never existed in New York
+    got = parse_times(s)
+    want = ["14:30", "14:35", "14:40", "14:45", "14:50", "14:55", "15:00"]
+    assert [t.strftime("%H:%M") for t in got[:7]] == want
+    assert got[7:].isna().all()

@@ -1,0 +1,141 @@
+"""Settings: the product's defaults, validation that names the field, and a
+settings file that survives being saved, reloaded or corrupted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.engine.settings import Settings, SettingsError, default_of, field_bounds
+
+
+def test_defaults_match_the_product() -> None:
+    s = Settings()
+    assert s.risk_per_trade == 0.02
+    assert s.max_positions == 5
+    assert s.max_position_pct == 0.20
+    assert s.daily_loss_limit == 0.05
+    assert s.stop_loss_pct == 0.03
+    assert (s.trailing_start_pct, s.trailing_pct) == (0.05, 0.02)
+    assert s.stop_check_seconds == 30
+    assert (s.auto_threshold, s.approval_threshold) == (0.80, 0.70)
+    assert s.mode == "hybrid"
+    assert s.flatten_minutes_before_close == 5
+    assert s.eod_flatten and not s.allow_short
+    assert default_of("mode") == "hybrid"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("risk_per_trade", 0.5),
+        ("risk_per_trade", 0.0),
+        ("max_positions", 0),
+        ("max_positions", 21),
+        ("max_position_pct", 1.5),
+        ("daily_loss_limit", -0.01),
+        ("stop_loss_pct", float("nan")),
+        ("auto_threshold", 1.01),
+        ("stop_check_seconds", 0),
+        ("mode", "yolo"),
+        ("timeframe", "3m"),
+    ],
+)
+def test_out_of_range_values_name_the_field(name: str, value: object) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings().updated(**{name: value})
+    assert err.value.name == name
+    assert name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("risk_per_trade", "two percent"), ("max_positions", "five"), ("max_positions", 2.5),
+     ("stop_loss_pct", None), ("eod_flatten", "perhaps")],
+)
+def test_non_numeric_values_name_the_field(name: str, value: object) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_dict({name: value})
+    assert err.value.name == name
+
+
+def test_a_bool_or_text_given_directly_is_not_a_number() -> None:
+    with pytest.raises(SettingsError, match="max_positions"):
+        Settings(max_positions=True)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match="risk_per_trade"):
+        Settings(risk_per_trade="0.02")  # type: ignore[arg-type]
+
+
+def test_numeric_strings_are_coerced_and_symbol_upper_cased() -> None:
+    s = Settings.from_dict({"risk_per_trade": "0.01", "max_positions": "3", "symbol": " aapl ",
+                            "eod_flatten": "off", "unknown_key": 1})
+    assert (s.risk_per_trade, s.max_positions, s.symbol, s.eod_flatten) == (0.01, 3, "AAPL", False)
+    assert isinstance(s.max_positions, int)
+
+
+def test_ensemble_weights_must_sum_to_one() -> None:
+    with pytest.raises(SettingsError, match="sum to 1"):
+        Settings(weight_lstm=0.6, weight_rf=0.3, weight_momentum=0.2)
+    ok = Settings(weight_lstm=0.4, weight_rf=0.4, weight_momentum=0.2)
+    assert ok.weight_lstm + ok.weight_rf + ok.weight_momentum == pytest.approx(1.0)
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings(approval_threshold=0.85, auto_threshold=0.80)
+    assert err.value.name == "approval_threshold"
+    with pytest.raises(SettingsError) as err:
+        Settings(trailing_pct=0.06, trailing_start_pct=0.05)
+    assert err.value.name == "trailing_pct"
+    with pytest.raises(SettingsError, match="symbol"):
+        Settings(symbol="BRK.B")
+
+
+def test_updated_refuses_unknown_names() -> None:
+    with pytest.raises(SettingsError, match="not a setting"):
+        Settings().updated(leverage=10)
+
+
+def test_bounds_are_exposed_for_the_dialog() -> None:
+    b = field_bounds("risk_per_trade")
+    assert (b["min"], b["max"]) == (0.001, 0.05)
+    assert field_bounds("mode")["choices"] == ("manual", "hybrid", "auto")
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    s = Settings().updated(mode="auto", risk_per_trade=0.01, max_positions=3, symbol="msft",
+                           allow_short=True, theme="light")
+    s.save(path)
+    assert Settings.load(path) == s
+    assert json.loads(path.read_text())["mode"] == "auto"
+    assert not path.with_suffix(".tmp").exists()
+
+
+def test_missing_file_gives_defaults(tmp_path: Path) -> None:
+    assert Settings.load(tmp_path / "absent.json") == Settings()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b'{"risk_per_trade": 0.9}',  # valid JSON, out of bounds
+        b'{"max_positions": "many"}',
+        b"[1, 2, 3]",  # JSON, but not an object
+        b"null",
+        b"\xff\xfe\x00garbage\x80",  # not even text
+    ],
+)
+def test_corrupt_file_falls_back_to_defaults_and_keeps_the_bad_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "settings.json"
+    path.write_bytes(content)
+    assert Settings.load(path) == Settings()
+    kept = tmp_path / "settings.invalid.json"
+    assert kept.read_bytes() == content
+    assert not path.exists()
+    # the next save writes a good file again
+    Settings().save(path)
+    assert Settings.load(path) == Settings()
