@@ -28,10 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, help="demo replay speed (x real time)")
     sub = p.add_subparsers(dest="command")
     from app.engine.data.cli import add_data_parser
+    from app.engine.backtest.cli import add_backtest_parser
     from app.engine.headless import add_run_parser
 
     add_data_parser(sub)
     add_run_parser(sub)
+    add_backtest_parser(sub)
     return p
 
 
@@ -44,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.configure(paths.ensure().logs)
         return run_data_command(args, paths)
+    if args.command == "backtest":
+        from app.engine import logs
+        from app.engine.backtest.cli import run_backtest_command
+
+        logs.configure(paths.ensure().logs)
+        return run_backtest_command(args, paths)
     if args.command == "run":
         from app.engine.headless import run_headless
 

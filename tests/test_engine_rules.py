@@ -43,9 +43,6 @@ def test_bad_windows_are_refused() -> None:
         RulesModel(fast=20, slow=10)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="math.exp overflows when a perfectly smooth decline has ~zero volatility "
-                          "(app/engine/strategy/rules.py; reported to its owner)")
 def test_a_smooth_decline_gives_the_floor_probability() -> None:
     out = RulesModel().predict(20.0 * np.exp(-np.arange(40) * 0.01))
     assert out is not None and out.p_up == 0.01

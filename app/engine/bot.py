@@ -79,6 +79,7 @@ class TradingBot:
         self.policy = policy_for(self.mode, settings)
         self.model_label = "rules fallback" if model.name == "rules" else model.name
         self.plain = False  # textbook backtests: whole cash per trade, no stops or limits
+        self.record_quiet_signals = True  # record signals below the approval threshold too
         self.pending: dict[str, TradingSignal] = {}
         self._closes: dict[str, deque[float]] = {}
         self._last_price: dict[str, float] = {}
@@ -169,8 +170,11 @@ class TradingBot:
             return None
         now = self.clock.now()
         self.records.prediction(bar.symbol, bar.time, out, now)
-        self.bus.publish(PredictionEvent(bar.symbol, bar.time, out.p_up, out.confidence,
-                                         out.votes, self.model_label))
+        if self.bus.active:
+            self.bus.publish(PredictionEvent(bar.symbol, bar.time, out.p_up, out.confidence,
+                                             out.votes, self.model_label))
+        if not self.record_quiet_signals and out.confidence < self.settings.approval_threshold:
+            return out  # a backtest keeps no record of signals that could never trade
         sig = self._make_signal(bar, out, now)
         self._route(sig)
         return out
@@ -527,6 +531,8 @@ class TradingBot:
         return replace(acct, day_start_equity=float(self._day_state.get("start_equity", acct.equity)))
 
     def _publish_portfolio(self) -> None:
+        if not self.bus.active:
+            return
         self._refresh_account()
         acct = self.account_snapshot()
         if acct is None:
@@ -549,4 +555,6 @@ class TradingBot:
         )
 
     def _publish_status(self) -> None:
+        if not self.bus.active:
+            return
         self.bus.publish(StatusEvent(self.status()))

@@ -94,6 +94,11 @@ class EventBus:
         if handler in self._handlers:
             self._handlers.remove(handler)
 
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens (backtests skip building events nobody reads)."""
+        return bool(self._handlers)
+
     def publish(self, event: Event) -> None:
         for handler in list(self._handlers):
             try:

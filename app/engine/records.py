@@ -25,6 +25,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.orders: dict[str, Order] = {}
+        self._open: dict[str, Order] = {}  # the open subset, kept so polling stays O(open)
         self.trades: list[Trade] = []
         self.signals: dict[str, tuple[TradingSignal, str, str]] = {}
         self.predictions: list[tuple[str, datetime, ModelOutput]] = []
@@ -35,12 +36,16 @@ class Recorder:
     # orders
     def order(self, order: Order, now: datetime) -> None:
         self.orders[order.client_order_id] = order
+        if order.status.is_open:
+            self._open[order.client_order_id] = order
+        else:
+            self._open.pop(order.client_order_id, None)
 
     def get_order(self, client_order_id: str) -> Order | None:
         return self.orders.get(client_order_id)
 
     def open_orders(self) -> list[Order]:
-        return [o for o in self.orders.values() if o.status.is_open]
+        return list(self._open.values())
 
     # trades, signals, predictions
     def trade(self, trade: Trade) -> None:
@@ -92,6 +97,7 @@ class SqlRecorder(Recorder):
         self.backup_path = backup_path
         self._positions = {p.symbol: p for p in self._pos.all()}
         self.orders = {o.client_order_id: o for o in self._orders.open_orders()}
+        self._open = dict(self.orders)
 
     def order(self, order: Order, now: datetime) -> None:
         super().order(order, now)

@@ -109,8 +109,8 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     calendar = None if cfg.plain else MarketCalendar()
     bot = TradingBot(settings, clock, broker, model or make_model(cfg.strategy), records, EventBus(),
                      calendar, "backtest", sleep=lambda _s: None)
-    if cfg.plain:
-        bot.plain = True
+    bot.plain = cfg.plain
+    bot.record_quiet_signals = False
     bar_delta = timedelta(minutes=TIMEFRAME_MINUTES[cfg.timeframe])
     n = len(bars)
     equity = np.empty(n)

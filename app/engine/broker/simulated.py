@@ -70,6 +70,8 @@ class SimulatedBroker(Broker):
             self._cash = starting_cash
             self._positions: dict[str, Position] = {}
             self._orders: dict[str, Order] = {}
+        self._open: dict[str, Order] = {o.client_order_id: o for o in self._orders.values()
+                                         if o.status.is_open}
         self.fills: list[Fill] = []
 
     # ----------------------------------------------------------------- port
@@ -85,7 +87,7 @@ class SimulatedBroker(Broker):
 
     def open_orders(self) -> list[Order]:
         with self._lock:
-            return [o for o in self._orders.values() if o.status.is_open]
+            return list(self._open.values())
 
     def submit(self, order: Order) -> Order:
         with self._lock:
@@ -100,7 +102,7 @@ class SimulatedBroker(Broker):
                     raise BrokerError("rejected: insufficient buying power", transient=False)
             accepted = replace(order, status=OrderStatus.SUBMITTED,
                                broker_order_id=f"sim-{len(self._orders) + 1}")
-            self._orders[order.client_order_id] = accepted
+            self._set(accepted)
             self._persist()
             return accepted
 
@@ -112,7 +114,7 @@ class SimulatedBroker(Broker):
         with self._lock:
             o = self._orders.get(client_order_id)
             if o is not None and o.status.is_open:
-                self._orders[client_order_id] = replace(o, status=OrderStatus.CANCELED)
+                self._set(replace(o, status=OrderStatus.CANCELED))
                 self._persist()
 
     def last_price(self, symbol: str) -> float | None:
@@ -148,8 +150,10 @@ class SimulatedBroker(Broker):
     # ------------------------------------------------------------ internal
     def _match(self, symbol: str, open_: float, high: float, low: float, time: datetime) -> list[Fill]:
         fills: list[Fill] = []
-        for o in list(self._orders.values()):
-            if o.symbol != symbol or not o.status.is_open:
+        if not self._open:
+            return []
+        for o in list(self._open.values()):
+            if o.symbol != symbol:
                 continue
             px = self._fill_price(o, open_, high, low)
             if px is None:
@@ -182,8 +186,7 @@ class SimulatedBroker(Broker):
         if o.side == Side.SELL and held > 0 and qty > held:
             qty = held  # never sell more than held by accident (a stop after a close)
         if o.side == Side.SELL and held <= 0 and o.order_type == OrderType.STOP:
-            self._orders[o.client_order_id] = replace(o, status=OrderStatus.CANCELED,
-                                                      reason=o.reason + "; nothing held")
+            self._set(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; nothing held"))
             return None
         commission = qty * self._commission + qty * price * self._commission_rate
         signed = qty if o.side == Side.BUY else -qty
@@ -198,12 +201,19 @@ class SimulatedBroker(Broker):
             self._positions[o.symbol] = replace(pos, qty=new_qty, avg_price=avg, last_price=price)
         else:
             self._positions[o.symbol] = replace(pos, qty=new_qty, last_price=price)
-        self._orders[o.client_order_id] = replace(
+        self._set(replace(
             o, status=OrderStatus.FILLED, filled_qty=qty, filled_avg_price=price, filled_at=time
-        )
+        ))
         fill = Fill(o.client_order_id, o.symbol, o.side, qty, price, time, commission)
         self.fills.append(fill)
         return fill
+
+    def _set(self, o: Order) -> None:
+        self._orders[o.client_order_id] = o
+        if o.status.is_open:
+            self._open[o.client_order_id] = o
+        else:
+            self._open.pop(o.client_order_id, None)
 
     def _mark(self, p: Position) -> float:
         return self._prices.get(p.symbol, p.last_price)

@@ -33,6 +33,7 @@ class RulesModel(SignalModel):
         rets = np.diff(np.log(window))
         vol = float(rets.std()) or 1e-9
         z = (fast / slow - 1.0) / (vol * math.sqrt(self.fast))
+        z = max(-50.0, min(50.0, z))  # a perfectly smooth trend has ~zero volatility
         p_up = 1.0 / (1.0 + math.exp(-self.gain * z))
         p_up = min(max(p_up, 0.01), 0.99)
         trend = "above" if fast >= slow else "below"

@@ -1,0 +1,1 @@
+"""Backtests through the live trading engine."""

@@ -1,0 +1,87 @@
+"""``python main.py backtest ...``: history through the same engine, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from app.engine.paths import AppPaths
+
+
+def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from app.engine.backtest.runner import STRATEGIES
+
+    p = subparsers.add_parser("backtest", help="run history through the trading engine")
+    p.add_argument("--symbol", default="PLTR")
+    p.add_argument("--csv", required=True, help="bars to test on (columns found by name)")
+    p.add_argument("--timeframe", default="5m", choices=("1m", "5m", "15m", "1h", "1d"))
+    p.add_argument("--strategy", default="sma_cross", choices=STRATEGIES)
+    p.add_argument("--start", help="first day (YYYY-MM-DD), inclusive")
+    p.add_argument("--end", help="last day (YYYY-MM-DD), exclusive")
+    p.add_argument("--cash", type=float, default=100_000.0)
+    p.add_argument("--commission", type=float, default=0.0,
+                   help="commission: dollars per share, or a fraction of traded value (--commission-mode)")
+    p.add_argument("--commission-mode", choices=("per_share", "fraction"), default="per_share")
+    p.add_argument("--slippage-bps", type=float, default=0.0)
+    p.add_argument("--plain", action="store_true",
+                   help="textbook backtest: no risk limits, no session rules, whole cash per trade")
+    p.add_argument("--json", dest="json_out", help="write metrics, trades, bars and elapsed_seconds here")
+    p.add_argument("--html", dest="html_out", help="write a self-contained HTML report here")
+    return p
+
+
+def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO = sys.stdout) -> int:
+    try:
+        return _run(args, out)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    from app.engine.backtest.report import render_html
+    from app.engine.backtest.runner import BacktestConfig, run_backtest
+    from app.engine.data.cleaning import clean
+    from app.engine.data.csv_import import read_csv
+    from app.engine.data.frame import frame_to_bars
+
+    if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
+        raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
+    imported = read_csv(args.csv)
+    frame = clean(imported.frame, args.timeframe, keep_extended=args.plain).frame  # plain: no session rules
+    if args.start:
+        frame = frame[frame.index >= _day(args.start)]
+    if args.end:
+        frame = frame[frame.index < _day(args.end)]
+    bars = frame_to_bars(frame, args.symbol.upper())
+    if len(bars) < 2:
+        raise ValueError("fewer than two bars in the chosen window")
+    per_share = args.commission if args.commission_mode == "per_share" else 0.0
+    rate = args.commission if args.commission_mode == "fraction" else 0.0
+    cfg = BacktestConfig(args.symbol.upper(), args.timeframe, args.strategy, args.cash, per_share, rate,
+                         args.slippage_bps, args.plain)
+    result = run_backtest(bars, cfg)
+    m = result.metrics
+    print(f"{len(bars):,} bars, {m['trades']} trades in {result.elapsed_seconds:.2f} s "
+          f"({len(bars) / max(result.elapsed_seconds, 1e-9):,.0f} bars/s)", file=out)
+    print(f"total return {m['total_return']:+.2%} (buy and hold {m['buy_and_hold_return']:+.2%}), "
+          f"max drawdown {m['max_drawdown']:.2%}, Sharpe {m['sharpe']:.2f}, win rate "
+          f"{m['win_rate'] if m['win_rate'] == m['win_rate'] else 0:.1%}", file=out)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result.to_json(), indent=2))
+        print(f"wrote {args.json_out}", file=out)
+    if args.html_out:
+        Path(args.html_out).write_text(render_html(result, bars))
+        print(f"wrote {args.html_out}", file=out)
+    return 0
+
+
+def _day(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None

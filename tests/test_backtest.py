@@ -1,0 +1,138 @@
+"""Backtests run the live engine; the reference strategy matches backtesting.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.engine.backtest.runner import BacktestConfig, run_backtest
+from app.engine.types import Bar
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _walk(n: int, seed: int = 1, start: datetime = datetime(2024, 1, 2, tzinfo=timezone.utc)) -> list[Bar]:
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.001, n))
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.002, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.002, n)))
+    return [Bar("TEST", start + timedelta(minutes=i), float(o), float(h), float(lo), float(c), 1000.0)
+            for i, (o, h, lo, c) in enumerate(zip(open_, high, low, close))]
+
+
+def _reference_trades(bars: list[Bar]) -> list[tuple[datetime, datetime, float, float]]:
+    pd = pytest.importorskip("pandas")
+    bt = pytest.importorskip("backtesting")
+    from backtesting.lib import crossover
+
+    df = pd.DataFrame({"Open": [b.open for b in bars], "High": [b.high for b in bars],
+                       "Low": [b.low for b in bars], "Close": [b.close for b in bars],
+                       "Volume": [b.volume for b in bars]},
+                      index=pd.DatetimeIndex([b.time for b in bars]).tz_convert(None))
+
+    def sma(values: np.ndarray, n: int) -> np.ndarray:
+        return pd.Series(values).rolling(n).mean().to_numpy()
+
+    class SmaCross(bt.Strategy):  # type: ignore[misc, name-defined]
+        def init(self) -> None:
+            self.fast = self.I(sma, self.data.Close, 10)
+            self.slow = self.I(sma, self.data.Close, 20)
+
+        def next(self) -> None:
+            if crossover(self.fast, self.slow):
+                self.buy()
+            elif crossover(self.slow, self.fast):
+                self.position.close()
+
+    stats = bt.Backtest(df, SmaCross, cash=1_000_000, commission=0.0).run()
+    t = stats["_trades"]
+    return [(a.to_pydatetime(), b.to_pydatetime(), ep, xp)
+            for a, b, ep, xp in zip(t.EntryTime, t.ExitTime, t.EntryPrice, t.ExitPrice)]
+
+
+def test_sma_cross_plain_makes_the_same_trades_as_backtesting_py() -> None:
+    bars = _walk(3000)
+    ours = run_backtest(bars, BacktestConfig(symbol="TEST", timeframe="1m", cash=1_000_000, plain=True))
+    ref = _reference_trades(bars)
+    mine = [(t.entry_time.replace(tzinfo=None), t.exit_time.replace(tzinfo=None), t.entry_price, t.exit_price)
+            for t in ours.trades]
+    assert len(ref) > 20
+    common = min(len(ref), len(mine))
+    assert abs(len(ref) - len(mine)) <= 1  # the last trade may still be open in one of them
+    for (ea, xa, epa, xpa), (eb, xb, epb, xpb) in zip(mine[:common], ref[:common]):
+        assert ea == eb and xa == xb
+        assert epa == pytest.approx(epb) and xpa == pytest.approx(xpb)
+
+
+def test_product_rules_stop_a_losing_trade_and_flatten_before_the_close() -> None:
+    # NYSE session bars with a crash inside one day: the 3% stop fires; nothing is held overnight.
+    from app.engine.clock import MarketCalendar
+    from app.engine.simmarket import SimulatedMarket
+
+    cal = MarketCalendar()
+    bars = SimulatedMarket("PLTR", 11, cal).history(
+        cal.previous_sessions(datetime(2025, 6, 1, tzinfo=timezone.utc), 15))
+    res = run_backtest(bars, BacktestConfig(symbol="PLTR", timeframe="5m", strategy="rules"))
+    assert res.trades, "the rules strategy trades on this stretch"
+    for t in res.trades:
+        assert t.entry_time.date() == t.exit_time.date() or t.exit_reason != "end of day"
+        session = cal.session(t.exit_time.astimezone(cal_ny()).date())
+        assert session is not None and t.exit_time <= session.close
+    assert {t.exit_reason for t in res.trades} & {"end of day", "stop loss", "exit on SELL signal"}
+    assert res.metrics["exposure"] < 1.0
+    assert res.metrics["max_drawdown"] <= 0.0
+
+
+def cal_ny():  # type: ignore[no-untyped-def]
+    from app.engine.clock import NY
+
+    return NY
+
+
+def test_metrics_are_what_the_equity_curve_says() -> None:
+    bars = _walk(2000, seed=4)
+    res = run_backtest(bars, BacktestConfig(symbol="TEST", timeframe="1m", plain=True))
+    eq = res.equity
+    assert res.metrics["total_return"] == pytest.approx(eq[-1] / eq[0] - 1)
+    assert res.metrics["max_drawdown"] == pytest.approx((eq / np.maximum.accumulate(eq) - 1).min())
+    assert res.metrics["trades"] == len(res.trades)
+    assert res.metrics["buy_and_hold_return"] == pytest.approx(bars[-1].close / bars[0].open - 1)
+    pnl = sum(t.pnl for t in res.trades)
+    open_value = eq[-1] - (eq[0] + pnl)
+    assert abs(open_value) < eq[0] * 0.05  # what is not in closed trades is the open position
+
+
+def test_cli_writes_json_and_html(tmp_path: Path, app_home: Path) -> None:
+    bars = _walk(1500, seed=7)
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(app_home), "backtest",
+                           "--symbol", "TEST", "--csv", str(csv), "--timeframe", "1m", "--strategy",
+                           "sma_cross", "--plain", "--json", str(out_json), "--html", str(out_html)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out_json.read_text())
+    assert data["bars"] == 1500 and data["elapsed_seconds"] > 0
+    assert set(data["trades"][0]) == {"entry_time", "exit_time", "entry_price", "exit_price", "qty", "pnl",
+                                      "exit_reason"}
+    for key in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_bars", "win_rate",
+                "profit_factor", "avg_win", "avg_loss", "exposure", "trades", "turnover", "buy_and_hold_return"):
+        assert key in data["metrics"]
+    page = out_html.read_text()
+    assert page.count("<svg") == 3 and "Trades" in page
+
+
+def test_cli_refuses_a_bad_window(tmp_path: Path, app_home: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(app_home), "backtest",
+                           "--csv", str(tmp_path / "missing.csv")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
