@@ -50,6 +50,8 @@ class MainWindow(QMainWindow):
     requestFlatten = Signal()
     requestClose = Signal(str)
     requestSpeed = Signal(float)
+    requestSettings = Signal(object)
+    requestImport = Signal(str, str, str)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True) -> None:
         super().__init__()
@@ -61,7 +63,9 @@ class MainWindow(QMainWindow):
         self.status: EngineStatus | None = None
         self.portfolio: PortfolioEvent | None = None
         self.engine_ready = False
+        self.paper_first_day: str | None = None
         self.alerts: list[AlertEvent] = []
+        self._build_menu()
         self._build_widgets()
         self._build_docks()
         self._restore_layout()
@@ -73,6 +77,55 @@ class MainWindow(QMainWindow):
         self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}")
 
     # ------------------------------------------------------------- layout
+    def _build_menu(self) -> None:
+        from PySide6.QtGui import QAction, QKeySequence
+
+        menu = self.menuBar().addMenu("&File")
+        for text, shortcut, slot in (("&Import CSV…", "Ctrl+I", self.import_csv),
+                                     ("&Settings…", "Ctrl+,", self.open_settings),
+                                     ("&Quit", "Ctrl+Q", self.close)):
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(shortcut))
+            action.triggered.connect(slot)
+            menu.addAction(action)
+
+    def open_settings(self) -> Any:
+        from app.widgets.settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.settings, self.paths.env_file, self, live_check=self._live_check)
+        dlg.settingsSaved.connect(self.apply_settings)
+        dlg.open()
+        return dlg
+
+    def _live_check(self, phrase: str) -> tuple[bool, str]:
+        from datetime import datetime, timezone
+
+        from app.engine.live_gate import live_gate
+
+        return live_gate(self.paper_first_day, datetime.now(timezone.utc), phrase)
+
+    @Slot(object)
+    def apply_settings(self, settings: Settings) -> None:
+        restart = [n for n in ("symbol", "timeframe", "broker", "data_source", "starting_cash", "demo_seed")
+                   if getattr(settings, n) != getattr(self.settings, n)]
+        settings.save(self.paths.settings)
+        self.settings = settings
+        self.account.settings = settings
+        self.requestSettings.emit(settings)
+        note = f" ({', '.join(restart)} apply at the next start)" if restart else ""
+        self.status_bar.showMessage(f"Settings saved{note}", 15000)
+
+    def import_csv(self) -> None:
+        from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Import bars from CSV", "", "CSV files (*.csv);;All (*)")
+        if not path:
+            return
+        tf, ok = QInputDialog.getItem(self, "Timeframe", "Bars in this file are:", ["1m", "5m", "15m", "1h", "1d"],
+                                      1, False)
+        if ok:
+            self.requestImport.emit(path, self.settings.symbol, tf)
+
     def _build_widgets(self) -> None:
         self.chart = CandleChart()
         self.setCentralWidget(self.chart)
@@ -151,6 +204,8 @@ class MainWindow(QMainWindow):
         self.requestFlatten.connect(w.flattenAll)
         self.requestClose.connect(w.closePosition)
         self.requestSpeed.connect(w.setSpeed)
+        self.requestSettings.connect(w.applySettings)
+        self.requestImport.connect(w.importCsv)
         self.approvals.approveRequested.connect(self.requestApprove)
         self.approvals.rejectRequested.connect(self.requestReject)
         self.mode_switch.modeChosen.connect(self.requestMode)
@@ -165,6 +220,7 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_ready(self, info: dict[str, Any]) -> None:
         self.engine_ready = True
+        self.paper_first_day = info.get("paper_first_day")
         self.chart.set_history(info["history"])
         for notice in info["notices"]:
             self.on_alert(AlertEvent("warning", notice))

@@ -78,8 +78,11 @@ class EngineWorker(QObject):
             logger.exception("Engine failed to start")
             self.failed.emit(str(exc))
             return
+        from app.engine.live_gate import PAPER_FIRST_DAY_KEY
+
         self.ready.emit({"history": tuple(getattr(self.ctx, "history", ())),
-                         "notices": tuple(self.ctx.notices), "settings": self.settings})
+                         "notices": tuple(self.ctx.notices), "settings": self.settings,
+                         "paper_first_day": self.ctx.records.state_get(PAPER_FIRST_DAY_KEY)})
         self._flush = QTimer(self)
         self._flush.timeout.connect(self._flush_latest)
         self._flush.start(TICK_FLUSH_MS)
@@ -141,6 +144,21 @@ class EngineWorker(QObject):
             self._timer.stop()
         else:
             self._apply_speed()
+
+    @Slot(str, str, str)
+    def importCsv(self, path: str, symbol: str, timeframe: str) -> None:
+        """File -> Import CSV, run here so the window never waits on the disk."""
+        from app.engine.data.frame import DataError
+        from app.engine.data.service import import_csv
+
+        if self.ctx is None:
+            return
+        try:
+            summary = import_csv(self.ctx.storage, path, symbol, timeframe)
+        except (DataError, OSError) as exc:
+            self.alertRaised.emit(AlertEvent("error", f"Import failed: {exc}"))
+            return
+        self.alertRaised.emit(AlertEvent("info", " | ".join(summary.lines())))
 
     @Slot(object)
     def applySettings(self, settings: Settings) -> None:

@@ -1,0 +1,250 @@
+"""The settings dialog: every field validated by the engine's own rules.
+
+Fields are built from :class:`Settings` metadata (label, bounds, choices), so
+the dialog can never drift from what the engine accepts. An invalid value
+shows its reason beside the field and disables Save. API keys are typed into
+password fields, shown masked, and stored through ``secrets.save_keys``
+(owner-only ``.env``); they never pass through the settings object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.secrets import ApiKeys, Secret, load_keys, save_keys
+from app.engine.settings import Settings, SettingsError, field_bounds
+
+GROUPS = {
+    "Risk": ("risk_per_trade", "max_positions", "max_position_pct", "max_exposure_pct", "daily_loss_limit",
+             "flatten_on_circuit_breaker", "stop_loss_pct", "trailing_start_pct", "trailing_pct",
+             "take_profit_pct", "stop_check_seconds", "max_round_trips", "no_entry_minutes_before_close",
+             "flatten_minutes_before_close", "eod_flatten", "allow_short", "fractional", "max_price_move_pct"),
+    "Signals": ("mode", "auto_threshold", "approval_threshold", "weight_lstm", "weight_rf", "weight_momentum"),
+    "Market and broker": ("symbol", "timeframe", "broker", "data_source"),
+    "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "demo_speed",
+                               "demo_seed", "theme"),
+}
+
+
+class _ConnectionSignals(QObject):
+    done = Signal(str)
+
+
+class _ConnectionTest(QRunnable):
+    """Runs the broker check off the GUI thread; reports one line."""
+
+    def __init__(self, check: Callable[[], str]) -> None:
+        super().__init__()
+        self.check = check
+        self.signals = _ConnectionSignals()
+
+    def run(self) -> None:
+        try:
+            self.signals.done.emit(self.check())
+        except Exception as exc:  # the message is already scrubbed by the adapter
+            self.signals.done.emit(f"failed: {exc}")
+
+
+class SettingsDialog(QDialog):
+    settingsSaved = Signal(object)
+
+    def __init__(self, settings: Settings, env_file: Any, parent: QWidget | None = None, *,
+                 live_check: Callable[[str], tuple[bool, str]] | None = None,
+                 alpaca_url: str | None = None) -> None:
+        super().__init__(parent)
+        self.live_check = live_check or (lambda phrase: (False, "live trading is not available"))
+        self.alpaca_url = alpaca_url
+        self.setObjectName("settingsDialog")
+        self.setWindowTitle("Settings")
+        self.resize(640, 720)
+        self.settings = settings
+        self.env_file = env_file
+        self.editors: dict[str, QWidget] = {}
+        self.reasons: dict[str, QLabel] = {}
+        outer = QVBoxLayout(self)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        column = QVBoxLayout(body)
+        for title, names in GROUPS.items():
+            box = QGroupBox(title)
+            form = QFormLayout(box)
+            for name in names:
+                form.addRow(field_bounds(name).get("label", name), self._editor(name))
+            column.addWidget(box)
+        column.addWidget(self._keys_box())
+        gate = QGroupBox("Live trading gate")
+        gate_form = QFormLayout(gate)
+        self.live_phrase = QLineEdit()
+        self.live_phrase.setObjectName("livePhrase")
+        self.live_phrase.setToolTip("Needed only to choose the alpaca-live broker")
+        self.live_phrase.textChanged.connect(self.validate)
+        gate_form.addRow("Confirmation phrase", self.live_phrase)
+        column.addWidget(gate)
+        scroll.setWidget(body)
+        outer.addWidget(scroll)
+        self.error = QLabel("")
+        self.error.setObjectName("settingsError")
+        self.error.setStyleSheet("color:#ef5350")
+        outer.addWidget(self.error)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.save)
+        self.buttons.rejected.connect(self.reject)
+        outer.addWidget(self.buttons)
+        self.validate()
+
+    # ------------------------------------------------------------ editors
+    def _editor(self, name: str) -> QWidget:
+        meta = field_bounds(name)
+        value = getattr(self.settings, name)
+        kind = {f.name: str(f.type) for f in fields(Settings)}[name]
+        if kind == "bool":
+            editor: QWidget = QCheckBox()
+            editor.setChecked(bool(value))  # type: ignore[attr-defined]
+            editor.toggled.connect(self.validate)  # type: ignore[attr-defined]
+        elif "choices" in meta:
+            editor = QComboBox()
+            editor.addItems(list(meta["choices"]))  # type: ignore[attr-defined]
+            editor.setCurrentText(str(value))  # type: ignore[attr-defined]
+            editor.currentTextChanged.connect(self.validate)  # type: ignore[attr-defined]
+        else:
+            editor = QLineEdit(f"{value:g}" if isinstance(value, float) else str(value))
+            editor.textChanged.connect(self.validate)  # type: ignore[attr-defined]
+        editor.setObjectName(f"setting_{name}")
+        if "min" in meta:
+            editor.setToolTip(f"{meta['label']}: from {meta['min']:g} to {meta['max']:g}")
+        else:
+            editor.setToolTip(str(meta.get("label", name)))
+        reason = QLabel("")
+        reason.setObjectName(f"reason_{name}")
+        reason.setStyleSheet("color:#ef5350")
+        self.editors[name], self.reasons[name] = editor, reason
+        row = QWidget()
+        lay = QHBoxLayout(row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(editor)
+        lay.addWidget(reason, 1)
+        return row
+
+    def _keys_box(self) -> QGroupBox:
+        box = QGroupBox("Alpaca API keys (stored owner-only, shown masked)")
+        form = QFormLayout(box)
+        self.key_fields: dict[str, QLineEdit] = {}
+        for live in (False, True):
+            keys = load_keys(self.env_file, live=live)
+            prefix = "live" if live else "paper"
+            for part, secret in (("key_id", keys.key_id), ("secret_key", keys.secret_key)):
+                edit = QLineEdit()
+                edit.setObjectName(f"{prefix}_{part}")
+                edit.setEchoMode(QLineEdit.EchoMode.Password)
+                edit.setPlaceholderText(secret.masked() or "not set")
+                edit.setToolTip("Leave empty to keep the stored key")
+                self.key_fields[f"{prefix}_{part}"] = edit
+                form.addRow(f"{prefix.capitalize()} {part.replace('_', ' ')}", edit)
+        self.test_button = QPushButton("Test paper connection")
+        self.test_button.setObjectName("testConnectionButton")
+        self.test_button.setToolTip("Ask Alpaca's paper endpoint for the account, without blocking the window")
+        self.test_result = QLabel("")
+        self.test_result.setObjectName("testConnectionResult")
+        self.test_button.clicked.connect(self.test_connection)
+        form.addRow(self.test_button, self.test_result)
+        return box
+
+    # --------------------------------------------------------- validation
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, editor in self.editors.items():
+            if isinstance(editor, QCheckBox):
+                out[name] = editor.isChecked()
+            elif isinstance(editor, QComboBox):
+                out[name] = editor.currentText()
+            else:
+                out[name] = editor.text().strip()  # type: ignore[attr-defined]
+        return out
+
+    @Slot()
+    def validate(self, *_: object) -> Settings | None:
+        for label in self.reasons.values():
+            label.setText("")
+        try:
+            candidate = Settings.from_dict(self.values())
+        except SettingsError as exc:
+            if exc.name in self.reasons:
+                self.reasons[exc.name].setText(exc.reason)
+            self.error.setText(f"Cannot save: {exc}")
+            self.buttons.button(QDialogButtonBox.StandardButton.Save).setEnabled(False)
+            return None
+        if candidate.broker == "alpaca-live":
+            ok, why = self.live_check(self.live_phrase.text())
+            if not ok:
+                self.reasons["broker"].setText(why)
+                self.error.setText(f"Cannot save: broker: {why}")
+                self.buttons.button(QDialogButtonBox.StandardButton.Save).setEnabled(False)
+                return None
+        self.error.setText("")
+        self.buttons.button(QDialogButtonBox.StandardButton.Save).setEnabled(True)
+        return candidate
+
+    @Slot()
+    def save(self) -> None:
+        candidate = self.validate()
+        if candidate is None:
+            return
+        for live in (False, True):
+            prefix = "live" if live else "paper"
+            key, secret = (self.key_fields[f"{prefix}_{p}"].text().strip() for p in ("key_id", "secret_key"))
+            if key and secret:
+                save_keys(self.env_file, ApiKeys(Secret(key), Secret(secret)), live=live)
+        for edit in self.key_fields.values():
+            edit.clear()
+        self.settings = candidate
+        self.settingsSaved.emit(candidate)
+        self.accept()
+
+    # ---------------------------------------------------- connection test
+    @Slot()
+    def test_connection(self) -> None:
+        typed = (self.key_fields["paper_key_id"].text().strip(), self.key_fields["paper_secret_key"].text().strip())
+        stored = load_keys(self.env_file)
+        keys = ApiKeys(Secret(typed[0]), Secret(typed[1])) if all(typed) else stored
+        self.test_button.setEnabled(False)
+        self.test_result.setText("testing…")
+        url = self.alpaca_url
+        job = _ConnectionTest(lambda: _check_alpaca(keys, url))
+        job.signals.done.connect(self._tested)
+        self._job = job  # keep the signals object alive until it reports
+        QThreadPool.globalInstance().start(job)
+
+    @Slot(str)
+    def _tested(self, message: str) -> None:
+        self.test_button.setEnabled(True)
+        self.test_result.setText(message)
+
+
+def _check_alpaca(keys: ApiKeys, url: str | None = None) -> str:
+    if not keys.complete:
+        return "no paper keys entered or stored"
+    from app.engine.broker.alpaca import AlpacaBroker
+    from app.engine.clock import WallClock
+
+    broker = AlpacaBroker(keys, WallClock(), timeout_s=8.0, url_override=url)
+    acct = broker.account()
+    return f"connected: equity {acct.equity:,.2f}, buying power {acct.buying_power:,.2f}"

@@ -1,0 +1,118 @@
+"""The settings dialog refuses what the engine would refuse, and keeps keys secret."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QDialogButtonBox, QLineEdit
+
+from alpaca_server import AlpacaServer, alpaca_server  # noqa: F401 - pytest fixture
+from app.engine.live_gate import CONFIRM_PHRASE, live_gate
+from app.engine.settings import Settings
+from app.widgets.settings_dialog import SettingsDialog
+
+
+@pytest.fixture
+def dialog(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
+    dlg = SettingsDialog(Settings(), tmp_path / ".env",
+                         live_check=lambda phrase: live_gate(None, __import__("datetime").datetime.now(), phrase))
+    qtbot.addWidget(dlg)
+    return dlg
+
+
+def _save_button(dlg: SettingsDialog):  # type: ignore[no-untyped-def]
+    return dlg.buttons.button(QDialogButtonBox.StandardButton.Save)
+
+
+def _set(dlg: SettingsDialog, name: str, text: str) -> None:
+    editor = dlg.editors[name]
+    assert isinstance(editor, QLineEdit)
+    editor.setText(text)
+
+
+@pytest.mark.parametrize("name, text, reason", [
+    ("risk_per_trade", "0.5", "above the maximum"),
+    ("max_positions", "abc", "not a valid int"),
+    ("daily_loss_limit", "-1", "below the minimum"),
+    ("weight_lstm", "0.9", "must sum to 1"),
+    ("symbol", "pl tr!", "upper-case"),
+])
+def test_invalid_values_cannot_be_saved_and_say_why(dialog, name: str, text: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    assert _save_button(dialog).isEnabled()
+    _set(dialog, name, text)
+    assert not _save_button(dialog).isEnabled()
+    assert reason in dialog.error.text()
+    shown = "".join(label.text() for label in dialog.reasons.values())
+    assert reason in shown
+
+
+def test_a_valid_change_is_saved(dialog, qtbot) -> None:  # type: ignore[no-untyped-def]
+    _set(dialog, "stop_loss_pct", "0.04")
+    with qtbot.waitSignal(dialog.settingsSaved) as blocker:
+        dialog.save()
+    assert blocker.args[0].stop_loss_pct == 0.04
+
+
+def test_keys_are_stored_owner_only_and_shown_masked(dialog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dialog.key_fields["paper_key_id"].setText("PKTESTKEY1234567890")
+    dialog.key_fields["paper_secret_key"].setText("very-secret-value-0987654321")
+    assert dialog.key_fields["paper_secret_key"].echoMode() == QLineEdit.EchoMode.Password
+    dialog.save()
+    env = tmp_path / ".env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert "very-secret-value-0987654321" in env.read_text()
+    again = SettingsDialog(Settings(), env)
+    shown = again.key_fields["paper_secret_key"].placeholderText()
+    assert "very-secret" not in shown and shown.endswith("4321")
+    assert "LIVE_" not in env.read_text(), "paper and live keys are kept apart"
+
+
+def test_the_live_gate_refuses_a_fresh_account(dialog) -> None:  # type: ignore[no-untyped-def]
+    dialog.editors["broker"].setCurrentText("alpaca-live")  # type: ignore[attr-defined]
+    dialog.live_phrase.setText(CONFIRM_PHRASE)
+    assert not _save_button(dialog).isEnabled()
+    assert "no paper-trading history" in dialog.reasons["broker"].text()
+
+
+def test_live_gate_rules() -> None:
+    from datetime import datetime
+
+    now = datetime(2026, 11, 25)
+    assert not live_gate("2026-11-20", now, CONFIRM_PHRASE)[0]
+    assert not live_gate("2026-11-01", now, "yes")[0]
+    assert live_gate("2026-11-01", now, CONFIRM_PHRASE) == (True, "live trading unlocked")
+
+
+def test_connection_test_reports_without_freezing(qtbot, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                  alpaca_server: AlpacaServer) -> None:  # noqa: F811
+    dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url)
+    qtbot.addWidget(dlg)
+    dlg.key_fields["paper_key_id"].setText(alpaca_server.key_id)
+    dlg.key_fields["paper_secret_key"].setText(alpaca_server.secret_key)
+    dlg.test_connection()
+    assert dlg.test_result.text() == "testing…"  # returned at once: the check runs elsewhere
+    qtbot.waitUntil(lambda: dlg.test_result.text().startswith("connected"), timeout=15_000)
+    dlg.key_fields["paper_secret_key"].setText("wrong-secret-abcdef123456")
+    dlg.test_connection()
+    qtbot.waitUntil(lambda: dlg.test_result.text().startswith("failed"), timeout=15_000)
+    assert "wrong-secret" not in dlg.test_result.text()
+
+
+def test_window_saves_settings_file(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    from app.main import build_window
+
+    w = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(w)
+    try:
+        qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
+        dlg = w.open_settings()
+        assert dlg.objectName() == "settingsDialog"
+        dlg.editors["max_round_trips"].setText("7")  # type: ignore[attr-defined]
+        dlg.save()
+        assert json.loads((app_home / "settings.json").read_text())["max_round_trips"] == 7
+        assert "7" in w.account.settings.max_round_trips.__str__()
+    finally:
+        w.close()
