@@ -137,3 +137,21 @@ def test_second_instance_does_not_start_an_engine(app_home: Path, capsys: pytest
     assert code == EXIT_ALREADY_RUNNING
     assert "already running" in capsys.readouterr().err
 
+
+
+def test_a_corrupted_database_stops_trading_and_is_kept(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    app_home.mkdir(parents=True, exist_ok=True)
+    db = app_home / "trader.db"
+    db.write_bytes(b"this is not a database, but it is the user's record" * 10)
+    before = db.read_bytes()
+    w = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(w)
+    try:
+        with qtbot.waitSignal(w.worker.failed, timeout=30_000) as blocker:
+            pass
+        assert "not a SQLite database" in blocker.args[0]
+        assert "Move it aside" in w.status_bar.currentMessage()
+        assert not w.engine_ready
+        assert db.read_bytes() == before, "the file is never silently recreated"
+    finally:
+        w.close()

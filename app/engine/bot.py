@@ -299,6 +299,11 @@ class TradingBot:
         d = risk.check_entry(self._risk_context(order.symbol, order.side), self.settings)
         return replace(order, qty=d.qty) if d.accepted else None
 
+    def _revalidate_exit(self, order: Order) -> Order | None:
+        """A queued exit, before another attempt: sell no more than is still held."""
+        held = self._held(order.symbol)
+        return replace(order, qty=min(order.qty, held)) if held > 0 else None
+
     def _signal_done(self, sig: TradingSignal, status: str, detail: str) -> None:
         self.records.signal(sig, status, detail, self.clock.now())
         self.bus.publish(SignalEvent(sig, status, detail))
@@ -349,7 +354,7 @@ class TradingBot:
         coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
         order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
                       reason=f"exit: {reason}", signal_id=signal_id)
-        placed = self.router.place(order)  # exits never expire: retried until sent
+        placed = self.router.place(order, revalidate=self._revalidate_exit)  # retried until sent
         self.bus.publish(OrderEvent(placed))
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
 

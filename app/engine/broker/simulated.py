@@ -15,6 +15,7 @@ an optional :class:`PaperBook`, so a paper account survives restarts.
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Protocol
@@ -101,7 +102,7 @@ class SimulatedBroker(Broker):
                 if price is not None and order.qty * price * (1 + self._slip) > self._cash + 1e-6:
                     raise BrokerError("rejected: insufficient buying power", transient=False)
             accepted = replace(order, status=OrderStatus.SUBMITTED,
-                               broker_order_id=f"sim-{len(self._orders) + 1}")
+                               broker_order_id=f"sim-{uuid.uuid4().hex[:12]}")
             self._set(accepted)
             self._persist()
             return accepted
