@@ -119,7 +119,7 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
 
     settings = _load_settings(paths, args.speed)
     apply_theme(app, getattr(settings, "theme", "dark"))
-    window = MainWindow(paths, settings, demo=True)  # type: ignore[arg-type]
+    window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings))  # type: ignore[arg-type]
     window.show()
     window.start_engine()
     code = 0
@@ -140,6 +140,15 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     app.exec()
     lock.release()
     return code
+
+
+def _demo_mode(args: argparse.Namespace, paths: AppPaths, settings: object) -> bool:
+    """Demo unless the user chose Alpaca paper trading and its keys are there."""
+    from app.engine.secrets import load_keys
+
+    if args.demo or getattr(settings, "broker", "sim") != "alpaca-paper":
+        return True
+    return not load_keys(paths.env_file).complete
 
 
 def _resource(name: str) -> str | None:

@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.paths = paths
         self.settings = settings
         self.setObjectName("mainWindow")
-        self.setWindowTitle("AI Trader — SIMULATED demo market")
+        self.setWindowTitle("AI Trader — SIMULATED demo market" if demo else "AI Trader — PAPER trading (Alpaca)")
         self.resize(1400, 860)
         self.status: EngineStatus | None = None
         self.portfolio: PortfolioEvent | None = None
@@ -69,6 +69,10 @@ class MainWindow(QMainWindow):
         self._build_widgets()
         self._build_docks()
         self._restore_layout()
+        if not demo:
+            self.banner.setText("  PAPER TRADING — Alpaca paper account, real market data  ")
+            self.banner.setStyleSheet("background:#1565c0; color:white; font-weight:bold; padding:4px;")
+            self.speed.setEnabled(False)
         self.worker = EngineWorker(paths, settings, demo=demo)
         self.engine = EngineThread(self.worker)
         self._connect()

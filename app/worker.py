@@ -67,13 +67,16 @@ class EngineWorker(QObject):
     # ------------------------------------------------------------ lifecycle
     @Slot()
     def start(self) -> None:
-        from app.engine.bootstrap import build_engine  # heavy imports, worker thread only
+        from app.engine.bootstrap import build_engine, build_live_engine  # heavy: worker thread only
         from app.engine.events import EventBus
 
         try:
             bus = EventBus()
             bus.subscribe(self._on_event)
-            self.ctx = build_engine(self.paths, self.settings, bus=bus, demo=self.demo)
+            if self.demo:
+                self.ctx = build_engine(self.paths, self.settings, bus=bus)
+            else:
+                self.ctx = build_live_engine(self.paths, self.settings, bus=bus)
         except Exception as exc:
             logger.exception("Engine failed to start")
             self.failed.emit(str(exc))
@@ -170,6 +173,10 @@ class EngineWorker(QObject):
     # ------------------------------------------------------------ internal
     def _apply_speed(self) -> None:
         if self._timer is None or self.ctx is None:
+            return
+        if not self.ctx.demo:  # live: poll data and check stops every stop_check_seconds
+            self._steps_per_fire = 1
+            self._timer.start(int(self.settings.stop_check_seconds * 1000))
             return
         tick_seconds = self.ctx.bot.bar_minutes * 60 / max(self.ctx.replay_ticks, 1)
         interval_ms = tick_seconds / self.speed * 1000

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable
 
 from loguru import logger
 
 from app.engine.bot import TIMEFRAME_MINUTES, TradingBot
+from app.engine.broker.base import Broker
 from app.engine.broker.simulated import SimulatedBroker
-from app.engine.clock import NY, UTC, MarketCalendar, Session, SimClock
+from app.engine.clock import NY, UTC, Clock, MarketCalendar, Session, SimClock, WallClock
 from app.engine.events import EventBus
 from app.engine.paths import AppPaths
 from app.engine.records import SqlRecorder
@@ -38,19 +39,20 @@ class EngineContext:
     settings: Settings
     storage: Storage
     records: SqlRecorder
-    clock: SimClock
+    clock: Clock
     calendar: MarketCalendar
-    broker: SimulatedBroker
+    broker: Broker
     bot: TradingBot
     bus: EventBus
-    replay: MarketReplay
+    replay: Any  # MarketReplay (demo, replays) or LiveSession: anything with step()
     demo: bool
     notices: list[str] = field(default_factory=list)
     history: list[Bar] = field(default_factory=list)
     replay_ticks: int = 10  # prices per bar in the live simulation
 
     def save_clock(self) -> None:
-        self.records.state_set(DEMO_CLOCK_KEY, self.clock.now().isoformat())
+        if self.demo:  # live trading runs on wall time: nothing to resume
+            self.records.state_set(DEMO_CLOCK_KEY, self.clock.now().isoformat())
 
     def close(self) -> None:
         self.save_clock()
@@ -72,11 +74,8 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     paths.ensure()
     bus = bus or EventBus()
     notices: list[str] = []
-    keys = load_keys(paths.env_file)
-    if not demo and not keys.complete:
+    if not load_keys(paths.env_file).complete:
         notices.append("No Alpaca API keys configured: running the simulated demo market.")
-    elif not demo:
-        notices.append("Alpaca trading is not wired yet: running the simulated demo market.")
     if settings.timeframe == "1d":
         settings = settings.updated(timeframe="5m")  # the simulated market is intraday
     if replay_bars is not None:
@@ -117,6 +116,57 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     bot.start()
     logger.info("Engine ready: {} market {} from {}, {} history bars", source, settings.symbol, start,
                 len(history))
+    return ctx
+
+
+def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
+                      clock: Clock | None = None, broker: Broker | None = None, source: Any = None,
+                      sleep: Callable[[float], None] | None = None) -> EngineContext:
+    """Paper trading through Alpaca on the wall clock: real bars, real orders.
+
+    ``clock``, ``broker`` and ``source`` are injectable so tests can point the
+    real adapters at a loopback server on a simulated clock.
+    """
+    from app.engine.broker.alpaca import AlpacaBroker
+    from app.engine.data.sources import AlpacaDataSource
+    from app.engine.live import LiveSession
+    from app.engine.live_gate import PAPER_FIRST_DAY_KEY
+    from app.engine.types import BrokerKind
+
+    paths.ensure()
+    bus = bus or EventBus()
+    clock = clock or WallClock()
+    broker = broker or AlpacaBroker.from_env(paths.env_file, clock, kind=BrokerKind.PAPER)
+    source = source or AlpacaDataSource(load_keys(paths.env_file))
+    storage = Storage(paths.database)
+    records = SqlRecorder(storage, paths.trade_backup)
+    notices = []
+    replayed = records.replay_backup()
+    if replayed:
+        notices.append(f"Recovered {replayed} records that could not be written last time.")
+    now = clock.now()
+    if broker.kind == BrokerKind.PAPER and records.state_get(PAPER_FIRST_DAY_KEY) is None:
+        records.state_set(PAPER_FIRST_DAY_KEY, now.date().isoformat())
+    calendar = MarketCalendar()
+    kwargs = {"sleep": sleep} if sleep else {}
+    bot = TradingBot(settings, clock, broker, RulesModel(), records, bus, calendar, source.name, **kwargs)
+    tf = timedelta(minutes=TIMEFRAME_MINUTES[settings.timeframe])
+    try:
+        frame = source.fetch(settings.symbol, settings.timeframe, now - timedelta(days=5), now)
+        from app.engine.data.frame import frame_to_bars
+
+        history = [b for b in frame_to_bars(frame, settings.symbol) if b.time + tf <= now]
+    except Exception as exc:  # the engine still starts: exits must work without data
+        notices.append(f"Could not load recent bars: {exc}")
+        history = []
+    bot.warm_up(history)
+    session = LiveSession(bot, source, clock, settings.symbol, settings.timeframe,
+                          history[-1].time + tf if history else None)
+    ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, session,
+                        demo=False, notices=notices, history=history, replay_ticks=1)
+    bot.start()
+    logger.info("Engine ready: {} paper trading {} with {} history bars", broker.kind.value,
+                settings.symbol, len(history))
     return ctx
 
 

@@ -153,7 +153,7 @@ class TradingBot:
             self._reconcile()
         self.sync_orders()
         for q in self.router.retry_queued():
-            self.bus.publish(OrderEvent(q))
+            self._placed(q)
         self._protect(symbol, price)
         self._publish_portfolio()
         self._publish_status()
@@ -287,8 +287,7 @@ class TradingBot:
             return decision.reason
         order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
                       OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
-        placed = self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate)
-        self.bus.publish(OrderEvent(placed))
+        placed = self._placed(self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate))
         status = "executed" if placed.status != OrderStatus.REJECTED else "refused"
         detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({placed.status.value})"
         self._signal_done(sig, status, detail)
@@ -298,6 +297,14 @@ class TradingBot:
         """A queued entry, before another attempt: still allowed, and how big now?"""
         d = risk.check_entry(self._risk_context(order.symbol, order.side), self.settings)
         return replace(order, qty=d.qty) if d.accepted else None
+
+    def _placed(self, order: Order) -> Order:
+        """Report a placed order; one the broker filled on arrival is booked now
+        (polling only looks at open orders, so it would never be seen again)."""
+        self.bus.publish(OrderEvent(order))
+        if order.status == OrderStatus.FILLED:
+            self.on_filled(order)
+        return order
 
     def _revalidate_exit(self, order: Order) -> Order | None:
         """A queued exit, before another attempt: sell no more than is still held."""
@@ -354,8 +361,7 @@ class TradingBot:
         coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
         order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
                       reason=f"exit: {reason}", signal_id=signal_id)
-        placed = self.router.place(order, revalidate=self._revalidate_exit)  # retried until sent
-        self.bus.publish(OrderEvent(placed))
+        placed = self._placed(self.router.place(order, revalidate=self._revalidate_exit))  # retried until sent
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
 
     def _place_stop(self, p: Position) -> None:
@@ -368,8 +374,7 @@ class TradingBot:
         coid = f"{p.symbol}-stop-{self.clock.now():%Y%m%dT%H%M%S}-{p.stop_price:.2f}"
         order = Order(coid, p.symbol, Side.SELL, p.qty, OrderType.STOP, OrderStatus.NEW,
                       self.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
-        placed = self.router.place(order)
-        self.bus.publish(OrderEvent(placed))
+        placed = self._placed(self.router.place(order))
         if placed.status.is_open:
             self._stop_orders[p.symbol] = coid
 

@@ -39,9 +39,6 @@ def run_headless(args: argparse.Namespace, paths: AppPaths,
 
     paths.ensure()
     logs.configure(paths.logs, console_level="WARNING")
-    if args.broker != "sim":
-        out("error: the Alpaca paper broker is not wired into the runner yet; use --broker sim")
-        return 2
     try:
         settings = Settings.load(paths.settings)
         if args.symbol:
@@ -71,11 +68,19 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
         bars = _load_replay(args.replay, settings.symbol, settings.timeframe, out)
         if bars is None:
             return 2
+    from app.engine.broker.base import BrokerError
+
     bus = EventBus()
     bus.subscribe(lambda e: _report(e, out))
+    live = args.broker == "alpaca-paper" and not args.replay
     try:
-        ctx = build_engine(paths, settings, bus=bus, replay_bars=bars)
-    except (StorageError, ValueError) as exc:
+        if live:
+            from app.engine.bootstrap import build_live_engine
+
+            ctx = build_live_engine(paths, settings, bus=bus)
+        else:
+            ctx = build_engine(paths, settings, bus=bus, replay_bars=bars)
+    except (StorageError, ValueError, BrokerError) as exc:
         out(f"error: {exc}")
         return 2
     stop = {"now": False}
@@ -88,8 +93,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
         signal.signal(signal.SIGTERM, _stop)
     speed = settings.demo_speed if args.speed is None else args.speed
     pause = 0.0 if speed <= 0 else ctx.bot.bar_minutes * 60 / ctx.replay_ticks / speed
-    out(f"engine running: {ctx.bot.data_source} market {settings.symbol}, broker SIMULATED, "
-        f"speed {'max' if pause == 0 else f'{speed:g}x'}; Ctrl+C stops")
+    if live:
+        pause = float(settings.stop_check_seconds)
+    out(f"engine running: {ctx.bot.data_source} market {settings.symbol}, broker {ctx.broker.kind.value}, "
+        f"{'polling every ' + str(int(pause)) + ' s' if live else 'speed ' + ('max' if pause == 0 else f'{speed:g}x')}"
+        "; Ctrl+C stops")
     try:
         while not stop["now"]:
             if not ctx.replay.step():
@@ -97,13 +105,20 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
             if args.max_bars is not None and ctx.replay.bars_played >= args.max_bars:
                 break
             if pause:
-                time.sleep(pause)
+                _sleep_unless(stop, pause)
     finally:
         acct = ctx.broker.account()
         out(f"stopped after {ctx.replay.bars_played} bars: equity {acct.equity:,.2f}, "
             f"{len(ctx.records.trades)} trades this run")
         ctx.close()
     return 0
+
+
+def _sleep_unless(stop: dict[str, bool], seconds: float) -> None:
+    """Sleep in short slices so a signal stops a 30-second wait promptly."""
+    end = time.monotonic() + seconds
+    while not stop["now"] and time.monotonic() < end:
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
 
 def _load_replay(path: str, symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:

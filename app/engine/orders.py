@@ -137,6 +137,7 @@ class OrderRouter:
             self.records.command(now, "place", order.client_order_id, {}, f"rejected: {exc}")
             logger.error("Order {} rejected by the broker: {}", order.client_order_id, exc)
             return rejected
+        accepted = replace(accepted, reason=order.reason, signal_id=order.signal_id)  # ours, not the broker's
         self.records.order(accepted, self.clock.now())
         return accepted
 

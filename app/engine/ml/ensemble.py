@@ -55,7 +55,8 @@ class PlattCalibrator:
     """p -> sigmoid(a logit(p) + b), fitted by logistic regression on out-of-fold data.
 
     Platt rather than isotonic: two parameters cannot memorise a few hundred
-    noisy samples, and the map stays monotonic and smooth. When the ensemble
+    noisy samples, and the map stays monotonic and smooth. The slope is kept
+    >= 0 (a calibrator must not turn the model into its contrarian). When the ensemble
     has no edge, ``a`` shrinks toward 0 and every calibrated probability moves
     toward the base rate: the confidence gate then (rightly) lets little through.
     """
@@ -74,7 +75,11 @@ class PlattCalibrator:
             raise ValueError(f"too few out-of-fold samples to calibrate ({int(ok.sum())})")
         lr = LogisticRegression(C=100.0)
         lr.fit(_logit(p[ok])[:, None], y[ok].astype(int))
-        return cls(float(lr.coef_[0, 0]), float(lr.intercept_[0]), int(ok.sum()))
+        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if a < 0:  # "up means down" on noisy history is noise: state the base rate instead
+            rate = float(np.clip(y[ok].mean(), 1e-3, 1 - 1e-3))
+            a, b = 0.0, math.log(rate / (1 - rate))
+        return cls(a, b, int(ok.sum()))
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         z = self.a * _logit(np.asarray(p, dtype="float64")) + self.b

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from app.engine.settings import Settings
 
 REPORTED: tuple[str, ...] = (*COMPONENTS, "ensemble", "ensemble_calibrated", "always_up")
+EnsembleFactory = Callable[[list[str], int], Ensemble]  # (feature columns, horizon) -> untrained
+SMALL_OVERRIDES: dict[str, dict[str, Any]] = {"lstm": {"small": True},
+                                              "random_forest": {"n_estimators": 20}}
 
 
 @dataclass
@@ -126,7 +129,11 @@ def build_ensemble(settings: Settings, config: TrainConfig, columns: list[str], 
 
 
 def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
-                 progress: ProgressFn | None = None) -> WalkForwardReport:
+                 progress: ProgressFn | None = None,
+                 factory: EnsembleFactory | None = None) -> WalkForwardReport:
+    """Out-of-fold predictions and metrics; ``factory`` builds each fold's fresh,
+    untrained ensemble (default: the settings' ensemble)."""
+    make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
     edges = fold_edges(len(ds), config.folds, config.first_train_frac)
     h = ds.horizon
@@ -137,7 +144,7 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
     for k, (a, b) in enumerate(edges):
         sub = _scaled(progress, done[k], done[k + 1], f"fold {k + 1}/{len(edges)}: ")
         y_train = purged_labels(ds.y, a, h)
-        ens = build_ensemble(settings, config, ds.columns, h)
+        ens = make(ds.columns, h)
         ens.fit(ds.X[:a], y_train, progress=sub)
         ctx = max(0, a - ens.lookback + 1)
         parts = {name: p[a - ctx:] for name, p in ens.predict_parts(ds.X[ctx:b]).items()}
@@ -193,16 +200,21 @@ def _score(block: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
-          progress: ProgressFn | None = None) -> TrainResult:
-    """Walk-forward evaluation, then the final ensemble on every bar, calibrated on the OOF."""
+          progress: ProgressFn | None = None, factory: EnsembleFactory | None = None) -> TrainResult:
+    """Walk-forward evaluation, then the final ensemble on every bar, calibrated on the OOF.
+
+    ``progress(fraction, message)`` is called throughout; returning False
+    cancels (:class:`TrainingCancelled`) before anything is saved.
+    """
+    make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
     ds = build_dataset(frame, config.timeframe, config.horizon)
     if ds.labelled < 200:
         raise ValueError(f"only {ds.labelled} labelled bars: too few to train and test a model")
     n_wf = sum(a for a, _ in fold_edges(len(ds), config.folds, config.first_train_frac))
     split = n_wf / (n_wf + len(ds))
-    report = walk_forward(ds, settings, config, _scaled(progress, 0.0, split, ""))
-    ens = build_ensemble(settings, config, ds.columns, ds.horizon)
+    report = walk_forward(ds, settings, config, _scaled(progress, 0.0, split, ""), make)
+    ens = make(ds.columns, ds.horizon)
     ens.fit(ds.X, ds.y, progress=_scaled(progress, split, 1.0, "final model: "))
     ens.calibrator = _final_calibration(report.oof, config)
     labelled = np.flatnonzero(np.isfinite(ds.y))

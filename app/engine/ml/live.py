@@ -1,0 +1,206 @@
+"""The trained ensemble behind the bot's SignalModel port, live and in batch.
+
+Live, :class:`EnsembleSignalModel` keeps a rolling window of the last
+``LIVE_WINDOW`` bars per symbol and computes features for that tail only:
+400 bars cover the 60-bar sequence and the 50-bar indicator warm-up, and
+leave ~290 bars for the exponential averages (EMA, RSI, ATR, MACD) to forget
+where the window starts, so live features match full-history features to
+~1e-8. Per bar: features (~4 ms, pandas), LSTM forward in NumPy (~1 ms),
+forest walk (~0.1 ms).
+
+Whatever goes wrong, the bot gets an answer it can explain: a component that
+is missing, unloadable, stale or not ready is left out and named in the
+reasons; when none is left, the rules model answers and says it is a fallback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+
+from app.engine.data.frame import from_epoch_seconds, is_intraday
+from app.engine.ml.artifacts import ArtifactError, LoadedBundle, bundle_dir, load_bundle
+from app.engine.ml.ensemble import combine, combine_one
+from app.engine.ml.models import weights_from
+from app.engine.strategy.base import ModelOutput, SignalModel
+from app.engine.strategy.rules import RulesModel
+from app.engine.types import Bar
+
+if TYPE_CHECKING:
+    from app.engine.paths import AppPaths
+    from app.engine.settings import Settings
+
+LIVE_WINDOW = 400
+SHORT = {"lstm": "lstm", "random_forest": "rf", "momentum": "mom"}
+
+
+def default_max_age(timeframe: str) -> timedelta:
+    """How long after its last training bar a model is trusted: markets change regime."""
+    return timedelta(days=180) if timeframe == "1d" else timedelta(days=30)
+
+
+class BarWindow:
+    """The newest ``size`` bars of one symbol as rows (epoch s, o, h, l, c, v)."""
+
+    def __init__(self, size: int = LIVE_WINDOW) -> None:
+        self._rows: deque[tuple[float, ...]] = deque(maxlen=size)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def update(self, bars: Sequence[Bar]) -> None:
+        """Append the bars newer than the last one held; a history that went
+        backwards (a replay restarted) replaces the window."""
+        if not bars:
+            return
+        last = self._rows[-1][0] if self._rows else None
+        newest = bars[-1].time.timestamp()
+        if last is not None and newest < last:
+            self._rows.clear()
+            last = None
+        fresh: list[Bar] = []
+        for b in reversed(bars):
+            if last is not None and b.time.timestamp() <= last:
+                break
+            fresh.append(b)
+            if len(fresh) >= (self._rows.maxlen or len(bars)):
+                break
+        for b in reversed(fresh):
+            self._rows.append((b.time.timestamp(), b.open, b.high, b.low, b.close, b.volume))
+
+    def frame(self) -> pd.DataFrame:
+        a = np.array(self._rows, dtype="float64").reshape(-1, 6)
+        idx = from_epoch_seconds(a[:, 0].astype("int64"))
+        cols = ("open", "high", "low", "close", "volume")
+        return pd.DataFrame({c: a[:, i + 1] for i, c in enumerate(cols)}, index=idx)
+
+
+class EnsembleSignalModel(SignalModel):
+    """The calibrated ensemble as the bot's model: ``predict(closes, bars=...)``.
+
+    ``bars`` (oldest first, the bar that just closed last) carries the OHLCV
+    the features need; called with closes only, it answers with the rules
+    fallback and says why. ``weights`` come from the settings.
+    """
+
+    name = "ensemble"
+    wants_bars = True
+
+    def __init__(self, bundle: LoadedBundle, weights: dict[str, float],
+                 fallback: SignalModel | None = None, max_age: timedelta | None = None,
+                 window: int = LIVE_WINDOW) -> None:
+        from app.engine.data.features import WARMUP_BARS
+
+        self.bundle = bundle
+        self.weights = dict(weights)
+        self.fallback = fallback or RulesModel()
+        self.max_age = max_age if max_age is not None else default_max_age(bundle.timeframe)
+        self.window = window
+        self.intraday = is_intraday(bundle.timeframe)
+        self.need = max(m.lookback for m in bundle.components.values())
+        self.min_bars = self.need + WARMUP_BARS
+        self.version = f"ensemble-{bundle.version}"
+        self._windows: dict[str, BarWindow] = {}
+        self._until = {n: _parse_time(bundle.trained_until(n)) for n in bundle.components}
+
+    def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
+        if not bars:
+            return self._fallback(closes, "the ensemble was given no OHLCV bars")
+        last = bars[-1]
+        if last.symbol.upper() != self.bundle.symbol.upper():
+            return self._fallback(closes, f"the ensemble was trained on {self.bundle.symbol}, "
+                                          f"not {last.symbol}")
+        win = self._windows.setdefault(last.symbol, BarWindow(self.window))
+        win.update(bars)
+        if len(win) < self.min_bars:
+            return self._fallback(closes, f"ensemble warming up ({len(win)}/{self.min_bars} bars)")
+        return self._ensemble(closes, win, last.time)
+
+    def _ensemble(self, closes: np.ndarray, win: BarWindow, at: datetime) -> ModelOutput | None:
+        from app.engine.data.features import compute_features
+
+        X = compute_features(win.frame(), self.intraday).to_numpy(dtype="float64")[-self.need:]
+        parts: dict[str, float] = {}
+        notes = [f"{n} left out: {why}" for n, why in self.bundle.problems.items()]
+        for name, model in self.bundle.components.items():
+            until = self._until.get(name)
+            if until is not None and at - until > self.max_age:
+                notes.append(f"{name} left out: stale (trained until {until:%Y-%m-%d}); retrain")
+                continue
+            try:
+                p = model.predict_last(X)
+            except Exception as exc:  # noqa: BLE001 - one broken component must not silence the rest
+                notes.append(f"{name} left out: failed ({type(exc).__name__})")
+                continue
+            if not math.isfinite(p):
+                notes.append(f"{name} left out: features not ready")
+                continue
+            parts[name] = p
+        raw, used = combine_one(parts, self.weights)
+        if raw is None:
+            return self._fallback(closes, "no ensemble component available (" + "; ".join(notes) + ")")
+        cal = self.bundle.calibrator
+        p_up = cal.apply_one(raw) if cal is not None else raw
+        mix = ", ".join(f"{SHORT.get(k, k)} {w:.2f}" for k, w in used.items())
+        renorm = " renormalised" if set(used) != {k for k, w in self.weights.items() if w > 0} else ""
+        head = (f"ensemble P(up) {p_up:.2f} (raw {raw:.2f}, Platt-calibrated on {cal.n} out-of-sample bars)"
+                if cal is not None else f"ensemble P(up) {p_up:.2f} (not calibrated)")
+        reasons = [head, f"weights{renorm}: {mix}"]
+        reasons += [self.bundle.components[k].describe(p) for k, p in parts.items()]
+        votes = tuple((k, round(p, 4)) for k, p in parts.items())
+        return ModelOutput(float(p_up), votes, tuple(reasons + notes), self.version)
+
+    def _fallback(self, closes: np.ndarray, why: str) -> ModelOutput | None:
+        out = self.fallback.predict(closes)
+        if out is None:
+            return None
+        return ModelOutput(out.p_up, out.votes, (f"rules fallback: {why}", *out.reasons), out.version)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def load_signal_model(paths: AppPaths, settings: Settings) -> tuple[SignalModel, list[str]]:
+    """The ensemble trained for the settings' symbol and timeframe, or the rules
+    model with a line saying why (no model yet, wrong features, corrupt files).
+
+    Loading an LSTM imports TensorFlow (seconds): call this from the engine's
+    thread, never on the GUI's start-up path.
+    """
+    folder = bundle_dir(paths.models, settings.symbol, settings.timeframe)
+    try:
+        bundle = load_bundle(folder, symbol=settings.symbol, timeframe=settings.timeframe)
+    except ArtifactError as exc:
+        return RulesModel(), [f"Using the rules model: {exc}"]
+    notes = [f"Model {name} left out: {why}" for name, why in bundle.problems.items()]
+    return EnsembleSignalModel(bundle, weights_from(settings)), notes + bundle.notes
+
+
+def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    """Batch predictions for every bar of a clean frame (rows without enough history
+    dropped). Each row uses only bars up to its own: appending bars later in
+    the file never changes an earlier row."""
+    from app.engine.data.features import compute_features
+
+    X = compute_features(frame, is_intraday(bundle.timeframe))[bundle.columns].to_numpy(dtype="float64")
+    parts = {name: m.predict_proba(X) for name, m in bundle.components.items()}
+    raw = combine(parts, weights)
+    p_up = bundle.calibrator.apply(raw) if bundle.calibrator is not None else raw
+    out = pd.DataFrame({f"p_{k}": parts.get(k, np.full(len(X), np.nan))
+                        for k in ("lstm", "random_forest", "momentum")}, index=frame.index)
+    out["p_raw"] = raw
+    out["p_up"] = p_up
+    out["confidence"] = np.maximum(p_up, 1 - p_up)
+    out["signal"] = np.where(p_up > 0.5, "BUY", "SELL")
+    return out[np.isfinite(p_up)]
