@@ -115,11 +115,12 @@ def test_cli_writes_json_and_html(tmp_path: Path, app_home: Path) -> None:
     csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
         f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(app_home), "backtest",
-                           "--symbol", "TEST", "--csv", str(csv), "--timeframe", "1m", "--strategy",
-                           "sma_cross", "--plain", "--json", str(out_json), "--html", str(out_html)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    from app.main import main
+
+    code = main(["--data-dir", str(app_home), "backtest", "--symbol", "TEST", "--csv", str(csv),
+                 "--timeframe", "1m", "--strategy", "sma_cross", "--plain", "--json", str(out_json),
+                 "--html", str(out_html)])
+    assert code == 0
     data = json.loads(out_json.read_text())
     assert data["bars"] == 1500 and data["elapsed_seconds"] > 0
     assert set(data["trades"][0]) == {"entry_time", "exit_time", "entry_price", "exit_price", "qty", "pnl",
@@ -129,6 +130,29 @@ def test_cli_writes_json_and_html(tmp_path: Path, app_home: Path) -> None:
         assert key in data["metrics"]
     page = out_html.read_text()
     assert page.count("<svg") == 3 and "Trades" in page
+
+
+def test_cli_windows_and_commission_modes(tmp_path: Path, app_home: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from app.main import main
+
+    bars = _walk(1200, seed=8)
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    base = ["--data-dir", str(app_home), "backtest", "--symbol", "TEST", "--csv", str(csv), "--timeframe",
+            "1m", "--plain"]
+    assert main(base + ["--commission", "0.001", "--commission-mode", "fraction"]) == 0
+    with_fees = capsys.readouterr().out
+    assert main(base) == 0
+    without = capsys.readouterr().out
+    assert with_fees != without, "a commission changes the result"
+    assert main(base + ["--start", "2030-01-01"]) == 2
+    assert "fewer than two bars" in capsys.readouterr().err
+    assert main(base + ["--start", "01/02/2024"]) == 2
+    assert "is not a date" in capsys.readouterr().err
+    assert main(base + ["--cash", "-5"]) == 2
+    assert main(base[:-1] + ["--strategy", "ensemble"]) == 2
 
 
 def test_cli_refuses_a_bad_window(tmp_path: Path, app_home: Path) -> None:

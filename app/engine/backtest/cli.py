@@ -34,9 +34,9 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO = sys.stdout) -> int:
+def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO | None = None) -> int:
     try:
-        return _run(args, out)
+        return _run(args, out or sys.stdout)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
