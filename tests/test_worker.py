@@ -1,0 +1,84 @@
+"""The engine worker's slots and signals, driven on the test's own thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.worker import EngineWorker
+
+
+def _worker(app_home: Path, qtbot, **settings: object) -> EngineWorker:  # type: ignore[no-untyped-def]
+    w = EngineWorker(AppPaths.resolve(str(app_home)), Settings(**settings), demo=True)  # type: ignore[arg-type]
+    ready: list[object] = []
+    w.ready.connect(ready.append)
+    w.start()  # builds the engine here, as it would in its thread
+    assert ready and ready[0]["history"], "history reaches the chart"  # type: ignore[index]
+    return w
+
+
+def test_commands_reach_the_engine_and_events_come_back(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    w = _worker(app_home, qtbot, mode="manual", demo_speed=100_000)
+    pending: list[object] = []
+    statuses: list[object] = []
+    bars: list[object] = []
+    w.signalChanged.connect(lambda e: pending.append(e) if e.status == "pending" else None)
+    w.statusChanged.connect(statuses.append)
+    w.barsClosed.connect(bars.append)
+    for _ in range(400):
+        w._advance()
+        if pending:
+            break
+    w._flush_latest()
+    assert pending, "a signal waits for approval in manual mode"
+    assert statuses and bars
+    w.reject(pending[0].signal.signal_id)  # type: ignore[attr-defined]
+    assert not w.ctx.bot.pending
+    w.setMode("auto")
+    assert w.ctx.bot.mode.value == "auto"
+    reports: list[object] = []
+    w.flattenReported.connect(reports.append)
+    w.flattenAll()
+    assert reports and "nothing to flatten" in reports[0][0]  # type: ignore[index]
+    alerts: list[object] = []
+    w.alertRaised.connect(alerts.append)
+    w.closePosition("PLTR")
+    w.approve("no-such-signal")
+    assert any("no longer pending" in a.message for a in alerts)  # type: ignore[attr-defined]
+    w.applySettings(Settings(max_round_trips=3, demo_speed=600))
+    assert w.ctx.bot.settings.max_round_trips == 3
+    w.setPaused(True)
+    assert not w._timer.isActive()
+    w.setPaused(False)
+    assert w._timer.isActive()
+    stopped: list[object] = []
+    w.stopped.connect(lambda: stopped.append(True))
+    w.stop()
+    assert stopped and w.ctx is None
+
+
+def test_csv_import_reports_counts_and_errors(qtbot, app_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w = _worker(app_home, qtbot)
+    alerts: list[object] = []
+    w.alertRaised.connect(alerts.append)
+    good = tmp_path / "bars.csv"
+    good.write_text("date,open,high,low,close,volume\n2024-01-02,10,11,9,10.5,1000\n2024-01-03,10.5,11,10,10.8,900\n"
+                    "2024-01-04,10.8,10.9,10.1,abc,800\n")
+    w.importCsv(str(good), "PLTR", "1d")
+    message = alerts[-1].message  # type: ignore[attr-defined]
+    assert "accepted: 2, rejected: 1" in message and "text in close" in message
+    w.importCsv(str(tmp_path / "missing.csv"), "PLTR", "1d")
+    assert alerts[-1].level == "error" and "Import failed" in alerts[-1].message  # type: ignore[attr-defined]
+    w.stop()
+
+
+def test_a_broken_database_is_reported_not_raised(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    app_home.mkdir(parents=True, exist_ok=True)
+    (app_home / "trader.db").write_bytes(b"garbage" * 100)
+    w = EngineWorker(AppPaths.resolve(str(app_home)), Settings(), demo=True)
+    failures: list[str] = []
+    w.failed.connect(failures.append)
+    w.start()
+    assert failures and "not a SQLite database" in failures[0]
+    assert w.ctx is None
