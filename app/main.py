@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     from app.engine.data.cli import add_data_parser
     from app.engine.backtest.cli import add_backtest_parser
     from app.engine.headless import add_run_parser
+    from app.engine.ml.cli import add_ml_parsers
 
     add_data_parser(sub)
+    add_ml_parsers(sub)
     add_run_parser(sub)
     add_backtest_parser(sub)
     return p
@@ -46,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.configure(paths.ensure().logs)
         return run_data_command(args, paths)
+    if args.command in ("train", "predict"):
+        from app.engine import logs
+        from app.engine.ml.cli import run_ml_command
+
+        logs.configure(paths.ensure().logs)
+        return run_ml_command(args, paths)
     if args.command == "backtest":
         from app.engine import logs
         from app.engine.backtest.cli import run_backtest_command

@@ -22,7 +22,9 @@ from app.engine.events import AlertEvent, PortfolioEvent, PredictionEvent, Signa
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.types import Bar, EngineStatus, Order, Trade, TradingMode
+from app.widgets.backtest_tab import BacktestTab
 from app.widgets.chart import CandleChart
+from app.widgets.notifications import ApprovalNotifier
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
 from app.widgets.positions import PositionsTable
 from app.widgets.status import TradingStatusBar
@@ -78,7 +80,9 @@ class MainWindow(QMainWindow):
         self._connect()
         self.log_bridge = LogBridge()
         self.log_bridge.line.connect(self.log_view.append)
-        self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}")
+        # A backtest's thousands of simulated fills would flood the desk's log (and the GUI thread).
+        self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}",
+                                    filter=lambda r: "backtest" not in r["extra"])
 
     # ------------------------------------------------------------- layout
     def _build_menu(self) -> None:
@@ -131,7 +135,7 @@ class MainWindow(QMainWindow):
             self.requestImport.emit(path, self.settings.symbol, tf)
 
     def _build_widgets(self) -> None:
-        self.chart = CandleChart()
+        self.chart = CandleChart(bar_minutes=_bar_minutes(self.settings))
         self.setCentralWidget(self.chart)
         self.status_bar = TradingStatusBar(self)
         self.setStatusBar(self.status_bar)
@@ -168,6 +172,7 @@ class MainWindow(QMainWindow):
         self.orders = OrdersTable()
         self.trades = TradesTable()
         self.log_view = LogView()
+        self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash)
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -179,13 +184,16 @@ class MainWindow(QMainWindow):
     def _build_docks(self) -> None:
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         self._dock("Account && risk", "accountDock", self.account, right)
-        self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
+        self.approval_dock = self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
+        self.notifier = ApprovalNotifier(self.approval_dock, self)
+        self.approvals.pendingCountChanged.connect(self.notifier.set_count)
         self._dock("Positions", "positionsDock", self.positions, bottom)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("recordTabs")
         self.tabs.addTab(self.orders, "Orders")
         self.tabs.addTab(self.trades, "Trades")
         self.tabs.addTab(self.log_view, "Log")
+        self.tabs.addTab(self.backtest_tab, "Backtest")
         self._dock("Record", "recordDock", self.tabs, bottom)
 
     def _connect(self) -> None:
@@ -240,7 +248,10 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def on_signal(self, e: SignalEvent) -> None:
+        waiting = e.status == "pending" and e.signal.signal_id not in self.approvals.pending
         self.approvals.on_signal(e)
+        if waiting:
+            self.notifier.notify_pending(e.signal)
         kind = {"pending": "pending", "executed": "executed"}.get(e.status, "rejected")
         bar_time = e.signal.time - _bar_delta(self.settings)
         self.chart.add_signal_marker(bar_time, e.signal.price, kind, key=e.signal.signal_id)
@@ -315,6 +326,8 @@ class MainWindow(QMainWindow):
         if self._log_sink is not None:
             logger.remove(self._log_sink)
             self._log_sink = None
+        self.notifier.close()
+        self.backtest_tab.shutdown()
         self.engine.stop()
 
 
@@ -324,6 +337,16 @@ def _bar_delta(settings: Settings) -> Any:
     from app.engine.bot import TIMEFRAME_MINUTES
 
     return timedelta(minutes=TIMEFRAME_MINUTES.get(settings.timeframe, 5))
+
+
+def _bar_minutes(settings: Settings) -> int:
+    """Minutes per engine bar, without importing the engine's bot on the GUI's start-up path."""
+    units = {"m": 1, "h": 60, "d": 1440}
+    tf = settings.timeframe
+    try:
+        return int(tf[:-1]) * units[tf[-1]]
+    except (KeyError, ValueError, IndexError):
+        return 5
 
 
 def _offscreen() -> bool:

@@ -27,7 +27,6 @@ from app.engine.settings import Settings
 from app.engine.simmarket import SimulatedMarket
 from app.engine.storage import Storage
 from app.engine.storage.paper import SqlPaperBook
-from app.engine.strategy.rules import RulesModel
 from app.engine.types import Bar
 
 DEMO_CLOCK_KEY = "demo.clock"
@@ -103,13 +102,18 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     broker = SimulatedBroker(clock, settings.starting_cash, settings.slippage_bps,
                              settings.commission_per_share, book=SqlPaperBook(storage))
     kwargs = {"sleep": sleep} if sleep else {}
-    bot = TradingBot(settings, clock, broker, RulesModel(), records, bus, calendar, source, **kwargs)
+    model, model_notes = _load_model(paths, settings)
+    notices += model_notes
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, **kwargs)
     bot.warm_up(history)
     if history:
         broker.on_price(history[-1].symbol, history[-1].close, start)
     ctx_holder: list[EngineContext] = []
+    # the clock is saved after every bar, so a restart after a crash resumes where the
+    # engine stopped instead of replaying (and re-trading) the session from its open
     replay = MarketReplay(bot, broker, clock, feed,
-                          on_session=lambda s: ctx_holder and ctx_holder[0].save_clock())
+                          on_session=lambda s: ctx_holder and ctx_holder[0].save_clock(),
+                          on_bar=lambda: ctx_holder and ctx_holder[0].save_clock())
     ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, replay,
                         demo=True, notices=notices, history=history, replay_ticks=ticks)
     ctx_holder.append(ctx)
@@ -149,7 +153,9 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
         records.state_set(PAPER_FIRST_DAY_KEY, now.date().isoformat())
     calendar = MarketCalendar()
     kwargs = {"sleep": sleep} if sleep else {}
-    bot = TradingBot(settings, clock, broker, RulesModel(), records, bus, calendar, source.name, **kwargs)
+    model, model_notes = _load_model(paths, settings)
+    notices += model_notes
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, **kwargs)
     tf = timedelta(minutes=TIMEFRAME_MINUTES[settings.timeframe])
     try:
         frame = source.fetch(settings.symbol, settings.timeframe, now - timedelta(days=5), now)
@@ -168,6 +174,14 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     logger.info("Engine ready: {} paper trading {} with {} history bars", broker.kind.value,
                 settings.symbol, len(history))
     return ctx
+
+
+def _load_model(paths: AppPaths, settings: Settings) -> tuple[Any, list[str]]:
+    """The trained ensemble for this symbol and timeframe, or the rules model
+    with the reason (no model, stale, mismatched or corrupt files)."""
+    from app.engine.ml.live import load_signal_model
+
+    return load_signal_model(paths, settings)
 
 
 def _demo_start(saved: str | None, calendar: MarketCalendar, today: datetime) -> datetime:

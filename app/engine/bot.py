@@ -31,7 +31,7 @@ from app.engine.events import (
     TradeEvent,
 )
 from app.engine.modes import Decision, policy_for
-from app.engine.orders import OrderRouter
+from app.engine.orders import OrderRouter, crash_point
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import ModelOutput, SignalModel
@@ -82,6 +82,7 @@ class TradingBot:
         self.record_quiet_signals = True  # record signals below the approval threshold too
         self.pending: dict[str, TradingSignal] = {}
         self._closes: dict[str, deque[float]] = {}
+        self._bars: dict[str, deque[Bar]] = {}  # OHLCV, for models that want more than closes
         self._last_price: dict[str, float] = {}
         self._last_bar_end: dict[str, datetime] = {}
         self._stop_orders: dict[str, str] = {}
@@ -103,6 +104,7 @@ class TradingBot:
         """Feed history so the model has context; nothing is traded on it."""
         for b in bars:
             self._closes.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b.close)
+            self._bars.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b)
             self._last_price[b.symbol] = b.close
             self._last_bar_end[b.symbol] = b.time + timedelta(minutes=self.bar_minutes)
 
@@ -128,6 +130,7 @@ class TradingBot:
         """Run the trading cycle for a bar that has just closed."""
         closes = self._closes.setdefault(bar.symbol, deque(maxlen=HISTORY))
         closes.append(bar.close)
+        self._bars.setdefault(bar.symbol, deque(maxlen=HISTORY)).append(bar)
         self._last_price[bar.symbol] = bar.close
         self._last_bar_end[bar.symbol] = bar.time + timedelta(minutes=self.bar_minutes)
         self.bus.publish(BarEvent(bar, closed=True))
@@ -161,7 +164,10 @@ class TradingBot:
     def run_trading_cycle(self, bar: Bar) -> ModelOutput | None:
         closes = np.fromiter(self._closes[bar.symbol], dtype=float)
         try:
-            out = self.model.predict(closes)
+            if self.model.wants_bars:  # older models take closes only
+                out = self.model.predict(closes, self._bars[bar.symbol])
+            else:
+                out = self.model.predict(closes)
         except Exception as exc:  # a broken model must not stop the exits
             logger.exception("Model {} failed", self.model.name)
             self.bus.publish(AlertEvent("error", f"model failed: {exc}"))
@@ -171,8 +177,9 @@ class TradingBot:
         now = self.clock.now()
         self.records.prediction(bar.symbol, bar.time, out, now)
         if self.bus.active:
+            label = "rules fallback" if out.version.startswith("rules") else self.model_label
             self.bus.publish(PredictionEvent(bar.symbol, bar.time, out.p_up, out.confidence,
-                                             out.votes, self.model_label))
+                                             out.votes, label))
         if not self.record_quiet_signals and out.confidence < self.settings.approval_threshold:
             return out  # a backtest keeps no record of signals that could never trade
         sig = self._make_signal(bar, out, now)
@@ -209,6 +216,8 @@ class TradingBot:
 
     def update_settings(self, settings: Settings) -> None:
         self.settings = settings
+        if hasattr(self.model, "update_settings"):  # new ensemble weights take effect now
+            self.model.update_settings(settings)
         self.policy = policy_for(self.mode, settings)
         self._publish_status()
 
@@ -299,11 +308,14 @@ class TradingBot:
         return replace(order, qty=d.qty) if d.accepted else None
 
     def _placed(self, order: Order) -> Order:
-        """Report a placed order; one the broker filled on arrival is booked now
-        (polling only looks at open orders, so it would never be seen again)."""
+        """Report a placed order; one the broker filled on arrival is booked now, then
+        recorded filled (the router keeps it open until then). One already recorded
+        filled (an intent placed again, e.g. replayed after a restart) is not booked twice."""
         self.bus.publish(OrderEvent(order))
-        if order.status == OrderStatus.FILLED:
+        known = self.records.get_order(order.client_order_id)
+        if order.status == OrderStatus.FILLED and (known is None or known.status != OrderStatus.FILLED):
             self.on_filled(order)
+            self.records.order(order, self.clock.now())
         return order
 
     def _revalidate_exit(self, order: Order) -> Order | None:
@@ -354,9 +366,12 @@ class TradingBot:
         decision = risk.check_exit(p, p.qty if p else 0.0)
         if not decision.accepted or p is None:
             return f"{symbol}: {decision.reason}"
-        stop_id = self._stop_orders.pop(symbol, None)
-        if stop_id:
-            self._cancel(stop_id)
+        for stop in [o for o in self.records.open_orders()
+                     if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.STOP]:
+            # the stop holds the shares: a sell sent beside it would be refused
+            if not self._cancel(stop.client_order_id):
+                return f"{symbol}: exit waits until stop {stop.client_order_id} is canceled (or has filled)"
+        self._stop_orders.pop(symbol, None)
         now = self.clock.now()
         coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
         order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
@@ -430,10 +445,13 @@ class TradingBot:
             if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
                 continue
             b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            if b.status == OrderStatus.FILLED:
+                # book first, record "filled" after: if the app dies in between, the
+                # order is still open in the record and the next start books it again
+                self.on_filled(b)
+                crash_point("after_fill")
             self.records.order(b, self.clock.now())
             self.bus.publish(OrderEvent(b))
-            if b.status == OrderStatus.FILLED:
-                self.on_filled(b)
 
     def on_filled(self, o: Order) -> None:
         price = float(o.filled_avg_price or 0.0)
@@ -462,7 +480,7 @@ class TradingBot:
         if held is None or held.qty <= 0:
             self.records.remove_position(o.symbol)
             for other in self.records.open_orders():
-                if other.symbol == o.symbol and other.side == Side.SELL:
+                if other.symbol == o.symbol and other.side == Side.SELL and other.client_order_id != o.client_order_id:
                     self._cancel(other.client_order_id)
             self._stop_orders.pop(o.symbol, None)
             self._day_state["round_trips"] = int(self._day_state.get("round_trips", 0)) + 1

@@ -69,7 +69,8 @@ class MarketCalendar:
     def __init__(self, name: str = "XNYS") -> None:
         import exchange_calendars as xc  # heavy: imported when first needed
 
-        self._cal = xc.get_calendar(name, start="2015-01-01")
+        # the default end (a year from today) is near enough for a fast demo to run off it
+        self._cal = xc.get_calendar(name, start="2015-01-01", end="2045-12-31")
 
     def session(self, day: date) -> Session | None:
         return _session_cached(self._cal, day)

@@ -7,6 +7,7 @@ the engine finds it, asks the broker whether it arrived (by the same
 
 from __future__ import annotations
 
+import os
 import time as _time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,6 +21,20 @@ from app.engine.records import Recorder
 from app.engine.types import Order, OrderStatus
 
 RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
+
+
+def crash_point(name: str) -> None:
+    """TEST HOOK (tests/test_reliability_crash.py), inert unless the environment sets
+    AI_TRADER_CRASH_AT to this point's name ("after_submit", or "after_submit:3" for
+    its third visit): the process then dies on the spot, as under SIGKILL."""
+    want = os.environ.get("AI_TRADER_CRASH_AT")
+    if want and want.partition(":")[0] == name:
+        _crash_visits[name] = _crash_visits.get(name, 0) + 1
+        if _crash_visits[name] >= int(want.partition(":")[2] or 1):
+            os._exit(137)
+
+
+_crash_visits: dict[str, int] = {}
 
 
 @dataclass
@@ -79,19 +94,28 @@ class OrderRouter:
                              {"symbol": order.symbol, "side": order.side.value, "qty": order.qty,
                               "type": order.order_type.value, "stop": order.stop_price,
                               "reason": order.reason}, "")
+        crash_point("before_submit")
         return self._send(QueuedOrder(order, expires_at, revalidate))
 
     def cancel(self, client_order_id: str) -> bool:
+        """True once the broker confirms the order is over unfilled (or never had it).
+        An order that filled meanwhile (a stop racing the cancel) stays open in the
+        record, so the next poll books its fill; it is never marked canceled."""
         self.queue.pop(client_order_id, None)
         cmd = CancelOrderCommand(client_order_id)
         try:
             self._with_retry(lambda: cmd.execute(self.broker))
+            there = self._with_retry(lambda: self.broker.get_order(client_order_id))
         except BrokerError as exc:
             logger.warning("Cancel of {} failed: {}", client_order_id, exc)
             return False
+        if there is not None and there.status not in (OrderStatus.CANCELED, OrderStatus.REJECTED):
+            logger.info("Order {} was not canceled: the broker has it {}", client_order_id, there.status.value)
+            return False
         o = self.records.get_order(client_order_id)
         if o is not None and o.status.is_open:
-            self.records.order(replace(o, status=OrderStatus.CANCELED), self.clock.now())
+            self.records.order(replace(o, status=there.status if there else OrderStatus.CANCELED),
+                               self.clock.now())
         self.records.command(self.clock.now(), "cancel", client_order_id, {}, "ok")
         return True
 
@@ -101,25 +125,44 @@ class OrderRouter:
         for coid, q in list(self.queue.items()):
             now = self.clock.now()
             if q.expires_at is not None and now >= q.expires_at:
-                del self.queue[coid]
-                expired = replace(q.order, status=OrderStatus.CANCELED,
-                                  reason=q.order.reason + "; expired before the broker took it")
-                self.records.order(expired, now)
-                out.append(expired)
+                out.extend(self._give_up(q, "expired before the broker took it"))
                 continue
             if q.revalidate is not None:
                 fresh = q.revalidate(q.order)
                 if fresh is None:
-                    del self.queue[coid]
-                    refused = replace(q.order, status=OrderStatus.CANCELED,
-                                      reason=q.order.reason + "; refused on re-validation")
-                    self.records.order(refused, now)
-                    out.append(refused)
+                    out.extend(self._give_up(q, "refused on re-validation"))
                     continue
                 q.order = fresh
             del self.queue[coid]
             out.append(self._send(q))
         return out
+
+    def _give_up(self, q: QueuedOrder, why: str) -> list[Order]:
+        """Drop a queued order, unless an attempt whose answer was lost did reach the
+        broker: then the order is recorded as the broker has it (a fill is booked, not
+        forgotten). While the broker cannot be asked, the order stays queued."""
+        coid = q.order.client_order_id
+        try:
+            there = self._with_retry(lambda: self.broker.get_order(coid))
+        except BrokerError:
+            return []
+        del self.queue[coid]
+        if there is not None:
+            logger.warning("Order {} reached the broker after all ({})", coid, there.status.value)
+            found = replace(there, reason=q.order.reason, signal_id=q.order.signal_id)
+        else:
+            found = replace(q.order, status=OrderStatus.CANCELED, reason=f"{q.order.reason}; {why}")
+        self._record_sent(found)
+        return [found]
+
+    def _record_sent(self, order: Order) -> None:
+        """Record the broker's answer, except that a fill is recorded only once the bot
+        has booked it (``TradingBot._placed``): "filled" in the record always means
+        "booked", and an order filled on arrival stays open in the record until then,
+        so a crash in between leaves it to the next poll or reconciliation."""
+        if order.status == OrderStatus.FILLED:
+            order = replace(order, status=OrderStatus.SUBMITTED)
+        self.records.order(order, self.clock.now())
 
     # ------------------------------------------------------------ internal
     def _send(self, q: QueuedOrder) -> Order:
@@ -137,8 +180,9 @@ class OrderRouter:
             self.records.command(now, "place", order.client_order_id, {}, f"rejected: {exc}")
             logger.error("Order {} rejected by the broker: {}", order.client_order_id, exc)
             return rejected
+        crash_point("after_submit")
         accepted = replace(accepted, reason=order.reason, signal_id=order.signal_id)  # ours, not the broker's
-        self.records.order(accepted, self.clock.now())
+        self._record_sent(accepted)
         return accepted
 
     def _with_retry(self, call: Callable[[], Order | None]) -> Order | None:  # type: ignore[return]

@@ -33,7 +33,11 @@ def _reconcile(bot: TradingBot) -> list[str]:
     lines: list[str] = []
     rec, broker, now = bot.records, bot.broker, bot.clock.now()
 
-    # 1. Orders we recorded as intended or sent: what became of them?
+    # 1. Orders we recorded as intended or sent: what became of them? (The stops
+    # known first, so that booking a fill replaces its stop instead of adding one.)
+    for o in rec.open_orders():
+        if o.order_type == OrderType.STOP and o.side == Side.SELL:
+            bot._stop_orders.setdefault(o.symbol, o.client_order_id)
     for o in rec.open_orders():
         if o.client_order_id in bot.router.queue:
             continue  # placed since the start and waiting for the broker: not a leftover
@@ -49,10 +53,15 @@ def _reconcile(bot: TradingBot) -> list[str]:
             continue
         if b.status != o.status or b.filled_qty != o.filled_qty:
             b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            if b.status == OrderStatus.FILLED:
+                bot.on_filled(b)  # booked before it is recorded filled (see TradingBot.sync_orders)
             rec.order(b, now)
             lines.append(f"order {o.client_order_id}: {o.status.value} -> {b.status.value}")
-            if b.status == OrderStatus.FILLED:
-                bot.on_filled(b)
+
+    for sym, coid in list(bot._stop_orders.items()):  # a stop that ended is no protection
+        stop = rec.get_order(coid)
+        if stop is None or not stop.status.is_open:
+            del bot._stop_orders[sym]
 
     # 2. Orders at the broker we have no record of: adopt them.
     known = {o.client_order_id for o in rec.open_orders()}

@@ -35,12 +35,14 @@ class _Cursor:
 
 class MarketReplay:
     def __init__(self, bot: TradingBot, broker: SimulatedBroker, clock: SimClock, feed: SessionFeed,
-                 on_session: Callable[[Session], None] | None = None) -> None:
+                 on_session: Callable[[Session], None] | None = None,
+                 on_bar: Callable[[], None] | None = None) -> None:
         self.bot = bot
         self.broker = broker
         self.clock = clock
         self.feed = feed
         self.on_session = on_session
+        self.on_bar = on_bar  # after each bar's cycle: the demo saves its clock there
         self._cur: _Cursor | None = None
         self.finished = False
         self.bars_played = 0
@@ -73,6 +75,8 @@ class MarketReplay:
         self.broker.on_price(symbol, sb.bar.close, end)
         self.bot.on_bar_close(sb.bar)
         self.bars_played += 1
+        if self.on_bar:
+            self.on_bar()
         cur.bar += 1
         cur.tick = 0
         return True

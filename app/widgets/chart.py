@@ -1,63 +1,126 @@
-"""The price chart: candlesticks, volume, signal and fill markers, stop lines, P(up).
+"""The price chart: candlesticks, volume, overlays, signal and fill markers, stop lines, P(up).
 
-x is the bar index (no gaps overnight); the axis labels map indices back to
-times. The candle item paints only the bars inside the visible range, so the
-cost of a frame depends on what is on screen, not on the length of history.
+x is the candle index (no gaps overnight); the axis labels map indices back to
+times. Bars live in numpy buffers (:mod:`app.widgets.chart_series`) that grow
+by appending, and the candle and volume items paint only the candles inside
+the visible range, so a frame costs what is on screen, not the length of
+history: 100k candles pan as smoothly as 100. The timeframe selector
+aggregates the engine's bars for display only (5m -> 15m, 30m); markers and
+P(up) stay attached to the engine's bars and are mapped onto the candles.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.engine.clock import NY
 from app.engine.types import Bar
+from app.widgets.chart_series import C, H, L, O, V, BarSeries, Candles, bollinger, display_index, ema, sma
 
 UP = QColor("#26a69a")
 DOWN = QColor("#ef5350")
-MAX_DRAWN = 4000  # beyond this many visible bars, draw a decimated range
+FOLLOW_CANDLES = 160  # how many candles the chart shows while following the newest
+WARMUP = 200  # candles computed before the visible range so EMAs and bands have settled
+FACTORS = (1, 3, 6)  # display timeframes as multiples of the engine's bar
+OVERLAYS = {  # name -> (label, tooltip, [(curve key, color, pen style)])
+    "sma": ("SMA 10/20", "Simple moving averages of the close over 10 and 20 candles",
+            [("sma10", "#ffb74d", Qt.PenStyle.SolidLine), ("sma20", "#ba68c8", Qt.PenStyle.SolidLine)]),
+    "ema": ("EMA 12/26", "Exponential moving averages of the close over 12 and 26 candles",
+            [("ema12", "#4dd0e1", Qt.PenStyle.SolidLine), ("ema26", "#f06292", Qt.PenStyle.SolidLine)]),
+    "bb": ("Bollinger 20/2", "Bollinger bands: SMA 20 +/- 2 standard deviations",
+           [("bb_mid", "#90a4ae", Qt.PenStyle.DotLine), ("bb_up", "#90a4ae", Qt.PenStyle.DashLine),
+            ("bb_lo", "#90a4ae", Qt.PenStyle.DashLine)]),
+}
+
+
+def _visible(item: pg.GraphicsObject, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """x positions, OHLCV rows and body width of the candles to paint.
+
+    Only the visible slice is touched. When there are more candles than half
+    the plot's pixels, blocks of ``step`` candles are merged (open of the
+    first, highest high, lowest low, close of the last, peak volume), so a
+    zoomed-out frame costs what the screen can show and no spike is lost."""
+    n, vb = len(data), item.getViewBox()
+    x0, x1 = (0, n) if vb is None else vb.viewRange()[0]
+    i0, i1 = max(0, int(x0) - 1), min(n, int(x1) + 2)
+    if i1 <= i0:
+        return np.empty(0), np.empty((0, 5)), 0.7
+    step = max(1, -(-(i1 - i0) // max(int(vb.width() if vb else 1000) // 2, 50)))
+    if step == 1:
+        return np.arange(i0, i1), data[i0:i1], 0.7
+    i0 -= i0 % step  # blocks on fixed boundaries: candles do not shimmer while panning
+    d = data[i0:i1]
+    cut = np.arange(0, len(d), step)
+    out = np.empty((len(cut), 5))
+    out[:, O], out[:, C] = d[cut, O], d[np.r_[cut[1:] - 1, len(d) - 1], C]
+    out[:, H], out[:, L] = np.maximum.reduceat(d[:, H], cut), np.minimum.reduceat(d[:, L], cut)
+    out[:, V] = np.maximum.reduceat(d[:, V], cut)
+    return i0 + cut + (step - 1) / 2, out, 0.7 * step
 
 
 class CandleItem(pg.GraphicsObject):
+    """Candles for an (n, 5) OHLCV array; paints the visible slice only."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.o = self.h = self.l = self.c = np.empty(0)
+        self.data = np.empty((0, 5))
+        self._bounds = QRectF()
 
-    def set_data(self, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray) -> None:
+    def set_data(self, ohlcv: np.ndarray) -> None:
         self.prepareGeometryChange()
-        self.o, self.h, self.l, self.c = o, h, l, c
+        self.data = ohlcv
+        if len(ohlcv):  # cached: boundingRect is asked many times per frame
+            lo, hi = float(np.nanmin(ohlcv[:, L])), float(np.nanmax(ohlcv[:, H]))
+            self._bounds = QRectF(-1, lo, len(ohlcv) + 1, max(hi - lo, 1e-9))
+        else:
+            self._bounds = QRectF()
         self.update()
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
-        if len(self.c) == 0:
-            return QRectF()
-        lo, hi = float(np.nanmin(self.l)), float(np.nanmax(self.h))
-        return QRectF(-1, lo, len(self.c) + 1, max(hi - lo, 1e-9))
+        return self._bounds
 
     def paint(self, p: QPainter, *args: object) -> None:
-        n = len(self.c)
-        if n == 0:
-            return
-        vb = self.getViewBox()
-        x0, x1 = (0, n) if vb is None else vb.viewRange()[0]
-        i0, i1 = max(0, int(x0) - 1), min(n, int(x1) + 2)
-        step = max(1, (i1 - i0) // MAX_DRAWN)
+        xs, d, width = _visible(self, self.data)
+        up = d[:, C] >= d[:, O]
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-        for color, mask in ((UP, self.c >= self.o), (DOWN, self.c < self.o)):
-            idx = [i for i in range(i0, i1, step) if mask[i]]
-            if not idx:
+        for color, sel in ((UP, up), (DOWN, ~up)):
+            x, r = xs[sel].tolist(), d[sel]
+            if not x:
                 continue
             pen = QPen(color)
             pen.setCosmetic(True)
             p.setPen(pen)
             p.setBrush(color)
-            p.drawLines([QLineF(i, self.l[i], i, self.h[i]) for i in idx])
-            p.drawRects([QRectF(i - 0.35, self.o[i], 0.7, self.c[i] - self.o[i] or 1e-6) for i in idx])
+            p.drawLines([QLineF(i, lo, i, hi) for i, lo, hi in zip(x, r[:, L].tolist(), r[:, H].tolist())])
+            p.drawRects([QRectF(i - width / 2, o, width, (c - o) or 1e-6)
+                         for i, o, c in zip(x, r[:, O].tolist(), r[:, C].tolist())])
+
+
+class VolumeItem(CandleItem):
+    """Volume bars, coloured like their candle; same visible-slice painting."""
+
+    def set_data(self, ohlcv: np.ndarray) -> None:
+        self.prepareGeometryChange()
+        self.data = ohlcv
+        top = float(np.nanmax(ohlcv[:, V])) if len(ohlcv) else 0.0
+        self._bounds = QRectF(-1, 0, len(ohlcv) + 1, max(top, 1e-9))
+        self.update()
+
+    def paint(self, p: QPainter, *args: object) -> None:
+        xs, d, width = _visible(self, self.data)
+        up = d[:, C] >= d[:, O]
+        p.setPen(Qt.PenStyle.NoPen)
+        for color, sel in ((UP, up), (DOWN, ~up)):
+            c = QColor(color)
+            c.setAlpha(150)
+            p.setBrush(c)
+            p.drawRects([QRectF(i - width / 2, 0, width, v) for i, v in zip(xs[sel].tolist(), d[sel, V].tolist())])
 
 
 class TimeAxis(pg.AxisItem):
@@ -68,8 +131,7 @@ class TimeAxis(pg.AxisItem):
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
         out = []
         for v in values:
-            i = int(round(v))
-            t = self._chart.time_at(i)
+            t = self._chart.time_at(int(round(v)))
             out.append(t.astimezone(NY).strftime("%m-%d %H:%M") if t else "")
         return out
 
@@ -77,57 +139,97 @@ class TimeAxis(pg.AxisItem):
 class CandleChart(QWidget):
     """Candles with volume below and the ensemble's P(up) beneath that."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, bar_minutes: int = 5, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("chart")
-        self.setToolTip("Price chart: drag to pan, wheel to zoom, hover for OHLCV")
+        self.setToolTip("Price chart: drag to pan, wheel to zoom, double-click to follow, hover for OHLCV")
+        self.bar_minutes = bar_minutes
         self.bars: list[Bar] = []
+        self.series = BarSeries(bar_minutes * 60)
+        self.view = self.series.view()
+        self.factor = 1
         self._forming: Bar | None = None
-        self._markers: dict[str, tuple[int, float, str]] = {}
+        self._markers: dict[str, tuple[int, float, str]] = {}  # key -> (engine bar index, price, kind)
+        self._overlay_window: tuple[int, int] | None = None
+        self._redrawing = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.readout = QLabel("")
-        self.readout.setObjectName("chartReadout")
-        layout.addWidget(self.readout)
+        layout.addLayout(self._build_controls())
         self.glw = pg.GraphicsLayoutWidget()
         layout.addWidget(self.glw)
+        self._build_plots()
+        self.price.scene().sigMouseMoved.connect(self._on_mouse)
+        self._follow = True
+        self.price.vb.sigRangeChangedManually.connect(self._stop_following)
+        self.price.vb.sigXRangeChanged.connect(self._on_range)
+        self.price.scene().sigMouseClicked.connect(self._on_click)
+
+    # ------------------------------------------------------------- building
+    def _build_controls(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.setContentsMargins(4, 0, 4, 0)
+        self.readout = QLabel("")
+        self.readout.setObjectName("chartReadout")
+        row.addWidget(self.readout, 1)
+        self.timeframe = QComboBox()
+        self.timeframe.setObjectName("chartTimeframe")
+        self.timeframe.setToolTip("Candle size on the chart (display only: the engine still trades "
+                                  f"{self.bar_minutes}-minute bars)")
+        for f in FACTORS:
+            self.timeframe.addItem(_label(self.bar_minutes * f), f)
+        self.timeframe.currentIndexChanged.connect(lambda i: self.set_factor(int(self.timeframe.itemData(i))))
+        row.addWidget(self.timeframe)
+        self.overlay_boxes: dict[str, QCheckBox] = {}
+        for name, (label, tip, _) in OVERLAYS.items():
+            box = QCheckBox(label)
+            box.setObjectName(f"overlay_{name}")
+            box.setToolTip(tip)
+            box.setChecked(name == "sma")
+            box.toggled.connect(lambda on, name=name: self.show_overlay(name, on))
+            self.overlay_boxes[name] = box
+            row.addWidget(box)
+        return row
+
+    def _build_plots(self) -> None:
         self.price = self.glw.addPlot(row=0, col=0, axisItems={"bottom": TimeAxis(self)})
         self.volume = self.glw.addPlot(row=1, col=0)
         self.pup = self.glw.addPlot(row=2, col=0)
         self.glw.ci.layout.setRowStretchFactor(0, 5)
-        self.glw.ci.layout.setRowStretchFactor(1, 1)
-        self.glw.ci.layout.setRowStretchFactor(2, 1)
         for plot in (self.volume, self.pup):
             plot.setXLink(self.price)
             plot.hideAxis("bottom")
+            plot.setMaximumHeight(110)
         for plot in (self.price, self.volume, self.pup):
             plot.getAxis("left").setWidth(64)  # aligned panes: same x pixels for the same bar
-        self.price.showGrid(x=True, y=True, alpha=0.15)
-        self.volume.setMaximumHeight(110)
-        self.pup.setMaximumHeight(110)
+        grid = pg.GridItem(textPen=None)  # the axes' own grid costs ~30 ms a frame in software rendering
+        grid.setPen(pg.mkPen("#2b3038"))
+        self.price.addItem(grid, ignoreBounds=True)
+        self.volume.setMouseEnabled(y=False)
         self.pup.setYRange(0, 1)
         self.pup.setLabel("left", "P(up)")
         for level, color in ((0.8, "#ef6c00"), (0.7, "#fdd835"), (0.3, "#fdd835"), (0.2, "#ef6c00")):
             self.pup.addItem(pg.InfiniteLine(level, angle=0, pen=pg.mkPen(color, style=Qt.PenStyle.DashLine)))
         self.candles = CandleItem()
         self.price.addItem(self.candles)
-        self.vol_bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush="#5c6bc0")
+        self.vol_bars = VolumeItem()
         self.volume.addItem(self.vol_bars)
         self.pup_curve = self.pup.plot([], [], pen=pg.mkPen("#42a5f5", width=2))
         self.pup_curve.setClipToView(True)
         self.pup_x: list[int] = []
         self.pup_y: list[float] = []
-        self.sma_fast = self.price.plot([], [], pen=pg.mkPen("#ffb74d", width=1))
-        self.sma_slow = self.price.plot([], [], pen=pg.mkPen("#ba68c8", width=1))
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        for name, (_, _, lines) in OVERLAYS.items():
+            for key, color, style in lines:
+                curve = self.price.plot([], [], pen=pg.mkPen(color, width=1, style=style))
+                curve.setClipToView(True)
+                curve.setDownsampling(auto=True, method="peak")
+                curve.setVisible(name == "sma")
+                self.curves[key] = curve
         self.signal_marks = pg.ScatterPlotItem(size=13)
         self.price.addItem(self.signal_marks)
         self.stop_lines: list[pg.InfiniteLine] = []
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", width=1))
         self.price.addItem(self.vline, ignoreBounds=True)
-        self.price.scene().sigMouseMoved.connect(self._on_mouse)
-        self._follow = True
-        self.price.vb.sigRangeChangedManually.connect(self._stop_following)
-        self.price.scene().sigMouseClicked.connect(self._on_click)
 
     def _stop_following(self, *_: object) -> None:
         self._follow = False
@@ -139,14 +241,19 @@ class CandleChart(QWidget):
 
     # --------------------------------------------------------------- data
     def time_at(self, i: int) -> datetime | None:
-        return self.bars[i].time if 0 <= i < len(self.bars) else None
+        if 0 <= i < len(self.view):
+            return datetime.fromtimestamp(int(self.view.times[i]), tz=timezone.utc)
+        return None
 
     def set_history(self, bars: tuple[Bar, ...] | list[Bar]) -> None:
         self.bars = list(bars)
+        self.series.reset(self.bars)
+        self._forming = None
         self._redraw()
 
     def add_bars(self, bars: tuple[Bar, ...]) -> None:
         self.bars.extend(bars)
+        self.series.append(bars)  # append to the cached arrays: no rebuild from Bar objects
         self._forming = None
         self._redraw()
 
@@ -156,12 +263,35 @@ class CandleChart(QWidget):
         self._forming = bar
         self._redraw()
 
+    def set_factor(self, factor: int) -> None:
+        """Show candles of ``factor`` engine bars; keeps the left edge on the same time."""
+        if factor == self.factor:
+            return
+        x0, x1 = self.price.vb.viewRange()[0]
+        left = int(self.view.first[min(max(int(x0), 0), len(self.view) - 1)]) if len(self.view) else 0
+        old, self.factor = self.factor, factor
+        self.timeframe.setCurrentIndex(FACTORS.index(factor) if factor in FACTORS else 0)
+        self._redraw()
+        self._render_markers()
+        self._render_pup()
+        if not self._follow and len(self.view):
+            i = int(display_index(self.view, left))
+            self.price.setXRange(i, i + max((x1 - x0) * old / factor, 10), padding=0)
+
+    def show_overlay(self, name: str, on: bool) -> None:
+        for key, _, _ in OVERLAYS[name][2]:
+            self.curves[key].setVisible(on)
+        if self.overlay_boxes[name].isChecked() != on:
+            self.overlay_boxes[name].setChecked(on)
+        self._update_overlays(force=True)
+
     def add_prediction(self, time: datetime, p_up: float) -> None:
         idx = self._index_of(time)
-        if idx is not None:
+        if idx is not None and idx < len(self.series):
             self.pup_x.append(idx)
             self.pup_y.append(p_up)
-            self.pup_curve.setData(self.pup_x[-5000:], self.pup_y[-5000:])
+            del self.pup_x[:-5000], self.pup_y[:-5000]
+            self._render_pup()
 
     def add_signal_marker(self, time: datetime, price: float, kind: str, key: str = "") -> None:
         """kind: pending, executed, rejected, buy_fill, sell_fill. A marker with the
@@ -169,17 +299,11 @@ class CandleChart(QWidget):
         when it expires."""
         idx = self._index_of(time)
         if idx is None:
-            idx = len(self.bars) - 1
+            idx = len(self.series) - 1
         self._markers[key or f"{idx}-{kind}-{price}"] = (idx, price, kind)
         while len(self._markers) > 500:
             self._markers.pop(next(iter(self._markers)))
-        styles = {
-            "pending": ("t1", "#fdd835"), "executed": ("t1", "#00e676"), "rejected": ("x", "#9e9e9e"),
-            "buy_fill": ("t1", "#26a69a"), "sell_fill": ("t", "#ef5350"),
-        }
-        spots = [{"pos": (i, p), "symbol": styles.get(k, ("o", "#fff"))[0],
-                  "brush": styles.get(k, ("o", "#fff"))[1], "pen": None} for i, p, k in self._markers.values()]
-        self.signal_marks.setData(spots)
+        self._render_markers()
 
     def set_stops(self, stops: list[tuple[float, bool]]) -> None:
         for line in self.stop_lines:
@@ -193,45 +317,110 @@ class CandleChart(QWidget):
             self.price.addItem(line)
             self.stop_lines.append(line)
 
+    # ------------------------------------------------------------ drawing
     def _index_of(self, time: datetime) -> int | None:
-        for i in range(len(self.bars) - 1, max(-1, len(self.bars) - 400), -1):
-            if self.bars[i].time == time:
-                return i
-        return None
+        """The engine bar holding ``time``; len(series) when it is past the last closed bar."""
+        n = len(self.series)
+        if not n:
+            return None
+        t = int(time.timestamp())
+        i = int(np.searchsorted(self.series.base.times[:n], t, side="right")) - 1
+        if i < 0:
+            return None
+        return n if i == n - 1 and t >= self.series.base.times[n - 1] + self.series.bar_seconds else i
+
+    def _to_view(self, base_idx: list[int]) -> np.ndarray:
+        arr = np.asarray(base_idx, dtype=np.int64)
+        return arr if self.factor == 1 else display_index(self.view, arr)
+
+    def _render_markers(self) -> None:
+        styles = {
+            "pending": ("t1", "#fdd835"), "executed": ("t1", "#00e676"), "rejected": ("x", "#9e9e9e"),
+            "buy_fill": ("t1", "#26a69a"), "sell_fill": ("t", "#ef5350"),
+        }
+        marks = list(self._markers.values())
+        xs = self._to_view([i for i, _, _ in marks]).tolist()
+        spots = [{"pos": (x, p), "symbol": styles.get(k, ("o", "#fff"))[0],
+                  "brush": styles.get(k, ("o", "#fff"))[1], "pen": None} for x, (_, p, k) in zip(xs, marks)]
+        self.signal_marks.setData(spots)
+
+    def _render_pup(self) -> None:
+        self.pup_curve.setData(self._to_view(self.pup_x), np.asarray(self.pup_y, dtype=float))
 
     def _redraw(self) -> None:
-        bars = self.bars + ([self._forming] if self._forming else [])
-        if not bars:
+        self.view = self.series.view(self.factor, self._forming)
+        d = self.view.ohlcv
+        if not len(d):
             return
-        arr = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in bars[-20000:]], dtype=float)
-        offset = len(bars) - len(arr)
-        if offset:
-            arr = np.vstack([np.full((offset, 5), np.nan), arr])
-        self.candles.set_data(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
-        x = np.arange(len(arr))
-        self.vol_bars.setOpts(x=x[-2000:], height=np.nan_to_num(arr[-2000:, 4]), width=0.7)
-        closes = arr[:, 3]
-        for curve, n in ((self.sma_fast, 10), (self.sma_slow, 20)):
-            if len(closes) >= n:
-                sma = np.convolve(closes[-3000:], np.ones(n) / n, mode="valid")
-                curve.setData(x[-len(sma):], sma)
-        if self._follow:
-            n = len(arr)
-            lo = max(0, n - 160)
-            self.price.setXRange(lo, n + 2, padding=0)
-            visible = arr[lo:]
-            self.price.setYRange(float(np.nanmin(visible[:, 2])), float(np.nanmax(visible[:, 1])), padding=0.05)
-            self.volume.setYRange(0, float(np.nanmax(visible[:, 4])) * 1.1 or 1.0, padding=0)
+        self.candles.set_data(d)
+        self.vol_bars.set_data(d)
+        self._redrawing = True
+        try:
+            if self._follow:
+                n = len(d)
+                lo = max(0, n - FOLLOW_CANDLES)
+                self.price.setXRange(lo, n + 2, padding=0)
+                self.price.setYRange(float(np.nanmin(d[lo:, L])), float(np.nanmax(d[lo:, H])), padding=0.05)
+            self._fit_volume()
+        finally:
+            self._redrawing = False
+        self._update_overlays(force=True)
+
+    def _on_range(self, *_: object) -> None:
+        if not self._redrawing:
+            self._fit_volume()
+            self._update_overlays()
+
+    def _fit_volume(self) -> None:
+        x0, x1 = self.price.vb.viewRange()[0]
+        i0, i1 = max(0, int(x0)), min(len(self.view), int(x1) + 1)
+        if i1 > i0:
+            self.volume.setYRange(0, float(np.nanmax(self.view.ohlcv[i0:i1, V])) * 1.1 or 1.0, padding=0)
+
+    def _update_overlays(self, force: bool = False) -> None:
+        """Recompute the visible overlays over the view plus a margin, only when
+        the view leaves what was computed (or the data changed)."""
+        if not any(box.isChecked() for box in self.overlay_boxes.values()):
+            return
+        n = len(self.view)
+        x0, x1 = self.price.vb.viewRange()[0]
+        need0, need1 = max(0, int(x0) - 1), min(n, int(x1) + 2)
+        win = self._overlay_window
+        if not force and win and (win[0] == 0 or win[0] + WARMUP <= need0) and win[1] >= min(need1, n):
+            return
+        margin = max(int(x1 - x0), 50)
+        c0, c1 = max(0, need0 - margin - WARMUP), min(n, need1 + margin)
+        self._overlay_window = (c0, c1)
+        close = self.view.ohlcv[c0:c1, C]
+        x = np.arange(c0, c1)
+        values: dict[str, np.ndarray] = {}
+        if self.overlay_boxes["sma"].isChecked():
+            values.update(sma10=sma(close, 10), sma20=sma(close, 20))
+        if self.overlay_boxes["ema"].isChecked():
+            values.update(ema12=ema(close, 12), ema26=ema(close, 26))
+        if self.overlay_boxes["bb"].isChecked():
+            values["bb_mid"], values["bb_up"], values["bb_lo"] = bollinger(close, 20, 2.0)
+        skip = 0 if c0 == 0 else WARMUP  # hide the warm-up: it has not settled yet
+        for key, y in values.items():
+            self.curves[key].setData(x[skip:], y[skip:], connect="finite")
 
     def _on_mouse(self, pos: QPointF) -> None:
         if not self.price.sceneBoundingRect().contains(pos):
             return
-        x = self.price.vb.mapSceneToView(pos).x()
-        i = int(round(x))
+        i = int(round(self.price.vb.mapSceneToView(pos).x()))
         self.vline.setPos(i)
-        if 0 <= i < len(self.bars):
-            b = self.bars[i]
+        t = self.time_at(i)
+        if t is not None and self.bars:
+            o, h, lo, c, v = self.view.ohlcv[i].tolist()
             self.readout.setText(
-                f"{b.symbol}  {b.time.astimezone(NY):%Y-%m-%d %H:%M} ET   O {b.open:.2f}  H {b.high:.2f}"
-                f"  L {b.low:.2f}  C {b.close:.2f}  V {b.volume:,.0f}")
+                f"{self.bars[-1].symbol} {_label(self.bar_minutes * self.factor)}  "
+                f"{t.astimezone(NY):%Y-%m-%d %H:%M} ET   O {o:.2f}  H {h:.2f}  L {lo:.2f}  C {c:.2f}  V {v:,.0f}")
 
+
+def _label(minutes: int) -> str:
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d"
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+__all__ = ["CandleChart", "CandleItem", "Candles", "TimeAxis"]

@@ -66,6 +66,7 @@ class ApprovalPanel(QWidget):
 
     approveRequested = Signal(str)
     rejectRequested = Signal(str)
+    pendingCountChanged = Signal(int)  # for the dock title counter and notifications
     HEADERS = ("Time left", "Side", "Conf.", "Votes", "Price at signal", "Now", "Reasons")
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -74,6 +75,7 @@ class ApprovalPanel(QWidget):
         self.pending: dict[str, TradingSignal] = {}
         self.last_price: float | None = None
         self.now: datetime | None = None
+        self._count = 0
         layout = QVBoxLayout(self)
         self.table = QTableWidget(0, len(self.HEADERS))
         self.table.setObjectName("pendingSignals")
@@ -95,10 +97,13 @@ class ApprovalPanel(QWidget):
         layout.addLayout(row)
         self.approve_button.clicked.connect(lambda: self._act(self.approveRequested))
         self.reject_button.clicked.connect(lambda: self._act(self.rejectRequested))
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=lambda: self._act(self.approveRequested),
-                  context=Qt.ShortcutContext.WindowShortcut)
-        QShortcut(QKeySequence("Ctrl+Backspace"), self, activated=lambda: self._act(self.rejectRequested),
-                  context=Qt.ShortcutContext.WindowShortcut)
+        # Ctrl+Enter: the main Enter key (Return) and the keypad's Enter are different keys to Qt.
+        self.shortcuts = [
+            QShortcut(QKeySequence(keys), self, activated=lambda s=sig: self._act(s),
+                      context=Qt.ShortcutContext.WindowShortcut)
+            for keys, sig in (("Ctrl+Return", self.approveRequested), ("Ctrl+Enter", self.approveRequested),
+                              ("Ctrl+Backspace", self.rejectRequested))
+        ]
         self._refresh()
 
     def on_signal(self, e: SignalEvent) -> None:
@@ -142,6 +147,9 @@ class ApprovalPanel(QWidget):
         has = bool(self.pending)
         self.approve_button.setEnabled(has)
         self.reject_button.setEnabled(has)
+        if len(self.pending) != self._count:
+            self._count = len(self.pending)
+            self.pendingCountChanged.emit(self._count)
 
 
 class ModeSwitch(QWidget):

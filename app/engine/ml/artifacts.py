@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata as importlib_metadata
@@ -32,7 +33,7 @@ from typing import Any
 
 from app.engine.ml.dataset import feature_list
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator
-from app.engine.ml.models import Model, MomentumModel, RandomForestModel
+from app.engine.ml.models import COMPONENTS, Model, MomentumModel, RandomForestModel
 
 FORMAT = 1
 META = "metadata.json"
@@ -81,7 +82,9 @@ def save_bundle(folder: Path, ensemble: Ensemble, info: dict[str, Any],
     for name, model in ensemble.components.items():
         files: list[str] = []
         if name == "lstm":
-            model.keras_model.save(tmp / "lstm.keras")  # type: ignore[attr-defined]
+            with warnings.catch_warnings():  # keras' own numpy-2 deprecation notice, not ours
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model.keras_model.save(tmp / "lstm.keras")  # type: ignore[attr-defined]
             joblib.dump({"columns": model.columns, "mean": model.mean.tolist(),  # type: ignore[attr-defined]
                          "std": model.std.tolist()}, tmp / "lstm_scaler.joblib")  # type: ignore[attr-defined]
             files = ["lstm.keras", "lstm_scaler.joblib"]
@@ -188,7 +191,9 @@ def load_bundle(folder: Path, *, symbol: str | None = None, timeframe: str | Non
         raise ArtifactError(f"model in {folder} is for {meta['symbol']}, not {symbol}")
     check_features(meta, feature_list(meta["timeframe"]))
     bundle = LoadedBundle(Path(folder), meta, {}, None)
-    for name, spec in meta["components"].items():
+    names = sorted(meta["components"], key=lambda n: COMPONENTS.index(n) if n in COMPONENTS else 99)
+    for name in names:
+        spec = meta["components"][name]
         if components is not None and name not in components:
             continue
         try:

@@ -177,7 +177,8 @@ def _predict(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO
     text = json.dumps(rows, indent=1)
     if args.json:
         Path(args.json).write_text(text, encoding="utf-8")
-        tail = f"; last {rows[-1]['timestamp']} {rows[-1]['signal']} {rows[-1]['confidence']:.2f}" if rows else ""
+        last = rows[-1] if rows else None
+        tail = f"; last {last['timestamp']} {last['signal']} {last['confidence']:.2f}" if last else ""
         print(f"wrote {len(rows)} predictions to {args.json}{tail}", file=out)
     else:
         print(text, file=out)

@@ -108,6 +108,10 @@ class EnsembleSignalModel(SignalModel):
         self._windows: dict[str, BarWindow] = {}
         self._until = {n: _parse_time(bundle.trained_until(n)) for n in bundle.components}
 
+    def update_settings(self, settings: Settings) -> None:
+        """New ensemble weights take effect from the next bar."""
+        self.weights = weights_from(settings)
+
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if not bars:
             return self._fallback(closes, "the ensemble was given no OHLCV bars")

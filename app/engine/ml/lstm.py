@@ -13,7 +13,7 @@ and the GUI never pays for TensorFlow at start-up.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -168,9 +168,8 @@ class LSTMModel(Model):
             chunk = ends[start : start + CHUNK]
             padded = np.concatenate([chunk, np.full(CHUNK - len(chunk), chunk[-1])])
             idx = padded[:, None] - (self.seq_len - 1) + np.arange(self.seq_len)
-            hs = _lstm_layer(lambda t: P1[idx[:, t]], U1, CHUNK, self.seq_len, True)
-            P2 = hs @ W2 + b2
-            h = _lstm_layer(lambda t: P2[:, t], U2, CHUNK, self.seq_len, False)
+            hs = _lstm_layer(P1, U1, True, rows=idx)
+            h = _lstm_layer(hs @ W2 + b2, U2, False)
             out[chunk] = _sigmoid(h @ wd + bd)[: len(chunk)]
         return out
 
@@ -180,10 +179,8 @@ class LSTMModel(Model):
         if len(Xs) < self.seq_len or not np.isfinite(Xs).all():
             return float("nan")
         W1, U1, b1, W2, U2, b2, wd, bd = self._w
-        P1 = Xs @ W1 + b1
-        hs = _lstm_layer(lambda t: P1[t][None], U1, 1, self.seq_len, True)[0]
-        P2 = hs @ W2 + b2
-        h = _lstm_layer(lambda t: P2[t][None], U2, 1, self.seq_len, False)
+        hs = _lstm_layer((Xs @ W1 + b1)[None], U1, True)
+        h = _lstm_layer(hs @ W2 + b2, U2, False)
         return float(_sigmoid(h @ wd + bd)[0])
 
     def _need_weights(self) -> None:
@@ -209,16 +206,22 @@ def _tanh_form(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray
     return kernel * scale, recurrent * scale, bias * scale
 
 
-def _lstm_layer(inputs: Callable[[int], np.ndarray], U: np.ndarray, n: int, steps: int,
-                sequences: bool) -> np.ndarray:
-    """Run one LSTM layer from zero state; ``inputs(t)`` gives x_t W + b for step t."""
+def _lstm_layer(P: np.ndarray, U: np.ndarray, sequences: bool, rows: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Run one LSTM layer from zero state over input projections ``P`` (x W + b).
+
+    ``P`` is (sequences, steps, 4u); or, with ``rows`` (sequences, steps) given,
+    (bars, 4u) and step t of each sequence reads ``P[rows[:, t]]``: the first
+    layer's projections are shared by every window that holds the bar.
+    """
+    n, steps = rows.shape if rows is not None else P.shape[:2]
     u = U.shape[0]
     h = np.zeros((n, u), dtype=np.float32)
     c = np.zeros((n, u), dtype=np.float32)
     hs = np.empty((n, steps, u), dtype=np.float32) if sequences else h
     g = np.empty((n, 4 * u), dtype=np.float32)
     for t in range(steps):
-        np.add(inputs(t), h @ U, out=g)
+        np.add(P[rows[:, t]] if rows is not None else P[:, t], h @ U, out=g)
         np.tanh(g, out=g)
         in_forget = g[:, : 2 * u]
         in_forget += 1.0
@@ -251,7 +254,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _cancel_callback(keras: Any, progress: ProgressFn | None, epochs: int) -> Any:
-    class _Progress(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+    class _Progress(keras.callbacks.Callback):
         cancelled = False
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:

@@ -115,7 +115,9 @@ class MomentumModel(Model):
     def predict_last(self, X: np.ndarray) -> float:
         z = float(self.z_score(np.asarray(X)[-1:])[0])
         self._last_z = z
-        return float("nan") if not math.isfinite(z) else min(max(1 / (1 + math.exp(-self.gain * z)), 0.02), 0.98)
+        if not math.isfinite(z):
+            return float("nan")
+        return min(max(1 / (1 + math.exp(-self.gain * z)), 0.02), 0.98)
 
     def describe(self, p_up: float) -> str:
         bars = "/".join(str(k) for k in self.horizons)

@@ -71,8 +71,11 @@ class WalkForwardReport:
         out = [f"walk-forward: {len(self.folds)} folds, expanding window, purge {self.horizon} bars, "
                f"{len(self.oof)} out-of-sample bars"]
         for f in self.folds:
+            ens, up = f["metrics"]["ensemble"], f["metrics"]["always_up"]
             out.append(f"  fold {f['fold']}: train {f['train_start'][:10]}..{f['train_end'][:10]} "
-                       f"({f['train_labels']} labels), test {f['test_start'][:16]}..{f['test_end'][:16]}")
+                       f"({f['train_labels']} labels), test {f['test_start'][:16]}..{f['test_end'][:16]}: "
+                       f"ensemble acc {fmt(ens.get('accuracy'))} auc {fmt(ens.get('roc_auc'))}, "
+                       f"always-up acc {fmt(up.get('accuracy'))}")
         out.append(f"  {'model':<20} {'n':>5} {'acc':>6} {'bal':>6} {'auc':>6} {'brier':>6} "
                    f"{'logloss':>7}  {'>=0.70 n/hit':>13}  {'>=0.80 n/hit':>13}")
         for name in REPORTED:
@@ -161,25 +164,26 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
                       "train_labels": int(np.isfinite(y_train).sum()), "skipped": dict(ens.skipped),
                       "metrics": _score(block)})
     oof = pd.concat(blocks)
-    final = _final_calibration(oof, config)
+    final = fit_calibrator(oof, config)
     cal = {"method": "platt", "ece_raw": expected_calibration_error(oof["y"], oof["ensemble"]),
            "ece_walk_forward": expected_calibration_error(oof["y"], oof["ensemble_calibrated"]),
            "reliability": reliability_table(oof["y"], oof["ensemble_calibrated"]),
            "reliability_raw": reliability_table(oof["y"], oof["ensemble"]),
            **(final.to_dict() if final else {"note": "too few out-of-fold bars to calibrate"})}
     if final is not None:
-        cal["ece_final_in_sample"] = expected_calibration_error(oof["y"], final.apply(oof["ensemble"].to_numpy()))
+        in_sample = final.apply(oof["ensemble"].to_numpy())
+        cal["ece_final_in_sample"] = expected_calibration_error(oof["y"], in_sample)
     return WalkForwardReport(h, folds, _score(oof), cal, oof, time.perf_counter() - started)
 
 
 def _nested_calibration(previous: list[pd.DataFrame], raw: pd.Series, config: TrainConfig) -> np.ndarray:
     if not previous:
         return np.full(len(raw), np.nan)
-    cal = _final_calibration(pd.concat(previous), config)
+    cal = fit_calibrator(pd.concat(previous), config)
     return cal.apply(raw.to_numpy()) if cal is not None else np.full(len(raw), np.nan)
 
 
-def _final_calibration(oof: pd.DataFrame, config: TrainConfig) -> PlattCalibrator | None:
+def fit_calibrator(oof: pd.DataFrame, config: TrainConfig) -> PlattCalibrator | None:
     ok = np.isfinite(oof["y"]) & np.isfinite(oof["ensemble"])
     if ok.sum() < config.min_calibration:
         return None
@@ -216,7 +220,7 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     report = walk_forward(ds, settings, config, _scaled(progress, 0.0, split, ""), make)
     ens = make(ds.columns, ds.horizon)
     ens.fit(ds.X, ds.y, progress=_scaled(progress, split, 1.0, "final model: "))
-    ens.calibrator = _final_calibration(report.oof, config)
+    ens.calibrator = fit_calibrator(report.oof, config)
     labelled = np.flatnonzero(np.isfinite(ds.y))
     info = {"symbol": config.symbol, "timeframe": config.timeframe, "horizon": ds.horizon,
             "features": list(ds.columns), "bars": len(ds), "labelled": ds.labelled,

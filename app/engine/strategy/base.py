@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+from app.engine.types import Bar
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +26,9 @@ class ModelOutput:
 class SignalModel(abc.ABC):
     name: str = "model"
     min_bars: int = 1
+    wants_bars: bool = False  # True: predict() also needs the OHLCV bars (the trained ensemble)
 
     @abc.abstractmethod
-    def predict(self, closes: np.ndarray) -> ModelOutput | None:
-        """P(up) from the closes so far (oldest first), or None without enough history."""
+    def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
+        """P(up) from the closes so far (oldest first), or None without enough history.
+        ``bars`` (the same history as OHLCV) is given only to models that want it."""

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 
+from typing import Sequence
+
 import numpy as np
 
 from app.engine.strategy.base import ModelOutput, SignalModel
+from app.engine.types import Bar
 
 
 class RulesModel(SignalModel):
@@ -24,7 +27,7 @@ class RulesModel(SignalModel):
         self.fast, self.slow, self.gain = fast, slow, gain
         self.min_bars = slow + 1
 
-    def predict(self, closes: np.ndarray) -> ModelOutput | None:
+    def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if len(closes) < self.min_bars:
             return None
         window = closes[-self.slow - 1 :]

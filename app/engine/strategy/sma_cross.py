@@ -9,9 +9,12 @@ It exists to check the engine against other backtesters bar for bar.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from app.engine.strategy.base import ModelOutput, SignalModel
+from app.engine.types import Bar
 
 _UP = ModelOutput(1.0, (("sma_cross", 1.0),), ("fast SMA crossed above slow",), "sma-cross-v1")
 _DOWN = ModelOutput(0.0, (("sma_cross", 0.0),), ("fast SMA crossed below slow",), "sma-cross-v1")
@@ -27,7 +30,7 @@ class SmaCrossModel(SignalModel):
         self.fast, self.slow = fast, slow
         self.min_bars = slow + 1
 
-    def predict(self, closes: np.ndarray) -> ModelOutput | None:
+    def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if len(closes) < self.min_bars:
             return None
         w = closes[-self.slow - 1 :]

@@ -1,0 +1,394 @@
+"""The Backtest tab: history through the same engine, without leaving the desk.
+
+Parameters on the left, Run/Cancel and a progress bar under them; equity (with
+buy and hold) and drawdown plots in the middle; metrics and the trade list on
+the right. The work happens in :class:`~app.widgets.backtest_job.BacktestJob`
+on a thread of its own, so the window and live trading carry on while a
+backtest runs. Problems (a bad CSV, a strategy not available) are shown in the
+tab in words, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.backtest.runner import STRATEGIES
+from app.engine.clock import NY
+from app.engine.types import Trade
+from app.widgets.backtest_job import BacktestJob, BacktestOutcome, BacktestRequest, BacktestThread
+
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
+PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "buy_and_hold_return"}
+MONEY = {"avg_win", "avg_loss", "final_equity"}
+GREEN, RED = QColor("#26a69a"), QColor("#ef5350")
+
+
+def format_metric(key: str, value: Any) -> str:
+    """How a metric reads to a trader: 12.34%, $1,234.56, 1.234 or n/a."""
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return "∞" if value > 0 and key == "profit_factor" else "n/a"
+        if key in PERCENT:
+            return f"{value:+.2%}" if key in ("total_return", "cagr", "buy_and_hold_return") else f"{value:.2%}"
+        return f"${value:,.2f}" if key in MONEY else f"{value:,.3f}"
+    return f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
+
+
+class TradesModel(QAbstractTableModel):
+    """The trade list, read lazily: tens of thousands of trades cost nothing to show."""
+
+    COLUMNS = ("Entry", "Exit", "Qty", "Entry price", "Exit price", "P&L", "Exit reason")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trades: list[Trade] = []
+
+    def set_trades(self, trades: list[Trade]) -> None:
+        self.beginResetModel()
+        self.trades = list(trades)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt API
+        return 0 if parent.isValid() else len(self.trades)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+        return len(self.COLUMNS)
+
+    def headerData(self, section: int, orient: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if role == Qt.ItemDataRole.DisplayRole and orient == Qt.Orientation.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        t = self.trades[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (f"{t.entry_time.astimezone(NY):%Y-%m-%d %H:%M}", f"{t.exit_time.astimezone(NY):%Y-%m-%d %H:%M}",
+                    f"{t.qty:g}", f"{t.entry_price:.2f}", f"{t.exit_price:.2f}", f"{t.pnl:+,.2f}",
+                    t.exit_reason)[col]
+        if role == Qt.ItemDataRole.ForegroundRole and col == 5:
+            return GREEN if t.pnl >= 0 else RED
+        return None
+
+
+class DateAxis(pg.AxisItem):
+    """x is the bar index (no overnight gaps); labels show the bar's date."""
+
+    def __init__(self) -> None:
+        super().__init__(orientation="bottom")
+        self.epochs = np.empty(0)
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+        out = []
+        for v in values:
+            i = int(round(v))
+            ok = 0 <= i < len(self.epochs)
+            out.append(datetime.fromtimestamp(self.epochs[i], timezone.utc).astimezone(NY).strftime("%Y-%m-%d")
+                       if ok else "")
+        return out
+
+
+class BacktestTab(QWidget):
+    """Parameters, Run/Cancel, progress, plots, metrics, trades and the HTML export."""
+
+    requestRun = Signal(object)  # BacktestRequest, queued to the job's thread
+    requestExport = Signal(object, str)  # BacktestOutcome, path
+    runFinished = Signal()  # a run ended: finished, failed or cancelled (for tests and the bench)
+
+    def __init__(self, symbol: str = "PLTR", timeframe: str = "5m", cash: float = 100_000.0,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("backtestTab")
+        self.outcome: BacktestOutcome | None = None
+        self.running = False
+        self.error = ""
+        self.job = BacktestJob()
+        self.worker = BacktestThread(self.job)
+        self.requestRun.connect(self.job.run)
+        self.requestExport.connect(self.job.export)
+        self.job.progressed.connect(self._on_progress)
+        self.job.finished.connect(self._on_finished)
+        self.job.failed.connect(self._on_failed)
+        self.job.cancelled.connect(self._on_cancelled)
+        self.job.exported.connect(self._on_exported)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._build_form(symbol, timeframe, cash))
+        split.addWidget(self._build_plots())
+        split.addWidget(self._build_tables())
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 3)
+        split.setStretchFactor(2, 2)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(split)
+
+    # ------------------------------------------------------------ building
+    def _build_form(self, symbol: str, timeframe: str, cash: float) -> QWidget:
+        box = QWidget()
+        form = QFormLayout(box)
+        form.setContentsMargins(4, 4, 4, 4)
+        self.csv_edit = _named(QLineEdit(), "backtestCsv", "CSV file of OHLCV bars (columns are found by name)")
+        self.csv_edit.setPlaceholderText("bars.csv")
+        browse = _named(QToolButton(), "backtestBrowse", "Choose the CSV file")
+        browse.setText("…")
+        browse.clicked.connect(self.browse_csv)
+        row = QHBoxLayout()
+        row.addWidget(self.csv_edit)
+        row.addWidget(browse)
+        form.addRow("CSV", row)
+        self.symbol_edit = _named(QLineEdit(symbol), "backtestSymbol", "Symbol the bars belong to")
+        form.addRow("Symbol", self.symbol_edit)
+        self.timeframe_box = _named(QComboBox(), "backtestTimeframe", "Bar size in the file")
+        self.timeframe_box.addItems(TIMEFRAMES)
+        self.timeframe_box.setCurrentText(timeframe if timeframe in TIMEFRAMES else "5m")
+        form.addRow("Timeframe", self.timeframe_box)
+        self.strategy_box = _named(QComboBox(), "backtestStrategy", "Signal model to trade with")
+        self.strategy_box.addItems(STRATEGIES)
+        form.addRow("Strategy", self.strategy_box)
+        self.cash_box = _spin("backtestCash", "Starting cash", 1.0, 1e10, 0, cash, 1000.0, prefix="$")
+        form.addRow("Cash", self.cash_box)
+        self.commission_box = _spin("backtestCommission", "Commission per trade: dollars per share, or a "
+                                    "fraction of traded value (see the box beside it)", 0.0, 100.0, 4, 0.0, 0.001)
+        self.commission_mode = _named(QComboBox(), "backtestCommissionMode", "How the commission is charged")
+        self.commission_mode.addItem("$ / share", "per_share")
+        self.commission_mode.addItem("fraction", "fraction")
+        row = QHBoxLayout()
+        row.addWidget(self.commission_box, 1)
+        row.addWidget(self.commission_mode)
+        form.addRow("Commission", row)
+        self.slippage_box = _spin("backtestSlippage", "Slippage on each fill, in basis points (1 bp = 0.01%)",
+                                  0.0, 1000.0, 1, 0.0, 1.0, suffix=" bps")
+        form.addRow("Slippage", self.slippage_box)
+        self.plain_box = _named(QCheckBox("Plain (textbook)"), "backtestPlain",
+                                "No risk limits, stops or session rules; the whole cash in each trade")
+        form.addRow("", self.plain_box)
+        self.run_button = _named(QPushButton("Run"), "backtestRun", "Run the backtest (in the background)")
+        self.cancel_button = _named(QPushButton("Cancel"), "backtestCancel", "Stop the running backtest")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        form.addRow(row)
+        self.progress = _named(QProgressBar(), "backtestProgress", "Share of the bars played so far")
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        form.addRow(self.progress)
+        self.status = _named(QLabel("Choose a CSV file and press Run."), "backtestStatus", "")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow(self.status)
+        self.export_button = _named(QPushButton("Export HTML…"), "backtestExport",
+                                    "Save a self-contained HTML report of this run")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(lambda: self.export_html())
+        form.addRow(self.export_button)
+        box.setMinimumWidth(260)
+        return box
+
+    def _build_plots(self) -> QWidget:
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setObjectName("backtestPlots")
+        self.date_axis = DateAxis()
+        self.equity_plot = self.plots.addPlot(row=0, col=0, axisItems={"bottom": self.date_axis})
+        self.dd_plot = self.plots.addPlot(row=1, col=0)
+        self.plots.ci.layout.setRowStretchFactor(0, 3)
+        self.plots.ci.layout.setRowStretchFactor(1, 1)
+        self.dd_plot.setXLink(self.equity_plot)
+        self.dd_plot.hideAxis("bottom")
+        for plot, label in ((self.equity_plot, "Equity $"), (self.dd_plot, "Drawdown")):
+            plot.setLabel("left", label)
+            plot.getAxis("left").setWidth(70)
+            plot.showGrid(x=True, y=True, alpha=0.15)
+        self.equity_plot.addLegend(offset=(8, 8))
+        self.hold_curve = self.equity_plot.plot([], [], pen=pg.mkPen("#78909c", width=1), name="buy and hold")
+        self.equity_curve = self.equity_plot.plot([], [], pen=pg.mkPen("#42a5f5", width=2), name="strategy")
+        self.dd_curve = self.dd_plot.plot([], [], pen=pg.mkPen("#ef5350", width=1), fillLevel=0,
+                                          brush=pg.mkBrush(239, 83, 80, 90))
+        for curve in (self.hold_curve, self.equity_curve, self.dd_curve):
+            curve.setClipToView(True)
+            curve.setDownsampling(auto=True, method="peak")
+        return self.plots
+
+    def _build_tables(self) -> QWidget:
+        self.result_tabs = QTabWidget()
+        self.result_tabs.setObjectName("backtestResultTabs")
+        self.metrics_table = QTableWidget(0, 2)
+        self.metrics_table.setObjectName("backtestMetrics")
+        self.metrics_table.setHorizontalHeaderLabels(("Metric", "Value"))
+        self.metrics_table.verticalHeader().hide()
+        self.metrics_table.horizontalHeader().setStretchLastSection(True)
+        self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.trades_model = TradesModel()
+        self.trades_view = QTableView()
+        self.trades_view.setObjectName("backtestTrades")
+        self.trades_view.setModel(self.trades_model)
+        self.trades_view.verticalHeader().hide()
+        self.trades_view.horizontalHeader().setStretchLastSection(True)
+        self.result_tabs.addTab(self.metrics_table, "Metrics")
+        self.result_tabs.addTab(self.trades_view, "Trades")
+        return self.result_tabs
+
+    # ------------------------------------------------------------ actions
+    def browse_csv(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Bars to backtest", self.csv_edit.text(),
+                                              "CSV files (*.csv);;All (*)")
+        if path:
+            self.csv_edit.setText(path)
+
+    def request(self) -> BacktestRequest:
+        return BacktestRequest(self.csv_edit.text().strip(), self.symbol_edit.text(),
+                               self.timeframe_box.currentText(), self.strategy_box.currentText(),
+                               self.cash_box.value(), self.commission_box.value(),
+                               str(self.commission_mode.currentData()), self.slippage_box.value(),
+                               self.plain_box.isChecked())
+
+    def run(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        self.error = ""
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy until the first bar is played (reading the CSV)
+        self._say("Reading the CSV…")
+        self.worker.ensure_started()
+        self.job.arm()
+        self.requestRun.emit(self.request())
+
+    def cancel(self) -> None:
+        if self.running:
+            self.job.cancel()
+            self._say("Cancelling…")
+
+    def export_html(self, path: str | None = None) -> None:
+        """Write the report; without ``path`` the user picks where."""
+        if self.outcome is None:
+            return
+        if path is None:
+            cfg = self.outcome.result.config
+            path, _ = QFileDialog.getSaveFileName(self, "Export backtest report",
+                                                  f"backtest-{cfg.symbol}-{cfg.strategy}.html",
+                                                  "HTML files (*.html)")
+            if not path:
+                return
+        self.worker.ensure_started()
+        self._say(f"Writing {path}…")
+        self.requestExport.emit(self.outcome, path)
+
+    def shutdown(self) -> None:
+        """Called when the window closes: cancels a run and stops the thread."""
+        self.worker.stop()
+
+    # ------------------------------------------------------------ results
+    @Slot(int)
+    def _on_progress(self, percent: int) -> None:
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 100)
+            self._say("Running…")
+        self.progress.setValue(percent)
+
+    @Slot(object)
+    def _on_finished(self, o: BacktestOutcome) -> None:
+        self.outcome = o
+        r, m = o.result, o.result.metrics
+        x = np.arange(len(r.equity))
+        self.date_axis.epochs = o.epochs
+        self.equity_curve.setData(x, r.equity)
+        self.hold_curve.setData(x, o.buy_and_hold)
+        self.dd_curve.setData(x, o.drawdown * 100.0)
+        self.dd_plot.setLabel("left", "Drawdown %")
+        self.equity_plot.enableAutoRange()
+        self.dd_plot.enableAutoRange()
+        self.metrics_table.setRowCount(len(m))
+        for row, (key, value) in enumerate(m.items()):
+            self.metrics_table.setItem(row, 0, QTableWidgetItem(key.replace("_", " ")))
+            item = QTableWidgetItem(format_metric(key, value))
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.metrics_table.setItem(row, 1, item)
+        self.metrics_table.resizeColumnToContents(0)
+        self.trades_model.set_trades(r.trades)
+        self.export_button.setEnabled(True)
+        rate = r.bars / max(r.elapsed_seconds, 1e-9)
+        self._say(f"{r.bars:,} bars, {m['trades']} trades in {r.elapsed_seconds:.2f} s ({rate:,.0f} bars/s). "
+                  f"Return {m['total_return']:+.2%} vs buy and hold {m['buy_and_hold_return']:+.2%}.",
+                  tip="\n".join(o.load_notes))
+        self._end_run()
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.error = message
+        self._say(f"Error: {message}", error=True)
+        if self.running:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(0)
+            self._end_run()
+
+    @Slot(str)
+    def _on_cancelled(self, message: str) -> None:
+        self._say(f"Cancelled ({message.removeprefix('cancelled ')}).")
+        self._end_run()
+
+    @Slot(str)
+    def _on_exported(self, path: str) -> None:
+        self._say(f"Report written to {path}")
+
+    def _end_run(self) -> None:
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 100)
+        self.running = False
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.runFinished.emit()
+
+    def _say(self, text: str, error: bool = False, tip: str = "") -> None:
+        self.status.setText(text)
+        self.status.setToolTip(tip or text)
+        self.status.setStyleSheet("color:#ef5350; font-weight:bold;" if error else "")
+
+
+def _named(widget: Any, name: str, tip: str) -> Any:
+    widget.setObjectName(name)
+    if tip:
+        widget.setToolTip(tip)
+    return widget
+
+
+def _spin(name: str, tip: str, lo: float, hi: float, decimals: int, value: float, step: float,
+          prefix: str = "", suffix: str = "") -> QDoubleSpinBox:
+    box = _named(QDoubleSpinBox(), name, tip)
+    box.setRange(lo, hi)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setPrefix(prefix)
+    box.setSuffix(suffix)
+    box.setGroupSeparatorShown(True)
+    return box

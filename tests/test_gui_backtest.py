@@ -1,0 +1,213 @@
+"""The Backtest tab, driven like a user would: real widgets, real engine, real files."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QThread, QTimer, Qt
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from app.engine.types import Bar
+from app.main import build_window
+from app.widgets.backtest_tab import BacktestTab, format_metric
+
+
+def _write_csv(path: Path, bars: list[Bar]) -> Path:
+    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    return path
+
+
+@pytest.fixture(scope="module")
+def session_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 NYSE sessions of simulated 5-minute PLTR bars."""
+    from app.engine.clock import MarketCalendar
+    from app.engine.simmarket import SimulatedMarket
+
+    cal = MarketCalendar()
+    bars = SimulatedMarket("PLTR", 11, cal).history(cal.previous_sessions(datetime(2025, 6, 1, tzinfo=timezone.utc), 30))
+    return _write_csv(tmp_path_factory.mktemp("bt") / "pltr-5m.csv", bars)
+
+
+@pytest.fixture(scope="module")
+def long_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """250,000 one-minute bars round the clock: ten seconds of backtest or more."""
+    n = 250_000
+    rng = np.random.default_rng(3)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    high, low = np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999
+    start = int(datetime(2024, 1, 2, tzinfo=timezone.utc).timestamp())
+    path = tmp_path_factory.mktemp("bt") / "long-1m.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{start + 60 * i},{o:.4f},{h:.4f},{lo:.4f},{c:.4f},1000\n"
+        for i, (o, h, lo, c) in enumerate(zip(open_, high, low, close))))
+    return path
+
+
+@pytest.fixture
+def tab(qtbot):  # type: ignore[no-untyped-def]
+    """A Backtest tab on its own; fails the test if its thread is left running."""
+    w = BacktestTab("PLTR", "5m")
+    qtbot.addWidget(w)
+    w.resize(1200, 420)
+    w.show()
+    yield w
+    w.shutdown()
+    assert not w.worker.thread.isRunning(), "backtest thread left running"
+
+
+def _run(qtbot, tab: BacktestTab, timeout: int = 60_000) -> None:  # type: ignore[no-untyped-def]
+    with qtbot.waitSignal(tab.runFinished, timeout=timeout):
+        qtbot.mouseClick(tab.run_button, Qt.MouseButton.LeftButton)
+
+
+def _metric(tab: BacktestTab, name: str) -> str:
+    t = tab.metrics_table
+    for r in range(t.rowCount()):
+        if t.item(r, 0).text() == name:
+            return t.item(r, 1).text()
+    raise AssertionError(f"no metric {name!r}")
+
+
+def test_sma_cross_run_shows_metrics_trades_and_curves(qtbot, tab: BacktestTab, session_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    tab.csv_edit.setText(str(session_csv))
+    tab.strategy_box.setCurrentText("sma_cross")
+    tab.plain_box.setChecked(True)
+    assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled()
+    _run(qtbot, tab)
+    assert tab.error == "", tab.error
+    o = tab.outcome
+    assert o is not None and o.result.config.strategy == "sma_cross" and o.result.config.plain
+    trades = o.result.metrics["trades"]
+    assert trades > 5
+    assert tab.trades_model.rowCount() == trades == int(_metric(tab, "trades"))
+    assert _metric(tab, "total return").endswith("%")
+    assert _metric(tab, "final equity").startswith("$")
+    x, y = tab.equity_curve.getOriginalDataset()
+    assert len(y) == o.result.bars == 30 * 78
+    assert np.allclose(y, o.result.equity)
+    _, dd = tab.dd_curve.getOriginalDataset()
+    assert dd.max() <= 0 and dd.min() == pytest.approx(o.result.metrics["max_drawdown"] * 100)
+    assert tab.progress.value() == 100
+    assert f"{30 * 78:,} bars" in tab.status.text() and f"{trades} trades" in tab.status.text()
+    assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled() and tab.export_button.isEnabled()
+    first = tab.trades_model.index(0, 0).data()
+    assert first.startswith("20"), "entry time shown"
+
+
+def test_cancel_stops_a_long_run(qtbot, tab: BacktestTab, long_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    tab.csv_edit.setText(str(long_csv))
+    tab.timeframe_box.setCurrentText("1m")
+    tab.plain_box.setChecked(True)
+    qtbot.mouseClick(tab.run_button, Qt.MouseButton.LeftButton)
+    assert tab.running and tab.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: tab.progress.maximum() == 100 and tab.progress.value() >= 2, timeout=60_000)
+    t0 = time.monotonic()
+    with qtbot.waitSignal(tab.runFinished, timeout=10_000):
+        qtbot.mouseClick(tab.cancel_button, Qt.MouseButton.LeftButton)
+    assert time.monotonic() - t0 < 3.0, "cancel takes effect at the next progress check"
+    assert tab.outcome is None
+    assert tab.status.text().startswith("Cancelled") and "of 250000" in tab.status.text()
+    assert tab.progress.value() < 90
+    assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("hello,world\n1,2\n", "lacks required column"),
+    (None, "no such file"),
+    ("timestamp,open,high,low,close,volume\n", "no data rows"),
+])
+def test_a_bad_csv_is_an_error_in_the_tab(qtbot, tab: BacktestTab, tmp_path: Path, content: str | None,  # type: ignore[no-untyped-def]
+                                          expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_text(content)
+    tab.csv_edit.setText(str(path))
+    _run(qtbot, tab)
+    assert expected in tab.error
+    assert tab.status.text().startswith("Error:") and expected in tab.status.text()
+    assert "Traceback" not in tab.status.text()
+    assert "ef5350" in tab.status.styleSheet(), "errors are shown in red"
+    assert tab.outcome is None and tab.run_button.isEnabled()
+
+
+def test_a_strategy_not_available_says_so(qtbot, tab: BacktestTab, session_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    tab.csv_edit.setText(str(session_csv))
+    tab.strategy_box.setCurrentText("ensemble")
+    _run(qtbot, tab)
+    assert "not available in backtests" in tab.status.text()
+
+
+def test_export_writes_the_html_report(qtbot, tab: BacktestTab, session_csv: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    tab.csv_edit.setText(str(session_csv))
+    tab.strategy_box.setCurrentText("rules")
+    _run(qtbot, tab)
+    out = tmp_path / "report.html"
+    # The user picks report.html in the save dialog.
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), "")))
+    qtbot.mouseClick(tab.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Report written"), timeout=30_000)
+    assert str(out) in tab.status.text()
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 3 and "rules" in page
+    tab.export_html(str(tmp_path / "missing" / "r.html"))  # a folder that does not exist
+    qtbot.waitUntil(lambda: tab.status.text().startswith("Error: cannot write"), timeout=30_000)
+
+
+def test_metric_formats() -> None:
+    assert format_metric("total_return", 0.1234) == "+12.34%"
+    assert format_metric("max_drawdown", -0.05) == "-5.00%"
+    assert format_metric("final_equity", 101234.5) == "$101,234.50"
+    assert format_metric("sharpe", float("nan")) == "n/a"
+    assert format_metric("profit_factor", float("inf")) == "∞"
+    assert format_metric("trades", 1234) == "1,234"
+
+
+def test_the_window_stays_responsive_while_a_backtest_runs(qtbot, app_home: Path, long_csv: Path) -> None:  # type: ignore[no-untyped-def]
+    """The demo market keeps replaying and the GUI thread keeps ticking during a long backtest."""
+    app_home.mkdir(parents=True, exist_ok=True)
+    w = build_window(["--demo", "--data-dir", str(app_home), "--speed", "3000"])
+    qtbot.addWidget(w)
+    try:
+        w.show()
+        qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
+        tab = w.findChild(QWidget, "backtestTab")
+        assert tab is w.backtest_tab and w.tabs.indexOf(tab) >= 0
+        w.tabs.setCurrentWidget(tab)
+        tab.csv_edit.setText(str(long_csv))
+        tab.timeframe_box.setCurrentText("1m")
+        tab.plain_box.setChecked(True)
+        gaps: list[float] = []
+        last = [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            gaps.append(now - last[0])
+            last[0] = now
+
+        watchdog = QTimer()
+        watchdog.timeout.connect(tick)
+        watchdog.start(10)
+        bars_before = len(w.chart.bars)
+        qtbot.mouseClick(tab.run_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: tab.progress.maximum() == 100 and tab.progress.value() >= 10, timeout=60_000)
+        last[0] = time.perf_counter()
+        gaps.clear()
+        qtbot.wait(1500)
+        watchdog.stop()
+        assert tab.running, "still running: the measurement covered the backtest"
+        assert tab.job.thread() is not QThread.currentThread()
+        assert len(w.chart.bars) > bars_before, "the demo market kept replaying"
+        assert max(gaps) < 0.25, f"GUI thread stalled {max(gaps) * 1000:.0f} ms"
+        with qtbot.waitSignal(tab.runFinished, timeout=10_000):
+            tab.cancel()
+    finally:
+        w.close()
+    assert not w.backtest_tab.worker.thread.isRunning(), "backtest thread left running after close"
+    assert not w.engine.thread.isRunning()

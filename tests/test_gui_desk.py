@@ -1,0 +1,294 @@
+"""The desk around the engine: notifications, shortcuts, tooltips, chart overlays and
+timeframes, and the desktop launcher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
+    QComboBox,
+    QDockWidget,
+    QLineEdit,
+    QMainWindow,
+    QTabBar,
+    QWidget,
+)
+
+from app.engine.types import Bar, Side, TradingSignal
+from app.main import build_window
+from app.widgets.chart import CandleChart
+from app.widgets.chart_series import BarSeries, bollinger, ema
+from app.widgets.notifications import MIN_INTERVAL_S, ApprovalNotifier
+
+T0 = datetime(2025, 3, 3, 14, 30, tzinfo=timezone.utc)  # a Monday, 09:30 New York
+
+
+@pytest.fixture
+def window(qtbot, app_home: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A demo window; fails the test if a thread of it is left running."""
+    app_home.mkdir(parents=True, exist_ok=True)
+    marker = request.node.get_closest_marker("settings")
+    if marker:
+        (app_home / "settings.json").write_text(json.dumps(marker.args[0]))
+    w = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(w)
+    w.confirm = lambda title, text: True
+    w.show()
+    qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
+    yield w
+    w.close()
+    assert not w.engine.thread.isRunning(), "engine thread left running after close"
+    assert not w.backtest_tab.worker.thread.isRunning(), "backtest thread left running after close"
+
+
+def _bars(n: int, start: datetime = T0, minutes: int = 5, seed: int = 2) -> list[Bar]:
+    rng = np.random.default_rng(seed)
+    close = 30 * np.exp(np.cumsum(rng.normal(0, 0.003, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    high, low = np.maximum(open_, close) * 1.002, np.minimum(open_, close) * 0.998
+    vol = rng.integers(1000, 5000, n).astype(float)
+    return [Bar("PLTR", start + timedelta(minutes=minutes * i), *map(float, row))
+            for i, row in enumerate(zip(open_, high, low, close, vol))]
+
+
+def _signal(sid: str = "s1", side: Side = Side.BUY) -> TradingSignal:
+    return TradingSignal("PLTR", side, 0.75, 25.5, T0, T0 + timedelta(minutes=5), ("test",), (), sid)
+
+
+# ------------------------------------------------------------ notifications
+@pytest.mark.settings({"mode": "manual", "demo_speed": 3000})
+def test_the_approval_dock_counts_pending_signals(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    assert w.approval_dock.windowTitle() == "Signals awaiting approval"
+    qtbot.waitUntil(lambda: bool(w.approvals.pending), timeout=60_000)
+    qtbot.waitUntil(lambda: w.approval_dock.windowTitle().endswith(f"({len(w.approvals.pending)})"), timeout=5000)
+    assert w.notifier.notified >= 1 and "PLTR" in w.notifier.last_message
+    assert w.notifier.tray is None and not w.notifier.sound, "offscreen: no tray balloon, no beep"
+
+
+def test_notifier_counts_and_rate_limits(qtbot) -> None:  # type: ignore[no-untyped-def]
+    win = QMainWindow()
+    qtbot.addWidget(win)
+    dock = QDockWidget("Signals awaiting approval", win)
+    now = [100.0]
+    n = ApprovalNotifier(dock, win, clock=lambda: now[0])
+    n.set_count(2)
+    assert dock.windowTitle() == "Signals awaiting approval (2)"
+    assert n.notify_pending(_signal("a"))
+    assert not n.notify_pending(_signal("b")), "a second signal moments later stays quiet"
+    assert n.notified == 1 and "BUY PLTR at 25.50" in n.last_message
+    now[0] += MIN_INTERVAL_S + 0.1
+    assert n.notify_pending(_signal("c")) and n.notified == 2
+    n.set_count(0)
+    assert dock.windowTitle() == "Signals awaiting approval"
+
+
+def test_the_counter_follows_the_panel(window) -> None:  # type: ignore[no-untyped-def]
+    from app.engine.events import SignalEvent
+
+    w = window  # driven the way the worker's signals drive it; no events run in between
+    w.on_signal(SignalEvent(_signal("x1"), "pending"))
+    w.on_signal(SignalEvent(_signal("x2", Side.SELL), "pending"))
+    n = len(w.approvals.pending)
+    assert n >= 2 and w.approval_dock.windowTitle().endswith(f"({n})")
+    w.on_signal(SignalEvent(_signal("x1"), "expired"))
+    assert w.approval_dock.windowTitle().endswith(f"({n - 1})")
+
+
+# ------------------------------------------------------------ shortcuts and tooltips
+def test_keyboard_shortcuts_are_wired(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    keys = {s.key().toString() for s in w.findChildren(QShortcut)}
+    assert {"Ctrl+Return", "Ctrl+Enter", "Ctrl+Backspace"} <= keys
+    assert w.flatten_button.shortcut() == QKeySequence("Ctrl+Shift+F")
+    assert [b.shortcut().toString() for b in w.mode_switch.buttons.values()] == ["Ctrl+1", "Ctrl+2", "Ctrl+3"]
+    # Pressed like a user would (through the window, where Qt looks shortcuts up).
+    w.activateWindow()
+    qtbot.waitUntil(lambda: w.isActiveWindow(), timeout=5000)
+
+    def press(key: Qt.Key, mods: Qt.KeyboardModifier = Qt.KeyboardModifier.ControlModifier) -> None:
+        qtbot.keyClick(w.windowHandle(), key, mods)
+
+    press(Qt.Key.Key_1)
+    qtbot.waitUntil(lambda: w.mode_switch.mode.value == "manual", timeout=2000)
+    press(Qt.Key.Key_2)
+    qtbot.waitUntil(lambda: w.mode_switch.mode.value == "hybrid", timeout=2000)
+    from app.engine.events import SignalEvent
+
+    w.on_signal(SignalEvent(_signal("k1"), "pending"))
+    w.approvals.table.selectRow(list(w.approvals.pending).index("k1"))
+    with qtbot.waitSignal(w.approvals.rejectRequested, timeout=2000) as rejected:
+        press(Qt.Key.Key_Backspace)
+    assert rejected.args == ["k1"] and "k1" not in w.approvals.pending
+    w.on_signal(SignalEvent(_signal("k2"), "pending"))
+    w.approvals.table.selectRow(list(w.approvals.pending).index("k2"))
+    with qtbot.waitSignal(w.approvals.approveRequested, timeout=2000) as approved:
+        press(Qt.Key.Key_Return)
+    assert approved.args == ["k2"]
+    asked: list[str] = []
+    w.confirm = lambda title, text: asked.append(title) is not None  # the user says No
+    press(Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(lambda: asked == ["Flatten all?"], timeout=2000)
+
+
+def _qt_internal(widget: QWidget) -> bool:
+    """Parts Qt builds inside its own widgets (dock title buttons, tab scrollers, spin-box editors)."""
+    parent = widget.parentWidget()
+    return (widget.objectName().startswith("qt_") or isinstance(parent, (QTabBar, QAbstractSpinBox))
+            or (isinstance(parent, QComboBox) and isinstance(widget, QLineEdit)))
+
+
+def test_every_control_has_a_tooltip(window) -> None:  # type: ignore[no-untyped-def]
+    missing = []
+    for cls in (QAbstractButton, QComboBox, QLineEdit, QAbstractSpinBox):
+        for c in window.findChildren(cls):
+            if not _qt_internal(c) and not c.toolTip().strip():
+                missing.append(f"{type(c).__name__} {c.objectName() or getattr(c, 'text', lambda: '')()!r}")
+    assert not missing, missing
+    names = {c.objectName() for c in window.findChildren(QWidget)}
+    assert {"flattenAllButton", "approveButton", "speedSelector", "overlay_ema", "chartTimeframe",
+            "backtestRun", "backtestCsv", "backtestCash"} <= names, "the walk reached every part of the window"
+
+
+# ------------------------------------------------------------ chart
+def test_overlays_toggle_and_match_numpy(qtbot) -> None:  # type: ignore[no-untyped-def]
+    chart = CandleChart()
+    qtbot.addWidget(chart)
+    chart.resize(900, 600)
+    chart.show()
+    bars = _bars(1500)
+    chart.set_history(bars)
+    closes = np.array([b.close for b in bars])
+    assert chart.curves["sma10"].isVisible() and not chart.curves["ema12"].isVisible()
+    chart.overlay_boxes["ema"].setChecked(True)
+    chart.overlay_boxes["bb"].setChecked(True)
+    assert chart.curves["ema26"].isVisible() and chart.curves["bb_up"].isVisible()
+    x, y = chart.curves["ema26"].getOriginalDataset()
+    assert x[-1] == len(bars) - 1
+    assert y[-1] == pytest.approx(ema(closes, 26)[-1], rel=1e-6)
+    _, up = chart.curves["bb_up"].getOriginalDataset()
+    last20 = closes[-20:]
+    assert up[-1] == pytest.approx(last20.mean() + 2 * last20.std())
+    chart.overlay_boxes["bb"].setChecked(False)
+    assert not chart.curves["bb_lo"].isVisible()
+    chart.add_bars(tuple(_bars(1, start=bars[-1].time + timedelta(minutes=5), seed=9)))
+    x, _ = chart.curves["ema12"].getOriginalDataset()
+    assert x[-1] == len(bars), "overlays follow a new bar"
+
+
+def test_timeframe_selector_aggregates_for_display(qtbot) -> None:  # type: ignore[no-untyped-def]
+    chart = CandleChart(bar_minutes=5)
+    qtbot.addWidget(chart)
+    chart.show()
+    bars = _bars(78 * 3)
+    chart.set_history(bars)
+    chart.add_signal_marker(bars[7].time, bars[7].close, "executed", key="sig")
+    assert [chart.timeframe.itemText(i) for i in range(chart.timeframe.count())] == ["5m", "15m", "30m"]
+    chart.timeframe.setCurrentIndex(1)
+    assert chart.factor == 3 and len(chart.view) == 78
+    first = chart.view.ohlcv[0]
+    assert first[0] == bars[0].open and first[3] == bars[2].close
+    assert first[1] == max(b.high for b in bars[:3]) and first[4] == sum(b.volume for b in bars[:3])
+    assert chart.time_at(1) == bars[3].time
+    assert chart.signal_marks.data["x"][0] == 2, "bar 7 lives in the third 15-minute candle"
+    # A forming bar inside the last bucket merges into it; the next bucket's bar adds a candle.
+    nxt = _bars(2, start=bars[-1].time + timedelta(minutes=5), seed=5)
+    chart.set_forming(nxt[0])
+    assert len(chart.view) == 79
+    chart.add_bars((nxt[0],))
+    chart.set_forming(nxt[1])
+    assert len(chart.view) == 79 and chart.view.ohlcv[-1][3] == nxt[1].close
+    chart.timeframe.setCurrentIndex(2)
+    assert len(chart.view) == 40 and chart.signal_marks.data["x"][0] == 1
+
+
+def test_the_chart_keeps_every_candle_of_a_long_history(qtbot) -> None:  # type: ignore[no-untyped-def]
+    chart = CandleChart()
+    qtbot.addWidget(chart)
+    bars = _bars(100_000)
+    chart.set_history(bars)
+    assert len(chart.view) == 100_000 and np.isfinite(chart.view.ohlcv[0]).all()
+    chart.price.setXRange(10, 170, padding=0)  # pan back to the start: candles are there
+    assert chart.time_at(10) == bars[10].time
+
+
+def test_bar_series_aggregation_matches_pandas_resample() -> None:
+    pd = pytest.importorskip("pandas")
+    bars = [b for i, b in enumerate(_bars(78 * 4, seed=4)) if i not in (5, 6, 100)]  # with gaps
+    s = BarSeries(300)
+    s.reset(bars[:40])
+    for k in range(40, len(bars), 7):  # appended in pieces, viewed in between
+        s.append(bars[k:k + 7])
+        s.view(3), s.view(6)
+    df = pd.DataFrame([(b.open, b.high, b.low, b.close, b.volume) for b in bars], columns=list("ohlcv"),
+                      index=pd.DatetimeIndex([b.time for b in bars]))
+    for factor in (3, 6):
+        want = df.resample(f"{5 * factor}min").agg(
+            {"o": "first", "h": "max", "l": "min", "c": "last", "v": "sum"}).dropna()
+        got = s.view(factor)
+        assert np.allclose(got.ohlcv, want.to_numpy())
+        assert (got.times == want.index.as_unit("s").asi8).all()
+
+
+def test_indicators_match_pandas() -> None:
+    pd = pytest.importorskip("pandas")
+    x = 50 + np.cumsum(np.random.default_rng(1).normal(0, 0.3, 3000))
+    assert np.allclose(ema(x, 12), pd.Series(x).ewm(span=12, adjust=False).mean())
+    mid, up, lo = bollinger(x, 20, 2.0)
+    roll = pd.Series(x).rolling(20)
+    assert np.allclose(up[19:], (roll.mean() + 2 * roll.std(ddof=0))[19:])
+    assert np.isnan(mid[:19]).all()
+
+
+# ------------------------------------------------------------ desktop launcher
+def test_install_launcher_writes_this_checkouts_paths(tmp_path: Path) -> None:
+    from app.desktop import ROOT, install_launcher
+
+    path = install_launcher(home=tmp_path)
+    assert path == tmp_path / ".local" / "share" / "applications" / "ai-trader.desktop"
+    lines = path.read_text().splitlines()
+    entries = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
+    assert lines[0] == "[Desktop Entry]"
+    assert entries["Type"] == "Application" and entries["Name"] == "AI Trader"
+    assert "Finance;" in entries["Categories"] and entries["Terminal"] == "false"
+    python, main = entries["Exec"].split(" ")
+    assert Path(python).is_absolute() and Path(python).exists()
+    assert main == str(ROOT / "main.py") and Path(main).exists()
+    assert entries["Icon"] == str(ROOT / "resources" / "icon.png") and Path(entries["Icon"]).exists()
+    assert entries["Path"] == str(ROOT)
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_install_desktop_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.desktop import add_desktop_parser, run_desktop_command
+
+    parser = argparse.ArgumentParser()
+    add_desktop_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["install-desktop", "--home", str(tmp_path)])
+    assert run_desktop_command(args) == 0
+    assert "ai-trader.desktop" in capsys.readouterr().out
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    assert run_desktop_command(parser.parse_args(["install-desktop", "--home", str(tmp_path / "blocked")])) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_exec_arguments_are_quoted_per_the_spec(tmp_path: Path) -> None:
+    from app.desktop import exec_arg, launcher_text
+
+    assert exec_arg("/opt/ai/python") == "/opt/ai/python"
+    assert exec_arg("/home/me/My Apps/main.py") == '"/home/me/My Apps/main.py"'
+    assert exec_arg('/a$b/"c"') == '"/a\\\\$b/\\\\"c\\\\""'
+    assert exec_arg("/100%/x") == "/100%%/x"
+    with pytest.raises(ValueError):
+        exec_arg("/a\nb")
+    text = launcher_text(Path("/p y/python"), Path("/q/main.py"), Path("/q/icon.png"), Path("/q"))
+    assert 'Exec="/p y/python" /q/main.py' in text and "#" not in text

@@ -1,0 +1,114 @@
+"""``train`` and ``predict`` from the command line, errors as one line each."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("AI_TRADER_TF_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from app.engine.ml.cli import add_ml_parsers, run_ml_command  # noqa: E402
+from app.engine.paths import AppPaths  # noqa: E402
+
+
+def write_daily_csv(path: Path, n: int = 520, seed: int = 11) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    days = pd.bdate_range("2021-06-01", periods=n)
+    close = 25 * np.exp(np.cumsum(rng.normal(0.0004, 0.02, n)))
+    open_ = close * np.exp(rng.normal(0, 0.004, n))
+    df = pd.DataFrame({"Date": days.strftime("%Y-%m-%d"), "Open": open_,
+                       "High": np.maximum(open_, close) * 1.012, "Low": np.minimum(open_, close) * 0.988,
+                       "Close": close, "Volume": rng.integers(1_000_000, 4_000_000, n)})
+    df.to_csv(path, index=False)
+    return df
+
+
+def run(argv: list[str], home: Path) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="ai-trader")
+    add_ml_parsers(parser.add_subparsers(dest="command"))
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_ml_command(parser.parse_args(argv), AppPaths(home), stdout=out, stderr=err,
+                        probe_yfinance=lambda: False)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    csv = root / "pltr_daily.csv"
+    write_daily_csv(csv)
+    home = root / "home"
+    rc, out, err = run(["train", "--symbol", "pltr", "--csv", str(csv), "--timeframe", "1d",
+                        "--folds", "2", "--small", "--json", str(root / "metrics.json")], home)
+    assert rc == 0, err
+    return home, csv, root
+
+
+def test_train_reports_walk_forward_and_saves_the_bundle(trained) -> None:
+    home, _, root = trained
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert len(metrics["folds"]) == 2 and metrics["purge_bars"] == 1
+    for name in ("lstm", "random_forest", "momentum", "ensemble", "always_up"):
+        assert {"accuracy", "balanced_accuracy", "roc_auc", "brier", "log_loss", "at_70", "at_80"} \
+            <= set(metrics["overall"][name])
+    assert metrics["calibration"]["method"] == "platt" and len(metrics["calibration"]["reliability"]) == 10
+    assert metrics["info"]["symbol"] == "PLTR"
+    meta = json.loads((home / "models" / "PLTR_1d" / "metadata.json").read_text())
+    assert meta["timeframe"] == "1d" and meta["horizon"] == 1 and "ensemble" in meta["metrics"]["overall"]
+
+
+def test_predict_writes_one_object_per_bar(trained, tmp_path: Path) -> None:
+    home, csv, _ = trained
+    out_file = tmp_path / "out.json"
+    rc, out, err = run(["predict", "--symbol", "PLTR", "--csv", str(csv), "--timeframe", "1d",
+                        "--json", str(out_file)], home)
+    assert rc == 0, err
+    rows = json.loads(out_file.read_text())
+    assert out.startswith(f"wrote {len(rows)} predictions") and 400 < len(rows) < 520
+    first = rows[0]
+    assert set(first) == {"timestamp", "p_lstm", "p_rf", "p_momentum", "p_up", "confidence", "signal"}
+    for r in rows:
+        assert r["confidence"] == pytest.approx(max(r["p_up"], 1 - r["p_up"]), abs=2e-6)
+        assert r["signal"] == ("BUY" if r["p_up"] > 0.5 else "SELL")
+    assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
+
+
+def test_a_bars_prediction_does_not_depend_on_later_bars(trained, tmp_path: Path) -> None:
+    home, csv, _ = trained
+    full = pd.read_csv(csv)
+    short = tmp_path / "short.csv"
+    full.iloc[:300].to_csv(short, index=False)
+    outputs = []
+    for path in (csv, short):
+        rc, out, err = run(["predict", "--symbol", "PLTR", "--csv", str(path), "--timeframe", "1d"], home)
+        assert rc == 0, err
+        outputs.append(json.loads(out))
+    long_rows = {r["timestamp"]: r for r in outputs[0]}
+    assert len(outputs[1]) > 150
+    assert all(long_rows[r["timestamp"]] == r for r in outputs[1])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--symbol", "MSFT", "--csv", "x.csv", "--timeframe", "1d"], "no trained model"),
+    (["train", "--symbol", "PLTR", "--csv", "missing.csv", "--timeframe", "1d"], "no such file"),
+    (["train", "--symbol", "PLTR", "--timeframe", "1d", "--source", "cache"], "no PLTR 1d bars"),
+    (["train", "--symbol", "PL TR", "--csv", "x.csv"], "is not a ticker symbol"),
+])
+def test_failures_are_one_line_without_traceback(tmp_path: Path, argv: list[str], message: str) -> None:
+    rc, _, err = run(argv, tmp_path / "home")
+    assert rc != 0
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_a_file_of_another_timeframe_is_refused(trained, tmp_path: Path) -> None:
+    _, csv, _ = trained
+    rc, _, err = run(["train", "--symbol", "PLTR", "--csv", str(csv), "--timeframe", "5m"], tmp_path)
+    assert rc == 2 and "holds 1d bars, not 5m" in err
