@@ -160,3 +160,15 @@ def test_cli_refuses_a_bad_window(tmp_path: Path, app_home: Path) -> None:
                            "--csv", str(tmp_path / "missing.csv")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_momentum_strategy_trades_through_the_engine() -> None:
+    from app.engine.clock import MarketCalendar
+    from app.engine.simmarket import SimulatedMarket
+
+    cal = MarketCalendar()
+    bars = SimulatedMarket("PLTR", 2, cal).history(
+        cal.previous_sessions(datetime(2025, 9, 1, tzinfo=timezone.utc), 10))
+    res = run_backtest(bars, BacktestConfig(symbol="PLTR", timeframe="5m", strategy="momentum"))
+    assert res.trades, "momentum trades on trending simulated days"
+    assert all(t.qty * t.entry_price <= 100_000 * 0.2 + 1e-6 for t in res.trades), "risk-sized, not whole cash"

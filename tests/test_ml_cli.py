@@ -112,3 +112,16 @@ def test_a_file_of_another_timeframe_is_refused(trained, tmp_path: Path) -> None
     _, csv, _ = trained
     rc, _, err = run(["train", "--symbol", "PLTR", "--csv", str(csv), "--timeframe", "5m"], tmp_path)
     assert rc == 2 and "holds 1d bars, not 5m" in err
+
+
+def test_ensemble_backtest_over_its_training_data_is_flagged_in_sample(trained, capsys) -> None:  # type: ignore[no-untyped-def]
+    from app.main import main
+
+    home, csv, root = trained
+    out_json = root / "bt.json"
+    code = main(["--data-dir", str(home), "backtest", "--symbol", "PLTR", "--csv", str(csv), "--timeframe", "1d",
+                 "--strategy", "ensemble", "--json", str(out_json)])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(out_json.read_text())
+    assert any("IN-SAMPLE" in n for n in data["notes"])
+    assert data["bars"] == 520

@@ -36,13 +36,13 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO | None = None) -> int:
     try:
-        return _run(args, out or sys.stdout)
+        return _run(args, paths, out or sys.stdout)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace, out: TextIO) -> int:
+def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     from app.engine.backtest.report import render_html
     from app.engine.backtest.runner import BacktestConfig, run_backtest
     from app.engine.data.cleaning import clean
@@ -64,7 +64,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     rate = args.commission if args.commission_mode == "fraction" else 0.0
     cfg = BacktestConfig(args.symbol.upper(), args.timeframe, args.strategy, args.cash, per_share, rate,
                          args.slippage_bps, args.plain)
-    result = run_backtest(bars, cfg)
+    result = run_backtest(bars, cfg, models_dir=paths.models)
+    for note in result.notes:
+        print(f"note: {note}", file=out)
     m = result.metrics
     print(f"{len(bars):,} bars, {m['trades']} trades in {result.elapsed_seconds:.2f} s "
           f"({len(bars) / max(result.elapsed_seconds, 1e-9):,.0f} bars/s)", file=out)

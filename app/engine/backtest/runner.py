@@ -76,7 +76,22 @@ class BacktestResult:
         }
 
 
-def make_model(strategy: str) -> SignalModel:
+def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5m",
+               symbol: str = "PLTR", models_dir: object = None,
+               settings: Settings | None = None) -> tuple[SignalModel, list[str]] | SignalModel:
+    """The strategy's model. ``momentum`` and ``ensemble`` are computed for all
+    ``bars`` at once (causal features); they return (model, notes)."""
+    if strategy == "momentum" and bars is not None:
+        from app.engine.backtest.strategies import momentum_model
+
+        return momentum_model(bars, timeframe), []
+    if strategy == "ensemble" and bars is not None:
+        from app.engine.backtest.strategies import ensemble_model
+        from app.engine.ml.models import weights_from
+
+        if models_dir is None:
+            raise ValueError("the ensemble strategy needs a trained model (python main.py train ...)")
+        return ensemble_model(bars, timeframe, symbol, models_dir, weights_from(settings or Settings()))
     if strategy == "sma_cross":
         from app.engine.strategy.sma_cross import SmaCrossModel
 
@@ -85,17 +100,13 @@ def make_model(strategy: str) -> SignalModel:
         from app.engine.strategy.rules import RulesModel
 
         return RulesModel()
-    if strategy == "momentum":
-        from app.engine.strategy.momentum import MomentumRule
-
-        return MomentumRule()
-    raise ValueError(f"strategy {strategy!r} is not available in backtests yet (choose from "
-                     "sma_cross, momentum, rules)")
+    raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
 
 
 def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None = None,
                  model: SignalModel | None = None,
-                 progress: Callable[[float], bool] | None = None) -> BacktestResult:
+                 progress: Callable[[float], bool] | None = None,
+                 models_dir: object = None) -> BacktestResult:
     """Play ``bars`` through the engine. ``progress(fraction)`` returning False cancels."""
     if len(bars) < 2:
         raise ValueError("a backtest needs at least two bars")
@@ -107,7 +118,11 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                              commission_rate=cfg.commission_rate)
     records = MemoryRecorder()
     calendar = None if cfg.plain else MarketCalendar()
-    bot = TradingBot(settings, clock, broker, model or make_model(cfg.strategy), records, EventBus(),
+    notes: list[str] = []
+    if model is None:
+        made = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings)
+        model, notes = made if isinstance(made, tuple) else (made, [])
+    bot = TradingBot(settings, clock, broker, model, records, EventBus(),
                      calendar, "backtest", sleep=lambda _s: None)
     bot.plain = cfg.plain
     bot.record_quiet_signals = False
@@ -133,7 +148,8 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     traded = sum(f.qty * f.price for f in broker.fills)
     metrics = compute_metrics(equity, [b.time for b in bars], records.trades, cfg.timeframe, in_market,
                               bars[0].open, bars[-1].close, traded)
-    return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed)
+    return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed,
+                          notes)
 
 
 def _jsonable(v: Any) -> Any:
