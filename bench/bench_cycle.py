@@ -3,7 +3,9 @@
 Prints p50/p99/max of (a) bar close -> order handed to the broker adapter and
 (b) the whole cycle per bar, over a few simulated sessions of 5-minute bars.
 Targets (issue #5): (a) <= 50 ms p99 (network excluded); (b) <= 100 ms with the
-ensemble. Run: .venv/bin/python bench/bench_cycle.py [model]  (model: rules|sma_cross)
+ensemble. Run: .venv/bin/python bench/bench_cycle.py [rules|sma_cross]
+or:  .venv/bin/python bench/bench_cycle.py ensemble APP_HOME PLTR_5m.csv
+(APP_HOME holds a model trained with `main.py train`; the CSV's bars are replayed).
 """
 
 from __future__ import annotations
@@ -50,16 +52,27 @@ def main() -> None:
     logger.remove()
     name = sys.argv[1] if len(sys.argv) > 1 else "rules"
     cal = MarketCalendar()
-    sessions = cal.previous_sessions(datetime(2025, 7, 1, tzinfo=timezone.utc), 20)
-    bars = SimulatedMarket("PLTR", 9, cal).history(sessions)
+    if name == "ensemble":
+        from app.engine.data.csv_import import read_csv
+        from app.engine.data.frame import frame_to_bars
+        from app.engine.ml.live import load_signal_model
+        from app.engine.paths import AppPaths
+
+        bars = frame_to_bars(read_csv(sys.argv[3]).frame, "PLTR")[-1600:]
+        model, notes = load_signal_model(AppPaths.resolve(sys.argv[2]), Settings())
+        print("model:", model.name, *notes)
+    else:
+        from app.engine.backtest.runner import make_model
+
+        sessions = cal.previous_sessions(datetime(2025, 7, 1, tzinfo=timezone.utc), 20)
+        bars = SimulatedMarket("PLTR", 9, cal).history(sessions)
+        model = make_model(name)
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(Path(tmp) / "trader.db")
         clock = SimClock(bars[0].time)
         broker = TimedBroker(clock, 100_000.0, 2.0)
-        from app.engine.backtest.runner import make_model
-
         settings = Settings(mode="auto", auto_threshold=0.7)
-        bot = TradingBot(settings, clock, broker, make_model(name), SqlRecorder(storage, Path(tmp) / "b.jsonl"),
+        bot = TradingBot(settings, clock, broker, model, SqlRecorder(storage, Path(tmp) / "b.jsonl"),
                          calendar=cal, sleep=lambda s: None)
         bot.bus.subscribe(lambda e: None)  # a listener, as the GUI has: events are built
         bot.start()
