@@ -1,0 +1,200 @@
+"""The Model tab: what the last training measured, and Retrain.
+
+Training runs as a separate process (``main.py train``), so TensorFlow never
+loads into the window and Cancel simply ends that process. Progress comes
+from its ``[ 42.0%] message`` lines. Metrics and the reliability plot are
+read from the model's ``metadata.json`` (out-of-sample figures only).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import QProcess, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRESS = re.compile(r"^\[\s*([0-9.]+)%\]\s*(.*)$")
+COLUMNS = ("model", "n", "accuracy", "balanced_accuracy", "roc_auc", "brier", "log_loss", "at_70", "at_80")
+
+
+class ModelTab(QWidget):
+    trained = Signal(str)  # the models folder that changed
+
+    def __init__(self, home: Path, symbol: str, timeframe: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("modelTab")
+        self.home, self.symbol = home, symbol
+        self.process: QProcess | None = None
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.csv = QLineEdit()
+        self.csv.setObjectName("trainCsv")
+        self.csv.setPlaceholderText("CSV of bars to train on")
+        self.csv.setToolTip("Bars to train on; columns are found by name")
+        browse = QPushButton("Browse…")
+        browse.setToolTip("Choose the CSV file")
+        browse.clicked.connect(self._browse)
+        self.timeframe = QComboBox()
+        self.timeframe.addItems(["1m", "5m", "15m", "1h", "1d"])
+        self.timeframe.setCurrentText(timeframe)
+        self.timeframe.setToolTip("Timeframe of the bars in the file")
+        self.timeframe.currentTextChanged.connect(lambda _t: self.reload())
+        self.retrain = QPushButton("Retrain")
+        self.retrain.setObjectName("retrainButton")
+        self.retrain.setToolTip("Walk-forward evaluation, calibration and a final fit, in a separate process")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setObjectName("cancelTrainingButton")
+        self.cancel.setToolTip("Stop training; the saved model is left as it was")
+        self.cancel.setEnabled(False)
+        self.retrain.clicked.connect(self.start_training)
+        self.cancel.clicked.connect(self.cancel_training)
+        for w in (self.csv, browse, self.timeframe, self.retrain, self.cancel):
+            row.addWidget(w)
+        layout.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("trainProgress")
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("")
+        self.status.setObjectName("trainStatus")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        body = QHBoxLayout()
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("modelMetrics")
+        self.table.setHorizontalHeaderLabels([c.replace("_", " ") for c in COLUMNS])
+        self.table.verticalHeader().hide()
+        body.addWidget(self.table, 3)
+        self.reliability = pg.PlotWidget(title="Calibration: stated vs observed P(up)")
+        self.reliability.setObjectName("reliabilityPlot")
+        self.reliability.setLabel("bottom", "stated")
+        self.reliability.setLabel("left", "observed")
+        self.reliability.setXRange(0, 1)
+        self.reliability.setYRange(0, 1)
+        body.addWidget(self.reliability, 2)
+        layout.addLayout(body)
+        self.reload()
+
+    # -------------------------------------------------------------- display
+    def folder(self) -> Path:
+        return self.home / "models" / f"{self.symbol.upper()}_{self.timeframe.currentText()}"
+
+    @Slot()
+    def reload(self) -> dict[str, Any] | None:
+        meta_path = self.folder() / "metadata.json"
+        self.table.setRowCount(0)
+        self.reliability.clear()
+        self.reliability.plot([0, 1], [0, 1], pen=pg.mkPen("#888", style=pg.QtCore.Qt.PenStyle.DashLine))
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            self.status.setText(f"No trained model for {self.symbol} {self.timeframe.currentText()} yet: "
+                                "the rules fallback trades.")
+            return None
+        metrics = meta.get("metrics", {})
+        for name, m in metrics.get("overall", {}).items():
+            r = self.table.rowCount()
+            self.table.insertRow(r)
+            for c, key in enumerate(COLUMNS):
+                self.table.setItem(r, c, QTableWidgetItem(_cell(name if key == "model" else m.get(key))))
+        cal = metrics.get("calibration", {})
+        bins = [b for b in cal.get("reliability", []) if b.get("n")]
+        if bins:
+            self.reliability.plot([b["mean_p"] for b in bins], [b["observed"] for b in bins],
+                                  pen=pg.mkPen("#42a5f5", width=2), symbol="o", symbolBrush="#42a5f5")
+        self.status.setText(
+            f"Trained on {meta.get('train_start', '?')[:10]} .. {meta.get('train_end', '?')[:10]}, "
+            f"{meta.get('bars', '?')} bars, horizon {meta.get('horizon', '?')} bars. Out-of-sample figures; "
+            f"calibration error {cal.get('ece_raw', float('nan')):.3f} raw, "
+            f"{cal.get('ece_walk_forward', float('nan')):.3f} calibrated.")
+        return meta
+
+    # ------------------------------------------------------------ training
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Bars to train on", "", "CSV files (*.csv);;All (*)")
+        if path:
+            self.csv.setText(path)
+
+    @Slot()
+    def start_training(self) -> bool:
+        if self.process is not None:
+            return False
+        csv = self.csv.text().strip()
+        if not csv:
+            self.status.setText("Choose a CSV of bars to train on.")
+            return False
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        self.process.readyReadStandardOutput.connect(self._read)
+        self.process.finished.connect(self._finished)
+        self.progress.setValue(0)
+        self.status.setText("Training…")
+        self.retrain.setEnabled(False)
+        self.cancel.setEnabled(True)
+        self._tail: list[str] = []
+        self.process.start(sys.executable, [str(ROOT / "main.py"), "--data-dir", str(self.home), "train",
+                                            "--symbol", self.symbol, "--csv", csv,
+                                            "--timeframe", self.timeframe.currentText(), *self.extra_args()])
+        return True
+
+    def extra_args(self) -> list[str]:
+        """More arguments for the training command (tests ask for tiny models)."""
+        return []
+
+    @Slot()
+    def cancel_training(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.status.setText("Training cancelled; the saved model is unchanged.")
+
+    @Slot()
+    def _read(self) -> None:
+        assert self.process is not None
+        text = bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
+        for line in text.splitlines():
+            m = PROGRESS.match(line.strip())
+            if m:
+                self.progress.setValue(int(float(m.group(1)) * 10))
+                self.status.setText(m.group(2))
+            elif line.strip():
+                self._tail = (self._tail + [line.strip()])[-5:]
+
+    @Slot(int, QProcess.ExitStatus)
+    def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self.retrain.setEnabled(True)
+        self.cancel.setEnabled(False)
+        self.process = None
+        if status == QProcess.ExitStatus.NormalExit and code == 0:
+            self.progress.setValue(1000)
+            self.reload()
+            self.trained.emit(str(self.folder()))
+        elif status == QProcess.ExitStatus.NormalExit:
+            errors = [t for t in self._tail if t.startswith("error:")]
+            self.status.setText(errors[-1] if errors else f"Training failed (exit {code})")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict):
+        n, hit = v.get("count"), v.get("hit_rate")
+        return f"{n} / {hit:.2f}" if hit is not None else f"{n}"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "" if v is None else str(v)
