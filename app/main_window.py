@@ -80,9 +80,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self.log_bridge = LogBridge()
         self.log_bridge.line.connect(self.log_view.append)
-        # A backtest's thousands of simulated fills would flood the desk's log (and the GUI thread).
-        self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}",
-                                    filter=lambda r: "backtest" not in r["extra"])
+        self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}")
 
     # ------------------------------------------------------------- layout
     def _build_menu(self) -> None:

@@ -199,7 +199,7 @@ def test_timeframe_selector_aggregates_for_display(qtbot) -> None:  # type: igno
     assert first[0] == bars[0].open and first[3] == bars[2].close
     assert first[1] == max(b.high for b in bars[:3]) and first[4] == sum(b.volume for b in bars[:3])
     assert chart.time_at(1) == bars[3].time
-    assert chart.signal_marks.data["x"][0] == 2, "bar 7 lives in the third 15-minute candle"
+    assert chart.marker_items["executed"].data["x"][0] == 2, "bar 7 lives in the third 15-minute candle"
     # A forming bar inside the last bucket merges into it; the next bucket's bar adds a candle.
     nxt = _bars(2, start=bars[-1].time + timedelta(minutes=5), seed=5)
     chart.set_forming(nxt[0])
@@ -208,7 +208,7 @@ def test_timeframe_selector_aggregates_for_display(qtbot) -> None:  # type: igno
     chart.set_forming(nxt[1])
     assert len(chart.view) == 79 and chart.view.ohlcv[-1][3] == nxt[1].close
     chart.timeframe.setCurrentIndex(2)
-    assert len(chart.view) == 40 and chart.signal_marks.data["x"][0] == 1
+    assert len(chart.view) == 40 and chart.marker_items["executed"].data["x"][0] == 1
 
 
 def test_the_chart_keeps_every_candle_of_a_long_history(qtbot) -> None:  # type: ignore[no-untyped-def]

@@ -150,3 +150,81 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
     assert not (tmp_path / "pending_records.jsonl").exists()
     broker.close()
     storage.close()
+
+
+# ------------------------------------------------- the two races the run above found
+def _desk(server: AlpacaServer, folder: Path) -> tuple[TradingBot, AlpacaBroker, Storage, SqlRecorder, SimClock]:
+    cal = MarketCalendar()
+    session = cal.session(datetime(2025, 6, 10).date())
+    assert session is not None
+    clock = SimClock(session.open + timedelta(hours=1))
+    server.set_price(SYMBOL, 20.0)
+    bot, broker, storage, records = _build(server, folder, clock, cal, timeout_s=0.3)
+    bot.start()
+    return bot, broker, storage, records, clock
+
+
+def _bar(bot: TradingBot, clock: SimClock, price: float, p_up: float) -> None:
+    class Fixed(SignalModel):
+        name = "fixed"
+
+        def predict(self, closes: np.ndarray, *bars: object) -> ModelOutput:
+            return ModelOutput(p_up, (("fixed", p_up),), ("test",), "fixed-v1")
+
+    bot.model = Fixed()
+    start = clock.now()
+    clock.set(start + BAR)
+    bot.on_bar_close(Bar(SYMBOL, start, price, price, price, price, 1_000.0))
+
+
+def test_a_stop_that_filled_unseen_is_booked_not_canceled(server: AlpacaServer, tmp_path: Path) -> None:
+    """The broker's stop fills while the engine cannot poll it; the engine then sees the
+    price under the stop and cancels the stop to sell: the cancel finds it filled."""
+    bot, broker, storage, records, clock = _desk(server, tmp_path)
+    _bar(bot, clock, 20.0, 0.95)  # bought at 20 (filled on arrival), stop at 19.40 at the broker
+    (stop,) = [o for o in broker.open_orders() if o.order_type == OrderType.STOP]
+    server.fill_open_orders(19.3, SYMBOL)  # the market falls through it: the broker sells
+    server.set_price(SYMBOL, 19.3)
+    server.fail_next(Fault.http(503))  # ... and the engine's next poll of the stop fails
+    bot.on_price(SYMBOL, 19.3)  # price under the stop: the engine wants out
+    bot.on_price(SYMBOL, 19.3)
+    got = OrderRepository(storage).get(stop.client_order_id)
+    orders = OrderRepository(storage).recent()
+    print(f"\nstop race: stop recorded {got.status.value if got else None}, "
+          f"{sum(o.status == OrderStatus.REJECTED for o in orders)} rejected exits, "
+          f"trades {[t.exit_reason for t in TradeRepository(storage).all()]}")
+    assert got is not None and got.status == OrderStatus.FILLED
+    assert not any(o.status == OrderStatus.REJECTED for o in orders), "no exit sent for shares already sold"
+    assert [t.exit_reason for t in TradeRepository(storage).all()] == ["stop loss"]
+    assert records.positions() == [] and broker.positions() == []
+    storage.close()
+
+
+def test_a_queued_entry_that_did_reach_the_broker_is_booked_when_it_expires(server: AlpacaServer,
+                                                                            tmp_path: Path) -> None:
+    """Every answer to the entry is lost (the order was booked on the first try), it is
+    queued, and it expires: the engine asks the broker before giving up on it."""
+    bot, broker, storage, records, clock = _desk(server, tmp_path)
+    lost = {"left": 6}
+
+    def lose_order_answers(method: str, path: str) -> Fault | None:
+        if method == "POST" and path == "/v2/orders" and lost["left"] > 0:
+            lost["left"] -= 1
+            return Fault.http(500, after=True)
+        return None
+
+    server.faults = lose_order_answers
+    _bar(bot, clock, 20.0, 0.95)  # three attempts: booked and filled, every answer lost
+    bot.on_price(SYMBOL, 20.0)  # three more
+    assert bot.router.queue and records.positions() == []
+    clock.advance(timedelta(minutes=10))  # past the signal's expiry
+    bot.on_price(SYMBOL, 20.0)
+    (entry,) = [o for o in OrderRepository(storage).recent() if o.side == Side.BUY]
+    held = broker.positions()
+    print(f"\nlost answers: entry recorded {entry.status.value} ({entry.reason!r}); broker holds "
+          f"{[(p.symbol, p.qty) for p in held]}, engine holds {[(p.symbol, p.qty) for p in records.positions()]}")
+    assert server.duplicates() == {} and len(server.created_per_coid) >= 2
+    assert entry.status == OrderStatus.FILLED and "expired" not in entry.reason
+    assert [(p.symbol, p.qty) for p in records.positions()] == [(p.symbol, p.qty) for p in held] != []
+    assert [o.order_type for o in broker.open_orders()] == [OrderType.STOP], "and it is protected"
+    storage.close()

@@ -125,11 +125,13 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
 
 def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
                       clock: Clock | None = None, broker: Broker | None = None, source: Any = None,
-                      sleep: Callable[[float], None] | None = None) -> EngineContext:
+                      sleep: Callable[[float], None] | None = None,
+                      alpaca_url: str | None = None) -> EngineContext:
     """Paper trading through Alpaca on the wall clock: real bars, real orders.
 
     ``clock``, ``broker`` and ``source`` are injectable so tests can point the
-    real adapters at a loopback server on a simulated clock.
+    real adapters at a loopback server on a simulated clock; ``alpaca_url``
+    points the default ones elsewhere (a proxy, or a test server).
     """
     from app.engine.broker.alpaca import AlpacaBroker
     from app.engine.data.sources import AlpacaDataSource
@@ -140,8 +142,9 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     paths.ensure()
     bus = bus or EventBus()
     clock = clock or WallClock()
-    broker = broker or AlpacaBroker.from_env(paths.env_file, clock, kind=BrokerKind.PAPER)
-    source = source or AlpacaDataSource(load_keys(paths.env_file))
+    broker = broker or AlpacaBroker.from_env(paths.env_file, clock, kind=BrokerKind.PAPER,
+                                             url_override=alpaca_url)
+    source = source or AlpacaDataSource(load_keys(paths.env_file), url_override=alpaca_url)
     storage = Storage(paths.database)
     records = SqlRecorder(storage, paths.trade_backup)
     notices = []

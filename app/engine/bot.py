@@ -53,6 +53,12 @@ TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 1440}
 HISTORY = 600
 
 
+def valid_bar(b: Bar) -> bool:
+    """Finite, positive prices and a finite, non-negative volume."""
+    return (all(math.isfinite(p) and p > 0 for p in (b.open, b.high, b.low, b.close))
+            and math.isfinite(b.volume) and b.volume >= 0)
+
+
 class TradingBot:
     def __init__(
         self,
@@ -102,7 +108,7 @@ class TradingBot:
 
     def warm_up(self, bars: list[Bar]) -> None:
         """Feed history so the model has context; nothing is traded on it."""
-        for b in bars:
+        for b in filter(valid_bar, bars):
             self._closes.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b.close)
             self._bars.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b)
             self._last_price[b.symbol] = b.close
@@ -128,6 +134,9 @@ class TradingBot:
     # --------------------------------------------------------- market input
     def on_bar_close(self, bar: Bar) -> ModelOutput | None:
         """Run the trading cycle for a bar that has just closed."""
+        if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
+            logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
+            return None
         closes = self._closes.setdefault(bar.symbol, deque(maxlen=HISTORY))
         closes.append(bar.close)
         self._bars.setdefault(bar.symbol, deque(maxlen=HISTORY)).append(bar)
@@ -480,7 +489,8 @@ class TradingBot:
         if held is None or held.qty <= 0:
             self.records.remove_position(o.symbol)
             for other in self.records.open_orders():
-                if other.symbol == o.symbol and other.side == Side.SELL and other.client_order_id != o.client_order_id:
+                if (other.symbol == o.symbol and other.side == Side.SELL
+                        and other.client_order_id != o.client_order_id):  # not the fill being booked
                     self._cancel(other.client_order_id)
             self._stop_orders.pop(o.symbol, None)
             self._day_state["round_trips"] = int(self._day_state.get("round_trips", 0)) + 1

@@ -69,8 +69,9 @@ class MarketCalendar:
     def __init__(self, name: str = "XNYS") -> None:
         import exchange_calendars as xc  # heavy: imported when first needed
 
-        # the default end (a year from today) is near enough for a fast demo to run off it
-        self._cal = xc.get_calendar(name, start="2015-01-01", end="2045-12-31")
+        # wide bounds: history before 2015 is imported too, and the default end (a year
+        # from today) is near enough for a fast demo to run off it; the cost is the same
+        self._cal = xc.get_calendar(name, start="1990-01-01", end="2045-12-31")
 
     def session(self, day: date) -> Session | None:
         return _session_cached(self._cal, day)
@@ -116,6 +117,8 @@ def _session_cached(cal: object, day: date) -> Session | None:
     import pandas as pd
 
     ts = pd.Timestamp(day)
+    if not cal.first_session <= ts <= cal.last_session:  # type: ignore[attr-defined]
+        return None  # beyond what the calendar knows (a bogus date in a file): no session
     if not cal.is_session(ts):  # type: ignore[attr-defined]
         return None
     o = cal.session_open(ts).to_pydatetime()  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None,
                    help="x real time; 0 = as fast as possible (default: the settings' demo speed)")
     p.add_argument("--max-bars", type=int, default=None, help="stop after this many bars")
+    p.add_argument("--alpaca-url", help=argparse.SUPPRESS)  # a proxy or a test server
     return p
 
 
@@ -77,7 +78,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
         if live:
             from app.engine.bootstrap import build_live_engine
 
-            ctx = build_live_engine(paths, settings, bus=bus)
+            ctx = build_live_engine(paths, settings, bus=bus, alpaca_url=getattr(args, "alpaca_url", None))
         else:
             ctx = build_engine(paths, settings, bus=bus, replay_bars=bars)
     except (StorageError, ValueError, BrokerError) as exc:
@@ -107,8 +108,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
             if pause:
                 _sleep_unless(stop, pause)
     finally:
-        acct = ctx.broker.account()
-        out(f"stopped after {ctx.replay.bars_played} bars: equity {acct.equity:,.2f}, "
+        try:  # the broker may be down: stopping must not fail for that
+            equity = f"equity {ctx.broker.account().equity:,.2f}"
+        except BrokerError as exc:
+            equity = f"equity unknown ({exc})"
+        out(f"stopped after {ctx.replay.bars_played} bars: {equity}, "
             f"{len(ctx.records.trades)} trades this run")
         ctx.close()
     return 0

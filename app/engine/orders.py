@@ -8,6 +8,7 @@ the engine finds it, asks the broker whether it arrived (by the same
 from __future__ import annotations
 
 import os
+import signal
 import time as _time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,11 +27,12 @@ RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
 def crash_point(name: str) -> None:
     """TEST HOOK (tests/test_reliability_crash.py), inert unless the environment sets
     AI_TRADER_CRASH_AT to this point's name ("after_submit", or "after_submit:3" for
-    its third visit): the process then dies on the spot, as under SIGKILL."""
+    its third visit): the process then kills itself with SIGKILL on the spot."""
     want = os.environ.get("AI_TRADER_CRASH_AT")
     if want and want.partition(":")[0] == name:
         _crash_visits[name] = _crash_visits.get(name, 0) + 1
         if _crash_visits[name] >= int(want.partition(":")[2] or 1):
+            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # SIGTERM: Windows
             os._exit(137)
 
 

@@ -140,9 +140,12 @@ class Settings:
             if not isinstance(data, dict):
                 raise TypeError(f"expected a JSON object, found {type(data).__name__}")
             return cls.from_dict(data)
-        except (ValueError, TypeError) as exc:  # bad UTF-8, bad JSON, SettingsError
+        except (ValueError, TypeError, OSError) as exc:  # bad UTF-8, bad JSON, SettingsError, unreadable
             backup = path.with_suffix(".invalid.json")
-            path.replace(backup)
+            try:
+                path.replace(backup)
+            except OSError:
+                backup = path  # cannot be moved aside: left where it is
             logger.error("Settings file {} is invalid ({}); kept as {}, using defaults", path, exc, backup)
             return cls()
 
@@ -172,7 +175,11 @@ def _coerce(name: str, raw: Any, type_name: Any) -> Any:
                 if raw.lower() in ("false", "0", "no", "off"):
                     return False
                 raise ValueError(raw)
-            return bool(raw)
+            if isinstance(raw, bool) or (isinstance(raw, int) and raw in (0, 1)):
+                return bool(raw)
+            raise ValueError(raw)  # [], 2, None: not a yes or a no
+        if isinstance(raw, bool) and kind in ("int", "float"):
+            raise ValueError(raw)  # true is not a number of shares
         if kind == "int":
             value = float(raw)
             if not value.is_integer():

@@ -1,86 +1,47 @@
-"""The backtest tab's worker: CSV loading, the backtest and the HTML export,
-all off the GUI thread.
+"""The Backtest tab's worker: a ``QObject`` in a ``QThread`` of its own that runs
+each backtest in a child process and relays what happens as Qt signals.
 
-A backtest of a year of 5-minute bars takes seconds and reading a large CSV
-takes about as long, so both run in a ``QObject`` moved to a ``QThread`` of
-its own (not the engine's: a backtest must not hold up live trading, and the
-engine's thread must not hold up a backtest). Requests arrive as queued
-signals. Cancel cannot be queued behind the running job, so it sets a
-``threading.Event`` that the engine's progress callback reads; returning
-False from that callback is how ``run_backtest`` is told to stop.
+Not the engine's thread: a backtest must not hold up live trading, nor live
+trading a backtest. Not in-process either: see :mod:`app.backtest_process`
+for the measurements (a backtest holding the interpreter lock stalled the GUI
+thread for seconds). Requests arrive as queued signals; the worker thread
+then waits on the child's pipe, which releases the interpreter lock.
+
+Cancel cannot be queued behind the running job, so :meth:`BacktestJob.cancel`
+sets an event shared with the child, which its progress callback reads:
+returning False from that callback is how ``run_backtest`` is told to stop.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from loguru import logger
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.engine.backtest.runner import BacktestCancelled, BacktestConfig, BacktestResult, run_backtest
-from app.engine.types import Bar
+from app.backtest_process import BacktestOutcome, BacktestRequest, child_main
+
+POLL_S = 0.05
+KILL_AFTER_S = 5.0  # a cancelled child still reading a huge CSV is terminated after this
 
 
-@dataclass(frozen=True)
-class BacktestRequest:
-    """What the user asked for, read from the tab's fields on the GUI thread."""
-
-    csv_path: str
-    symbol: str = "PLTR"
-    timeframe: str = "5m"
-    strategy: str = "sma_cross"
-    cash: float = 100_000.0
-    commission: float = 0.0
-    commission_mode: str = "per_share"  # or "fraction" (of traded value)
-    slippage_bps: float = 0.0
-    plain: bool = False
-
-    def config(self) -> BacktestConfig:
-        per_share = self.commission if self.commission_mode == "per_share" else 0.0
-        rate = self.commission if self.commission_mode == "fraction" else 0.0
-        return BacktestConfig(self.symbol.strip().upper() or "PLTR", self.timeframe, self.strategy, self.cash,
-                              per_share, rate, self.slippage_bps, self.plain)
-
-
-@dataclass(frozen=True)
-class BacktestOutcome:
-    """A finished run, handed to the GUI thread; the worker keeps no reference to it.
-
-    Everything the tab plots is computed here, on the worker thread, so the
-    GUI thread only hands arrays to pyqtgraph."""
-
-    result: BacktestResult
-    bars: tuple[Bar, ...]
-    drawdown: np.ndarray  # fraction below the running peak, <= 0
-    buy_and_hold: np.ndarray  # equity had the cash bought the stock at the first open
-    epochs: np.ndarray  # bar start times, epoch seconds (for the time axis)
-    load_notes: tuple[str, ...]
-
-
-def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list[Bar], list[str]]:
-    """Read and clean a CSV exactly as ``python main.py backtest`` does; notes say what was dropped."""
-    from app.engine.data.cleaning import clean
-    from app.engine.data.csv_import import read_csv
-    from app.engine.data.frame import DataError, frame_to_bars
-
-    if not path.strip():
-        raise DataError("choose a CSV file of bars first")
-    imported = read_csv(Path(path).expanduser())
-    cleaned = clean(imported.frame, timeframe, keep_extended=plain)  # plain: no session rules
-    bars = frame_to_bars(cleaned.frame, symbol.strip().upper() or "PLTR")
-    notes = [f"{imported.accepted:,} rows read" + (f", {imported.rejected:,} rejected" if imported.rejected else "")]
-    notes += imported.reason_lines()[:3] + cleaned.report.lines()[:4]
-    if len(bars) < 2:
-        raise DataError(f"{Path(path).name}: fewer than two usable {timeframe} bars after cleaning"
-                        + (f" ({'; '.join(notes[1:])})" if len(notes) > 1 else ""))
-    return bars, notes
+def _context() -> Any:
+    """forkserver where there is one: a clean, preloaded server forks each child in
+    milliseconds, and nothing is forked from a process running Qt threads."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["app.backtest_process", "app.engine.backtest.runner",
+                                    "app.engine.backtest.report", "app.engine.data.cleaning"])
+        return ctx
+    return mp.get_context("spawn")
 
 
 class BacktestJob(QObject):
-    """Runs in its own thread; talks to the tab only through signals."""
+    """Lives in the backtest thread; talks to the tab only through signals."""
 
     progressed = Signal(int)  # percent done
     finished = Signal(object)  # BacktestOutcome
@@ -90,67 +51,85 @@ class BacktestJob(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cancel = threading.Event()
-        self._percent = -1
+        self._ctx = _context()
+        self._cancel = self._ctx.Event()  # shared with the child
+        self._stop = threading.Event()  # the window is closing
+        self.process: Any = None
 
     def arm(self) -> None:
         """Clear a previous cancel; called on the GUI thread before a run is queued."""
         self._cancel.clear()
 
     def cancel(self) -> None:
-        """Thread-safe: only sets a flag that the running backtest polls."""
+        """Thread-safe: sets the flag the child's progress callback polls."""
+        self._cancel.set()
+
+    def stop(self) -> None:
+        """The window closes: cancel, and stop waiting for the child soon after."""
+        self._stop.set()
         self._cancel.set()
 
     @Slot(object)
     def run(self, req: BacktestRequest) -> None:
-        self._percent = -1
+        receiver, sender = self._ctx.Pipe(duplex=False)
         try:
-            bars, notes = load_bars(req.csv_path, req.symbol, req.timeframe, req.plain)
-            if self._cancel.is_set():
-                raise BacktestCancelled("cancelled before the first bar")
-            with logger.contextualize(backtest=True):  # the desk's log view leaves these out
-                result = run_backtest(bars, req.config(), progress=self._progress)
-        except BacktestCancelled as exc:
-            self.cancelled.emit(str(exc))
+            self.process = self._ctx.Process(target=child_main, args=(req, sender, self._cancel),
+                                             name="backtest", daemon=True)
+            self.process.start()
+        except Exception as exc:  # e.g. a script without the ``if __name__ == "__main__"`` guard
+            logger.exception("Backtest process did not start")
+            self.failed.emit(f"cannot start the backtest process: {exc}".strip())
             return
-        except (ValueError, OSError) as exc:  # DataError is a ValueError: a bad file, a bad choice
-            self.failed.emit(str(exc))
+        finally:
+            sender.close()  # the child holds its own end; EOF here means it is gone
+        try:
+            self._relay(receiver)
+        finally:
+            receiver.close()
+            self._reap()
+
+    def _relay(self, conn: Any) -> None:
+        cancelled_at: float | None = None
+        while True:
+            if self._cancel.is_set() and cancelled_at is None:
+                cancelled_at = time.monotonic()
+            patience = 1.0 if self._stop.is_set() else KILL_AFTER_S  # closing: do not keep the window
+            if cancelled_at is not None and time.monotonic() - cancelled_at > patience:
+                self.process.terminate()
+                self.cancelled.emit("cancelled (the backtest process was stopped)")
+                return
+            try:
+                if not conn.poll(POLL_S):
+                    continue
+                kind, value = conn.recv()
+            except (EOFError, OSError):
+                code = self.process.exitcode if self.process else None
+                self.failed.emit(f"the backtest process ended unexpectedly (exit code {code})")
+                return
+            if kind == "progress":
+                self.progressed.emit(int(value))
+                continue
+            {"done": self.finished, "cancelled": self.cancelled}.get(kind, self.failed).emit(value)
             return
-        except Exception as exc:  # never lost: logged with its traceback, shown in the tab
-            logger.exception("Backtest failed")
-            self.failed.emit(f"unexpected error: {exc}")
+
+    def _reap(self) -> None:
+        if self.process is None:
             return
-        result.notes.extend(notes)
-        eq = result.equity
-        peak = np.maximum.accumulate(eq) if len(eq) else eq
-        first_open = bars[0].open or 1.0
-        self.progressed.emit(100)
-        self.finished.emit(BacktestOutcome(
-            result, tuple(bars), eq / np.where(peak > 0, peak, 1.0) - 1.0,
-            np.array([b.close for b in bars]) * (req.cash / first_open),
-            np.array([b.time.timestamp() for b in bars]), tuple(notes)))
+        self.process.join(1.0)
+        if self.process.is_alive():
+            logger.warning("Backtest process did not exit; terminating it")
+            self.process.terminate()
+            self.process.join(1.0)
 
     @Slot(object, str)
     def export(self, outcome: BacktestOutcome, path: str) -> None:
-        from app.engine.backtest.report import render_html
-
+        """Write the report the child rendered (off the GUI thread: it can be megabytes)."""
         try:
-            Path(path).write_text(render_html(outcome.result, outcome.bars), encoding="utf-8")
+            Path(path).write_text(outcome.html, encoding="utf-8")
         except OSError as exc:
             self.failed.emit(f"cannot write {path}: {exc.strerror or exc}")
             return
-        except Exception as exc:
-            logger.exception("Report export failed")
-            self.failed.emit(f"report export failed: {exc}")
-            return
         self.exported.emit(path)
-
-    def _progress(self, fraction: float) -> bool:
-        percent = int(fraction * 100)
-        if percent != self._percent:  # at most ~100 signals a run, whatever its length
-            self._percent = percent
-            self.progressed.emit(percent)
-        return not self._cancel.is_set()
 
 
 class BacktestThread:
@@ -167,7 +146,7 @@ class BacktestThread:
             self.thread.start()
 
     def stop(self, timeout_ms: int = 10_000) -> None:
-        self.job.cancel()  # a running backtest stops at its next progress check
+        self.job.stop()  # a running child stops at its next progress check, or is terminated
         if self.thread.isRunning():
             self.thread.quit()
             self.thread.wait(timeout_ms)

@@ -41,7 +41,8 @@ from PySide6.QtWidgets import (
 from app.engine.backtest.runner import STRATEGIES
 from app.engine.clock import NY
 from app.engine.types import Trade
-from app.widgets.backtest_job import BacktestJob, BacktestOutcome, BacktestRequest, BacktestThread
+from app.backtest_process import BacktestOutcome, BacktestRequest
+from app.widgets.backtest_job import BacktestJob, BacktestThread
 
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "buy_and_hold_return"}
@@ -293,7 +294,7 @@ class BacktestTab(QWidget):
         if self.outcome is None:
             return
         if path is None:
-            cfg = self.outcome.result.config
+            cfg = self.outcome.config
             path, _ = QFileDialog.getSaveFileName(self, "Export backtest report",
                                                   f"backtest-{cfg.symbol}-{cfg.strategy}.html",
                                                   "HTML files (*.html)")
@@ -318,10 +319,10 @@ class BacktestTab(QWidget):
     @Slot(object)
     def _on_finished(self, o: BacktestOutcome) -> None:
         self.outcome = o
-        r, m = o.result, o.result.metrics
-        x = np.arange(len(r.equity))
+        m = o.metrics
+        x = np.arange(len(o.equity))
         self.date_axis.epochs = o.epochs
-        self.equity_curve.setData(x, r.equity)
+        self.equity_curve.setData(x, o.equity)
         self.hold_curve.setData(x, o.buy_and_hold)
         self.dd_curve.setData(x, o.drawdown * 100.0)
         self.dd_plot.setLabel("left", "Drawdown %")
@@ -334,12 +335,14 @@ class BacktestTab(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.metrics_table.setItem(row, 1, item)
         self.metrics_table.resizeColumnToContents(0)
-        self.trades_model.set_trades(r.trades)
+        self.trades_model.set_trades(list(o.trades))
         self.export_button.setEnabled(True)
-        rate = r.bars / max(r.elapsed_seconds, 1e-9)
-        self._say(f"{r.bars:,} bars, {m['trades']} trades in {r.elapsed_seconds:.2f} s ({rate:,.0f} bars/s). "
+        self.progress.setRange(0, 100)
+        self.progress.setValue(100)
+        rate = o.bars / max(o.elapsed_seconds, 1e-9)
+        self._say(f"{o.bars:,} bars, {m['trades']} trades in {o.elapsed_seconds:.2f} s ({rate:,.0f} bars/s). "
                   f"Return {m['total_return']:+.2%} vs buy and hold {m['buy_and_hold_return']:+.2%}.",
-                  tip="\n".join(o.load_notes))
+                  tip="\n".join(o.notes))
         self._end_run()
 
     @Slot(str)

@@ -266,7 +266,10 @@ def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanRepo
             begin = o - ((o - offset) % step)
             slots = np.arange(begin, c, step, dtype="int64")
             slots = slots[(slots >= first) & (slots <= last)]
-        absent = slots[~np.isin(slots, have, assume_unique=True)]
+        # ``have`` is sorted: a binary search per slot, not a pass over every bar per day
+        # (np.isin made a million-row import take minutes)
+        pos = np.minimum(np.searchsorted(have, slots), len(have) - 1)
+        absent = slots[have[pos] != slots]
         if len(absent) and len(absent) == len(slots) and len(slots):
             rep.missing_sessions += 1
         if len(absent):

@@ -268,7 +268,7 @@ def _uniform_iso(s: pd.Series) -> pd.DatetimeIndex | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            got = pd.to_datetime(s, format="ISO8601")
+            got = _fit_ns(pd.to_datetime(s, format="ISO8601"))
     except (ValueError, TypeError, OverflowError):
         return None  # mixed offsets, naive mixed with zoned, or some unreadable cell
     if got.isna().any():
@@ -282,16 +282,25 @@ def _uniform_iso(s: pd.Series) -> pd.DatetimeIndex | None:
 
 def _to_datetime(s: pd.Series, utc: bool) -> pd.Series:
     """ISO-8601 first (fast, strict); anything left is tried with pandas' mixed parser."""
-    got = pd.to_datetime(s, format="ISO8601", utc=utc, errors="coerce")
+    got = _fit_ns(pd.to_datetime(s, format="ISO8601", utc=utc, errors="coerce"))
     bad = got.isna()
     if bad.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                retry = pd.to_datetime(s[bad], format="mixed", utc=utc, errors="coerce")
+                retry = _fit_ns(pd.to_datetime(s[bad], format="mixed", utc=utc, errors="coerce"))
             except (ValueError, TypeError):
                 retry = None
         if retry is not None and not retry.isna().all():
             got = got.astype(retry.dtype) if got.isna().all() else got
             got[bad] = retry
     return got
+
+
+def _fit_ns(got: pd.Series) -> pd.Series:
+    """Times a nanosecond index cannot hold (before 1678 or after 2261) become NaT,
+    an unreadable row, instead of an overflow that would refuse the whole file."""
+    if not pd.api.types.is_datetime64_any_dtype(got) or getattr(got.dt, "unit", "ns") == "ns":
+        return got
+    years = got.dt.year
+    return got.where((years > 1677) & (years < 2262)).dt.as_unit("ns")

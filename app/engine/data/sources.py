@@ -201,6 +201,13 @@ class AlpacaDataSource(MarketDataSource):
                 url_override=self._url)
         return self._client
 
+    def _scrub(self, text: str) -> str:
+        """The keys out of an error text: a gateway may echo the request's headers."""
+        for secret in (self._keys.key_id, self._keys.secret_key):
+            if secret.reveal():
+                text = text.replace(secret.reveal(), "••••")
+        return text
+
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         check_timeframe(timeframe)
         _check_range(start, end)
@@ -216,8 +223,8 @@ class AlpacaDataSource(MarketDataSource):
         try:
             barset = self._get_client().get_stock_bars(request)
         except APIError as exc:
-            raise DataError(f"Alpaca refused the bars request ({exc.status_code}): "
-                            f"{_api_message(exc)}") from None
+            raise DataError(self._scrub(f"Alpaca refused the bars request ({exc.status_code}): "
+                                        f"{_api_message(exc)}")) from None
         except requests.RequestException as exc:
             raise DataError(f"cannot reach Alpaca market data: {type(exc).__name__}") from None
         bars = barset.data.get(symbol) or barset.data.get(symbol.upper()) or []
