@@ -182,3 +182,45 @@ def test_the_simulated_broker_rejects_what_the_cash_cannot_pay() -> None:
     with pytest.raises(BrokerError) as err:
         sim.submit(order(qty=100))
     assert not err.value.transient and "buying power" in str(err.value)
+
+
+def test_positions_are_marked_stale_while_the_broker_is_unreachable() -> None:
+    from datetime import datetime, timezone
+
+    from app.engine.broker.base import BrokerError
+    from app.engine.broker.simulated import SimulatedBroker
+    from app.engine.bot import TradingBot
+    from app.engine.clock import SimClock
+    from app.engine.events import EventBus, PortfolioEvent
+    from app.engine.records import MemoryRecorder
+    from app.engine.settings import Settings
+    from app.engine.strategy.rules import RulesModel
+    from app.engine.types import Order, OrderStatus, OrderType, Position, Side
+
+    class Down(SimulatedBroker):
+        down = False
+
+        def get_order(self, client_order_id: str):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise BrokerError("connection reset", transient=True)
+            return super().get_order(client_order_id)
+
+    clock = SimClock(datetime(2025, 6, 2, 15, tzinfo=timezone.utc))
+    broker = Down(clock)
+    records = MemoryRecorder()
+    records.position(Position("PLTR", 10, 20.0, 20.0, clock.now(), stop_price=19.4))
+    stop = Order("x", "PLTR", Side.SELL, 10, OrderType.STOP, OrderStatus.SUBMITTED, clock.now(), stop_price=19.4)
+    broker.submit(stop)
+    records.order(stop, clock.now())
+    seen: list[PortfolioEvent] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: seen.append(e) if isinstance(e, PortfolioEvent) else None)
+    bot = TradingBot(Settings(), clock, broker, RulesModel(), records, bus, sleep=lambda s: None)
+    bot.on_price("PLTR", 20.5)
+    assert seen and not seen[-1].positions[0].stale
+    broker.down = True
+    bot.on_price("PLTR", 20.6)
+    assert seen[-1].positions[0].stale, "last known state, marked stale"
+    broker.down = False
+    bot.on_price("PLTR", 20.7)
+    assert not seen[-1].positions[0].stale

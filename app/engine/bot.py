@@ -451,6 +451,7 @@ class TradingBot:
                 self.router.connected = False
                 logger.warning("Cannot poll order {}: {}", o.client_order_id, exc)
                 return
+            self.router.connected = True  # the broker answered
             if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
                 continue
             b = replace(b, reason=o.reason, signal_id=o.signal_id)
@@ -542,7 +543,10 @@ class TradingBot:
         return any(now - end > limit for end in self._last_bar_end.values())
 
     def _marked_positions(self) -> tuple[Position, ...]:
-        return tuple(replace(p, last_price=self._last_price.get(p.symbol, p.last_price))
+        """Positions at the latest prices; marked stale while the broker is unreachable
+        (they are then the last known state, not the broker's word)."""
+        stale = not self.router.connected
+        return tuple(replace(p, last_price=self._last_price.get(p.symbol, p.last_price), stale=stale)
                      for p in self.records.positions())
 
     def _roll_day(self) -> None:
