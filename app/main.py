@@ -145,9 +145,25 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
             app.quit()
 
         QTimer.singleShot(int(args.after * 1000), shoot)
-    app.exec()
+    run_event_loop(app)
     lock.release()
     return code
+
+
+def run_event_loop(app: object) -> None:
+    """Qt's event loop with asyncio running inside it (qasync), so the app's own
+    async work (connection tests, downloads) runs as coroutines on the GUI
+    thread without ever blocking it."""
+    import asyncio
+
+    import qasync
+
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    closed = asyncio.Event()
+    app.aboutToQuit.connect(closed.set)  # type: ignore[attr-defined]
+    with loop:
+        loop.run_until_complete(closed.wait())
 
 
 def _demo_mode(args: argparse.Namespace, paths: AppPaths, settings: object) -> bool:

@@ -116,3 +116,33 @@ def test_window_saves_settings_file(qtbot, app_home: Path) -> None:  # type: ign
         assert "7" in w.account.settings.max_round_trips.__str__()
     finally:
         w.close()
+
+
+def test_connection_test_runs_as_a_coroutine_inside_qt(qapp, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                        alpaca_server: AlpacaServer) -> None:  # noqa: F811
+    import asyncio
+
+    import qasync
+
+    dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url)
+    dlg.key_fields["paper_key_id"].setText(alpaca_server.key_id)
+    dlg.key_fields["paper_secret_key"].setText(alpaca_server.secret_key)
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    ticks = 0
+
+    async def scenario() -> None:
+        nonlocal ticks
+        dlg.test_connection()
+        assert dlg._task is not None  # the qasync path, not the thread pool
+        while not dlg.test_result.text().startswith("connected"):
+            ticks += 1  # the loop keeps turning while the check runs
+            await asyncio.sleep(0.01)
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(), 15))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert ticks > 0
+    dlg.deleteLater()

@@ -228,15 +228,38 @@ class SettingsDialog(QDialog):
         self.test_button.setEnabled(False)
         self.test_result.setText("testing…")
         url = self.alpaca_url
-        job = _ConnectionTest(lambda: _check_alpaca(keys, url))
+        loop = _running_loop()
+        if loop is not None:  # the app runs asyncio inside Qt (qasync): a coroutine
+            self._task = loop.create_task(self._test_async(keys, url))
+            return
+        job = _ConnectionTest(lambda: _check_alpaca(keys, url))  # no asyncio loop (tests, embeds)
         job.signals.done.connect(self._tested)
         self._job = job  # keep the signals object alive until it reports
         QThreadPool.globalInstance().start(job)
+
+    async def _test_async(self, keys: ApiKeys, url: str | None) -> None:
+        import asyncio
+
+        try:
+            message = await asyncio.get_running_loop().run_in_executor(None, _check_alpaca, keys, url)
+        except Exception as exc:  # the adapter already scrubbed any key from the text
+            message = f"failed: {exc}"
+        self._tested(message)
 
     @Slot(str)
     def _tested(self, message: str) -> None:
         self.test_button.setEnabled(True)
         self.test_result.setText(message)
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return None
+    return loop if loop.is_running() else None
 
 
 def _check_alpaca(keys: ApiKeys, url: str | None = None) -> str:
