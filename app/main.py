@@ -30,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     from app.engine.data.cli import add_data_parser
     from app.engine.backtest.cli import add_backtest_parser
     from app.engine.headless import add_run_parser
+    from app.desktop import add_desktop_parser
     from app.engine.ml.cli import add_ml_parsers
 
     add_data_parser(sub)
+    add_desktop_parser(sub)
     add_ml_parsers(sub)
     add_run_parser(sub)
     add_backtest_parser(sub)
@@ -48,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.configure(paths.ensure().logs)
         return run_data_command(args, paths)
+    if args.command == "install-desktop":
+        from app.desktop import run_desktop_command
+
+        return run_desktop_command(args)
     if args.command in ("train", "predict"):
         from app.engine import logs
         from app.engine.ml.cli import run_ml_command
@@ -112,6 +118,7 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     logs.configure(paths.logs)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("AI Trader")
+    app.setDesktopFileName("ai-trader")
     icon = _resource("icon.png")
     if icon:
         app.setWindowIcon(QIcon(icon))

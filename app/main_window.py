@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from loguru import logger
@@ -23,6 +24,7 @@ from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.types import Bar, EngineStatus, Order, Trade, TradingMode
 from app.widgets.backtest_tab import BacktestTab
+from app.widgets.model_tab import ModelTab
 from app.widgets.chart import CandleChart
 from app.widgets.notifications import ApprovalNotifier
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
@@ -121,6 +123,10 @@ class MainWindow(QMainWindow):
         note = f" ({', '.join(restart)} apply at the next start)" if restart else ""
         self.status_bar.showMessage(f"Settings saved{note}", 15000)
 
+    @Slot(str)
+    def on_model_trained(self, folder: str) -> None:
+        self.status_bar.showMessage(f"New model saved in {folder}: it trades from the next start", 20000)
+
     def import_csv(self) -> None:
         from PySide6.QtWidgets import QFileDialog, QInputDialog
 
@@ -185,14 +191,19 @@ class MainWindow(QMainWindow):
         self.approval_dock = self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
         self.notifier = ApprovalNotifier(self.approval_dock, self)
         self.approvals.pendingCountChanged.connect(self.notifier.set_count)
-        self._dock("Positions", "positionsDock", self.positions, bottom)
+        positions_dock = self._dock("Positions", "positionsDock", self.positions, bottom)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("recordTabs")
         self.tabs.addTab(self.orders, "Orders")
         self.tabs.addTab(self.trades, "Trades")
         self.tabs.addTab(self.log_view, "Log")
         self.tabs.addTab(self.backtest_tab, "Backtest")
-        self._dock("Record", "recordDock", self.tabs, bottom)
+        self.model_tab = ModelTab(self.paths.home, self.settings.symbol, self.settings.timeframe)
+        self.model_tab.trained.connect(self.on_model_trained)
+        self.tabs.addTab(self.model_tab, "Model")
+        record_dock = self._dock("Record", "recordDock", self.tabs, bottom)
+        # a first-run layout; a saved one (QSettings) replaces it
+        self.resizeDocks([positions_dock, record_dock], [560, 840], Qt.Orientation.Horizontal)
 
     def _connect(self) -> None:
         w = self.worker
@@ -234,6 +245,10 @@ class MainWindow(QMainWindow):
         self.chart.set_history(info["history"])
         for notice in info["notices"]:
             self.on_alert(AlertEvent("warning", notice))
+        # Everything loaded so far (modules, the engine, the history) lives as long as the app:
+        # move it out of the collector's sight, so a full collection - which stops every
+        # thread, the GUI's included - scans only what was made since (70 ms -> a few ms).
+        gc.freeze()
 
     @Slot(str)
     def on_failed(self, message: str) -> None:
@@ -326,6 +341,7 @@ class MainWindow(QMainWindow):
             self._log_sink = None
         self.notifier.close()
         self.backtest_tab.shutdown()
+        self.model_tab.cancel_training()
         self.engine.stop()
 
 

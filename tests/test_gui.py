@@ -106,7 +106,7 @@ def test_auto_mode_needs_confirmation(qtbot, window) -> None:  # type: ignore[no
     with qtbot.waitSignal(w.worker.statusChanged, timeout=10_000,
                           check_params_cb=lambda s: s.mode.value == "auto"):
         qtbot.mouseClick(w.mode_switch.buttons[list(w.mode_switch.buttons)[2]], Qt.MouseButton.LeftButton)
-    assert "AUTO" in w.status_bar.mode.text()
+    qtbot.waitUntil(lambda: "AUTO" in w.status_bar.mode.text(), timeout=5000)
 
 
 def test_window_names_for_tests_and_accessibility(window) -> None:  # type: ignore[no-untyped-def]

@@ -166,6 +166,7 @@ def test_metric_formats() -> None:
     assert format_metric("total_return", 0.1234) == "+12.34%"
     assert format_metric("max_drawdown", -0.05) == "-5.00%"
     assert format_metric("final_equity", 101234.5) == "$101,234.50"
+    assert format_metric("avg_loss", -147.5) == "-$147.50"
     assert format_metric("sharpe", float("nan")) == "n/a"
     assert format_metric("profit_factor", float("inf")) == "∞"
     assert format_metric("trades", 1234) == "1,234"

@@ -2,10 +2,10 @@
 
 Parameters on the left, Run/Cancel and a progress bar under them; equity (with
 buy and hold) and drawdown plots in the middle; metrics and the trade list on
-the right. The work happens in :class:`~app.widgets.backtest_job.BacktestJob`
-on a thread of its own, so the window and live trading carry on while a
-backtest runs. Problems (a bad CSV, a strategy not available) are shown in the
-tab in words, never as a traceback.
+the right. The work happens in :class:`~app.widgets.backtest_job.BacktestJob`,
+on a thread of its own that runs each backtest in a child process, so the
+window and live trading carry on while a backtest runs. Problems (a bad CSV, a
+strategy not available) are shown in the tab in words, never as a traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -34,14 +35,13 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
     QTabWidget,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
+from app.backtest_process import BacktestOutcome, BacktestRequest
 from app.engine.backtest.runner import STRATEGIES
 from app.engine.clock import NY
 from app.engine.types import Trade
-from app.backtest_process import BacktestOutcome, BacktestRequest
 from app.widgets.backtest_job import BacktestJob, BacktestThread
 
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
@@ -57,7 +57,9 @@ def format_metric(key: str, value: Any) -> str:
             return "∞" if value > 0 and key == "profit_factor" else "n/a"
         if key in PERCENT:
             return f"{value:+.2%}" if key in ("total_return", "cagr", "buy_and_hold_return") else f"{value:.2%}"
-        return f"${value:,.2f}" if key in MONEY else f"{value:,.3f}"
+        if key in MONEY:
+            return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+        return f"{value:,.3f}"
     return f"{value:,}" if isinstance(value, (int, np.integer)) else str(value)
 
 
@@ -143,8 +145,9 @@ class BacktestTab(QWidget):
         split.addWidget(self._build_plots())
         split.addWidget(self._build_tables())
         split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 3)
-        split.setStretchFactor(2, 2)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 0)
+        split.setSizes([290, 800, 330])  # the metrics need ~300 px to show their values in full
         layout = QHBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(split)
@@ -159,10 +162,7 @@ class BacktestTab(QWidget):
         browse = _named(QToolButton(), "backtestBrowse", "Choose the CSV file")
         browse.setText("…")
         browse.clicked.connect(self.browse_csv)
-        row = QHBoxLayout()
-        row.addWidget(self.csv_edit)
-        row.addWidget(browse)
-        form.addRow("CSV", row)
+        form.addRow("CSV", _row(self.csv_edit, browse))
         self.symbol_edit = _named(QLineEdit(symbol), "backtestSymbol", "Symbol the bars belong to")
         form.addRow("Symbol", self.symbol_edit)
         self.timeframe_box = _named(QComboBox(), "backtestTimeframe", "Bar size in the file")
@@ -179,10 +179,7 @@ class BacktestTab(QWidget):
         self.commission_mode = _named(QComboBox(), "backtestCommissionMode", "How the commission is charged")
         self.commission_mode.addItem("$ / share", "per_share")
         self.commission_mode.addItem("fraction", "fraction")
-        row = QHBoxLayout()
-        row.addWidget(self.commission_box, 1)
-        row.addWidget(self.commission_mode)
-        form.addRow("Commission", row)
+        form.addRow("Commission", _row(self.commission_box, self.commission_mode))
         self.slippage_box = _spin("backtestSlippage", "Slippage on each fill, in basis points (1 bp = 0.01%)",
                                   0.0, 1000.0, 1, 0.0, 1.0, suffix=" bps")
         form.addRow("Slippage", self.slippage_box)
@@ -194,10 +191,7 @@ class BacktestTab(QWidget):
         self.cancel_button.setEnabled(False)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        row = QHBoxLayout()
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        form.addRow(row)
+        form.addRow(_row(self.run_button, self.cancel_button))
         self.progress = _named(QProgressBar(), "backtestProgress", "Share of the bars played so far")
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
@@ -245,7 +239,9 @@ class BacktestTab(QWidget):
         self.metrics_table.setObjectName("backtestMetrics")
         self.metrics_table.setHorizontalHeaderLabels(("Metric", "Value"))
         self.metrics_table.verticalHeader().hide()
-        self.metrics_table.horizontalHeader().setStretchLastSection(True)
+        header = self.metrics_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.metrics_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.trades_model = TradesModel()
         self.trades_view = QTableView()
@@ -334,7 +330,6 @@ class BacktestTab(QWidget):
             item = QTableWidgetItem(format_metric(key, value))
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.metrics_table.setItem(row, 1, item)
-        self.metrics_table.resizeColumnToContents(0)
         self.trades_model.set_trades(list(o.trades))
         self.export_button.setEnabled(True)
         self.progress.setRange(0, 100)
@@ -375,6 +370,13 @@ class BacktestTab(QWidget):
         self.status.setText(text)
         self.status.setToolTip(tip or text)
         self.status.setStyleSheet("color:#ef5350; font-weight:bold;" if error else "")
+
+
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
 
 
 def _named(widget: Any, name: str, tip: str) -> Any:

@@ -22,13 +22,14 @@ from app.engine.clock import NY
 from app.engine.types import Bar
 from app.widgets.chart_items import CandleItem, VolumeItem
 from app.widgets.chart_series import C, H, L, V, BarSeries, bollinger, display_index, ema, sma
+
 FOLLOW_CANDLES = 160  # how many candles the chart shows while following the newest
 WARMUP = 200  # candles computed before the visible range so EMAs and bands have settled
-FACTORS = (1, 3, 6)
+FACTORS = (1, 3, 6)  # display timeframes as multiples of the engine's bar
 MARKERS = {  # kind -> (symbol, colour)
     "pending": ("t1", "#fdd835"), "executed": ("t1", "#00e676"), "rejected": ("x", "#9e9e9e"),
     "buy_fill": ("t1", "#26a69a"), "sell_fill": ("t", "#ef5350"),
-}  # display timeframes as multiples of the engine's bar
+}
 OVERLAYS = {  # name -> (label, tooltip, [(curve key, color, pen style)])
     "sma": ("SMA 10/20", "Simple moving averages of the close over 10 and 20 candles",
             [("sma10", "#ffb74d", Qt.PenStyle.SolidLine), ("sma20", "#ba68c8", Qt.PenStyle.SolidLine)]),

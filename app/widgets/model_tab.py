@@ -163,6 +163,7 @@ class ModelTab(QWidget):
     def cancel_training(self) -> None:
         if self.process is not None:
             self.process.kill()
+            self.process.waitForFinished(3000)  # never leave a training process behind
             self.status.setText("Training cancelled; the saved model is unchanged.")
 
     @Slot()

@@ -16,7 +16,6 @@ reasons; when none is left, the rules model answers and says it is a fallback.
 from __future__ import annotations
 
 import math
-from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Sequence
 
@@ -45,36 +44,60 @@ def default_max_age(timeframe: str) -> timedelta:
 
 
 class BarWindow:
-    """The newest ``size`` bars of one symbol as rows (epoch s, o, h, l, c, v)."""
+    """The newest ``size`` bars of one symbol as rows (epoch s, o, h, l, c, v).
+
+    Held in a NumPy buffer twice the window's length: a new bar is one row
+    write, the window is a view (no per-bar list-to-array conversion), and
+    the rows slide back to the front once per ``size`` bars.
+    """
 
     def __init__(self, size: int = LIVE_WINDOW) -> None:
-        self._rows: deque[tuple[float, ...]] = deque(maxlen=size)
+        self.size = int(size)
+        self._buf = np.empty((2 * self.size, 6), dtype="float64")
+        self._lo = self._hi = 0
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._hi - self._lo
 
     def update(self, bars: Sequence[Bar]) -> None:
         """Append the bars newer than the last one held; a history that went
         backwards (a replay restarted) replaces the window."""
         if not bars:
             return
-        last = self._rows[-1][0] if self._rows else None
+        last = float(self._buf[self._hi - 1, 0]) if len(self) else None
         newest = bars[-1].time.timestamp()
         if last is not None and newest < last:
-            self._rows.clear()
+            self._lo = self._hi = 0
             last = None
         fresh: list[Bar] = []
         for b in reversed(bars):
             if last is not None and b.time.timestamp() <= last:
                 break
             fresh.append(b)
-            if len(fresh) >= (self._rows.maxlen or len(bars)):
+            if len(fresh) >= self.size:
                 break
-        for b in reversed(fresh):
-            self._rows.append((b.time.timestamp(), b.open, b.high, b.low, b.close, b.volume))
+        if fresh:
+            self._push(np.array([(b.time.timestamp(), b.open, b.high, b.low, b.close, b.volume)
+                                 for b in reversed(fresh)], dtype="float64"))
+
+    def _push(self, new: np.ndarray) -> None:
+        m = len(new)
+        if self._hi + m > len(self._buf):  # slide the rows still wanted to the front
+            keep = min(len(self), self.size - m)
+            self._buf[:keep] = self._buf[self._hi - keep : self._hi]
+            self._lo, self._hi = 0, keep
+        self._buf[self._hi : self._hi + m] = new
+        self._hi += m
+        self._lo = max(self._lo, self._hi - self.size)
+
+    def rows(self) -> np.ndarray:
+        """The window, oldest first, as an ``(n, 6)`` read-only view."""
+        view = self._buf[self._lo : self._hi]
+        view.flags.writeable = False
+        return view
 
     def frame(self) -> pd.DataFrame:
-        a = np.array(self._rows, dtype="float64").reshape(-1, 6)
+        a = self.rows()
         idx = from_epoch_seconds(a[:, 0].astype("int64"))
         cols = ("open", "high", "low", "close", "volume")
         return pd.DataFrame({c: a[:, i + 1] for i, c in enumerate(cols)}, index=idx)
@@ -126,9 +149,9 @@ class EnsembleSignalModel(SignalModel):
         return self._ensemble(closes, win, last.time)
 
     def _ensemble(self, closes: np.ndarray, win: BarWindow, at: datetime) -> ModelOutput | None:
-        from app.engine.data.features import compute_features
+        from app.engine.data.features import compute_features_tail
 
-        X = compute_features(win.frame(), self.intraday).to_numpy(dtype="float64")[-self.need:]
+        X = compute_features_tail(win.rows(), self.intraday, self.need)
         parts: dict[str, float] = {}
         notes = [f"{n} left out: {why}" for n, why in self.bundle.problems.items()]
         for name, model in self.bundle.components.items():
