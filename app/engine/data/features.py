@@ -176,8 +176,10 @@ def compute_features_tail(data: pd.DataFrame | np.ndarray, intraday: bool, rows:
     return out
 
 
-def _tail_via_pandas(frame: pd.DataFrame | None, secs: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-                     volume: np.ndarray, intraday: bool, k: int) -> np.ndarray:
+def _tail_via_pandas(frame: pd.DataFrame | None, secs: np.ndarray, high: np.ndarray,
+                     low: np.ndarray, close: np.ndarray, volume: np.ndarray, intraday: bool,
+                     k: int) -> np.ndarray:
+    """The newest ``k`` rows the exact way: ``compute_features`` on the whole input."""
     if frame is not None:
         return compute_features(frame, intraday).to_numpy(dtype="float64")[-k:]
     idx = pd.DatetimeIndex(pd.to_datetime(secs, unit="s", utc=True))

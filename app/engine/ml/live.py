@@ -5,8 +5,9 @@ Live, :class:`EnsembleSignalModel` keeps a rolling window of the last
 400 bars cover the 60-bar sequence and the 50-bar indicator warm-up, and
 leave ~290 bars for the exponential averages (EMA, RSI, ATR, MACD) to forget
 where the window starts, so live features match full-history features to
-~1e-8. Per bar: features (~4 ms, pandas), LSTM forward in NumPy (~1 ms),
-forest walk (~0.1 ms).
+~1e-8. Per bar: features for the 60 newest rows in NumPy
+(``compute_features_tail``, ~0.3 ms; the same values as ``compute_features``
+on the window), LSTM forward in NumPy (~1 ms), forest walk (~0.1 ms).
 
 Whatever goes wrong, the bot gets an answer it can explain: a component that
 is missing, unloadable, stale or not ready is left out and named in the
