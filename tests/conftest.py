@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the user's real keyring
 os.environ.pop("APCA_API_KEY_ID", None)
 os.environ.pop("APCA_API_SECRET_KEY", None)
 

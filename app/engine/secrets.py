@@ -64,13 +64,41 @@ ENV_KEY = "APCA_API_KEY_ID"
 ENV_SECRET = "APCA_API_SECRET_KEY"
 
 
+KEYRING_SERVICE = "ai-trader"
+
+
+def os_keyring() -> object | None:
+    """The OS keyring when one really works here (not keyring's fail/null stand-ins)."""
+    try:
+        import keyring
+        from keyring.backends import fail, null
+    except ImportError:
+        return None
+    backend = keyring.get_keyring()
+    if isinstance(backend, (fail.Keyring, null.Keyring)) or getattr(backend, "priority", 0) <= 0:
+        return None
+    return backend
+
+
 def load_keys(env_file: Path | None, live: bool = False) -> ApiKeys:
-    """Paper keys by default; live keys are kept under separate names."""
+    """Paper keys by default; live keys are kept under separate names. Looked up in
+    Alpaca's environment variables, then the OS keyring, then the ``.env`` file."""
     prefix = "LIVE_" if live else ""
     values = read_env_file(env_file) if env_file else {}
-    key = os.environ.get(prefix + ENV_KEY) or values.get(prefix + ENV_KEY, "")
-    secret = os.environ.get(prefix + ENV_SECRET) or values.get(prefix + ENV_SECRET, "")
-    return ApiKeys(Secret(key), Secret(secret))
+    found: list[str] = []
+    for name in (prefix + ENV_KEY, prefix + ENV_SECRET):
+        found.append(os.environ.get(name) or _from_keyring(name) or values.get(name, ""))
+    return ApiKeys(Secret(found[0]), Secret(found[1]))
+
+
+def _from_keyring(name: str) -> str:
+    backend = os_keyring()
+    if backend is None:
+        return ""
+    try:
+        return backend.get_password(KEYRING_SERVICE, name) or ""  # type: ignore[attr-defined]
+    except Exception:  # a locked or broken keyring must not stop the app
+        return ""
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -86,9 +114,18 @@ def read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def save_keys(path: Path, keys: ApiKeys, live: bool = False) -> None:
-    """Write keys to an owner-only ``.env`` file (0600), keeping other entries."""
+def save_keys(path: Path, keys: ApiKeys, live: bool = False) -> str:
+    """Store keys in the OS keyring, or where none works in an owner-only ``.env``
+    file (0600), keeping its other entries. Returns where they went."""
     prefix = "LIVE_" if live else ""
+    backend = os_keyring()
+    if backend is not None:
+        try:
+            backend.set_password(KEYRING_SERVICE, prefix + ENV_KEY, keys.key_id.reveal())  # type: ignore[attr-defined]
+            backend.set_password(KEYRING_SERVICE, prefix + ENV_SECRET, keys.secret_key.reveal())  # type: ignore[attr-defined]
+            return "the OS keyring"
+        except Exception:  # fall back to the file, which always works
+            pass
     values = read_env_file(path)
     values[prefix + ENV_KEY] = keys.key_id.reveal()
     values[prefix + ENV_SECRET] = keys.secret_key.reveal()
@@ -97,3 +134,4 @@ def save_keys(path: Path, keys: ApiKeys, live: bool = False) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.writelines(f"{k}={v}\n" for k, v in values.items())
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    return str(path)

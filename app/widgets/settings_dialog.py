@@ -145,7 +145,7 @@ class SettingsDialog(QDialog):
         return row
 
     def _keys_box(self) -> QGroupBox:
-        box = QGroupBox("Alpaca API keys (stored owner-only, shown masked)")
+        box = QGroupBox("Alpaca API keys (OS keyring, else an owner-only .env file; shown masked)")
         form = QFormLayout(box)
         self.key_fields: dict[str, QLineEdit] = {}
         for live in (False, True):
