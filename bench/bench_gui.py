@@ -14,7 +14,9 @@
     with ``QWidget.grab`` (a full offscreen render). Target <= 16 ms a frame.
 
 Prints measured figures, asserts nothing.
-Run: .venv/bin/python bench/bench_gui.py [seconds=20] [backtest bars=300000] [parts=ab]
+(c) The demo at its default speed (600x) while the Model tab retrains the
+    ensemble in its own process: the same watchdog.
+Run: .venv/bin/python bench/bench_gui.py [seconds=20] [backtest bars=300000] [parts=abc]
 """
 
 from __future__ import annotations
@@ -145,6 +147,42 @@ def bench_responsiveness(app: QApplication, seconds: float, backtest_bars: int) 
         app.processEvents()
 
 
+def bench_training(app: QApplication, seconds: float) -> None:
+    """(c) The issue's own scenario: the demo at its default speed while the Model
+    tab retrains the ensemble (a separate process) on PLTR daily bars."""
+    from app.main import build_window
+
+    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "PLTR_1d_2020-09-30_2026-03-31_merged.csv"
+    with tempfile.TemporaryDirectory() as home:
+        if real.exists():
+            csv = real
+        else:
+            csv = Path(home) / "daily.csv"
+            rows = ["date,open,high,low,close,volume"]
+            price = 20.0
+            for i, day in enumerate(np.arange(np.datetime64("2020-01-02"), np.datetime64("2025-06-01"))):
+                price *= float(np.exp(np.sin(i / 9.0) * 0.01))
+                rows.append(f"{day},{price},{price * 1.01},{price * 0.99},{price},{1_000_000 + i}")
+            csv.write_text("\n".join(rows) + "\n")
+        w = build_window(["--demo", "--data-dir", home])
+        w.resize(1400, 860)
+        w.show()
+        deadline = time.monotonic() + 60
+        while not w.engine_ready and time.monotonic() < deadline:
+            app.processEvents()
+            time.sleep(0.005)
+        tab = w.model_tab
+        tab.timeframe.setCurrentText("1d")
+        tab.csv.setText(str(csv))
+        w.tabs.setCurrentWidget(tab)
+        print(f"(c) GUI thread, demo market at its default speed, Retrain running in the Model tab ({csv.name})")
+        tab.start_training()
+        measure(app, w, seconds, "demo + training")
+        print(f"    training: {tab.status.text()[:100]}")
+        w.close()
+        app.processEvents()
+
+
 def bench_chart(app: QApplication, n: int = 100_000, frames: int = 100) -> None:
     from app.widgets.chart import CandleChart
 
@@ -192,12 +230,14 @@ def main() -> None:
     logger.remove()
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
     backtest_bars = int(sys.argv[2]) if len(sys.argv) > 2 else 300_000
-    parts = sys.argv[3] if len(sys.argv) > 3 else "ab"
+    parts = sys.argv[3] if len(sys.argv) > 3 else "abc"
     app = QApplication.instance() or QApplication(sys.argv[:1])
     if "b" in parts:
         bench_chart(app)
     if "a" in parts:
         bench_responsiveness(app, seconds, backtest_bars)
+    if "c" in parts:
+        bench_training(app, seconds)
 
 
 if __name__ == "__main__":
