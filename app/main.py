@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=float, default=3.0, metavar="SECONDS",
                    help="with --screenshot: wall-clock seconds to run before the picture (default 3)")
     p.add_argument("--speed", type=float, help="demo replay speed (x real time)")
+    p.add_argument("--replay", metavar="FILE.csv",
+                   help="rehearse on recorded bars (simulated broker, scratch database) instead of the demo")
     sub = p.add_subparsers(dest="command")
     from app.engine.data.cli import add_data_parser
     from app.engine.backtest.cli import add_backtest_parser
@@ -102,7 +104,7 @@ def build_window(argv: Sequence[str]) -> object:
     logs.configure(paths.logs)
     settings = _load_settings(paths, args.speed)
     apply_theme(QApplication.instance(), getattr(settings, "theme", "dark"))  # type: ignore[arg-type]
-    window = MainWindow(paths, settings, demo=True)  # type: ignore[arg-type]
+    window = MainWindow(paths, settings, demo=True, replay=args.replay)  # type: ignore[arg-type]
     window.start_engine()
     return window
 
@@ -134,7 +136,8 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
 
     settings = _load_settings(paths, args.speed)
     apply_theme(app, getattr(settings, "theme", "dark"))
-    window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings))  # type: ignore[arg-type]
+    window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings),  # type: ignore[arg-type]
+                        replay=args.replay)
     window.show()
     window.start_engine()
     code = 0

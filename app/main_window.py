@@ -57,7 +57,8 @@ class MainWindow(QMainWindow):
     requestSettings = Signal(object)
     requestImport = Signal(str, str, str)
 
-    def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True) -> None:
+    def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
+                 replay: str | None = None) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
@@ -77,7 +78,12 @@ class MainWindow(QMainWindow):
             self.banner.setText("  PAPER TRADING — Alpaca paper account, real market data  ")
             self.banner.setStyleSheet("background:#1565c0; color:white; font-weight:bold; padding:4px;")
             self.speed.setEnabled(False)
-        self.worker = EngineWorker(paths, settings, demo=demo)
+        if replay:
+            from pathlib import Path
+
+            self.banner.setText(f"  REPLAY of {Path(replay).name}: recorded bars, simulated broker  ")
+            self.setWindowTitle(f"AI Trader — REPLAY of {Path(replay).name} (simulated broker)")
+        self.worker = EngineWorker(paths, settings, demo=demo or bool(replay), replay=replay)
         self.engine = EngineThread(self.worker)
         self._connect()
         self.log_bridge = LogBridge()

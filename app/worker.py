@@ -52,11 +52,13 @@ class EngineWorker(QObject):
     flattenReported = Signal(object)  # list[str]
     stopped = Signal()
 
-    def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True) -> None:
+    def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
+                 replay: str | None = None) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
         self.demo = demo
+        self.replay = replay  # a CSV of recorded bars to rehearse on, instead of the demo market
         self.speed = settings.demo_speed
         self.ctx: Any = None
         self._timer: QTimer | None = None
@@ -73,7 +75,10 @@ class EngineWorker(QObject):
         try:
             bus = EventBus()
             bus.subscribe(self._on_event)
-            if self.demo:
+            if self.replay:
+                self.ctx = build_engine(self.paths, self.settings, bus=bus,
+                                        replay_bars=self._replay_bars(self.replay))
+            elif self.demo:
                 self.ctx = build_engine(self.paths, self.settings, bus=bus)
             else:
                 self.ctx = build_live_engine(self.paths, self.settings, bus=bus)
@@ -93,6 +98,15 @@ class EngineWorker(QObject):
         self._timer.timeout.connect(self._advance)
         self._apply_speed()
         self._flush_latest()
+
+    def _replay_bars(self, path: str) -> list[Any]:
+        from app.engine.headless import _load_replay
+
+        lines: list[str] = []
+        bars = _load_replay(path, self.settings.symbol, self.settings.timeframe, lines.append)
+        if bars is None:
+            raise ValueError(lines[-1].removeprefix("error: ") if lines else f"cannot replay {path}")
+        return bars
 
     @Slot()
     def stop(self) -> None:

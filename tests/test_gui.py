@@ -155,3 +155,28 @@ def test_a_corrupted_database_stops_trading_and_is_kept(qtbot, app_home: Path) -
         assert db.read_bytes() == before, "the file is never silently recreated"
     finally:
         w.close()
+
+
+def test_replay_rehearses_recorded_bars_in_the_window(qtbot, app_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    from app.engine.clock import MarketCalendar
+    from app.engine.simmarket import SimulatedMarket
+
+    cal = MarketCalendar()
+    bars = SimulatedMarket("PLTR", 4, cal).history(cal.previous_sessions(datetime(2025, 3, 1, tzinfo=timezone.utc), 3))
+    csv = tmp_path / "day.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    w = build_window(["--data-dir", str(app_home), "--replay", str(csv), "--speed", "30000"])
+    qtbot.addWidget(w)
+    try:
+        qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
+        assert "REPLAY of day.csv" in w.banner.text()
+        start = len(w.chart.bars)
+        qtbot.waitUntil(lambda: len(w.chart.bars) > start + 10, timeout=30_000)
+        assert w.chart.bars[-1].time.date() > bars[77].time.date(), "the sessions after the warm-up play"
+        qtbot.waitUntil(lambda: w.status is not None and w.status.data_source == "replay", timeout=10_000)
+        assert not (app_home / "trader.db").exists(), "a rehearsal never touches the trading record"
+    finally:
+        w.close()
