@@ -177,12 +177,14 @@ def run_event_loop(app: object) -> None:
 
 
 def _demo_mode(args: argparse.Namespace, paths: AppPaths, settings: object) -> bool:
-    """Demo unless the user chose Alpaca paper trading and its keys are there."""
+    """Demo unless the user chose an Alpaca broker and its keys are there (live also
+    needs the gate, checked when the engine starts)."""
     from app.engine.secrets import load_keys
 
-    if args.demo or getattr(settings, "broker", "sim") != "alpaca-paper":
+    broker = getattr(settings, "broker", "sim")
+    if args.demo or broker not in ("alpaca-paper", "alpaca-live"):
         return True
-    return not load_keys(paths.env_file).complete
+    return not load_keys(paths.env_file, live=broker == "alpaca-live").complete
 
 
 def _resource(name: str) -> str | None:

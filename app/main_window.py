@@ -56,6 +56,7 @@ class MainWindow(QMainWindow):
     requestSpeed = Signal(float)
     requestSettings = Signal(object)
     requestImport = Signal(str, str, str)
+    requestConfirmLive = Signal()
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
                  replay: str | None = None) -> None:
@@ -74,7 +75,12 @@ class MainWindow(QMainWindow):
         self._build_widgets()
         self._build_docks()
         self._restore_layout()
-        if not demo:
+        if not demo and settings.broker == "alpaca-live":
+            self.banner.setText("  LIVE TRADING — REAL MONEY  ")
+            self.banner.setStyleSheet("background:#c62828; color:white; font-weight:bold; padding:4px;")
+            self.setWindowTitle("AI Trader — LIVE TRADING (real money)")
+            self.speed.setEnabled(False)
+        elif not demo:
             self.banner.setText("  PAPER TRADING — Alpaca paper account, real market data  ")
             self.banner.setStyleSheet("background:#1565c0; color:white; font-weight:bold; padding:4px;")
             self.speed.setEnabled(False)
@@ -122,6 +128,8 @@ class MainWindow(QMainWindow):
     def apply_settings(self, settings: Settings) -> None:
         restart = [n for n in ("symbol", "timeframe", "broker", "data_source", "starting_cash", "demo_seed")
                    if getattr(settings, n) != getattr(self.settings, n)]
+        if settings.broker == "alpaca-live" and self.settings.broker != "alpaca-live":
+            self.requestConfirmLive.emit()  # the dialog only saves this past the gate
         settings.save(self.paths.settings)
         self.settings = settings
         self.account.settings = settings
@@ -233,6 +241,7 @@ class MainWindow(QMainWindow):
         self.requestSpeed.connect(w.setSpeed)
         self.requestSettings.connect(w.applySettings)
         self.requestImport.connect(w.importCsv)
+        self.requestConfirmLive.connect(w.confirmLive)
         self.approvals.approveRequested.connect(self.requestApprove)
         self.approvals.rejectRequested.connect(self.requestReject)
         self.mode_switch.modeChosen.connect(self.requestMode)

@@ -81,7 +81,8 @@ class EngineWorker(QObject):
             elif self.demo:
                 self.ctx = build_engine(self.paths, self.settings, bus=bus)
             else:
-                self.ctx = build_live_engine(self.paths, self.settings, bus=bus)
+                self.ctx = build_live_engine(self.paths, self.settings, bus=bus,
+                                             live=self.settings.broker == "alpaca-live")
         except Exception as exc:
             logger.exception("Engine failed to start")
             self.failed.emit(str(exc))
@@ -176,6 +177,16 @@ class EngineWorker(QObject):
             self.alertRaised.emit(AlertEvent("error", f"Import failed: {exc}"))
             return
         self.alertRaised.emit(AlertEvent("info", " | ".join(summary.lines())))
+
+    @Slot()
+    def confirmLive(self) -> None:
+        """The user passed the live-trading gate: record it (live starts next launch)."""
+        from datetime import datetime, timezone
+
+        from app.engine.live_gate import LIVE_CONFIRMED_KEY
+
+        if self.ctx is not None:
+            self.ctx.records.state_set(LIVE_CONFIRMED_KEY, datetime.now(timezone.utc).isoformat())
 
     @Slot(object)
     def applySettings(self, settings: Settings) -> None:

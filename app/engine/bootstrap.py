@@ -126,8 +126,12 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
 def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
                       clock: Clock | None = None, broker: Broker | None = None, source: Any = None,
                       sleep: Callable[[float], None] | None = None,
-                      alpaca_url: str | None = None) -> EngineContext:
-    """Paper trading through Alpaca on the wall clock: real bars, real orders.
+                      alpaca_url: str | None = None, live: bool = False) -> EngineContext:
+    """Paper (or, past the live gate, live) trading through Alpaca on the wall clock.
+
+    ``live`` needs the gate: 14+ days of paper history in this database and the
+    confirmation recorded by the settings dialog; otherwise it raises and nothing
+    connects to the live endpoint.
 
     ``clock``, ``broker`` and ``source`` are injectable so tests can point the
     real adapters at a loopback server on a simulated clock; ``alpaca_url``
@@ -136,17 +140,24 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     from app.engine.broker.alpaca import AlpacaBroker
     from app.engine.data.sources import AlpacaDataSource
     from app.engine.live import LiveSession
-    from app.engine.live_gate import PAPER_FIRST_DAY_KEY
+    from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY, live_unlocked
     from app.engine.types import BrokerKind
 
     paths.ensure()
     bus = bus or EventBus()
     clock = clock or WallClock()
-    broker = broker or AlpacaBroker.from_env(paths.env_file, clock, kind=BrokerKind.PAPER,
-                                             url_override=alpaca_url)
-    source = source or AlpacaDataSource(load_keys(paths.env_file), url_override=alpaca_url)
     storage = Storage(paths.database)
     records = SqlRecorder(storage, paths.trade_backup)
+    if live:
+        ok, why = live_unlocked(records.state_get(PAPER_FIRST_DAY_KEY), records.state_get(LIVE_CONFIRMED_KEY),
+                                clock.now())
+        if not ok:
+            storage.close()
+            raise ValueError(f"live trading refused: {why}")
+    kind = BrokerKind.LIVE if live else BrokerKind.PAPER
+    broker = broker or AlpacaBroker.from_env(paths.env_file, clock, kind=kind, live_gate_passed=live,
+                                             url_override=alpaca_url)
+    source = source or AlpacaDataSource(load_keys(paths.env_file, live=live), url_override=alpaca_url)
     notices = []
     replayed = records.replay_backup()
     if replayed:

@@ -26,3 +26,19 @@ def live_gate(first_paper_day: str | None, now: datetime, typed_phrase: str) -> 
     if typed_phrase.strip() != CONFIRM_PHRASE:
         return False, f'type "{CONFIRM_PHRASE}" to confirm'
     return True, "live trading unlocked"
+
+
+LIVE_CONFIRMED_KEY = "live.confirmed_at"
+
+
+def live_unlocked(first_paper_day: str | None, confirmed_at: str | None, now: datetime) -> tuple[bool, str]:
+    """At start: may a live session run? The paper history must still be long
+    enough and the user must have passed the gate (typed the phrase) before."""
+    if not first_paper_day:
+        return False, f"no paper-trading history: live trading needs {MIN_PAPER_DAYS} days of paper first"
+    days = (now.date() - datetime.fromisoformat(first_paper_day).date()).days
+    if days < MIN_PAPER_DAYS:
+        return False, f"only {days} days of paper trading; live needs {MIN_PAPER_DAYS}"
+    if not confirmed_at:
+        return False, "live trading was never confirmed in Settings (the live-trading gate)"
+    return True, "live trading unlocked"
