@@ -125,3 +125,20 @@ def test_ensemble_backtest_over_its_training_data_is_flagged_in_sample(trained, 
     data = json.loads(out_json.read_text())
     assert any("IN-SAMPLE" in n for n in data["notes"])
     assert data["bars"] == 520
+
+
+def test_an_ensemble_backtest_after_the_training_window_is_not_flagged(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.main import main
+
+    home, _, root = trained
+    later = tmp_path / "later.csv"
+    write_daily_csv(later, n=300, seed=3)
+    text = later.read_text().splitlines()
+    import pandas as pd
+
+    days = pd.bdate_range("2024-01-02", periods=300).strftime("%Y-%m-%d")
+    later.write_text("\n".join([text[0]] + [d + line[line.index(","):] for d, line in zip(days, text[1:])]) + "\n")
+    out_json = root / "bt-later.json"
+    assert main(["--data-dir", str(home), "backtest", "--symbol", "PLTR", "--csv", str(later), "--timeframe", "1d",
+                 "--strategy", "ensemble", "--json", str(out_json)]) == 0
+    assert not any("IN-SAMPLE" in n for n in json.loads(out_json.read_text())["notes"])

@@ -64,8 +64,21 @@ def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: obj
     p = dict(zip((t.to_pydatetime() for t in frame.index), frame["p_up"].to_numpy()))
     notes = [f"model trained on {bundle.meta.get('train_start', '?')[:10]} .. "
              f"{bundle.meta.get('train_end', '?')[:10]}"]
-    end = bundle.meta.get("train_end")
-    if end and bars[0].time.isoformat() <= end:
+    start, end = bundle.meta.get("train_start"), bundle.meta.get("train_end")
+    if start and end and _utc(bars[0].time) <= _parse(end) and _utc(bars[-1].time) >= _parse(start):
         notes.append("IN-SAMPLE: this window overlaps the model's training data; the result says "
                      "nothing about future performance")
     return PrecomputedModel("ensemble", p, "ensemble"), notes
+
+
+def _parse(text: str) -> datetime:
+    from datetime import timezone
+
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _utc(t: datetime) -> datetime:
+    from datetime import timezone
+
+    return t.astimezone(timezone.utc)
