@@ -12,45 +12,18 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from loguru import logger  # noqa: E402
 
 from app.engine.backtest.runner import BacktestConfig, run_backtest  # noqa: E402
-from test_backtest import _walk  # noqa: E402
+from test_backtest import _walk, reference_backtest  # noqa: E402
 
 
 def reference(bars: list) -> tuple[float, int]:
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-
-    df = pd.DataFrame({"Open": [b.open for b in bars], "High": [b.high for b in bars],
-                       "Low": [b.low for b in bars], "Close": [b.close for b in bars],
-                       "Volume": [b.volume for b in bars]},
-                      index=pd.DatetimeIndex([b.time for b in bars]).tz_convert(None))
-
-    def sma(v: np.ndarray, n: int) -> np.ndarray:
-        return pd.Series(v).rolling(n).mean().to_numpy()
-
-    class SmaCross(Strategy):
-        def init(self) -> None:
-            self.fast = self.I(sma, self.data.Close, 10)
-            self.slow = self.I(sma, self.data.Close, 20)
-
-        def next(self) -> None:
-            if crossover(self.fast, self.slow):
-                self.buy()
-            elif crossover(self.slow, self.fast):
-                self.position.close()
-
-    bt = Backtest(df, SmaCross, cash=1_000_000, commission=0.0)
-    t0 = time.perf_counter()
-    stats = bt.run()
-    return time.perf_counter() - t0, len(stats["_trades"])
+    stats, seconds = reference_backtest(bars)
+    return seconds, len(stats["_trades"])  # type: ignore[index]
 
 
 def main() -> None:

@@ -27,7 +27,11 @@ def _walk(n: int, seed: int = 1, start: datetime = datetime(2024, 1, 2, tzinfo=t
             for i, (o, h, lo, c) in enumerate(zip(open_, high, low, close))]
 
 
-def _reference_trades(bars: list[Bar]) -> list[tuple[datetime, datetime, float, float]]:
+def reference_backtest(bars: list[Bar]) -> tuple[object, float]:
+    """backtesting.py's ``Backtest.run`` of the same 10/20 SMA cross: (stats, seconds run).
+    Shared with bench/bench_backtest.py, which times it beside the engine."""
+    import time
+
     pd = pytest.importorskip("pandas")
     bt = pytest.importorskip("backtesting")
     from backtesting.lib import crossover
@@ -51,8 +55,15 @@ def _reference_trades(bars: list[Bar]) -> list[tuple[datetime, datetime, float, 
             elif crossover(self.slow, self.fast):
                 self.position.close()
 
-    stats = bt.Backtest(df, SmaCross, cash=1_000_000, commission=0.0).run()
-    t = stats["_trades"]
+    runner = bt.Backtest(df, SmaCross, cash=1_000_000, commission=0.0)
+    t0 = time.perf_counter()
+    stats = runner.run()
+    return stats, time.perf_counter() - t0
+
+
+def _reference_trades(bars: list[Bar]) -> list[tuple[datetime, datetime, float, float]]:
+    stats, _ = reference_backtest(bars)
+    t = stats["_trades"]  # type: ignore[index]
     return [(a.to_pydatetime(), b.to_pydatetime(), ep, xp)
             for a, b, ep, xp in zip(t.EntryTime, t.ExitTime, t.EntryPrice, t.ExitPrice)]
 
