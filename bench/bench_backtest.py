@@ -8,7 +8,6 @@ made the same trades. Run: .venv/bin/python bench/bench_backtest.py [bars]
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 from pathlib import Path
 
