@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from app.engine.events import AlertEvent, PortfolioEvent, PredictionEvent, SignalEvent
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
-from app.engine.types import Bar, EngineStatus, Order, Trade, TradingMode
+from app.engine.types import EngineStatus, Order, Trade, TradingMode
 from app.widgets.backtest_tab import BacktestTab
 from app.widgets.model_tab import ModelTab
 from app.widgets.chart import CandleChart

@@ -59,7 +59,7 @@ class EngineContext:
 
 
 def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
-                 demo: bool = True, today: datetime | None = None,
+                 today: datetime | None = None,
                  sleep: Callable[[float], None] | None = None,
                  replay_bars: list[Bar] | None = None) -> EngineContext:
     """Build a ready-to-step engine.

@@ -11,7 +11,7 @@ import os
 import signal
 import time as _time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable
 
 from loguru import logger
@@ -204,6 +204,3 @@ class OrderRouter:
                 logger.info("Broker call failed ({}); retry {} in {:.1f}s", exc, attempt + 1, delay)
                 self.sleep(min(delay, 10.0))
 
-
-def expiry_after(now: datetime, minutes: float) -> datetime:
-    return now + timedelta(minutes=minutes)
