@@ -17,7 +17,12 @@ from app.engine.paths import AppPaths
 EXIT_ALREADY_RUNNING = 3
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("data", "run", "backtest", "train", "predict", "install-desktop")
+
+
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
+    """The command line. The subcommands' modules pull in pandas and friends, so a
+    plain launch of the window (``commands=False``) leaves them off its start-up path."""
     p = argparse.ArgumentParser(prog="ai-trader", description="AI stock-trading desk (PLTR first).")
     p.add_argument("--demo", action="store_true", help="force demo mode: simulated market and broker")
     p.add_argument("--data-dir", help="folder for everything the app writes (default: per-user data dir; "
@@ -28,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, help="demo replay speed (x real time)")
     p.add_argument("--replay", metavar="FILE.csv",
                    help="rehearse on recorded bars (simulated broker, scratch database) instead of the demo")
+    if not commands:
+        p.set_defaults(command=None)
+        return p
     sub = p.add_subparsers(dest="command")
     from app.engine.data.cli import add_data_parser
     from app.engine.backtest.cli import add_backtest_parser
@@ -44,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_commands = any(a in COMMANDS or a in ("-h", "--help") for a in argv)
+    args = build_parser(commands=wants_commands).parse_args(argv)
     paths = AppPaths.resolve(args.data_dir)
     if args.command == "data":
         from app.engine import logs
@@ -93,7 +103,7 @@ def _load_settings(paths: AppPaths, speed: float | None) -> object:
 def build_window(argv: Sequence[str]) -> object:
     """The main window with its engine worker started, without entering the
     event loop (for tests). A QApplication must already exist."""
-    args = build_parser().parse_args(list(argv))
+    args = build_parser(commands=False).parse_args(list(argv))
     paths = AppPaths.resolve(args.data_dir).ensure()
     from app.engine import logs
     from app.main_window import MainWindow
