@@ -101,13 +101,9 @@ class EngineWorker(QObject):
         self._flush_latest()
 
     def _replay_bars(self, path: str) -> list[Any]:
-        from app.engine.headless import _load_replay
+        from app.engine.data.service import load_bars
 
-        lines: list[str] = []
-        bars = _load_replay(path, self.settings.symbol, self.settings.timeframe, lines.append)
-        if bars is None:
-            raise ValueError(lines[-1].removeprefix("error: ") if lines else f"cannot replay {path}")
-        return bars
+        return load_bars(path, self.settings.symbol, self.settings.timeframe)[0]
 
     @Slot()
     def stop(self) -> None:

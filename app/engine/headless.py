@@ -126,19 +126,13 @@ def _sleep_unless(stop: dict[str, bool], seconds: float) -> None:
 
 
 def _load_replay(path: str, symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:
-    from app.engine.data.cleaning import clean
-    from app.engine.data.csv_import import read_csv
-    from app.engine.data.frame import DataError, frame_to_bars
+    from app.engine.data.frame import DataError
+    from app.engine.data.service import load_bars
 
     try:
-        result = read_csv(path)
-        cleaned = clean(result.frame, timeframe)
+        bars, result = load_bars(path, symbol, timeframe)
     except (DataError, OSError) as exc:
         out(f"error: {exc}")
-        return None
-    bars = frame_to_bars(cleaned.frame, symbol)
-    if not bars:
-        out(f"error: {path} has no usable bars")
         return None
     out(f"replaying {len(bars)} bars of {symbol} from {path} ({result.rejected} rows rejected)")
     return bars

@@ -45,19 +45,15 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     from app.engine.backtest.report import render_html
     from app.engine.backtest.runner import BacktestConfig, run_backtest
-    from app.engine.data.cleaning import clean
-    from app.engine.data.csv_import import read_csv
-    from app.engine.data.frame import frame_to_bars
+    from app.engine.data.service import load_bars
 
     if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
         raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
-    imported = read_csv(args.csv)
-    frame = clean(imported.frame, args.timeframe, keep_extended=args.plain).frame  # plain: no session rules
+    bars, _ = load_bars(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)  # plain: no sessions
     if args.start:
-        frame = frame[frame.index >= _day(args.start)]
+        bars = [b for b in bars if b.time >= _day(args.start)]
     if args.end:
-        frame = frame[frame.index < _day(args.end)]
-    bars = frame_to_bars(frame, args.symbol.upper())
+        bars = [b for b in bars if b.time < _day(args.end)]
     if len(bars) < 2:
         raise ValueError("fewer than two bars in the chosen window")
     per_share = args.commission if args.commission_mode == "per_share" else 0.0

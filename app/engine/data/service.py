@@ -20,11 +20,18 @@ import pandas as pd
 from loguru import logger
 
 from app.engine.clock import MarketCalendar
-from app.engine.data.cleaning import CleanReport, clean
-from app.engine.data.csv_import import read_csv
-from app.engine.data.frame import TIMEFRAME_SECONDS, DataError, check_timeframe, epoch_seconds
+from app.engine.data.cleaning import CleanReport, CleanResult, clean
+from app.engine.data.csv_import import ImportResult, read_csv
+from app.engine.data.frame import (
+    TIMEFRAME_SECONDS,
+    DataError,
+    check_timeframe,
+    epoch_seconds,
+    frame_to_bars,
+)
 from app.engine.data.sources import CacheSource, MarketDataSource
 from app.engine.storage import BarRepository, Storage
+from app.engine.types import Bar
 
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-^=]{0,11}")
 
@@ -102,17 +109,33 @@ class FetchSummary:
         return out
 
 
-def import_csv(storage: Storage, path: str | Path, symbol: str, timeframe: str,
-               calendar: MarketCalendar | None = None, keep_extended: bool = False) -> ImportSummary:
-    """Read, clean and cache one CSV file; safe to repeat (nothing is stored twice)."""
-    symbol = normalize_symbol(symbol)
+def read_clean(path: str | Path, timeframe: str, calendar: MarketCalendar | None = None,
+               keep_extended: bool = False, hint: str = "use") -> tuple[ImportResult, CleanResult]:
+    """Read a CSV of bars and clean it: the one way every command loads a file.
+    A file holding bars of another spacing is refused, saying which it holds."""
     check_timeframe(timeframe)
     result = read_csv(path)
     seen = infer_timeframe(result.frame)
     if seen is not None and seen != timeframe:
-        raise DataError(f"{Path(path).name} holds {seen} bars, not {timeframe}: "
-                        f"import it with --timeframe {seen}")
-    cleaned = clean(result.frame, timeframe, calendar, keep_extended)
+        raise DataError(f"{Path(path).name} holds {seen} bars, not {timeframe}: {hint} --timeframe {seen}")
+    return result, clean(result.frame, timeframe, calendar, keep_extended)
+
+
+def load_bars(path: str | Path, symbol: str, timeframe: str,
+              keep_extended: bool = False) -> tuple[list[Bar], ImportResult]:
+    """Clean bars from a CSV for a replay or a backtest (nothing is cached)."""
+    result, cleaned = read_clean(path, timeframe, keep_extended=keep_extended)
+    bars = frame_to_bars(cleaned.frame, normalize_symbol(symbol))
+    if not bars:
+        raise DataError(f"{Path(path).name} has no usable bars after cleaning")
+    return bars, result
+
+
+def import_csv(storage: Storage, path: str | Path, symbol: str, timeframe: str,
+               calendar: MarketCalendar | None = None, keep_extended: bool = False) -> ImportSummary:
+    """Read, clean and cache one CSV file; safe to repeat (nothing is stored twice)."""
+    symbol = normalize_symbol(symbol)
+    result, cleaned = read_clean(path, timeframe, calendar, keep_extended, hint="import it with")
     rep = cleaned.report
     repo = BarRepository(storage)
     before = repo.count(symbol, timeframe)

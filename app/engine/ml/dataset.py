@@ -113,17 +113,9 @@ def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = Non
 def load_csv_bars(path: str | Path, timeframe: str) -> pd.DataFrame:
     """Read and clean a CSV of bars; a file holding another timeframe is refused
     with a message that says which one it holds."""
-    from app.engine.data.cleaning import clean
-    from app.engine.data.csv_import import read_csv
-    from app.engine.data.service import infer_timeframe
+    from app.engine.data.service import read_clean
 
-    check_timeframe(timeframe)
-    result = read_csv(path)
-    seen = infer_timeframe(result.frame)
-    if seen is not None and seen != timeframe:
-        raise DataError(f"{Path(path).name} holds {seen} bars, not {timeframe}: "
-                        f"use --timeframe {seen}")
-    frame = clean(result.frame, timeframe).frame
+    frame = read_clean(path, timeframe)[1].frame
     if frame.empty:
         raise DataError(f"{Path(path).name} has no usable bars after cleaning")
     return frame
