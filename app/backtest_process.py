@@ -39,6 +39,7 @@ class BacktestRequest:
     commission_mode: str = "per_share"  # or "fraction" (of traded value)
     slippage_bps: float = 0.0
     plain: bool = False
+    models_dir: str | None = None  # where a trained ensemble lives (the app home's models/)
 
     def config(self) -> Any:
         from app.engine.backtest.runner import BacktestConfig
@@ -69,14 +70,12 @@ class BacktestOutcome:
 
 def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list[Bar], list[str]]:
     """Read and clean a CSV exactly as ``python main.py backtest`` does; notes say what was dropped."""
-    from app.engine.data.cleaning import clean
-    from app.engine.data.csv_import import read_csv
     from app.engine.data.frame import DataError, frame_to_bars
+    from app.engine.data.service import read_clean
 
     if not path.strip():
         raise DataError("choose a CSV file of bars first")
-    imported = read_csv(Path(path).expanduser())
-    cleaned = clean(imported.frame, timeframe, keep_extended=plain)  # plain: no session rules
+    imported, cleaned = read_clean(Path(path).expanduser(), timeframe, keep_extended=plain)  # plain: no sessions
     bars = frame_to_bars(cleaned.frame, symbol.strip().upper() or "PLTR")
     notes = [f"{imported.accepted:,} rows read" + (f", {imported.rejected:,} rejected" if imported.rejected else "")]
     notes += imported.reason_lines()[:3] + cleaned.report.lines()[:4]
@@ -94,7 +93,8 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     bars, notes = load_bars(req.csv_path, req.symbol, req.timeframe, req.plain)
     if not progress(0.0):
         raise BacktestCancelled("cancelled before the first bar")
-    result = run_backtest(bars, req.config(), progress=progress)
+    result = run_backtest(bars, req.config(), progress=progress,
+                          models_dir=Path(req.models_dir) if req.models_dir else None)
     result.notes.extend(notes)
     eq = result.equity
     peak = np.maximum.accumulate(eq)

@@ -190,7 +190,8 @@ class MainWindow(QMainWindow):
         self.orders = OrdersTable()
         self.trades = TradesTable()
         self.log_view = LogView()
-        self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash)
+        self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash,
+                                        models_dir=str(self.paths.models))
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)

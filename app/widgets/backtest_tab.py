@@ -125,9 +125,10 @@ class BacktestTab(QWidget):
     runFinished = Signal()  # a run ended: finished, failed or cancelled (for tests and the bench)
 
     def __init__(self, symbol: str = "PLTR", timeframe: str = "5m", cash: float = 100_000.0,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, models_dir: str | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("backtestTab")
+        self.models_dir = models_dir
         self.outcome: BacktestOutcome | None = None
         self.running = False
         self.error = ""
@@ -265,7 +266,7 @@ class BacktestTab(QWidget):
                                self.timeframe_box.currentText(), self.strategy_box.currentText(),
                                self.cash_box.value(), self.commission_box.value(),
                                str(self.commission_mode.currentData()), self.slippage_box.value(),
-                               self.plain_box.isChecked())
+                               self.plain_box.isChecked(), self.models_dir)
 
     def run(self) -> None:
         if self.running:
