@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -123,18 +124,24 @@ def measure(app: QApplication, w: object, seconds: float, label: str, keep_runni
         print(f"      backtest tab: {keep_running.status.text()}")  # type: ignore[attr-defined]
 
 
-def bench_responsiveness(app: QApplication, seconds: float, backtest_bars: int) -> None:
+def open_demo(app: QApplication, home: str, *extra: str) -> Any:
+    """A shown demo window whose engine is ready (or 60 s have passed)."""
     from app.main import build_window
 
+    w = build_window(["--demo", "--data-dir", home, *extra])
+    w.resize(1400, 860)
+    w.show()
+    deadline = time.monotonic() + 60
+    while not w.engine_ready and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.005)
+    return w
+
+
+def bench_responsiveness(app: QApplication, seconds: float, backtest_bars: int) -> None:
     with tempfile.TemporaryDirectory() as home:
         csv = write_csv(Path(home) / "long-1m.csv", backtest_bars)
-        w = build_window(["--demo", "--data-dir", home, "--speed", "30000"])
-        w.resize(1400, 860)
-        w.show()
-        deadline = time.monotonic() + 60
-        while not w.engine_ready and time.monotonic() < deadline:
-            app.processEvents()
-            time.sleep(0.005)
+        w = open_demo(app, home, "--speed", "30000")
         tab = w.backtest_tab
         w.tabs.setCurrentWidget(tab)
         tab.csv_edit.setText(str(csv))
@@ -150,8 +157,6 @@ def bench_responsiveness(app: QApplication, seconds: float, backtest_bars: int) 
 def bench_training(app: QApplication, seconds: float) -> None:
     """(c) The issue's own scenario: the demo at its default speed while the Model
     tab retrains the ensemble (a separate process) on PLTR daily bars."""
-    from app.main import build_window
-
     real = Path(__file__).resolve().parents[2] / "shared" / "data" / "PLTR_1d_2020-09-30_2026-03-31_merged.csv"
     with tempfile.TemporaryDirectory() as home:
         if real.exists():
@@ -164,13 +169,7 @@ def bench_training(app: QApplication, seconds: float) -> None:
                 price *= float(np.exp(np.sin(i / 9.0) * 0.01))
                 rows.append(f"{day},{price},{price * 1.01},{price * 0.99},{price},{1_000_000 + i}")
             csv.write_text("\n".join(rows) + "\n")
-        w = build_window(["--demo", "--data-dir", home])
-        w.resize(1400, 860)
-        w.show()
-        deadline = time.monotonic() + 60
-        while not w.engine_ready and time.monotonic() < deadline:
-            app.processEvents()
-            time.sleep(0.005)
+        w = open_demo(app, home)
         tab = w.model_tab
         tab.timeframe.setCurrentText("1d")
         tab.csv.setText(str(csv))
