@@ -66,7 +66,7 @@ def main() -> None:
 
         sessions = cal.previous_sessions(datetime(2025, 7, 1, tzinfo=timezone.utc), 20)
         bars = SimulatedMarket("PLTR", 9, cal).history(sessions)
-        model = make_model(name)
+        model, _ = make_model(name)
     with tempfile.TemporaryDirectory() as tmp:
         storage = Storage(Path(tmp) / "trader.db")
         clock = SimClock(bars[0].time)

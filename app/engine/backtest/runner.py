@@ -78,9 +78,9 @@ class BacktestResult:
 
 def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5m",
                symbol: str = "PLTR", models_dir: object = None,
-               settings: Settings | None = None) -> tuple[SignalModel, list[str]] | SignalModel:
-    """The strategy's model. ``momentum`` and ``ensemble`` are computed for all
-    ``bars`` at once (causal features); they return (model, notes)."""
+               settings: Settings | None = None) -> tuple[SignalModel, list[str]]:
+    """The strategy's model and notes for the report. ``momentum`` and ``ensemble``
+    are computed for all ``bars`` at once (causal features)."""
     if strategy == "momentum" and bars is not None:
         from app.engine.backtest.strategies import momentum_model
 
@@ -95,11 +95,11 @@ def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5
     if strategy == "sma_cross":
         from app.engine.strategy.sma_cross import SmaCrossModel
 
-        return SmaCrossModel()
+        return SmaCrossModel(), []
     if strategy == "rules":
         from app.engine.strategy.rules import RulesModel
 
-        return RulesModel()
+        return RulesModel(), []
     raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
 
 
@@ -120,8 +120,7 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     calendar = None if cfg.plain else MarketCalendar()
     notes: list[str] = []
     if model is None:
-        made = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings)
-        model, notes = made if isinstance(made, tuple) else (made, [])
+        model, notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings)
     bot = TradingBot(settings, clock, broker, model, records, EventBus(),
                      calendar, "backtest", sleep=lambda _s: None)
     bot.plain = cfg.plain
