@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import math
 import time as _time
-from collections import deque
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Callable
 
-import numpy as np
 from loguru import logger
 
 from app.engine import risk
 from app.engine.broker.base import Broker, BrokerError
-from app.engine.clock import NY, Clock, MarketCalendar
+from app.engine.clock import NY, UTC, Clock, MarketCalendar
 from app.engine.events import (
     AlertEvent,
     BarEvent,
@@ -30,6 +29,7 @@ from app.engine.events import (
     StatusEvent,
 )
 from app.engine.exits import ExitsAndFills
+from app.engine.history import History
 from app.engine.modes import Decision, policy_for
 from app.engine.orders import OrderRouter
 from app.engine.records import Recorder
@@ -49,13 +49,13 @@ from app.engine.types import (
 )
 
 TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 1440}
-HISTORY = 600
+_INF = math.inf
 
 
 def valid_bar(b: Bar) -> bool:
-    """Finite, positive prices and a finite, non-negative volume."""
-    return (all(math.isfinite(p) and p > 0 for p in (b.open, b.high, b.low, b.close))
-            and math.isfinite(b.volume) and b.volume >= 0)
+    """Finite, positive prices and a finite, non-negative volume (NaN fails every comparison)."""
+    return (0.0 < b.open < _INF and 0.0 < b.high < _INF and 0.0 < b.low < _INF and 0.0 < b.close < _INF
+            and 0.0 <= b.volume < _INF)
 
 
 class TradingBot(ExitsAndFills):
@@ -86,12 +86,13 @@ class TradingBot(ExitsAndFills):
         self.plain = False  # textbook backtests: whole cash per trade, no stops or limits
         self.record_quiet_signals = True  # record signals below the approval threshold too
         self.pending: dict[str, TradingSignal] = {}
-        self._closes: dict[str, deque[float]] = {}
-        self._bars: dict[str, deque[Bar]] = {}  # OHLCV, for models that want more than closes
+        self._history: dict[str, History] = {}  # closes, and OHLCV for models that want it
+        self._bar_delta = timedelta(minutes=self.bar_minutes)
         self._last_price: dict[str, float] = {}
         self._last_bar_end: dict[str, datetime] = {}
         self._stop_orders: dict[str, str] = {}
         self._day: date | None = None
+        self._day_span: tuple[datetime, datetime] | None = None  # the New York day, in UTC
         self._day_state: dict[str, float | int | bool] = {}
         self._account: Account | None = None
         self._reconcile_pending = False  # the broker was unreachable when we tried
@@ -108,10 +109,7 @@ class TradingBot(ExitsAndFills):
     def warm_up(self, bars: list[Bar]) -> None:
         """Feed history so the model has context; nothing is traded on it."""
         for b in filter(valid_bar, bars):
-            self._closes.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b.close)
-            self._bars.setdefault(b.symbol, deque(maxlen=HISTORY)).append(b)
-            self._last_price[b.symbol] = b.close
-            self._last_bar_end[b.symbol] = b.time + timedelta(minutes=self.bar_minutes)
+            self._remember(b)
 
     def start(self) -> None:
         self._roll_day()  # first, so fills found by reconciliation count on today's record
@@ -136,22 +134,30 @@ class TradingBot(ExitsAndFills):
         if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
             logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
             return None
-        closes = self._closes.setdefault(bar.symbol, deque(maxlen=HISTORY))
-        closes.append(bar.close)
-        self._bars.setdefault(bar.symbol, deque(maxlen=HISTORY)).append(bar)
-        self._last_price[bar.symbol] = bar.close
-        self._last_bar_end[bar.symbol] = bar.time + timedelta(minutes=self.bar_minutes)
-        self.bus.publish(BarEvent(bar, closed=True))
+        self._remember(bar)
+        if self.bus.active:
+            self.bus.publish(BarEvent(bar, closed=True))
         self._roll_day()
         if self._reconcile_pending:
             self._reconcile()
         self.sync_orders()
-        self._expire_pending()
-        self._protect(bar.symbol, bar.close)
+        if self.pending:
+            self._expire_pending()
+        if not self.plain:
+            self._protect(bar.symbol, bar.close)
         out = self.run_trading_cycle(bar)
-        self._publish_portfolio()
-        self._publish_status()
+        if self.bus.active:
+            self._publish_portfolio()
+            self._publish_status()
         return out
+
+    def _remember(self, bar: Bar) -> None:
+        hist = self._history.get(bar.symbol)
+        if hist is None:
+            hist = self._history[bar.symbol] = History()
+        hist.append(bar)
+        self._last_price[bar.symbol] = bar.close
+        self._last_bar_end[bar.symbol] = bar.time + self._bar_delta
 
     def on_price(self, symbol: str, price: float) -> None:
         """A new price between bars: re-price, check stops, end of day, breaker."""
@@ -170,12 +176,12 @@ class TradingBot(ExitsAndFills):
         self._publish_status()
 
     def run_trading_cycle(self, bar: Bar) -> ModelOutput | None:
-        closes = np.fromiter(self._closes[bar.symbol], dtype=float)
+        hist = self._history[bar.symbol]
         try:
             if self.model.wants_bars:  # older models take closes only
-                out = self.model.predict(closes, self._bars[bar.symbol])
+                out = self.model.predict(hist.closes(), hist.bars)
             else:
-                out = self.model.predict(closes)
+                out = self.model.predict(hist.closes())
         except Exception as exc:  # a broken model must not stop the exits
             logger.exception("Model {} failed", self.model.name)
             self.bus.publish(AlertEvent("error", f"model failed: {exc}"))
@@ -224,6 +230,7 @@ class TradingBot(ExitsAndFills):
 
     def update_settings(self, settings: Settings) -> None:
         self.settings = settings
+        self._bar_delta = timedelta(minutes=self.bar_minutes)
         if hasattr(self.model, "update_settings"):  # new ensemble weights take effect now
             self.model.update_settings(settings)
         self.policy = policy_for(self.mode, settings)
@@ -257,8 +264,7 @@ class TradingBot(ExitsAndFills):
     # ------------------------------------------------------------ signals
     def _make_signal(self, bar: Bar, out: ModelOutput, now: datetime) -> TradingSignal:
         side = Side.BUY if out.p_up > 0.5 else Side.SELL
-        bar_end = bar.time + timedelta(minutes=self.bar_minutes)
-        expires = bar_end + timedelta(minutes=self.bar_minutes)
+        expires = bar.time + 2 * self._bar_delta  # the end of the next bar
         sid = f"{bar.symbol}-{bar.time:%Y%m%dT%H%M}-{side.value}"
         return TradingSignal(bar.symbol, side, round(out.confidence, 4), bar.close, now, expires,
                              out.reasons, out.votes, sid)
@@ -348,7 +354,7 @@ class TradingBot(ExitsAndFills):
 
     def _broker_position(self, symbol: str) -> Position | None:
         try:
-            return next((p for p in self.broker.positions() if p.symbol == symbol), None)
+            return self.broker.position(symbol)
         except BrokerError:
             return None
 
@@ -393,7 +399,13 @@ class TradingBot(ExitsAndFills):
                      for p in self.records.positions())
 
     def _roll_day(self) -> None:
-        day = self.clock.now().astimezone(NY).date()
+        now = self.clock.now()
+        span = self._day_span
+        if span is not None and span[0] <= now < span[1]:  # the same day: the common case, kept cheap
+            return
+        day = now.astimezone(NY).date()
+        self._day_span = (datetime.combine(day, clock_time(0), NY).astimezone(UTC),
+                          datetime.combine(day + timedelta(days=1), clock_time(0), NY).astimezone(UTC))
         if day == self._day:
             return
         self._day = day

@@ -86,18 +86,16 @@ Handler = Callable[[Event], None]
 class EventBus:
     def __init__(self) -> None:
         self._handlers: list[Handler] = []
+        self.active = False  # whether anyone listens (backtests skip building events nobody reads)
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
+        self.active = True
 
     def unsubscribe(self, handler: Handler) -> None:
         if handler in self._handlers:
             self._handlers.remove(handler)
-
-    @property
-    def active(self) -> bool:
-        """Whether anyone listens (backtests skip building events nobody reads)."""
-        return bool(self._handlers)
+        self.active = bool(self._handlers)
 
     def publish(self, event: Event) -> None:
         for handler in list(self._handlers):

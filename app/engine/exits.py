@@ -134,6 +134,8 @@ class ExitsAndFills:
     # --------------------------------------------------------------- fills
     def sync_orders(self) -> None:
         """Ask the broker about every open order; act on fills and cancels."""
+        if not self.records.has_open_orders:
+            return
         for o in self.records.open_orders():
             if o.client_order_id in self.router.queue:
                 continue
@@ -146,7 +148,8 @@ class ExitsAndFills:
             self.router.connected = True  # the broker answered
             if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
                 continue
-            b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            if b.reason != o.reason or b.signal_id != o.signal_id:  # keep our reason on the broker's word
+                b = replace(b, reason=o.reason, signal_id=o.signal_id)
             if b.status == OrderStatus.FILLED:
                 # book first, record "filled" after: if the app dies in between, the
                 # order is still open in the record and the next start books it again

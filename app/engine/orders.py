@@ -28,7 +28,7 @@ def crash_point(name: str) -> None:
     """TEST HOOK (tests/test_reliability_crash.py), inert unless the environment sets
     AI_TRADER_CRASH_AT to this point's name ("after_submit", or "after_submit:3" for
     its third visit): the process then kills itself with SIGKILL on the spot."""
-    want = os.environ.get("AI_TRADER_CRASH_AT")
+    want = _CRASH_AT
     if want and want.partition(":")[0] == name:
         _crash_visits[name] = _crash_visits.get(name, 0) + 1
         if _crash_visits[name] >= int(want.partition(":")[2] or 1):
@@ -37,6 +37,7 @@ def crash_point(name: str) -> None:
 
 
 _crash_visits: dict[str, int] = {}
+_CRASH_AT = os.environ.get("AI_TRADER_CRASH_AT")  # read once: the hook sits on every order's path
 
 
 @dataclass
@@ -183,7 +184,8 @@ class OrderRouter:
             logger.error("Order {} rejected by the broker: {}", order.client_order_id, exc)
             return rejected
         crash_point("after_submit")
-        accepted = replace(accepted, reason=order.reason, signal_id=order.signal_id)  # ours, not the broker's
+        if accepted.reason != order.reason or accepted.signal_id != order.signal_id:  # ours, not the broker's
+            accepted = replace(accepted, reason=order.reason, signal_id=order.signal_id)
         self._record_sent(accepted)
         return accepted
 

@@ -9,6 +9,7 @@ database at the next start, so no trade is lost to a locked or full disk.
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,9 @@ from app.engine.strategy.base import ModelOutput
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade, TradingSignal
 
 
+RECENT_PREDICTIONS = 1_000
+
+
 class Recorder:
     """In-memory record; the base of the SQL one (which also keeps these caches)."""
 
@@ -28,7 +32,8 @@ class Recorder:
         self._open: dict[str, Order] = {}  # the open subset, kept so polling stays O(open)
         self.trades: list[Trade] = []
         self.signals: dict[str, tuple[TradingSignal, str, str]] = {}
-        self.predictions: list[tuple[str, datetime, ModelOutput]] = []
+        # the latest only: a backtest makes one per bar (the SQL recorder keeps every one)
+        self.predictions: deque[tuple[str, datetime, ModelOutput]] = deque(maxlen=RECENT_PREDICTIONS)
         self._positions: dict[str, Position] = {}
         self._state: dict[str, Any] = {}
         self.commands: list[dict[str, Any]] = []
@@ -46,6 +51,10 @@ class Recorder:
 
     def open_orders(self) -> list[Order]:
         return list(self._open.values())
+
+    @property
+    def has_open_orders(self) -> bool:
+        return bool(self._open)
 
     # trades, signals, predictions
     def trade(self, trade: Trade) -> None:

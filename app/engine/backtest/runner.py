@@ -59,6 +59,7 @@ class BacktestResult:
     bars: int
     elapsed_seconds: float
     notes: list[str] = field(default_factory=list)
+    model_seconds: float = 0.0  # making the model's answers: precomputing, or loading and predicting
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class BacktestResult:
             ],
             "bars": self.bars,
             "elapsed_seconds": self.elapsed_seconds,
+            "model_seconds": self.model_seconds,
             "notes": self.notes,
         }
 
@@ -79,8 +81,8 @@ class BacktestResult:
 def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5m",
                symbol: str = "PLTR", models_dir: object = None,
                settings: Settings | None = None) -> tuple[SignalModel, list[str]]:
-    """The strategy's model and notes for the report. ``momentum`` and ``ensemble``
-    are computed for all ``bars`` at once (causal features)."""
+    """The strategy's model and notes for the report. Given ``bars``, ``sma_cross``,
+    ``momentum`` and ``ensemble`` are computed for all of them at once (causal)."""
     if strategy == "momentum" and bars is not None:
         from app.engine.backtest.strategies import momentum_model
 
@@ -95,7 +97,7 @@ def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5
     if strategy == "sma_cross":
         from app.engine.strategy.sma_cross import SmaCrossModel
 
-        return SmaCrossModel(), []
+        return (SmaCrossModel().precompute(bars) if bars is not None else SmaCrossModel()), []
     if strategy == "rules":
         from app.engine.strategy.rules import RulesModel
 
@@ -119,36 +121,41 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     records = MemoryRecorder()
     calendar = None if cfg.plain else MarketCalendar()
     notes: list[str] = []
+    started = time.perf_counter()
     if model is None:
         model, notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings)
+    model_seconds = time.perf_counter() - started
     bot = TradingBot(settings, clock, broker, model, records, EventBus(),
                      calendar, "backtest", sleep=lambda _s: None)
     bot.plain = cfg.plain
     bot.record_quiet_signals = False
     bar_delta = timedelta(minutes=TIMEFRAME_MINUTES[cfg.timeframe])
     n = len(bars)
-    equity = np.empty(n)
-    in_market = np.zeros(n, dtype=bool)
+    cash: list[float] = []
+    held: list[float] = []
     every = max(1, n // 200)
+    set_time, fill, close, shares = clock.set, broker.on_bar, bot.on_bar_close, broker.held
     t0 = time.perf_counter()
     for i, bar in enumerate(bars):
-        clock.set(bar.time)
-        broker.on_bar(bar)
-        clock.set(bar.time + bar_delta)
-        bot.on_bar_close(bar)
-        held = broker.held(bar.symbol)
-        equity[i] = broker.cash + held * bar.close
-        in_market[i] = held != 0
+        set_time(bar.time)
+        fill(bar)  # what was ordered at the last close fills at this bar's open
+        set_time(bar.time + bar_delta)
+        close(bar)  # the trading cycle, at this bar's close
+        cash.append(broker.cash)
+        held.append(shares(bar.symbol))
         if progress is not None and i % every == 0 and not progress(i / n):
             raise BacktestCancelled(f"cancelled at bar {i} of {n}")
     elapsed = time.perf_counter() - t0
+    closes = np.fromiter((b.close for b in bars), dtype="float64", count=n)
+    equity = np.asarray(cash) + np.asarray(held) * closes  # marked at each close
+    in_market = np.asarray(held) != 0
     from app.engine.backtest.metrics import compute_metrics
 
     traded = sum(f.qty * f.price for f in broker.fills)
     metrics = compute_metrics(equity, [b.time for b in bars], records.trades, cfg.timeframe, in_market,
                               bars[0].open, bars[-1].close, traded)
     return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed,
-                          notes)
+                          notes, model_seconds)
 
 
 def _jsonable(v: Any) -> Any:

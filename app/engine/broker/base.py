@@ -29,6 +29,10 @@ class Broker(abc.ABC):
     def positions(self) -> list[Position]:
         """Open positions as the broker holds them (the source of truth)."""
 
+    def position(self, symbol: str) -> Position | None:
+        """One symbol's position, or None when flat (brokers with a cheaper lookup override it)."""
+        return next((p for p in self.positions() if p.symbol == symbol), None)
+
     @abc.abstractmethod
     def open_orders(self) -> list[Order]:
         """Orders not yet filled, canceled or rejected."""

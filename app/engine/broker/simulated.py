@@ -14,6 +14,7 @@ an optional :class:`PaperBook`, so a paper account survives restarts.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from dataclasses import replace
@@ -64,6 +65,7 @@ class SimulatedBroker(Broker):
         self._lock = threading.RLock()
         self._prices: dict[str, float] = {}
         self._fill_listeners: list[Callable[[Fill], None]] = []
+        self._ids = (f"sim-{run}-{k}" for run in [uuid.uuid4().hex[:8]] for k in itertools.count(1))
         loaded = book.load() if book else None
         if loaded:
             self._cash, self._positions, self._orders = loaded
@@ -86,6 +88,11 @@ class SimulatedBroker(Broker):
         with self._lock:
             return [replace(p, last_price=self._mark(p)) for p in self._positions.values()]
 
+    def position(self, symbol: str) -> Position | None:
+        with self._lock:
+            p = self._positions.get(symbol)
+            return None if p is None else replace(p, last_price=self._mark(p))
+
     def open_orders(self) -> list[Order]:
         with self._lock:
             return list(self._open.values())
@@ -102,7 +109,7 @@ class SimulatedBroker(Broker):
                 if price is not None and order.qty * price * (1 + self._slip) > self._cash + 1e-6:
                     raise BrokerError("rejected: insufficient buying power", transient=False)
             accepted = replace(order, status=OrderStatus.SUBMITTED,
-                               broker_order_id=f"sim-{uuid.uuid4().hex[:12]}")
+                               broker_order_id=next(self._ids))
             self._set(accepted)
             self._persist()
             return accepted
@@ -144,7 +151,7 @@ class SimulatedBroker(Broker):
         """A new bar in a bar-by-bar run: market orders fill at its open, stops
         inside its range; then the bar's close becomes the mark."""
         with self._lock:
-            fills = self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time)
+            fills = self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time) if self._open else []
             self._prices[bar.symbol] = bar.close
             return fills
 
