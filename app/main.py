@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.engine import logs
         from app.engine.backtest.cli import run_backtest_command
 
-        logs.configure(paths.ensure().logs)
-        return run_backtest_command(args, paths)
+        logs.configure_simulation()
+        return run_backtest_command(args, paths.ensure())
     if args.command == "run":
         from app.engine.headless import run_headless
 

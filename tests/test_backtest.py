@@ -173,6 +173,22 @@ def test_cli_refuses_a_bad_window(tmp_path: Path, app_home: Path) -> None:
     assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
 
 
+def test_a_backtest_leaves_the_desks_trade_log_alone(tmp_path: Path, app_home: Path) -> None:
+    bars = _walk(800, seed=5)
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(app_home), "backtest",
+                           "--symbol", "TEST", "--csv", str(csv), "--timeframe", "1m", "--plain"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    trades = int(proc.stdout.split(" trades in ")[0].rsplit(" ", 1)[1])
+    assert trades > 5
+    logged = "".join(f.read_text() for f in (app_home / "logs").glob("*.log")) if (app_home / "logs").exists() else ""
+    assert "BUY" not in logged and "SELL" not in logged, "simulated fills are not the desk's trades"
+    assert "BUY" not in proc.stderr
+
+
 def test_momentum_strategy_trades_through_the_engine() -> None:
     from app.engine.clock import MarketCalendar
     from app.engine.simmarket import SimulatedMarket

@@ -66,6 +66,18 @@ def configure(log_dir: Path, console_level: str = "WARNING",
         logger.add(lambda m: on_error(str(m.record["message"])), level="ERROR", format="{message}")
 
 
+def configure_simulation(console_level: str = "WARNING") -> None:
+    """Logging for a backtest: problems to stderr only. Its simulated fills are
+    not the desk's record, so they never reach ``trades.log`` or ``trading_bot.log``."""
+    global _configured
+    _configured = False  # the desk's sinks are gone: a later configure() adds them again
+    logger.remove()
+    logger.configure(patcher=_patch)
+    logger.add(sys.stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
+               diagnose=False, backtrace=False)
+    _install_hooks()
+
+
 def _install_hooks() -> None:
     def excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
         if issubclass(exc_type, KeyboardInterrupt):
