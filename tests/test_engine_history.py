@@ -63,6 +63,20 @@ def test_the_vectorised_sma_cross_says_what_the_live_one_says_on_every_bar() -> 
     assert kinds == {0.0, 0.5, 1.0}
 
 
+def test_a_precomputed_answer_is_found_by_bar_time_in_any_order() -> None:
+    from app.engine.strategy.precomputed import PrecomputedModel
+
+    bars = _bars([10.0, 11.0, 12.0, 13.0])
+    model = PrecomputedModel.from_probabilities("m", [b.time for b in bars], [0.1, float("nan"), 0.9, 0.6], "v")
+    ask = lambda i: model.predict(np.empty(0), bars[: i + 1])  # noqa: E731
+    assert [ask(i).p_up if ask(i) else None for i in (0, 2, 3)] == [0.1, 0.9, 0.6]
+    assert ask(1) is None, "no finite P(up): no answer"
+    assert ask(3).p_up == 0.6 and ask(0).p_up == 0.1  # replayed, repeated, out of order
+    other = _bars([10.0], start=T0 + timedelta(days=1))
+    assert model.predict(np.empty(0), other) is None and model.predict(np.empty(0), []) is None
+    assert model.answered() == 3
+
+
 def test_precomputed_and_live_sma_cross_make_the_same_backtest() -> None:
     from app.engine.backtest.runner import BacktestConfig, run_backtest
 

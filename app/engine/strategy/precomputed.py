@@ -20,21 +20,39 @@ from app.engine.types import Bar
 class PrecomputedModel(SignalModel):
     wants_bars = True
 
-    def __init__(self, name: str, outputs: dict[datetime, ModelOutput]) -> None:
+    def __init__(self, name: str, times: Sequence[datetime], outputs: Sequence[ModelOutput | None]) -> None:
+        if len(times) != len(outputs):
+            raise ValueError(f"{len(times)} bar times for {len(outputs)} answers")
         self.name = name
         self.min_bars = 1
-        self._outputs = outputs
+        self._times = list(times)
+        self._outputs = list(outputs)
+        self._cursor = 0  # bars come in order: the next answer is usually the one after the last
+        self._index: dict[datetime, int] | None = None
 
     @classmethod
-    def from_probabilities(cls, name: str, p_up: dict[datetime, float], version: str) -> PrecomputedModel:
-        """From P(up) per bar time; bars without a finite P(up) get no answer."""
-        return cls(name, {t: ModelOutput(float(p), ((name, float(p)),), (f"{name} {p:.2f}",), version)
-                          for t, p in p_up.items() if np.isfinite(p)})
+    def from_probabilities(cls, name: str, times: Sequence[datetime], p_up: Sequence[float],
+                           version: str) -> PrecomputedModel:
+        """From P(up) per bar; a bar without a finite P(up) gets no answer."""
+        return cls(name, times, [ModelOutput(float(p), ((name, float(p)),), (f"{name} {p:.2f}",), version)
+                                 if np.isfinite(p) else None for p in p_up])
 
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if not bars:
             return None
-        return self._outputs.get(bars[-1].time)
+        t = bars[-1].time
+        i = self._cursor
+        if i < len(self._times) and self._times[i] == t:
+            self._cursor = i + 1
+            return self._outputs[i]
+        if self._index is None:
+            self._index = {when: k for k, when in enumerate(self._times)}
+        k = self._index.get(t)
+        if k is None:
+            return None
+        self._cursor = k + 1
+        return self._outputs[k]
 
-    def __len__(self) -> int:
-        return len(self._outputs)
+    def answered(self) -> int:
+        """How many bars have an answer."""
+        return sum(o is not None for o in self._outputs)

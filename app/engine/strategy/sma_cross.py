@@ -64,8 +64,8 @@ class SmaCrossModel(SignalModel):
     def precompute(self, bars: Sequence[Bar]) -> PrecomputedModel:
         """Every bar's answer in one vectorised pass (what ``predict`` says at each close)."""
         closes = np.fromiter((b.close for b in bars), dtype="float64", count=len(bars))
-        outputs = [_OUTPUT[c] for c in self.crosses(closes).tolist()]
-        return PrecomputedModel(self.name, dict(zip((b.time for b in bars[self.min_bars - 1 :]), outputs)))
+        outputs = [None] * (self.min_bars - 1) + [_OUTPUT[c] for c in self.crosses(closes).tolist()]
+        return PrecomputedModel(self.name, [b.time for b in bars], outputs[: len(bars)])
 
 
 _OUTPUT = {1: _UP, -1: _DOWN, 0: _FLAT}
