@@ -325,7 +325,8 @@ class TradingBot(ExitsAndFills):
         """Report a placed order; one the broker filled on arrival is booked now, then
         recorded filled (the router keeps it open until then). One already recorded
         filled (an intent placed again, e.g. replayed after a restart) is not booked twice."""
-        self.bus.publish(OrderEvent(order))
+        if self.bus.active:
+            self.bus.publish(OrderEvent(order))
         known = self.records.get_order(order.client_order_id)
         if order.status == OrderStatus.FILLED and (known is None or known.status != OrderStatus.FILLED):
             self.on_filled(order)
@@ -339,7 +340,8 @@ class TradingBot(ExitsAndFills):
 
     def _signal_done(self, sig: TradingSignal, status: str, detail: str) -> None:
         self.records.signal(sig, status, detail, self.clock.now())
-        self.bus.publish(SignalEvent(sig, status, detail))
+        if self.bus.active:
+            self.bus.publish(SignalEvent(sig, status, detail))
 
     def _expire_pending(self) -> None:
         now = self.clock.now()

@@ -21,6 +21,8 @@ from app.engine.events import AlertEvent, OrderEvent, TradeEvent
 from app.engine.orders import crash_point
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade
 
+_trades_log = logger.bind(trade=True)  # what lands in trades.log
+
 
 class ExitsAndFills:
     # provided by TradingBot
@@ -98,7 +100,7 @@ class ExitsAndFills:
         """Cancel through the router and tell the GUI, so no order shows open when it is not."""
         ok = self.router.cancel(client_order_id)
         o = self.records.get_order(client_order_id)
-        if ok and o is not None:
+        if ok and o is not None and self.bus.active:
             self.bus.publish(OrderEvent(o))
         return ok
 
@@ -156,7 +158,8 @@ class ExitsAndFills:
                 self.on_filled(b)
                 crash_point("after_fill")
             self.records.order(b, self.clock.now())
-            self.bus.publish(OrderEvent(b))
+            if self.bus.active:
+                self.bus.publish(OrderEvent(b))
 
     def on_filled(self, o: Order) -> None:
         price = float(o.filled_avg_price or 0.0)
@@ -168,7 +171,7 @@ class ExitsAndFills:
             p = Position(o.symbol, qty, avg, price, o.filled_at or self.clock.now(),
                          stop_price=risk.initial_stop(avg, self.settings), high_water=avg)
             self.records.position(p)
-            logger.bind(trade=True).info("BUY {} {} @ {:.2f} stop {:.2f}", qty, o.symbol, price, p.stop_price)
+            _trades_log.info("BUY {} {} @ {:.2f} stop {:.2f}", qty, o.symbol, price, p.stop_price)
             self._place_stop(p)
             return
         if local is None:
@@ -179,8 +182,9 @@ class ExitsAndFills:
         trade = Trade(o.symbol, o.filled_qty, local.opened_at, o.filled_at or self.clock.now(),
                       local.avg_price, price, (price - local.avg_price) * o.filled_qty, reason)
         self.records.trade(trade)
-        self.bus.publish(TradeEvent(trade))
-        logger.bind(trade=True).info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol,
+        if self.bus.active:
+            self.bus.publish(TradeEvent(trade))
+        _trades_log.info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol,
                                      price, reason, trade.pnl)
         if held is None or held.qty <= 0:
             self.records.remove_position(o.symbol)
