@@ -10,8 +10,14 @@ training window's up rate) and momentum alone.
 
 Calibration is nested the same way: fold k is calibrated by a Platt map fit
 on the OOF predictions of folds 1..k-1 only, so the "calibrated" metrics are
-out-of-sample too (fold 1 has none). The model that is saved is trained on
-all bars; its calibrator is fit on all OOF predictions.
+out-of-sample too (fold 1 has none); the labels of fold k-1's last
+``horizon`` bars read closes inside fold k, so they are purged from its
+calibration set as they are from its training set. The model that is saved is
+trained on all bars; its calibrator is fit on all OOF predictions.
+
+With ``retrain_every`` set, the blocks are cut every N bars instead of into
+``folds`` equal parts: a backtest's walk-forward model is retrained that
+often (see :func:`app.engine.backtest.strategies.walk_forward_ensemble_model`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class TrainConfig:
     horizon: int | None = None  # None: the timeframe's default (see dataset.py)
     folds: int = 5
     first_train_frac: float = 0.5
+    retrain_every: int | None = None  # None: ``folds`` equal blocks; N: a new block every N bars
+    first_train_bars: int | None = None  # the first training window in bars (None: first_train_frac)
     min_calibration: int = 100  # OOF samples a calibrator needs
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-component constructor args
 
@@ -116,6 +124,25 @@ def fold_edges(n: int, folds: int, first_train_frac: float) -> list[tuple[int, i
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
+def every_n_edges(n: int, every: int, first: int) -> list[tuple[int, int]]:
+    """Test blocks of ``every`` bars after a first training window of ``first``
+    bars; the last block holds what is left (it may be shorter)."""
+    if every < 1:
+        raise ValueError("retrain_every must be at least one bar")
+    if not 0 < first < n:
+        raise ValueError(f"{n} bars leave nothing to test after a first training window of {first}")
+    return [(a, min(a + every, n)) for a in range(first, n, every)]
+
+
+def block_edges(n: int, config: TrainConfig) -> list[tuple[int, int]]:
+    """The walk-forward test blocks ``config`` asks for: ``folds`` equal blocks
+    after ``first_train_frac`` of the bars, or one every ``retrain_every`` bars."""
+    if config.retrain_every is None:
+        return fold_edges(n, config.folds, config.first_train_frac)
+    first = config.first_train_bars or int(round(n * config.first_train_frac))
+    return every_n_edges(n, config.retrain_every, first)
+
+
 def purged_labels(y: np.ndarray, test_start: int, horizon: int) -> np.ndarray:
     """Training labels for a block starting at ``test_start``: those that read a
     close inside the block (the last ``horizon`` before it) are blanked."""
@@ -138,7 +165,7 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
     untrained ensemble (default: the settings' ensemble)."""
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
-    edges = fold_edges(len(ds), config.folds, config.first_train_frac)
+    edges = block_edges(len(ds), config)
     h = ds.horizon
     work = np.array([a for a, _ in edges], dtype=float)
     done = np.concatenate([[0.0], np.cumsum(work)]) / work.sum()
@@ -156,7 +183,7 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
             block[name] = parts.get(name, np.full(b - a, np.nan))
         block["ensemble"] = combine(parts, ens.weights)
         block["always_up"] = float(np.nanmean(y_train))
-        block["ensemble_calibrated"] = _nested_calibration(blocks, block["ensemble"], config)
+        block["ensemble_calibrated"] = _nested_calibration(blocks, block["ensemble"], config, h)
         block["fold"] = k + 1
         blocks.append(block)
         folds.append({"fold": k + 1, "train_start": str(ds.index[0]), "train_end": str(ds.index[a - 1]),
@@ -176,10 +203,15 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
     return WalkForwardReport(h, folds, _score(oof), cal, oof, time.perf_counter() - started)
 
 
-def _nested_calibration(previous: list[pd.DataFrame], raw: pd.Series, config: TrainConfig) -> np.ndarray:
+def _nested_calibration(previous: list[pd.DataFrame], raw: pd.Series, config: TrainConfig,
+                        horizon: int) -> np.ndarray:
+    """This block's P(up) through a Platt map fit on the earlier blocks only; their
+    last ``horizon`` labels read closes inside this block and are purged."""
     if not previous:
         return np.full(len(raw), np.nan)
-    cal = fit_calibrator(pd.concat(previous), config)
+    seen = pd.concat(previous)
+    seen["y"] = purged_labels(seen["y"].to_numpy(), len(seen), horizon)
+    cal = fit_calibrator(seen, config)
     return cal.apply(raw.to_numpy()) if cal is not None else np.full(len(raw), np.nan)
 
 
@@ -215,7 +247,7 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     ds = build_dataset(frame, config.timeframe, config.horizon)
     if ds.labelled < 200:
         raise ValueError(f"only {ds.labelled} labelled bars: too few to train and test a model")
-    n_wf = sum(a for a, _ in fold_edges(len(ds), config.folds, config.first_train_frac))
+    n_wf = sum(a for a, _ in block_edges(len(ds), config))
     split = n_wf / (n_wf + len(ds))
     report = walk_forward(ds, settings, config, _scaled(progress, 0.0, split, ""), make)
     ens = make(ds.columns, ds.horizon)
