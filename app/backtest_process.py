@@ -25,6 +25,8 @@ import numpy as np
 
 from app.engine.types import Bar, Trade
 
+TRAIN_SHARE = 0.9  # of the progress bar, for a walk-forward ensemble's training: it takes minutes
+
 
 @dataclass(frozen=True)
 class BacktestRequest:
@@ -40,6 +42,7 @@ class BacktestRequest:
     slippage_bps: float = 0.0
     plain: bool = False
     models_dir: str | None = None  # where a trained ensemble lives (the app home's models/)
+    retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
 
     def config(self) -> Any:
         from app.engine.backtest.runner import BacktestConfig
@@ -47,7 +50,7 @@ class BacktestRequest:
         per_share = self.commission if self.commission_mode == "per_share" else 0.0
         rate = self.commission if self.commission_mode == "fraction" else 0.0
         return BacktestConfig(self.symbol.strip().upper() or "PLTR", self.timeframe, self.strategy, self.cash,
-                              per_share, rate, self.slippage_bps, self.plain)
+                              per_share, rate, self.slippage_bps, self.plain, self.retrain_every)
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,29 +89,52 @@ def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list
 
 
 def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
-    """Load, run and render; ``progress(fraction) -> bool`` as in ``run_backtest``."""
+    """Load, run and render; ``progress(fraction[, message]) -> bool`` as in ``run_backtest``.
+
+    A walk-forward ensemble is trained first, here, so that its training (the
+    slow part) fills the first ``TRAIN_SHARE`` of the progress bar and can be
+    cancelled like the run itself."""
     from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import BacktestCancelled, run_backtest
+    from app.engine.backtest.runner import BacktestCancelled, make_model, run_backtest
 
     bars, notes = load_bars(req.csv_path, req.symbol, req.timeframe, req.plain)
     if not progress(0.0):
         raise BacktestCancelled("cancelled before the first bar")
-    result = run_backtest(bars, req.config(), progress=progress,
+    cfg, model, model_notes, run_share = req.config(), None, [], (0.0, 1.0)
+    if cfg.retrain_every:
+        model, model_notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol,
+                                        retrain_every=cfg.retrain_every,
+                                        progress=_share(progress, 0.0, TRAIN_SHARE, "walk-forward "))
+        run_share = (TRAIN_SHARE, 1.0)
+        if not progress(TRAIN_SHARE, "running the backtest"):
+            raise BacktestCancelled("cancelled after training, before the first bar")
+    result = run_backtest(bars, cfg, model=model, progress=_share(progress, *run_share),
                           models_dir=Path(req.models_dir) if req.models_dir else None)
+    result.notes[:0] = model_notes
     result.notes.extend(notes)
     eq = result.equity
     peak = np.maximum.accumulate(eq)
     return BacktestOutcome(
         req, result.config, result.metrics, tuple(result.trades), eq, eq / np.where(peak > 0, peak, 1.0) - 1.0,
         np.array([b.close for b in bars]) * (req.cash / (bars[0].open or 1.0)),
-        np.array([b.time.timestamp() for b in bars]), result.bars, result.elapsed_seconds, tuple(notes),
+        np.array([b.time.timestamp() for b in bars]), result.bars, result.elapsed_seconds, tuple(result.notes),
         render_html(result, bars))
+
+
+def _share(progress: Any, lo: float, hi: float, prefix: str = "") -> Any:
+    """``progress`` mapped onto [lo, hi] of the bar; a stage message passes through."""
+    def call(fraction: float, stage: str = "") -> bool:
+        at = lo + (hi - lo) * fraction
+        return bool(progress(at, prefix + stage) if stage else progress(at))
+
+    return call
 
 
 def child_main(req: BacktestRequest, conn: Any, cancel: Any) -> None:
     """Entry point of the child: messages ``(kind, value)`` go back through ``conn``.
 
-    kinds: progress (percent), done (BacktestOutcome), cancelled, error (text)."""
+    kinds: progress (percent), stage (what training is doing), done (BacktestOutcome),
+    cancelled, error (text)."""
     from loguru import logger
 
     from app.engine.backtest.runner import BacktestCancelled
@@ -117,13 +143,16 @@ def child_main(req: BacktestRequest, conn: Any, cancel: Any) -> None:
         os.nice(10)  # background work: on a busy machine the desk's own threads go first
     logger.remove()  # the simulated fills are not the desk's record: keep only real problems
     logger.add(sys.stderr, level="ERROR", diagnose=False)
-    last = [-1]
+    last: list[Any] = [-1, ""]
 
-    def progress(fraction: float) -> bool:
+    def progress(fraction: float, stage: str = "") -> bool:
         percent = int(fraction * 100)
         if percent != last[0]:  # at most ~100 messages a run, whatever its length
             last[0] = percent
             conn.send(("progress", percent))
+        if stage and stage != last[1]:  # training: a few a second at most (one per LSTM epoch)
+            last[1] = stage
+            conn.send(("stage", stage))
         return not cancel.is_set()
 
     try:

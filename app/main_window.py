@@ -131,6 +131,8 @@ class MainWindow(QMainWindow):
         if settings.broker == "alpaca-live" and self.settings.broker != "alpaca-live":
             self.requestConfirmLive.emit()  # the dialog only saves this past the gate
         settings.save(self.paths.settings)
+        if settings.backtest_retrain_bars != self.settings.backtest_retrain_bars:
+            self.backtest_tab.retrain_box.setValue(settings.backtest_retrain_bars)
         self.settings = settings
         self.account.settings = settings
         self.requestSettings.emit(settings)
@@ -191,7 +193,8 @@ class MainWindow(QMainWindow):
         self.trades = TradesTable()
         self.log_view = LogView()
         self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash,
-                                        models_dir=str(self.paths.models))
+                                        models_dir=str(self.paths.models),
+                                        retrain_every=self.settings.backtest_retrain_bars)
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)

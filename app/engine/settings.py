@@ -38,6 +38,7 @@ def _flag(default: bool, label: str) -> Any:
 
 
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
+MIN_RETRAIN_BARS = 50  # walk-forward backtests: fewer new bars than this per retrain is all cost
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Settings:
     demo_speed: float = _num(600.0, 1.0, 100_000.0, "Demo speed (x real time)")
     demo_seed: int = _num(7, 0, 2**31 - 1, "Demo market seed")
     theme: str = _choice("dark", ("dark", "light"), "Theme")
+    # --- backtests
+    backtest_retrain_bars: int = _num(0, 0, 100_000, "Backtest: retrain every N bars (0 = saved model)")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -95,6 +98,9 @@ class Settings:
         total = self.weight_lstm + self.weight_rf + self.weight_momentum
         if abs(total - 1.0) > 1e-6:
             raise SettingsError("weight_lstm", f"ensemble weights must sum to 1 (they sum to {total:.3f})")
+        if 0 < self.backtest_retrain_bars < MIN_RETRAIN_BARS:
+            raise SettingsError("backtest_retrain_bars", f"must be 0 (the saved model) or at least "
+                                f"{MIN_RETRAIN_BARS} bars")
         if not self.symbol.isalnum() or not self.symbol.isupper() or len(self.symbol) > 6:
             raise SettingsError("symbol", "must be 1-6 upper-case letters or digits")
 

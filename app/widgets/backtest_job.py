@@ -44,6 +44,7 @@ class BacktestJob(QObject):
     """Lives in the backtest thread; talks to the tab only through signals."""
 
     progressed = Signal(int)  # percent done
+    staged = Signal(str)  # what a walk-forward training is doing ("fold 3/9: training lstm")
     finished = Signal(object)  # BacktestOutcome
     failed = Signal(str)
     cancelled = Signal(str)
@@ -108,6 +109,9 @@ class BacktestJob(QObject):
                 return
             if kind == "progress":
                 self.progressed.emit(int(value))
+                continue
+            if kind == "stage":
+                self.staged.emit(str(value))
                 continue
             {"done": self.finished, "cancelled": self.cancelled}.get(kind, self.failed).emit(value)
             return

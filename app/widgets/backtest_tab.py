@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QSplitter,
     QTableView,
     QTableWidget,
@@ -41,6 +42,7 @@ from PySide6.QtWidgets import (
 from app.backtest_process import BacktestOutcome, BacktestRequest
 from app.engine.backtest.runner import STRATEGIES
 from app.engine.clock import NY
+from app.engine.settings import default_of, field_bounds
 from app.engine.types import Trade
 from app.widgets.backtest_job import BacktestJob, BacktestThread
 
@@ -125,8 +127,10 @@ class BacktestTab(QWidget):
     runFinished = Signal()  # a run ended: finished, failed or cancelled (for tests and the bench)
 
     def __init__(self, symbol: str = "PLTR", timeframe: str = "5m", cash: float = 100_000.0,
-                 parent: QWidget | None = None, models_dir: str | None = None) -> None:
+                 parent: QWidget | None = None, models_dir: str | None = None,
+                 retrain_every: int | None = None) -> None:
         super().__init__(parent)
+        self.default_retrain = default_of("backtest_retrain_bars") if retrain_every is None else retrain_every
         self.setObjectName("backtestTab")
         self.models_dir = models_dir
         self.outcome: BacktestOutcome | None = None
@@ -137,6 +141,7 @@ class BacktestTab(QWidget):
         self.requestRun.connect(self.job.run)
         self.requestExport.connect(self.job.export)
         self.job.progressed.connect(self._on_progress)
+        self.job.staged.connect(self._on_stage)
         self.job.finished.connect(self._on_finished)
         self.job.failed.connect(self._on_failed)
         self.job.cancelled.connect(self._on_cancelled)
@@ -173,6 +178,18 @@ class BacktestTab(QWidget):
         self.strategy_box = _named(QComboBox(), "backtestStrategy", "Signal model to trade with")
         self.strategy_box.addItems(STRATEGIES)
         form.addRow("Strategy", self.strategy_box)
+        self.retrain_box = _named(QSpinBox(), "backtestRetrain", "Retrain every N bars (0 = saved model): "
+                                  "walk the ensemble forward, each bar's P(up) from a model trained only on "
+                                  "earlier bars. Slow: the ensemble is trained once per block")
+        self.retrain_box.setRange(0, int(field_bounds("backtest_retrain_bars")["max"]))
+        self.retrain_box.setSingleStep(500)
+        self.retrain_box.setSpecialValueText("0 = saved model")
+        self.retrain_box.setSuffix(" bars")
+        self.retrain_box.setGroupSeparatorShown(True)
+        self.retrain_box.setValue(self.default_retrain)
+        self.strategy_box.currentTextChanged.connect(self._on_strategy)
+        self._on_strategy(self.strategy_box.currentText())
+        form.addRow("Retrain every", self.retrain_box)
         self.cash_box = _spin("backtestCash", "Starting cash", 1.0, 1e10, 0, cash, 1000.0, prefix="$")
         form.addRow("Cash", self.cash_box)
         self.commission_box = _spin("backtestCommission", "Commission per trade: dollars per share, or a "
@@ -266,7 +283,8 @@ class BacktestTab(QWidget):
                                self.timeframe_box.currentText(), self.strategy_box.currentText(),
                                self.cash_box.value(), self.commission_box.value(),
                                str(self.commission_mode.currentData()), self.slippage_box.value(),
-                               self.plain_box.isChecked(), self.models_dir)
+                               self.plain_box.isChecked(), self.models_dir,
+                               self.retrain_box.value() if self.retrain_box.isEnabled() else 0)
 
     def run(self) -> None:
         if self.running:
@@ -312,6 +330,14 @@ class BacktestTab(QWidget):
             self.progress.setRange(0, 100)
             self._say("Running…")
         self.progress.setValue(percent)
+
+    @Slot(str)
+    def _on_stage(self, text: str) -> None:
+        self._say(text[:1].upper() + text[1:] + "…")
+
+    @Slot(str)
+    def _on_strategy(self, name: str) -> None:
+        self.retrain_box.setEnabled(name == "ensemble")  # only the ensemble is trained
 
     @Slot(object)
     def _on_finished(self, o: BacktestOutcome) -> None:

@@ -40,7 +40,7 @@ GROUPS = {
     "Signals": ("mode", "auto_threshold", "approval_threshold", "weight_lstm", "weight_rf", "weight_momentum"),
     "Market and broker": ("symbol", "timeframe", "broker", "data_source"),
     "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "demo_speed",
-                               "demo_seed", "theme"),
+                               "demo_seed", "theme", "backtest_retrain_bars"),
 }
 
 

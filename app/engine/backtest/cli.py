@@ -29,6 +29,9 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--slippage-bps", type=float, default=0.0)
     p.add_argument("--plain", action="store_true",
                    help="textbook backtest: no risk limits, no session rules, whole cash per trade")
+    p.add_argument("--retrain-every", type=int, metavar="N",
+                   help="ensemble only: walk forward, retraining every N bars on earlier bars only "
+                        "(slow: one training per block); 0 uses the saved model (default: the setting)")
     p.add_argument("--json", dest="json_out", help="write metrics, trades, bars and elapsed_seconds here")
     p.add_argument("--html", dest="html_out", help="write a self-contained HTML report here")
     return p
@@ -44,11 +47,16 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import BacktestConfig, run_backtest
+    from app.engine.backtest.runner import BacktestConfig, check_retrain_every, run_backtest
+    from app.engine.settings import Settings
     from app.engine.data.service import load_bars
 
     if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
         raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
+    if args.retrain_every is None:  # the saved setting, for the strategy it applies to
+        saved = Settings.load(paths.settings).backtest_retrain_bars
+        args.retrain_every = saved if args.strategy == "ensemble" else 0
+    check_retrain_every(args.retrain_every, args.strategy)
     bars, _ = load_bars(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)  # plain: no sessions
     if args.start:
         bars = [b for b in bars if b.time >= _day(args.start)]
@@ -59,13 +67,17 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     per_share = args.commission if args.commission_mode == "per_share" else 0.0
     rate = args.commission if args.commission_mode == "fraction" else 0.0
     cfg = BacktestConfig(args.symbol.upper(), args.timeframe, args.strategy, args.cash, per_share, rate,
-                         args.slippage_bps, args.plain)
+                         args.slippage_bps, args.plain, retrain_every=args.retrain_every)
+    if cfg.retrain_every:
+        print(f"training the ensemble every {cfg.retrain_every} bars (walk-forward): this takes a while",
+              file=out, flush=True)
     result = run_backtest(bars, cfg, models_dir=paths.models)
     for note in result.notes:
         print(f"note: {note}", file=out)
     m = result.metrics
     print(f"{len(bars):,} bars, {m['trades']} trades in {result.elapsed_seconds:.2f} s "
-          f"({len(bars) / max(result.elapsed_seconds, 1e-9):,.0f} bars/s)", file=out)
+          f"({len(bars) / max(result.elapsed_seconds, 1e-9):,.0f} bars/s through the engine; the model's "
+          f"answers took {result.model_seconds:.2f} s more)", file=out)
     print(f"total return {m['total_return']:+.2%} (buy and hold {m['buy_and_hold_return']:+.2%}), "
           f"max drawdown {m['max_drawdown']:.2%}, Sharpe {m['sharpe']:.2f}, win rate "
           f"{m['win_rate'] if m['win_rate'] == m['win_rate'] else 0:.1%}", file=out)

@@ -47,6 +47,7 @@ class BacktestConfig:
     commission_rate: float = 0.0  # a fraction of traded value
     slippage_bps: float = 0.0
     plain: bool = False
+    retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
 
 
 @dataclass
@@ -78,19 +79,38 @@ class BacktestResult:
         }
 
 
+def check_retrain_every(every: int, strategy: str) -> None:
+    """0 (the saved model), or from MIN_RETRAIN_BARS up to the setting's maximum; ensemble only."""
+    from app.engine.settings import MIN_RETRAIN_BARS, field_bounds
+
+    most = field_bounds("backtest_retrain_bars")["max"]
+    if every != 0 and not MIN_RETRAIN_BARS <= every <= most:
+        raise ValueError(f"retrain every N bars: N must be 0 (the saved model) or from {MIN_RETRAIN_BARS} "
+                         f"to {most:,} (got {every})")
+    if every and strategy != "ensemble":
+        raise ValueError(f"retraining every N bars applies to the ensemble only, not to {strategy}")
+
+
 def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5m",
                symbol: str = "PLTR", models_dir: object = None,
-               settings: Settings | None = None) -> tuple[SignalModel, list[str]]:
+               settings: Settings | None = None, *, retrain_every: int = 0,
+               progress: Callable[[float, str], bool] | None = None) -> tuple[SignalModel, list[str]]:
     """The strategy's model and notes for the report. Given ``bars``, ``sma_cross``,
-    ``momentum`` and ``ensemble`` are computed for all of them at once (causal)."""
+    ``momentum`` and ``ensemble`` are computed for all of them at once (causal).
+    ``retrain_every`` > 0 walks the ensemble forward instead of loading the saved
+    one; ``progress(fraction, message)`` then follows its training."""
+    check_retrain_every(retrain_every, strategy)
     if strategy == "momentum" and bars is not None:
         from app.engine.backtest.strategies import momentum_model
 
         return momentum_model(bars, timeframe), []
     if strategy == "ensemble" and bars is not None:
-        from app.engine.backtest.strategies import ensemble_model
+        from app.engine.backtest.strategies import ensemble_model, walk_forward_ensemble_model
         from app.engine.ml.models import weights_from
 
+        if retrain_every:
+            return walk_forward_ensemble_model(bars, timeframe, symbol, settings or Settings(), retrain_every,
+                                               progress)
         if models_dir is None:
             raise ValueError("the ensemble strategy needs a trained model (python main.py train ...)")
         return ensemble_model(bars, timeframe, symbol, models_dir, weights_from(settings or Settings()))
@@ -123,7 +143,8 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     notes: list[str] = []
     started = time.perf_counter()
     if model is None:
-        model, notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings)
+        model, notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings,
+                                  retrain_every=cfg.retrain_every)
     model_seconds = time.perf_counter() - started
     bot = TradingBot(settings, clock, broker, model, records, EventBus(),
                      calendar, "backtest", sleep=lambda _s: None)

@@ -4,37 +4,32 @@ The features are strictly causal (a test rewrites later bars and checks no
 earlier row changes), so P(up) computed for all bars at once is exactly what
 the live model would have said at each bar's close. The bot then trades on
 it bar by bar through the usual signal, risk and order code.
+
+The ensemble comes two ways: the saved, pre-trained bundle (its notes flag a
+window that overlaps its training data), or walked forward, retrained every
+N bars on the bars before each block only, so every P(up) is out of sample.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.engine.strategy.base import ModelOutput, SignalModel
+from app.engine.strategy.precomputed import PrecomputedModel
 from app.engine.types import Bar
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-class PrecomputedModel(SignalModel):
-    """Looks up the P(up) computed beforehand for the bar that just closed."""
+    from app.engine.ml.models import ProgressFn
+    from app.engine.ml.train import WalkForwardReport
+    from app.engine.settings import Settings
 
-    wants_bars = True
-
-    def __init__(self, name: str, p_up: dict[datetime, float], version: str) -> None:
-        self.name = name
-        self.min_bars = 1
-        self._p = p_up
-        self._version = version
-
-    def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
-        if not bars:
-            return None
-        p = self._p.get(bars[-1].time)
-        if p is None or not np.isfinite(p):
-            return None
-        return ModelOutput(float(p), ((self.name, float(p)),), (f"{self.name} {p:.2f}",), self._version)
+# The first walk-forward model is trained on max(N, this many) bars: fewer
+# leave the LSTM and the forest too few labelled rows to learn anything.
+MIN_FIRST_TRAIN_BARS = 500
 
 
 def momentum_model(bars: list[Bar], timeframe: str) -> PrecomputedModel:
@@ -45,7 +40,7 @@ def momentum_model(bars: list[Bar], timeframe: str) -> PrecomputedModel:
     feats = compute_features(bars_to_frame(bars), is_intraday(timeframe))
     cols = [c for c in FEATURE_COLUMNS if c in feats.columns]
     p = MomentumModel(cols).predict_proba(feats[cols].to_numpy(dtype="float64"))
-    return PrecomputedModel("momentum", dict(zip((b.time for b in bars), p)), "momentum-v1")
+    return PrecomputedModel.from_probabilities("momentum", [b.time for b in bars], p, "momentum-v1")
 
 
 def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: object,
@@ -61,14 +56,82 @@ def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: obj
     except ArtifactError as exc:
         raise ValueError(str(exc)) from None
     frame = predict_frame(bundle, bars_to_frame(bars), weights)
-    p = dict(zip((t.to_pydatetime() for t in frame.index), frame["p_up"].to_numpy()))
     notes = [f"model trained on {bundle.meta.get('train_start', '?')[:10]} .. "
              f"{bundle.meta.get('train_end', '?')[:10]}"]
     start, end = bundle.meta.get("train_start"), bundle.meta.get("train_end")
     if start and end and _utc(bars[0].time) <= _parse(end) and _utc(bars[-1].time) >= _parse(start):
         notes.append("IN-SAMPLE: this window overlaps the model's training data; the result says "
                      "nothing about future performance")
-    return PrecomputedModel("ensemble", p, "ensemble"), notes
+    times = [t.to_pydatetime() for t in frame.index]
+    return PrecomputedModel.from_probabilities("ensemble", times, frame["p_up"].to_numpy(), "ensemble"), notes
+
+
+def walk_forward_ensemble_model(bars: list[Bar], timeframe: str, symbol: str, settings: Settings,
+                                retrain_every: int, progress: ProgressFn | None = None,
+                                overrides: dict[str, dict[str, Any]] | None = None,
+                                ) -> tuple[PrecomputedModel, list[str]]:
+    """The ensemble retrained every ``retrain_every`` bars (expanding window):
+    the P(up) at each bar comes from a model that never saw that bar or a later
+    one. Bars of the first training window get no P(up), so nothing trades
+    there. ``progress(fraction, message)`` returning False cancels
+    (:class:`~app.engine.backtest.runner.BacktestCancelled`)."""
+    from app.engine.backtest.runner import BacktestCancelled
+    from app.engine.data.frame import bars_to_frame
+    from app.engine.ml.dataset import build_dataset
+    from app.engine.ml.models import TrainingCancelled
+    from app.engine.ml.train import TrainConfig, walk_forward
+
+    if retrain_every < 1:
+        raise ValueError(f"retrain_every must be a positive number of bars (got {retrain_every})")
+    ds = build_dataset(bars_to_frame(bars), timeframe)
+    first = max(retrain_every, MIN_FIRST_TRAIN_BARS)
+    if len(ds) <= first:
+        raise ValueError(f"walking forward every {retrain_every} bars needs more than {first} bars "
+                         f"(the first training window); this window has {len(ds)}")
+    config = TrainConfig(symbol=symbol, timeframe=timeframe, retrain_every=retrain_every,
+                         first_train_bars=first, overrides=dict(overrides or {}))
+    try:
+        report = walk_forward(ds, settings, config, progress)
+    except TrainingCancelled:
+        raise BacktestCancelled("cancelled while training the walk-forward models") from None
+    p_up, raw_bars = out_of_sample_p_up(report.oof)
+    times = [t.to_pydatetime() for t in report.oof.index]
+    model = PrecomputedModel.from_probabilities("ensemble", times, p_up, f"ensemble-wf{retrain_every}")
+    return model, _walk_forward_notes(report, ds.index, retrain_every, first, raw_bars,
+                                      config.min_calibration)
+
+
+def out_of_sample_p_up(oof: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """The nested-calibrated P(up) where there is one, else the raw ensemble (the
+    first block has no earlier predictions to calibrate on); and how many bars
+    fell back to the raw one."""
+    cal = oof["ensemble_calibrated"].to_numpy(dtype="float64")
+    raw = oof["ensemble"].to_numpy(dtype="float64")
+    fallback = ~np.isfinite(cal) & np.isfinite(raw)
+    return np.where(np.isfinite(cal), cal, raw), int(fallback.sum())
+
+
+def _walk_forward_notes(report: WalkForwardReport, index: pd.DatetimeIndex, every: int, first: int,
+                        raw_bars: int, min_calibration: int) -> list[str]:
+    folds = report.folds
+    notes = [f"walk-forward: {len(folds)} retrain{'s' if len(folds) != 1 else ''}, every {every} bars (expanding window); the first "
+             f"model is trained on {str(index[0])[:10]} .. {str(index[first - 1])[:10]} ({first} bars), "
+             f"which are not traded",
+             f"each bar's P(up) comes from a model trained only on earlier bars (labels purged by the "
+             f"horizon, {report.horizon} bars); no saved model is used",
+             f"{len(report.oof):,} out-of-sample bars ({folds[0]['test_start'][:10]} .. "
+             f"{folds[-1]['test_end'][:10]}), trained in {report.seconds:.1f} s"]
+    if raw_bars:
+        notes.append(f"{raw_bars:,} bars use the uncalibrated ensemble P(up): the first block has no "
+                     f"calibrator yet (each block's Platt map is fit on the earlier blocks' "
+                     f"out-of-sample predictions, {min_calibration} at least)")
+    skipped: dict[str, int] = {}
+    for f in folds:
+        for name in f["skipped"]:
+            skipped[name] = skipped.get(name, 0) + 1
+    notes += [f"{name} could not be trained in {k} of {len(folds)} retrains and was left out there"
+              for name, k in skipped.items()]
+    return notes
 
 
 def _parse(text: str) -> datetime:
