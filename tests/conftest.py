@@ -14,6 +14,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+pytest_plugins = ("alpaca_server", "alpaca_bars_server")  # their fixtures, for every test module
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -34,3 +36,11 @@ def shared_data() -> Path:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def nyse() -> object:
+    """The NYSE calendar (slow to build: one per test run)."""
+    from app.engine.clock import MarketCalendar
+
+    return MarketCalendar()

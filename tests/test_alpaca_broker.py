@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from alpaca_server import AlpacaServer, Fault, alpaca_server, random_faults  # noqa: F401
+from alpaca_server import AlpacaServer, Fault, random_faults
 from loguru import logger
 
 from app.engine.broker.alpaca import AlpacaBroker, LiveGateError, to_order_status

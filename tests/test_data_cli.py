@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from alpaca_bars_server import BarsServer, bars_server, two_pages  # noqa: F401
+from alpaca_bars_server import BarsServer, two_pages
 
 from app.engine.clock import SimClock
 from app.engine.data.cli import add_data_parser, run_data_command

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from alpaca_bars_server import BarsServer, bar_json, bars_server, two_pages  # noqa: F401
+from alpaca_bars_server import BarsServer, bar_json, two_pages
 from alpaca_server import Fault
 
 from app.engine.clock import SimClock

@@ -10,11 +10,6 @@ from conftest import utc
 from app.engine.clock import MarketCalendar, SimClock
 
 
-@pytest.fixture(scope="module")
-def nyse() -> MarketCalendar:
-    return MarketCalendar()
-
-
 def test_sim_clock_moves_only_when_told() -> None:
     clock = SimClock(utc(2025, 3, 4, 15, 0))
     assert clock.now() == clock.now() == utc(2025, 3, 4, 15, 0)

@@ -13,11 +13,6 @@ from app.engine.simmarket import SimulatedMarket
 DAY = date(2025, 3, 4)
 
 
-@pytest.fixture(scope="module")
-def nyse() -> MarketCalendar:
-    return MarketCalendar()
-
-
 def session(cal: MarketCalendar, day: date) -> Session:
     s = cal.session(day)
     assert s is not None

@@ -7,16 +7,13 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import utc
+from desk import MORNING, SYMBOL, Desk
 
-from app.engine.bot import TradingBot
 from app.engine.broker.base import BrokerError
 from app.engine.bootstrap import build_engine
 from app.engine.broker.simulated import SimulatedBroker
-from app.engine.clock import SimClock
-from app.engine.events import AlertEvent, Event, EventBus
 from app.engine.paths import AppPaths
 from app.engine.records import SqlRecorder
 from app.engine.settings import Settings
@@ -29,25 +26,9 @@ from app.engine.storage import (
     TradeRepository,
 )
 from app.engine.storage.paper import SqlPaperBook
-from app.engine.strategy.base import ModelOutput, SignalModel
-from app.engine.types import Bar, Order, OrderStatus, OrderType, Position, Side, Trade
+from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade
 
-SYMBOL = "PLTR"
-BAR = timedelta(minutes=5)
-MORNING = utc(2025, 3, 4, 15, 0)
-
-
-class FixedModel(SignalModel):
-    name = "fixed"
-
-    def __init__(self) -> None:
-        self.p_up = 0.5
-
-    def predict(self, closes: np.ndarray) -> ModelOutput:
-        return ModelOutput(self.p_up, (("fixed", self.p_up),), ("chosen by the test",), "fixed-v1")
-
-
-class Run:
+class Run(Desk):
     """One run of the app: a database file, the paper broker's book in it, a bot.
     Closing it and opening another on the same folder is a restart."""
 
@@ -55,36 +36,14 @@ class Run:
                  broker: type[SimulatedBroker] = SimulatedBroker) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.storage = Storage(folder / "trader.db")
-        self.records = SqlRecorder(self.storage, folder / "pending_records.jsonl")
-        self.replayed = self.records.replay_backup()
-        self.clock = SimClock(start)
-        self.sim = broker(self.clock, 100_000.0, book=SqlPaperBook(self.storage))
-        self.model = FixedModel()
-        self.events: list[Event] = []
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        self.bot = TradingBot(Settings(mode=mode), self.clock, self.sim, self.model, self.records, bus,
-                              sleep=lambda s: None)
+        records = SqlRecorder(self.storage, folder / "pending_records.jsonl")
+        self.replayed = records.replay_backup()
+        super().__init__(mode, start=start, sim=broker, records=records, book=SqlPaperBook(self.storage),
+                         autostart=False)
 
     def start(self) -> Run:
         self.bot.start()
         return self
-
-    def close_bar(self, price: float, p_up: float = 0.5) -> None:
-        self.model.p_up = p_up
-        start = self.clock.now()
-        start = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
-        self.clock.set(start + BAR)
-        self.sim.on_price(SYMBOL, price, start + BAR)
-        self.bot.on_bar_close(Bar(SYMBOL, start, price, price, price, price, 1_000.0))
-
-    def tick(self, price: float) -> None:
-        now = self.clock.advance(timedelta(seconds=30))
-        self.sim.on_price(SYMBOL, price, now)
-        self.bot.on_price(SYMBOL, price)
-
-    def alerts(self) -> list[str]:
-        return [e.message for e in self.events if isinstance(e, AlertEvent)]
 
     def close(self) -> None:
         self.storage.close()
@@ -334,6 +293,10 @@ class UnreachableBroker(SimulatedBroker):
     def positions(self) -> list[Position]:
         self._check()
         return super().positions()
+
+    def position(self, symbol: str) -> Position | None:
+        self._check()
+        return super().position(symbol)
 
     def get_order(self, client_order_id: str) -> Order | None:
         self._check()

@@ -61,7 +61,8 @@ def _bars(n: int, start: datetime = T0, minutes: int = 5, seed: int = 2) -> list
 
 
 def _signal(sid: str = "s1", side: Side = Side.BUY) -> TradingSignal:
-    return TradingSignal("PLTR", side, 0.75, 25.5, T0, T0 + timedelta(minutes=5), ("test",), (), sid)
+    """A pending signal the running demo's clock cannot expire while the test acts on it."""
+    return TradingSignal("PLTR", side, 0.75, 25.5, T0, T0 + timedelta(days=36_500), ("test",), (), sid)
 
 
 # ------------------------------------------------------------ notifications

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alpaca_server import AlpacaServer, alpaca_server  # noqa: F401 - pytest fixture
+from alpaca_server import AlpacaServer
 from app.engine.bootstrap import build_live_engine
 from app.engine.clock import SimClock
 from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY

@@ -41,11 +41,6 @@ BAR = timedelta(minutes=5)
 HEADER = "timestamp,open,high,low,close,volume\n"
 
 
-@pytest.fixture(scope="module")
-def nyse() -> MarketCalendar:
-    return MarketCalendar()
-
-
 # ------------------------------------------------------------ hostile CSV files
 def _rows(n: int, start: datetime = utc(2025, 3, 4, 14, 30), price: float = 20.0) -> list[str]:
     """``n`` plausible 5-minute bars in regular hours, as CSV lines."""

@@ -3,76 +3,21 @@ nothing, and what it holds stays protected by the broker's own stop order."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import numpy as np
 import pytest
 from conftest import utc
+from desk import BAR, MORNING, SYMBOL, Desk
 
-from app.engine.bot import TradingBot
-from app.engine.broker.simulated import SimulatedBroker
-from app.engine.clock import MarketCalendar, SimClock
-from app.engine.events import Event, EventBus, SignalEvent, StatusEvent
-from app.engine.records import MemoryRecorder
-from app.engine.settings import Settings
-from app.engine.strategy.base import ModelOutput, SignalModel
-from app.engine.types import Bar, OrderType, Side
+from app.engine.clock import MarketCalendar
+from app.engine.types import OrderType, Side
 
-SYMBOL = "PLTR"
-BAR = timedelta(minutes=5)
-OPEN_BAR = utc(2025, 3, 4, 15, 0)  # 10:00 in New York, a Tuesday
-
-
-class FixedModel(SignalModel):
-    name = "fixed"
-
-    def __init__(self) -> None:
-        self.p_up = 0.5
-
-    def predict(self, closes: np.ndarray) -> ModelOutput:
-        return ModelOutput(self.p_up, (("fixed", self.p_up),), ("chosen by the test",), "fixed-v1")
-
-
-class Desk:
-    def __init__(self, mode: str, calendar: MarketCalendar) -> None:
-        self.clock = SimClock(OPEN_BAR)
-        self.sim = SimulatedBroker(self.clock, 100_000.0)
-        self.model = FixedModel()
-        self.records = MemoryRecorder()
-        self.events: list[Event] = []
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        self.bot = TradingBot(Settings(mode=mode), self.clock, self.sim, self.model, self.records, bus,
-                              calendar, sleep=lambda s: None)
-        self.bot.start()
-
-    def bar(self, start: datetime, price: float, p_up: float = 0.5) -> None:
-        """The bar that began at ``start`` is delivered now (late, if the clock is past its end)."""
-        self.model.p_up = p_up
-        self.clock.set(max(self.clock.now(), start + BAR))
-        self.sim.on_price(SYMBOL, price, self.clock.now())
-        self.bot.on_bar_close(Bar(SYMBOL, start, price, price, price, price, 1_000.0))
-
-    def tick(self, price: float, seconds: float = 30) -> None:
-        now = self.clock.advance(timedelta(seconds=seconds))
-        self.sim.on_price(SYMBOL, price, now)
-        self.bot.on_price(SYMBOL, price)
-
-    def signals(self) -> list[tuple[str, str]]:
-        return [(e.status, e.detail) for e in self.events if isinstance(e, SignalEvent)]
-
-    def last_status(self) -> StatusEvent:
-        return [e for e in self.events if isinstance(e, StatusEvent)][-1]
-
-
-@pytest.fixture(scope="module")
-def nyse() -> MarketCalendar:
-    return MarketCalendar()
+OPEN_BAR = MORNING  # 10:00 in New York, a Tuesday
 
 
 @pytest.mark.parametrize("mode, p_up", [("auto", 0.95), ("hybrid", 0.75)])
 def test_no_entry_on_stale_data(nyse: MarketCalendar, mode: str, p_up: float) -> None:
-    desk = Desk(mode, nyse)
+    desk = Desk(mode, calendar=nyse)
     desk.bar(OPEN_BAR, 20.0)
     desk.bar(OPEN_BAR + BAR, 20.0)
     assert not desk.bot.data_stale()
@@ -91,9 +36,9 @@ def test_no_entry_on_stale_data(nyse: MarketCalendar, mode: str, p_up: float) ->
         desk.tick(20.0)
     # then it catches up: the first missed bar ended eleven minutes ago
     desk.bar(last_end, 20.0, p_up=p_up)
-    refused = [d for s, d in desk.signals() if s == "refused"]
-    assert refused and "stale" in refused[-1], desk.signals()
-    assert not any(s in ("executed", "pending") for s, _ in desk.signals())
+    refused = [d for s, d in desk.signal_events() if s == "refused"]
+    assert refused and "stale" in refused[-1], desk.signal_events()
+    assert not any(s in ("executed", "pending") for s, _ in desk.signal_events())
     assert desk.sim.open_orders() == [] and desk.records.positions() == []
     assert desk.bot.pending == {}
 
@@ -101,11 +46,11 @@ def test_no_entry_on_stale_data(nyse: MarketCalendar, mode: str, p_up: float) ->
     desk.bar(last_end + 2 * BAR, 20.0)
     assert not desk.bot.data_stale()
     desk.bar(last_end + 3 * BAR, 20.0, p_up=p_up)
-    assert [s for s, _ in desk.signals()][-1] == ("executed" if mode == "auto" else "pending")
+    assert [s for s, _ in desk.signal_events()][-1] == ("executed" if mode == "auto" else "pending")
 
 
 def test_a_held_position_stays_protected_by_the_brokers_stop_while_data_is_stale(nyse: MarketCalendar) -> None:
-    desk = Desk("auto", nyse)
+    desk = Desk("auto", calendar=nyse)
     desk.bar(OPEN_BAR, 20.0, p_up=0.95)
     desk.tick(20.0)  # bought at 20, stop at 19.40 sent to the broker
     (pos,) = desk.records.positions()
@@ -125,7 +70,7 @@ def test_a_held_position_stays_protected_by_the_brokers_stop_while_data_is_stale
 
 
 def test_not_stale_outside_market_hours(nyse: MarketCalendar) -> None:
-    desk = Desk("auto", nyse)
+    desk = Desk("auto", calendar=nyse)
     desk.bar(utc(2025, 3, 4, 20, 55), 20.0)  # the last bar of the day ends at 16:00
     desk.clock.set(utc(2025, 3, 4, 23, 0))
     assert not desk.bot.data_stale()

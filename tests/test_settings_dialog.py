@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QDialogButtonBox, QLineEdit
 
-from alpaca_server import AlpacaServer, alpaca_server  # noqa: F401 - pytest fixture
+from alpaca_server import AlpacaServer
 from app.engine.live_gate import CONFIRM_PHRASE, live_gate
 from app.engine.settings import Settings
 from app.widgets.settings_dialog import SettingsDialog
