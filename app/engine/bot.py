@@ -1,7 +1,9 @@
 """The trading bot: one cycle per closed bar, a stop check on every price.
 
 The same object runs the demo, live paper trading, replays and backtests;
-only the clock, the broker and the recorder passed in differ.
+only the clock, the broker and the recorder passed in differ. What becomes of
+a signal lives in :mod:`app.engine.entries`; stops, exits and fills in
+:mod:`app.engine.exits`.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from app.engine.events import (
     AlertEvent,
     BarEvent,
     EventBus,
-    OrderEvent,
     PortfolioEvent,
     PredictionEvent,
-    SignalEvent,
     StatusEvent,
 )
+from app.engine.entries import SignalsAndEntries
 from app.engine.exits import ExitsAndFills
 from app.engine.history import History
-from app.engine.modes import Decision, policy_for
+from app.engine.modes import policy_for
 from app.engine.orders import OrderRouter
 from app.engine.records import Recorder
 from app.engine.settings import Settings
@@ -39,8 +40,6 @@ from app.engine.types import (
     Account,
     Bar,
     EngineStatus,
-    Order,
-    OrderStatus,
     OrderType,
     Position,
     Side,
@@ -58,7 +57,7 @@ def valid_bar(b: Bar) -> bool:
             and 0.0 <= b.volume < _INF)
 
 
-class TradingBot(ExitsAndFills):
+class TradingBot(SignalsAndEntries, ExitsAndFills):
     def __init__(
         self,
         settings: Settings,
@@ -201,27 +200,6 @@ class TradingBot(ExitsAndFills):
         return out
 
     # -------------------------------------------------------- user commands
-    def approve(self, signal_id: str) -> str:
-        sig = self.pending.pop(signal_id, None)
-        if sig is None:
-            return "that signal is no longer pending"
-        now = self.clock.now()
-        if now >= sig.expires_at:
-            self._signal_done(sig, "expired", "expired before it was approved")
-            return "expired"
-        price = self._last_price.get(sig.symbol, sig.price)
-        move = abs(price / sig.price - 1.0)
-        if move > self.settings.max_price_move_pct:
-            why = f"price moved {move:.2%} since the signal (limit {self.settings.max_price_move_pct:.2%})"
-            self._signal_done(sig, "refused", why)
-            return why
-        return self._execute(sig, approved=True)
-
-    def reject(self, signal_id: str) -> None:
-        sig = self.pending.pop(signal_id, None)
-        if sig is not None:
-            self._signal_done(sig, "rejected", "rejected by the user")
-
     def set_mode(self, mode: TradingMode) -> None:
         self.mode = mode
         self.policy = policy_for(mode, self.settings)
@@ -260,95 +238,6 @@ class TradingBot(ExitsAndFills):
 
     def close_position(self, symbol: str) -> str:
         return self._exit(symbol, "closed by the user")
-
-    # ------------------------------------------------------------ signals
-    def _make_signal(self, bar: Bar, out: ModelOutput, now: datetime) -> TradingSignal:
-        side = Side.BUY if out.p_up > 0.5 else Side.SELL
-        expires = bar.time + 2 * self._bar_delta  # the end of the next bar
-        sid = f"{bar.symbol}-{bar.time:%Y%m%dT%H%M}-{side.value}"
-        return TradingSignal(bar.symbol, side, round(out.confidence, 4), bar.close, now, expires,
-                             out.reasons, out.votes, sid)
-
-    def _route(self, sig: TradingSignal) -> None:
-        held = self._held(sig.symbol)
-        if sig.side == Side.SELL and held <= 0 and not self.settings.allow_short:
-            self.records.signal(sig, "skipped", "SELL with nothing held (long-only)", sig.time)
-            return
-        if sig.side == Side.BUY and held > 0:
-            self.records.signal(sig, "skipped", "already holding", sig.time)
-            return
-        decision = self.policy.decide(sig.confidence)
-        if decision == Decision.IGNORE:
-            self.records.signal(sig, "below threshold", f"confidence {sig.confidence:.2f}", sig.time)
-            logger.debug("Signal {} below threshold ({:.2f})", sig.signal_id, sig.confidence)
-        elif decision == Decision.DROP:
-            self._signal_done(sig, "dropped", f"{self.mode.value} mode executes only >= {self.policy.auto:.2f}")
-        elif decision == Decision.ASK:
-            if sig.side == Side.BUY:  # never ask about an entry the risk rules already forbid
-                check = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
-                if not check.accepted:
-                    self._signal_done(sig, "refused", check.reason)
-                    return
-            self.pending[sig.signal_id] = sig
-            self.records.signal(sig, "pending", "waiting for approval", sig.time)
-            self.bus.publish(SignalEvent(sig, "pending", "waiting for approval"))
-        else:
-            self._execute(sig, approved=False)
-
-    def _execute(self, sig: TradingSignal, approved: bool) -> str:
-        if sig.side == Side.SELL:
-            if self._held(sig.symbol) <= 0:
-                self._signal_done(sig, "refused", "nothing held to sell")
-                return "nothing held to sell"
-            result = self._exit(sig.symbol, "exit on SELL signal", signal_id=sig.signal_id)
-            self._signal_done(sig, "executed", result)
-            return result
-        ctx = self._risk_context(sig.symbol, sig.side)
-        decision = risk.check_plain(ctx, self.settings) if self.plain else risk.check_entry(ctx, self.settings)
-        if not decision.accepted:
-            self._signal_done(sig, "refused", decision.reason)
-            return decision.reason
-        order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
-                      OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
-        placed = self._placed(self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate))
-        status = "executed" if placed.status != OrderStatus.REJECTED else "refused"
-        detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({placed.status.value})"
-        self._signal_done(sig, status, detail)
-        return detail
-
-    def _revalidate(self, order: Order) -> Order | None:
-        """A queued entry, before another attempt: still allowed, and how big now?"""
-        d = risk.check_entry(self._risk_context(order.symbol, order.side), self.settings)
-        return replace(order, qty=d.qty) if d.accepted else None
-
-    def _placed(self, order: Order) -> Order:
-        """Report a placed order; one the broker filled on arrival is booked now, then
-        recorded filled (the router keeps it open until then). One already recorded
-        filled (an intent placed again, e.g. replayed after a restart) is not booked twice."""
-        if self.bus.active:
-            self.bus.publish(OrderEvent(order))
-        known = self.records.get_order(order.client_order_id)
-        if order.status == OrderStatus.FILLED and (known is None or known.status != OrderStatus.FILLED):
-            self.on_filled(order)
-            self.records.order(order, self.clock.now())
-        return order
-
-    def _revalidate_exit(self, order: Order) -> Order | None:
-        """A queued exit, before another attempt: sell no more than is still held."""
-        held = self._held(order.symbol)
-        return replace(order, qty=min(order.qty, held)) if held > 0 else None
-
-    def _signal_done(self, sig: TradingSignal, status: str, detail: str) -> None:
-        self.records.signal(sig, status, detail, self.clock.now())
-        if self.bus.active:
-            self.bus.publish(SignalEvent(sig, status, detail))
-
-    def _expire_pending(self) -> None:
-        now = self.clock.now()
-        for sid, sig in list(self.pending.items()):
-            if now >= sig.expires_at:
-                del self.pending[sid]
-                self._signal_done(sig, "expired", "not approved before the next bar")
 
     # ------------------------------------------------------------ helpers
     def _held(self, symbol: str) -> float:

@@ -1,0 +1,151 @@
+"""Signals and entries: the half of the bot that decides whether a model's call
+becomes an order.
+
+A signal is routed by the trading mode (execute, ask for approval, or ignore);
+an approval or a queued entry is re-validated against price and risk before it
+is sent, and every outcome (executed, pending, refused, expired, rejected) is
+recorded. Mixed into :class:`app.engine.bot.TradingBot`, whose state (records,
+router, broker, settings, clock, bus, policy) it uses; the exits and stops live
+in :mod:`app.engine.exits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from loguru import logger
+
+from app.engine import risk
+from app.engine.events import OrderEvent, SignalEvent
+from app.engine.modes import Decision
+from app.engine.strategy.base import ModelOutput
+from app.engine.types import Bar, Order, OrderStatus, OrderType, Side, TradingSignal
+
+
+class SignalsAndEntries:
+    # provided by TradingBot
+    records: Any
+    router: Any
+    settings: Any
+    clock: Any
+    bus: Any
+    mode: Any
+    policy: Any
+    plain: bool
+    pending: dict[str, TradingSignal]
+    _bar_delta: Any
+    _last_price: dict[str, float]
+
+    # ---------------------------------------------------------- approvals
+    def approve(self, signal_id: str) -> str:
+        sig = self.pending.pop(signal_id, None)
+        if sig is None:
+            return "that signal is no longer pending"
+        now = self.clock.now()
+        if now >= sig.expires_at:
+            self._signal_done(sig, "expired", "expired before it was approved")
+            return "expired"
+        price = self._last_price.get(sig.symbol, sig.price)
+        move = abs(price / sig.price - 1.0)
+        if move > self.settings.max_price_move_pct:
+            why = f"price moved {move:.2%} since the signal (limit {self.settings.max_price_move_pct:.2%})"
+            self._signal_done(sig, "refused", why)
+            return why
+        return self._execute(sig, approved=True)
+
+    def reject(self, signal_id: str) -> None:
+        sig = self.pending.pop(signal_id, None)
+        if sig is not None:
+            self._signal_done(sig, "rejected", "rejected by the user")
+
+    # ------------------------------------------------------------ signals
+    def _make_signal(self, bar: Bar, out: ModelOutput, now: datetime) -> TradingSignal:
+        side = Side.BUY if out.p_up > 0.5 else Side.SELL
+        expires = bar.time + 2 * self._bar_delta  # the end of the next bar
+        sid = f"{bar.symbol}-{bar.time:%Y%m%dT%H%M}-{side.value}"
+        return TradingSignal(bar.symbol, side, round(out.confidence, 4), bar.close, now, expires,
+                             out.reasons, out.votes, sid)
+
+    def _route(self, sig: TradingSignal) -> None:
+        held = self._held(sig.symbol)
+        if sig.side == Side.SELL and held <= 0 and not self.settings.allow_short:
+            self.records.signal(sig, "skipped", "SELL with nothing held (long-only)", sig.time)
+            return
+        if sig.side == Side.BUY and held > 0:
+            self.records.signal(sig, "skipped", "already holding", sig.time)
+            return
+        decision = self.policy.decide(sig.confidence)
+        if decision == Decision.IGNORE:
+            self.records.signal(sig, "below threshold", f"confidence {sig.confidence:.2f}", sig.time)
+            logger.debug("Signal {} below threshold ({:.2f})", sig.signal_id, sig.confidence)
+        elif decision == Decision.DROP:
+            self._signal_done(sig, "dropped", f"{self.mode.value} mode executes only >= {self.policy.auto:.2f}")
+        elif decision == Decision.ASK:
+            if sig.side == Side.BUY:  # never ask about an entry the risk rules already forbid
+                check = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
+                if not check.accepted:
+                    self._signal_done(sig, "refused", check.reason)
+                    return
+            self.pending[sig.signal_id] = sig
+            self.records.signal(sig, "pending", "waiting for approval", sig.time)
+            self.bus.publish(SignalEvent(sig, "pending", "waiting for approval"))
+        else:
+            self._execute(sig, approved=False)
+
+    def _execute(self, sig: TradingSignal, approved: bool) -> str:
+        if sig.side == Side.SELL:
+            if self._held(sig.symbol) <= 0:
+                self._signal_done(sig, "refused", "nothing held to sell")
+                return "nothing held to sell"
+            result = self._exit(sig.symbol, "exit on SELL signal", signal_id=sig.signal_id)
+            self._signal_done(sig, "executed", result)
+            return result
+        ctx = self._risk_context(sig.symbol, sig.side)
+        decision = risk.check_plain(ctx, self.settings) if self.plain else risk.check_entry(ctx, self.settings)
+        if not decision.accepted:
+            self._signal_done(sig, "refused", decision.reason)
+            return decision.reason
+        order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
+                      OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
+        placed = self._placed(self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate))
+        status = "executed" if placed.status != OrderStatus.REJECTED else "refused"
+        detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({placed.status.value})"
+        self._signal_done(sig, status, detail)
+        return detail
+
+    def _revalidate(self, order: Order) -> Order | None:
+        """A queued entry, before another attempt: still allowed, and how big now?"""
+        d = risk.check_entry(self._risk_context(order.symbol, order.side), self.settings)
+        return replace(order, qty=d.qty) if d.accepted else None
+
+    def _placed(self, order: Order) -> Order:
+        """Report a placed order; one the broker filled on arrival is booked now, then
+        recorded filled (the router keeps it open until then). One already recorded
+        filled (an intent placed again, e.g. replayed after a restart) is not booked twice."""
+        if self.bus.active:
+            self.bus.publish(OrderEvent(order))
+        known = self.records.get_order(order.client_order_id)
+        if order.status == OrderStatus.FILLED and (known is None or known.status != OrderStatus.FILLED):
+            self.on_filled(order)
+            self.records.order(order, self.clock.now())
+        return order
+
+    def _revalidate_exit(self, order: Order) -> Order | None:
+        """A queued exit, before another attempt: sell no more than is still held."""
+        held = self._held(order.symbol)
+        return replace(order, qty=min(order.qty, held)) if held > 0 else None
+
+    def _signal_done(self, sig: TradingSignal, status: str, detail: str) -> None:
+        self.records.signal(sig, status, detail, self.clock.now())
+        if self.bus.active:
+            self.bus.publish(SignalEvent(sig, status, detail))
+
+    def _expire_pending(self) -> None:
+        now = self.clock.now()
+        for sid, sig in list(self.pending.items()):
+            if now >= sig.expires_at:
+                del self.pending[sid]
+                self._signal_done(sig, "expired", "not approved before the next bar")
+
