@@ -45,10 +45,9 @@ class BacktestRequest:
     retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
 
     def config(self) -> Any:
-        from app.engine.backtest.runner import BacktestConfig
+        from app.engine.backtest.runner import BacktestConfig, commission_terms
 
-        per_share = self.commission if self.commission_mode == "per_share" else 0.0
-        rate = self.commission if self.commission_mode == "fraction" else 0.0
+        per_share, rate = commission_terms(self.commission, self.commission_mode)
         return BacktestConfig(self.symbol.strip().upper() or "PLTR", self.timeframe, self.strategy, self.cash,
                               per_share, rate, self.slippage_bps, self.plain, self.retrain_every)
 

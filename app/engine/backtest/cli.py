@@ -47,7 +47,7 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import BacktestConfig, check_retrain_every, run_backtest
+    from app.engine.backtest.runner import BacktestConfig, check_retrain_every, commission_terms, run_backtest
     from app.engine.settings import Settings
     from app.engine.data.service import load_bars
 
@@ -64,8 +64,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         bars = [b for b in bars if b.time < _day(args.end)]
     if len(bars) < 2:
         raise ValueError("fewer than two bars in the chosen window")
-    per_share = args.commission if args.commission_mode == "per_share" else 0.0
-    rate = args.commission if args.commission_mode == "fraction" else 0.0
+    per_share, rate = commission_terms(args.commission, args.commission_mode)
     cfg = BacktestConfig(args.symbol.upper(), args.timeframe, args.strategy, args.cash, per_share, rate,
                          args.slippage_bps, args.plain, retrain_every=args.retrain_every)
     if cfg.retrain_every:

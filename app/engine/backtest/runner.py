@@ -50,6 +50,13 @@ class BacktestConfig:
     retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
 
 
+def commission_terms(amount: float, mode: str) -> tuple[float, float]:
+    """One commission as the user gives it -> (dollars per share, fraction of traded value)."""
+    if mode not in ("per_share", "fraction"):
+        raise ValueError(f"commission mode {mode!r}: per_share or fraction")
+    return (amount, 0.0) if mode == "per_share" else (0.0, amount)
+
+
 @dataclass
 class BacktestResult:
     config: BacktestConfig
