@@ -44,3 +44,35 @@ def nyse() -> object:
     from app.engine.clock import MarketCalendar
 
     return MarketCalendar()
+
+
+def write_bars_csv(path: Path, bars: list) -> Path:
+    """Bars as the CSV a user would import (ISO timestamps, OHLCV)."""
+    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    return path
+
+
+def simulated_sessions(n: int, seed: int, end: datetime = datetime(2025, 6, 1, tzinfo=timezone.utc)) -> list:
+    """``n`` NYSE sessions of the simulated market's 5-minute PLTR bars, before ``end``."""
+    from app.engine.clock import MarketCalendar
+    from app.engine.simmarket import SimulatedMarket
+
+    cal = MarketCalendar()
+    return SimulatedMarket("PLTR", seed, cal).history(cal.previous_sessions(end, n))
+
+
+def synthetic(n: int, seed: int = 1, start: str = "2025-06-02 13:30", freq: str = "1min") -> object:
+    """A random-walk OHLCV frame in the data layer's shape, one bar per ``freq``."""
+    import numpy as np
+    import pandas as pd
+
+    from app.engine.data.frame import make_frame
+
+    rng = np.random.default_rng(seed)
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    o = np.r_[c[0], c[:-1]] * (1 + rng.normal(0, 0.0005, n))
+    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, 0.001, n)))
+    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, 0.001, n)))
+    v = rng.integers(0, 10_000, n).astype(float)
+    return make_frame(pd.date_range(start, periods=n, freq=freq, tz="UTC"), o, h, lo, c, v)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import simulated_sessions, write_bars_csv
 
 from app.engine.backtest.runner import BacktestConfig, run_backtest
 from app.engine.types import Bar
@@ -82,19 +83,14 @@ def test_sma_cross_plain_makes_the_same_trades_as_backtesting_py() -> None:
         assert epa == pytest.approx(epb) and xpa == pytest.approx(xpb)
 
 
-def test_product_rules_stop_a_losing_trade_and_flatten_before_the_close() -> None:
+def test_product_rules_stop_a_losing_trade_and_flatten_before_the_close(nyse) -> None:  # type: ignore[no-untyped-def]
     # NYSE session bars with a crash inside one day: the 3% stop fires; nothing is held overnight.
-    from app.engine.clock import MarketCalendar
-    from app.engine.simmarket import SimulatedMarket
-
-    cal = MarketCalendar()
-    bars = SimulatedMarket("PLTR", 11, cal).history(
-        cal.previous_sessions(datetime(2025, 6, 1, tzinfo=timezone.utc), 15))
+    bars = simulated_sessions(15, seed=11)
     res = run_backtest(bars, BacktestConfig(symbol="PLTR", timeframe="5m", strategy="rules"))
     assert res.trades, "the rules strategy trades on this stretch"
     for t in res.trades:
         assert t.entry_time.date() == t.exit_time.date() or t.exit_reason != "end of day"
-        session = cal.session(t.exit_time.astimezone(cal_ny()).date())
+        session = nyse.session(t.exit_time.astimezone(cal_ny()).date())
         assert session is not None and t.exit_time <= session.close
     assert {t.exit_reason for t in res.trades} & {"end of day", "stop loss", "exit on SELL signal"}
     assert res.metrics["exposure"] < 1.0
@@ -123,8 +119,7 @@ def test_metrics_are_what_the_equity_curve_says() -> None:
 def test_cli_writes_json_and_html(tmp_path: Path, app_home: Path) -> None:
     bars = _walk(1500, seed=7)
     csv = tmp_path / "bars.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    write_bars_csv(csv, bars)
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
     from app.main import main
 
@@ -149,8 +144,7 @@ def test_cli_windows_and_commission_modes(tmp_path: Path, app_home: Path,
 
     bars = _walk(1200, seed=8)
     csv = tmp_path / "bars.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    write_bars_csv(csv, bars)
     base = ["--data-dir", str(app_home), "backtest", "--symbol", "TEST", "--csv", str(csv), "--timeframe",
             "1m", "--plain"]
     assert main(base + ["--commission", "0.001", "--commission-mode", "fraction"]) == 0
@@ -176,8 +170,7 @@ def test_cli_refuses_a_bad_window(tmp_path: Path, app_home: Path) -> None:
 def test_a_backtest_leaves_the_desks_trade_log_alone(tmp_path: Path, app_home: Path) -> None:
     bars = _walk(800, seed=5)
     csv = tmp_path / "bars.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    write_bars_csv(csv, bars)
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(app_home), "backtest",
                            "--symbol", "TEST", "--csv", str(csv), "--timeframe", "1m", "--plain"],
                           capture_output=True, text=True, timeout=120)
@@ -190,12 +183,7 @@ def test_a_backtest_leaves_the_desks_trade_log_alone(tmp_path: Path, app_home: P
 
 
 def test_momentum_strategy_trades_through_the_engine() -> None:
-    from app.engine.clock import MarketCalendar
-    from app.engine.simmarket import SimulatedMarket
-
-    cal = MarketCalendar()
-    bars = SimulatedMarket("PLTR", 2, cal).history(
-        cal.previous_sessions(datetime(2025, 9, 1, tzinfo=timezone.utc), 10))
+    bars = simulated_sessions(10, seed=2, end=datetime(2025, 9, 1, tzinfo=timezone.utc))
     res = run_backtest(bars, BacktestConfig(symbol="PLTR", timeframe="5m", strategy="momentum"))
     assert res.trades, "momentum trades on trending simulated days"
     assert all(t.qty * t.entry_price <= 100_000 * 0.2 + 1e-6 for t in res.trades), "risk-sized, not whole cash"

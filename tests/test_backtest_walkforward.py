@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import simulated_sessions, write_bars_csv
 from PySide6.QtCore import Qt
 
 from app.engine.backtest.runner import BacktestConfig, make_model, run_backtest
@@ -29,24 +29,13 @@ REWRITE_AT = 902  # inside the horizon (6 bars) of the second block's start: the
 
 
 def _sessions(n: int, seed: int = 8) -> list[Bar]:
-    from app.engine.clock import MarketCalendar
-    from app.engine.simmarket import SimulatedMarket
-
-    cal = MarketCalendar()
-    return SimulatedMarket("PLTR", seed, cal).history(
-        cal.previous_sessions(datetime(2025, 6, 1, tzinfo=timezone.utc), n))
+    return simulated_sessions(n, seed)
 
 
 def _rewrite_from(bars: list[Bar], start: int, factor: float) -> list[Bar]:
     """The same bars up to ``start``; from there on every price scaled (another future)."""
     return bars[:start] + [replace(b, open=b.open * factor, high=b.high * factor, low=b.low * factor,
                                    close=b.close * factor) for b in bars[start:]]
-
-
-def _write_csv(path: Path, bars: list[Bar]) -> Path:
-    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
-    return path
 
 
 @dataclass
@@ -126,7 +115,7 @@ def test_cli_walks_forward_without_a_saved_model(tmp_path: Path, app_home: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from app.main import main
 
-    csv = _write_csv(tmp_path / "pltr-5m.csv", _sessions(16, seed=5))
+    csv = write_bars_csv(tmp_path / "pltr-5m.csv", _sessions(16, seed=5))
     out = tmp_path / "r.json"
     code = main(["--data-dir", str(app_home), "backtest", "--symbol", "PLTR", "--csv", str(csv), "--timeframe",
                  "5m", "--strategy", "ensemble", "--retrain-every", "1000", "--json", str(out)])
@@ -151,7 +140,7 @@ def test_cli_refuses_a_bad_retrain_setting(tmp_path: Path, app_home: Path, capsy
                                            extra: list[str], expected: str) -> None:
     from app.main import main
 
-    csv = _write_csv(tmp_path / "bars.csv", _sessions(3))
+    csv = write_bars_csv(tmp_path / "bars.csv", _sessions(3))
     code = main(["--data-dir", str(app_home), "backtest", "--csv", str(csv), *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and expected in err and "Traceback" not in err
@@ -172,7 +161,7 @@ def test_the_cli_defaults_to_the_saved_setting_for_the_ensemble_only(
 
     app_home.mkdir(parents=True, exist_ok=True)
     Settings(backtest_retrain_bars=2000).save(app_home / "settings.json")
-    csv = _write_csv(tmp_path / "bars.csv", _sessions(3))
+    csv = write_bars_csv(tmp_path / "bars.csv", _sessions(3))
     base = ["--data-dir", str(app_home), "backtest", "--csv", str(csv)]
     assert main([*base, "--strategy", "ensemble"]) == 2
     assert "needs more than 2000 bars" in capsys.readouterr().err, "the saved N was used"
@@ -207,7 +196,7 @@ def test_the_tab_offers_retraining_for_the_ensemble_only(qtbot, tmp_path: Path) 
         tab.retrain_box.setValue(0)
         assert tab.retrain_box.text() == "0 = saved model"
         # Training in the child is slow: progress and Cancel must both work during it.
-        tab.csv_edit.setText(str(_write_csv(tmp_path / "bars.csv", _sessions(16))))
+        tab.csv_edit.setText(str(write_bars_csv(tmp_path / "bars.csv", _sessions(16))))
         tab.retrain_box.setValue(600)
         qtbot.mouseClick(tab.run_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: tab.status.text().startswith("Walk-forward fold 1/2"), timeout=60_000)

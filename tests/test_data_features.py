@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import synthetic
 from ta.momentum import RSIIndicator
 from ta.volatility import AverageTrueRange
 
@@ -19,17 +19,6 @@ from app.engine.data.features import (
     compute_features,
     wilder_atr,
 )
-from app.engine.data.frame import make_frame
-
-
-def synthetic(n: int, seed: int = 1, start: str = "2025-06-02 13:30") -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-    o = np.r_[c[0], c[:-1]] * (1 + rng.normal(0, 0.0005, n))
-    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, 0.001, n)))
-    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, 0.001, n)))
-    v = rng.integers(0, 10_000, n).astype(float)
-    return make_frame(pd.date_range(start, periods=n, freq="1min", tz="UTC"), o, h, lo, c, v)
 
 
 @pytest.mark.parametrize("intraday", [True, False])

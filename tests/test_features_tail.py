@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic
 
 from app.engine.clock import NY
 from app.engine.data.features import compute_features, compute_features_tail, feature_columns
@@ -16,16 +17,6 @@ from app.engine.ml.live import BarWindow
 from app.engine.types import Bar
 
 TOL = 1e-9  # relative to max(1, |value|); the pandas and NumPy paths differ by float rounding only
-
-
-def synthetic(n: int, seed: int = 1, start: str = "2025-06-02 13:30", freq: str = "1min") -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-    o = np.r_[c[0], c[:-1]] * (1 + rng.normal(0, 0.0005, n))
-    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, 0.001, n)))
-    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, 0.001, n)))
-    v = rng.integers(0, 10_000, n).astype(float)
-    return make_frame(pd.date_range(start, periods=n, freq=freq, tz="UTC"), o, h, lo, c, v)
 
 
 def sessions_5m(days: int, start: str, seed: int = 3) -> pd.DataFrame:

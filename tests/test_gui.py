@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import simulated_sessions, write_bars_csv
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
@@ -160,14 +161,9 @@ def test_a_corrupted_database_stops_trading_and_is_kept(qtbot, app_home: Path) -
 def test_replay_rehearses_recorded_bars_in_the_window(qtbot, app_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from datetime import datetime, timezone
 
-    from app.engine.clock import MarketCalendar
-    from app.engine.simmarket import SimulatedMarket
-
-    cal = MarketCalendar()
-    bars = SimulatedMarket("PLTR", 4, cal).history(cal.previous_sessions(datetime(2025, 3, 1, tzinfo=timezone.utc), 3))
+    bars = simulated_sessions(3, seed=4, end=datetime(2025, 3, 1, tzinfo=timezone.utc))
     csv = tmp_path / "day.csv"
-    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
+    write_bars_csv(csv, bars)
     w = build_window(["--data-dir", str(app_home), "--replay", str(csv), "--speed", "30000"])
     qtbot.addWidget(w)
     try:

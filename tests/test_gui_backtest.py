@@ -8,29 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import simulated_sessions, write_bars_csv
 from PySide6.QtCore import QThread, QTimer, Qt
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from app.engine.types import Bar
 from app.main import build_window
 from app.widgets.backtest_tab import BacktestTab, format_metric
-
-
-def _write_csv(path: Path, bars: list[Bar]) -> Path:
-    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
-        f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))
-    return path
 
 
 @pytest.fixture(scope="module")
 def session_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 NYSE sessions of simulated 5-minute PLTR bars."""
-    from app.engine.clock import MarketCalendar
-    from app.engine.simmarket import SimulatedMarket
-
-    cal = MarketCalendar()
-    bars = SimulatedMarket("PLTR", 11, cal).history(cal.previous_sessions(datetime(2025, 6, 1, tzinfo=timezone.utc), 30))
-    return _write_csv(tmp_path_factory.mktemp("bt") / "pltr-5m.csv", bars)
+    return write_bars_csv(tmp_path_factory.mktemp("bt") / "pltr-5m.csv", simulated_sessions(30, seed=11))
 
 
 @pytest.fixture(scope="module")
