@@ -140,14 +140,11 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         if self._reconcile_pending:
             self._reconcile()
         self.sync_orders()
-        if self.pending:
-            self._expire_pending()
-        if not self.plain:
-            self._protect(bar.symbol, bar.close)
+        self._expire_pending()
+        self._protect(bar.symbol, bar.close)
         out = self.run_trading_cycle(bar)
-        if self.bus.active:
-            self._publish_portfolio()
-            self._publish_status()
+        self._publish_portfolio()
+        self._publish_status()
         return out
 
     def _remember(self, bar: Bar) -> None:

@@ -143,6 +143,8 @@ class SignalsAndEntries:
             self.bus.publish(SignalEvent(sig, status, detail))
 
     def _expire_pending(self) -> None:
+        if not self.pending:  # the common case: nothing waits for approval
+            return
         now = self.clock.now()
         for sid, sig in list(self.pending.items()):
             if now >= sig.expires_at:
