@@ -12,7 +12,7 @@ N bars on the bars before each block only, so every P(up) is out of sample.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,7 +114,8 @@ def out_of_sample_p_up(oof: pd.DataFrame) -> tuple[np.ndarray, int]:
 def _walk_forward_notes(report: WalkForwardReport, index: pd.DatetimeIndex, every: int, first: int,
                         raw_bars: int, min_calibration: int) -> list[str]:
     folds = report.folds
-    notes = [f"walk-forward: {len(folds)} retrain{'s' if len(folds) != 1 else ''}, every {every} bars (expanding window); the first "
+    retrains = f"{len(folds)} retrain{'s' if len(folds) != 1 else ''}"
+    notes = [f"walk-forward: {retrains}, every {every} bars (expanding window); the first "
              f"model is trained on {str(index[0])[:10]} .. {str(index[first - 1])[:10]} ({first} bars), "
              f"which are not traded",
              f"each bar's P(up) comes from a model trained only on earlier bars (labels purged by the "
@@ -135,13 +136,9 @@ def _walk_forward_notes(report: WalkForwardReport, index: pd.DatetimeIndex, ever
 
 
 def _parse(text: str) -> datetime:
-    from datetime import timezone
-
     t = datetime.fromisoformat(text)
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def _utc(t: datetime) -> datetime:
-    from datetime import timezone
-
     return t.astimezone(timezone.utc)
