@@ -34,7 +34,7 @@ def _ensure_env(extras: str) -> Path:
         print(f"Creating {VENV} ...", flush=True)
         try:
             venv.EnvBuilder(with_pip=True).create(VENV)
-        except Exception as exc:  # Debian without python3-venv
+        except Exception as exc:  # noqa: BLE001 - Debian without python3-venv
             sys.exit(f"Cannot create a virtual environment ({exc}). On Debian/Ubuntu: "
                      "sudo apt install python3-venv")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()

@@ -160,7 +160,7 @@ def child_main(req: BacktestRequest, conn: Any, cancel: Any) -> None:
         conn.send(("cancelled", str(exc)))
     except (ValueError, OSError) as exc:  # DataError is a ValueError: a bad file, a bad choice
         conn.send(("error", str(exc)))
-    except Exception as exc:  # never lost: logged with its traceback, shown in the tab in words
+    except Exception as exc:  # noqa: BLE001 - never lost: logged with its traceback, shown in the tab in words
         logger.exception("Backtest failed")
         conn.send(("error", f"unexpected error: {type(exc).__name__}: {exc}"))
     finally:

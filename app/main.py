@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from app.engine.paths import AppPaths
 
@@ -37,10 +37,10 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
         p.set_defaults(command=None)
         return p
     sub = p.add_subparsers(dest="command")
-    from app.engine.data.cli import add_data_parser
-    from app.engine.backtest.cli import add_backtest_parser
-    from app.engine.headless import add_run_parser
     from app.desktop import add_desktop_parser
+    from app.engine.backtest.cli import add_backtest_parser
+    from app.engine.data.cli import add_data_parser
+    from app.engine.headless import add_run_parser
     from app.engine.ml.cli import add_ml_parsers
 
     add_data_parser(sub)
@@ -105,11 +105,11 @@ def build_window(argv: Sequence[str]) -> object:
     event loop (for tests). A QApplication must already exist."""
     args = build_parser(commands=False).parse_args(list(argv))
     paths = AppPaths.resolve(args.data_dir).ensure()
+    from PySide6.QtWidgets import QApplication
+
     from app.engine import logs
     from app.main_window import MainWindow
-
     from app.theme import apply_theme
-    from PySide6.QtWidgets import QApplication
 
     logs.configure(paths.logs)
     settings = _load_settings(paths, args.speed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import UTC
 from typing import Any
 
 from loguru import logger
@@ -24,8 +25,8 @@ from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.types import EngineStatus, Order, Trade, TradingMode
 from app.widgets.backtest_tab import BacktestTab
-from app.widgets.model_tab import ModelTab
 from app.widgets.chart import CandleChart
+from app.widgets.model_tab import ModelTab
 from app.widgets.notifications import ApprovalNotifier
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
 from app.widgets.positions import PositionsTable
@@ -118,11 +119,11 @@ class MainWindow(QMainWindow):
         return dlg
 
     def _live_check(self, phrase: str) -> tuple[bool, str]:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from app.engine.live_gate import live_gate
 
-        return live_gate(self.paper_first_day, datetime.now(timezone.utc), phrase)
+        return live_gate(self.paper_first_day, datetime.now(UTC), phrase)
 
     @Slot(object)
     def apply_settings(self, settings: Settings) -> None:
@@ -346,7 +347,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         self.tabs.setCurrentIndex(int(qs.value("tab", 0) or 0))
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         qs = self._qsettings()
         qs.setValue("geometry", self.saveGeometry())
         qs.setValue("state", self.saveState())

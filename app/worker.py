@@ -13,6 +13,7 @@ engine methods only ever run on the worker's thread.
 from __future__ import annotations
 
 import math
+from datetime import UTC
 from typing import Any
 
 from loguru import logger
@@ -83,7 +84,7 @@ class EngineWorker(QObject):
             else:
                 self.ctx = build_live_engine(self.paths, self.settings, bus=bus,
                                              live=self.settings.broker == "alpaca-live")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any start-up failure is shown, never a dead thread
             logger.exception("Engine failed to start")
             self.failed.emit(str(exc))
             return
@@ -113,7 +114,7 @@ class EngineWorker(QObject):
         if self.ctx is not None:
             try:
                 self.ctx.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing must go on to the stop signal
                 logger.exception("Engine did not close cleanly")
             self.ctx = None
         self.stopped.emit()
@@ -177,12 +178,12 @@ class EngineWorker(QObject):
     @Slot()
     def confirmLive(self) -> None:
         """The user passed the live-trading gate: record it (live starts next launch)."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from app.engine.live_gate import LIVE_CONFIRMED_KEY
 
         if self.ctx is not None:
-            self.ctx.records.state_set(LIVE_CONFIRMED_KEY, datetime.now(timezone.utc).isoformat())
+            self.ctx.records.state_set(LIVE_CONFIRMED_KEY, datetime.now(UTC).isoformat())
 
     @Slot(object)
     def applySettings(self, settings: Settings) -> None:
@@ -210,7 +211,7 @@ class EngineWorker(QObject):
                 if not self.ctx.replay.step():
                     self._timer.stop()
                     break
-        except Exception as exc:  # shown to the user, never silently lost
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never silently lost
             logger.exception("Engine step failed")
             self.alertRaised.emit(AlertEvent("error", f"engine error: {exc}"))
 

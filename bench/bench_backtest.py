@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from loguru import logger  # noqa: E402
+from loguru import logger
+from test_backtest import _walk, reference_backtest
 
-from app.engine.backtest.runner import BacktestConfig, run_backtest  # noqa: E402
-from test_backtest import _walk, reference_backtest  # noqa: E402
+from app.engine.backtest.runner import BacktestConfig, run_backtest
 
 
 def main() -> None:

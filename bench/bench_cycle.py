@@ -14,21 +14,21 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loguru import logger  # noqa: E402
+from loguru import logger
 
-from app.engine.bot import TradingBot  # noqa: E402
-from app.engine.broker.simulated import SimulatedBroker  # noqa: E402
-from app.engine.clock import MarketCalendar, SimClock  # noqa: E402
-from app.engine.records import SqlRecorder  # noqa: E402
-from app.engine.settings import Settings  # noqa: E402
-from app.engine.simmarket import SimulatedMarket  # noqa: E402
-from app.engine.storage import Storage  # noqa: E402
-from app.engine.types import Order  # noqa: E402
+from app.engine.bot import TradingBot
+from app.engine.broker.simulated import SimulatedBroker
+from app.engine.clock import MarketCalendar, SimClock
+from app.engine.records import SqlRecorder
+from app.engine.settings import Settings
+from app.engine.simmarket import SimulatedMarket
+from app.engine.storage import Storage
+from app.engine.types import Order
 
 
 class TimedBroker(SimulatedBroker):
@@ -64,7 +64,7 @@ def main() -> None:
     else:
         from app.engine.backtest.runner import make_model
 
-        sessions = cal.previous_sessions(datetime(2025, 7, 1, tzinfo=timezone.utc), 20)
+        sessions = cal.previous_sessions(datetime(2025, 7, 1, tzinfo=UTC), 20)
         bars = SimulatedMarket("PLTR", 9, cal).history(sessions)
         model, _ = make_model(name)
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,19 +27,19 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from loguru import logger  # noqa: E402
-from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import numpy as np
+from loguru import logger
+from PySide6.QtCore import QElapsedTimer, QTimer
+from PySide6.QtWidgets import QApplication
 
-from app.engine.types import Bar  # noqa: E402
+from app.engine.types import Bar
 
 
 def walk_bars(n: int, seed: int = 3, minutes: int = 5) -> list[Bar]:
@@ -48,7 +48,7 @@ def walk_bars(n: int, seed: int = 3, minutes: int = 5) -> list[Bar]:
     open_ = np.r_[close[0], close[:-1]]
     high, low = np.maximum(open_, close) * 1.002, np.minimum(open_, close) * 0.998
     vol = rng.integers(1_000, 50_000, n).astype(float)
-    t0 = datetime(2020, 1, 2, 14, 30, tzinfo=timezone.utc)
+    t0 = datetime(2020, 1, 2, 14, 30, tzinfo=UTC)
     return [Bar("PLTR", t0 + timedelta(minutes=minutes * i), *map(float, row))
             for i, row in enumerate(zip(open_, high, low, close, vol))]
 

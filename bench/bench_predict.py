@@ -27,9 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("AI_TRADER_TF_THREADS", "2")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from loguru import logger  # noqa: E402
+import numpy as np
+import pandas as pd
+from loguru import logger
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

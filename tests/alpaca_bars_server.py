@@ -4,7 +4,8 @@ as Alpaca does, so alpaca-py's real ``StockHistoricalDataClient`` can be tested.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from alpaca_server import AlpacaServer

@@ -22,10 +22,11 @@ import struct
 import threading
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -208,7 +209,7 @@ class AlpacaServer:
         else:
             self.positions[o["symbol"]] = {"qty": new_qty, "avg": avg}
         self.cash -= signed * price
-        now = _ts(datetime.now(timezone.utc))
+        now = _ts(datetime.now(UTC))
         o.update(status="filled", filled_qty=o["qty"], filled_avg_price=_s(price), filled_at=now,
                  updated_at=now)
 
@@ -220,7 +221,7 @@ class AlpacaServer:
         return self.cash + sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
 
     def _new_order(self, body: dict[str, Any]) -> dict[str, Any]:
-        now = _ts(datetime.now(timezone.utc))
+        now = _ts(datetime.now(UTC))
         kind, side, stop = body["type"], body["side"], body.get("stop_price")
         return {
             "id": str(uuid.uuid4()), "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
@@ -351,7 +352,7 @@ class AlpacaServer:
         return 204, None
 
     def _mark_canceled(self, o: dict[str, Any]) -> None:
-        now = _ts(datetime.now(timezone.utc))
+        now = _ts(datetime.now(UTC))
         o.update(status="canceled", canceled_at=now, updated_at=now)
 
     def _read(self, o: dict[str, Any]) -> dict[str, Any]:

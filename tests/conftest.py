@@ -9,10 +9,10 @@ os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never 
 os.environ.pop("APCA_API_KEY_ID", None)
 os.environ.pop("APCA_API_SECRET_KEY", None)
 
-from datetime import datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
+from datetime import UTC, datetime
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 pytest_plugins = ("alpaca_server", "alpaca_bars_server")  # their fixtures, for every test module
 
@@ -35,7 +35,7 @@ def shared_data() -> Path:
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def write_bars_csv(path: Path, bars: list) -> Path:
     return path
 
 
-def simulated_sessions(n: int, seed: int, end: datetime = datetime(2025, 6, 1, tzinfo=timezone.utc)) -> list:
+def simulated_sessions(n: int, seed: int, end: datetime = datetime(2025, 6, 1, tzinfo=UTC)) -> list:
     """``n`` NYSE sessions of the simulated market's 5-minute PLTR bars, before ``end``."""
     from app.engine.clock import MarketCalendar
     from app.engine.simmarket import SimulatedMarket

@@ -5,8 +5,8 @@ model is a stub whose P(up) each test chooses."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 import numpy as np
 from conftest import utc

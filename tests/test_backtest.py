@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from app.engine.types import Bar
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _walk(n: int, seed: int = 1, start: datetime = datetime(2024, 1, 2, tzinfo=timezone.utc)) -> list[Bar]:
+def _walk(n: int, seed: int = 1, start: datetime = datetime(2024, 1, 2, tzinfo=UTC)) -> list[Bar]:
     rng = np.random.default_rng(seed)
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
     open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.001, n))
@@ -183,7 +183,7 @@ def test_a_backtest_leaves_the_desks_trade_log_alone(tmp_path: Path, app_home: P
 
 
 def test_momentum_strategy_trades_through_the_engine() -> None:
-    bars = simulated_sessions(10, seed=2, end=datetime(2025, 9, 1, tzinfo=timezone.utc))
+    bars = simulated_sessions(10, seed=2, end=datetime(2025, 9, 1, tzinfo=UTC))
     res = run_backtest(bars, BacktestConfig(symbol="PLTR", timeframe="5m", strategy="momentum"))
     assert res.trades, "momentum trades on trending simulated days"
     assert all(t.qty * t.entry_price <= 100_000 * 0.2 + 1e-6 for t in res.trades), "risk-sized, not whole cash"

@@ -6,7 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from app.engine.storage import BarRepository, Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
-NOW = datetime(2025, 12, 24, 21, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 12, 24, 21, 0, tzinfo=UTC)
 
 
 def parse(*argv: str) -> argparse.Namespace:

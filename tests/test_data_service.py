@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -17,7 +17,7 @@ from app.engine.data.sources import CacheSource, MarketDataSource, SimulatedSour
 from app.engine.storage import BarRepository, Storage
 
 DATA = Path(__file__).parent / "data"
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.fixture

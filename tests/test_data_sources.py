@@ -4,7 +4,7 @@ a subclass of the adapter, the cache, the simulated market, and the choice betwe
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from app.engine.data.sources import (
 from app.engine.secrets import ApiKeys, Secret
 from app.engine.storage import BarRepository, Storage
 
-UTC = timezone.utc
+UTC = UTC
 
 
 # ------------------------------------------------------------------ Alpaca

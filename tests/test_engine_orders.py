@@ -4,7 +4,7 @@ is sent, transient failures retried, permanent ones recorded and left alone."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from conftest import utc
@@ -185,11 +185,11 @@ def test_the_simulated_broker_rejects_what_the_cash_cannot_pay() -> None:
 
 
 def test_positions_are_marked_stale_while_the_broker_is_unreachable() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
+    from app.engine.bot import TradingBot
     from app.engine.broker.base import BrokerError
     from app.engine.broker.simulated import SimulatedBroker
-    from app.engine.bot import TradingBot
     from app.engine.clock import SimClock
     from app.engine.events import EventBus, PortfolioEvent
     from app.engine.records import MemoryRecorder
@@ -205,7 +205,7 @@ def test_positions_are_marked_stale_while_the_broker_is_unreachable() -> None:
                 raise BrokerError("connection reset", transient=True)
             return super().get_order(client_order_id)
 
-    clock = SimClock(datetime(2025, 6, 2, 15, tzinfo=timezone.utc))
+    clock = SimClock(datetime(2025, 6, 2, 15, tzinfo=UTC))
     broker = Down(clock)
     records = MemoryRecorder()
     records.position(Position("PLTR", 10, 20.0, 20.0, clock.now(), stop_price=19.4))

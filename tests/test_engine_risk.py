@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from conftest import utc
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ from app.engine import risk
 from app.engine.risk import RiskContext
 from app.engine.settings import Settings
 from app.engine.types import Position, Side
-from conftest import utc
 
 T0 = utc(2025, 3, 4, 15, 0)
 

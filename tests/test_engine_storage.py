@@ -11,8 +11,8 @@ import pytest
 from conftest import utc
 from desk import MORNING, SYMBOL, Desk
 
-from app.engine.broker.base import BrokerError
 from app.engine.bootstrap import build_engine
+from app.engine.broker.base import BrokerError
 from app.engine.broker.simulated import SimulatedBroker
 from app.engine.paths import AppPaths
 from app.engine.records import SqlRecorder
@@ -27,6 +27,7 @@ from app.engine.storage import (
 )
 from app.engine.storage.paper import SqlPaperBook
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade
+
 
 class Run(Desk):
     """One run of the app: a database file, the paper broker's book in it, a bot.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +161,7 @@ def test_bar_window_keeps_the_newest_bars() -> None:
 
 
 def test_time_features_match_new_york_clock_across_dst() -> None:
-    utc = timezone.utc
+    utc = UTC
     times = [datetime(2025, 3, 7, 14, 30, tzinfo=utc) + timedelta(days=d, minutes=m)
              for d in range(0, 4) for m in (0, 5, 385)]
     secs = np.array([t.timestamp() for t in times])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,14 @@ def _pending(qtbot, w) -> str:  # type: ignore[no-untyped-def]
 
 
 def _pause(qtbot, w) -> None:  # type: ignore[no-untyped-def]
-    from PySide6.QtCore import QMetaObject, Q_ARG
+    from PySide6.QtCore import Q_ARG, QMetaObject
 
     QMetaObject.invokeMethod(w.worker, "setPaused", Qt.ConnectionType.BlockingQueuedConnection,
                              Q_ARG(bool, True))
 
 
 def _resume(w) -> None:  # type: ignore[no-untyped-def]
-    from PySide6.QtCore import QMetaObject, Q_ARG
+    from PySide6.QtCore import Q_ARG, QMetaObject
 
     QMetaObject.invokeMethod(w.worker, "setPaused", Qt.ConnectionType.QueuedConnection, Q_ARG(bool, False))
 
@@ -159,9 +160,9 @@ def test_a_corrupted_database_stops_trading_and_is_kept(qtbot, app_home: Path) -
 
 
 def test_replay_rehearses_recorded_bars_in_the_window(qtbot, app_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    bars = simulated_sessions(3, seed=4, end=datetime(2025, 3, 1, tzinfo=timezone.utc))
+    bars = simulated_sessions(3, seed=4, end=datetime(2025, 3, 1, tzinfo=UTC))
     csv = tmp_path / "day.csv"
     write_bars_csv(csv, bars)
     w = build_window(["--data-dir", str(app_home), "--replay", str(csv), "--speed", "30000"])

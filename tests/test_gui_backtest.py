@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import simulated_sessions, write_bars_csv
-from PySide6.QtCore import QThread, QTimer, Qt
+from PySide6.QtCore import Qt, QThread, QTimer
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from app.main import build_window
@@ -30,7 +30,7 @@ def long_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
     open_ = np.r_[close[0], close[:-1]]
     high, low = np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999
-    start = int(datetime(2024, 1, 2, tzinfo=timezone.utc).timestamp())
+    start = int(datetime(2024, 1, 2, tzinfo=UTC).timestamp())
     path = tmp_path_factory.mktemp("bt") / "long-1m.csv"
     path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
         f"{start + 60 * i},{o:.4f},{h:.4f},{lo:.4f},{c:.4f},1000\n"

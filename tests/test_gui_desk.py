@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from app.widgets.chart import CandleChart
 from app.widgets.chart_series import BarSeries, bollinger, ema
 from app.widgets.notifications import MIN_INTERVAL_S, ApprovalNotifier
 
-T0 = datetime(2025, 3, 3, 14, 30, tzinfo=timezone.utc)  # a Monday, 09:30 New York
+T0 = datetime(2025, 3, 3, 14, 30, tzinfo=UTC)  # a Monday, 09:30 New York
 
 
 @pytest.fixture

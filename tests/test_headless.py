@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 from app.engine.paths import AppPaths
@@ -44,13 +45,14 @@ def test_demo_runs_headless_and_resumes_its_clock(app_home: Path) -> None:
 
 
 def test_replay_of_a_csv_trades_through_the_engine(app_home: Path, tmp_path: Path) -> None:
+    from datetime import datetime
+
     from app.engine.clock import MarketCalendar
     from app.engine.simmarket import SimulatedMarket
-    from datetime import datetime, timezone
 
     cal = MarketCalendar()
     market = SimulatedMarket("PLTR", 3, cal)
-    bars = market.history(cal.previous_sessions(datetime(2025, 3, 1, tzinfo=timezone.utc), 5))
+    bars = market.history(cal.previous_sessions(datetime(2025, 3, 1, tzinfo=UTC), 5))
     csv = tmp_path / "bars.csv"
     csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
         f"{b.time.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars))

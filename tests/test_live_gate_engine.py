@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from alpaca_server import AlpacaServer
+
 from app.engine.bootstrap import build_live_engine
 from app.engine.clock import SimClock
 from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY
@@ -18,7 +18,7 @@ from app.engine.settings import Settings
 from app.engine.storage import Storage
 from app.engine.types import BrokerKind
 
-NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
 def _state(home: Path, **values: str) -> None:
@@ -36,13 +36,13 @@ def _live(home: Path, server: AlpacaServer):  # type: ignore[no-untyped-def]
                              alpaca_url=server.url, live=True, sleep=lambda s: None)
 
 
-def test_a_fresh_account_cannot_go_live(app_home: Path, alpaca_server: AlpacaServer) -> None:  # noqa: F811
+def test_a_fresh_account_cannot_go_live(app_home: Path, alpaca_server: AlpacaServer) -> None:
     with pytest.raises(ValueError, match="no paper-trading history"):
         _live(app_home, alpaca_server)
     assert alpaca_server.request_count == 0, "the live endpoint was never contacted"
 
 
-def test_too_little_paper_history_or_no_confirmation_is_refused(app_home: Path,  # noqa: F811
+def test_too_little_paper_history_or_no_confirmation_is_refused(app_home: Path,
                                                                   alpaca_server: AlpacaServer) -> None:
     _state(app_home, **{PAPER_FIRST_DAY_KEY: (NOW - timedelta(days=5)).date().isoformat()})
     with pytest.raises(ValueError, match="only 5 days"):
@@ -53,7 +53,7 @@ def test_too_little_paper_history_or_no_confirmation_is_refused(app_home: Path, 
     assert alpaca_server.request_count == 0
 
 
-def test_past_the_gate_the_engine_trades_live_and_says_so(app_home: Path,  # noqa: F811
+def test_past_the_gate_the_engine_trades_live_and_says_so(app_home: Path,
                                                           alpaca_server: AlpacaServer) -> None:
     _state(app_home, **{PAPER_FIRST_DAY_KEY: (NOW - timedelta(days=20)).date().isoformat(),
                         LIVE_CONFIRMED_KEY: NOW.isoformat()})

@@ -3,12 +3,12 @@ server that serves bars and takes orders, on a simulated wall clock."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from alpaca_server import AlpacaServer
+
 from app.engine.bootstrap import build_live_engine
 from app.engine.broker.alpaca import AlpacaBroker
 from app.engine.clock import MarketCalendar, SimClock
@@ -44,13 +44,13 @@ class LiveBarsServer(AlpacaServer):
 
 
 def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 @pytest.fixture
 def market() -> tuple[list[Bar], Any]:
     cal = MarketCalendar()
-    sessions = cal.previous_sessions(datetime(2025, 6, 14, tzinfo=timezone.utc), 4)
+    sessions = cal.previous_sessions(datetime(2025, 6, 14, tzinfo=UTC), 4)
     return SimulatedMarket("PLTR", 5, cal).history(sessions), sessions[-1]
 
 
@@ -67,7 +67,8 @@ def test_paper_session_trades_through_alpaca_and_records_everything(app_home, ma
         bus = EventBus()
         bus.subscribe(lambda e: seen.append(e) if isinstance(e, PredictionEvent) else None)
 
-        ctx = build_live_engine(AppPaths.resolve(str(app_home)), Settings(mode="auto", auto_threshold=0.6, approval_threshold=0.6), bus=bus, clock=clock,
+        ctx = build_live_engine(AppPaths.resolve(str(app_home)),
+                                Settings(mode="auto", auto_threshold=0.6, approval_threshold=0.6), bus=bus, clock=clock,
                                 broker=broker, source=source, sleep=lambda s: None)
         assert ctx.history, "recent bars warm the model up"
         assert ctx.records.state_get(PAPER_FIRST_DAY_KEY) == clock.now().date().isoformat()

@@ -10,26 +10,26 @@ from pathlib import Path
 
 os.environ.setdefault("AI_TRADER_TF_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from app.engine.clock import NY  # noqa: E402
-from app.engine.data.frame import frame_to_bars, make_frame  # noqa: E402
-from app.engine.ml.artifacts import (  # noqa: E402
+from app.engine.clock import NY
+from app.engine.data.frame import frame_to_bars, make_frame
+from app.engine.ml.artifacts import (
     ArtifactError,
     bundle_dir,
     load_bundle,
     save_bundle,
     sha256,
 )
-from app.engine.ml.dataset import build_dataset  # noqa: E402
-from app.engine.ml.ensemble import PlattCalibrator  # noqa: E402
-from app.engine.ml.live import EnsembleSignalModel, load_signal_model, predict_frame  # noqa: E402
-from app.engine.ml.models import ModelFactory, weights_from  # noqa: E402
-from app.engine.paths import AppPaths  # noqa: E402
-from app.engine.settings import Settings  # noqa: E402
-from app.engine.strategy.rules import RulesModel  # noqa: E402
+from app.engine.ml.dataset import build_dataset
+from app.engine.ml.ensemble import PlattCalibrator
+from app.engine.ml.live import EnsembleSignalModel, load_signal_model, predict_frame
+from app.engine.ml.models import ModelFactory, weights_from
+from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.engine.strategy.rules import RulesModel
 
 SETTINGS = Settings(timeframe="1d")
 WEIGHTS = weights_from(SETTINGS)
@@ -120,7 +120,7 @@ def test_feature_mismatch_refuses_the_bundle_and_falls_back_to_rules(bundle: Pat
     meta = json.loads((bundle / "metadata.json").read_text())
     meta["features"] = meta["features"][:-1] + ["logret_60"]
     (bundle / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="trained on other features.*logret_20.*logret_60"):
+    with pytest.raises(ArtifactError, match=r"trained on other features.*logret_20.*logret_60"):
         load_bundle(bundle)
     model, notes = load_signal_model(AppPaths(bundle.parent.parent), SETTINGS)
     assert isinstance(model, RulesModel) and "other features" in notes[0]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 os.environ.setdefault("AI_TRADER_TF_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from app.engine.ml.cli import add_ml_parsers, run_ml_command  # noqa: E402
-from app.engine.paths import AppPaths  # noqa: E402
+from app.engine.ml.cli import add_ml_parsers, run_ml_command
+from app.engine.paths import AppPaths
 
 
 def write_daily_csv(path: Path, n: int = 520, seed: int = 11) -> pd.DataFrame:

@@ -8,24 +8,24 @@ import sys
 
 os.environ.setdefault("AI_TRADER_TF_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from app.engine.clock import NY  # noqa: E402
-from app.engine.data.frame import make_frame  # noqa: E402
-from app.engine.ml.dataset import build_dataset, make_labels  # noqa: E402
-from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine, combine_one  # noqa: E402
-from app.engine.ml.metrics import expected_calibration_error  # noqa: E402
-from app.engine.ml.models import (  # noqa: E402
+from app.engine.clock import NY
+from app.engine.data.frame import make_frame
+from app.engine.ml.dataset import build_dataset, make_labels
+from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine, combine_one
+from app.engine.ml.metrics import expected_calibration_error
+from app.engine.ml.models import (
     Model,
     ModelFactory,
     MomentumModel,
     RandomForestModel,
     TrainingCancelled,
 )
-from app.engine.settings import Settings  # noqa: E402
-from app.engine.strategy.rules import RulesModel  # noqa: E402
+from app.engine.settings import Settings
+from app.engine.strategy.rules import RulesModel
 
 
 def daily_frame(n: int = 500, seed: int = 0) -> pd.DataFrame:

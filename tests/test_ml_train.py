@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,7 @@ class Recorder(Model):
     """Remembers what it was trained on; predicts a constant."""
 
     name = "recorder"
-    seen: list[tuple[int, int]] = []
+    seen: ClassVar[list[tuple[int, int]]] = []  # shared by every instance: the test reads it after training
 
     def fit(self, X, y, *, progress=None):
         labelled = np.flatnonzero(np.isfinite(y))
@@ -57,7 +59,7 @@ class Peeker(Model):
 def test_folds_tile_the_history_after_the_first_window() -> None:
     edges = fold_edges(1000, 4, 0.5)
     assert edges[0][0] == 500 and edges[-1][1] == 1000
-    assert all(a[1] == b[0] for a, b in zip(edges, edges[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(edges))
     with pytest.raises(ValueError):
         fold_edges(10, 20, 0.5)
 

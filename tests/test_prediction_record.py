@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ class ThreeVotes(SignalModel):
 
 def test_each_models_probability_is_stored(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "trader.db")
-    t = datetime(2025, 6, 2, 14, 0, tzinfo=timezone.utc)
+    t = datetime(2025, 6, 2, 14, 0, tzinfo=UTC)
     clock = SimClock(t)
     bot = TradingBot(Settings(), clock, SimulatedBroker(clock), ThreeVotes(),
                      SqlRecorder(storage, tmp_path / "backup.jsonl"), sleep=lambda s: None)

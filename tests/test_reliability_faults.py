@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -58,7 +58,7 @@ def server() -> Iterator[AlpacaServer]:
 
 def _sessions(cal: MarketCalendar, bars_wanted: int) -> list[Bar]:
     market = SimulatedMarket(SYMBOL, 21, cal)
-    sessions = cal.previous_sessions(datetime(2025, 6, 20, tzinfo=timezone.utc), 14)
+    sessions = cal.previous_sessions(datetime(2025, 6, 20, tzinfo=UTC), 14)
     bars = market.history(sessions)
     assert len(bars) >= bars_wanted
     return bars[:bars_wanted]

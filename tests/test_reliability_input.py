@@ -14,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def _run_main(argvs: list[list[str]]) -> list[dict[str, Any]]:
 def test_hostile_csv_files_through_import_and_backtest(tmp_path: Path, app_home: Path) -> None:
     files = _hostile_files(tmp_path)
     argvs = []
-    for name, (path, _) in files.items():
+    for path, _ in files.values():
         argvs.append(["--data-dir", str(app_home), "data", "import", str(path), "--symbol", SYMBOL,
                       "--timeframe", "5m"])
         argvs.append(["--data-dir", str(app_home), "backtest", "--csv", str(path), "--symbol", SYMBOL,

@@ -13,8 +13,8 @@ closing bells, and checks after every step that
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 import os
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np

@@ -15,10 +15,10 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 from itertools import cycle
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from alpaca_server import AlpacaServer, Fault
@@ -164,8 +164,8 @@ def test_settings_and_secrets_print_masked(monkeypatch: pytest.MonkeyPatch, app_
     assert keys.key_id.reveal() == KEY  # the value is there; only reveal() shows it
     shown = [repr(Settings()), str(Settings()), repr(Settings().to_dict()), repr(keys), str(keys),
              repr(keys.key_id), str(keys.secret_key), f"{keys.secret_key}", f"{keys.secret_key!r}",
-             "%s %r" % (keys.key_id, keys.secret_key), "{}".format(keys.key_id), repr([keys.key_id])]
-    print(f"\nsecrets: masked as {str(keys.secret_key)!r} / {repr(keys.key_id)}")
+             f"{keys.key_id} {keys.secret_key!r}", f"{keys.key_id}", repr([keys.key_id])]
+    print(f"\nsecrets: masked as {str(keys.secret_key)!r} / {keys.key_id!r}")
     assert all(KEY not in s and SECRET not in s for s in shown), shown
     assert str(keys.secret_key) == "••••" + SECRET[-4:]
     with pytest.raises(TypeError):

@@ -7,9 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from alpaca_server import AlpacaServer
 from PySide6.QtWidgets import QDialogButtonBox, QLineEdit
 
-from alpaca_server import AlpacaServer
 from app.engine.live_gate import CONFIRM_PHRASE, live_gate
 from app.engine.settings import Settings
 from app.widgets.settings_dialog import SettingsDialog
@@ -87,7 +87,7 @@ def test_live_gate_rules() -> None:
 
 
 def test_connection_test_reports_without_freezing(qtbot, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                  alpaca_server: AlpacaServer) -> None:  # noqa: F811
+                                                  alpaca_server: AlpacaServer) -> None:
     dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url)
     qtbot.addWidget(dlg)
     dlg.key_fields["paper_key_id"].setText(alpaca_server.key_id)
@@ -119,7 +119,7 @@ def test_window_saves_settings_file(qtbot, app_home: Path) -> None:  # type: ign
 
 
 def test_connection_test_runs_as_a_coroutine_inside_qt(qapp, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                        alpaca_server: AlpacaServer) -> None:  # noqa: F811
+                                                        alpaca_server: AlpacaServer) -> None:
     import asyncio
 
     import qasync

@@ -7,10 +7,11 @@ call it directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -176,7 +177,7 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
         from app.engine.data.frame import frame_to_bars
 
         history = [b for b in frame_to_bars(frame, settings.symbol) if b.time + tf <= now]
-    except Exception as exc:  # the engine still starts: exits must work without data
+    except Exception as exc:  # noqa: BLE001 - the engine still starts: exits must work without data
         notices.append(f"Could not load recent bars: {exc}")
         history = []
     bot.warm_up(history)

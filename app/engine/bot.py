@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 import time as _time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
-from typing import Callable
 
 from loguru import logger
 
 from app.engine import risk
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import NY, UTC, Clock, MarketCalendar
+from app.engine.entries import SignalsAndEntries
 from app.engine.events import (
     AlertEvent,
     BarEvent,
@@ -28,7 +29,6 @@ from app.engine.events import (
     PredictionEvent,
     StatusEvent,
 )
-from app.engine.entries import SignalsAndEntries
 from app.engine.exits import ExitsAndFills
 from app.engine.history import History
 from app.engine.modes import policy_for
@@ -178,7 +178,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
                 out = self.model.predict(hist.closes(), hist.bars)
             else:
                 out = self.model.predict(hist.closes())
-        except Exception as exc:  # a broken model must not stop the exits
+        except Exception as exc:  # noqa: BLE001 - a broken model must not stop the exits
             logger.exception("Model {} failed", self.model.name)
             self.bus.publish(AlertEvent("error", f"model failed: {exc}"))
             return None

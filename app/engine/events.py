@@ -7,9 +7,9 @@ subscriber is logged and never breaks the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Union
 
 from loguru import logger
 
@@ -76,10 +76,8 @@ class StatusEvent:
     status: EngineStatus
 
 
-Event = Union[
-    BarEvent, PredictionEvent, SignalEvent, OrderEvent, FillEvent, TradeEvent,
-    PortfolioEvent, AlertEvent, StatusEvent,
-]
+Event = (BarEvent | PredictionEvent | SignalEvent | OrderEvent | FillEvent | TradeEvent
+         | PortfolioEvent | AlertEvent | StatusEvent)
 Handler = Callable[[Event], None]
 
 
@@ -101,5 +99,5 @@ class EventBus:
         for handler in list(self._handlers):
             try:
                 handler(event)
-            except Exception:  # a broken listener must not stop trading
+            except Exception:  # noqa: BLE001 - a broken listener must not stop trading
                 logger.exception("Event handler {} failed on {}", handler, type(event).__name__)

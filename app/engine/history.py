@@ -18,7 +18,7 @@ HISTORY = 600  # bars a model can see
 
 
 class History:
-    __slots__ = ("size", "bars", "_buf", "_read_only", "_n")
+    __slots__ = ("_buf", "_n", "_read_only", "bars", "size")
 
     def __init__(self, size: int = HISTORY) -> None:
         if size < 1:

@@ -38,7 +38,7 @@ class LiveSession:
         start = self.last_end or now - timedelta(days=5)
         try:
             bars = self._fetch(start, now)
-        except Exception as exc:  # network, rate limits, bad data: keep the exits working
+        except Exception as exc:  # noqa: BLE001 - network, rate limits, bad data: keep the exits working
             if not self._failing:
                 logger.warning("Market data unavailable: {}", exc)
                 self.bot.bus.publish(AlertEvent("warning", f"market data unavailable: {exc}"))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable
 
 from loguru import logger
 

@@ -76,7 +76,7 @@ def _reconcile(bot: TradingBot) -> list[str]:
     # 3. Positions: the broker's quantities win; stops are kept or created.
     held = {p.symbol: p for p in broker.positions()}
     local = {p.symbol: p for p in rec.positions()}
-    for sym, p in local.items():
+    for sym in local:
         if sym not in held:
             rec.remove_position(sym)
             lines.append(f"{sym}: closed at the broker while away; local position removed")

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from loguru import logger
 
 from app.engine.strategy.base import ModelOutput
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade, TradingSignal
-
 
 RECENT_PREDICTIONS = 1_000
 
@@ -150,7 +150,7 @@ class SqlRecorder(Recorder):
     def _write(self, kind: str, data: dict[str, Any], op: Callable[[], None]) -> None:
         try:
             op()
-        except Exception as exc:  # the record must survive a refusing database
+        except Exception as exc:  # noqa: BLE001 - the record must survive a refusing database
             logger.error("Database write of {} failed ({}); kept in {}", kind, exc, self.backup_path)
             if kind in ("order", "trade"):
                 with self.backup_path.open("a") as fh:

@@ -9,9 +9,9 @@ a bar's end the bot runs its trading cycle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from loguru import logger
 
@@ -51,10 +51,9 @@ class MarketReplay:
         """Advance to the next price; False once the feed has nothing more."""
         if self.finished:
             return False
-        if self._cur is None or self._cur.bar >= len(self._cur.bars):
-            if not self._next_session():
-                self.finished = True
-                return False
+        if (self._cur is None or self._cur.bar >= len(self._cur.bars)) and not self._next_session():
+            self.finished = True
+            return False
         cur = self._cur
         assert cur is not None
         sb = cur.bars[cur.bar]

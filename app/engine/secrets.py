@@ -97,7 +97,7 @@ def _from_keyring(name: str) -> str:
         return ""
     try:
         return backend.get_password(KEYRING_SERVICE, name) or ""  # type: ignore[attr-defined]
-    except Exception:  # a locked or broken keyring must not stop the app
+    except Exception:  # noqa: BLE001 - a locked or broken keyring must not stop the app
         return ""
 
 
@@ -124,7 +124,7 @@ def save_keys(path: Path, keys: ApiKeys, live: bool = False) -> str:
             backend.set_password(KEYRING_SERVICE, prefix + ENV_KEY, keys.key_id.reveal())  # type: ignore[attr-defined]
             backend.set_password(KEYRING_SERVICE, prefix + ENV_SECRET, keys.secret_key.reveal())  # type: ignore[attr-defined]
             return "the OS keyring"
-        except Exception:  # fall back to the file, which always works
+        except Exception:  # noqa: BLE001 - fall back to the file, which always works
             pass
     values = read_env_file(path)
     values[prefix + ENV_KEY] = keys.key_id.reveal()

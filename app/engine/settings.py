@@ -91,7 +91,8 @@ class Settings:
             raise SettingsError("approval_threshold", "must not exceed auto_threshold")
         if self.trailing_pct >= self.trailing_start_pct:
             raise SettingsError("trailing_pct", "must be smaller than trailing_start_pct")
-        if self.flatten_minutes_before_close > self.no_entry_minutes_before_close and self.no_entry_minutes_before_close:
+        no_entry = self.no_entry_minutes_before_close
+        if no_entry and self.flatten_minutes_before_close > no_entry:
             raise SettingsError(
                 "no_entry_minutes_before_close", "must be at least flatten_minutes_before_close"
             )

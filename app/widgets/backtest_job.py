@@ -77,7 +77,7 @@ class BacktestJob(QObject):
             self.process = self._ctx.Process(target=child_main, args=(req, sender, self._cancel),
                                              name="backtest", daemon=True)
             self.process.start()
-        except Exception as exc:  # e.g. a script without the ``if __name__ == "__main__"`` guard
+        except Exception as exc:  # noqa: BLE001 - e.g. a script without the ``if __name__ == "__main__"`` guard
             logger.exception("Backtest process did not start")
             self.failed.emit(f"cannot start the backtest process: {exc}".strip())
             return

@@ -10,7 +10,7 @@ strategy not available) are shown in the tab in words, never as a traceback.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -79,13 +79,13 @@ class TradesModel(QAbstractTableModel):
         self.trades = list(trades)
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt API
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.trades)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
         return len(self.COLUMNS)
 
-    def headerData(self, section: int, orient: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+    def headerData(self, section: int, orient: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orient == Qt.Orientation.Horizontal:
             return self.COLUMNS[section]
         return None
@@ -109,12 +109,12 @@ class DateAxis(pg.AxisItem):
         super().__init__(orientation="bottom")
         self.epochs = np.empty(0)
 
-    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
         out = []
         for v in values:
             i = int(round(v))
             ok = 0 <= i < len(self.epochs)
-            out.append(datetime.fromtimestamp(self.epochs[i], timezone.utc).astimezone(NY).strftime("%Y-%m-%d")
+            out.append(datetime.fromtimestamp(self.epochs[i], UTC).astimezone(NY).strftime("%Y-%m-%d")
                        if ok else "")
         return out
 

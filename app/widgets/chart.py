@@ -11,7 +11,7 @@ P(up) stay attached to the engine's bars and are mapped onto the candles.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyqtgraph as pg
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLa
 from app.engine.clock import NY
 from app.engine.types import Bar
 from app.widgets.chart_items import CandleItem, VolumeItem
-from app.widgets.chart_series import C, H, L, V, BarSeries, bollinger, display_index, ema, sma
+from app.widgets.chart_series import BarSeries, C, H, L, V, bollinger, display_index, ema, sma
 
 FOLLOW_CANDLES = 160  # how many candles the chart shows while following the newest
 WARMUP = 200  # candles computed before the visible range so EMAs and bands have settled
@@ -46,7 +46,7 @@ class TimeAxis(pg.AxisItem):
         super().__init__(orientation="bottom")
         self._chart = chart
 
-    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
         out = []
         for v in values:
             t = self._chart.time_at(int(round(v)))
@@ -166,7 +166,7 @@ class CandleChart(QWidget):
     # --------------------------------------------------------------- data
     def time_at(self, i: int) -> datetime | None:
         if 0 <= i < len(self.view):
-            return datetime.fromtimestamp(int(self.view.times[i]), tz=timezone.utc)
+            return datetime.fromtimestamp(int(self.view.times[i]), tz=UTC)
         return None
 
     def set_history(self, bars: tuple[Bar, ...] | list[Bar]) -> None:

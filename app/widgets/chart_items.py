@@ -63,7 +63,7 @@ class CandleItem(pg.GraphicsObject):
             self._bounds = QRectF()
         self.update()
 
-    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
+    def boundingRect(self) -> QRectF:
         return self._bounds
 
     def paint(self, p: QPainter, *args: object) -> None:
@@ -78,9 +78,9 @@ class CandleItem(pg.GraphicsObject):
             pen.setCosmetic(True)
             p.setPen(pen)
             p.setBrush(color)
-            p.drawLines([QLineF(i, lo, i, hi) for i, lo, hi in zip(x, r[:, L].tolist(), r[:, H].tolist())])
+            p.drawLines([QLineF(i, lo, i, hi) for i, lo, hi in zip(x, r[:, L].tolist(), r[:, H].tolist(), strict=True)])
             p.drawRects([QRectF(i - width / 2, o, width, (c - o) or 1e-6)
-                         for i, o, c in zip(x, r[:, O].tolist(), r[:, C].tolist())])
+                         for i, o, c in zip(x, r[:, O].tolist(), r[:, C].tolist(), strict=True)])
 
 
 class VolumeItem(CandleItem):
@@ -101,4 +101,5 @@ class VolumeItem(CandleItem):
             c = QColor(color)
             c.setAlpha(150)
             p.setBrush(c)
-            p.drawRects([QRectF(i - width / 2, 0, width, v) for i, v in zip(xs[sel].tolist(), d[sel, V].tolist())])
+            p.drawRects([QRectF(i - width / 2, 0, width, v)
+                         for i, v in zip(xs[sel].tolist(), d[sel, V].tolist(), strict=True)])

@@ -14,15 +14,15 @@ No Qt here: it is plain numpy, testable without an event loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from app.engine.types import Bar
 
 COLUMNS = 5  # open, high, low, close, volume
-O, H, L, C, V = range(COLUMNS)
+O, H, L, C, V = range(COLUMNS)  # noqa: E741 - the OHLCV column names, as every chart library spells them
 
 
 @dataclass
@@ -55,7 +55,7 @@ class _Buffer:
         cap = max(n, 2 * len(self.data))
         for name in ("data", "times", "first"):
             old = getattr(self, name)
-            new = np.empty((cap,) + old.shape[1:], dtype=old.dtype)
+            new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
             new[: self.n] = old[: self.n]
             setattr(self, name, new)
 

@@ -176,7 +176,7 @@ class ModelTab(QWidget):
                 self.progress.setValue(int(float(m.group(1)) * 10))
                 self.status.setText(m.group(2))
             elif line.strip():
-                self._tail = (self._tail + [line.strip()])[-5:]
+                self._tail = [*self._tail, line.strip()][-5:]
 
     @Slot(int, QProcess.ExitStatus)
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:

@@ -12,7 +12,7 @@ no sound, only the counter.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Slot
 from PySide6.QtGui import QGuiApplication, QIcon

@@ -9,8 +9,9 @@ password fields, shown masked, and stored through ``secrets.save_keys``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from PySide6.QtWidgets import (
@@ -59,7 +60,7 @@ class _ConnectionTest(QRunnable):
     def run(self) -> None:
         try:
             self.signals.done.emit(self.check())
-        except Exception as exc:  # the message is already scrubbed by the adapter
+        except Exception as exc:  # noqa: BLE001 - the message is already scrubbed by the adapter
             self.signals.done.emit(f"failed: {exc}")
 
 
@@ -242,7 +243,7 @@ class SettingsDialog(QDialog):
 
         try:
             message = await asyncio.get_running_loop().run_in_executor(None, _check_alpaca, keys, url)
-        except Exception as exc:  # the adapter already scrubbed any key from the text
+        except Exception as exc:  # noqa: BLE001 - the adapter already scrubbed any key from the text
             message = f"failed: {exc}"
         self._tested(message)
 

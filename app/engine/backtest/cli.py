@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,8 +48,8 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     from app.engine.backtest.report import render_html
     from app.engine.backtest.runner import BacktestConfig, check_retrain_every, commission_terms, run_backtest
-    from app.engine.settings import Settings
     from app.engine.data.service import load_bars
+    from app.engine.settings import Settings
 
     if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
         raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
@@ -91,6 +91,6 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
 
 def _day(text: str) -> datetime:
     try:
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None

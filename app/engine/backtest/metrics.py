@@ -32,7 +32,8 @@ def compute_metrics(equity: np.ndarray, times: list[datetime], trades: list[Trad
         "max_drawdown": float(dd.min()),
         "max_drawdown_bars": _longest_underwater(dd),
         "win_rate": len(wins) / len(trades) if trades else float("nan"),
-        "profit_factor": sum(wins) / -sum(losses) if losses and sum(losses) < 0 else float("inf") if wins else float("nan"),
+        "profit_factor": (sum(wins) / -sum(losses) if losses and sum(losses) < 0
+                          else float("inf") if wins else float("nan")),
         "avg_win": float(np.mean(wins)) if wins else 0.0,
         "avg_loss": float(np.mean(losses)) if losses else 0.0,
         "exposure": float(in_market.mean()) if len(in_market) else 0.0,

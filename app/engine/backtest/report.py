@@ -5,7 +5,7 @@ else to open, keep or share."""
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ def _polyline(y: np.ndarray, color: str, lo: float, hi: float) -> str:
     ys = y[::step]
     xs = np.linspace(PAD, W - 10, len(ys))
     span = (hi - lo) or 1.0
-    pts = " ".join(f"{x:.1f},{H - 20 - (v - lo) / span * (H - 40):.1f}" for x, v in zip(xs, ys))
+    pts = " ".join(f"{x:.1f},{H - 20 - (v - lo) / span * (H - 40):.1f}" for x, v in zip(xs, ys, strict=True))
     return f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>'
 
 
@@ -57,7 +57,7 @@ def render_html(result: BacktestResult, bars: Sequence[Bar]) -> str:
     n = len(closes)
     for t in result.trades:
         for when, price, color in ((t.entry_time, t.entry_price, "#26a69a"), (t.exit_time, t.exit_price, "#ef5350")):
-            i = index.get(when, None)
+            i = index.get(when)
             if i is None:
                 continue
             x = PAD + i / max(n - 1, 1) * (W - 10 - PAD)

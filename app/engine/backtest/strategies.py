@@ -12,7 +12,7 @@ N bars on the bars before each block only, so every P(up) is out of sample.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -137,8 +137,8 @@ def _walk_forward_notes(report: WalkForwardReport, index: pd.DatetimeIndex, ever
 
 def _parse(text: str) -> datetime:
     t = datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _utc(t: datetime) -> datetime:
-    return t.astimezone(timezone.utc)
+    return t.astimezone(UTC)

@@ -24,9 +24,10 @@ import email.utils
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from alpaca.common.exceptions import APIError

@@ -54,5 +54,5 @@ class Broker(abc.ABC):
         """The latest traded price the broker knows, if it offers one."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most brokers hold nothing to release
         """Release connections."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Protocol
 
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import Clock

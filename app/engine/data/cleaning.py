@@ -146,7 +146,7 @@ def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None =
         _count_gaps(df, step, cal, rep)
     rep.output_rows = len(df)
     _log(rep)
-    return CleanResult(df[list(OHLCV) + [ZERO_VOLUME]], rep)
+    return CleanResult(df[[*OHLCV, ZERO_VOLUME]], rep)
 
 
 # ---------------------------------------------------------------- rules
@@ -275,7 +275,7 @@ def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanRepo
         if len(absent):
             missing.append(absent)
     gaps = np.concatenate(missing) if missing else np.array([], dtype="int64")
-    rep.missing_bars = int(len(gaps))
+    rep.missing_bars = len(gaps)
     rep.gap_examples = _gap_ranges(gaps, step)
 
 

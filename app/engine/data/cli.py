@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from loguru import logger
 

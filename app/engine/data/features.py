@@ -12,6 +12,7 @@ close so the same model works on a $10 and a $500 stock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
@@ -255,10 +256,10 @@ def _near_flat(mean: np.ndarray, std: np.ndarray, rel: float = 1e-4) -> bool:
 def _time_features_secs(secs: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`_time_features` from epoch seconds, without a DatetimeIndex:
     one UTC offset lookup when the rows share it (no DST change among them)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def offset(s: int) -> int:
-        return int(datetime.fromtimestamp(int(s), timezone.utc).astimezone(NY).utcoffset().total_seconds())
+        return int(datetime.fromtimestamp(int(s), UTC).astimezone(NY).utcoffset().total_seconds())
 
     first, last = offset(secs[0]), offset(secs[-1])
     if first == last and int(secs[-1]) - int(secs[0]) < 30 * 86400:

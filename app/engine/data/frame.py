@@ -11,8 +11,8 @@ that cleaning adds.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -106,9 +106,9 @@ def frame_to_bars(frame: pd.DataFrame, symbol: str) -> list[Bar]:
     secs = epoch_seconds(frame.index)
     cols = [frame[c].to_numpy(dtype="float64") for c in OHLCV]
     return [
-        Bar(symbol, datetime.fromtimestamp(int(t), timezone.utc), float(o), float(h), float(lo),
+        Bar(symbol, datetime.fromtimestamp(int(t), UTC), float(o), float(h), float(lo),
             float(c), float(v))
-        for t, o, h, lo, c, v in zip(secs, *cols)
+        for t, o, h, lo, c, v in zip(secs, *cols, strict=True)
     ]
 
 

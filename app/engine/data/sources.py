@@ -13,8 +13,9 @@ from __future__ import annotations
 import abc
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from loguru import logger

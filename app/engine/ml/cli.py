@@ -14,8 +14,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import pandas as pd
 from loguru import logger
@@ -195,7 +196,7 @@ def prediction_records(preds: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"timestamp": ts.isoformat(), "p_lstm": num(r.p_lstm), "p_rf": num(r.p_random_forest),
              "p_momentum": num(r.p_momentum), "p_up": num(r.p_up), "confidence": num(r.confidence),
              "signal": r.signal}
-            for ts, r in zip(preds.index, preds.itertuples(index=False))]
+            for ts, r in zip(preds.index, preds.itertuples(index=False), strict=True)]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -14,8 +14,9 @@ calibrated 0.80 has meant "up about 80 % of the time" historically.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ and the GUI never pays for TensorFlow at start-up.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -29,7 +29,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, decision: np.ndarray | 
     y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
     ok = np.isfinite(y) & np.isfinite(p)
     y, p = y[ok], p[ok]
-    n = int(len(y))
+    n = len(y)
     if n == 0:
         return {"n": 0}
     pred = (p > 0.5).astype(float) if decision is None else np.asarray(decision, dtype="float64")[ok]

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class MomentumModel(Model):
         X = np.atleast_2d(np.asarray(X, dtype="float64"))
         atr = X[:, self._atr_idx]
         with np.errstate(divide="ignore", invalid="ignore"):
-            parts = [X[:, i] / (atr * math.sqrt(k)) for i, k in zip(self._ret_idx, self.horizons)]
+            parts = [X[:, i] / (atr * math.sqrt(k)) for i, k in zip(self._ret_idx, self.horizons, strict=True)]
             z = np.mean(parts, axis=0)
         return np.where(np.isfinite(z) & (atr > 0), z, np.nan)
 

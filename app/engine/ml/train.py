@@ -22,9 +22,11 @@ often (see :func:`app.engine.backtest.strategies.walk_forward_ensemble_model`).
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -121,7 +123,7 @@ def fold_edges(n: int, folds: int, first_train_frac: float) -> list[tuple[int, i
     if not 0 < first < n - folds:
         raise ValueError("first_train_frac leaves no room for the test folds")
     edges = np.linspace(first, n, folds + 1).round().astype(int)
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+    return list(itertools.pairwise(edges.tolist()))
 
 
 def every_n_edges(n: int, every: int, first: int) -> list[tuple[int, int]]:

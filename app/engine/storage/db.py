@@ -67,7 +67,7 @@ class Storage:
         if not self.db.is_closed():
             self.db.close()
 
-    def atomic(self) -> pw._atomic:  # noqa: SLF001 - peewee's context type
+    def atomic(self) -> pw._atomic:
         return self.db.atomic()
 
 

@@ -6,7 +6,7 @@ one SQLite file when it opens it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import peewee as pw
 
@@ -19,7 +19,7 @@ class UTCDateTimeField(pw.TextField):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC field")
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
 
     def python_value(self, value: str | None) -> datetime | None:
         if value is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import peewee as pw
 
@@ -21,7 +22,7 @@ from app.engine.storage.models import (
 )
 from app.engine.types import Bar, Order, OrderStatus, OrderType, Position, Side, Trade, TradingSignal
 
-UTC = timezone.utc
+UTC = UTC
 _CHUNK = 500  # rows per INSERT; SQLite's variable limit is 32766 (9 columns a row)
 
 
@@ -109,7 +110,7 @@ class BarRepository:
         cols = [frame[c].to_numpy(dtype="float64").tolist()
                 for c in ("open", "high", "low", "close", "volume")]
         rows = [(symbol, timeframe, int(t), o, h, lo, c, v, source)
-                for t, o, h, lo, c, v in zip(secs.tolist(), *cols)]
+                for t, o, h, lo, c, v in zip(secs.tolist(), *cols, strict=True)]
         sql = ("INSERT OR REPLACE INTO bar (symbol, timeframe, ts, open, high, low, close, "
                "volume, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         with self._s.atomic():

@@ -8,8 +8,8 @@ bar's time, and the bot then trades on it through its usual cycle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Sequence
 
 import numpy as np
 

@@ -9,8 +9,7 @@ flat market gives ~0.5. It is transparent, not predictive: the GUI labels it
 from __future__ import annotations
 
 import math
-
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

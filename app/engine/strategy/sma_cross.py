@@ -14,7 +14,7 @@ and each bar's answer uses only closes up to that bar.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
