@@ -23,7 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.types import Bar, Trade
+from app.engine.backtest.config import STRATEGIES, BacktestCancelled, BacktestConfig, commission_terms
+from app.engine.strategy.base import SignalModel
+from app.engine.types import TIMEFRAMES, Bar, Trade
+
+__all__ = ["STRATEGIES", "TIMEFRAMES", "BacktestOutcome", "BacktestRequest", "child_main"]  # what the tab uses
 
 TRAIN_SHARE = 0.9  # of the progress bar, for a walk-forward ensemble's training: it takes minutes
 
@@ -44,9 +48,7 @@ class BacktestRequest:
     models_dir: str | None = None  # where a trained ensemble lives (the app home's models/)
     retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
 
-    def config(self) -> Any:
-        from app.engine.backtest.runner import BacktestConfig, commission_terms
-
+    def config(self) -> BacktestConfig:
         per_share, rate = commission_terms(self.commission, self.commission_mode)
         return BacktestConfig(self.symbol.strip().upper() or "PLTR", self.timeframe, self.strategy, self.cash,
                               per_share, rate, self.slippage_bps, self.plain, self.retrain_every)
@@ -57,7 +59,7 @@ class BacktestOutcome:
     """A finished run as the tab shows it: arrays to plot, metrics, trades, the report."""
 
     request: BacktestRequest
-    config: Any  # BacktestConfig
+    config: BacktestConfig
     metrics: dict[str, Any]
     trades: tuple[Trade, ...]
     equity: np.ndarray
@@ -72,6 +74,7 @@ class BacktestOutcome:
 
 def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list[Bar], list[str]]:
     """Read and clean a CSV exactly as ``python main.py backtest`` does; notes say what was dropped."""
+    # deferred: pandas and the data layer load in the backtest's child process, not at the window's start-up
     from app.engine.data.frame import DataError, frame_to_bars
     from app.engine.data.service import read_clean
 
@@ -93,13 +96,17 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     A walk-forward ensemble is trained first, here, so that its training (the
     slow part) fills the first ``TRAIN_SHARE`` of the progress bar and can be
     cancelled like the run itself."""
+    # deferred: the engine and its models load in the backtest's child process, not at the window's start-up
     from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import BacktestCancelled, make_model, run_backtest
+    from app.engine.backtest.runner import run_backtest
+    from app.engine.backtest.strategies import make_model
 
     bars, notes = load_bars(req.csv_path, req.symbol, req.timeframe, req.plain)
     if not progress(0.0):
         raise BacktestCancelled("cancelled before the first bar")
-    cfg, model, model_notes, run_share = req.config(), None, [], (0.0, 1.0)
+    cfg, run_share = req.config(), (0.0, 1.0)
+    model: SignalModel | None = None
+    model_notes: list[str] = []
     if cfg.retrain_every:
         model, model_notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol,
                                         retrain_every=cfg.retrain_every,
@@ -135,8 +142,6 @@ def child_main(req: BacktestRequest, conn: Any, cancel: Any) -> None:
     kinds: progress (percent), stage (what training is doing), done (BacktestOutcome),
     cancelled, error (text)."""
     from loguru import logger
-
-    from app.engine.backtest.runner import BacktestCancelled
 
     if hasattr(os, "nice"):
         os.nice(10)  # background work: on a busy machine the desk's own threads go first

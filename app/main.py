@@ -12,7 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from app.engine import logs
+from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppPaths
+from app.engine.secrets import load_keys
+from app.engine.settings import Settings, SettingsError
 
 EXIT_ALREADY_RUNNING = 3
 
@@ -37,11 +41,12 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
         p.set_defaults(command=None)
         return p
     sub = p.add_subparsers(dest="command")
+    # deferred: the subcommands' modules load pandas and the engine; the window's start-up needs neither
+    from app.cli.backtest import add_backtest_parser
+    from app.cli.data import add_data_parser
+    from app.cli.ml import add_ml_parsers
+    from app.cli.run import add_run_parser
     from app.desktop import add_desktop_parser
-    from app.engine.backtest.cli import add_backtest_parser
-    from app.engine.data.cli import add_data_parser
-    from app.engine.headless import add_run_parser
-    from app.engine.ml.cli import add_ml_parsers
 
     add_data_parser(sub)
     add_desktop_parser(sub)
@@ -57,29 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(commands=wants_commands).parse_args(argv)
     paths = AppPaths.resolve(args.data_dir)
     if args.command == "data":
-        from app.engine import logs
-        from app.engine.data.cli import run_data_command
+        from app.cli.data import run_data_command  # deferred: see build_parser
 
         logs.configure(paths.ensure().logs)
         return run_data_command(args, paths)
     if args.command == "install-desktop":
-        from app.desktop import run_desktop_command
+        from app.desktop import run_desktop_command  # deferred: see build_parser
 
         return run_desktop_command(args)
     if args.command in ("train", "predict"):
-        from app.engine import logs
-        from app.engine.ml.cli import run_ml_command
+        from app.cli.ml import run_ml_command  # deferred: see build_parser
 
         logs.configure(paths.ensure().logs)
         return run_ml_command(args, paths)
     if args.command == "backtest":
-        from app.engine import logs
-        from app.engine.backtest.cli import run_backtest_command
+        from app.cli.backtest import run_backtest_command  # deferred: see build_parser
 
         logs.configure_simulation()
         return run_backtest_command(args, paths.ensure())
     if args.command == "run":
-        from app.engine.headless import run_headless
+        from app.cli.run import run_headless  # deferred: see build_parser
 
         return run_headless(args, paths)
     if args.screenshot:
@@ -87,9 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_gui(args, paths)
 
 
-def _load_settings(paths: AppPaths, speed: float | None) -> object:
-    from app.engine.settings import Settings, SettingsError
-
+def _load_settings(paths: AppPaths, speed: float | None) -> Settings:
     settings = Settings.load(paths.settings)
     if speed is not None:
         try:
@@ -107,14 +107,14 @@ def build_window(argv: Sequence[str]) -> object:
     paths = AppPaths.resolve(args.data_dir).ensure()
     from PySide6.QtWidgets import QApplication
 
-    from app.engine import logs
+    # deferred: Qt and the window load for the window only, never for a subcommand
     from app.main_window import MainWindow
     from app.theme import apply_theme
 
     logs.configure(paths.logs)
     settings = _load_settings(paths, args.speed)
-    apply_theme(QApplication.instance(), getattr(settings, "theme", "dark"))  # type: ignore[arg-type]
-    window = MainWindow(paths, settings, demo=True, replay=args.replay)  # type: ignore[arg-type]
+    apply_theme(QApplication.instance(), settings.theme)  # type: ignore[arg-type]
+    window = MainWindow(paths, settings, demo=True, replay=args.replay)
     window.start_engine()
     return window
 
@@ -124,29 +124,27 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from app.engine import logs
-
     paths.ensure()
     logs.configure(paths.logs)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("AI Trader")
     app.setDesktopFileName("ai-trader")
     icon = _resource("icon.png")
     if icon:
         app.setWindowIcon(QIcon(icon))
-    from app.engine.instance import AlreadyRunning, InstanceLock
-
     try:
         lock = InstanceLock(paths.lock_file).acquire()
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    # deferred: Qt and the window load for the window only, never for a subcommand
     from app.main_window import MainWindow
     from app.theme import apply_theme
 
     settings = _load_settings(paths, args.speed)
-    apply_theme(app, getattr(settings, "theme", "dark"))
-    window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings),  # type: ignore[arg-type]
+    apply_theme(app, settings.theme)
+    window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings),
                         replay=args.replay)
     window.show()
     window.start_engine()
@@ -186,12 +184,10 @@ def run_event_loop(app: object) -> None:
         loop.run_until_complete(closed.wait())
 
 
-def _demo_mode(args: argparse.Namespace, paths: AppPaths, settings: object) -> bool:
+def _demo_mode(args: argparse.Namespace, paths: AppPaths, settings: Settings) -> bool:
     """Demo unless the user chose an Alpaca broker and its keys are there (live also
     needs the gate, checked when the engine starts)."""
-    from app.engine.secrets import load_keys
-
-    broker = getattr(settings, "broker", "sim")
+    broker = settings.broker
     if args.demo or broker not in ("alpaca-paper", "alpaca-live"):
         return True
     return not load_keys(paths.env_file, live=broker == "alpaca-live").complete

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -21,15 +21,18 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.events import AlertEvent, PortfolioEvent, PredictionEvent, SignalEvent
+from app.engine.live_gate import live_gate
 from app.engine.paths import AppPaths
+from app.engine.secrets import ApiKeys
 from app.engine.settings import Settings
-from app.engine.types import EngineStatus, Order, Trade, TradingMode
+from app.engine.types import TIMEFRAMES, EngineStatus, Order, SignalStatus, Trade, TradingMode, timeframe_of
 from app.widgets.backtest_tab import BacktestTab
 from app.widgets.chart import CandleChart
 from app.widgets.model_tab import ModelTab
 from app.widgets.notifications import ApprovalNotifier
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
 from app.widgets.positions import PositionsTable
+from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status import TradingStatusBar
 from app.widgets.tables import LogView, OrdersTable, TradesTable
 from app.worker import EngineThread, EngineWorker
@@ -68,7 +71,6 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("AI Trader — SIMULATED demo market" if demo else "AI Trader — PAPER trading (Alpaca)")
         self.resize(1400, 860)
         self.status: EngineStatus | None = None
-        self.portfolio: PortfolioEvent | None = None
         self.engine_ready = False
         self.paper_first_day: str | None = None
         self.alerts: list[AlertEvent] = []
@@ -95,7 +97,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self.log_bridge = LogBridge()
         self.log_bridge.line.connect(self.log_view.append)
-        self._log_sink = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}")
+        self._log_sink: int | None = logger.add(self.log_bridge.sink, level="DEBUG", format="{message}")
 
     # ------------------------------------------------------------- layout
     def _build_menu(self) -> None:
@@ -110,19 +112,14 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             menu.addAction(action)
 
-    def open_settings(self) -> Any:
-        from app.widgets.settings_dialog import SettingsDialog
-
-        dlg = SettingsDialog(self.settings, self.paths.env_file, self, live_check=self._live_check)
+    def open_settings(self) -> SettingsDialog:
+        dlg = SettingsDialog(self.settings, self.paths.env_file, self, live_check=self._live_check,
+                             check_connection=_check_connection)
         dlg.settingsSaved.connect(self.apply_settings)
         dlg.open()
         return dlg
 
     def _live_check(self, phrase: str) -> tuple[bool, str]:
-        from datetime import datetime
-
-        from app.engine.live_gate import live_gate
-
         return live_gate(self.paper_first_day, datetime.now(UTC), phrase)
 
     @Slot(object)
@@ -150,13 +147,13 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Import bars from CSV", "", "CSV files (*.csv);;All (*)")
         if not path:
             return
-        tf, ok = QInputDialog.getItem(self, "Timeframe", "Bars in this file are:", ["1m", "5m", "15m", "1h", "1d"],
+        tf, ok = QInputDialog.getItem(self, "Timeframe", "Bars in this file are:", list(TIMEFRAMES),
                                       1, False)
         if ok:
             self.requestImport.emit(path, self.settings.symbol, tf)
 
     def _build_widgets(self) -> None:
-        self.chart = CandleChart(bar_minutes=_bar_minutes(self.settings))
+        self.chart = CandleChart(bar_minutes=timeframe_of(self.settings.timeframe).minutes)
         self.setCentralWidget(self.chart)
         self.status_bar = TradingStatusBar(self)
         self.setStatusBar(self.status_bar)
@@ -217,7 +214,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.trades, "Trades")
         self.tabs.addTab(self.log_view, "Log")
         self.tabs.addTab(self.backtest_tab, "Backtest")
-        self.model_tab = ModelTab(self.paths.home, self.settings.symbol, self.settings.timeframe)
+        self.model_tab = ModelTab(self.paths, self.settings.symbol, self.settings.timeframe)
         self.model_tab.trained.connect(self.on_model_trained)
         self.tabs.addTab(self.model_tab, "Model")
         record_dock = self._dock("Record", "recordDock", self.tabs, bottom)
@@ -281,13 +278,12 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def on_signal(self, e: SignalEvent) -> None:
-        waiting = e.status == "pending" and e.signal.signal_id not in self.approvals.pending
+        waiting = e.status == SignalStatus.PENDING and e.signal.signal_id not in self.approvals.pending
         self.approvals.on_signal(e)
         if waiting:
             self.notifier.notify_pending(e.signal)
-        kind = {"pending": "pending", "executed": "executed"}.get(e.status, "rejected")
-        bar_time = e.signal.time - _bar_delta(self.settings)
-        self.chart.add_signal_marker(bar_time, e.signal.price, kind, key=e.signal.signal_id)
+        bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
+        self.chart.add_signal_marker(bar_time, e.signal.price, e.status.chart_marker, key=e.signal.signal_id)
 
     @Slot(object)
     def on_order(self, o: Order) -> None:
@@ -302,7 +298,6 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def on_portfolio(self, e: PortfolioEvent) -> None:
-        self.portfolio = e
         breaker = bool(self.status and self.status.circuit_breaker)
         self.account.update_from(e, breaker)
         self.positions.set_positions(e.positions, self.status.now if self.status else None)
@@ -322,7 +317,6 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def on_flatten_report(self, lines: list[str]) -> None:
-        self.flatten_report = lines
         self.status_bar.showMessage("Flatten all: " + " | ".join(lines), 20000)
 
     def flatten_all(self) -> None:
@@ -345,7 +339,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
-        self.tabs.setCurrentIndex(int(qs.value("tab", 0) or 0))
+        tab = qs.value("tab", 0)
+        self.tabs.setCurrentIndex(int(tab) if isinstance(tab, (int, str)) and str(tab).isdigit() else 0)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         qs = self._qsettings()
@@ -365,25 +360,14 @@ class MainWindow(QMainWindow):
         self.engine.stop()
 
 
-def _bar_delta(settings: Settings) -> Any:
-    from datetime import timedelta
-
-    from app.engine.bot import TIMEFRAME_MINUTES
-
-    return timedelta(minutes=TIMEFRAME_MINUTES.get(settings.timeframe, 5))
-
-
-def _bar_minutes(settings: Settings) -> int:
-    """Minutes per engine bar, without importing the engine's bot on the GUI's start-up path."""
-    units = {"m": 1, "h": 60, "d": 1440}
-    tf = settings.timeframe
-    try:
-        return int(tf[:-1]) * units[tf[-1]]
-    except (KeyError, ValueError, IndexError):
-        return 5
-
-
 def _offscreen() -> bool:
     from PySide6.QtGui import QGuiApplication
 
     return QGuiApplication.platformName() in ("offscreen", "minimal")
+
+
+def _check_connection(keys: ApiKeys, url: str | None) -> str:
+    # deferred: alpaca-py loads only when the user tests a connection, not at start-up
+    from app.engine.broker.alpaca import check_connection
+
+    return check_connection(keys, url)

@@ -13,7 +13,7 @@ engine methods only ever run on the worker's thread.
 from __future__ import annotations
 
 import math
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -23,6 +23,7 @@ from app.engine.events import (
     AlertEvent,
     BarEvent,
     Event,
+    EventBus,
     OrderEvent,
     PortfolioEvent,
     PredictionEvent,
@@ -30,6 +31,7 @@ from app.engine.events import (
     StatusEvent,
     TradeEvent,
 )
+from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.types import TradingMode
@@ -70,8 +72,9 @@ class EngineWorker(QObject):
     # ------------------------------------------------------------ lifecycle
     @Slot()
     def start(self) -> None:
-        from app.engine.bootstrap import build_engine, build_live_engine  # heavy: worker thread only
-        from app.engine.events import EventBus
+        # deferred: the engine (SQLite, the calendar, the model) is built here, on the worker thread,
+        # and never on the window's start-up path
+        from app.engine.bootstrap import build_engine, build_live_engine
 
         try:
             bus = EventBus()
@@ -88,8 +91,6 @@ class EngineWorker(QObject):
             logger.exception("Engine failed to start")
             self.failed.emit(str(exc))
             return
-        from app.engine.live_gate import PAPER_FIRST_DAY_KEY
-
         self.ready.emit({"history": tuple(getattr(self.ctx, "history", ())),
                          "notices": tuple(self.ctx.notices), "settings": self.settings,
                          "paper_first_day": self.ctx.records.state_get(PAPER_FIRST_DAY_KEY)})
@@ -102,7 +103,7 @@ class EngineWorker(QObject):
         self._flush_latest()
 
     def _replay_bars(self, path: str) -> list[Any]:
-        from app.engine.data.service import load_bars
+        from app.engine.data.service import load_bars  # deferred: pandas, on the worker thread only
 
         return load_bars(path, self.settings.symbol, self.settings.timeframe)[0]
 
@@ -163,6 +164,7 @@ class EngineWorker(QObject):
     @Slot(str, str, str)
     def importCsv(self, path: str, symbol: str, timeframe: str) -> None:
         """File -> Import CSV, run here so the window never waits on the disk."""
+        # deferred: pandas, on the worker thread only
         from app.engine.data.frame import DataError
         from app.engine.data.service import import_csv
 
@@ -178,10 +180,6 @@ class EngineWorker(QObject):
     @Slot()
     def confirmLive(self) -> None:
         """The user passed the live-trading gate: record it (live starts next launch)."""
-        from datetime import datetime
-
-        from app.engine.live_gate import LIVE_CONFIRMED_KEY
-
         if self.ctx is not None:
             self.ctx.records.state_set(LIVE_CONFIRMED_KEY, datetime.now(UTC).isoformat())
 
@@ -209,7 +207,8 @@ class EngineWorker(QObject):
         try:
             for _ in range(self._steps_per_fire):
                 if not self.ctx.replay.step():
-                    self._timer.stop()
+                    if self._timer is not None:
+                        self._timer.stop()
                     break
         except Exception as exc:  # noqa: BLE001 - shown to the user, never silently lost
             logger.exception("Engine step failed")

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loguru import logger
 from test_backtest import _walk, reference_backtest
 
-from app.engine.backtest.runner import BacktestConfig, run_backtest
+from app.engine.backtest.config import BacktestConfig
+from app.engine.backtest.runner import run_backtest
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def main() -> None:
         model, notes = load_signal_model(AppPaths.resolve(sys.argv[2]), Settings())
         print("model:", model.name, *notes)
     else:
-        from app.engine.backtest.runner import make_model
+        from app.engine.backtest.strategies import make_model
 
         sessions = cal.previous_sessions(datetime(2025, 7, 1, tzinfo=UTC), 20)
         bars = SimulatedMarket("PLTR", 9, cal).history(sessions)

@@ -38,9 +38,10 @@ FILES = {"1d": "PLTR_1d_2020-09-30_2026-03-31_merged.csv", "5m": "PLTR_5m_2025-1
 
 
 def train_and_report(timeframe: str, models: Path) -> tuple[dict, Path]:
-    from app.engine.ml.artifacts import bundle_dir, save_bundle
+    from app.engine.ml.artifacts import save_bundle
     from app.engine.ml.dataset import build_dataset, load_csv_bars
     from app.engine.ml.train import TrainConfig, build_ensemble, fit_calibrator, walk_forward
+    from app.engine.paths import model_dir
     from app.engine.settings import Settings
 
     frame = load_csv_bars(DATA / FILES[timeframe], timeframe)
@@ -55,7 +56,7 @@ def train_and_report(timeframe: str, models: Path) -> tuple[dict, Path]:
     ens.calibrator = fit_calibrator(report.oof, config)
     info = {"symbol": "PLTR", "timeframe": timeframe, "horizon": ds.horizon,
             "last_label": ds.index[np.flatnonzero(np.isfinite(ds.y))[-1]].isoformat()}
-    folder = save_bundle(bundle_dir(models, "PLTR", timeframe), ens, info, report.to_dict())
+    folder = save_bundle(model_dir(models, "PLTR", timeframe), ens, info, report.to_dict())
     epochs = ens.components["lstm"].params()["epochs_run"] if "lstm" in ens.components else 0
     print(f"\n== PLTR {timeframe}: {len(ds)} bars, {ds.labelled} labelled, horizon {ds.horizon}")
     print(f"training: walk-forward (5 folds) {t1 - t0:.1f} s, final fit {t2 - t1:.1f} s "
@@ -70,13 +71,12 @@ def live_latency(folder: Path, frame: pd.DataFrame, n: int = 400) -> dict:
     from app.engine.data.frame import frame_to_bars
     from app.engine.ml.artifacts import load_bundle
     from app.engine.ml.live import EnsembleSignalModel
-    from app.engine.ml.models import weights_from
     from app.engine.settings import Settings
 
     t0 = time.perf_counter()
     bundle = load_bundle(folder)
     load_s = time.perf_counter() - t0
-    model = EnsembleSignalModel(bundle, weights_from(Settings()), max_age=pd.Timedelta(days=10_000))
+    model = EnsembleSignalModel(bundle, Settings().ensemble_weights(), max_age=pd.Timedelta(days=10_000))
     bars = frame_to_bars(frame, "PLTR")
     closes = frame["close"].to_numpy()
     start = len(bars) - n - 50
@@ -115,13 +115,12 @@ def synthetic_5m(n: int, seed: int = 0) -> pd.DataFrame:
 def batch(folder: Path, n: int = 100_000) -> dict:
     from app.engine.ml.artifacts import load_bundle
     from app.engine.ml.live import predict_frame
-    from app.engine.ml.models import weights_from
     from app.engine.settings import Settings
 
     frame = synthetic_5m(n)
     bundle = load_bundle(folder)
     t = time.perf_counter()
-    preds = predict_frame(bundle, frame, weights_from(Settings()))
+    preds = predict_frame(bundle, frame, Settings().ensemble_weights())
     secs = time.perf_counter() - t
     print(f"\nbatch prediction over {n:,} 5m bars: {secs:.1f} s ({len(preds):,} predictions, "
           f"{n / secs:,.0f} bars/s; target <= 30 s)")

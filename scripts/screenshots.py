@@ -48,8 +48,9 @@ def backtest_report() -> None:
     from PySide6.QtSvg import QSvgRenderer
     from test_backtest import _walk
 
+    from app.engine.backtest.config import BacktestConfig
     from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import BacktestConfig, run_backtest
+    from app.engine.backtest.runner import run_backtest
 
     bars = _walk(3000, seed=5)
     page = render_html(run_backtest(bars, BacktestConfig(symbol="DEMO", timeframe="1m", plain=True)), bars)

@@ -277,9 +277,8 @@ def test_an_unreadable_answer_is_an_unknown_outcome_not_a_rejection(alpaca_serve
     assert broker.submit(order("odd-1")).broker_order_id  # the retry finds the booked order
 
 
-@pytest.mark.parametrize("bad", [order("h-1", Side.HOLD), order("q-1", qty=0),
-                                 replace(order("s-1"), order_type=OrderType.STOP)],
-                         ids=["hold", "zero-qty", "stop-without-price"])
+@pytest.mark.parametrize("bad", [order("q-1", qty=0), replace(order("s-1"), order_type=OrderType.STOP)],
+                         ids=["zero-qty", "stop-without-price"])
 def test_orders_alpaca_cannot_take_are_refused_before_sending(alpaca_server: AlpacaServer,
                                                               broker: AlpacaBroker, bad: Order) -> None:
     with pytest.raises(BrokerError) as err:

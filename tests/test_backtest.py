@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import simulated_sessions, write_bars_csv
 
-from app.engine.backtest.runner import BacktestConfig, run_backtest
+from app.engine.backtest.config import BacktestConfig
+from app.engine.backtest.runner import run_backtest
 from app.engine.types import Bar
 
 ROOT = Path(__file__).resolve().parents[1]

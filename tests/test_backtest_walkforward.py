@@ -17,8 +17,9 @@ import pytest
 from conftest import simulated_sessions, write_bars_csv
 from PySide6.QtCore import Qt
 
-from app.engine.backtest.runner import BacktestConfig, make_model, run_backtest
-from app.engine.backtest.strategies import MIN_FIRST_TRAIN_BARS, walk_forward_ensemble_model
+from app.engine.backtest.config import BacktestConfig
+from app.engine.backtest.runner import run_backtest
+from app.engine.backtest.strategies import MIN_FIRST_TRAIN_BARS, make_model, walk_forward_ensemble_model
 from app.engine.ml.train import SMALL_OVERRIDES, TrainConfig, block_edges, every_n_edges, fold_edges
 from app.engine.settings import MIN_RETRAIN_BARS, Settings, SettingsError
 from app.engine.strategy.precomputed import PrecomputedModel

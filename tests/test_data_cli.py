@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from alpaca_bars_server import BarsServer, two_pages
 
+from app.cli.data import add_data_parser, run_data_command
 from app.engine.clock import SimClock
-from app.engine.data.cli import add_data_parser, run_data_command
 from app.engine.paths import AppPaths
 from app.engine.secrets import save_keys
 from app.engine.storage import BarRepository, Storage

@@ -3,6 +3,7 @@ what the bot sees or decides."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -78,7 +79,8 @@ def test_a_precomputed_answer_is_found_by_bar_time_in_any_order() -> None:
 
 
 def test_precomputed_and_live_sma_cross_make_the_same_backtest() -> None:
-    from app.engine.backtest.runner import BacktestConfig, run_backtest
+    from app.engine.backtest.config import BacktestConfig
+    from app.engine.backtest.runner import run_backtest
 
     rng = np.random.default_rng(3)
     closes = (50 * np.exp(np.cumsum(rng.normal(0, 0.004, 2000)))).tolist()
@@ -105,7 +107,7 @@ def test_the_trading_day_turns_at_new_york_midnight(last_minute, next_midnight) 
     clock = SimClock(last_minute - timedelta(hours=20))
     bot, _ = _bot(clock)
     bot.start()
-    bot._day_state["round_trips"] = 3
+    bot.day = replace(bot.day, round_trips=3)
     clock.set(last_minute)
     bot.on_price("TEST", 20.0)
     assert bot.status().round_trips_today == 3

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.types import Bar, Side, TradingSignal
+from app.engine.types import Bar, Side, SignalStatus, TradingSignal
 from app.main import build_window
 from app.widgets.chart import CandleChart
 from app.widgets.chart_series import BarSeries, bollinger, ema
@@ -97,11 +97,11 @@ def test_the_counter_follows_the_panel(window) -> None:  # type: ignore[no-untyp
     from app.engine.events import SignalEvent
 
     w = window  # driven the way the worker's signals drive it; no events run in between
-    w.on_signal(SignalEvent(_signal("x1"), "pending"))
-    w.on_signal(SignalEvent(_signal("x2", Side.SELL), "pending"))
+    w.on_signal(SignalEvent(_signal("x1"), SignalStatus.PENDING))
+    w.on_signal(SignalEvent(_signal("x2", Side.SELL), SignalStatus.PENDING))
     n = len(w.approvals.pending)
     assert n >= 2 and w.approval_dock.windowTitle().endswith(f"({n})")
-    w.on_signal(SignalEvent(_signal("x1"), "expired"))
+    w.on_signal(SignalEvent(_signal("x1"), SignalStatus.EXPIRED))
     assert w.approval_dock.windowTitle().endswith(f"({n - 1})")
 
 
@@ -134,12 +134,12 @@ def test_keyboard_shortcuts_are_wired(qtbot, window) -> None:  # type: ignore[no
     qtbot.waitUntil(lambda: w.mode_switch.mode.value == "hybrid", timeout=2000)
     from app.engine.events import SignalEvent
 
-    w.on_signal(SignalEvent(_signal("k1"), "pending"))
+    w.on_signal(SignalEvent(_signal("k1"), SignalStatus.PENDING))
     w.approvals.table.selectRow(list(w.approvals.pending).index("k1"))
     with qtbot.waitSignal(w.approvals.rejectRequested, timeout=2000) as rejected:
         press(Qt.Key.Key_Backspace)
     assert rejected.args == ["k1"] and "k1" not in w.approvals.pending
-    w.on_signal(SignalEvent(_signal("k2"), "pending"))
+    w.on_signal(SignalEvent(_signal("k2"), SignalStatus.PENDING))
     w.approvals.table.selectRow(list(w.approvals.pending).index("k2"))
     with qtbot.waitSignal(w.approvals.approveRequested, timeout=2000) as approved:
         press(Qt.Key.Key_Return)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(argv: list[str], home: Path) -> tuple[int, list[str]]:
-    from app.engine.headless import run_headless
+    from app.cli.run import run_headless
 
     lines: list[str] = []
     args = build_parser().parse_args(["--data-dir", str(home), *argv])

@@ -18,21 +18,20 @@ from app.engine.clock import NY
 from app.engine.data.frame import frame_to_bars, make_frame
 from app.engine.ml.artifacts import (
     ArtifactError,
-    bundle_dir,
     load_bundle,
     save_bundle,
     sha256,
 )
 from app.engine.ml.dataset import build_dataset
 from app.engine.ml.ensemble import PlattCalibrator
+from app.engine.ml.factory import ModelFactory
 from app.engine.ml.live import EnsembleSignalModel, load_signal_model, predict_frame
-from app.engine.ml.models import ModelFactory, weights_from
-from app.engine.paths import AppPaths
+from app.engine.paths import AppPaths, model_dir
 from app.engine.settings import Settings
 from app.engine.strategy.rules import RulesModel
 
 SETTINGS = Settings(timeframe="1d")
-WEIGHTS = weights_from(SETTINGS)
+WEIGHTS = SETTINGS.ensemble_weights()
 
 
 def daily_frame(n: int = 500, seed: int = 5) -> pd.DataFrame:
@@ -60,7 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, pd.
 
 @pytest.fixture
 def bundle(trained, tmp_path: Path) -> Path:
-    dst = bundle_dir(tmp_path / "models", "PLTR", "1d")
+    dst = model_dir(tmp_path / "models", "PLTR", "1d")
     shutil.copytree(trained[0], dst)
     return dst
 
@@ -141,10 +140,8 @@ def test_no_model_at_all_means_the_rules_model(tmp_path: Path) -> None:
 
 
 def test_load_signal_model_picks_the_settings_bundle(bundle: Path) -> None:
-    from app.engine import strategy
-
     model, notes = load_signal_model(AppPaths(bundle.parent.parent), SETTINGS)
-    assert isinstance(model, strategy.EnsembleSignalModel) and notes == []
+    assert isinstance(model, EnsembleSignalModel) and notes == []
     model.update_settings(SETTINGS.updated(weight_lstm=0.0, weight_rf=0.5, weight_momentum=0.5))
     assert model.weights == {"lstm": 0.0, "random_forest": 0.5, "momentum": 0.5}
     with pytest.raises(ArtifactError, match="for 1d bars, not 5m"):

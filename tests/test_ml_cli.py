@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.engine.ml.cli import add_ml_parsers, run_ml_command
+from app.cli.ml import add_ml_parsers, run_ml_command
 from app.engine.paths import AppPaths
 
 

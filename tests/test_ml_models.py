@@ -16,10 +16,10 @@ from app.engine.clock import NY
 from app.engine.data.frame import make_frame
 from app.engine.ml.dataset import build_dataset, make_labels
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine, combine_one
+from app.engine.ml.factory import ModelFactory
 from app.engine.ml.metrics import expected_calibration_error
 from app.engine.ml.models import (
     Model,
-    ModelFactory,
     MomentumModel,
     RandomForestModel,
     TrainingCancelled,
@@ -175,7 +175,7 @@ def test_factory_builds_every_named_model() -> None:
 
 def test_importing_the_ml_package_does_not_import_tensorflow() -> None:
     code = ("import sys, app.engine.ml.models, app.engine.ml.lstm, app.engine.ml.live, "
-            "app.engine.ml.cli, app.engine.ml.train, app.engine.ml.artifacts; "
+            "app.cli.ml, app.engine.ml.train, app.engine.ml.artifacts; "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          check=True)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from test_ml_cli import write_daily_csv
 
+from app.engine.paths import AppPaths
 from app.widgets.model_tab import ModelTab
 
 
 def test_without_a_model_it_says_the_rules_trade(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tab = ModelTab(tmp_path, "PLTR", "5m")
+    tab = ModelTab(AppPaths(tmp_path), "PLTR", "5m")
     qtbot.addWidget(tab)
     assert "rules fallback" in tab.status.text()
     assert tab.table.rowCount() == 0
@@ -22,7 +23,7 @@ def test_without_a_model_it_says_the_rules_trade(qtbot, tmp_path: Path) -> None:
 def test_retrain_shows_progress_then_the_out_of_sample_table(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     csv = tmp_path / "daily.csv"
     write_daily_csv(csv)
-    tab = ModelTab(tmp_path / "home", "PLTR", "1d")
+    tab = ModelTab(AppPaths(tmp_path / "home"), "PLTR", "1d")
     tab.extra_args = lambda: ["--small", "--folds", "2"]  # type: ignore[method-assign]
     qtbot.addWidget(tab)
     tab.csv.setText(str(csv))
@@ -39,7 +40,7 @@ def test_retrain_shows_progress_then_the_out_of_sample_table(qtbot, tmp_path: Pa
 def test_cancel_leaves_no_model(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     csv = tmp_path / "daily.csv"
     write_daily_csv(csv)
-    tab = ModelTab(tmp_path / "home", "PLTR", "1d")
+    tab = ModelTab(AppPaths(tmp_path / "home"), "PLTR", "1d")
     qtbot.addWidget(tab)
     tab.csv.setText(str(csv))
     assert tab.start_training()
@@ -56,7 +57,7 @@ def test_cancel_leaves_no_model(qtbot, tmp_path: Path) -> None:  # type: ignore[
 def test_a_bad_file_shows_the_one_line_error(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.csv"
     bad.write_text("foo,bar\n1,2\n")
-    tab = ModelTab(tmp_path / "home", "PLTR", "1d")
+    tab = ModelTab(AppPaths(tmp_path / "home"), "PLTR", "1d")
     qtbot.addWidget(tab)
     tab.csv.setText(str(bad))
     assert tab.start_training()

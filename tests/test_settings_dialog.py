@@ -10,6 +10,7 @@ import pytest
 from alpaca_server import AlpacaServer
 from PySide6.QtWidgets import QDialogButtonBox, QLineEdit
 
+from app.engine.broker.alpaca import check_connection
 from app.engine.live_gate import CONFIRM_PHRASE, live_gate
 from app.engine.settings import Settings
 from app.widgets.settings_dialog import SettingsDialog
@@ -88,7 +89,8 @@ def test_live_gate_rules() -> None:
 
 def test_connection_test_reports_without_freezing(qtbot, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                   alpaca_server: AlpacaServer) -> None:
-    dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url)
+    dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url,
+                         check_connection=check_connection)
     qtbot.addWidget(dlg)
     dlg.key_fields["paper_key_id"].setText(alpaca_server.key_id)
     dlg.key_fields["paper_secret_key"].setText(alpaca_server.secret_key)
@@ -124,7 +126,8 @@ def test_connection_test_runs_as_a_coroutine_inside_qt(qapp, tmp_path: Path,  # 
 
     import qasync
 
-    dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url)
+    dlg = SettingsDialog(Settings(), tmp_path / ".env", alpaca_url=alpaca_server.url,
+                         check_connection=check_connection)
     dlg.key_fields["paper_key_id"].setText(alpaca_server.key_id)
     dlg.key_fields["paper_secret_key"].setText(alpaca_server.secret_key)
     loop = qasync.QEventLoop(qapp)

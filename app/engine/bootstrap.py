@@ -7,19 +7,22 @@ call it directly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from app.engine.bot import TIMEFRAME_MINUTES, TradingBot
+from app.engine.bot import TradingBot
 from app.engine.broker.base import Broker
 from app.engine.broker.simulated import SimulatedBroker
-from app.engine.clock import NY, UTC, Clock, MarketCalendar, Session, SimClock, WallClock
+from app.engine.clock import NY, Clock, MarketCalendar, Session, SimClock, WallClock
 from app.engine.events import EventBus
+from app.engine.live import LiveSession
+from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY, live_unlocked
 from app.engine.paths import AppPaths
 from app.engine.records import SqlRecorder
 from app.engine.replay import MarketReplay, replay_feed, simulated_feed
@@ -28,9 +31,10 @@ from app.engine.settings import Settings
 from app.engine.simmarket import SimulatedMarket
 from app.engine.storage import Storage
 from app.engine.storage.paper import SqlPaperBook
-from app.engine.types import Bar
+from app.engine.types import Bar, BrokerKind, timeframe_of
 
 DEMO_CLOCK_KEY = "demo.clock"
+DEMO_TODAY_ENV = "AI_TRADER_DEMO_TODAY"
 
 
 @dataclass
@@ -71,6 +75,7 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     database of its own (``replay-scratch.db``), so a rehearsal never touches
     the paper account or the trading record.
     """
+    today = today or _demo_today()  # a bad pinned day is refused before anything is opened
     paths.ensure()
     bus = bus or EventBus()
     notices: list[str] = []
@@ -91,12 +96,12 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
         notices.append(f"Recovered {replayed} records that could not be written last time.")
     calendar = MarketCalendar()
     if replay_bars is not None:
-        feed, history, start = replay_feed(replay_bars, calendar, TIMEFRAME_MINUTES[settings.timeframe])
+        feed, history, start = replay_feed(replay_bars, calendar, timeframe_of(settings.timeframe).minutes)
         source, ticks = "replay", 4
     else:
-        start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today or datetime.now(UTC))
+        start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today)
         market = SimulatedMarket(settings.symbol, settings.demo_seed, calendar,
-                                 TIMEFRAME_MINUTES[settings.timeframe])
+                                 timeframe_of(settings.timeframe).minutes)
         feed, history = simulated_feed(market, calendar), _history(market, calendar, start)
         source, ticks = "simulated", market.ticks_per_bar
     clock = SimClock(start)
@@ -110,11 +115,14 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     if history:
         broker.on_price(history[-1].symbol, history[-1].close, start)
     ctx_holder: list[EngineContext] = []
-    # the clock is saved after every bar, so a restart after a crash resumes where the
-    # engine stopped instead of replaying (and re-trading) the session from its open
-    replay = MarketReplay(bot, broker, clock, feed,
-                          on_session=lambda s: ctx_holder and ctx_holder[0].save_clock(),
-                          on_bar=lambda: ctx_holder and ctx_holder[0].save_clock())
+
+    def save_clock(*_session: Session) -> None:
+        # the clock is saved after every bar, so a restart after a crash resumes where the
+        # engine stopped instead of replaying (and re-trading) the session from its open
+        if ctx_holder:
+            ctx_holder[0].save_clock()
+
+    replay = MarketReplay(bot, broker, clock, feed, on_session=save_clock, on_bar=save_clock)
     ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, replay,
                         demo=True, notices=notices, history=history, replay_ticks=ticks)
     ctx_holder.append(ctx)
@@ -138,11 +146,10 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     real adapters at a loopback server on a simulated clock; ``alpaca_url``
     points the default ones elsewhere (a proxy, or a test server).
     """
+    # deferred: alpaca-py and pandas load only for paper and live trading, not for the demo
     from app.engine.broker.alpaca import AlpacaBroker
+    from app.engine.data.frame import frame_to_bars
     from app.engine.data.sources import AlpacaDataSource
-    from app.engine.live import LiveSession
-    from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY, live_unlocked
-    from app.engine.types import BrokerKind
 
     paths.ensure()
     bus = bus or EventBus()
@@ -171,11 +178,9 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     model, model_notes = _load_model(paths, settings)
     notices += model_notes
     bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, **kwargs)
-    tf = timedelta(minutes=TIMEFRAME_MINUTES[settings.timeframe])
+    tf = timeframe_of(settings.timeframe).delta
     try:
         frame = source.fetch(settings.symbol, settings.timeframe, now - timedelta(days=5), now)
-        from app.engine.data.frame import frame_to_bars
-
         history = [b for b in frame_to_bars(frame, settings.symbol) if b.time + tf <= now]
     except Exception as exc:  # noqa: BLE001 - the engine still starts: exits must work without data
         notices.append(f"Could not load recent bars: {exc}")
@@ -194,9 +199,24 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
 def _load_model(paths: AppPaths, settings: Settings) -> tuple[Any, list[str]]:
     """The trained ensemble for this symbol and timeframe, or the rules model
     with the reason (no model, stale, mismatched or corrupt files)."""
+    # deferred: pandas, ta and scikit-learn load only when there is a model to load
     from app.engine.ml.live import load_signal_model
 
     return load_signal_model(paths, settings)
+
+
+def _demo_today() -> datetime:
+    """The wall time that picks a new demo's first session: now, or ``$AI_TRADER_DEMO_TODAY``
+    (an ISO time) so that a rehearsal, a screenshot or a test replays the same day whatever
+    the date it runs on."""
+    pinned = os.environ.get(DEMO_TODAY_ENV, "").strip()
+    if not pinned:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(pinned)
+    except ValueError:
+        raise ValueError(f"{DEMO_TODAY_ENV}={pinned!r} is not an ISO date and time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _demo_start(saved: str | None, calendar: MarketCalendar, today: datetime) -> datetime:

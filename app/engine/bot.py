@@ -12,14 +12,14 @@ import math
 import time as _time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 
 from loguru import logger
 
 from app.engine import risk
 from app.engine.broker.base import Broker, BrokerError
-from app.engine.clock import NY, UTC, Clock, MarketCalendar
+from app.engine.clock import NY, Clock, MarketCalendar
 from app.engine.entries import SignalsAndEntries
 from app.engine.events import (
     AlertEvent,
@@ -33,21 +33,24 @@ from app.engine.exits import ExitsAndFills
 from app.engine.history import History
 from app.engine.modes import policy_for
 from app.engine.orders import OrderRouter
+from app.engine.reconcile import reconcile
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.types import (
     Account,
     Bar,
+    DayState,
     EngineStatus,
     OrderType,
     Position,
     Side,
+    SignalStatus,
     TradingMode,
     TradingSignal,
+    timeframe_of,
 )
 
-TIMEFRAME_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 1440}
 _INF = math.inf
 
 
@@ -87,12 +90,12 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         self.pending: dict[str, TradingSignal] = {}
         self._history: dict[str, History] = {}  # closes, and OHLCV for models that want it
         self._bar_delta = timedelta(minutes=self.bar_minutes)
-        self._last_price: dict[str, float] = {}
+        self.last_prices: dict[str, float] = {}
         self._last_bar_end: dict[str, datetime] = {}
-        self._stop_orders: dict[str, str] = {}
+        self.stop_orders: dict[str, str] = {}
         self._day: date | None = None
         self._day_span: tuple[datetime, datetime] | None = None  # the New York day, in UTC
-        self._day_state: dict[str, float | int | bool] = {}
+        self.day = DayState()
         self._account: Account | None = None
         self._reconcile_pending = False  # the broker was unreachable when we tried
 
@@ -103,7 +106,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
 
     @property
     def bar_minutes(self) -> int:
-        return TIMEFRAME_MINUTES[self.settings.timeframe]
+        return timeframe_of(self.settings.timeframe).minutes
 
     def warm_up(self, bars: list[Bar]) -> None:
         """Feed history so the model has context; nothing is traded on it."""
@@ -119,8 +122,6 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
     def _reconcile(self) -> None:
         """Reconcile with the broker; if it cannot be reached, try again on every
         price until it can (saying so once), so stale records are never traded on."""
-        from app.engine.reconcile import reconcile
-
         lines = reconcile(self)
         if self.router.connected or not self._reconcile_pending:
             for line in lines:
@@ -152,7 +153,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         if hist is None:
             hist = self._history[bar.symbol] = History()
         hist.append(bar)
-        self._last_price[bar.symbol] = bar.close
+        self.last_prices[bar.symbol] = bar.close
         self._last_bar_end[bar.symbol] = bar.time + self._bar_delta
 
     def on_price(self, symbol: str, price: float) -> None:
@@ -160,7 +161,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         if not (math.isfinite(price) and price > 0):
             logger.warning("Ignoring invalid price {} for {}", price, symbol)
             return
-        self._last_price[symbol] = price
+        self.last_prices[symbol] = price
         self._roll_day()
         if self._reconcile_pending:
             self._reconcile()
@@ -216,13 +217,13 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         Idempotent: an exit already working is not sent again."""
         report: list[str] = []
         for sig_id in list(self.pending):
-            self._signal_done(self.pending.pop(sig_id), "expired", reason)
+            self._signal_done(self.pending.pop(sig_id), SignalStatus.EXPIRED, reason)
         for o in self.records.open_orders():
             if o.side == Side.SELL and o.order_type == OrderType.MARKET:
                 continue  # an exit already working: leave it to fill
             ok = self._cancel(o.client_order_id)
             report.append(f"cancel {o.client_order_id}: {'ok' if ok else 'failed'}")
-        self._stop_orders.clear()
+        self.stop_orders.clear()
         for p in self.records.positions():
             report.append(self._exit(p.symbol, reason))
         self.sync_orders()
@@ -262,12 +263,12 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             market_open = session is not None
             minutes_left = (session.close - now).total_seconds() / 60 if session else None
         return risk.RiskContext(
-            symbol=symbol, side=side, price=self._last_price.get(symbol, float("nan")),
+            symbol=symbol, side=side, price=self.last_prices.get(symbol, float("nan")),
             equity=acct.equity, buying_power=acct.buying_power, positions=self._marked_positions(),
-            day_start_equity=float(self._day_state.get("start_equity", acct.equity)),
-            round_trips_today=int(self._day_state.get("round_trips", 0)),
+            day_start_equity=self.day.baseline(acct.equity),
+            round_trips_today=self.day.round_trips,
             market_open=market_open, minutes_to_close=minutes_left,
-            data_stale=self.data_stale(), breaker_tripped=bool(self._day_state.get("breaker")),
+            data_stale=self.data_stale(), breaker_tripped=self.day.breaker,
         )
 
     def data_stale(self) -> bool:
@@ -283,7 +284,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         """Positions at the latest prices; marked stale while the broker is unreachable
         (they are then the last known state, not the broker's word)."""
         stale = not self.router.connected
-        return tuple(replace(p, last_price=self._last_price.get(p.symbol, p.last_price), stale=stale)
+        return tuple(replace(p, last_price=self.last_prices.get(p.symbol, p.last_price), stale=stale)
                      for p in self.records.positions())
 
     def _roll_day(self) -> None:
@@ -298,22 +299,22 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             return
         self._day = day
         saved = self.records.state_get(f"day.{day.isoformat()}")
-        if saved:
-            self._day_state = saved
+        if isinstance(saved, dict) and saved:
+            self.day = DayState.from_dict(saved)
             return
         acct = self._refresh_account()
-        self._day_state = {"start_equity": acct.equity if acct else 0.0, "round_trips": 0, "breaker": False}
+        self.day = DayState(start_equity=acct.equity if acct else 0.0)
         self._save_day()
 
     def _save_day(self) -> None:
         if self._day is not None:
-            self.records.state_set(f"day.{self._day.isoformat()}", dict(self._day_state))
+            self.records.state_set(f"day.{self._day.isoformat()}", self.day.to_dict())
 
     def account_snapshot(self) -> Account | None:
         acct = self._account
         if acct is None:
             return None
-        return replace(acct, day_start_equity=float(self._day_state.get("start_equity", acct.equity)))
+        return replace(acct, day_start_equity=self.day.baseline(acct.equity))
 
     def _publish_portfolio(self) -> None:
         if not self.bus.active:
@@ -324,7 +325,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             return
         positions = self._marked_positions()
         expo = risk.exposure(positions) / acct.equity if acct.equity > 0 else 0.0
-        self.bus.publish(PortfolioEvent(acct, positions, expo, int(self._day_state.get("round_trips", 0))))
+        self.bus.publish(PortfolioEvent(acct, positions, expo, self.day.round_trips))
 
     def status(self) -> EngineStatus:
         now = self.clock.now()
@@ -335,8 +336,8 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         return EngineStatus(
             mode=self.mode, broker=self.broker.kind, data_source=self.data_source, market_open=is_open,
             now=now, next_change=change, connected=self.router.connected, data_stale=self.data_stale(),
-            circuit_breaker=bool(self._day_state.get("breaker")), model=self.model_label,
-            round_trips_today=int(self._day_state.get("round_trips", 0)),
+            circuit_breaker=self.day.breaker, model=self.model_label,
+            round_trips_today=self.day.round_trips,
         )
 
     def _publish_status(self) -> None:

@@ -12,10 +12,8 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
-NY = ZoneInfo("America/New_York")
-UTC = UTC
+from app.engine.types import NY as NY  # re-exported: the calendar's time zone
 
 
 class Clock(abc.ABC):

@@ -12,31 +12,41 @@ in :mod:`app.engine.exits`.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from app.engine import risk
-from app.engine.events import OrderEvent, SignalEvent
-from app.engine.modes import Decision
+from app.engine.clock import Clock
+from app.engine.events import EventBus, OrderEvent, SignalEvent
+from app.engine.modes import Decision, ExecutionPolicy
+from app.engine.orders import OrderRouter
+from app.engine.records import Recorder
+from app.engine.settings import Settings
 from app.engine.strategy.base import ModelOutput
-from app.engine.types import Bar, Order, OrderStatus, OrderType, Side, TradingSignal
+from app.engine.types import Bar, Order, OrderStatus, OrderType, Side, SignalStatus, TradingMode, TradingSignal
 
 
 class SignalsAndEntries:
-    # provided by TradingBot
-    records: Any
-    router: Any
-    settings: Any
-    clock: Any
-    bus: Any
-    mode: Any
-    policy: Any
+    # state and methods provided by TradingBot (and its other half, ExitsAndFills)
+    records: Recorder
+    router: OrderRouter
+    settings: Settings
+    clock: Clock
+    bus: EventBus
+    mode: TradingMode
+    policy: ExecutionPolicy
     plain: bool
     pending: dict[str, TradingSignal]
-    _bar_delta: Any
-    _last_price: dict[str, float]
+    _bar_delta: timedelta
+    last_prices: dict[str, float]
+
+    if TYPE_CHECKING:
+        def _held(self, symbol: str) -> float: ...
+        def _risk_context(self, symbol: str, side: Side) -> risk.RiskContext: ...
+        def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str: ...
+        def on_filled(self, o: Order) -> None: ...
 
     # ---------------------------------------------------------- approvals
     def approve(self, signal_id: str) -> str:
@@ -45,20 +55,20 @@ class SignalsAndEntries:
             return "that signal is no longer pending"
         now = self.clock.now()
         if now >= sig.expires_at:
-            self._signal_done(sig, "expired", "expired before it was approved")
-            return "expired"
-        price = self._last_price.get(sig.symbol, sig.price)
+            self._signal_done(sig, SignalStatus.EXPIRED, "expired before it was approved")
+            return "expired"  # what the approval panel says
+        price = self.last_prices.get(sig.symbol, sig.price)
         move = abs(price / sig.price - 1.0)
         if move > self.settings.max_price_move_pct:
             why = f"price moved {move:.2%} since the signal (limit {self.settings.max_price_move_pct:.2%})"
-            self._signal_done(sig, "refused", why)
+            self._signal_done(sig, SignalStatus.REFUSED, why)
             return why
         return self._execute(sig, approved=True)
 
     def reject(self, signal_id: str) -> None:
         sig = self.pending.pop(signal_id, None)
         if sig is not None:
-            self._signal_done(sig, "rejected", "rejected by the user")
+            self._signal_done(sig, SignalStatus.REJECTED, "rejected by the user")
 
     # ------------------------------------------------------------ signals
     def _make_signal(self, bar: Bar, out: ModelOutput, now: datetime) -> TradingSignal:
@@ -71,46 +81,47 @@ class SignalsAndEntries:
     def _route(self, sig: TradingSignal) -> None:
         held = self._held(sig.symbol)
         if sig.side == Side.SELL and held <= 0 and not self.settings.allow_short:
-            self.records.signal(sig, "skipped", "SELL with nothing held (long-only)", sig.time)
+            self.records.signal(sig, SignalStatus.SKIPPED, "SELL with nothing held (long-only)", sig.time)
             return
         if sig.side == Side.BUY and held > 0:
-            self.records.signal(sig, "skipped", "already holding", sig.time)
+            self.records.signal(sig, SignalStatus.SKIPPED, "already holding", sig.time)
             return
         decision = self.policy.decide(sig.confidence)
         if decision == Decision.IGNORE:
-            self.records.signal(sig, "below threshold", f"confidence {sig.confidence:.2f}", sig.time)
+            self.records.signal(sig, SignalStatus.BELOW_THRESHOLD, f"confidence {sig.confidence:.2f}", sig.time)
             logger.debug("Signal {} below threshold ({:.2f})", sig.signal_id, sig.confidence)
         elif decision == Decision.DROP:
-            self._signal_done(sig, "dropped", f"{self.mode.value} mode executes only >= {self.policy.auto:.2f}")
+            why = f"{self.mode.value} mode executes only >= {self.policy.auto:.2f}"
+            self._signal_done(sig, SignalStatus.DROPPED, why)
         elif decision == Decision.ASK:
             if sig.side == Side.BUY:  # never ask about an entry the risk rules already forbid
                 check = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
                 if not check.accepted:
-                    self._signal_done(sig, "refused", check.reason)
+                    self._signal_done(sig, SignalStatus.REFUSED, check.reason)
                     return
             self.pending[sig.signal_id] = sig
-            self.records.signal(sig, "pending", "waiting for approval", sig.time)
-            self.bus.publish(SignalEvent(sig, "pending", "waiting for approval"))
+            self.records.signal(sig, SignalStatus.PENDING, "waiting for approval", sig.time)
+            self.bus.publish(SignalEvent(sig, SignalStatus.PENDING, "waiting for approval"))
         else:
             self._execute(sig, approved=False)
 
     def _execute(self, sig: TradingSignal, approved: bool) -> str:
         if sig.side == Side.SELL:
             if self._held(sig.symbol) <= 0:
-                self._signal_done(sig, "refused", "nothing held to sell")
+                self._signal_done(sig, SignalStatus.REFUSED, "nothing held to sell")
                 return "nothing held to sell"
             result = self._exit(sig.symbol, "exit on SELL signal", signal_id=sig.signal_id)
-            self._signal_done(sig, "executed", result)
+            self._signal_done(sig, SignalStatus.EXECUTED, result)
             return result
         ctx = self._risk_context(sig.symbol, sig.side)
         decision = risk.check_plain(ctx, self.settings) if self.plain else risk.check_entry(ctx, self.settings)
         if not decision.accepted:
-            self._signal_done(sig, "refused", decision.reason)
+            self._signal_done(sig, SignalStatus.REFUSED, decision.reason)
             return decision.reason
         order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
                       OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
         placed = self._placed(self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate))
-        status = "executed" if placed.status != OrderStatus.REJECTED else "refused"
+        status = SignalStatus.EXECUTED if placed.status != OrderStatus.REJECTED else SignalStatus.REFUSED
         detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({placed.status.value})"
         self._signal_done(sig, status, detail)
         return detail
@@ -137,7 +148,7 @@ class SignalsAndEntries:
         held = self._held(order.symbol)
         return replace(order, qty=min(order.qty, held)) if held > 0 else None
 
-    def _signal_done(self, sig: TradingSignal, status: str, detail: str) -> None:
+    def _signal_done(self, sig: TradingSignal, status: SignalStatus, detail: str) -> None:
         self.records.signal(sig, status, detail, self.clock.now())
         if self.bus.active:
             self.bus.publish(SignalEvent(sig, status, detail))
@@ -149,5 +160,5 @@ class SignalsAndEntries:
         for sid, sig in list(self.pending.items()):
             if now >= sig.expires_at:
                 del self.pending[sid]
-                self._signal_done(sig, "expired", "not approved before the next bar")
+                self._signal_done(sig, SignalStatus.EXPIRED, "not approved before the next bar")
 

@@ -13,7 +13,17 @@ from datetime import datetime
 
 from loguru import logger
 
-from app.engine.types import Account, Bar, EngineStatus, Fill, Order, Position, Trade, TradingSignal
+from app.engine.types import (
+    Account,
+    Bar,
+    EngineStatus,
+    Fill,
+    Order,
+    Position,
+    SignalStatus,
+    Trade,
+    TradingSignal,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +48,7 @@ class SignalEvent:
     expired, refused (failed re-validation), dropped (below threshold) or skipped."""
 
     signal: TradingSignal
-    status: str
+    status: SignalStatus
     detail: str = ""
 
 

@@ -10,32 +10,44 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from app.engine import risk
-from app.engine.broker.base import BrokerError
-from app.engine.clock import NY
-from app.engine.events import AlertEvent, OrderEvent, TradeEvent
-from app.engine.orders import crash_point
-from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade
+from app.engine.broker.base import Broker, BrokerError
+from app.engine.clock import NY, Clock, MarketCalendar
+from app.engine.events import AlertEvent, EventBus, OrderEvent, TradeEvent
+from app.engine.orders import OrderRouter, crash_point
+from app.engine.records import Recorder
+from app.engine.settings import Settings
+from app.engine.types import Account, DayState, Order, OrderStatus, OrderType, Position, Side, Trade
 
 _trades_log = logger.bind(trade=True)  # what lands in trades.log
 
 
 class ExitsAndFills:
-    # provided by TradingBot
-    records: Any
-    router: Any
-    broker: Any
-    settings: Any
-    clock: Any
-    bus: Any
-    calendar: Any
+    # state and methods provided by TradingBot (and its other half, SignalsAndEntries)
+    records: Recorder
+    router: OrderRouter
+    broker: Broker
+    settings: Settings
+    clock: Clock
+    bus: EventBus
+    calendar: MarketCalendar | None
     plain: bool
-    _stop_orders: dict[str, str]
-    _day_state: dict[str, Any]
+    stop_orders: dict[str, str]
+    day: DayState
+
+    if TYPE_CHECKING:
+        @property
+        def intraday(self) -> bool: ...
+        def flatten_all(self, reason: str = "flatten all") -> list[str]: ...
+        def _placed(self, order: Order) -> Order: ...
+        def _revalidate_exit(self, order: Order) -> Order | None: ...
+        def _refresh_account(self) -> Account | None: ...
+        def _save_day(self) -> None: ...
+        def _broker_position(self, symbol: str) -> Position | None: ...
 
     # -------------------------------------------------------------- exits
     def _protect(self, symbol: str, price: float) -> None:
@@ -54,7 +66,7 @@ class ExitsAndFills:
         if moved != p:
             self.records.position(moved)
             if moved.stop_price != p.stop_price:
-                self._place_stop(moved)
+                self.place_stop(moved)
         reason = risk.exit_reason(moved, price, self.settings)
         if reason:
             self._exit(symbol, reason)
@@ -74,7 +86,7 @@ class ExitsAndFills:
             # the stop holds the shares: a sell sent beside it would be refused
             if not self._cancel(stop.client_order_id):
                 return f"{symbol}: exit waits until stop {stop.client_order_id} is canceled (or has filled)"
-        self._stop_orders.pop(symbol, None)
+        self.stop_orders.pop(symbol, None)
         now = self.clock.now()
         coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
         order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
@@ -82,10 +94,10 @@ class ExitsAndFills:
         placed = self._placed(self.router.place(order, revalidate=self._revalidate_exit))  # retried until sent
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
 
-    def _place_stop(self, p: Position) -> None:
+    def place_stop(self, p: Position) -> None:
         if self.plain or not self.broker.supports_stop_orders or p.stop_price is None:
             return
-        old = self._stop_orders.pop(p.symbol, None)
+        old = self.stop_orders.pop(p.symbol, None)
         if old:
             self._cancel(old)
         kind = "trailing stop" if p.trailing_active else "stop loss"
@@ -94,7 +106,7 @@ class ExitsAndFills:
                       self.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
         placed = self._placed(self.router.place(order))
         if placed.status.is_open:
-            self._stop_orders[p.symbol] = coid
+            self.stop_orders[p.symbol] = coid
 
     def _cancel(self, client_order_id: str) -> bool:
         """Cancel through the router and tell the GUI, so no order shows open when it is not."""
@@ -116,15 +128,15 @@ class ExitsAndFills:
 
     def _breaker_check(self) -> None:
         """Trip the daily-loss circuit breaker once the limit is reached."""
-        if self._day_state.get("breaker"):
+        if self.day.breaker:
             return
         acct = self._refresh_account()
         if acct is None:
             return
-        start = float(self._day_state.get("start_equity", acct.equity))
+        start = self.day.baseline(acct.equity)
         if not risk.breaker_should_trip(acct.equity, start, self.settings.daily_loss_limit):
             return
-        self._day_state["breaker"] = True
+        self.day = replace(self.day, breaker=True)
         self._save_day()
         msg = (f"Daily loss limit reached: equity {acct.equity:,.2f} is "
                f"{acct.equity / start - 1:.2%} on the day. No new entries today.")
@@ -150,8 +162,7 @@ class ExitsAndFills:
             self.router.connected = True  # the broker answered
             if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
                 continue
-            if b.reason != o.reason or b.signal_id != o.signal_id:  # keep our reason on the broker's word
-                b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            b = b.with_intent_of(o)
             if b.status == OrderStatus.FILLED:
                 # book first, record "filled" after: if the app dies in between, the
                 # order is still open in the record and the next start books it again
@@ -172,12 +183,12 @@ class ExitsAndFills:
                          stop_price=risk.initial_stop(avg, self.settings), high_water=avg)
             self.records.position(p)
             _trades_log.info("BUY {} {} @ {:.2f} stop {:.2f}", qty, o.symbol, price, p.stop_price)
-            self._place_stop(p)
+            self.place_stop(p)
             return
         if local is None:
             return
-        if self._stop_orders.get(o.symbol) == o.client_order_id:
-            self._stop_orders.pop(o.symbol)
+        if self.stop_orders.get(o.symbol) == o.client_order_id:
+            self.stop_orders.pop(o.symbol)
         reason = o.reason.removeprefix("exit: ")
         trade = Trade(o.symbol, o.filled_qty, local.opened_at, o.filled_at or self.clock.now(),
                       local.avg_price, price, (price - local.avg_price) * o.filled_qty, reason)
@@ -192,8 +203,8 @@ class ExitsAndFills:
                 if (other.symbol == o.symbol and other.side == Side.SELL
                         and other.client_order_id != o.client_order_id):  # not the fill being booked
                     self._cancel(other.client_order_id)
-            self._stop_orders.pop(o.symbol, None)
-            self._day_state["round_trips"] = int(self._day_state.get("round_trips", 0)) + 1
+            self.stop_orders.pop(o.symbol, None)
+            self.day = replace(self.day, round_trips=self.day.round_trips + 1)
             self._save_day()
         else:
             self.records.position(replace(local, qty=held.qty))

@@ -8,6 +8,7 @@ headless runner take the same lock, so they can never trade side by side.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -53,7 +54,7 @@ class InstanceLock:
 
 
 def _lock(fh: IO[str]) -> None:
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         import msvcrt
 
         fh.seek(0)

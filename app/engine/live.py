@@ -10,6 +10,7 @@ protected even when this process or the data feed stalls.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -18,9 +19,12 @@ from app.engine.clock import Clock
 from app.engine.events import AlertEvent
 from app.engine.types import Bar
 
+if TYPE_CHECKING:
+    from app.engine.data.sources import MarketDataSource
+
 
 class LiveSession:
-    def __init__(self, bot: TradingBot, source: object, clock: Clock, symbol: str, timeframe: str,
+    def __init__(self, bot: TradingBot, source: MarketDataSource, clock: Clock, symbol: str, timeframe: str,
                  last_end: datetime | None) -> None:
         self.bot = bot
         self.source = source
@@ -58,7 +62,8 @@ class LiveSession:
         return True
 
     def _fetch(self, start: datetime, end: datetime) -> list[Bar]:
+        # deferred: pandas loads for paper and live trading only; the demo imports this module too
         from app.engine.data.frame import frame_to_bars
 
-        frame = self.source.fetch(self.symbol, self.timeframe, start, end)  # type: ignore[attr-defined]
+        frame = self.source.fetch(self.symbol, self.timeframe, start, end)
         return frame_to_bars(frame, self.symbol)

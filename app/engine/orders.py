@@ -13,6 +13,7 @@ import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 from loguru import logger
 
@@ -22,6 +23,7 @@ from app.engine.records import Recorder
 from app.engine.types import Order, OrderStatus
 
 RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
+T = TypeVar("T")
 
 
 def crash_point(name: str) -> None:
@@ -47,9 +49,6 @@ class PlaceOrderCommand:
     def execute(self, broker: Broker) -> Order:
         return broker.submit(self.order)
 
-    def undo(self, broker: Broker) -> None:
-        broker.cancel(self.order.client_order_id)
-
 
 @dataclass
 class CancelOrderCommand:
@@ -57,9 +56,6 @@ class CancelOrderCommand:
 
     def execute(self, broker: Broker) -> None:
         broker.cancel(self.client_order_id)
-
-    def undo(self, broker: Broker) -> None:  # a cancel cannot be taken back
-        raise NotImplementedError("a canceled order cannot be restored; place a new one")
 
 
 @dataclass
@@ -152,7 +148,7 @@ class OrderRouter:
         del self.queue[coid]
         if there is not None:
             logger.warning("Order {} reached the broker after all ({})", coid, there.status.value)
-            found = replace(there, reason=q.order.reason, signal_id=q.order.signal_id)
+            found = there.with_intent_of(q.order)
         else:
             found = replace(q.order, status=OrderStatus.CANCELED, reason=f"{q.order.reason}; {why}")
         self._record_sent(found)
@@ -184,17 +180,16 @@ class OrderRouter:
             logger.error("Order {} rejected by the broker: {}", order.client_order_id, exc)
             return rejected
         crash_point("after_submit")
-        if accepted.reason != order.reason or accepted.signal_id != order.signal_id:  # ours, not the broker's
-            accepted = replace(accepted, reason=order.reason, signal_id=order.signal_id)
+        accepted = accepted.with_intent_of(order)
         self._record_sent(accepted)
         return accepted
 
-    def _with_retry(self, call: Callable[[], Order | None]) -> Order | None:  # type: ignore[return]
-        for attempt in range(len(RETRY_DELAYS) + 1):
+    def _with_retry(self, call: Callable[[], T]) -> T:
+        """``call()``, retried with backoff while the broker's failure is transient."""
+        attempt = 0
+        while True:
             try:
                 result = call()
-                self.connected = True
-                return result
             except BrokerError as exc:
                 if not exc.transient:
                     raise
@@ -205,4 +200,7 @@ class OrderRouter:
                 delay = max(RETRY_DELAYS[attempt], exc.retry_after or 0.0)
                 logger.info("Broker call failed ({}); retry {} in {:.1f}s", exc, attempt + 1, delay)
                 self.sleep(min(delay, 10.0))
-
+                attempt += 1
+                continue
+            self.connected = True
+            return result

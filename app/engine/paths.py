@@ -13,6 +13,11 @@ from pathlib import Path
 ENV_HOME = "AI_TRADER_HOME"
 
 
+def model_dir(models_root: Path, symbol: str, timeframe: str) -> Path:
+    """Where the trained model for one symbol and timeframe lives: ``models/PLTR_5m``."""
+    return Path(models_root) / f"{symbol.upper()}_{timeframe}"
+
+
 @dataclass(frozen=True)
 class AppPaths:
     home: Path
@@ -39,6 +44,9 @@ class AppPaths:
     @property
     def models(self) -> Path:
         return self.home / "models"
+
+    def model_dir(self, symbol: str, timeframe: str) -> Path:
+        return model_dir(self.models, symbol, timeframe)
 
     @property
     def settings(self) -> Path:

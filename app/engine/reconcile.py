@@ -7,19 +7,36 @@ and returned as a line the GUI can show.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from loguru import logger
 
 from app.engine import risk
-from app.engine.broker.base import BrokerError
-from app.engine.types import OrderStatus, OrderType, Position, Side
+from app.engine.broker.base import Broker, BrokerError
+from app.engine.clock import Clock
+from app.engine.orders import OrderRouter
+from app.engine.records import Recorder
+from app.engine.settings import Settings
+from app.engine.types import Order, OrderStatus, OrderType, Position, Side
 
-if TYPE_CHECKING:
-    from app.engine.bot import TradingBot
+
+class Reconciled(Protocol):
+    """What reconciliation reads and fixes: the trading bot, seen through its public state."""
+
+    records: Recorder
+    broker: Broker
+    clock: Clock
+    router: OrderRouter
+    settings: Settings
+    stop_orders: dict[str, str]  # symbol -> client order id of its working stop
+    last_prices: dict[str, float]
+
+    def on_filled(self, o: Order) -> None: ...
+
+    def place_stop(self, p: Position) -> None: ...
 
 
-def reconcile(bot: TradingBot) -> list[str]:
+def reconcile(bot: Reconciled) -> list[str]:
     try:
         return _reconcile(bot)
     except BrokerError as exc:
@@ -29,7 +46,7 @@ def reconcile(bot: TradingBot) -> list[str]:
         return [msg]
 
 
-def _reconcile(bot: TradingBot) -> list[str]:
+def _reconcile(bot: Reconciled) -> list[str]:
     lines: list[str] = []
     rec, broker, now = bot.records, bot.broker, bot.clock.now()
 
@@ -37,7 +54,7 @@ def _reconcile(bot: TradingBot) -> list[str]:
     # known first, so that booking a fill replaces its stop instead of adding one.)
     for o in rec.open_orders():
         if o.order_type == OrderType.STOP and o.side == Side.SELL:
-            bot._stop_orders.setdefault(o.symbol, o.client_order_id)
+            bot.stop_orders.setdefault(o.symbol, o.client_order_id)
     for o in rec.open_orders():
         if o.client_order_id in bot.router.queue:
             continue  # placed since the start and waiting for the broker: not a leftover
@@ -52,16 +69,16 @@ def _reconcile(bot: TradingBot) -> list[str]:
                 lines.append(f"order {o.client_order_id} unknown to the broker: marked canceled")
             continue
         if b.status != o.status or b.filled_qty != o.filled_qty:
-            b = replace(b, reason=o.reason, signal_id=o.signal_id)
+            b = b.with_intent_of(o)
             if b.status == OrderStatus.FILLED:
                 bot.on_filled(b)  # booked before it is recorded filled (see TradingBot.sync_orders)
             rec.order(b, now)
             lines.append(f"order {o.client_order_id}: {o.status.value} -> {b.status.value}")
 
-    for sym, coid in list(bot._stop_orders.items()):  # a stop that ended is no protection
+    for sym, coid in list(bot.stop_orders.items()):  # a stop that ended is no protection
         stop = rec.get_order(coid)
         if stop is None or not stop.status.is_open:
-            del bot._stop_orders[sym]
+            del bot.stop_orders[sym]
 
     # 2. Orders at the broker we have no record of: adopt them.
     known = {o.client_order_id for o in rec.open_orders()}
@@ -70,7 +87,7 @@ def _reconcile(bot: TradingBot) -> list[str]:
             rec.order(b, now)
             lines.append(f"adopted open order {b.client_order_id} found at the broker")
         if b.order_type == OrderType.STOP and b.side == Side.SELL and b.status.is_open:
-            bot._stop_orders[b.symbol] = b.client_order_id
+            bot.stop_orders[b.symbol] = b.client_order_id
         known.add(b.client_order_id)
 
     # 3. Positions: the broker's quantities win; stops are kept or created.
@@ -80,24 +97,24 @@ def _reconcile(bot: TradingBot) -> list[str]:
         if sym not in held:
             rec.remove_position(sym)
             lines.append(f"{sym}: closed at the broker while away; local position removed")
-    for sym, b in held.items():
+    for sym, there in held.items():
         mine = local.get(sym)
         if mine is None:
-            mine = Position(sym, b.qty, b.avg_price, b.last_price, b.opened_at,
-                            stop_price=risk.initial_stop(b.avg_price, bot.settings), high_water=b.avg_price)
-            lines.append(f"{sym}: position of {b.qty:g} found at the broker; adopted with a stop")
-        elif abs(mine.qty - b.qty) > 1e-9 or abs(mine.avg_price - b.avg_price) > 1e-6:
-            lines.append(f"{sym}: quantity {mine.qty:g} -> {b.qty:g} (broker)")
-            mine = replace(mine, qty=b.qty, avg_price=b.avg_price)
-        rec.position(replace(mine, last_price=b.last_price))
-        bot._last_price.setdefault(sym, b.last_price)
-        if sym not in bot._stop_orders:
-            bot._place_stop(rec_position(bot, sym))
+            mine = Position(sym, there.qty, there.avg_price, there.last_price, there.opened_at,
+                            stop_price=risk.initial_stop(there.avg_price, bot.settings), high_water=there.avg_price)
+            lines.append(f"{sym}: position of {there.qty:g} found at the broker; adopted with a stop")
+        elif abs(mine.qty - there.qty) > 1e-9 or abs(mine.avg_price - there.avg_price) > 1e-6:
+            lines.append(f"{sym}: quantity {mine.qty:g} -> {there.qty:g} (broker)")
+            mine = replace(mine, qty=there.qty, avg_price=there.avg_price)
+        rec.position(replace(mine, last_price=there.last_price))
+        bot.last_prices.setdefault(sym, there.last_price)
+        if sym not in bot.stop_orders:
+            bot.place_stop(rec_position(bot, sym))
     for line in lines:
         logger.warning("Reconcile: {}", line)
     bot.router.connected = True
     return lines
 
 
-def rec_position(bot: TradingBot, symbol: str) -> Position:
+def rec_position(bot: Reconciled, symbol: str) -> Position:
     return next(p for p in bot.records.positions() if p.symbol == symbol)

@@ -18,8 +18,9 @@ from typing import Any
 
 from loguru import logger
 
+from app.engine import storage as st
 from app.engine.strategy.base import ModelOutput
-from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade, TradingSignal
+from app.engine.types import Order, OrderStatus, OrderType, Position, Side, SignalStatus, Trade, TradingSignal
 
 RECENT_PREDICTIONS = 1_000
 
@@ -60,7 +61,7 @@ class Recorder:
     def trade(self, trade: Trade) -> None:
         self.trades.append(trade)
 
-    def signal(self, sig: TradingSignal, status: str, decision: str, now: datetime) -> None:
+    def signal(self, sig: TradingSignal, status: SignalStatus, decision: str, now: datetime) -> None:
         self.signals[sig.signal_id] = (sig, status, decision)
 
     def prediction(self, symbol: str, bar_time: datetime, out: ModelOutput, now: datetime) -> None:
@@ -94,8 +95,6 @@ MemoryRecorder = Recorder
 class SqlRecorder(Recorder):
     def __init__(self, storage: Any, backup_path: Path) -> None:
         super().__init__()
-        from app.engine import storage as st
-
         self._orders = st.OrderRepository(storage)
         self._trades = st.TradeRepository(storage)
         self._signals = st.SignalRepository(storage)
@@ -119,8 +118,8 @@ class SqlRecorder(Recorder):
         super().trade(trade)
         self._write("trade", _trade_json(trade), lambda: self._trades.save(trade))
 
-    def signal(self, sig: TradingSignal, status: str, decision: str, now: datetime) -> None:
-        self._write("signal", {"signal_id": sig.signal_id, "status": status},
+    def signal(self, sig: TradingSignal, status: SignalStatus, decision: str, now: datetime) -> None:
+        self._write("signal", {"signal_id": sig.signal_id, "status": status.value},
                     lambda: self._signals.save(sig, status, decision, now))
 
     def prediction(self, symbol: str, bar_time: datetime, out: ModelOutput, now: datetime) -> None:

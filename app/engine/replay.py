@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from loguru import logger
 
@@ -20,7 +20,7 @@ from app.engine.broker.simulated import SimulatedBroker
 from app.engine.clock import MarketCalendar, Session, SimClock
 from app.engine.events import BarEvent, StatusEvent
 from app.engine.simmarket import SimBar, SimulatedMarket
-from app.engine.types import Bar
+from app.engine.types import NY, Bar
 
 SessionFeed = Callable[[datetime], tuple[Session, list[SimBar]] | None]
 
@@ -128,9 +128,7 @@ def replay_feed(bars: list[Bar], calendar: MarketCalendar,
     """Sessions of recorded bars. The first session warms the model up (when
     there is more than one); each later bar is replayed as open, the extreme
     nearer the open, the other extreme, then its close."""
-    from app.engine.clock import NY
-
-    by_day: dict[object, list[Bar]] = {}
+    by_day: dict[date, list[Bar]] = {}
     for b in sorted(bars, key=lambda b: b.time):
         by_day.setdefault(b.time.astimezone(NY).date(), []).append(b)
     days = sorted(by_day)
@@ -149,7 +147,7 @@ def replay_feed(bars: list[Bar], calendar: MarketCalendar,
             last_end = day_bars[-1].time + timedelta(minutes=bar_minutes)
             if last_end <= after:
                 continue
-            session = calendar.session(d) or Session(d, day_bars[0].time, last_end)  # type: ignore[arg-type]
+            session = calendar.session(d) or Session(d, day_bars[0].time, last_end)
             return session, [SimBar(b, ticks(b)) for b in day_bars]
         return None
 

@@ -12,6 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class Secret:
@@ -46,7 +47,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:  # never pickle a key into a file
+    def __reduce__(self) -> str | tuple[Any, ...]:  # never pickle a key into a file
         raise TypeError("a Secret cannot be pickled")
 
 

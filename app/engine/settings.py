@@ -15,6 +15,8 @@ from typing import Any
 
 from loguru import logger
 
+from app.engine.types import TIMEFRAMES
+
 
 class SettingsError(ValueError):
     """A setting is out of bounds or of the wrong type; names the field."""
@@ -37,7 +39,6 @@ def _flag(default: bool, label: str) -> Any:
     return field(default=default, metadata={"label": label})
 
 
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 MIN_RETRAIN_BARS = 50  # walk-forward backtests: fewer new bars than this per retrain is all cost
 
 
@@ -71,7 +72,7 @@ class Settings:
     weight_momentum: float = _num(0.2, 0.0, 1.0, "Momentum weight")
     # --- market
     symbol: str = field(default="PLTR", metadata={"label": "Symbol"})
-    timeframe: str = _choice("5m", TIMEFRAMES, "Bar timeframe")
+    timeframe: str = _choice("5m", tuple(TIMEFRAMES), "Bar timeframe")
     broker: str = _choice("sim", ("sim", "alpaca-paper", "alpaca-live"), "Broker")
     data_source: str = _choice("auto", ("auto", "simulated", "alpaca", "yfinance", "cache"), "Data source")
     # --- simulated broker and demo
@@ -104,6 +105,10 @@ class Settings:
                                 f"{MIN_RETRAIN_BARS} bars")
         if not self.symbol.isalnum() or not self.symbol.isupper() or len(self.symbol) > 6:
             raise SettingsError("symbol", "must be 1-6 upper-case letters or digits")
+
+    def ensemble_weights(self) -> dict[str, float]:
+        """The ensemble's weight per component, by the component's name."""
+        return {"lstm": self.weight_lstm, "random_forest": self.weight_rf, "momentum": self.weight_momentum}
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:

@@ -7,14 +7,17 @@ GUI receives these through Qt signals) without anyone mutating it in flight.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+NY = ZoneInfo("America/New_York")  # the market's time zone: sessions, daily bars and the clock shown
+SESSION_MINUTES = 390  # a regular NYSE session, 09:30-16:00 ET
 
 
 class Side(str, enum.Enum):
     BUY = "BUY"
     SELL = "SELL"
-    HOLD = "HOLD"
 
 
 class OrderType(str, enum.Enum):
@@ -34,6 +37,24 @@ class OrderStatus(str, enum.Enum):
         return self in (OrderStatus.NEW, OrderStatus.SUBMITTED)
 
 
+class SignalStatus(str, enum.Enum):
+    """What became of a signal; recorded with it and shown on the chart and the approval panel."""
+
+    PENDING = "pending"  # waiting for the user's approval
+    EXECUTED = "executed"  # its order went out (approved, or executed by the mode)
+    REJECTED = "rejected"  # by the user
+    EXPIRED = "expired"  # not approved before the next bar, or cancelled by flatten-all
+    REFUSED = "refused"  # the risk rules or the re-validation said no
+    DROPPED = "dropped"  # the mode executes only higher confidence and asks for none
+    SKIPPED = "skipped"  # nothing to do: already holding, or nothing to sell
+    BELOW_THRESHOLD = "below threshold"  # too weak to ask about
+
+    @property
+    def chart_marker(self) -> str:
+        """The chart draws three kinds: waiting, went out, and everything that did not."""
+        return self.value if self in (SignalStatus.PENDING, SignalStatus.EXECUTED) else "rejected"
+
+
 class TradingMode(str, enum.Enum):
     MANUAL = "manual"
     HYBRID = "hybrid"
@@ -44,6 +65,52 @@ class BrokerKind(str, enum.Enum):
     SIMULATED = "SIMULATED"
     PAPER = "PAPER"
     LIVE = "LIVE"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeframe:
+    """A bar length the app can trade, store and chart: the one definition of each.
+
+    To add one, add it to :data:`TIMEFRAMES`; every list, parser and lookup in
+    the app reads that table (the data sources map it to their own names)."""
+
+    name: str  # what settings, file names and the command line say: "5m"
+    seconds: int
+    pandas_freq: str  # the pandas offset alias, for resampling: "5min"
+
+    @property
+    def minutes(self) -> int:
+        return self.seconds // 60
+
+    @property
+    def delta(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    @property
+    def intraday(self) -> bool:
+        return self.seconds < 86_400
+
+    @property
+    def bars_per_session(self) -> int:
+        """Regular-session bars in a full trading day, a short last one counted (a daily bar is one)."""
+        return -(-SESSION_MINUTES * 60 // self.seconds) if self.intraday else 1
+
+
+TIMEFRAMES: dict[str, Timeframe] = {tf.name: tf for tf in (
+    Timeframe("1m", 60, "1min"),
+    Timeframe("5m", 300, "5min"),
+    Timeframe("15m", 900, "15min"),
+    Timeframe("1h", 3600, "1h"),
+    Timeframe("1d", 86_400, "1D"),
+)}
+
+
+def timeframe_of(name: str) -> Timeframe:
+    """The :class:`Timeframe` called ``name``, or a ValueError naming the valid ones."""
+    try:
+        return TIMEFRAMES[name]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {name!r} (use one of {', '.join(TIMEFRAMES)})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +155,12 @@ class Order:
     broker_order_id: str = ""
     reason: str = ""  # why it was placed (entry, stop, eod, flatten) or rejected
     signal_id: str = ""
+
+    def with_intent_of(self, ours: Order) -> Order:
+        """The broker's word on an order, carrying our reason and signal id (which the broker never knew)."""
+        if self.reason == ours.reason and self.signal_id == ours.signal_id:
+            return self
+        return replace(self, reason=ours.reason, signal_id=ours.signal_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +231,28 @@ class Trade:
     exit_price: float
     pnl: float
     exit_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    """The trading day's running state, saved so a restart continues the same day."""
+
+    start_equity: float | None = None  # the daily loss limit's baseline; None: not known yet
+    round_trips: int = 0
+    breaker: bool = False  # the daily-loss circuit breaker has tripped: no new entries today
+
+    def baseline(self, equity_now: float) -> float:
+        """The start-of-day equity, or ``equity_now`` while none is known."""
+        return equity_now if self.start_equity is None else self.start_equity
+
+    def to_dict(self) -> dict[str, float | int | bool | None]:
+        return {"start_equity": self.start_equity, "round_trips": self.round_trips, "breaker": self.breaker}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, object]) -> DayState:
+        start, trips = saved.get("start_equity"), saved.get("round_trips", 0)
+        return cls(float(start) if isinstance(start, (int, float)) else None,
+                   int(trips) if isinstance(trips, (int, float)) else 0, bool(saved.get("breaker", False)))
 
 
 @dataclass(frozen=True, slots=True)

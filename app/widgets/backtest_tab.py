@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal, Slot
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -39,14 +39,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.backtest_process import BacktestOutcome, BacktestRequest
-from app.engine.backtest.runner import STRATEGIES
-from app.engine.clock import NY
+from app.backtest_process import STRATEGIES, TIMEFRAMES, BacktestOutcome, BacktestRequest
 from app.engine.settings import default_of, field_bounds
-from app.engine.types import Trade
+from app.engine.types import NY, Trade
 from app.widgets.backtest_job import BacktestJob, BacktestThread
 
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "1d")
 PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "buy_and_hold_return"}
 MONEY = {"avg_win", "avg_loss", "final_equity"}
 GREEN, RED = QColor("#26a69a"), QColor("#ef5350")
@@ -79,10 +76,10 @@ class TradesModel(QAbstractTableModel):
         self.trades = list(trades)
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.trades)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return len(self.COLUMNS)
 
     def headerData(self, section: int, orient: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -90,7 +87,7 @@ class TradesModel(QAbstractTableModel):
             return self.COLUMNS[section]
         return None
 
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         t = self.trades[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
@@ -172,7 +169,7 @@ class BacktestTab(QWidget):
         self.symbol_edit = _named(QLineEdit(symbol), "backtestSymbol", "Symbol the bars belong to")
         form.addRow("Symbol", self.symbol_edit)
         self.timeframe_box = _named(QComboBox(), "backtestTimeframe", "Bar size in the file")
-        self.timeframe_box.addItems(TIMEFRAMES)
+        self.timeframe_box.addItems(list(TIMEFRAMES))
         self.timeframe_box.setCurrentText(timeframe if timeframe in TIMEFRAMES else "5m")
         form.addRow("Timeframe", self.timeframe_box)
         self.strategy_box = _named(QComboBox(), "backtestStrategy", "Signal model to trade with")

@@ -18,8 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from app.engine.clock import NY
-from app.engine.types import Bar
+from app.engine.types import NY, Bar
 from app.widgets.chart_items import CandleItem, VolumeItem
 from app.widgets.chart_series import BarSeries, C, H, L, V, bollinger, display_index, ema, sma
 

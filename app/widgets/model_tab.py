@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QProcess, Signal, Slot
@@ -30,6 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.types import TIMEFRAMES
+
+if TYPE_CHECKING:
+    from app.engine.paths import AppPaths  # given by the window, never imported at run time
+
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS = re.compile(r"^\[\s*([0-9.]+)%\]\s*(.*)$")
 COLUMNS = ("model", "n", "accuracy", "balanced_accuracy", "roc_auc", "brier", "log_loss", "at_70", "at_80")
@@ -38,10 +43,10 @@ COLUMNS = ("model", "n", "accuracy", "balanced_accuracy", "roc_auc", "brier", "l
 class ModelTab(QWidget):
     trained = Signal(str)  # the models folder that changed
 
-    def __init__(self, home: Path, symbol: str, timeframe: str, parent: QWidget | None = None) -> None:
+    def __init__(self, paths: AppPaths, symbol: str, timeframe: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("modelTab")
-        self.home, self.symbol = home, symbol
+        self.paths, self.home, self.symbol = paths, paths.home, symbol
         self.process: QProcess | None = None
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
@@ -53,7 +58,7 @@ class ModelTab(QWidget):
         browse.setToolTip("Choose the CSV file")
         browse.clicked.connect(self._browse)
         self.timeframe = QComboBox()
-        self.timeframe.addItems(["1m", "5m", "15m", "1h", "1d"])
+        self.timeframe.addItems(list(TIMEFRAMES))
         self.timeframe.setCurrentText(timeframe)
         self.timeframe.setToolTip("Timeframe of the bars in the file")
         self.timeframe.currentTextChanged.connect(lambda _t: self.reload())
@@ -95,7 +100,7 @@ class ModelTab(QWidget):
 
     # -------------------------------------------------------------- display
     def folder(self) -> Path:
-        return self.home / "models" / f"{self.symbol.upper()}_{self.timeframe.currentText()}"
+        return self.paths.model_dir(self.symbol, self.timeframe.currentText())
 
     @Slot()
     def reload(self) -> dict[str, Any] | None:

@@ -18,8 +18,7 @@ from PySide6.QtCore import QObject, Slot
 from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication, QDockWidget, QSystemTrayIcon, QWidget
 
-from app.engine.clock import NY
-from app.engine.types import TradingSignal
+from app.engine.types import NY, TradingSignal
 
 MIN_INTERVAL_S = 5.0  # at most one balloon and beep this often
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, SignalInstance
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.events import PortfolioEvent, SignalEvent
 from app.engine.settings import Settings
-from app.engine.types import TradingMode, TradingSignal
+from app.engine.types import SignalStatus, TradingMode, TradingSignal
 
 
 class AccountSummary(QWidget):
@@ -99,15 +99,14 @@ class ApprovalPanel(QWidget):
         self.reject_button.clicked.connect(lambda: self._act(self.rejectRequested))
         # Ctrl+Enter: the main Enter key (Return) and the keypad's Enter are different keys to Qt.
         self.shortcuts = [
-            QShortcut(QKeySequence(keys), self, activated=lambda s=sig: self._act(s),
-                      context=Qt.ShortcutContext.WindowShortcut)
+            self._shortcut(keys, sig)
             for keys, sig in (("Ctrl+Return", self.approveRequested), ("Ctrl+Enter", self.approveRequested),
                               ("Ctrl+Backspace", self.rejectRequested))
         ]
         self._refresh()
 
     def on_signal(self, e: SignalEvent) -> None:
-        if e.status == "pending":
+        if e.status == SignalStatus.PENDING:
             self.pending[e.signal.signal_id] = e.signal
         else:
             self.pending.pop(e.signal.signal_id, None)
@@ -127,11 +126,17 @@ class ApprovalPanel(QWidget):
             return ids[row]
         return ids[0] if ids else None
 
-    def _act(self, signal: Signal) -> None:
+    def _shortcut(self, keys: str, signal: SignalInstance) -> QShortcut:
+        shortcut = QShortcut(QKeySequence(keys), self)
+        shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+        shortcut.activated.connect(lambda: self._act(signal))
+        return shortcut
+
+    def _act(self, signal: SignalInstance) -> None:
         sid = self.selected_id()
         if sid:
             self.pending.pop(sid, None)
-            signal.emit(sid)  # type: ignore[attr-defined]
+            signal.emit(sid)
             self._refresh()
 
     def _refresh(self) -> None:

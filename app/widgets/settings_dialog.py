@@ -45,6 +45,9 @@ GROUPS = {
 }
 
 
+ConnectionCheck = Callable[[ApiKeys, "str | None"], str]  # (keys, server URL) -> what to show
+
+
 class _ConnectionSignals(QObject):
     done = Signal(str)
 
@@ -69,9 +72,11 @@ class SettingsDialog(QDialog):
 
     def __init__(self, settings: Settings, env_file: Any, parent: QWidget | None = None, *,
                  live_check: Callable[[str], tuple[bool, str]] | None = None,
+                 check_connection: ConnectionCheck | None = None,
                  alpaca_url: str | None = None) -> None:
         super().__init__(parent)
         self.live_check = live_check or (lambda phrase: (False, "live trading is not available"))
+        self.check_connection = check_connection or (lambda keys, url: "no connection test in this window")
         self.alpaca_url = alpaca_url
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
@@ -123,12 +128,12 @@ class SettingsDialog(QDialog):
             editor.toggled.connect(self.validate)  # type: ignore[attr-defined]
         elif "choices" in meta:
             editor = QComboBox()
-            editor.addItems(list(meta["choices"]))  # type: ignore[attr-defined]
-            editor.setCurrentText(str(value))  # type: ignore[attr-defined]
-            editor.currentTextChanged.connect(self.validate)  # type: ignore[attr-defined]
+            editor.addItems(list(meta["choices"]))
+            editor.setCurrentText(str(value))
+            editor.currentTextChanged.connect(self.validate)
         else:
             editor = QLineEdit(f"{value:g}" if isinstance(value, float) else str(value))
-            editor.textChanged.connect(self.validate)  # type: ignore[attr-defined]
+            editor.textChanged.connect(self.validate)
         editor.setObjectName(f"setting_{name}")
         if "min" in meta:
             editor.setToolTip(f"{meta['label']}: from {meta['min']:g} to {meta['max']:g}")
@@ -233,7 +238,7 @@ class SettingsDialog(QDialog):
         if loop is not None:  # the app runs asyncio inside Qt (qasync): a coroutine
             self._task = loop.create_task(self._test_async(keys, url))
             return
-        job = _ConnectionTest(lambda: _check_alpaca(keys, url))  # no asyncio loop (tests, embeds)
+        job = _ConnectionTest(lambda: self.check_connection(keys, url))  # no asyncio loop (tests, embeds)
         job.signals.done.connect(self._tested)
         self._job = job  # keep the signals object alive until it reports
         QThreadPool.globalInstance().start(job)
@@ -242,7 +247,7 @@ class SettingsDialog(QDialog):
         import asyncio
 
         try:
-            message = await asyncio.get_running_loop().run_in_executor(None, _check_alpaca, keys, url)
+            message = await asyncio.get_running_loop().run_in_executor(None, self.check_connection, keys, url)
         except Exception as exc:  # noqa: BLE001 - the adapter already scrubbed any key from the text
             message = f"failed: {exc}"
         self._tested(message)
@@ -262,13 +267,3 @@ def _running_loop() -> Any:
         return None
     return loop if loop.is_running() else None
 
-
-def _check_alpaca(keys: ApiKeys, url: str | None = None) -> str:
-    if not keys.complete:
-        return "no paper keys entered or stored"
-    from app.engine.broker.alpaca import AlpacaBroker
-    from app.engine.clock import WallClock
-
-    broker = AlpacaBroker(keys, WallClock(), timeout_s=8.0, url_override=url)
-    acct = broker.account()
-    return f"connected: equity {acct.equity:,.2f}, buying power {acct.buying_power:,.2f}"

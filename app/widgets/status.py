@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
-from app.engine.clock import NY
-from app.engine.types import BrokerKind, EngineStatus
+from app.engine.types import NY, BrokerKind, EngineStatus
 
 BADGE = {
     BrokerKind.SIMULATED: ("SIMULATED", "#ef6c00"),

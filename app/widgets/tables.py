@@ -16,8 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.clock import NY
-from app.engine.types import Order, Trade
+from app.engine.types import NY, Order, Trade
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -60,8 +59,8 @@ class RecordTable(QWidget):
     def _apply_filter(self, text: str) -> None:
         text = text.lower()
         for r in range(self.table.rowCount()):
-            row_text = " ".join((self.table.item(r, c).text() if self.table.item(r, c) else "")
-                                for c in range(self.table.columnCount())).lower()
+            items = (self.table.item(r, c) for c in range(self.table.columnCount()))
+            row_text = " ".join(item.text() if item is not None else "" for item in items).lower()
             self.table.setRowHidden(r, bool(text) and text not in row_text)
 
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 import numpy as np
 
-from app.engine.types import Trade
+from app.engine.types import Trade, timeframe_of
 
-BARS_PER_YEAR = {"1m": 390 * 252, "5m": 78 * 252, "15m": 26 * 252, "1h": 7 * 252, "1d": 252}
+TRADING_DAYS_PER_YEAR = 252
 
 
 def compute_metrics(equity: np.ndarray, times: list[datetime], trades: list[Trade], timeframe: str,
@@ -17,7 +17,7 @@ def compute_metrics(equity: np.ndarray, times: list[datetime], trades: list[Trad
                     traded_value: float) -> dict[str, float | int | str]:
     start, end = float(equity[0]), float(equity[-1])
     rets = np.diff(equity) / equity[:-1] if len(equity) > 1 else np.zeros(0)
-    per_year = BARS_PER_YEAR.get(timeframe, 252)
+    per_year = timeframe_of(timeframe).bars_per_session * TRADING_DAYS_PER_YEAR
     days = max((times[-1] - times[0]).total_seconds() / 86400, 1e-9)
     peak = np.maximum.accumulate(equity)
     dd = equity / peak - 1.0

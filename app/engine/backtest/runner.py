@@ -17,45 +17,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.engine.bot import TIMEFRAME_MINUTES, TradingBot
+from app.engine.backtest.config import BacktestCancelled, BacktestConfig
+from app.engine.backtest.metrics import compute_metrics
+from app.engine.backtest.strategies import make_model
+from app.engine.bot import TradingBot
 from app.engine.broker.simulated import SimulatedBroker
 from app.engine.clock import MarketCalendar, SimClock
 from app.engine.events import EventBus
 from app.engine.records import MemoryRecorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import SignalModel
-from app.engine.types import Bar, Trade
-
-STRATEGIES = ("sma_cross", "momentum", "rules", "ensemble")
-
-
-class BacktestCancelled(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class BacktestConfig:
-    symbol: str = "PLTR"
-    timeframe: str = "5m"
-    strategy: str = "sma_cross"
-    cash: float = 100_000.0
-    commission_per_share: float = 0.0
-    commission_rate: float = 0.0  # a fraction of traded value
-    slippage_bps: float = 0.0
-    plain: bool = False
-    retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
-
-
-def commission_terms(amount: float, mode: str) -> tuple[float, float]:
-    """One commission as the user gives it -> (dollars per share, fraction of traded value)."""
-    if mode not in ("per_share", "fraction"):
-        raise ValueError(f"commission mode {mode!r}: per_share or fraction")
-    return (amount, 0.0) if mode == "per_share" else (0.0, amount)
+from app.engine.types import Bar, Trade, timeframe_of
 
 
 @dataclass
@@ -87,56 +64,10 @@ class BacktestResult:
         }
 
 
-def check_retrain_every(every: int, strategy: str) -> None:
-    """0 (the saved model), or from MIN_RETRAIN_BARS up to the setting's maximum; ensemble only."""
-    from app.engine.settings import MIN_RETRAIN_BARS, field_bounds
-
-    most = field_bounds("backtest_retrain_bars")["max"]
-    if every != 0 and not MIN_RETRAIN_BARS <= every <= most:
-        raise ValueError(f"retrain every N bars: N must be 0 (the saved model) or from {MIN_RETRAIN_BARS} "
-                         f"to {most:,} (got {every})")
-    if every and strategy != "ensemble":
-        raise ValueError(f"retraining every N bars applies to the ensemble only, not to {strategy}")
-
-
-def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5m",
-               symbol: str = "PLTR", models_dir: object = None,
-               settings: Settings | None = None, *, retrain_every: int = 0,
-               progress: Callable[[float, str], bool] | None = None) -> tuple[SignalModel, list[str]]:
-    """The strategy's model and notes for the report. Given ``bars``, ``sma_cross``,
-    ``momentum`` and ``ensemble`` are computed for all of them at once (causal).
-    ``retrain_every`` > 0 walks the ensemble forward instead of loading the saved
-    one; ``progress(fraction, message)`` then follows its training."""
-    check_retrain_every(retrain_every, strategy)
-    if strategy == "momentum" and bars is not None:
-        from app.engine.backtest.strategies import momentum_model
-
-        return momentum_model(bars, timeframe), []
-    if strategy == "ensemble" and bars is not None:
-        from app.engine.backtest.strategies import ensemble_model, walk_forward_ensemble_model
-        from app.engine.ml.models import weights_from
-
-        if retrain_every:
-            return walk_forward_ensemble_model(bars, timeframe, symbol, settings or Settings(), retrain_every,
-                                               progress)
-        if models_dir is None:
-            raise ValueError("the ensemble strategy needs a trained model (python main.py train ...)")
-        return ensemble_model(bars, timeframe, symbol, models_dir, weights_from(settings or Settings()))
-    if strategy == "sma_cross":
-        from app.engine.strategy.sma_cross import SmaCrossModel
-
-        return (SmaCrossModel().precompute(bars) if bars is not None else SmaCrossModel()), []
-    if strategy == "rules":
-        from app.engine.strategy.rules import RulesModel
-
-        return RulesModel(), []
-    raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
-
-
 def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None = None,
                  model: SignalModel | None = None,
                  progress: Callable[[float], bool] | None = None,
-                 models_dir: object = None) -> BacktestResult:
+                 models_dir: Path | None = None) -> BacktestResult:
     """Play ``bars`` through the engine. ``progress(fraction)`` returning False cancels."""
     if len(bars) < 2:
         raise ValueError("a backtest needs at least two bars")
@@ -158,7 +89,7 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                      calendar, "backtest", sleep=lambda _s: None)
     bot.plain = cfg.plain
     bot.record_quiet_signals = False
-    bar_delta = timedelta(minutes=TIMEFRAME_MINUTES[cfg.timeframe])
+    bar_delta = timeframe_of(cfg.timeframe).delta
     n = len(bars)
     cash: list[float] = []
     held: list[float] = []
@@ -178,8 +109,6 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     closes = np.fromiter((b.close for b in bars), dtype="float64", count=n)
     equity = np.asarray(cash) + np.asarray(held) * closes  # marked at each close
     in_market = np.asarray(held) != 0
-    from app.engine.backtest.metrics import compute_metrics
-
     traded = sum(f.qty * f.price for f in broker.fills)
     metrics = compute_metrics(equity, [b.time for b in bars], records.trades, cfg.timeframe, in_market,
                               bars[0].open, bars[-1].close, traded)

@@ -12,20 +12,29 @@ N bars on the bars before each block only, so every P(up) is out of sample.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from app.engine.backtest.config import STRATEGIES, BacktestCancelled, check_retrain_every
+from app.engine.data.features import FEATURE_COLUMNS, compute_features
+from app.engine.data.frame import bars_to_frame, is_intraday
+from app.engine.ml.artifacts import ArtifactError, load_bundle
+from app.engine.ml.dataset import build_dataset
+from app.engine.ml.live import predict_frame
+from app.engine.ml.models import MomentumModel, ProgressFn, TrainingCancelled
+from app.engine.ml.train import TrainConfig, WalkForwardReport, walk_forward
+from app.engine.paths import model_dir
+from app.engine.settings import Settings
+from app.engine.strategy.base import SignalModel
 from app.engine.strategy.precomputed import PrecomputedModel
+from app.engine.strategy.rules import RulesModel
+from app.engine.strategy.sma_cross import SmaCrossModel
 from app.engine.types import Bar
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from app.engine.ml.models import ProgressFn
-    from app.engine.ml.train import WalkForwardReport
-    from app.engine.settings import Settings
 
 # The first walk-forward model is trained on max(N, this many) bars: fewer
 # leave the LSTM and the forest too few labelled rows to learn anything.
@@ -33,26 +42,18 @@ MIN_FIRST_TRAIN_BARS = 500
 
 
 def momentum_model(bars: list[Bar], timeframe: str) -> PrecomputedModel:
-    from app.engine.data.features import FEATURE_COLUMNS, compute_features
-    from app.engine.data.frame import bars_to_frame, is_intraday
-    from app.engine.ml.models import MomentumModel
-
     feats = compute_features(bars_to_frame(bars), is_intraday(timeframe))
     cols = [c for c in FEATURE_COLUMNS if c in feats.columns]
     p = MomentumModel(cols).predict_proba(feats[cols].to_numpy(dtype="float64"))
     return PrecomputedModel.from_probabilities("momentum", [b.time for b in bars], p, "momentum-v1")
 
 
-def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: object,
+def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: Path,
                    weights: dict[str, float]) -> tuple[PrecomputedModel, list[str]]:
     """The trained ensemble over ``bars``; notes say when the backtest overlaps
     the model's own training window (in-sample, not a test of anything)."""
-    from app.engine.data.frame import bars_to_frame
-    from app.engine.ml.artifacts import ArtifactError, bundle_dir, load_bundle
-    from app.engine.ml.live import predict_frame
-
     try:
-        bundle = load_bundle(bundle_dir(models_dir, symbol, timeframe), symbol=symbol, timeframe=timeframe)
+        bundle = load_bundle(model_dir(models_dir, symbol, timeframe), symbol=symbol, timeframe=timeframe)
     except ArtifactError as exc:
         raise ValueError(str(exc)) from None
     frame = predict_frame(bundle, bars_to_frame(bars), weights)
@@ -74,13 +75,7 @@ def walk_forward_ensemble_model(bars: list[Bar], timeframe: str, symbol: str, se
     the P(up) at each bar comes from a model that never saw that bar or a later
     one. Bars of the first training window get no P(up), so nothing trades
     there. ``progress(fraction, message)`` returning False cancels
-    (:class:`~app.engine.backtest.runner.BacktestCancelled`)."""
-    from app.engine.backtest.runner import BacktestCancelled
-    from app.engine.data.frame import bars_to_frame
-    from app.engine.ml.dataset import build_dataset
-    from app.engine.ml.models import TrainingCancelled
-    from app.engine.ml.train import TrainConfig, walk_forward
-
+    (:class:`~app.engine.backtest.config.BacktestCancelled`)."""
     if retrain_every < 1:
         raise ValueError(f"retrain_every must be a positive number of bars (got {retrain_every})")
     ds = build_dataset(bars_to_frame(bars), timeframe)
@@ -142,3 +137,30 @@ def _parse(text: str) -> datetime:
 
 def _utc(t: datetime) -> datetime:
     return t.astimezone(UTC)
+
+
+def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5m",
+               symbol: str = "PLTR", models_dir: Path | None = None,
+               settings: Settings | None = None, *, retrain_every: int = 0,
+               progress: Callable[[float, str], bool] | None = None) -> tuple[SignalModel, list[str]]:
+    """The strategy's model and notes for the report. Given ``bars``, ``sma_cross``,
+    ``momentum`` and ``ensemble`` are computed for all of them at once (causal).
+    ``retrain_every`` > 0 walks the ensemble forward instead of loading the saved
+    one; ``progress(fraction, message)`` then follows its training."""
+    check_retrain_every(retrain_every, strategy)
+    if strategy == "momentum" and bars is not None:
+        return momentum_model(bars, timeframe), []
+    if strategy == "ensemble" and bars is not None:
+        if retrain_every:
+            return walk_forward_ensemble_model(bars, timeframe, symbol, settings or Settings(), retrain_every,
+                                               progress)
+        if models_dir is None:
+            raise ValueError("the ensemble strategy needs a trained model (python main.py train ...)")
+        return ensemble_model(bars, timeframe, symbol, models_dir, (settings or Settings()).ensemble_weights())
+    if strategy == "sma_cross":
+        return (SmaCrossModel().precompute(bars) if bars is not None else SmaCrossModel()), []
+    if strategy == "rules":
+        return RulesModel(), []
+    raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+
+

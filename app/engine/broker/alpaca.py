@@ -25,7 +25,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +38,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from app.engine.broker.base import Broker, BrokerError
-from app.engine.clock import Clock
+from app.engine.clock import Clock, WallClock
 from app.engine.logs import register_secret
 from app.engine.secrets import ApiKeys, load_keys
 from app.engine.types import Account, BrokerKind, Order, OrderStatus, OrderType, Position, Side
@@ -109,8 +108,7 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self.timeout_s = timeout_s
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any,  # type: ignore[override]
-                **kwargs: Any) -> requests.Response:
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout_s)
         return super().request(method, url, *args, **kwargs)
 
@@ -201,7 +199,7 @@ class AlpacaBroker(Broker):
                 raise AlpacaError("Alpaca reports a duplicate order id it cannot find",
                                   transient=True) from None
             logger.info("Order {} was already at Alpaca; using it", order.client_order_id)
-        return replace(_to_order(placed), reason=order.reason, signal_id=order.signal_id)
+        return _to_order(placed).with_intent_of(order)
 
     def cancel(self, client_order_id: str) -> None:
         found = self._find(client_order_id)
@@ -365,3 +363,12 @@ def _to_order(a: AlpacaOrder) -> Order:
         filled_at=a.filled_at,
         broker_order_id=str(a.id),
     )
+
+
+def check_connection(keys: ApiKeys, url: str | None = None) -> str:
+    """One account read with these keys, as a line for the settings dialog."""
+    if not keys.complete:
+        return "no paper keys entered or stored"
+    broker = AlpacaBroker(keys, WallClock(), timeout_s=8.0, url_override=url)
+    acct = broker.account()
+    return f"connected: equity {acct.equity:,.2f}, buying power {acct.buying_power:,.2f}"

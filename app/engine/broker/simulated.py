@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
@@ -65,15 +64,13 @@ class SimulatedBroker(Broker):
         self._book = book
         self._lock = threading.RLock()
         self._prices: dict[str, float] = {}
-        self._fill_listeners: list[Callable[[Fill], None]] = []
         self._ids = (f"sim-{run}-{k}" for run in [uuid.uuid4().hex[:8]] for k in itertools.count(1))
+        self._cash = starting_cash
+        self._positions: dict[str, Position] = {}
+        self._orders: dict[str, Order] = {}
         loaded = book.load() if book else None
         if loaded:
             self._cash, self._positions, self._orders = loaded
-        else:
-            self._cash = starting_cash
-            self._positions: dict[str, Position] = {}
-            self._orders: dict[str, Order] = {}
         self._open: dict[str, Order] = {o.client_order_id: o for o in self._orders.values()
                                          if o.status.is_open}
         self.fills: list[Fill] = []
@@ -139,9 +136,6 @@ class SimulatedBroker(Broker):
         return p.qty if p is not None else 0.0
 
     # ------------------------------------------------------- market events
-    def on_fill(self, listener: Callable[[Fill], None]) -> None:
-        self._fill_listeners.append(listener)
-
     def on_price(self, symbol: str, price: float, time: datetime) -> list[Fill]:
         """A new trade print in a live simulation: fill what it reaches."""
         with self._lock:
@@ -172,9 +166,6 @@ class SimulatedBroker(Broker):
                 fills.append(fill)
         if fills:
             self._persist()
-            for f in fills:
-                for listener in self._fill_listeners:
-                    listener(f)
         return fills
 
     def _fill_price(self, o: Order, open_: float, high: float, low: float) -> float | None:

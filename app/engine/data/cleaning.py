@@ -11,7 +11,7 @@ gap.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
 
@@ -103,12 +103,6 @@ class CleanReport:
             out.append(f"split {s.label} detected at {s.time:%Y-%m-%d} ({state})")
         out += [f"gap: {g}" for g in self.gap_examples]
         return out
-
-    def as_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["splits"] = [{"time": s.time.isoformat(), "ratio": s.ratio, "adjusted": s.adjusted}
-                       for s in self.splits]
-        return d
 
 
 @dataclass

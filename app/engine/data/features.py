@@ -182,11 +182,11 @@ def _tail_via_pandas(frame: pd.DataFrame | None, secs: np.ndarray, high: np.ndar
                      k: int) -> np.ndarray:
     """The newest ``k`` rows the exact way: ``compute_features`` on the whole input."""
     if frame is not None:
-        return compute_features(frame, intraday).to_numpy(dtype="float64")[-k:]
+        return np.asarray(compute_features(frame, intraday).to_numpy(dtype="float64")[-k:])
     idx = pd.DatetimeIndex(pd.to_datetime(secs, unit="s", utc=True))
     frame = pd.DataFrame({"open": close, "high": high, "low": low, "close": close,
                           "volume": volume}, index=idx)
-    return compute_features(frame, intraday).to_numpy(dtype="float64")[-k:]
+    return np.asarray(compute_features(frame, intraday).to_numpy(dtype="float64")[-k:])
 
 
 def _span_alpha(span: int) -> float:
@@ -259,7 +259,8 @@ def _time_features_secs(secs: np.ndarray) -> dict[str, np.ndarray]:
     from datetime import datetime
 
     def offset(s: int) -> int:
-        return int(datetime.fromtimestamp(int(s), UTC).astimezone(NY).utcoffset().total_seconds())
+        offset = datetime.fromtimestamp(int(s), UTC).astimezone(NY).utcoffset()
+        return int(offset.total_seconds()) if offset is not None else 0
 
     first, last = offset(secs[0]), offset(secs[-1])
     if first == last and int(secs[-1]) - int(secs[0]) < 30 * 86400:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from app.engine.types import Bar
+from app.engine.types import Bar, timeframe_of
 
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICES: tuple[str, ...] = ("open", "high", "low", "close")
@@ -25,7 +25,6 @@ ADJ_CLOSE = "adj_close"
 ZERO_VOLUME = "zero_volume"
 INDEX_NAME = "time"
 
-TIMEFRAME_SECONDS: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
 
 
 class DataError(ValueError):
@@ -35,14 +34,14 @@ class DataError(ValueError):
 def check_timeframe(timeframe: str) -> int:
     """Seconds per bar, or a :class:`DataError` naming the valid choices."""
     try:
-        return TIMEFRAME_SECONDS[timeframe]
-    except KeyError:
-        valid = ", ".join(TIMEFRAME_SECONDS)
-        raise DataError(f"unknown timeframe {timeframe!r} (use one of {valid})") from None
+        return timeframe_of(timeframe).seconds
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def is_intraday(timeframe: str) -> bool:
-    return check_timeframe(timeframe) < 86400
+    check_timeframe(timeframe)
+    return timeframe_of(timeframe).intraday
 
 
 def empty_frame() -> pd.DataFrame:
@@ -117,7 +116,7 @@ def epoch_seconds(index: pd.DatetimeIndex) -> np.ndarray:
     idx = pd.DatetimeIndex(index)
     if idx.tz is None:
         idx = idx.tz_localize("UTC")
-    return idx.as_unit("ns").asi8 // 1_000_000_000
+    return np.asarray(idx.as_unit("ns").asi8 // 1_000_000_000)
 
 
 def from_epoch_seconds(secs: np.ndarray | list[int]) -> pd.DatetimeIndex:

@@ -23,7 +23,6 @@ from app.engine.clock import MarketCalendar
 from app.engine.data.cleaning import CleanReport, CleanResult, clean
 from app.engine.data.csv_import import ImportResult, read_csv
 from app.engine.data.frame import (
-    TIMEFRAME_SECONDS,
     DataError,
     check_timeframe,
     epoch_seconds,
@@ -31,9 +30,11 @@ from app.engine.data.frame import (
 )
 from app.engine.data.sources import CacheSource, MarketDataSource
 from app.engine.storage import BarRepository, Storage
-from app.engine.types import Bar
+from app.engine.types import TIMEFRAMES, Bar
 
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-^=]{0,11}")
+# history a fetch asks for when the user names no start, per timeframe
+DEFAULT_FETCH_DAYS: dict[str, int] = {"1m": 6, "5m": 58, "15m": 58, "1h": 700, "1d": 5 * 365}
 
 
 def normalize_symbol(symbol: str) -> str:
@@ -53,10 +54,7 @@ def infer_timeframe(frame: pd.DataFrame) -> str | None:
         return None
     values, counts = np.unique(gaps, return_counts=True)
     typical = int(values[np.argmax(counts)])
-    for name, secs in TIMEFRAME_SECONDS.items():
-        if typical == secs:
-            return name
-    return None
+    return next((tf.name for tf in TIMEFRAMES.values() if tf.seconds == typical), None)
 
 
 @dataclass
@@ -208,5 +206,4 @@ def fetch_and_cache(storage: Storage, source: MarketDataSource, symbol: str, tim
 def default_start(timeframe: str, end: datetime) -> datetime:
     """How much history a fetch asks for when the user names no start: what Yahoo
     still serves for intraday bars, five years of daily bars."""
-    days = {"1m": 6, "5m": 58, "15m": 58, "1h": 700, "1d": 5 * 365}[timeframe]
-    return end - timedelta(days=days)
+    return end - timedelta(days=DEFAULT_FETCH_DAYS[timeframe])

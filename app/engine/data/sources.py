@@ -26,17 +26,23 @@ from app.engine.data.frame import (
     INDEX_NAME,
     OHLCV,
     DataError,
+    bars_to_frame,
     check_timeframe,
     empty_frame,
     make_frame,
     normalize_frame,
 )
+from app.engine.logs import register_secret
 from app.engine.secrets import ApiKeys
+from app.engine.simmarket import SimulatedMarket
 from app.engine.storage import BarRepository, Storage
 
 # How far back Yahoo serves each intraday interval (days before "now").
 YF_WINDOW_DAYS: dict[str, int] = {"1m": 7, "5m": 60, "15m": 60, "1h": 730}
 YF_INTERVAL: dict[str, str] = {"1m": "1m", "5m": "5m", "15m": "15m", "1h": "60m", "1d": "1d"}
+# each of the app's timeframes in Alpaca's words: (amount, TimeFrameUnit member name)
+ALPACA_TIMEFRAME: dict[str, tuple[int, str]] = {"1m": (1, "Minute"), "5m": (5, "Minute"), "15m": (15, "Minute"),
+                                                "1h": (1, "Hour"), "1d": (1, "Day")}
 
 
 class MarketDataSource(abc.ABC):
@@ -193,7 +199,6 @@ class AlpacaDataSource(MarketDataSource):
         if self._client is None:
             from alpaca.data.historical.stock import StockHistoricalDataClient
 
-            from app.engine.logs import register_secret
 
             register_secret(self._keys.key_id.reveal())  # masked if a library ever logs it
             register_secret(self._keys.secret_key.reveal())
@@ -239,11 +244,8 @@ class AlpacaDataSource(MarketDataSource):
 def _alpaca_timeframe(timeframe: str) -> Any:
     from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
-    table = {"1m": (1, TimeFrameUnit.Minute), "5m": (5, TimeFrameUnit.Minute),
-             "15m": (15, TimeFrameUnit.Minute), "1h": (1, TimeFrameUnit.Hour),
-             "1d": (1, TimeFrameUnit.Day)}
-    amount, unit = table[timeframe]
-    return TimeFrame(amount, unit)
+    amount, unit = ALPACA_TIMEFRAME[timeframe]
+    return TimeFrame(amount, TimeFrameUnit[unit])
 
 
 def _api_message(exc: Exception) -> str:
@@ -282,9 +284,6 @@ class SimulatedSource(MarketDataSource):
         self._markets: dict[tuple[str, int], Any] = {}
 
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
-        from app.engine.data.frame import bars_to_frame
-        from app.engine.simmarket import SimulatedMarket
-
         step = check_timeframe(timeframe)
         _check_range(start, end)
         cal = self._calendar or MarketCalendar()

@@ -33,6 +33,7 @@ from typing import Any
 
 from app.engine.ml.dataset import feature_list
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator
+from app.engine.ml.lstm import LSTMModel, configure_tensorflow
 from app.engine.ml.models import COMPONENTS, Model, MomentumModel, RandomForestModel
 
 FORMAT = 1
@@ -42,10 +43,6 @@ LIBRARIES = ("numpy", "pandas", "scikit-learn", "tensorflow", "keras", "joblib",
 
 class ArtifactError(Exception):
     """A saved model cannot be used; the message says why in one line."""
-
-
-def bundle_dir(models_root: Path, symbol: str, timeframe: str) -> Path:
-    return Path(models_root) / f"{symbol.upper()}_{timeframe}"
 
 
 def sha256(path: Path) -> str:
@@ -143,7 +140,8 @@ class LoadedBundle:
         return str(self.meta.get("_sha256", ""))[:12]
 
     def trained_until(self, name: str) -> str | None:
-        return self.meta["components"].get(name, {}).get("trained_until")
+        until = self.meta["components"].get(name, {}).get("trained_until")
+        return str(until) if until is not None else None
 
     def ensemble(self, weights: dict[str, float]) -> Ensemble:
         return Ensemble(self.columns, self.components, weights, self.calibrator)
@@ -250,7 +248,6 @@ def _load_lstm(paths: dict[str, Path], params: dict[str, Any], columns: list[str
     import joblib
     import numpy as np
 
-    from app.engine.ml.lstm import LSTMModel, configure_tensorflow
 
     scaler = joblib.load(paths["lstm_scaler.joblib"])
     if list(scaler["columns"]) != columns:

@@ -35,19 +35,21 @@ import numpy as np
 import pandas as pd
 
 from app.engine.clock import NY
+from app.engine.data.features import compute_features, feature_columns
 from app.engine.data.frame import DataError, check_timeframe, is_intraday
+from app.engine.data.service import read_clean
+from app.engine.types import timeframe_of
 
-DEFAULT_HORIZON: dict[str, int] = {"1m": 30, "5m": 6, "15m": 2, "1h": 1, "1d": 1}
+HORIZON_SECONDS = 30 * 60  # intraday labels look 30 minutes ahead (README: the label)
 
 
 def default_horizon(timeframe: str) -> int:
-    check_timeframe(timeframe)
-    return DEFAULT_HORIZON[timeframe]
+    seconds = check_timeframe(timeframe)
+    return max(1, HORIZON_SECONDS // seconds) if timeframe_of(timeframe).intraday else 1
 
 
 def feature_list(timeframe: str) -> list[str]:
     """The feature columns the data layer computes for this timeframe (a copy)."""
-    from app.engine.data.features import feature_columns
 
     return list(feature_columns(is_intraday(timeframe)))
 
@@ -98,7 +100,6 @@ class Dataset:
 
 def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = None) -> Dataset:
     """Features (strictly causal, from the data layer) and labels for a clean frame."""
-    from app.engine.data.features import compute_features
 
     intraday = is_intraday(timeframe)
     h = horizon or default_horizon(timeframe)
@@ -113,7 +114,6 @@ def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = Non
 def load_csv_bars(path: str | Path, timeframe: str) -> pd.DataFrame:
     """Read and clean a CSV of bars; a file holding another timeframe is refused
     with a message that says which one it holds."""
-    from app.engine.data.service import read_clean
 
     frame = read_clean(path, timeframe)[1].frame
     if frame.empty:

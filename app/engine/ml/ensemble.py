@@ -102,7 +102,7 @@ class PlattCalibrator:
 
 def _logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(q / (1 - q))
+    return np.asarray(np.log(q / (1 - q)))
 
 
 class Ensemble(Model):

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from app.engine.data.features import WARMUP_BARS, compute_features, compute_features_tail
 from app.engine.data.frame import from_epoch_seconds, is_intraday
-from app.engine.ml.artifacts import ArtifactError, LoadedBundle, bundle_dir, load_bundle
+from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle
 from app.engine.ml.ensemble import combine, combine_one
-from app.engine.ml.models import weights_from
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
 from app.engine.types import Bar
@@ -119,7 +119,6 @@ class EnsembleSignalModel(SignalModel):
     def __init__(self, bundle: LoadedBundle, weights: dict[str, float],
                  fallback: SignalModel | None = None, max_age: timedelta | None = None,
                  window: int = LIVE_WINDOW) -> None:
-        from app.engine.data.features import WARMUP_BARS
 
         self.bundle = bundle
         self.weights = dict(weights)
@@ -135,7 +134,7 @@ class EnsembleSignalModel(SignalModel):
 
     def update_settings(self, settings: Settings) -> None:
         """New ensemble weights take effect from the next bar."""
-        self.weights = weights_from(settings)
+        self.weights = settings.ensemble_weights()
 
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if not bars:
@@ -151,8 +150,6 @@ class EnsembleSignalModel(SignalModel):
         return self._ensemble(closes, win, last.time)
 
     def _ensemble(self, closes: np.ndarray, win: BarWindow, at: datetime) -> ModelOutput | None:
-        from app.engine.data.features import compute_features_tail
-
         X = compute_features_tail(win.rows(), self.intraday, self.need)
         parts: dict[str, float] = {}
         notes = [f"{n} left out: {why}" for n, why in self.bundle.problems.items()]
@@ -207,20 +204,19 @@ def load_signal_model(paths: AppPaths, settings: Settings) -> tuple[SignalModel,
     Loading an LSTM imports TensorFlow (seconds): call this from the engine's
     thread, never on the GUI's start-up path.
     """
-    folder = bundle_dir(paths.models, settings.symbol, settings.timeframe)
+    folder = paths.model_dir(settings.symbol, settings.timeframe)
     try:
         bundle = load_bundle(folder, symbol=settings.symbol, timeframe=settings.timeframe)
     except ArtifactError as exc:
         return RulesModel(), [f"Using the rules model: {exc}"]
     notes = [f"Model {name} left out: {why}" for name, why in bundle.problems.items()]
-    return EnsembleSignalModel(bundle, weights_from(settings)), notes + bundle.notes
+    return EnsembleSignalModel(bundle, settings.ensemble_weights()), notes + bundle.notes
 
 
 def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
     """Batch predictions for every bar of a clean frame (rows without enough history
     dropped). Each row uses only bars up to its own: appending bars later in
     the file never changes an earlier row."""
-    from app.engine.data.features import compute_features
 
     X = compute_features(frame, is_intraday(bundle.timeframe))[bundle.columns].to_numpy(dtype="float64")
     parts = {name: m.predict_proba(X) for name, m in bundle.components.items()}

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from app.engine.data.features import StandardScalerFit
 from app.engine.ml.models import Model, ProgressFn, TrainingCancelled, finite_rows
 
 CLIP_Z = 8.0  # scaled features beyond +-8 sd (volume spikes) are clipped: they carry no more signal
@@ -51,7 +52,7 @@ def valid_ends(Xs: np.ndarray, seq_len: int) -> np.ndarray:
     ok = finite_rows(Xs).astype(np.int64)
     run = np.concatenate([[0], np.cumsum(ok)])
     ends = np.arange(seq_len - 1, len(Xs))
-    return ends[run[ends + 1] - run[ends + 1 - seq_len] == seq_len]
+    return np.asarray(ends[run[ends + 1] - run[ends + 1 - seq_len] == seq_len])
 
 
 class LSTMModel(Model):
@@ -89,8 +90,6 @@ class LSTMModel(Model):
         return np.clip(z, -CLIP_Z, CLIP_Z).astype(np.float32)  # NaN stays NaN
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, progress: ProgressFn | None = None) -> Model:
-        from app.engine.data.features import StandardScalerFit
-
         X = np.asarray(X, dtype="float64")
         y = np.asarray(y, dtype="float64")
         rows = finite_rows(X)
@@ -255,7 +254,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _cancel_callback(keras: Any, progress: ProgressFn | None, epochs: int) -> Any:
-    class _Progress(keras.callbacks.Callback):
+    class _Progress(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type information
         cancelled = False
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:

@@ -20,13 +20,9 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from app.engine.settings import Settings
-    from app.engine.strategy.base import SignalModel
 
 ProgressFn = Callable[[float, str], bool]  # (fraction done, message) -> keep going?
 COMPONENTS: tuple[str, ...] = ("lstm", "random_forest", "momentum")
@@ -37,7 +33,7 @@ class TrainingCancelled(Exception):
 
 
 def finite_rows(X: np.ndarray) -> np.ndarray:
-    return np.isfinite(X).all(axis=1)
+    return np.asarray(np.isfinite(X).all(axis=1))
 
 
 class Model(abc.ABC):
@@ -246,7 +242,7 @@ class _FlatForest:
     def up_proba_sklearn(self, D: np.ndarray) -> np.ndarray:
         if self.up is None:
             return np.zeros(len(D))
-        return self.forest.predict_proba(D)[:, self.up]
+        return np.asarray(self.forest.predict_proba(D)[:, self.up])
 
     def up_proba_one(self, row: np.ndarray) -> float:
         x = row.astype(np.float32).astype(np.float64)
@@ -256,48 +252,3 @@ class _FlatForest:
             go_left = x[self.feature[r, node]] <= self.threshold[r, node]
             node = np.where(go_left, self.left[r, node], self.right[r, node])
         return float(self.p_up[r, node].mean())
-
-
-# ---------------------------------------------------------------- factory
-class ModelFactory:
-    """Builds an untrained model by name, sized from the settings' timeframe.
-
-    ``rules`` returns the existing rule-based :class:`SignalModel`, the
-    fallback whenever no trained model can be used. ``overrides`` reach the
-    model's constructor (tests pass tiny sizes; ``small=True`` for the LSTM).
-    """
-
-    NAMES: tuple[str, ...] = ("lstm", "random_forest", "momentum", "ensemble", "rules")
-
-    @staticmethod
-    def build(name: str, settings: Settings, *, columns: Sequence[str] | None = None,
-              horizon: int | None = None, **overrides: Any) -> Model | SignalModel:
-        from app.engine.ml.dataset import default_horizon, feature_list
-
-        cols = list(columns) if columns is not None else feature_list(settings.timeframe)
-        h = horizon or default_horizon(settings.timeframe)
-        if name == "rules":
-            from app.engine.strategy.rules import RulesModel
-
-            return RulesModel()
-        if name == "momentum":
-            return MomentumModel(cols, **overrides)
-        if name == "random_forest":
-            return RandomForestModel(cols, **overrides)
-        if name == "lstm":
-            from app.engine.ml.lstm import LSTMModel
-
-            return LSTMModel(cols, horizon=h, **overrides)
-        if name == "ensemble":
-            from app.engine.ml.ensemble import Ensemble
-
-            parts = {c: ModelFactory.build(c, settings, columns=cols, horizon=h,
-                                           **overrides.get(c, {}))
-                     for c in COMPONENTS}
-            return Ensemble(cols, parts, weights_from(settings))  # type: ignore[arg-type]
-        raise ValueError(f"unknown model {name!r} (use {', '.join(ModelFactory.NAMES)})")
-
-
-def weights_from(settings: Settings) -> dict[str, float]:
-    return {"lstm": settings.weight_lstm, "random_forest": settings.weight_rf,
-            "momentum": settings.weight_momentum}

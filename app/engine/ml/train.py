@@ -33,13 +33,14 @@ import pandas as pd
 
 from app.engine.ml.dataset import Dataset, build_dataset
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine
+from app.engine.ml.factory import ModelFactory
 from app.engine.ml.metrics import (
     classification_metrics,
     expected_calibration_error,
     fmt,
     reliability_table,
 )
-from app.engine.ml.models import COMPONENTS, ModelFactory, ProgressFn, TrainingCancelled
+from app.engine.ml.models import COMPONENTS, ProgressFn, TrainingCancelled
 
 if TYPE_CHECKING:
     from app.engine.settings import Settings

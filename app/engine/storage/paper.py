@@ -42,8 +42,8 @@ class SqlPaperBook:
         # the ids of finished ones so a resubmitted id is still recognised.
         kept = [_order_to(o) for o in orders.values()]
         with self._s.atomic():
-            StateRow.replace(key=_CASH, value=json.dumps(cash)).execute()
-            StateRow.replace(key=_ORDERS, value=json.dumps(kept[-2000:])).execute()
+            StateRow.insert(key=_CASH, value=json.dumps(cash)).on_conflict_replace().execute()
+            StateRow.insert(key=_ORDERS, value=json.dumps(kept[-2000:])).on_conflict_replace().execute()
             SimPositionRow.delete().execute()
             for p in positions.values():
                 SimPositionRow.insert(symbol=p.symbol, qty=p.qty, avg_price=p.avg_price,

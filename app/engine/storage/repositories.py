@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import peewee as pw
 
@@ -20,7 +20,7 @@ from app.engine.storage.models import (
     StateRow,
     TradeRow,
 )
-from app.engine.types import Bar, Order, OrderStatus, OrderType, Position, Side, Trade, TradingSignal
+from app.engine.types import Bar, Order, OrderStatus, OrderType, Position, Side, SignalStatus, Trade, TradingSignal
 
 UTC = UTC
 _CHUNK = 500  # rows per INSERT; SQLite's variable limit is 32766 (9 columns a row)
@@ -63,9 +63,9 @@ class BarRepository:
             q = q.where(BarRow.ts < int(end.timestamp()))
         if limit is not None:
             q = q.order_by(BarRow.ts.desc()).limit(limit)
-            rows = list(q.tuples())[::-1]
+            rows = cast("list[tuple[Any, ...]]", list(q.tuples()))[::-1]  # the stubs type rows as models
         else:
-            rows = list(q.order_by(BarRow.ts).tuples())
+            rows = cast("list[tuple[Any, ...]]", list(q.order_by(BarRow.ts).tuples()))
         return [
             Bar(r[0], datetime.fromtimestamp(r[2], UTC), r[3], r[4], r[5], r[6], r[7]) for r in rows
         ]
@@ -152,7 +152,7 @@ class SignalRepository:
     def __init__(self, storage: Storage) -> None:
         self._s = storage
 
-    def save(self, sig: TradingSignal, status: str, decision: str = "",
+    def save(self, sig: TradingSignal, status: SignalStatus, decision: str = "",
              decided_at: datetime | None = None) -> None:
         row = {
             "signal_id": sig.signal_id,
@@ -163,19 +163,15 @@ class SignalRepository:
             "time": sig.time,
             "expires_at": sig.expires_at,
             "reasons": json.dumps(list(sig.reasons)),
-            "status": status,
+            "status": status.value,
             "decision": decision,
             "decided_at": decided_at,
         }
         SignalRow.insert(row).on_conflict(
             conflict_target=[SignalRow.signal_id],
-            update={SignalRow.status: status, SignalRow.decision: decision,
+            update={SignalRow.status: status.value, SignalRow.decision: decision,
                     SignalRow.decided_at: decided_at},
         ).execute()
-
-    def status_of(self, signal_id: str) -> str | None:
-        row = SignalRow.get_or_none(SignalRow.signal_id == signal_id)
-        return row.status if row else None
 
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
         q = SignalRow.select().order_by(SignalRow.time.desc()).limit(limit)
@@ -259,11 +255,6 @@ class TradeRepository:
             entry_price=t.entry_price, exit_price=t.exit_price, pnl=t.pnl, exit_reason=t.exit_reason,
         ).on_conflict_ignore().execute()
 
-    def find_recent(self, days: float, now: datetime) -> list[Trade]:
-        since = now - timedelta(days=days)
-        q = TradeRow.select().where(TradeRow.exit_time >= since).order_by(TradeRow.exit_time.desc())
-        return [_trade(r) for r in q]
-
     def all(self) -> list[Trade]:
         return [_trade(r) for r in TradeRow.select().order_by(TradeRow.exit_time)]
 
@@ -282,11 +273,11 @@ class PositionRepository:
         self._s = storage
 
     def save(self, p: Position) -> None:
-        PositionRow.replace(
+        PositionRow.insert(
             symbol=p.symbol, qty=p.qty, avg_price=p.avg_price, last_price=p.last_price,
             opened_at=p.opened_at, stop_price=p.stop_price, trailing_active=p.trailing_active,
             high_water=p.high_water,
-        ).execute()
+        ).on_conflict_replace().execute()
 
     def delete(self, symbol: str) -> None:
         PositionRow.delete().where(PositionRow.symbol == symbol).execute()
@@ -324,7 +315,7 @@ class StateRepository:
         return json.loads(row.value) if row else default
 
     def set(self, key: str, value: Any) -> None:
-        StateRow.replace(key=key, value=json.dumps(value)).execute()
+        StateRow.insert(key=key, value=json.dumps(value)).on_conflict_replace().execute()
 
 
 class CommandJournal:
@@ -335,10 +326,3 @@ class CommandJournal:
                outcome: str = "") -> None:
         CommandRow.insert(time=time, kind=kind, client_order_id=client_order_id,
                           payload=json.dumps(payload, default=str), outcome=outcome).execute()
-
-    def entries(self) -> list[dict[str, Any]]:
-        return [
-            {"time": r.time, "kind": r.kind, "client_order_id": r.client_order_id,
-             "payload": json.loads(r.payload), "outcome": r.outcome}
-            for r in CommandRow.select().order_by(CommandRow.id)
-        ]

@@ -31,7 +31,7 @@ class PrecomputedModel(SignalModel):
         self._index: dict[datetime, int] | None = None
 
     @classmethod
-    def from_probabilities(cls, name: str, times: Sequence[datetime], p_up: Sequence[float],
+    def from_probabilities(cls, name: str, times: Sequence[datetime], p_up: Sequence[float] | np.ndarray,
                            version: str) -> PrecomputedModel:
         """From P(up) per bar; a bar without a finite P(up) gets no answer."""
         return cls(name, times, [ModelOutput(float(p), ((name, float(p)),), (f"{name} {p:.2f}",), version)

@@ -16,8 +16,17 @@ from typing import Any
 
 from loguru import logger
 
-from app.engine.events import AlertEvent, Event, OrderEvent, SignalEvent, TradeEvent
+from app.engine import logs
+from app.engine.bootstrap import build_engine, build_live_engine
+from app.engine.broker.base import BrokerError
+from app.engine.data.frame import DataError
+from app.engine.data.service import load_bars
+from app.engine.events import AlertEvent, Event, EventBus, OrderEvent, SignalEvent, TradeEvent
+from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppPaths
+from app.engine.settings import Settings, SettingsError
+from app.engine.storage import StorageError
+from app.engine.types import SignalStatus
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,9 +44,6 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_headless(args: argparse.Namespace, paths: AppPaths,
                  install_signals: bool = True, out: Callable[[str], None] = print) -> int:
-    from app.engine import logs
-    from app.engine.instance import AlreadyRunning, InstanceLock
-    from app.engine.settings import Settings, SettingsError
 
     paths.ensure()
     logs.configure(paths.logs, console_level="WARNING")
@@ -61,24 +67,18 @@ def run_headless(args: argparse.Namespace, paths: AppPaths,
 
 def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signals: bool,
          out: Callable[[str], None]) -> int:
-    from app.engine.bootstrap import build_engine
-    from app.engine.events import EventBus
-    from app.engine.storage import StorageError
 
     bars = None
     if args.replay:
         bars = _load_replay(args.replay, settings.symbol, settings.timeframe, out)
         if bars is None:
             return 2
-    from app.engine.broker.base import BrokerError
 
     bus = EventBus()
     bus.subscribe(lambda e: _report(e, out))
     live = args.broker == "alpaca-paper" and not args.replay
     try:
         if live:
-            from app.engine.bootstrap import build_live_engine
-
             ctx = build_live_engine(paths, settings, bus=bus, alpaca_url=getattr(args, "alpaca_url", None))
         else:
             ctx = build_engine(paths, settings, bus=bus, replay_bars=bars)
@@ -127,9 +127,6 @@ def _sleep_unless(stop: dict[str, bool], seconds: float) -> None:
 
 
 def _load_replay(path: str, symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:
-    from app.engine.data.frame import DataError
-    from app.engine.data.service import load_bars
-
     try:
         bars, result = load_bars(path, symbol, timeframe)
     except (DataError, OSError) as exc:
@@ -147,7 +144,7 @@ def _report(e: Event, out: Callable[[str], None]) -> None:
     elif isinstance(e, OrderEvent) and e.order.status.value in ("filled", "rejected"):
         o = e.order
         out(f"order {o.client_order_id} {o.side.value} {o.qty:g} {o.status.value}")
-    elif isinstance(e, SignalEvent) and e.status == "pending":
+    elif isinstance(e, SignalEvent) and e.status == SignalStatus.PENDING:
         out(f"signal {e.signal.signal_id} waits for approval (no window: it will expire)")
     elif isinstance(e, AlertEvent):
         out(f"{e.level}: {e.message}")

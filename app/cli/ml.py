@@ -22,8 +22,19 @@ import pandas as pd
 from loguru import logger
 
 from app.engine.clock import Clock, WallClock
-from app.engine.data.frame import TIMEFRAME_SECONDS, DataError
+from app.engine.data.frame import DataError
+from app.engine.data.service import default_start, fetch_and_cache, normalize_symbol
+from app.engine.data.sources import SOURCE_CHOICES, CacheSource, SimulatedSource, choose_source, yfinance_reachable
+from app.engine.ml.artifacts import ArtifactError, load_bundle, save_bundle
+from app.engine.ml.dataset import load_csv_bars
+from app.engine.ml.live import predict_frame
+from app.engine.ml.models import TrainingCancelled
+from app.engine.ml.train import SMALL_OVERRIDES, TrainConfig, train
 from app.engine.paths import AppPaths
+from app.engine.secrets import load_keys
+from app.engine.settings import Settings
+from app.engine.storage import BarRepository, Storage, StorageError
+from app.engine.types import TIMEFRAMES
 
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
@@ -31,9 +42,8 @@ EXIT_CANCELLED = 130
 
 def add_ml_parsers(subparsers: Any) -> None:
     """Add ``train`` and ``predict`` to a main parser's subcommands."""
-    from app.engine.data.sources import SOURCE_CHOICES
 
-    timeframes = list(TIMEFRAME_SECONDS)
+    timeframes = list(TIMEFRAMES)
     train = subparsers.add_parser("train", help="train and evaluate the prediction ensemble")
     train.add_argument("--symbol", required=True, help="ticker, e.g. PLTR")
     src = train.add_mutually_exclusive_group()
@@ -59,9 +69,6 @@ def run_ml_command(args: argparse.Namespace, paths: AppPaths, *, clock: Clock | 
                    probe_yfinance: Callable[[], bool] | None = None,
                    stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run ``train`` or ``predict``; returns the process exit status."""
-    from app.engine.ml.artifacts import ArtifactError
-    from app.engine.ml.models import TrainingCancelled
-    from app.engine.storage import StorageError
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
     command = getattr(args, "ml_command", None) or getattr(args, "command", "?")
@@ -85,10 +92,6 @@ def run_ml_command(args: argparse.Namespace, paths: AppPaths, *, clock: Clock | 
 
 def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, clock: Clock,
            probe: Callable[[], bool] | None) -> int:
-    from app.engine.data.service import normalize_symbol
-    from app.engine.ml.artifacts import bundle_dir, save_bundle
-    from app.engine.ml.train import SMALL_OVERRIDES, TrainConfig, train
-    from app.engine.settings import Settings
 
     symbol = normalize_symbol(args.symbol)
     frame, label = _bars(args, paths, symbol, clock, probe, out)
@@ -100,7 +103,7 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
     for line in result.report.lines():
         print(line, file=out)
     metrics = result.report.to_dict()
-    folder = save_bundle(bundle_dir(paths.models, symbol, args.timeframe), result.ensemble,
+    folder = save_bundle(paths.model_dir(symbol, args.timeframe), result.ensemble,
                          result.info, metrics, saved_at=clock.now())
     if result.info["skipped"]:
         for name, why in result.info["skipped"].items():
@@ -124,7 +127,6 @@ def _printer(err: TextIO) -> Callable[[float, str], bool]:
 
 def _bars(args: argparse.Namespace, paths: AppPaths, symbol: str, clock: Clock,
           probe: Callable[[], bool] | None, out: TextIO) -> tuple[pd.DataFrame, str]:
-    from app.engine.ml.dataset import load_csv_bars
 
     if getattr(args, "csv", None):
         return load_csv_bars(args.csv, args.timeframe), Path(args.csv).name
@@ -134,10 +136,6 @@ def _bars(args: argparse.Namespace, paths: AppPaths, symbol: str, clock: Clock,
 def _cached_bars(args: argparse.Namespace, paths: AppPaths, symbol: str, clock: Clock,
                  probe: Callable[[], bool] | None, out: TextIO) -> tuple[pd.DataFrame, str]:
     """Fill the cache from the chosen source (only what it lacks), then read it."""
-    from app.engine.data.service import default_start, fetch_and_cache
-    from app.engine.data.sources import CacheSource, SimulatedSource, choose_source, yfinance_reachable
-    from app.engine.secrets import load_keys
-    from app.engine.storage import BarRepository, Storage
 
     paths.ensure()
     storage = Storage(paths.database)
@@ -163,17 +161,11 @@ def _cached_bars(args: argparse.Namespace, paths: AppPaths, symbol: str, clock: 
 
 
 def _predict(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO) -> int:
-    from app.engine.data.service import normalize_symbol
-    from app.engine.ml.artifacts import bundle_dir, load_bundle
-    from app.engine.ml.live import predict_frame
-    from app.engine.ml.models import weights_from
-    from app.engine.settings import Settings
-
     symbol = normalize_symbol(args.symbol)
-    bundle = load_bundle(bundle_dir(paths.models, symbol, args.timeframe), symbol=symbol,
+    bundle = load_bundle(paths.model_dir(symbol, args.timeframe), symbol=symbol,
                          timeframe=args.timeframe)
     frame, _ = _bars(args, paths, symbol, WallClock(), None, out)
-    preds = predict_frame(bundle, frame, weights_from(Settings.load(paths.settings)))
+    preds = predict_frame(bundle, frame, (Settings.load(paths.settings)).ensemble_weights())
     rows = prediction_records(preds)
     text = json.dumps(rows, indent=1)
     if args.json:

@@ -9,16 +9,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.engine.backtest.config import STRATEGIES, BacktestConfig, check_retrain_every, commission_terms
+from app.engine.backtest.report import render_html
+from app.engine.backtest.runner import run_backtest
+from app.engine.data.service import load_bars
 from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.engine.types import TIMEFRAMES
 
 
 def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from app.engine.backtest.runner import STRATEGIES
-
     p = subparsers.add_parser("backtest", help="run history through the trading engine")
     p.add_argument("--symbol", default="PLTR")
     p.add_argument("--csv", required=True, help="bars to test on (columns found by name)")
-    p.add_argument("--timeframe", default="5m", choices=("1m", "5m", "15m", "1h", "1d"))
+    p.add_argument("--timeframe", default="5m", choices=list(TIMEFRAMES))
     p.add_argument("--strategy", default="sma_cross", choices=STRATEGIES)
     p.add_argument("--start", help="first day (YYYY-MM-DD), inclusive")
     p.add_argument("--end", help="last day (YYYY-MM-DD), exclusive")
@@ -46,11 +50,6 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
 
 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
-    from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import BacktestConfig, check_retrain_every, commission_terms, run_backtest
-    from app.engine.data.service import load_bars
-    from app.engine.settings import Settings
-
     if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
         raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TextIO
 
 from loguru import logger
 
-from app.engine.clock import NY, UTC, Clock, WallClock
-from app.engine.data.frame import TIMEFRAME_SECONDS, DataError
+from app.engine.clock import NY, Clock, WallClock
+from app.engine.data.frame import DataError
 from app.engine.data.service import (
     default_start,
     fetch_and_cache,
@@ -33,6 +33,7 @@ from app.engine.data.sources import (
 from app.engine.paths import AppPaths
 from app.engine.secrets import load_keys
 from app.engine.storage import Storage, StorageError
+from app.engine.types import TIMEFRAMES
 
 EXIT_ERROR = 2
 
@@ -42,7 +43,7 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     data = subparsers.add_parser("data", help="import or fetch market data into the local cache")
     sub = data.add_subparsers(dest="data_command", metavar="{import,fetch}")
     sub.required = True
-    timeframes = list(TIMEFRAME_SECONDS)
+    timeframes = list(TIMEFRAMES)
 
     imp = sub.add_parser("import", help="import bars from a CSV file")
     imp.add_argument("file", help="CSV with date/time, open, high, low, close, volume columns")
