@@ -19,11 +19,16 @@ pytest_plugins = ("alpaca_server", "alpaca_bars_server")  # their fixtures, for 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+PINNED_TODAY = "2026-03-04T17:00:00+00:00"  # a Wednesday, mid-session in New York
+
+
 @pytest.fixture(autouse=True)
 def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test writes into its own app home, never the user's."""
     home = tmp_path / "home"
     monkeypatch.setenv("AI_TRADER_HOME", str(home))
+    # a new demo replays this day, not today's: no test passes or fails with the date it runs on
+    monkeypatch.setenv("AI_TRADER_DEMO_TODAY", PINNED_TODAY)
     return home
 
 

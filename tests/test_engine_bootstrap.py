@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import utc
 
 from app.engine.bootstrap import EngineContext, build_engine
@@ -86,3 +87,18 @@ def test_a_restart_resumes_the_simulated_clock_without_repeating_orders(app_home
         assert len(OrderRepository(ctx.storage).recent()) == len(set(before) | set(after))
     finally:
         ctx.close()
+
+
+def test_a_pinned_day_picks_the_demo_session_whatever_the_date(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """$AI_TRADER_DEMO_TODAY replays a chosen day (tests and screenshots use it); a bad value
+    is one clear line, not a traceback deep in the calendar."""
+    monkeypatch.setenv("AI_TRADER_DEMO_TODAY", "2025-03-06T12:00:00+00:00")
+    ctx = build_engine(AppPaths.resolve(), SETTINGS, sleep=lambda s: None)
+    try:
+        assert ctx.clock.now() == utc(2025, 3, 5, 14, 30)  # Wednesday's open, as with today=TODAY
+    finally:
+        ctx.close()
+    monkeypatch.setenv("AI_TRADER_DEMO_TODAY", "next tuesday")
+    fresh = AppPaths.resolve(str(Path(AppPaths.resolve().home).parent / "fresh"))
+    with pytest.raises(ValueError, match="AI_TRADER_DEMO_TODAY='next tuesday' is not an ISO date"):
+        build_engine(fresh, SETTINGS, sleep=lambda s: None)
