@@ -16,74 +16,28 @@ faults and orders created per client order id, to prove nothing is sent twice.
 from __future__ import annotations
 
 import json
-import random
 import socket
 import struct
 import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from alpaca_faults import EVERY_FAULT, Fault, FaultPolicy, random_faults
 
 from app.engine.secrets import ApiKeys, Secret
+
+__all__ = ["EVERY_FAULT", "AlpacaServer", "Fault", "FaultPolicy", "alpaca_server", "random_faults"]
 
 KEY_ID = "PKLOOPBACK7Q2W9E4R6T"
 SECRET_KEY = "lb-secret-3f9a1c7e5d2b8a6c4e0f1a3b"
 OPEN_STATUSES = frozenset({"new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel"})
 Reply = tuple[int, Any]
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected failure. ``after``: the request takes effect first."""
-
-    kind: str  # "status", "hang" or "reset"
-    status: int = 500
-    retry_after: str | None = None
-    body: str | None = None
-    after: bool = False
-
-    @classmethod
-    def http(cls, status: int, body: str | None = None, after: bool = False) -> Fault:
-        return cls("status", status, body=body, after=after)
-
-    @classmethod
-    def rate_limited(cls, retry_after: str = "1", after: bool = False) -> Fault:
-        return cls("status", 429, retry_after=retry_after, after=after)
-
-    @classmethod
-    def hang(cls, after: bool = False) -> Fault:
-        return cls("hang", after=after)
-
-    @classmethod
-    def reset(cls, after: bool = False) -> Fault:
-        return cls("reset", after=after)
-
-
-FaultPolicy = Callable[[str, str], "Fault | None"]  # (method, path) -> a fault or None
-
-EVERY_FAULT: tuple[Fault, ...] = tuple(
-    f for after in (False, True)
-    for f in (Fault.http(500, after=after), Fault.http(503, after=after), Fault.http(504, after=after),
-              Fault.rate_limited("0.01", after=after), Fault.hang(after=after), Fault.reset(after=after)))
-
-
-def random_faults(rate: float, seed: int = 0, kinds: tuple[Fault, ...] = EVERY_FAULT) -> FaultPolicy:
-    """A policy that fails ``rate`` of all requests with a fault picked from
-    ``kinds``, reproducibly for a given seed (thread-safe)."""
-    rng = random.Random(seed)
-    lock = threading.Lock()
-
-    def policy(method: str, path: str) -> Fault | None:
-        with lock:
-            return rng.choice(kinds) if rng.random() < rate else None
-    return policy
 
 
 def _ts(when: datetime) -> str:
@@ -92,6 +46,18 @@ def _ts(when: datetime) -> str:
 
 def _s(x: float) -> str:
     return repr(round(x, 9)) if x != int(x) else str(int(x))
+
+
+def _reached(o: dict[str, Any], price: float) -> bool:
+    """Whether a trade at ``price`` fills this order: market always, a stop once
+    touched, a limit at its price or better."""
+    if o["type"] == "stop":
+        stop = float(o["stop_price"])
+        return price <= stop if o["side"] == "sell" else price >= stop
+    if o["type"] == "limit":
+        limit = float(o["limit_price"])
+        return price >= limit if o["side"] == "sell" else price <= limit
+    return True
 
 
 def _err(status: int, message: str) -> Reply:
@@ -110,6 +76,7 @@ class AlpacaServer:
         self.auto_fill = auto_fill  # fill market orders on arrival when the symbol has a price
         self.legacy_pdt_fields = legacy_pdt_fields  # the account as it looked before July 2026
         self.hang_s = hang_s
+        self.shorting_enabled = False  # a margin account that may sell short (multiplier 4)
         # Alpaca cancels asynchronously: with N > 0 a DELETE leaves the order
         # pending_cancel (its shares still held) for the next N reads of it.
         self.cancel_settles_after = 0
@@ -182,24 +149,51 @@ class AlpacaServer:
         with self.lock:
             return {c: n for c, n in self.created_per_coid.items() if n > 1}
 
-    def fill_open_orders(self, price: float, symbol: str | None = None) -> int:
-        """Trade at ``price``: fill open market orders and the stops it reaches."""
+    def fill_open_orders(self, price: float, symbol: str | None = None, qty: float | None = None) -> int:
+        """Trade at ``price``: fill open market orders and the stops and limits it reaches.
+        With ``qty`` each order fills at most that many shares more: a partial fill
+        (``partially_filled``, as Alpaca reports an order the market only partly took)."""
         filled = 0
         with self.lock:
-            for o in self.orders.values():
-                if o["status"] not in OPEN_STATUSES or (symbol and o["symbol"] != symbol):
+            for o in list(self.orders.values()):
+                if o["status"] not in OPEN_STATUSES or o["status"] == "pending_cancel" \
+                        or (symbol and o["symbol"] != symbol):
                     continue
                 self.prices[o["symbol"]] = price
-                stop = float(o["stop_price"]) if o["stop_price"] is not None else None
-                if stop is not None and not (price <= stop if o["side"] == "sell" else price >= stop):
+                if not _reached(o, price):
                     continue
-                self._fill(o, price)
+                self._fill(o, price, qty)
                 filled += 1
         return filled
 
+    def place_foreign(self, symbol: str, side: str, qty: float, type_: str = "limit",
+                      limit_price: float | None = None, stop_price: float | None = None) -> str:
+        """An order the user placed at Alpaca by hand (not the app's); returns its client id."""
+        body = {"symbol": symbol, "side": side, "qty": qty, "type": type_, "time_in_force": "gtc",
+                "limit_price": limit_price, "stop_price": stop_price, "client_order_id": f"web-{uuid.uuid4().hex[:8]}"}
+        with self.lock:
+            return str(self._book(self._new_order(body))["client_order_id"])
+
+    def cancel_by_coid(self, client_order_id: str) -> None:
+        """The user cancels an order on Alpaca's dashboard."""
+        with self.lock:
+            self._mark_canceled(self.orders[self._by_coid[client_order_id]])
+
+    def end_of_day(self) -> None:
+        """16:00 ET: DAY orders still open expire (Alpaca's time_in_force=day; GTC orders
+        stay), and last_equity becomes today's closing equity (the account's
+        previous-close equity, which the daily loss limit starts from)."""
+        with self.lock:
+            now = _ts(datetime.now(UTC))
+            for o in self.orders.values():
+                if o["status"] in OPEN_STATUSES and o["time_in_force"] == "day":
+                    o.update(status="expired", expired_at=now, updated_at=now)
+            self.last_equity = self._equity()
+
     # ------------------------------------------------------------ state
-    def _fill(self, o: dict[str, Any], price: float) -> None:
-        qty = float(o["qty"])
+    def _fill(self, o: dict[str, Any], price: float, most: float | None = None) -> None:
+        left = float(o["qty"]) - float(o["filled_qty"])
+        qty = left if most is None else min(left, most)
         signed = qty if o["side"] == "buy" else -qty
         pos = self.positions.get(o["symbol"], {"qty": 0.0, "avg": price})
         new_qty = pos["qty"] + signed
@@ -210,19 +204,35 @@ class AlpacaServer:
             self.positions[o["symbol"]] = {"qty": new_qty, "avg": avg}
         self.cash -= signed * price
         now = _ts(datetime.now(UTC))
-        o.update(status="filled", filled_qty=o["qty"], filled_avg_price=_s(price), filled_at=now,
-                 updated_at=now)
+        done = float(o["filled_qty"])
+        avg = (float(o["filled_avg_price"] or 0.0) * done + price * qty) / (done + qty)
+        complete = qty >= left - 1e-9
+        o.update(status="filled" if complete else "partially_filled", filled_qty=_s(done + qty),
+                 filled_avg_price=_s(avg), filled_at=now if complete else o["filled_at"], updated_at=now)
 
     def _held_for_sells(self, symbol: str) -> float:
-        return sum(float(o["qty"]) for o in self.orders.values()
+        """Shares open sell orders reserve: Alpaca refuses a sell beyond the rest."""
+        return sum(float(o["qty"]) - float(o["filled_qty"]) for o in self.orders.values()
                    if o["symbol"] == symbol and o["side"] == "sell" and o["status"] in OPEN_STATUSES)
+
+    def _wash_trade(self, body: dict[str, Any]) -> bool:
+        """Alpaca's wash-trade protection (docs: Trading > User Protection > Preventing Wash
+        Trades): an order that could execute against the account's own open order on the
+        other side is refused with 403 / code 40310000. Modelled: a market order against
+        any open opposite order, and any order against an open opposite market order."""
+        opposite = "sell" if body["side"] == "buy" else "buy"
+        for o in self.orders.values():
+            if o["symbol"] == body["symbol"] and o["side"] == opposite and o["status"] in OPEN_STATUSES \
+                    and o["status"] != "pending_cancel" and (body["type"] == "market" or o["type"] == "market"):
+                return True
+        return False
 
     def _equity(self) -> float:
         return self.cash + sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
 
     def _new_order(self, body: dict[str, Any]) -> dict[str, Any]:
         now = _ts(datetime.now(UTC))
-        kind, side, stop = body["type"], body["side"], body.get("stop_price")
+        kind, side, stop, limit = body["type"], body["side"], body.get("stop_price"), body.get("limit_price")
         return {
             "id": str(uuid.uuid4()), "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
             "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None,
@@ -231,7 +241,8 @@ class AlpacaServer:
             "symbol": body["symbol"], "asset_class": "us_equity", "notional": None,
             "qty": _s(float(body["qty"])), "filled_qty": "0", "filled_avg_price": None,
             "order_class": "simple", "order_type": kind, "type": kind, "side": side,
-            "time_in_force": body.get("time_in_force", "day"), "limit_price": None,
+            "time_in_force": body.get("time_in_force", "day"),
+            "limit_price": _s(float(limit)) if limit is not None else None,
             "stop_price": _s(float(stop)) if stop is not None else None, "status": "accepted",
             "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None, "hwm": None,
             "position_intent": "buy_to_open" if side == "buy" else "sell_to_close",
@@ -256,10 +267,12 @@ class AlpacaServer:
                 if oid is None:
                     return _err(404, f"order not found for {coid}")
                 return 200, self._read(self.orders[oid])
-            if path.startswith("/v2/orders/") and method in ("GET", "DELETE"):
+            if path.startswith("/v2/orders/") and method in ("GET", "DELETE", "PATCH"):
                 o = self.orders.get(path.rsplit("/", 1)[1])
                 if o is None:
                     return _err(404, "order not found")
+                if method == "PATCH":
+                    return self._replace(o, body)
                 return (200, self._read(o)) if method == "GET" else self._cancel(o)
             return _err(404, "endpoint not found")
 
@@ -271,8 +284,9 @@ class AlpacaServer:
             "cash": _s(self.cash), "created_at": "2019-06-12T22:47:07.99658Z", "currency": "USD",
             "equity": _s(equity), "id": "e6fe16f3-64a4-4921-8928-cadf02f92f98", "initial_margin": "0",
             "last_equity": _s(self.last_equity), "last_maintenance_margin": "0", "long_market_value": _s(longs),
-            "maintenance_margin": "0", "multiplier": "1", "portfolio_value": _s(equity), "short_market_value": "0",
-            "shorting_enabled": False, "sma": "0", "status": "ACTIVE", "trade_suspended_by_user": False,
+            "maintenance_margin": "0", "multiplier": "4" if self.shorting_enabled else "1",
+            "portfolio_value": _s(equity), "short_market_value": "0",
+            "shorting_enabled": self.shorting_enabled, "sma": "0", "status": "ACTIVE", "trade_suspended_by_user": False,
             "trading_blocked": False, "transfers_blocked": False, "options_approved_level": 1,
             "options_trading_level": 1,
             **{k: _s(max(self.cash, 0.0)) for k in ("buying_power", "non_marginable_buying_power",
@@ -307,8 +321,12 @@ class AlpacaServer:
         coid = body.get("client_order_id")
         if coid and coid in self._by_coid:
             return _err(422, "client_order_id must be unique")
-        if body.get("type") not in ("market", "stop") or body.get("side") not in ("buy", "sell"):
-            return _err(422, "this test server takes market and stop buy/sell orders only")
+        if body.get("type") not in ("market", "stop", "limit") or body.get("side") not in ("buy", "sell"):
+            return _err(422, "this test server takes market, stop and limit buy/sell orders only")
+        if body["type"] == "limit" and body.get("limit_price") is None:
+            return _err(422, "limit_price is required for limit orders")
+        if self._wash_trade(body):
+            return 403, {"code": 40310000, "message": "potential wash trade detected. use complex orders"}
         qty = float(body.get("qty") or 0)
         if qty <= 0:
             return _err(422, "qty must be > 0")
@@ -325,7 +343,7 @@ class AlpacaServer:
             price = self.prices.get(symbol)
             if price is not None and qty * price > max(self.cash, 0.0) + 1e-9:
                 return _err(403, "insufficient buying power")
-        if body["side"] == "sell":
+        if body["side"] == "sell" and not self.shorting_enabled:
             available = self.positions.get(symbol, {"qty": 0.0})["qty"] - self._held_for_sells(symbol)
             if qty > available + 1e-9:
                 return _err(403, f"insufficient qty available for order (requested: {_s(qty)}, "
@@ -340,6 +358,27 @@ class AlpacaServer:
         if self.auto_fill and order["type"] == "market" and price is not None:
             self._fill(order, price)
         return order
+
+    def _replace(self, o: dict[str, Any], body: dict[str, Any]) -> Reply:
+        """PATCH /v2/orders/{id} (docs: Orders > Replace Order): a new order takes the old
+        one's place with the changed fields; the old one ends ``replaced`` and points at it."""
+        if o["status"] not in ("new", "accepted", "pending_new", "held"):
+            return _err(422, f'order is not replaceable in "{o["status"]}" state')
+        coid = body.get("client_order_id") or str(uuid.uuid4())
+        if coid in self._by_coid:
+            return _err(422, "client_order_id must be unique")
+        stop = body.get("stop_price", o["stop_price"])
+        if stop is not None and round(float(stop), 2 if float(stop) >= 1 else 4) != float(stop):
+            return _err(422, f"invalid stop_price {stop}. sub-penny increment does not fulfill "
+                             "minimum pricing criteria")
+        fresh = self._new_order({
+            "symbol": o["symbol"], "side": o["side"], "type": o["type"], "client_order_id": coid,
+            "qty": body.get("qty", o["qty"]), "time_in_force": body.get("time_in_force", o["time_in_force"]),
+            "stop_price": stop, "limit_price": body.get("limit_price", o["limit_price"])})
+        now = _ts(datetime.now(UTC))
+        fresh["replaces"] = o["id"]
+        o.update(status="replaced", replaced_at=now, replaced_by=fresh["id"], updated_at=now)
+        return 200, self._book(fresh)
 
     def _cancel(self, o: dict[str, Any]) -> Reply:
         if o["status"] not in OPEN_STATUSES or o["status"] == "pending_cancel":

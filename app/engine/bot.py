@@ -241,11 +241,31 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
     def _held(self, symbol: str) -> float:
         return sum(p.qty for p in self.records.positions() if p.symbol == symbol)
 
-    def _broker_position(self, symbol: str) -> Position | None:
+    def _working_entries(self, excluding: str = "") -> dict[str, float]:
+        """Shares still to come from entries that are working: accepted or partly filled at
+        the broker, or queued to be sent. They are exposure already (issue: a second entry
+        was sent while the first had not filled)."""
+        out: dict[str, float] = {}
+        orders = [*self.records.open_orders(), *(q.order for q in self.router.queue.values())]
+        seen: set[str] = set()
+        for o in orders:
+            if (o.side == Side.BUY and o.order_type == OrderType.MARKET and o.client_order_id not in seen
+                    and o.client_order_id != excluding):
+                seen.add(o.client_order_id)
+                out[o.symbol] = out.get(o.symbol, 0.0) + max(o.qty - o.filled_qty, 0.0)
+        return {s: q for s, q in out.items() if q > 0}
+
+    def _committed(self, symbol: str) -> float:
+        """Shares held plus shares on their way from working entries."""
+        return self._held(symbol) + self._working_entries().get(symbol, 0.0)
+
+    def _broker_holding(self, symbol: str) -> tuple[bool, Position | None]:
+        """(True, the broker's position or None when flat), or (False, None) when the broker
+        cannot be asked: "unknown" must never read as "flat"."""
         try:
-            return self.broker.position(symbol)
+            return True, self.broker.position(symbol)
         except BrokerError:
-            return None
+            return False, None
 
     def _refresh_account(self) -> Account | None:
         try:
@@ -254,7 +274,9 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             logger.warning("Cannot read the account: {}", exc)
         return self._account
 
-    def _risk_context(self, symbol: str, side: Side) -> risk.RiskContext:
+    def _risk_context(self, symbol: str, side: Side, excluding: str = "") -> risk.RiskContext:
+        """The facts the risk rules judge by, now; ``excluding`` names an entry being
+        re-validated, which must not count against itself."""
         acct = self._refresh_account() or Account(0.0, 0.0, 0.0, 0.0)
         now = self.clock.now()
         market_open, minutes_left = True, None
@@ -262,10 +284,16 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             session = self.calendar.session_at(now)
             market_open = session is not None
             minutes_left = (session.close - now).total_seconds() / 60 if session else None
+        price = self.last_prices.get(symbol, float("nan"))
+        held = {p.symbol: p for p in self._marked_positions()}
+        for sym, qty in self._working_entries(excluding).items():  # a working entry is exposure already
+            mark = self.last_prices.get(sym, price)
+            p = held.get(sym)
+            held[sym] = replace(p, qty=p.qty + qty) if p else Position(sym, qty, mark, mark, now)
         return risk.RiskContext(
-            symbol=symbol, side=side, price=self.last_prices.get(symbol, float("nan")),
-            equity=acct.equity, buying_power=acct.buying_power, positions=self._marked_positions(),
-            day_start_equity=self.day.baseline(acct.equity),
+            symbol=symbol, side=side, price=price,
+            equity=acct.equity, buying_power=acct.buying_power, positions=tuple(held.values()),
+            day_start_equity=self.day.start_equity,
             round_trips_today=self.day.round_trips,
             market_open=market_open, minutes_to_close=minutes_left,
             data_stale=self.data_stale(), breaker_tripped=self.day.breaker,
@@ -291,6 +319,8 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         now = self.clock.now()
         span = self._day_span
         if span is not None and span[0] <= now < span[1]:  # the same day: the common case, kept cheap
+            if self.day.start_equity is None:
+                self._learn_baseline()
             return
         day = now.astimezone(NY).date()
         self._day_span = (datetime.combine(day, clock_time(0), NY).astimezone(UTC),
@@ -302,8 +332,19 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         if isinstance(saved, dict) and saved:
             self.day = DayState.from_dict(saved)
             return
+        self.day = DayState()
+        self._learn_baseline()
+
+    def _learn_baseline(self) -> None:
+        """The day's loss is measured from the broker's equity at the previous close
+        (Alpaca's ``last_equity``), so losses before the app started count. While the
+        broker cannot say, the baseline stays unknown and entries are refused; it is
+        never 0, which would switch the breaker off."""
         acct = self._refresh_account()
-        self.day = DayState(start_equity=acct.equity if acct else 0.0)
+        baseline = acct.day_start_equity if acct is not None else 0.0
+        if not baseline > 0:
+            return
+        self.day = replace(self.day, start_equity=baseline)
         self._save_day()
 
     def _save_day(self) -> None:

@@ -44,9 +44,11 @@ class SignalsAndEntries:
 
     if TYPE_CHECKING:
         def _held(self, symbol: str) -> float: ...
-        def _risk_context(self, symbol: str, side: Side) -> risk.RiskContext: ...
+        def _committed(self, symbol: str) -> float: ...
+        def keep_protected(self, symbol: str) -> None: ...
+        def _risk_context(self, symbol: str, side: Side, excluding: str = "") -> risk.RiskContext: ...
         def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str: ...
-        def on_filled(self, o: Order) -> None: ...
+        def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None: ...
 
     # ---------------------------------------------------------- approvals
     def approve(self, signal_id: str) -> str:
@@ -83,8 +85,9 @@ class SignalsAndEntries:
         if sig.side == Side.SELL and held <= 0 and not self.settings.allow_short:
             self.records.signal(sig, SignalStatus.SKIPPED, "SELL with nothing held (long-only)", sig.time)
             return
-        if sig.side == Side.BUY and held > 0:
-            self.records.signal(sig, SignalStatus.SKIPPED, "already holding", sig.time)
+        if sig.side == Side.BUY and self._committed(sig.symbol) > 0:
+            why = "already holding" if held > 0 else "an entry is already working"
+            self.records.signal(sig, SignalStatus.SKIPPED, why, sig.time)
             return
         decision = self.policy.decide(sig.confidence)
         if decision == Decision.IGNORE:
@@ -128,7 +131,7 @@ class SignalsAndEntries:
 
     def _revalidate(self, order: Order) -> Order | None:
         """A queued entry, before another attempt: still allowed, and how big now?"""
-        d = risk.check_entry(self._risk_context(order.symbol, order.side), self.settings)
+        d = risk.check_entry(self._risk_context(order.symbol, order.side, order.client_order_id), self.settings)
         return replace(order, qty=d.qty) if d.accepted else None
 
     def _placed(self, order: Order) -> Order:
@@ -138,9 +141,11 @@ class SignalsAndEntries:
         if self.bus.active:
             self.bus.publish(OrderEvent(order))
         known = self.records.get_order(order.client_order_id)
-        if order.status == OrderStatus.FILLED and (known is None or known.status != OrderStatus.FILLED):
-            self.on_filled(order)
+        before = known.filled_qty if known is not None else 0.0
+        if order.filled_qty > before + 1e-9:
+            self.book_fill(order, before, known.filled_avg_price if known is not None else None)
             self.records.order(order, self.clock.now())
+            self.keep_protected(order.symbol)
         return order
 
     def _revalidate_exit(self, order: Order) -> Order | None:

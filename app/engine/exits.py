@@ -9,7 +9,7 @@ whose state (records, router, broker, settings, clock, bus) it uses.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -47,7 +47,7 @@ class ExitsAndFills:
         def _revalidate_exit(self, order: Order) -> Order | None: ...
         def _refresh_account(self) -> Account | None: ...
         def _save_day(self) -> None: ...
-        def _broker_position(self, symbol: str) -> Position | None: ...
+        def _broker_holding(self, symbol: str) -> tuple[bool, Position | None]: ...
 
     # -------------------------------------------------------------- exits
     def _protect(self, symbol: str, price: float) -> None:
@@ -65,11 +65,11 @@ class ExitsAndFills:
         moved = risk.update_trailing(p, price, self.settings)
         if moved != p:
             self.records.position(moved)
-            if moved.stop_price != p.stop_price:
-                self.place_stop(moved)
         reason = risk.exit_reason(moved, price, self.settings)
-        if reason:
+        if reason and not (reason != "take profit" and self._broker_stop_covers(moved)):
             self._exit(symbol, reason)
+        else:  # no exit due, or the broker's own stop has triggered and is selling: let it
+            self.keep_protected(symbol)
 
     def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str:
         p = next((p for p in self.records.positions() if p.symbol == symbol), None)
@@ -88,25 +88,73 @@ class ExitsAndFills:
                 return f"{symbol}: exit waits until stop {stop.client_order_id} is canceled (or has filled)"
         self.stop_orders.pop(symbol, None)
         now = self.clock.now()
-        coid = f"{symbol}-exit-{now:%Y%m%dT%H%M%S}"
+        coid = self.router.new_id(symbol, "exit")
         order = Order(coid, symbol, Side.SELL, decision.qty, OrderType.MARKET, OrderStatus.NEW, now,
                       reason=f"exit: {reason}", signal_id=signal_id)
         placed = self._placed(self.router.place(order, revalidate=self._revalidate_exit))  # retried until sent
+        if placed.status == OrderStatus.REJECTED:
+            self.keep_protected(symbol)  # refused for good: the shares get their stop back at once
+            return f"{symbol}: sell {decision.qty:g} ({reason}) rejected: {placed.reason}"
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
 
-    def place_stop(self, p: Position) -> None:
-        if self.plain or not self.broker.supports_stop_orders or p.stop_price is None:
+    def keep_protected(self, symbol: str) -> None:
+        """Every share held is covered by one working broker stop of its size at the
+        position's stop price. Checked on every price and after every fill, never assumed:
+        a stop that ended (expired, cancelled at the broker, refused) is placed again; one of
+        the wrong size or price is moved with the broker's replace; a stop is never left for
+        shares no longer held. A working exit holds the shares itself, so it waits."""
+        if self.plain or not self.broker.supports_stop_orders:
             return
-        old = self.stop_orders.pop(p.symbol, None)
-        if old:
-            self._cancel(old)
+        p = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        stops = [o for o in self.records.open_orders()
+                 if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.STOP]
+        if p is None or p.qty <= 0:
+            for stop in stops:
+                self._cancel(stop.client_order_id)
+            self.stop_orders.pop(symbol, None)
+            return
+        if p.stop_price is None or self._exit_working(symbol):
+            return
+        entries = [o for o in self.records.open_orders() if o.symbol == symbol and o.side == Side.BUY]
+        if entries:  # a partly filled entry blocks its own stop (Alpaca refuses it as a wash trade):
+            for entry in entries:  # what filled is a position now; the rest of the entry is cut
+                self._cancel(entry.client_order_id)
+            self.sync_orders()  # books what filled up to the cut, and protects it
+            if not any(o.symbol == symbol and o.side == Side.BUY for o in self.records.open_orders()):
+                self.keep_protected(symbol)
+            return  # a cut still pending: the next check protects
+        for extra in stops[1:]:
+            self._cancel(extra.client_order_id)
+        current = stops[0] if stops else None
+        if current is None:
+            placed = self._placed(self.router.place(self._stop_order(p)))
+            if placed.status.is_open:
+                self.stop_orders[symbol] = placed.client_order_id
+            return
+        self.stop_orders[symbol] = current.client_order_id
+        covers = current.qty - current.filled_qty
+        if abs(covers - p.qty) > 1e-9 or abs((current.stop_price or 0.0) - p.stop_price) >= 0.01:
+            moved = self.router.replace(current, self._stop_order(p))
+            if moved is not None:
+                self.stop_orders[symbol] = moved.client_order_id
+                if self.bus.active:
+                    self.bus.publish(OrderEvent(moved))
+
+    def _broker_stop_covers(self, p: Position) -> bool:
+        """A working broker stop covers every share at (or above) the position's stop."""
+        return self.broker.supports_stop_orders and any(
+            o.symbol == p.symbol and o.side == Side.SELL and o.order_type == OrderType.STOP
+            and abs(o.qty - o.filled_qty - p.qty) <= 1e-9 and (o.stop_price or 0.0) >= (p.stop_price or 0.0) - 0.01
+            for o in self.records.open_orders())
+
+    def _stop_order(self, p: Position) -> Order:
         kind = "trailing stop" if p.trailing_active else "stop loss"
-        coid = f"{p.symbol}-stop-{self.clock.now():%Y%m%dT%H%M%S}-{p.stop_price:.2f}"
-        order = Order(coid, p.symbol, Side.SELL, p.qty, OrderType.STOP, OrderStatus.NEW,
-                      self.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
-        placed = self._placed(self.router.place(order))
-        if placed.status.is_open:
-            self.stop_orders[p.symbol] = coid
+        return Order(self.router.new_id(p.symbol, "stop"), p.symbol, Side.SELL, p.qty, OrderType.STOP,
+                     OrderStatus.NEW, self.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
+
+    def _exit_working(self, symbol: str) -> bool:
+        return any(o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.MARKET
+                   for o in [*self.records.open_orders(), *(q.order for q in self.router.queue.values())])
 
     def _cancel(self, client_order_id: str) -> bool:
         """Cancel through the router and tell the GUI, so no order shows open when it is not."""
@@ -163,49 +211,69 @@ class ExitsAndFills:
             if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
                 continue
             b = b.with_intent_of(o)
-            if b.status == OrderStatus.FILLED:
-                # book first, record "filled" after: if the app dies in between, the
-                # order is still open in the record and the next start books it again
-                self.on_filled(b)
+            if b.filled_qty > o.filled_qty + 1e-9:
+                # book first, record after: if the app dies in between, the record still
+                # shows the shares unbooked and the next start books them
+                self.book_fill(b, o.filled_qty, o.filled_avg_price)
                 crash_point("after_fill")
             self.records.order(b, self.clock.now())
             if self.bus.active:
                 self.bus.publish(OrderEvent(b))
+            if b.filled_qty > o.filled_qty + 1e-9:
+                self.keep_protected(b.symbol)  # the position changed: its stop follows
 
-    def on_filled(self, o: Order) -> None:
-        price = float(o.filled_avg_price or 0.0)
-        held = self._broker_position(o.symbol)
+    def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None:
+        """Book the shares of ``o`` filled since ``before_qty``: a partial fill is booked as it
+        happens (a partly filled entry is a position, with its stop; a partly filled exit
+        leaves a smaller one). The broker's position is the truth for what is held; when it
+        cannot be read, the local book is moved by the fill, never deleted."""
+        qty = o.filled_qty - before_qty
+        if qty <= 1e-9:
+            return
+        total_avg = float(o.filled_avg_price or 0.0)
+        price = (total_avg * o.filled_qty - float(before_avg or 0.0) * before_qty) / qty if before_qty else total_avg
+        known, held = self._broker_holding(o.symbol)
         local = next((p for p in self.records.positions() if p.symbol == o.symbol), None)
+        when = o.filled_at or self.clock.now()
         if o.side == Side.BUY:
-            qty = held.qty if held else o.filled_qty
-            avg = held.avg_price if held else price
-            p = Position(o.symbol, qty, avg, price, o.filled_at or self.clock.now(),
-                         stop_price=risk.initial_stop(avg, self.settings), high_water=avg)
-            self.records.position(p)
-            _trades_log.info("BUY {} {} @ {:.2f} stop {:.2f}", qty, o.symbol, price, p.stop_price)
-            self.place_stop(p)
+            self._book_buy(o.symbol, qty, price, when, local, held if known else None)
             return
         if local is None:
             return
-        if self.stop_orders.get(o.symbol) == o.client_order_id:
-            self.stop_orders.pop(o.symbol)
         reason = o.reason.removeprefix("exit: ")
-        trade = Trade(o.symbol, o.filled_qty, local.opened_at, o.filled_at or self.clock.now(),
-                      local.avg_price, price, (price - local.avg_price) * o.filled_qty, reason)
+        trade = Trade(o.symbol, qty, local.opened_at, when, local.avg_price, price,
+                      (price - local.avg_price) * qty, reason)
         self.records.trade(trade)
         if self.bus.active:
             self.bus.publish(TradeEvent(trade))
-        _trades_log.info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol,
-                                     price, reason, trade.pnl)
-        if held is None or held.qty <= 0:
-            self.records.remove_position(o.symbol)
-            for other in self.records.open_orders():
-                if (other.symbol == o.symbol and other.side == Side.SELL
-                        and other.client_order_id != o.client_order_id):  # not the fill being booked
-                    self._cancel(other.client_order_id)
-            self.stop_orders.pop(o.symbol, None)
-            self.day = replace(self.day, round_trips=self.day.round_trips + 1)
-            self._save_day()
-        else:
-            self.records.position(replace(local, qty=held.qty))
+        _trades_log.info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol, price, reason, trade.pnl)
+        left = (held.qty if held is not None else 0.0) if known else local.qty - qty
+        if left > 1e-9:  # the caller, once the order is recorded, has the rest protected
+            self.records.position(replace(local, qty=left))
+            return
+        self.records.remove_position(o.symbol)
+        for other in self.records.open_orders():
+            if (other.symbol == o.symbol and other.side == Side.SELL
+                    and other.client_order_id != o.client_order_id):  # not the fill being booked
+                self._cancel(other.client_order_id)
+        self.stop_orders.pop(o.symbol, None)
+        self.day = replace(self.day, round_trips=self.day.round_trips + 1)
+        self._save_day()
 
+    def _book_buy(self, symbol: str, qty: float, price: float, when: datetime, local: Position | None,
+                  held: Position | None) -> None:
+        if held is not None:
+            total, avg = held.qty, held.avg_price
+        elif local is not None:
+            total = local.qty + qty
+            avg = (local.avg_price * local.qty + price * qty) / total
+        else:
+            total, avg = qty, price
+        if local is None:
+            p = Position(symbol, total, avg, price, when, stop_price=risk.initial_stop(avg, self.settings),
+                         high_water=avg)
+        else:  # more of the same entry filled: the stop follows the average until it trails
+            stop = local.stop_price if local.trailing_active else risk.initial_stop(avg, self.settings)
+            p = replace(local, qty=total, avg_price=avg, stop_price=stop, high_water=max(local.high_water, avg))
+        self.records.position(p)
+        _trades_log.info("BUY {} {} @ {:.2f} stop {:.2f}", qty, symbol, price, p.stop_price)

@@ -23,6 +23,7 @@ from app.engine.records import Recorder
 from app.engine.types import Order, OrderStatus
 
 RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
+ID_SEQUENCE_KEY = "orders.sequence"  # the last number given to a stop or exit id, kept across restarts
 T = TypeVar("T")
 
 
@@ -76,6 +77,14 @@ class OrderRouter:
         self.retries = 0
         self.connected = True
 
+    def new_id(self, symbol: str, kind: str) -> str:
+        """A client order id no other intent ever had (``PLTR-stop-000042``): a number from a
+        persisted sequence, never the time, which two intents can share within a second.
+        (Entries are named after their signal instead, which a restart must find again.)"""
+        seq = int(self.records.state_get(ID_SEQUENCE_KEY, 0) or 0) + 1
+        self.records.state_set(ID_SEQUENCE_KEY, seq)
+        return f"{symbol}-{kind}-{seq:06d}"
+
     def place(self, order: Order, expires_at: datetime | None = None,
               revalidate: Callable[[Order], Order | None] | None = None) -> Order:
         """Record the intent, then send it. Returns the order as it now stands.
@@ -95,6 +104,34 @@ class OrderRouter:
                               "reason": order.reason}, "")
         crash_point("before_submit")
         return self._send(QueuedOrder(order, expires_at, revalidate))
+
+    def replace(self, old: Order, new: Order) -> Order | None:
+        """Put ``new`` in the place of the working ``old`` (a stop moved or resized) with the
+        broker's replace; the intent is recorded first, like a placement. Returns the new
+        order, or None when it did not happen (``old`` filled or ended meanwhile, or the
+        broker cannot be reached): the next check then sees the truth and acts on it."""
+        now = self.clock.now()
+        self.records.order(new, now)
+        self.records.command(now, "replace", new.client_order_id,
+                             {"replaces": old.client_order_id, "qty": new.qty, "stop": new.stop_price}, "")
+        try:
+            placed = self._with_retry(lambda: self.broker.replace_order(old.client_order_id, new))
+        except BrokerError as exc:
+            try:  # an answer lost on the way back: did the replacement land?
+                there = self._with_retry(lambda: self.broker.get_order(new.client_order_id))
+            except BrokerError:
+                there = None
+            if there is None:
+                self.records.order(replace(new, status=OrderStatus.CANCELED,
+                                           reason=f"{new.reason}; not placed: {exc}"), self.clock.now())
+                logger.warning("Could not move {} to {}: {}", old.client_order_id, new.client_order_id, exc)
+                return None
+            placed = there
+        placed = placed.with_intent_of(new)
+        self._record_sent(placed)
+        self.records.order(replace(old, status=OrderStatus.CANCELED,
+                                   reason=f"{old.reason}; replaced by {new.client_order_id}"), self.clock.now())
+        return placed
 
     def cancel(self, client_order_id: str) -> bool:
         """True once the broker confirms the order is over unfilled (or never had it).
@@ -159,8 +196,8 @@ class OrderRouter:
         has booked it (``TradingBot._placed``): "filled" in the record always means
         "booked", and an order filled on arrival stays open in the record until then,
         so a crash in between leaves it to the next poll or reconciliation."""
-        if order.status == OrderStatus.FILLED:
-            order = replace(order, status=OrderStatus.SUBMITTED)
+        if order.filled_qty > 0:
+            order = replace(order, status=OrderStatus.SUBMITTED, filled_qty=0.0, filled_avg_price=None)
         self.records.order(order, self.clock.now())
 
     # ------------------------------------------------------------ internal

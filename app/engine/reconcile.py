@@ -31,9 +31,9 @@ class Reconciled(Protocol):
     stop_orders: dict[str, str]  # symbol -> client order id of its working stop
     last_prices: dict[str, float]
 
-    def on_filled(self, o: Order) -> None: ...
+    def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None: ...
 
-    def place_stop(self, p: Position) -> None: ...
+    def keep_protected(self, symbol: str) -> None: ...
 
 
 def reconcile(bot: Reconciled) -> list[str]:
@@ -70,8 +70,8 @@ def _reconcile(bot: Reconciled) -> list[str]:
             continue
         if b.status != o.status or b.filled_qty != o.filled_qty:
             b = b.with_intent_of(o)
-            if b.status == OrderStatus.FILLED:
-                bot.on_filled(b)  # booked before it is recorded filled (see TradingBot.sync_orders)
+            if b.filled_qty > o.filled_qty + 1e-9:  # booked before it is recorded (see TradingBot.sync_orders)
+                bot.book_fill(b, o.filled_qty, o.filled_avg_price)
             rec.order(b, now)
             lines.append(f"order {o.client_order_id}: {o.status.value} -> {b.status.value}")
 
@@ -108,8 +108,7 @@ def _reconcile(bot: Reconciled) -> list[str]:
             mine = replace(mine, qty=there.qty, avg_price=there.avg_price)
         rec.position(replace(mine, last_price=there.last_price))
         bot.last_prices.setdefault(sym, there.last_price)
-        if sym not in bot.stop_orders:
-            bot.place_stop(rec_position(bot, sym))
+        bot.keep_protected(sym)
     for line in lines:
         logger.warning("Reconcile: {}", line)
     bot.router.connected = True

@@ -24,7 +24,7 @@ class RiskContext:
     equity: float
     buying_power: float
     positions: tuple[Position, ...]
-    day_start_equity: float
+    day_start_equity: float | None  # None: not known yet (the broker could not be read)
     round_trips_today: int
     market_open: bool
     minutes_to_close: float | None
@@ -65,6 +65,8 @@ def _entry_refusal(ctx: RiskContext, s: Settings) -> str:
         return "market is closed"
     if ctx.data_stale:
         return "market data is stale"
+    if ctx.day_start_equity is None:
+        return "the day's starting equity is not known yet (the broker could not be read)"
     if ctx.breaker_tripped or breaker_should_trip(ctx.equity, ctx.day_start_equity, s.daily_loss_limit):
         return f"daily loss limit of {s.daily_loss_limit:.0%} reached (circuit breaker)"
     if ctx.minutes_to_close is not None and ctx.minutes_to_close <= s.no_entry_minutes_before_close:

@@ -33,7 +33,7 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order as AlpacaOrder
-from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopOrderRequest
+from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, ReplaceOrderRequest, StopOrderRequest
 from loguru import logger
 from pydantic import ValidationError
 
@@ -212,6 +212,22 @@ class AlpacaBroker(Broker):
                 raise
         self._await_end(client_order_id)
 
+    def replace_order(self, client_order_id: str, new: Order) -> Order:
+        """Alpaca's replace (PATCH /v2/orders/{id}): the new order takes the old one's place in
+        one step, so the shares are never free and never doubly held; the old one ends
+        ``replaced``. A fractional size cannot be replaced (Alpaca takes whole shares there):
+        it is cancelled and placed again, as the port does by default."""
+        if not float(new.qty).is_integer() or new.stop_price is None:
+            return super().replace_order(client_order_id, new)
+        found = self._find(client_order_id)
+        if found is None:
+            raise AlpacaError(f"order {client_order_id} is unknown to Alpaca; nothing to replace", transient=False)
+        request = ReplaceOrderRequest(qty=int(new.qty), stop_price=round_stop(new.stop_price),
+                                      time_in_force=TimeInForce.GTC, client_order_id=new.client_order_id)
+        placed: Any = self._call(f"replace {client_order_id}",
+                                 lambda: self._client.replace_order_by_id(found.id, request))
+        return _to_order(placed).with_intent_of(new)
+
     def _await_end(self, client_order_id: str) -> None:
         """Wait (briefly) for the cancel to land. Alpaca cancels asynchronously
         (pending_cancel) and keeps the shares held until then, so an exit sent
@@ -237,8 +253,11 @@ class AlpacaBroker(Broker):
         if order.qty <= 0:
             raise BrokerError(f"rejected: quantity {order.qty} must be positive", transient=False)
         side = OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL
+        # a stop lasts until it fills or is cancelled (GTC): a DAY stop expires at 16:00 and
+        # leaves a position held overnight naked. Fractional orders must be DAY at Alpaca.
+        gtc = order.order_type == OrderType.STOP and float(order.qty).is_integer()
         common: dict[str, Any] = {"symbol": order.symbol, "qty": order.qty, "side": side,
-                                  "time_in_force": TimeInForce.DAY,
+                                  "time_in_force": TimeInForce.GTC if gtc else TimeInForce.DAY,
                                   "client_order_id": order.client_order_id}
         if order.order_type == OrderType.STOP:
             if order.stop_price is None:

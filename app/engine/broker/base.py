@@ -50,6 +50,19 @@ class Broker(abc.ABC):
     def cancel(self, client_order_id: str) -> None:
         """Cancel an open order; canceling a finished or unknown order is a no-op."""
 
+    def replace_order(self, client_order_id: str, new: Order) -> Order:
+        """Put ``new`` (same symbol, side and type; a new id, size or stop price) in the place of
+        a working order. Alpaca does it in one call; this default cancels, checks that the
+        cancel landed and that nothing filled, and only then submits, so a cancel still
+        pending or an order that filled meanwhile never leaves a second order working."""
+        self.cancel(client_order_id)
+        old = self.get_order(client_order_id)
+        if old is not None and old.status.is_open:
+            raise BrokerError(f"{client_order_id} is still being canceled; not replaced yet", transient=True)
+        if old is not None and old.filled_qty > 0:
+            raise BrokerError(f"{client_order_id} filled before it could be replaced", transient=False)
+        return self.submit(new)
+
     def last_price(self, symbol: str) -> float | None:
         """The latest traded price the broker knows, if it offers one."""
         return None
