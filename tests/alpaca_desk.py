@@ -42,7 +42,8 @@ class AlpacaDesk:
     def __init__(self, server: AlpacaServer, *, start: datetime = MORNING, timeframe: str = "5m",
                  calendar: MarketCalendar | None = None, autostart: bool = True, **settings: object) -> None:
         self.server = server
-        self.settings = Settings(mode="auto", timeframe=timeframe, **settings)  # type: ignore[arg-type]
+        settings.setdefault("mode", "auto")
+        self.settings = Settings(timeframe=timeframe, **settings)  # type: ignore[arg-type]
         self.clock = SimClock(start)
         self.broker = AlpacaBroker(server.api_keys(), self.clock, kind=BrokerKind.PAPER, url_override=server.url,
                                    timeout_s=2.0, cancel_wait_s=0.0, sleep=lambda s: None)

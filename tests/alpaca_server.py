@@ -259,6 +259,10 @@ class AlpacaServer:
                 return self._close_position(path.rsplit("/", 1)[1])
             if path == "/v2/orders" and method == "GET":
                 return 200, self._list_orders(query)
+            if path == "/v2/stocks/trades/latest" and method == "GET":
+                return 200, self._latest_trades(query.get("symbols", "").split(","))
+            if path == "/v2/stocks/bars" and method == "GET":  # no history here (BarsServer serves some)
+                return 200, {"bars": {}, "next_page_token": None}
             if path == "/v2/orders" and method == "POST":
                 return self._create_order(body)
             if path == "/v2/orders:by_client_order_id" and method == "GET":
@@ -309,6 +313,13 @@ class AlpacaServer:
                 "exchange": "NASDAQ", "asset_class": "us_equity", "qty": _s(p["qty"]),
                 "side": "long" if p["qty"] > 0 else "short", "qty_available": _s(p["qty"] - held),
                 **values, "usd": values}
+
+    def _latest_trades(self, symbols: list[str]) -> dict[str, Any]:
+        """The latest trade per symbol, shaped as alpaca-py's own fixture
+        (data__test_historical_stock_data__test_get_latest_trade.json)."""
+        now = _ts(datetime.now(UTC))
+        return {"trades": {s: {"t": now, "x": "V", "p": self.prices[s], "s": 100, "c": ["@"], "i": 1, "z": "C"}
+                           for s in symbols if s in self.prices}}
 
     def _list_orders(self, query: dict[str, str]) -> list[dict[str, Any]]:
         status = query.get("status", "open")

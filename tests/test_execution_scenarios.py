@@ -4,10 +4,25 @@ behaves as Alpaca does: one scenario per defect a careful trader found (issue
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from alpaca_desk import SYMBOL, AlpacaDesk
+from alpaca_desk import BAR, SYMBOL, AlpacaDesk, ChosenModel
 from alpaca_server import AlpacaServer, Fault
 from conftest import utc
+
+from app.engine.backtest.config import BacktestConfig
+from app.engine.backtest.runner import run_backtest
+from app.engine.bot import TradingBot
+from app.engine.broker.simulated import SimulatedBroker
+from app.engine.clock import MarketCalendar, SimClock
+from app.engine.data.sources import AlpacaDataSource
+from app.engine.events import EventBus
+from app.engine.live import LiveSession
+from app.engine.records import MemoryRecorder
+from app.engine.replay import MarketReplay, replay_feed
+from app.engine.settings import Settings
+from app.engine.types import Bar
 
 WASH_TRADE = ('{"code": 40310000, "message": "potential wash trade detected. use complex orders"}')
 
@@ -173,3 +188,77 @@ def test_after_a_partial_stop_fill_the_rest_stays_covered_and_booked(alpaca_serv
     alpaca_server.faults = None
     assert desk.position is not None and desk.position.qty == held - 40
     assert desk.stop_cover() == desk.held() == held - 40
+
+
+# ------------------------------------------------------------ #7: time drives the engine
+def test_the_end_of_day_flatten_happens_on_time_without_a_new_bar(alpaca_server: AlpacaServer) -> None:
+    """#7: with 15-minute bars the 15:45 bar completes at 16:00, after the close. The stop
+    checks run every 30 s on the latest trade (alpaca-py's latest-trade endpoint), so the
+    position is flattened at 15:55 anyway."""
+    desk = _holding(alpaca_server, timeframe="15m")
+    source = AlpacaDataSource(alpaca_server.api_keys(), url_override=alpaca_server.url)
+    live = LiveSession(desk.bot, source, desk.clock, SYMBOL, "15m", desk.clock.now())
+    alpaca_server.auto_fill = True
+    desk.clock.set(utc(2025, 3, 4, 20, 50))  # 15:50 in New York; no bar is due before 16:00
+    alpaca_server.set_price(SYMBOL, 50.4)
+    while desk.clock.now() < utc(2025, 3, 4, 20, 56):
+        desk.clock.advance(timedelta(seconds=30))
+        live.step()
+    assert desk.held() == 0, "flat before the close"
+    assert [t.exit_reason for t in desk.records.trades] == ["end of day"]
+    assert desk.records.trades[0].exit_price == 50.4, "priced by the latest trade"
+
+
+def test_an_approval_expires_on_the_clock_not_at_the_next_bar(alpaca_server: AlpacaServer) -> None:
+    """#7: a signal waiting for approval expires at its time even when no bar arrives."""
+    desk = AlpacaDesk(alpaca_server, mode="manual", timeframe="1h")
+    desk.close_bar(50.0, p_up=0.75)
+    assert desk.bot.pending
+    live = LiveSession(desk.bot, AlpacaDataSource(alpaca_server.api_keys(), url_override=alpaca_server.url),
+                       desk.clock, SYMBOL, "1h", desk.clock.now())
+    desk.clock.advance(timedelta(hours=1, seconds=30))  # past the end of the next bar
+    live.step()
+    assert not desk.bot.pending
+    assert desk.signal_details()[-1][0] == "expired"
+
+
+def test_a_replay_whose_bars_stop_mid_morning_still_flattens_that_day() -> None:
+    """#7: recorded bars with a gap (the day's data end at 10:30) must not hold the position
+    over the weekend: the replay's clock runs on to that day's flatten and close."""
+    calendar = MarketCalendar()
+    friday, monday = utc(2025, 3, 7, 14, 30), utc(2025, 3, 10, 13, 30)
+    bars = [Bar(SYMBOL, friday - timedelta(days=1) + i * BAR, 50.0, 50.1, 49.9, 50.0, 1e4) for i in range(78)]
+    bars += [Bar(SYMBOL, friday + i * BAR, 50.0, 50.1, 49.9, 50.0, 1e4) for i in range(12)]  # to 10:30
+    bars += [Bar(SYMBOL, monday + i * BAR, 50.0, 50.1, 49.9, 50.0, 1e4) for i in range(12)]
+    feed, history, start = replay_feed(bars, calendar, 5)
+    clock = SimClock(start)
+    broker = SimulatedBroker(clock, 100_000.0)
+    model = ChosenModel()
+    bot = TradingBot(Settings(mode="auto"), clock, broker, model, MemoryRecorder(), EventBus(), calendar,
+                     sleep=lambda s: None)
+    bot.warm_up(history)
+    bot.start()
+    replay = MarketReplay(bot, broker, clock, feed)
+    model.p_up = 0.95
+    while clock.now() < friday + 2 * BAR:
+        replay.step()
+    model.p_up = 0.5
+    assert broker.held(SYMBOL) > 0
+    while clock.now() < monday and replay.step():
+        pass
+    assert broker.held(SYMBOL) == 0 or bot.records.positions() == [], "not held into Monday"
+    assert any(o.reason == "exit: end of day" for o in bot.records.orders.values())
+
+
+def test_a_backtest_with_a_data_gap_flattens_at_the_end_of_that_day() -> None:
+    """#7: the backtest runs the same clock: bars that stop at 10:30 on a Friday leave no
+    position over the weekend; the end-of-day sell fills at the next open, the first price."""
+    friday, monday = utc(2025, 3, 7, 14, 30), utc(2025, 3, 10, 13, 30)
+    bars = [Bar(SYMBOL, friday + i * BAR, 50.0, 50.1, 49.9, 50.0, 1e4) for i in range(12)]
+    bars += [Bar(SYMBOL, monday + i * BAR, 51.0, 51.1, 50.9, 51.0, 1e4) for i in range(12)]
+    model = ChosenModel()
+    model.p_up = 0.95
+    result = run_backtest(bars, BacktestConfig(strategy="rules"), Settings(), model=model)
+    (first, *_) = result.trades
+    assert first.exit_reason == "end of day"
+    assert first.exit_time.date() == monday.date() and first.exit_price == 51.0

@@ -142,7 +142,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             self._reconcile()
         self.sync_orders()
         self._expire_pending()
-        self._protect(bar.symbol, bar.close)
+        self._protect_all()
         out = self.run_trading_cycle(bar)
         self._publish_portfolio()
         self._publish_status()
@@ -157,18 +157,26 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         self._last_bar_end[bar.symbol] = bar.time + self._bar_delta
 
     def on_price(self, symbol: str, price: float) -> None:
-        """A new price between bars: re-price, check stops, end of day, breaker."""
+        """A new price between bars (the latest trade): re-price, then the clock's checks."""
         if not (math.isfinite(price) and price > 0):
             logger.warning("Ignoring invalid price {} for {}", price, symbol)
             return
         self.last_prices[symbol] = price
+        self.on_clock()
+
+    def on_clock(self) -> None:
+        """What runs on time, new data or not (every stop check: ``stop_check_seconds`` live,
+        each tick in the demo, at each session's end in a replay with a gap): orders and
+        queued retries, approvals that expired, the breaker, the end-of-day flatten and
+        every position's stops, at the latest prices known."""
         self._roll_day()
         if self._reconcile_pending:
             self._reconcile()
         self.sync_orders()
         for q in self.router.retry_queued():
             self._placed(q)
-        self._protect(symbol, price)
+        self._expire_pending()
+        self._protect_all()
         self._publish_portfolio()
         self._publish_status()
 

@@ -37,6 +37,7 @@ class ExitsAndFills:
     calendar: MarketCalendar | None
     plain: bool
     stop_orders: dict[str, str]
+    last_prices: dict[str, float]
     day: DayState
 
     if TYPE_CHECKING:
@@ -50,8 +51,8 @@ class ExitsAndFills:
         def _broker_holding(self, symbol: str) -> tuple[bool, Position | None]: ...
 
     # -------------------------------------------------------------- exits
-    def _protect(self, symbol: str, price: float) -> None:
-        """Trailing stops, stop exits, end of day and the circuit breaker."""
+    def _protect_all(self) -> None:
+        """The circuit breaker, the end-of-day flatten, then each position's stops."""
         if self.plain:
             return
         self._breaker_check()
@@ -59,6 +60,13 @@ class ExitsAndFills:
             if self.records.positions():
                 self.flatten_all("end of day")
             return
+        for p in self.records.positions():
+            price = self.last_prices.get(p.symbol)
+            if price is not None:
+                self._protect(p.symbol, price)
+
+    def _protect(self, symbol: str, price: float) -> None:
+        """One position: trailing stop, stop exit or take profit, and its broker stop."""
         p = next((p for p in self.records.positions() if p.symbol == symbol), None)
         if p is None:
             return

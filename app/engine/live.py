@@ -37,6 +37,9 @@ class LiveSession:
         self._failing = False
 
     def step(self) -> bool:
+        """One stop check: the bars that closed since the last one go through the trading
+        cycle, then the clock's checks run at the latest trade price, new bar or not (a 15m
+        or 1h bar must not hold the end-of-day flatten or a stop until it completes)."""
         now = self.clock.now()
         tf = timedelta(minutes=self.bot.bar_minutes)
         start = self.last_end or now - timedelta(days=5)
@@ -47,9 +50,7 @@ class LiveSession:
                 logger.warning("Market data unavailable: {}", exc)
                 self.bot.bus.publish(AlertEvent("warning", f"market data unavailable: {exc}"))
             self._failing = True
-            price = self.bot.broker.last_price(self.symbol)
-            if price:
-                self.bot.on_price(self.symbol, price)
+            self._check_at(self._latest(), None)
             return True
         self._failing = False
         for b in bars:
@@ -57,9 +58,23 @@ class LiveSession:
                 self.bot.on_bar_close(b)
                 self.last_end = b.time + tf
                 self.bars_played += 1
-        if bars:
-            self.bot.on_price(self.symbol, bars[-1].close)
+        self._check_at(self._latest(), bars[-1].close if bars else None)
         return True
+
+    def _latest(self) -> float | None:
+        try:
+            price = self.source.latest_price(self.symbol)
+        except Exception as exc:  # noqa: BLE001 - the check goes on with the last price known
+            logger.debug("No latest trade for {}: {}", self.symbol, exc)
+            price = None
+        return price or self.bot.broker.last_price(self.symbol)
+
+    def _check_at(self, latest: float | None, last_close: float | None) -> None:
+        price = latest or last_close
+        if price:
+            self.bot.on_price(self.symbol, price)
+        else:
+            self.bot.on_clock()
 
     def _fetch(self, start: datetime, end: datetime) -> list[Bar]:
         # deferred: pandas loads for paper and live trading only; the demo imports this module too

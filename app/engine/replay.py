@@ -31,6 +31,7 @@ class _Cursor:
     bars: list[SimBar]
     bar: int = 0
     tick: int = 0
+    finished: bool = False  # the clock has been run to the session's end
 
 
 class MarketReplay:
@@ -51,6 +52,8 @@ class MarketReplay:
         """Advance to the next price; False once the feed has nothing more."""
         if self.finished:
             return False
+        if self._cur is not None and self._cur.bar >= len(self._cur.bars) and self._finish_session(self._cur):
+            return True
         if (self._cur is None or self._cur.bar >= len(self._cur.bars)) and not self._next_session():
             self.finished = True
             return False
@@ -85,6 +88,23 @@ class MarketReplay:
         while (max_steps is None or steps < max_steps) and self.step():
             steps += 1
         return steps
+
+    def _finish_session(self, cur: _Cursor) -> bool:
+        """Bars that stop before the close (a gap in recorded data) do not stop the clock:
+        it runs to the end-of-day flatten and to the close, and the engine's timed checks
+        run there, so nothing is held overnight because data went missing. False once done."""
+        if cur.finished:
+            return False
+        cur.finished = True
+        close = cur.session.close
+        cutoff = close - timedelta(minutes=self.bot.settings.flatten_minutes_before_close)
+        ran = False
+        for when in (cutoff, close):
+            if self.clock.now() < when:
+                self.clock.set(when)
+                self.bot.on_clock()
+                ran = True
+        return ran
 
     def _next_session(self) -> bool:
         found = self.feed(self.clock.now())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from app.engine.backtest.metrics import compute_metrics
 from app.engine.backtest.strategies import make_model
 from app.engine.bot import TradingBot
 from app.engine.broker.simulated import SimulatedBroker
-from app.engine.clock import MarketCalendar, SimClock
+from app.engine.clock import NY, MarketCalendar, SimClock
 from app.engine.events import EventBus
 from app.engine.records import MemoryRecorder
 from app.engine.settings import Settings
@@ -95,12 +96,16 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     held: list[float] = []
     every = max(1, n // 200)
     set_time, fill, close, shares = clock.set, broker.on_bar, bot.on_bar_close, broker.held
+    session_ends = _early_session_ends(bars, bar_delta, calendar, settings) if calendar is not None else {}
     t0 = time.perf_counter()
     for i, bar in enumerate(bars):
         set_time(bar.time)
         fill(bar)  # what was ordered at the last close fills at this bar's open
         set_time(bar.time + bar_delta)
         close(bar)  # the trading cycle, at this bar's close
+        for when in session_ends.get(i, ()):  # bars stopped before the close: the clock runs on
+            set_time(when)
+            bot.on_clock()
         cash.append(broker.cash)
         held.append(shares(bar.symbol))
         if progress is not None and i % every == 0 and not progress(i / n):
@@ -114,6 +119,29 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                               bars[0].open, bars[-1].close, traded)
     return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed,
                           notes, model_seconds)
+
+
+def _early_session_ends(bars: list[Bar], bar_delta: timedelta, calendar: MarketCalendar,
+                        settings: Settings) -> dict[int, tuple[datetime, ...]]:
+    """For each day whose bars stop before its end-of-day flatten (a gap in the data), the
+    last bar's index and the times the live clock would still have struck that day: the
+    flatten and the close. Live, the engine flattens on time whatever the data do; the
+    backtest does too, and the sell fills at the next bar's open, the first price there is."""
+    if bar_delta >= timedelta(days=1) or not settings.eod_flatten:
+        return {}
+    out: dict[int, tuple[datetime, ...]] = {}
+    last_of_day: dict[date, int] = {}
+    for i, b in enumerate(bars):
+        last_of_day[b.time.astimezone(NY).date()] = i
+    for day, i in last_of_day.items():
+        session = calendar.session(day)
+        if session is None:
+            continue
+        cutoff = session.close - timedelta(minutes=settings.flatten_minutes_before_close)
+        end = bars[i].time + bar_delta
+        if end < cutoff:
+            out[i] = (cutoff, session.close)
+    return out
 
 
 def _jsonable(v: Any) -> Any:

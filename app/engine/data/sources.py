@@ -11,6 +11,7 @@ line that builds the Alpaca client.
 from __future__ import annotations
 
 import abc
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -53,6 +54,10 @@ class MarketDataSource(abc.ABC):
     @abc.abstractmethod
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         """A canonical OHLCV frame (see :mod:`app.engine.data.frame`), possibly empty."""
+
+    def latest_price(self, symbol: str) -> float | None:
+        """The latest trade's price, for stop checks between bars; None where the source has none."""
+        return None
 
 
 def _check_range(start: datetime, end: datetime) -> None:
@@ -199,7 +204,6 @@ class AlpacaDataSource(MarketDataSource):
         if self._client is None:
             from alpaca.data.historical.stock import StockHistoricalDataClient
 
-
             register_secret(self._keys.key_id.reveal())  # masked if a library ever logs it
             register_secret(self._keys.secret_key.reveal())
             self._client = StockHistoricalDataClient(
@@ -213,6 +217,10 @@ class AlpacaDataSource(MarketDataSource):
             if secret.reveal():
                 text = text.replace(secret.reveal(), "••••")
         return text
+
+    def latest_price(self, symbol: str) -> float | None:
+        """Alpaca's latest trade (GET /v2/stocks/trades/latest on the chosen feed)."""
+        return _latest_trade(self, symbol)
 
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         check_timeframe(timeframe)
@@ -239,6 +247,25 @@ class AlpacaDataSource(MarketDataSource):
         return normalize_frame(make_frame(
             [b.timestamp for b in bars], [b.open for b in bars], [b.high for b in bars],
             [b.low for b in bars], [b.close for b in bars], [b.volume for b in bars]))
+
+
+def _latest_trade(source: AlpacaDataSource, symbol: str) -> float | None:
+    import requests
+    from alpaca.common.exceptions import APIError
+    from alpaca.data.enums import DataFeed
+    from alpaca.data.requests import StockLatestTradeRequest
+
+    request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(source.feed))
+    try:
+        trades = source._get_client().get_stock_latest_trade(request)
+    except APIError as exc:
+        raise DataError(source._scrub(f"Alpaca refused the latest-trade request ({exc.status_code}): "
+                                      f"{_api_message(exc)}")) from None
+    except requests.RequestException as exc:
+        raise DataError(f"cannot reach Alpaca market data: {type(exc).__name__}") from None
+    trade = trades.get(symbol)
+    price = float(trade.price) if trade is not None else float("nan")
+    return price if math.isfinite(price) and price > 0 else None
 
 
 def _alpaca_timeframe(timeframe: str) -> Any:
