@@ -26,7 +26,7 @@ from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings, SettingsError
 from app.engine.storage import StorageError
-from app.engine.types import SignalStatus
+from app.engine.types import OrderStatus, SignalStatus
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -141,7 +141,7 @@ def _report(e: Event, out: Callable[[str], None]) -> None:
         t = e.trade
         out(f"trade {t.symbol} {t.qty:g} {t.entry_price:.2f} -> {t.exit_price:.2f} P&L {t.pnl:+.2f} "
             f"({t.exit_reason})")
-    elif isinstance(e, OrderEvent) and e.order.status.value in ("filled", "rejected"):
+    elif isinstance(e, OrderEvent) and e.order.status in (OrderStatus.FILLED, OrderStatus.REJECTED):
         o = e.order
         out(f"order {o.client_order_id} {o.side.value} {o.qty:g} {o.status.value}")
     elif isinstance(e, SignalEvent) and e.status == SignalStatus.PENDING:

@@ -81,7 +81,7 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     notices: list[str] = []
     if not load_keys(paths.env_file).complete:
         notices.append("No Alpaca API keys configured: running the simulated demo market.")
-    if settings.timeframe == "1d":
+    if not timeframe_of(settings.timeframe).intraday:
         settings = settings.updated(timeframe="5m")  # the simulated market is intraday
     if replay_bars is not None:
         scratch = paths.home / "replay-scratch.db"

@@ -102,7 +102,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
     # ------------------------------------------------------------ lifecycle
     @property
     def intraday(self) -> bool:
-        return self.settings.timeframe != "1d"
+        return timeframe_of(self.settings.timeframe).intraday
 
     @property
     def bar_minutes(self) -> int:

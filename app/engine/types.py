@@ -76,7 +76,6 @@ class Timeframe:
 
     name: str  # what settings, file names and the command line say: "5m"
     seconds: int
-    pandas_freq: str  # the pandas offset alias, for resampling: "5min"
 
     @property
     def minutes(self) -> int:
@@ -97,11 +96,11 @@ class Timeframe:
 
 
 TIMEFRAMES: dict[str, Timeframe] = {tf.name: tf for tf in (
-    Timeframe("1m", 60, "1min"),
-    Timeframe("5m", 300, "5min"),
-    Timeframe("15m", 900, "15min"),
-    Timeframe("1h", 3600, "1h"),
-    Timeframe("1d", 86_400, "1D"),
+    Timeframe("1m", 60),
+    Timeframe("5m", 300),
+    Timeframe("15m", 900),
+    Timeframe("1h", 3600),
+    Timeframe("1d", 86_400),
 )}
 
 

@@ -14,6 +14,7 @@ import io
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,7 +204,7 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
                         examples, {k: v for k, v in columns.items() if k != "time_of_day"})
 
 
-def _numeric(col: pd.Series, name: str, reject: object) -> np.ndarray:
+def _numeric(col: pd.Series, name: str, reject: Callable[[np.ndarray, str], None]) -> np.ndarray:
     """Text -> float, rejecting (in order) missing, text, infinite, non-positive, huge."""
     arr = np.array(pd.to_numeric(col, errors="coerce"), dtype="float64")  # a writable copy
     nan = np.isnan(arr)
@@ -214,15 +215,15 @@ def _numeric(col: pd.Series, name: str, reject: object) -> np.ndarray:
         arr[nan] = np.asarray(retry, dtype="float64")
         na_text[nan] = odd.str.lower().isin(_NA_TEXT).to_numpy()
         nan = np.isnan(arr)
-    reject(nan & na_text, f"missing {name}")  # type: ignore[operator]
-    reject(nan & ~na_text, f"text in {name}")  # type: ignore[operator]
+    reject(nan & na_text, f"missing {name}")
+    reject(nan & ~na_text, f"text in {name}")
     with np.errstate(invalid="ignore"):
-        reject(np.isinf(arr), f"infinite {name}")  # type: ignore[operator]
+        reject(np.isinf(arr), f"infinite {name}")
         if name == "volume":
-            reject(arr < 0, "negative volume")  # type: ignore[operator]
+            reject(arr < 0, "negative volume")
         else:
-            reject(arr <= 0, "zero or negative price")  # type: ignore[operator]
-            reject(arr > MAX_PRICE, "implausible price (> 10,000,000)")  # type: ignore[operator]
+            reject(arr <= 0, "zero or negative price")
+            reject(arr > MAX_PRICE, "implausible price (> 10,000,000)")
     return arr
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -346,6 +347,6 @@ class StandardScalerFit:
         return {"columns": self.columns, "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, list]) -> StandardScalerFit:  # type: ignore[type-arg]
+    def from_dict(cls, d: dict[str, list[Any]]) -> StandardScalerFit:
         return cls(list(d["columns"]), np.asarray(d["mean"], dtype="float64"),
                    np.asarray(d["std"], dtype="float64"))

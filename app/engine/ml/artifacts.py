@@ -279,7 +279,7 @@ def _load_calibrator(folder: Path, meta: dict[str, Any], bundle: LoadedBundle) -
         return PlattCalibrator.from_dict(joblib.load(folder / spec["file"]))
     except ArtifactError as exc:
         raise ArtifactError(f"calibrator unusable: {exc}") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a damaged file of any kind is one clear ArtifactError
         raise ArtifactError(f"calibrator file is unreadable ({type(exc).__name__})") from None
 
 

@@ -30,7 +30,7 @@ from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle
 from app.engine.ml.ensemble import combine, combine_one
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
-from app.engine.types import Bar
+from app.engine.types import Bar, timeframe_of
 
 if TYPE_CHECKING:
     from app.engine.paths import AppPaths
@@ -42,7 +42,7 @@ SHORT = {"lstm": "lstm", "random_forest": "rf", "momentum": "mom"}
 
 def default_max_age(timeframe: str) -> timedelta:
     """How long after its last training bar a model is trusted: markets change regime."""
-    return timedelta(days=180) if timeframe == "1d" else timedelta(days=30)
+    return timedelta(days=30) if timeframe_of(timeframe).intraday else timedelta(days=180)
 
 
 class BarWindow:
