@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from alpaca_desk import BAR, SYMBOL, AlpacaDesk, ChosenModel
 from alpaca_server import AlpacaServer, Fault
 from conftest import utc
@@ -63,13 +62,20 @@ def test_an_unreachable_broker_at_start_leaves_entries_refused_not_the_breaker_o
     assert desk.bot.status().circuit_breaker
 
 
-@pytest.mark.xfail(strict=True, reason="not built yet: a daily entry decided at night is sent at once")
 def test_daily_bars_never_send_an_order_while_the_market_is_closed(alpaca_server: AlpacaServer) -> None:
-    """#6: a daily bar closes at night; its entry must wait for the market to open."""
+    """#6: a daily bar closes at night; its entry waits for the open, is checked again
+    then, and its stop is placed as soon as it fills, not the next night."""
     night = utc(2025, 3, 5, 5, 0)  # 00:00 in New York
     desk = AlpacaDesk(alpaca_server, start=night, timeframe="1d")
     desk.close_bar(50.0, p_up=0.95, start=utc(2025, 3, 4, 5, 0))
     assert desk.orders("buy") == [], "no market order at midnight"
+    assert "at the open" in desk.signal_details()[-1][1]
+    desk.clock.set(utc(2025, 3, 5, 14, 29))
+    desk.check()
+    assert desk.orders("buy") == [], "not before 09:30"
+    alpaca_server.auto_fill = True
+    desk.check(seconds=60)  # 09:30:30
+    assert desk.held() > 0 and desk.stop_cover() == desk.held(), "bought at the open, stop in place at once"
 
 
 def _holding(server: AlpacaServer, **settings: object) -> AlpacaDesk:
@@ -262,3 +268,4 @@ def test_a_backtest_with_a_data_gap_flattens_at_the_end_of_that_day() -> None:
     (first, *_) = result.trades
     assert first.exit_reason == "end of day"
     assert first.exit_time.date() == monday.date() and first.exit_price == 51.0
+

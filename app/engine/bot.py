@@ -288,10 +288,10 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         acct = self._refresh_account() or Account(0.0, 0.0, 0.0, 0.0)
         now = self.clock.now()
         market_open, minutes_left = True, None
-        if self.calendar is not None and self.intraday:
+        if self.calendar is not None:  # daily bars too: no order goes out while the market is closed
             session = self.calendar.session_at(now)
             market_open = session is not None
-            minutes_left = (session.close - now).total_seconds() / 60 if session else None
+            minutes_left = (session.close - now).total_seconds() / 60 if session and self.intraday else None
         price = self.last_prices.get(symbol, float("nan"))
         held = {p.symbol: p for p in self._marked_positions()}
         for sym, qty in self._working_entries(excluding).items():  # a working entry is exposure already
@@ -306,6 +306,16 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             market_open=market_open, minutes_to_close=minutes_left,
             data_stale=self.data_stale(), breaker_tripped=self.day.breaker,
         )
+
+    def next_open(self) -> datetime | None:
+        """When a daily-bar entry decided while the market is closed may go out: the next
+        session's open. None when it need not wait (intraday, no calendar, or open now)."""
+        if self.calendar is None or self.intraday:
+            return None
+        now = self.clock.now()
+        if self.calendar.is_open(now):
+            return None
+        return self.calendar.next_session(now).open
 
     def data_stale(self) -> bool:
         if self.calendar is None or not self.intraday:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from app.engine import risk
-from app.engine.clock import Clock
+from app.engine.clock import NY, Clock, MarketCalendar
 from app.engine.events import EventBus, OrderEvent, SignalEvent
 from app.engine.modes import Decision, ExecutionPolicy
 from app.engine.orders import OrderRouter
@@ -34,6 +34,7 @@ class SignalsAndEntries:
     router: OrderRouter
     settings: Settings
     clock: Clock
+    calendar: MarketCalendar | None
     bus: EventBus
     mode: TradingMode
     policy: ExecutionPolicy
@@ -46,6 +47,7 @@ class SignalsAndEntries:
         def _held(self, symbol: str) -> float: ...
         def _committed(self, symbol: str) -> float: ...
         def keep_protected(self, symbol: str) -> None: ...
+        def next_open(self) -> datetime | None: ...
         def _risk_context(self, symbol: str, side: Side, excluding: str = "") -> risk.RiskContext: ...
         def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str: ...
         def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None: ...
@@ -98,7 +100,7 @@ class SignalsAndEntries:
             self._signal_done(sig, SignalStatus.DROPPED, why)
         elif decision == Decision.ASK:
             if sig.side == Side.BUY:  # never ask about an entry the risk rules already forbid
-                check = risk.check_entry(self._risk_context(sig.symbol, sig.side), self.settings)
+                check = risk.check_entry(self._entry_context(sig.symbol, sig.side), self.settings)
                 if not check.accepted:
                     self._signal_done(sig, SignalStatus.REFUSED, check.reason)
                     return
@@ -116,18 +118,35 @@ class SignalsAndEntries:
             result = self._exit(sig.symbol, "exit on SELL signal", signal_id=sig.signal_id)
             self._signal_done(sig, SignalStatus.EXECUTED, result)
             return result
-        ctx = self._risk_context(sig.symbol, sig.side)
+        ctx = self._entry_context(sig.symbol, sig.side)
         decision = risk.check_plain(ctx, self.settings) if self.plain else risk.check_entry(ctx, self.settings)
         if not decision.accepted:
             self._signal_done(sig, SignalStatus.REFUSED, decision.reason)
             return decision.reason
         order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
                       OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
-        placed = self._placed(self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate))
+        opens = None if self.plain else self.next_open()
+        if opens is not None:  # a daily bar decided at night: the entry waits for the open, re-checked then
+            assert self.calendar is not None
+            until = self.calendar.next_session(opens).close
+            placed = self.router.hold(order, opens, until, self._revalidate)
+            when = f"at the open, {opens.astimezone(NY):%a %H:%M} New York"
+        else:
+            placed = self._placed(self.router.place(order, expires_at=sig.expires_at, revalidate=self._revalidate))
+            when = placed.status.value
         status = SignalStatus.EXECUTED if placed.status != OrderStatus.REJECTED else SignalStatus.REFUSED
-        detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({placed.status.value})"
+        detail = f"{'approved; ' if approved else ''}buy {decision.qty:g} ({when})"
         self._signal_done(sig, status, detail)
         return detail
+
+    def _entry_context(self, symbol: str, side: Side) -> risk.RiskContext:
+        """The risk facts for a new entry; for one that will wait for the open (daily bars at
+        night), judged as it will be then: everything but the closed market counts now, and
+        the whole check runs again before it is sent."""
+        ctx = self._risk_context(symbol, side)
+        if not self.plain and self.next_open() is not None:
+            return replace(ctx, market_open=True, minutes_to_close=None)
+        return ctx
 
     def _revalidate(self, order: Order) -> Order | None:
         """A queued entry, before another attempt: still allowed, and how big now?"""

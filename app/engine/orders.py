@@ -64,6 +64,7 @@ class QueuedOrder:
     order: Order
     expires_at: datetime | None  # None: an exit, retried until it succeeds
     revalidate: Callable[[Order], Order | None] | None = None
+    not_before: datetime | None = None  # held until then (a daily entry waits for the open)
 
 
 class OrderRouter:
@@ -155,11 +156,24 @@ class OrderRouter:
         self.records.command(self.clock.now(), "cancel", client_order_id, {}, "ok")
         return True
 
+    def hold(self, order: Order, not_before: datetime, expires_at: datetime,
+             revalidate: Callable[[Order], Order | None]) -> Order:
+        """Record the intent now and send it at ``not_before`` or later, re-validated then
+        (a daily bar's entry, decided while the market is closed, goes out at the open)."""
+        now = self.clock.now()
+        self.records.order(order, now)
+        self.records.command(now, "hold", order.client_order_id,
+                             {"symbol": order.symbol, "qty": order.qty, "until": not_before.isoformat()}, "")
+        self.queue[order.client_order_id] = QueuedOrder(order, expires_at, revalidate, not_before)
+        return order
+
     def retry_queued(self) -> list[Order]:
         """Try the queued orders again (called on every price check)."""
         out = []
         for coid, q in list(self.queue.items()):
             now = self.clock.now()
+            if q.not_before is not None and now < q.not_before:
+                continue
             if q.expires_at is not None and now >= q.expires_at:
                 out.extend(self._give_up(q, "expired before the broker took it"))
                 continue

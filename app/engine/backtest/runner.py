@@ -97,9 +97,13 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     every = max(1, n // 200)
     set_time, fill, close, shares = clock.set, broker.on_bar, bot.on_bar_close, broker.held
     session_ends = _early_session_ends(bars, bar_delta, calendar, settings) if calendar is not None else {}
+    daily_opens = _session_opens(bars, calendar) if calendar is not None and bar_delta >= timedelta(days=1) else {}
     t0 = time.perf_counter()
     for i, bar in enumerate(bars):
         set_time(bar.time)
+        if i in daily_opens:  # daily bars: entries decided at the last close go out at this open
+            set_time(daily_opens[i])
+            bot.on_clock()
         fill(bar)  # what was ordered at the last close fills at this bar's open
         set_time(bar.time + bar_delta)
         close(bar)  # the trading cycle, at this bar's close
@@ -119,6 +123,16 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                               bars[0].open, bars[-1].close, traded)
     return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed,
                           notes, model_seconds)
+
+
+def _session_opens(bars: list[Bar], calendar: MarketCalendar) -> dict[int, datetime]:
+    """Each daily bar's session open (daily bars are stamped at New York midnight)."""
+    out: dict[int, datetime] = {}
+    for i, b in enumerate(bars):
+        session = calendar.session(b.time.astimezone(NY).date())
+        if session is not None:
+            out[i] = session.open
+    return out
 
 
 def _early_session_ends(bars: list[Bar], bar_delta: timedelta, calendar: MarketCalendar,
