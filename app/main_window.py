@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
     requestMode = Signal(str)
     requestFlatten = Signal()
     requestClose = Signal(str)
+    requestAdopt = Signal(str)
     requestSpeed = Signal(float)
     requestSettings = Signal(object)
     requestImport = Signal(str, str, str)
@@ -240,6 +241,7 @@ class MainWindow(QMainWindow):
         self.requestMode.connect(w.setMode)
         self.requestFlatten.connect(w.flattenAll)
         self.requestClose.connect(w.closePosition)
+        self.requestAdopt.connect(w.adoptPosition)
         self.requestSpeed.connect(w.setSpeed)
         self.requestSettings.connect(w.applySettings)
         self.requestImport.connect(w.importCsv)
@@ -248,6 +250,7 @@ class MainWindow(QMainWindow):
         self.approvals.rejectRequested.connect(self.requestReject)
         self.mode_switch.modeChosen.connect(self.requestMode)
         self.positions.closeRequested.connect(self.requestClose)
+        self.positions.adoptRequested.connect(self.adopt_position)
         self.flatten_button.clicked.connect(self.flatten_all)
         self.speed.currentIndexChanged.connect(lambda i: self.requestSpeed.emit(float(self.speed.itemData(i))))
 
@@ -300,7 +303,7 @@ class MainWindow(QMainWindow):
     def on_portfolio(self, e: PortfolioEvent) -> None:
         breaker = bool(self.status and self.status.circuit_breaker)
         self.account.update_from(e, breaker)
-        self.positions.set_positions(e.positions, self.status.now if self.status else None)
+        self.positions.set_positions(e.positions, self.status.now if self.status else None, e.foreign)
         self.chart.set_stops([(p.stop_price, p.trailing_active) for p in e.positions if p.stop_price])
 
     @Slot(object)
@@ -323,6 +326,12 @@ class MainWindow(QMainWindow):
         if self.confirm("Flatten all?", "Cancel every open order and close every position at market?"):
             self.status_bar.showMessage("Flattening…")
             self.requestFlatten.emit()
+
+    def adopt_position(self, symbol: str) -> None:
+        if self.confirm(f"Adopt {symbol}?", f"The app did not buy these {symbol} shares. Adopted, they get a "
+                        "broker stop below the market, trail, and are sold before the close and by FLATTEN ALL "
+                        "like the app's own. Adopt them?"):
+            self.requestAdopt.emit(symbol)
 
     def confirm(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text)

@@ -147,6 +147,12 @@ class EngineWorker(QObject):
         if self.ctx:
             self.alertRaised.emit(AlertEvent("info", self.ctx.bot.close_position(symbol)))
 
+    @Slot(str)
+    def adoptPosition(self, symbol: str) -> None:
+        """The user hands shares the app did not buy to the app (stop, trailing, end of day)."""
+        if self.ctx:
+            self.alertRaised.emit(AlertEvent("info", self.ctx.bot.adopt(symbol)))
+
     @Slot(float)
     def setSpeed(self, speed: float) -> None:
         self.speed = max(1.0, float(speed))

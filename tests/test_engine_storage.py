@@ -104,15 +104,17 @@ def test_orders_after_a_restart_get_fresh_broker_ids(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------- reconcile
-def test_a_broker_position_missing_locally_is_adopted_with_a_stop(tmp_path: Path) -> None:
+def test_a_broker_position_the_app_did_not_buy_is_left_alone_until_adopted(tmp_path: Path) -> None:
     run = Run(tmp_path)
     run.sim.on_price(SYMBOL, 20.0, MORNING)
     run.sim.submit(Order("bought-elsewhere", SYMBOL, Side.BUY, 300, OrderType.MARKET, OrderStatus.NEW, MORNING))
     run.sim.on_price(SYMBOL, 20.0, MORNING)
     run.start()
+    assert run.records.positions() == [] and run.sim.open_orders() == []
+    assert any("not bought by the app: left alone" in a for a in run.alerts())
+    assert "adopted" in run.bot.adopt(SYMBOL)
     (p,) = run.records.positions()
     assert (p.qty, p.avg_price, p.stop_price) == (300, 20.0, pytest.approx(19.4))
-    assert any("found at the broker; adopted" in a for a in run.alerts())
     (stop,) = [o for o in run.sim.open_orders() if o.order_type == OrderType.STOP]
     assert stop.qty == 300 and stop.stop_price == pytest.approx(19.4)
     run.close()

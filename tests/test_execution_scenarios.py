@@ -269,3 +269,42 @@ def test_a_backtest_with_a_data_gap_flattens_at_the_end_of_that_day() -> None:
     assert first.exit_reason == "end of day"
     assert first.exit_time.date() == monday.date() and first.exit_price == 51.0
 
+
+
+# ------------------------------------------------------------ #8: only what the app opened
+def test_a_holding_the_app_did_not_buy_is_left_alone_until_adopted(alpaca_server: AlpacaServer) -> None:
+    """#8: the user's own shares get no stop (it was put above the market) and are not sold
+    at 15:55 or by flatten-all, unless the user hands them to the app."""
+    alpaca_server.add_position(SYMBOL, 100, 60.0, price=50.0)  # bought by hand at 60, now 50
+    desk = AlpacaDesk(alpaca_server)
+    desk.check()
+    assert desk.position is None and desk.orders() == [], "no stop, no order for shares it did not buy"
+    assert SYMBOL in desk.bot.foreign_positions
+    desk.bot.flatten_all()
+    desk.clock.set(utc(2025, 3, 4, 20, 56))  # 15:56 in New York
+    desk.check()
+    assert desk.held() == 100 and desk.orders() == []
+    desk.clock.set(utc(2025, 3, 5, 15, 0))
+    report = desk.bot.adopt(SYMBOL)
+    assert "adopted" in report and desk.position is not None and desk.position.qty == 100
+    (stop,) = desk.orders("sell", "stop")
+    assert float(stop["stop_price"]) < 50.0, "an adopted holding's stop is below the market"
+
+
+def test_a_users_resting_sell_is_not_taken_for_the_apps_exit(alpaca_server: AlpacaServer) -> None:
+    """#8: a limit sell the user left at Alpaca for their own shares is theirs: reconciliation
+    took it for "an exit already working", so the app's own position was never closed."""
+    alpaca_server.auto_fill = True
+    desk = AlpacaDesk(alpaca_server)
+    desk.close_bar(50.0, p_up=0.95)
+    bought = desk.held()
+    assert bought > 0 and desk.position is not None
+    with alpaca_server.lock:
+        alpaca_server.positions[SYMBOL]["qty"] += 50  # the user buys 50 more by hand...
+    web = alpaca_server.place_foreign(SYMBOL, "sell", 50, "limit", limit_price=60.0)  # ...and offers them
+    desk.bot.start()  # a restart: reconciliation meets the user's order
+    desk.clock.set(utc(2025, 3, 4, 20, 55, 30))
+    desk.check()
+    assert desk.held() == 50, "the app sold what it bought, and only that"
+    assert alpaca_server.order_by_coid(web)["status"] == "accepted"  # type: ignore[index]
+    assert desk.position is None

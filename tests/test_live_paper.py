@@ -78,7 +78,7 @@ def test_paper_session_trades_through_alpaca_and_records_everything(app_home, ma
         assert ctx.replay.bars_played >= 70, "every bar of the day reached the trading cycle once"
         assert len({e.time for e in seen}) == len(seen), "no bar was traded twice"
         assert server.created_per_coid, "the rules strategy traded on this day"
-        assert any(o.startswith("PLTR-stop-") for o in server.created_per_coid), "entries get broker-side stops"
+        assert any(o.startswith("ait-PLTR-stop-") for o in server.created_per_coid), "entries get broker-side stops"
         assert not server.duplicates(), "no client_order_id was sent twice"
         assert not ctx.bot.records.positions(), "flat by the close"
         ctx.close()

@@ -42,6 +42,7 @@ from app.engine.types import (
     Bar,
     DayState,
     EngineStatus,
+    Order,
     OrderType,
     Position,
     Side,
@@ -93,6 +94,8 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         self.last_prices: dict[str, float] = {}
         self._last_bar_end: dict[str, datetime] = {}
         self.stop_orders: dict[str, str] = {}
+        self.foreign_orders: list[Order] = []  # the user's own orders at the broker: never touched
+        self.foreign_positions: dict[str, Position] = {}  # shares the app did not buy, until adopted
         self._day: date | None = None
         self._day_span: tuple[datetime, datetime] | None = None  # the New York day, in UTC
         self.day = DayState()
@@ -245,6 +248,29 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
     def close_position(self, symbol: str) -> str:
         return self._exit(symbol, "closed by the user")
 
+    def adopt(self, symbol: str) -> str:
+        """The user hands the app shares it did not buy: from now on they have a broker stop
+        (below the market: the configured distance under the lower of cost and price), trail,
+        and are closed at the end of the day and by flatten-all like the app's own."""
+        known, there = self._broker_holding(symbol)
+        if not known:
+            return f"{symbol}: the broker cannot be asked now; try again"
+        if there is None or there.qty <= 0:
+            return f"{symbol}: nothing held at the broker to adopt"
+        price = self.last_prices.get(symbol) or there.last_price
+        self.last_prices[symbol] = price
+        stop = round(min(there.avg_price, price) * (1 - self.settings.stop_loss_pct), 4)
+        mine = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        p = (replace(mine, qty=there.qty) if mine is not None else
+             Position(symbol, there.qty, there.avg_price, price, self.clock.now(), stop_price=stop,
+                      high_water=max(there.avg_price, price)))
+        self.records.position(p)
+        self.foreign_positions.pop(symbol, None)
+        logger.warning("{}: {} shares adopted by the user's choice; stop {:.2f}", symbol, there.qty, p.stop_price)
+        self.keep_protected(symbol)
+        self._publish_portfolio()
+        return f"{symbol}: {there.qty:g} shares adopted, stop {p.stop_price:.2f}"
+
     # ------------------------------------------------------------ helpers
     def _held(self, symbol: str) -> float:
         return sum(p.qty for p in self.records.positions() if p.symbol == symbol)
@@ -384,7 +410,8 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             return
         positions = self._marked_positions()
         expo = risk.exposure(positions) / acct.equity if acct.equity > 0 else 0.0
-        self.bus.publish(PortfolioEvent(acct, positions, expo, self.day.round_trips))
+        self.bus.publish(PortfolioEvent(acct, positions, expo, self.day.round_trips,
+                                        tuple(self.foreign_positions.values())))
 
     def status(self) -> EngineStatus:
         now = self.clock.now()

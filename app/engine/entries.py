@@ -21,7 +21,7 @@ from app.engine import risk
 from app.engine.clock import NY, Clock, MarketCalendar
 from app.engine.events import EventBus, OrderEvent, SignalEvent
 from app.engine.modes import Decision, ExecutionPolicy
-from app.engine.orders import OrderRouter
+from app.engine.orders import OWN_PREFIX, OrderRouter
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import ModelOutput
@@ -123,7 +123,7 @@ class SignalsAndEntries:
         if not decision.accepted:
             self._signal_done(sig, SignalStatus.REFUSED, decision.reason)
             return decision.reason
-        order = Order(f"{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
+        order = Order(f"{OWN_PREFIX}{sig.signal_id}-entry", sig.symbol, Side.BUY, decision.qty, OrderType.MARKET,
                       OrderStatus.NEW, self.clock.now(), reason="entry", signal_id=sig.signal_id)
         opens = None if self.plain else self.next_open()
         if opens is not None:  # a daily bar decided at night: the entry waits for the open, re-checked then

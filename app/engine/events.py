@@ -73,6 +73,7 @@ class PortfolioEvent:
     positions: tuple[Position, ...]
     exposure_pct: float
     round_trips_today: int
+    foreign: tuple[Position, ...] = ()  # held at the broker but not bought by the app: shown, untouched
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,7 +255,9 @@ class ExitsAndFills:
         if self.bus.active:
             self.bus.publish(TradeEvent(trade))
         _trades_log.info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol, price, reason, trade.pnl)
-        left = (held.qty if held is not None else 0.0) if known else local.qty - qty
+        left = local.qty - qty  # the app's own shares; the broker's count caps it (sold elsewhere too)
+        if known:
+            left = min(left, held.qty if held is not None else 0.0)
         if left > 1e-9:  # the caller, once the order is recorded, has the rest protected
             self.records.position(replace(local, qty=left))
             return
@@ -270,13 +272,12 @@ class ExitsAndFills:
 
     def _book_buy(self, symbol: str, qty: float, price: float, when: datetime, local: Position | None,
                   held: Position | None) -> None:
-        if held is not None:
-            total, avg = held.qty, held.avg_price
-        elif local is not None:
-            total = local.qty + qty
-            avg = (local.avg_price * local.qty + price * qty) / total
-        else:
-            total, avg = qty, price
+        total = (local.qty if local is not None else 0.0) + qty
+        avg = (local.avg_price * local.qty + price * qty) / total if local is not None else price
+        if held is not None:  # the broker may hold the user's own shares too: the app books what it bought
+            if abs(held.qty - total) <= 1e-9:
+                avg = held.avg_price  # all of it is the app's: the broker's cost basis
+            total = min(total, held.qty)
         if local is None:
             p = Position(symbol, total, avg, price, when, stop_price=risk.initial_stop(avg, self.settings),
                          high_water=avg)

@@ -24,6 +24,13 @@ from app.engine.types import Order, OrderStatus
 
 RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
 ID_SEQUENCE_KEY = "orders.sequence"  # the last number given to a stop or exit id, kept across restarts
+OWN_PREFIX = "ait-"  # every client order id the app sends starts so: what it may manage at the broker
+
+
+def is_own(client_order_id: str) -> bool:
+    """Whether the app placed this order (the user's own orders, from Alpaca's dashboard or
+    another program, are never cancelled, adopted or counted as the app's exits)."""
+    return client_order_id.startswith(OWN_PREFIX)
 T = TypeVar("T")
 
 
@@ -79,12 +86,12 @@ class OrderRouter:
         self.connected = True
 
     def new_id(self, symbol: str, kind: str) -> str:
-        """A client order id no other intent ever had (``PLTR-stop-000042``): a number from a
+        """A client order id no other intent ever had (``ait-PLTR-stop-000042``): a number from a
         persisted sequence, never the time, which two intents can share within a second.
         (Entries are named after their signal instead, which a restart must find again.)"""
         seq = int(self.records.state_get(ID_SEQUENCE_KEY, 0) or 0) + 1
         self.records.state_set(ID_SEQUENCE_KEY, seq)
-        return f"{symbol}-{kind}-{seq:06d}"
+        return f"{OWN_PREFIX}{symbol}-{kind}-{seq:06d}"
 
     def place(self, order: Order, expires_at: datetime | None = None,
               revalidate: Callable[[Order], Order | None] | None = None) -> Order:

@@ -11,10 +11,9 @@ from typing import Protocol
 
 from loguru import logger
 
-from app.engine import risk
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import Clock
-from app.engine.orders import OrderRouter
+from app.engine.orders import OrderRouter, is_own
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side
@@ -30,6 +29,8 @@ class Reconciled(Protocol):
     settings: Settings
     stop_orders: dict[str, str]  # symbol -> client order id of its working stop
     last_prices: dict[str, float]
+    foreign_orders: list[Order]  # at the broker, not the app's: shown, never touched
+    foreign_positions: dict[str, Position]
 
     def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None: ...
 
@@ -80,19 +81,25 @@ def _reconcile(bot: Reconciled) -> list[str]:
         if stop is None or not stop.status.is_open:
             del bot.stop_orders[sym]
 
-    # 2. Orders at the broker we have no record of: adopt them.
-    known = {o.client_order_id for o in rec.open_orders()}
+    # 2. Orders at the broker we have no record of: the app's own (a record lost) are taken
+    #    back; anyone else's are the user's, shown and left alone.
+    bot.foreign_orders.clear()
     for b in broker.open_orders():
         if rec.get_order(b.client_order_id) is None:
+            if not is_own(b.client_order_id):
+                bot.foreign_orders.append(b)
+                lines.append(f"order {b.client_order_id} at the broker was not placed by the app: left alone")
+                continue
             rec.order(b, now)
-            lines.append(f"adopted open order {b.client_order_id} found at the broker")
+            lines.append(f"order {b.client_order_id} of the app found at the broker: taken back")
         if b.order_type == OrderType.STOP and b.side == Side.SELL and b.status.is_open:
             bot.stop_orders[b.symbol] = b.client_order_id
-        known.add(b.client_order_id)
 
-    # 3. Positions: the broker's quantities win; stops are kept or created.
+    # 3. Positions: the app manages only the shares it bought. Fewer at the broker: they
+    #    were sold meanwhile; more, or a holding it never opened: the user's, left alone.
     held = {p.symbol: p for p in broker.positions()}
     local = {p.symbol: p for p in rec.positions()}
+    bot.foreign_positions.clear()
     for sym in local:
         if sym not in held:
             rec.remove_position(sym)
@@ -100,12 +107,19 @@ def _reconcile(bot: Reconciled) -> list[str]:
     for sym, there in held.items():
         mine = local.get(sym)
         if mine is None:
-            mine = Position(sym, there.qty, there.avg_price, there.last_price, there.opened_at,
-                            stop_price=risk.initial_stop(there.avg_price, bot.settings), high_water=there.avg_price)
-            lines.append(f"{sym}: position of {there.qty:g} found at the broker; adopted with a stop")
-        elif abs(mine.qty - there.qty) > 1e-9 or abs(mine.avg_price - there.avg_price) > 1e-6:
-            lines.append(f"{sym}: quantity {mine.qty:g} -> {there.qty:g} (broker)")
-            mine = replace(mine, qty=there.qty, avg_price=there.avg_price)
+            bot.foreign_positions[sym] = there
+            lines.append(f"{sym}: {there.qty:g} shares at the broker were not bought by the app: left alone "
+                         "(adopt them to have them managed)")
+            continue
+        if there.qty < mine.qty - 1e-9:
+            lines.append(f"{sym}: quantity {mine.qty:g} -> {there.qty:g} (sold at the broker while away)")
+            mine = replace(mine, qty=there.qty)
+        elif there.qty > mine.qty + 1e-9:
+            bot.foreign_positions[sym] = replace(there, qty=there.qty - mine.qty)
+            lines.append(f"{sym}: the broker holds {there.qty:g}, the app bought {mine.qty:g}; "
+                         f"the other {there.qty - mine.qty:g} are left alone")
+        elif abs(mine.avg_price - there.avg_price) > 1e-6:
+            mine = replace(mine, avg_price=there.avg_price)
         rec.position(replace(mine, last_price=there.last_price))
         bot.last_prices.setdefault(sym, there.last_price)
         bot.keep_protected(sym)

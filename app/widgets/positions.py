@@ -1,4 +1,7 @@
-"""Open positions as a Qt model/view table with a close action per row."""
+"""Open positions as a Qt model/view table with a close action per row.
+
+Shares held at the broker that the app did not buy are listed too, greyed and marked
+"not the app's": the app never stops, trails or sells them unless the user adopts them."""
 
 from __future__ import annotations
 
@@ -12,19 +15,24 @@ from PySide6.QtWidgets import QMenu, QTableView, QWidget
 from app.engine.types import Position
 
 COLUMNS = ("Symbol", "Qty", "Avg price", "Last", "P&L $", "P&L %", "Stop", "Trailing", "Held")
-GREEN, RED = QColor("#26a69a"), QColor("#ef5350")
+GREEN, RED, GREY = QColor("#26a69a"), QColor("#ef5350"), QColor("#9e9e9e")
 
 
 class PositionsModel(QAbstractTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.rows: tuple[Position, ...] = ()
+        self.foreign_from = 0  # rows from here on are the user's own holdings, not the app's
         self.now: datetime | None = None
 
-    def set_positions(self, rows: tuple[Position, ...], now: datetime | None) -> None:
+    def set_positions(self, rows: tuple[Position, ...], now: datetime | None,
+                      foreign: tuple[Position, ...] = ()) -> None:
         self.beginResetModel()
-        self.rows, self.now = rows, now
+        self.rows, self.foreign_from, self.now = rows + foreign, len(rows), now
         self.endResetModel()
+
+    def is_foreign(self, row: int) -> bool:
+        return row >= self.foreign_from
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.rows)
@@ -41,7 +49,11 @@ class PositionsModel(QAbstractTableModel):
         p = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(p, col)
+            return "not the app's" if self.is_foreign(index.row()) and col in (6, 7, 8) else self._text(p, col)
+        if role == Qt.ItemDataRole.ForegroundRole and self.is_foreign(index.row()):
+            return GREY
+        if role == Qt.ItemDataRole.ToolTipRole and self.is_foreign(index.row()):
+            return "Held at the broker, not bought by the app: never stopped or sold by it (right-click to adopt)"
         if role == Qt.ItemDataRole.ForegroundRole and col in (4, 5):
             return GREEN if p.unrealized_pnl >= 0 else RED
         if role == Qt.ItemDataRole.TextAlignmentRole and col > 0:
@@ -64,6 +76,7 @@ class PositionsModel(QAbstractTableModel):
 
 class PositionsTable(QTableView):
     closeRequested = Signal(str)
+    adoptRequested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -77,8 +90,9 @@ class PositionsTable(QTableView):
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)
 
-    def set_positions(self, rows: tuple[Position, ...], now: datetime | None = None) -> None:
-        self.model_.set_positions(rows, now)
+    def set_positions(self, rows: tuple[Position, ...], now: datetime | None = None,
+                      foreign: tuple[Position, ...] = ()) -> None:
+        self.model_.set_positions(rows, now, foreign)
 
     def _menu(self, pos: Any) -> None:
         row = self.indexAt(pos).row()
@@ -86,7 +100,11 @@ class PositionsTable(QTableView):
             return
         symbol = self.model_.rows[row].symbol
         menu = QMenu(self)
-        action = QAction(f"Close {symbol} at market", menu)
-        action.triggered.connect(lambda: self.closeRequested.emit(symbol))
+        if self.model_.is_foreign(row):
+            action = QAction(f"Adopt {symbol}: let the app manage these shares", menu)
+            action.triggered.connect(lambda: self.adoptRequested.emit(symbol))
+        else:
+            action = QAction(f"Close {symbol} at market", menu)
+            action.triggered.connect(lambda: self.closeRequested.emit(symbol))
         menu.addAction(action)
         menu.popup(self.viewport().mapToGlobal(pos))
