@@ -503,7 +503,8 @@ def test_the_clock_jumping_forward_and_back_mid_session(nyse: MarketCalendar) ->
     assert status.market_open and status.next_change == tuesday.close
     _play(bot, broker, clock, tuesday.day, nyse, start=clock.now())
     dupes = {c: n for c, n in broker.submits.items() if n > 1}
-    again = [c for c in asked if c in broker.submits and broker.submits[c] == 1 and c.startswith("ait-PLTR-20250610T1330")]
+    again = [c for c in asked
+             if c in broker.submits and broker.submits[c] == 1 and c.startswith("ait-PLTR-20250610T1330")]
     entries = [o for o in records.orders.values() if o.side == Side.BUY]
     print(f"\nclock jumps: +3 days, then back 3 days 6.5 hours, mid-session; {len(broker.submits)} orders sent "
           f"({len(entries)} entries), intents made again after the jump back {again}, duplicate ids "
