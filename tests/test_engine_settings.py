@@ -23,7 +23,7 @@ def test_defaults_match_the_product() -> None:
     assert (s.auto_threshold, s.approval_threshold) == (0.80, 0.70)
     assert s.mode == "hybrid"
     assert s.flatten_minutes_before_close == 5
-    assert s.eod_flatten and not s.allow_short
+    assert s.eod_flatten and not hasattr(s, "allow_short")  # long only: shorting was never built
     assert default_of("mode") == "hybrid"
 
 
@@ -107,7 +107,7 @@ def test_bounds_are_exposed_for_the_dialog() -> None:
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     s = Settings().updated(mode="auto", risk_per_trade=0.01, max_positions=3, symbol="msft",
-                           allow_short=True, theme="light")
+                           fractional=True, theme="light")
     s.save(path)
     assert Settings.load(path) == s
     assert json.loads(path.read_text())["mode"] == "auto"

@@ -84,7 +84,7 @@ class SignalsAndEntries:
 
     def _route(self, sig: TradingSignal) -> None:
         held = self._held(sig.symbol)
-        if sig.side == Side.SELL and held <= 0 and not self.settings.allow_short:
+        if sig.side == Side.SELL and held <= 0:  # the app trades long only: a SELL closes, never opens
             self.records.signal(sig, SignalStatus.SKIPPED, "SELL with nothing held (long-only)", sig.time)
             return
         if sig.side == Side.BUY and self._committed(sig.symbol) > 0:

@@ -59,8 +59,8 @@ def _entry_refusal(ctx: RiskContext, s: Settings) -> str:
         return f"invalid price {ctx.price}"
     if not (math.isfinite(ctx.equity) and ctx.equity > 0):
         return "account equity is not positive"
-    if ctx.side == Side.SELL and not s.allow_short:
-        return "short selling is off (long-only)"
+    if ctx.side == Side.SELL:
+        return "the app trades long only (long-only): a sell never opens a position"
     if not ctx.market_open:
         return "market is closed"
     if ctx.data_stale:

@@ -60,7 +60,6 @@ class Settings:
     no_entry_minutes_before_close: int = _num(15, 0, 120, "No entries in last N minutes")
     flatten_minutes_before_close: int = _num(5, 1, 60, "Close positions N minutes before close")
     eod_flatten: bool = _flag(True, "Close all positions before the close")
-    allow_short: bool = _flag(False, "Allow short selling")
     fractional: bool = _flag(False, "Fractional shares")
     max_price_move_pct: float = _num(0.01, 0.001, 0.10, "Max price move before approval")
     # --- signals

@@ -37,7 +37,7 @@ GROUPS = {
     "Risk": ("risk_per_trade", "max_positions", "max_position_pct", "max_exposure_pct", "daily_loss_limit",
              "flatten_on_circuit_breaker", "stop_loss_pct", "trailing_start_pct", "trailing_pct",
              "take_profit_pct", "stop_check_seconds", "max_round_trips", "no_entry_minutes_before_close",
-             "flatten_minutes_before_close", "eod_flatten", "allow_short", "fractional", "max_price_move_pct"),
+             "flatten_minutes_before_close", "eod_flatten", "fractional", "max_price_move_pct"),
     "Signals": ("mode", "auto_threshold", "approval_threshold", "weight_lstm", "weight_rf", "weight_momentum"),
     "Market and broker": ("symbol", "timeframe", "broker", "data_source"),
     "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "demo_speed",
