@@ -248,50 +248,9 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
     def close_position(self, symbol: str) -> str:
         return self._exit(symbol, "closed by the user")
 
-    def adopt(self, symbol: str) -> str:
-        """The user hands the app shares it did not buy: from now on they have a broker stop
-        (below the market: the configured distance under the lower of cost and price), trail,
-        and are closed at the end of the day and by flatten-all like the app's own."""
-        known, there = self._broker_holding(symbol)
-        if not known:
-            return f"{symbol}: the broker cannot be asked now; try again"
-        if there is None or there.qty <= 0:
-            return f"{symbol}: nothing held at the broker to adopt"
-        price = self.last_prices.get(symbol) or there.last_price
-        self.last_prices[symbol] = price
-        stop = round(min(there.avg_price, price) * (1 - self.settings.stop_loss_pct), 4)
-        mine = next((p for p in self.records.positions() if p.symbol == symbol), None)
-        p = (replace(mine, qty=there.qty) if mine is not None else
-             Position(symbol, there.qty, there.avg_price, price, self.clock.now(), stop_price=stop,
-                      high_water=max(there.avg_price, price)))
-        self.records.position(p)
-        self.foreign_positions.pop(symbol, None)
-        logger.warning("{}: {} shares adopted by the user's choice; stop {:.2f}", symbol, there.qty, p.stop_price)
-        self.keep_protected(symbol)
-        self._publish_portfolio()
-        return f"{symbol}: {there.qty:g} shares adopted, stop {p.stop_price:.2f}"
-
     # ------------------------------------------------------------ helpers
     def _held(self, symbol: str) -> float:
         return sum(p.qty for p in self.records.positions() if p.symbol == symbol)
-
-    def _working_entries(self, excluding: str = "") -> dict[str, float]:
-        """Shares still to come from entries that are working: accepted or partly filled at
-        the broker, or queued to be sent. They are exposure already (issue: a second entry
-        was sent while the first had not filled)."""
-        out: dict[str, float] = {}
-        orders = [*self.records.open_orders(), *(q.order for q in self.router.queue.values())]
-        seen: set[str] = set()
-        for o in orders:
-            if (o.side == Side.BUY and o.order_type == OrderType.MARKET and o.client_order_id not in seen
-                    and o.client_order_id != excluding):
-                seen.add(o.client_order_id)
-                out[o.symbol] = out.get(o.symbol, 0.0) + max(o.qty - o.filled_qty, 0.0)
-        return {s: q for s, q in out.items() if q > 0}
-
-    def _committed(self, symbol: str) -> float:
-        """Shares held plus shares on their way from working entries."""
-        return self._held(symbol) + self._working_entries().get(symbol, 0.0)
 
     def _broker_holding(self, symbol: str) -> tuple[bool, Position | None]:
         """(True, the broker's position or None when flat), or (False, None) when the broker
@@ -332,16 +291,6 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             market_open=market_open, minutes_to_close=minutes_left,
             data_stale=self.data_stale(), breaker_tripped=self.day.breaker,
         )
-
-    def next_open(self) -> datetime | None:
-        """When a daily-bar entry decided while the market is closed may go out: the next
-        session's open. None when it need not wait (intraday, no calendar, or open now)."""
-        if self.calendar is None or self.intraday:
-            return None
-        now = self.clock.now()
-        if self.calendar.is_open(now):
-            return None
-        return self.calendar.next_session(now).open
 
     def data_stale(self) -> bool:
         if self.calendar is None or not self.intraday:

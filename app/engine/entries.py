@@ -45,9 +45,9 @@ class SignalsAndEntries:
 
     if TYPE_CHECKING:
         def _held(self, symbol: str) -> float: ...
-        def _committed(self, symbol: str) -> float: ...
         def keep_protected(self, symbol: str) -> None: ...
-        def next_open(self) -> datetime | None: ...
+        @property
+        def intraday(self) -> bool: ...
         def _risk_context(self, symbol: str, side: Side, excluding: str = "") -> risk.RiskContext: ...
         def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str: ...
         def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None: ...
@@ -147,6 +147,34 @@ class SignalsAndEntries:
         if not self.plain and self.next_open() is not None:
             return replace(ctx, market_open=True, minutes_to_close=None)
         return ctx
+
+    def _working_entries(self, excluding: str = "") -> dict[str, float]:
+        """Shares still to come from entries that are working: accepted or partly filled at
+        the broker, or queued to be sent. They are exposure already (issue: a second entry
+        was sent while the first had not filled)."""
+        out: dict[str, float] = {}
+        orders = [*self.records.open_orders(), *(q.order for q in self.router.queue.values())]
+        seen: set[str] = set()
+        for o in orders:
+            if (o.side == Side.BUY and o.order_type == OrderType.MARKET and o.client_order_id not in seen
+                    and o.client_order_id != excluding):
+                seen.add(o.client_order_id)
+                out[o.symbol] = out.get(o.symbol, 0.0) + max(o.qty - o.filled_qty, 0.0)
+        return {s: q for s, q in out.items() if q > 0}
+
+    def _committed(self, symbol: str) -> float:
+        """Shares held plus shares on their way from working entries."""
+        return self._held(symbol) + self._working_entries().get(symbol, 0.0)
+
+    def next_open(self) -> datetime | None:
+        """When a daily-bar entry decided while the market is closed may go out: the next
+        session's open. None when it need not wait (intraday, no calendar, or open now)."""
+        if self.calendar is None or self.intraday:
+            return None
+        now = self.clock.now()
+        if self.calendar.is_open(now):
+            return None
+        return self.calendar.next_session(now).open
 
     def _revalidate(self, order: Order) -> Order | None:
         """A queued entry, before another attempt: still allowed, and how big now?"""

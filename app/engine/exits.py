@@ -38,6 +38,7 @@ class ExitsAndFills:
     plain: bool
     stop_orders: dict[str, str]
     last_prices: dict[str, float]
+    foreign_positions: dict[str, Position]
     day: DayState
 
     if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class ExitsAndFills:
         def _refresh_account(self) -> Account | None: ...
         def _save_day(self) -> None: ...
         def _broker_holding(self, symbol: str) -> tuple[bool, Position | None]: ...
+        def _publish_portfolio(self) -> None: ...
 
     # -------------------------------------------------------------- exits
     def _protect_all(self) -> None:
@@ -154,6 +156,29 @@ class ExitsAndFills:
             o.symbol == p.symbol and o.side == Side.SELL and o.order_type == OrderType.STOP
             and abs(o.qty - o.filled_qty - p.qty) <= 1e-9 and (o.stop_price or 0.0) >= (p.stop_price or 0.0) - 0.01
             for o in self.records.open_orders())
+
+    def adopt(self, symbol: str) -> str:
+        """The user hands the app shares it did not buy: from now on they have a broker stop
+        (below the market: the configured distance under the lower of cost and price), trail,
+        and are closed at the end of the day and by flatten-all like the app's own."""
+        known, there = self._broker_holding(symbol)
+        if not known:
+            return f"{symbol}: the broker cannot be asked now; try again"
+        if there is None or there.qty <= 0:
+            return f"{symbol}: nothing held at the broker to adopt"
+        price = self.last_prices.get(symbol) or there.last_price
+        self.last_prices[symbol] = price
+        stop = round(min(there.avg_price, price) * (1 - self.settings.stop_loss_pct), 4)
+        mine = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        p = (replace(mine, qty=there.qty) if mine is not None else
+             Position(symbol, there.qty, there.avg_price, price, self.clock.now(), stop_price=stop,
+                      high_water=max(there.avg_price, price)))
+        self.records.position(p)
+        self.foreign_positions.pop(symbol, None)
+        logger.warning("{}: {} shares adopted by the user's choice; stop {:.2f}", symbol, there.qty, p.stop_price)
+        self.keep_protected(symbol)
+        self._publish_portfolio()
+        return f"{symbol}: {there.qty:g} shares adopted, stop {p.stop_price:.2f}"
 
     def _stop_order(self, p: Position) -> Order:
         kind = "trailing stop" if p.trailing_active else "stop loss"
