@@ -32,6 +32,7 @@ from app.engine.types import Bar, BrokerKind, OrderStatus, OrderType, Side
 
 SYMBOL = "PLTR"
 BAR = timedelta(minutes=5)
+PARTIAL = 150  # shares of one order the market takes per print, in the partial-fill run
 
 
 class ScriptedModel(SignalModel):
@@ -101,11 +102,20 @@ def _agree(server: AlpacaServer, broker: AlpacaBroker, storage: Storage) -> tupl
     return lost, problems
 
 
-def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("market", ["whole fills", "partial fills, slow cancels"])
+def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaServer, tmp_path: Path,
+                                                              market: str) -> None:
+    """With ``partial fills, slow cancels`` the market takes at most PARTIAL shares of each
+    order per print (market orders included, so entries and stops fill in pieces over
+    bars), and every cancel stays ``pending_cancel`` for two reads, as Alpaca's can."""
+    partial = market != "whole fills"
     cal = MarketCalendar()
     bars = _sessions(cal, 1000)
     clock = SimClock(bars[0].time)
     server.set_price(SYMBOL, bars[0].open)
+    server.auto_fill = not partial
+    server.cancel_settles_after = 2 if partial else 0
+    most = PARTIAL if partial else None
     bot, broker, storage, records = _build(server, tmp_path, clock, cal, timeout_s=0.05)
     bot.start()
     server.faults = random_faults(0.3, seed=2024)
@@ -114,9 +124,9 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
     for bar in bars:
         # the bar trades: the broker fills what it holds, stops at the low
         clock.set(bar.time + BAR / 2)
-        server.fill_open_orders(bar.low, SYMBOL)
+        server.fill_open_orders(bar.low, SYMBOL, most)
         server.set_price(SYMBOL, bar.close)
-        server.fill_open_orders(bar.close, SYMBOL)
+        server.fill_open_orders(bar.close, SYMBOL, most)
         clock.set(bar.time + BAR)
         bot.on_bar_close(bar)
         bot.on_price(SYMBOL, bar.close)
@@ -126,6 +136,7 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
 
     # the end: the broker heals, flatten all, retried until flat
     server.faults = None
+    server.cancel_settles_after = 0
     for _ in range(20):
         clock.advance(timedelta(seconds=30))
         bot.flatten_all("end of test")
@@ -137,12 +148,16 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
     dupes = server.duplicates()
     exits = [c for c in server.created_per_coid if "-exit-" in c]
     trades = TradeRepository(storage).all()
-    print(f"\nfaults: {cycles} cycles in {elapsed:.1f} s, {requests} broker requests, {faults} faults "
-          f"injected ({faults / requests:.0%}), {retries} retries, {len(server.created_per_coid)} orders "
+    ended = [server.order_by_coid(c) or {} for c in server.created_per_coid]
+    partly = sum(1 for o in ended if 0 < float(o["filled_qty"]) < float(o["qty"]))
+    print(f"\nfaults ({market}): {partly} orders ended partly filled; {cycles} cycles in {elapsed:.1f} s, "
+          f"{requests} broker requests, {faults} faults injected ({faults / requests:.0%}), {retries} retries, "
+          f"{len(server.created_per_coid)} orders "
           f"({len(exits)} exits), {len(trades)} trades, duplicates {len(dupes)}, records lost {lost}")
     assert cycles == 1000
     assert faults / requests > 0.25 and retries > 100, "the faults really happened"
     assert len(exits) > 20 and len(trades) > 20, "the bot traded through the faults"
+    assert partly > 20 or not partial, "orders really filled in pieces"
     assert dupes == {}
     assert broker.positions() == [] and records.positions() == [], "flat at the end"
     assert not bot.router.queue
