@@ -94,6 +94,11 @@ class AlpacaDesk:
         with self.server.lock:
             return self.server.positions.get(SYMBOL, {"qty": 0.0})["qty"]
 
+    def cover(self) -> float:
+        """Shares covered by the app's working sells: stops, and exits on their way out."""
+        return sum(float(o["qty"]) - float(o["filled_qty"]) for o in self.orders("sell")
+                   if o["client_order_id"].startswith("ait-"))
+
     def stop_cover(self) -> float:
         """Shares covered by working sell stops at Alpaca."""
         return sum(float(o["qty"]) - float(o["filled_qty"]) for o in self.orders("sell", "stop"))

@@ -88,6 +88,7 @@ class AlpacaServer:
         self.orders: dict[str, dict[str, Any]] = {}  # alpaca id -> order JSON
         self._by_coid: dict[str, str] = {}
         self.created_per_coid: Counter[str] = Counter()
+        self.reused_ids: Counter[str] = Counter()  # ids sent again for a different order
         self.requests: Counter[str] = Counter()  # "METHOD /v2/route" -> count
         self.request_count = 0
         self.fault_count = 0
@@ -130,6 +131,12 @@ class AlpacaServer:
         with self.lock:
             self._queued.extend(faults)
 
+    def heal(self) -> None:
+        """No more injected faults: the queued ones are dropped and the policy removed."""
+        with self.lock:
+            self._queued.clear()
+            self.faults = None
+
     def set_price(self, symbol: str, price: float) -> None:
         with self.lock:
             self.prices[symbol] = price
@@ -145,9 +152,11 @@ class AlpacaServer:
             return dict(self.orders[oid]) if oid else None
 
     def duplicates(self) -> dict[str, int]:
-        """Client order ids booked more than once (must stay empty)."""
+        """Client order ids booked more than once, or sent again for a different order (Alpaca
+        refuses the second; a client that takes the first for it is wrong): must stay empty."""
         with self.lock:
-            return {c: n for c, n in self.created_per_coid.items() if n > 1}
+            booked = {c: n for c, n in self.created_per_coid.items() if n > 1}
+            return booked | {c: n + 1 for c, n in self.reused_ids.items()}
 
     def fill_open_orders(self, price: float, symbol: str | None = None, qty: float | None = None) -> int:
         """Trade at ``price``: fill open market orders and the stops and limits it reaches.
@@ -331,6 +340,9 @@ class AlpacaServer:
     def _create_order(self, body: dict[str, Any]) -> Reply:
         coid = body.get("client_order_id")
         if coid and coid in self._by_coid:
+            old = self.orders[self._by_coid[coid]]
+            if (old["symbol"], old["side"], old["type"]) != (body.get("symbol"), body.get("side"), body.get("type")):
+                self.reused_ids[coid] += 1  # not a resend of the same intent: an id used twice
             return _err(422, "client_order_id must be unique")
         if body.get("type") not in ("market", "stop", "limit") or body.get("side") not in ("buy", "sell"):
             return _err(422, "this test server takes market, stop and limit buy/sell orders only")

@@ -208,6 +208,9 @@ def test_positions_are_marked_stale_while_the_broker_is_unreachable() -> None:
     clock = SimClock(datetime(2025, 6, 2, 15, tzinfo=UTC))
     broker = Down(clock)
     records = MemoryRecorder()
+    broker.on_price("PLTR", 20.0, clock.now())
+    broker.submit(Order("b", "PLTR", Side.BUY, 10, OrderType.MARKET, OrderStatus.NEW, clock.now()))
+    broker.on_price("PLTR", 20.0, clock.now())  # the broker holds the 10 shares the record says
     records.position(Position("PLTR", 10, 20.0, 20.0, clock.now(), stop_price=19.4))
     stop = Order("x", "PLTR", Side.SELL, 10, OrderType.STOP, OrderStatus.SUBMITTED, clock.now(), stop_price=19.4)
     broker.submit(stop)

@@ -96,6 +96,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         self.stop_orders: dict[str, str] = {}
         self.foreign_orders: list[Order] = []  # the user's own orders at the broker: never touched
         self.foreign_positions: dict[str, Position] = {}  # shares the app did not buy, until adopted
+        self.exits_due: dict[str, str] = {}  # symbol -> why: an exit asked for that could not go out yet
         self._day: date | None = None
         self._day_span: tuple[datetime, datetime] | None = None  # the New York day, in UTC
         self.day = DayState()
@@ -173,9 +174,12 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         queued retries, approvals that expired, the breaker, the end-of-day flatten and
         every position's stops, at the latest prices known."""
         self._roll_day()
+        was_connected = self.router.connected
         if self._reconcile_pending:
             self._reconcile()
         self.sync_orders()
+        if not was_connected and self.router.connected and not self._reconcile_pending:
+            self._reconcile()  # back after an outage: what happened meanwhile is found and fixed
         for q in self.router.retry_queued():
             self._placed(q)
         self._expire_pending()
@@ -229,11 +233,15 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         report: list[str] = []
         for sig_id in list(self.pending):
             self._signal_done(self.pending.pop(sig_id), SignalStatus.EXPIRED, reason)
+        self.sync_orders()  # a fill since the last check is a position to close, not an order to cancel
+        for coid in [c for c, q in self.router.queue.items() if q.order.side == Side.BUY]:
+            self.router.drop(coid, reason)
         for o in self.records.open_orders():
             if o.side == Side.SELL and o.order_type == OrderType.MARKET:
                 continue  # an exit already working: leave it to fill
             ok = self._cancel(o.client_order_id)
             report.append(f"cancel {o.client_order_id}: {'ok' if ok else 'failed'}")
+        self.sync_orders()  # what filled before the cancels landed
         self.stop_orders.clear()
         for p in self.records.positions():
             report.append(self._exit(p.symbol, reason))

@@ -37,6 +37,7 @@ class ExitsAndFills:
     calendar: MarketCalendar | None
     plain: bool
     stop_orders: dict[str, str]
+    exits_due: dict[str, str]
     last_prices: dict[str, float]
     foreign_positions: dict[str, Position]
     day: DayState
@@ -59,9 +60,12 @@ class ExitsAndFills:
             return
         self._breaker_check()
         if self._eod_due():
-            if self.records.positions():
-                self.flatten_all("end of day")
+            entries = [o for o in self.records.open_orders() if o.side == Side.BUY]
+            if self.records.positions() or entries or any(q.order.side == Side.BUY for q in self.router.queue.values()):
+                self.flatten_all("end of day")  # a working entry too: filled after the close it would sleep naked
             return
+        for symbol, why in list(self.exits_due.items()):  # an exit asked for, waiting on a cancel: again
+            self._exit(symbol, why)
         for p in self.records.positions():
             price = self.last_prices.get(p.symbol)
             if price is not None:
@@ -82,7 +86,12 @@ class ExitsAndFills:
             self.keep_protected(symbol)
 
     def _exit(self, symbol: str, reason: str, signal_id: str = "") -> str:
-        p = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        """Sell the app's shares of ``symbol`` at market. Its stop is cancelled first (it holds
+        the shares); while that cancel is pending the exit stays due and is tried again on
+        every check, and no stop is put back meanwhile."""
+        p = self._true_up(symbol)
+        if p is None:
+            self.exits_due.pop(symbol, None)
         working = [o for o in self.records.open_orders()
                    if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.MARKET]
         if working or any(q.order.symbol == symbol and q.order.side == Side.SELL
@@ -95,7 +104,9 @@ class ExitsAndFills:
                      if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.STOP]:
             # the stop holds the shares: a sell sent beside it would be refused
             if not self._cancel(stop.client_order_id):
+                self.exits_due[symbol] = reason
                 return f"{symbol}: exit waits until stop {stop.client_order_id} is canceled (or has filled)"
+        self.exits_due.pop(symbol, None)
         self.stop_orders.pop(symbol, None)
         now = self.clock.now()
         coid = self.router.new_id(symbol, "exit")
@@ -103,6 +114,7 @@ class ExitsAndFills:
                       reason=f"exit: {reason}", signal_id=signal_id)
         placed = self._placed(self.router.place(order, revalidate=self._revalidate_exit))  # retried until sent
         if placed.status == OrderStatus.REJECTED:
+            self.exits_due.pop(symbol, None)
             self.keep_protected(symbol)  # refused for good: the shares get their stop back at once
             return f"{symbol}: sell {decision.qty:g} ({reason}) rejected: {placed.reason}"
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
@@ -115,7 +127,7 @@ class ExitsAndFills:
         shares no longer held. A working exit holds the shares itself, so it waits."""
         if self.plain or not self.broker.supports_stop_orders:
             return
-        p = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        p = self._true_up(symbol)
         stops = [o for o in self.records.open_orders()
                  if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.STOP]
         if p is None or p.qty <= 0:
@@ -123,7 +135,7 @@ class ExitsAndFills:
                 self._cancel(stop.client_order_id)
             self.stop_orders.pop(symbol, None)
             return
-        if p.stop_price is None or self._exit_working(symbol):
+        if p.stop_price is None or self._exit_working(symbol) or symbol in self.exits_due:
             return
         entries = [o for o in self.records.open_orders() if o.symbol == symbol and o.side == Side.BUY]
         if entries:  # a partly filled entry blocks its own stop (Alpaca refuses it as a wash trade):
@@ -133,9 +145,9 @@ class ExitsAndFills:
             if not any(o.symbol == symbol and o.side == Side.BUY for o in self.records.open_orders()):
                 self.keep_protected(symbol)
             return  # a cut still pending: the next check protects
-        for extra in stops[1:]:
+        for extra in stops[:-1]:  # older ones (a replaced stop not yet confirmed ended): the newest works
             self._cancel(extra.client_order_id)
-        current = stops[0] if stops else None
+        current = stops[-1] if stops else None
         if current is None:
             placed = self._placed(self.router.place(self._stop_order(p)))
             if placed.status.is_open:
@@ -149,6 +161,28 @@ class ExitsAndFills:
                 self.stop_orders[symbol] = moved.client_order_id
                 if self.bus.active:
                     self.bus.publish(OrderEvent(moved))
+
+    def _true_up(self, symbol: str) -> Position | None:
+        """The app's position, no larger than what the broker holds. Shares gone while none of
+        the app's sells worked (the user sold them, or cancelled the stop and sold) are gone:
+        a stop or exit sized for them would sell short on a margin account."""
+        p = next((p for p in self.records.positions() if p.symbol == symbol), None)
+        if p is None or any(o.symbol == symbol and o.side == Side.SELL for o in self.records.open_orders()):
+            return p  # the app's own sell may have filled unseen: its fill is booked by the next poll
+        known, there = self._broker_holding(symbol)
+        held = (there.qty if there is not None else 0.0) if known else p.qty
+        if held >= p.qty - 1e-9:
+            return p
+        logger.warning("{}: the broker holds {:g} of the app's {:g} shares; the rest were sold outside the app",
+                       symbol, max(held, 0.0), p.qty)
+        if held <= 1e-9:
+            self.records.remove_position(symbol)
+            self.stop_orders.pop(symbol, None)
+            self.exits_due.pop(symbol, None)
+            return None
+        smaller = replace(p, qty=held)
+        self.records.position(smaller)
+        return smaller
 
     def _broker_stop_covers(self, p: Position) -> bool:
         """A working broker stop covers every share at (or above) the position's stop."""
@@ -241,6 +275,10 @@ class ExitsAndFills:
                 logger.warning("Cannot poll order {}: {}", o.client_order_id, exc)
                 return
             self.router.connected = True  # the broker answered
+            if b is None and o.status == OrderStatus.NEW:  # an intent whose sending failed unseen
+                dropped = replace(o, status=OrderStatus.CANCELED, reason=f"{o.reason}; never reached the broker")
+                self.records.order(dropped, self.clock.now())
+                continue
             if b is None or (b.status == o.status and b.filled_qty == o.filled_qty):
                 continue
             b = b.with_intent_of(o)

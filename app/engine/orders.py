@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time as _time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,6 +25,7 @@ from app.engine.types import Order, OrderStatus
 
 RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
 ID_SEQUENCE_KEY = "orders.sequence"  # the last number given to a stop or exit id, kept across restarts
+ID_BOOK_KEY = "orders.book"  # a token of this record's own: a fresh database never reuses an old id
 OWN_PREFIX = "ait-"  # every client order id the app sends starts so: what it may manage at the broker
 
 
@@ -84,14 +86,24 @@ class OrderRouter:
         self.queue: dict[str, QueuedOrder] = {}
         self.retries = 0
         self.connected = True
+        self._seq: int | None = None  # held here too: a database refusing writes never repeats an id
+        self._book = ""
 
     def new_id(self, symbol: str, kind: str) -> str:
-        """A client order id no other intent ever had (``ait-PLTR-stop-000042``): a number from a
-        persisted sequence, never the time, which two intents can share within a second.
-        (Entries are named after their signal instead, which a restart must find again.)"""
-        seq = int(self.records.state_get(ID_SEQUENCE_KEY, 0) or 0) + 1
-        self.records.state_set(ID_SEQUENCE_KEY, seq)
-        return f"{OWN_PREFIX}{symbol}-{kind}-{seq:06d}"
+        """A client order id no other intent ever had (``ait-PLTR-stop-3f9a1c-000042``): a number
+        from a sequence, never the time (two intents can share a second), after a token of this
+        record's own (a database moved aside starts a new one, so Alpaca's orders from the old
+        one are never taken for new ones). Entries are named after their signal instead,
+        which a restart must find again."""
+        if self._seq is None:
+            self._seq = int(self.records.state_get(ID_SEQUENCE_KEY, 0) or 0)
+            self._book = str(self.records.state_get(ID_BOOK_KEY, "") or "")
+            if not self._book:  # a new record (or one moved aside): its ids must not meet the old ones
+                self._book = uuid.uuid4().hex[:6]
+                self.records.state_set(ID_BOOK_KEY, self._book)
+        self._seq += 1
+        self.records.state_set(ID_SEQUENCE_KEY, self._seq)
+        return f"{OWN_PREFIX}{symbol}-{kind}-{self._book}-{self._seq:06d}"
 
     def place(self, order: Order, expires_at: datetime | None = None,
               revalidate: Callable[[Order], Order | None] | None = None) -> Order:
@@ -128,7 +140,9 @@ class OrderRouter:
             try:  # an answer lost on the way back: did the replacement land?
                 there = self._with_retry(lambda: self.broker.get_order(new.client_order_id))
             except BrokerError:
-                there = None
+                # unknown: the intent stays recorded (NEW); the next poll finds it, or drops it
+                logger.warning("Move of {} to {} unconfirmed: {}", old.client_order_id, new.client_order_id, exc)
+                return None
             if there is None:
                 self.records.order(replace(new, status=OrderStatus.CANCELED,
                                            reason=f"{new.reason}; not placed: {exc}"), self.clock.now())
@@ -137,8 +151,9 @@ class OrderRouter:
             placed = there
         placed = placed.with_intent_of(new)
         self._record_sent(placed)
-        self.records.order(replace(old, status=OrderStatus.CANCELED,
-                                   reason=f"{old.reason}; replaced by {new.client_order_id}"), self.clock.now())
+        # Alpaca answers a replace before it happens: the old order can still fill first (the new
+        # one is then rejected). Its record stays open until the broker says how it ended, so a
+        # fill is booked, never lost; the keeper treats the newest stop as the working one.
         return placed
 
     def cancel(self, client_order_id: str) -> bool:
@@ -173,6 +188,13 @@ class OrderRouter:
                              {"symbol": order.symbol, "qty": order.qty, "until": not_before.isoformat()}, "")
         self.queue[order.client_order_id] = QueuedOrder(order, expires_at, revalidate, not_before)
         return order
+
+    def drop(self, client_order_id: str, why: str) -> None:
+        """Take a queued (held or failing) entry back before it is sent: flatten-all, the close."""
+        q = self.queue.pop(client_order_id, None)
+        if q is not None:
+            self.records.order(replace(q.order, status=OrderStatus.CANCELED, reason=f"{q.order.reason}; {why}"),
+                               self.clock.now())
 
     def retry_queued(self) -> list[Order]:
         """Try the queued orders again (called on every price check)."""

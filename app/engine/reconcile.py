@@ -100,12 +100,26 @@ def _reconcile(bot: Reconciled) -> list[str]:
     held = {p.symbol: p for p in broker.positions()}
     local = {p.symbol: p for p in rec.positions()}
     bot.foreign_positions.clear()
+    selling = {o.symbol for o in rec.open_orders() if o.side == Side.SELL}
+    selling |= {q.order.symbol for q in bot.router.queue.values() if q.order.side == Side.SELL}
     for sym in local:
-        if sym not in held:
+        if sym not in held and sym not in selling:  # an own sell still unbooked: its fill closes it
             rec.remove_position(sym)
             lines.append(f"{sym}: closed at the broker while away; local position removed")
     for sym, there in held.items():
+        if sym in selling and sym in local:
+            continue  # the app's own sell is on its way: its fill, once booked, settles the count
         mine = local.get(sym)
+        own_stop = next((o for o in rec.open_orders() if o.symbol == sym and o.side == Side.SELL
+                         and o.order_type == OrderType.STOP and is_own(o.client_order_id)), None)
+        if mine is None and own_stop is not None:  # the record was lost, the app's own stop was not
+            qty = min(there.qty, own_stop.qty - own_stop.filled_qty)
+            mine = Position(sym, qty, there.avg_price, there.last_price, there.opened_at,
+                            stop_price=own_stop.stop_price, high_water=there.avg_price)
+            lines.append(f"{sym}: {qty:g} shares covered by the app's own stop {own_stop.client_order_id}: "
+                         "taken back")
+            if there.qty > qty + 1e-9:
+                bot.foreign_positions[sym] = replace(there, qty=there.qty - qty)
         if mine is None:
             bot.foreign_positions[sym] = there
             lines.append(f"{sym}: {there.qty:g} shares at the broker were not bought by the app: left alone "

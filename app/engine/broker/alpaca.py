@@ -25,6 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,6 +199,14 @@ class AlpacaBroker(Broker):
             if placed is None:  # 422 for a duplicate, yet not there: a broker fault
                 raise AlpacaError("Alpaca reports a duplicate order id it cannot find",
                                   transient=True) from None
+            there = _to_order(placed)
+            # the same intent sent again (its size may have been re-checked since), or an old
+            # order that happens to carry the id? only the former is this order
+            if (there.symbol, there.side, there.order_type) != (order.symbol, order.side, order.order_type) \
+                    or there.created_at < order.created_at - timedelta(days=1):
+                raise AlpacaError(f"order id {order.client_order_id} is already used at Alpaca by another "
+                                  f"order ({there.side.value} {there.qty:g} {there.symbol}); not sent",
+                                  transient=False) from None
             logger.info("Order {} was already at Alpaca; using it", order.client_order_id)
         return _to_order(placed).with_intent_of(order)
 
