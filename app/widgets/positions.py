@@ -49,7 +49,9 @@ class PositionsModel(QAbstractTableModel):
         p = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return "not the app's" if self.is_foreign(index.row()) and col in (6, 7, 8) else self._text(p, col)
+            if self.is_foreign(index.row()) and col in (6, 7, 8):
+                return "not the app's" if col == 6 else "-"
+            return self._text(p, col)
         if role == Qt.ItemDataRole.ForegroundRole and self.is_foreign(index.row()):
             return GREY
         if role == Qt.ItemDataRole.ToolTipRole and self.is_foreign(index.row()):
