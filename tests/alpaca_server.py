@@ -15,20 +15,21 @@ faults and orders created per client order id, to prove nothing is sent twice.
 
 from __future__ import annotations
 
-import json
-import socket
-import struct
 import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from alpaca_faults import EVERY_FAULT, Fault, FaultPolicy, random_faults
+from alpaca_http import Handler, Reply
+from alpaca_http import err as _err
+from alpaca_shapes import account, latest_trades, new_order, position
+from alpaca_shapes import num as _s
+from alpaca_shapes import ts as _ts
 
 from app.engine.secrets import ApiKeys, Secret
 
@@ -37,15 +38,6 @@ __all__ = ["EVERY_FAULT", "AlpacaServer", "Fault", "FaultPolicy", "alpaca_server
 KEY_ID = "PKLOOPBACK7Q2W9E4R6T"
 SECRET_KEY = "lb-secret-3f9a1c7e5d2b8a6c4e0f1a3b"
 OPEN_STATUSES = frozenset({"new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel"})
-Reply = tuple[int, Any]
-
-
-def _ts(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
-
-
-def _s(x: float) -> str:
-    return repr(round(x, 9)) if x != int(x) else str(int(x))
 
 
 def _reached(o: dict[str, Any], price: float) -> bool:
@@ -58,10 +50,6 @@ def _reached(o: dict[str, Any], price: float) -> bool:
         limit = float(o["limit_price"])
         return price >= limit if o["side"] == "sell" else price <= limit
     return True
-
-
-def _err(status: int, message: str) -> Reply:
-    return status, {"code": status * 100000, "message": message}
 
 
 class AlpacaServer:
@@ -109,7 +97,7 @@ class AlpacaServer:
         return ApiKeys(Secret(self.key_id), Secret(self.secret_key))
 
     def start(self) -> AlpacaServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._httpd.app = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="alpaca-server",
@@ -181,7 +169,7 @@ class AlpacaServer:
         body = {"symbol": symbol, "side": side, "qty": qty, "type": type_, "time_in_force": "gtc",
                 "limit_price": limit_price, "stop_price": stop_price, "client_order_id": f"web-{uuid.uuid4().hex[:8]}"}
         with self.lock:
-            return str(self._book(self._new_order(body))["client_order_id"])
+            return str(self._book(new_order(body))["client_order_id"])
 
     def cancel_by_coid(self, client_order_id: str) -> None:
         """The user cancels an order on Alpaca's dashboard."""
@@ -239,37 +227,19 @@ class AlpacaServer:
     def _equity(self) -> float:
         return self.cash + sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
 
-    def _new_order(self, body: dict[str, Any]) -> dict[str, Any]:
-        now = _ts(datetime.now(UTC))
-        kind, side, stop, limit = body["type"], body["side"], body.get("stop_price"), body.get("limit_price")
-        return {
-            "id": str(uuid.uuid4()), "client_order_id": body.get("client_order_id") or str(uuid.uuid4()),
-            "created_at": now, "updated_at": now, "submitted_at": now, "filled_at": None,
-            "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None,
-            "replaced_by": None, "replaces": None, "asset_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, body["symbol"])),
-            "symbol": body["symbol"], "asset_class": "us_equity", "notional": None,
-            "qty": _s(float(body["qty"])), "filled_qty": "0", "filled_avg_price": None,
-            "order_class": "simple", "order_type": kind, "type": kind, "side": side,
-            "time_in_force": body.get("time_in_force", "day"),
-            "limit_price": _s(float(limit)) if limit is not None else None,
-            "stop_price": _s(float(stop)) if stop is not None else None, "status": "accepted",
-            "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None, "hwm": None,
-            "position_intent": "buy_to_open" if side == "buy" else "sell_to_close",
-        }
-
     # ----------------------------------------------------------- routes
     def route(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Reply:
         with self.lock:
             if path == "/v2/account" and method == "GET":
-                return 200, self.account_json()
+                return 200, account(self)
             if path == "/v2/positions" and method == "GET":
-                return 200, [self.position_json(s) for s in sorted(self.positions)]
+                return 200, [position(self, s) for s in sorted(self.positions)]
             if path.startswith("/v2/positions/") and method == "DELETE":
                 return self._close_position(path.rsplit("/", 1)[1])
             if path == "/v2/orders" and method == "GET":
                 return 200, self._list_orders(query)
             if path == "/v2/stocks/trades/latest" and method == "GET":
-                return 200, self._latest_trades(query.get("symbols", "").split(","))
+                return 200, latest_trades(self.prices, query.get("symbols", "").split(","))
             if path == "/v2/stocks/bars" and method == "GET":  # no history here (BarsServer serves some)
                 return 200, {"bars": {}, "next_page_token": None}
             if path == "/v2/orders" and method == "POST":
@@ -288,47 +258,6 @@ class AlpacaServer:
                     return self._replace(o, body)
                 return (200, self._read(o)) if method == "GET" else self._cancel(o)
             return _err(404, "endpoint not found")
-
-    def account_json(self) -> dict[str, Any]:
-        equity = self._equity()
-        longs = sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
-        acct: dict[str, Any] = {
-            "account_blocked": False, "accrued_fees": "0", "account_number": "010203ABCD",
-            "cash": _s(self.cash), "created_at": "2019-06-12T22:47:07.99658Z", "currency": "USD",
-            "equity": _s(equity), "id": "e6fe16f3-64a4-4921-8928-cadf02f92f98", "initial_margin": "0",
-            "last_equity": _s(self.last_equity), "last_maintenance_margin": "0", "long_market_value": _s(longs),
-            "maintenance_margin": "0", "multiplier": "4" if self.shorting_enabled else "1",
-            "portfolio_value": _s(equity), "short_market_value": "0",
-            "shorting_enabled": self.shorting_enabled, "sma": "0", "status": "ACTIVE", "trade_suspended_by_user": False,
-            "trading_blocked": False, "transfers_blocked": False, "options_approved_level": 1,
-            "options_trading_level": 1,
-            **{k: _s(max(self.cash, 0.0)) for k in ("buying_power", "non_marginable_buying_power",
-                                                     "regt_buying_power", "options_buying_power")},
-        }
-        if self.legacy_pdt_fields:
-            acct.update(pattern_day_trader=False, daytrade_count=0, daytrading_buying_power=acct["buying_power"])
-        return acct
-
-    def position_json(self, symbol: str) -> dict[str, Any]:
-        p, price = self.positions[symbol], self.prices.get(symbol, self.positions[symbol]["avg"])
-        value, cost = p["qty"] * price, p["qty"] * p["avg"]
-        plpc = (value - cost) / cost if cost else 0.0
-        values = {"avg_entry_price": _s(p["avg"]), "market_value": _s(value), "cost_basis": _s(cost),
-                  "unrealized_pl": _s(value - cost), "unrealized_plpc": _s(plpc),
-                  "unrealized_intraday_pl": "0", "unrealized_intraday_plpc": "0",
-                  "current_price": _s(price), "lastday_price": _s(price), "change_today": "0"}
-        held = self._held_for_sells(symbol)
-        return {"asset_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, symbol)), "symbol": symbol,
-                "exchange": "NASDAQ", "asset_class": "us_equity", "qty": _s(p["qty"]),
-                "side": "long" if p["qty"] > 0 else "short", "qty_available": _s(p["qty"] - held),
-                **values, "usd": values}
-
-    def _latest_trades(self, symbols: list[str]) -> dict[str, Any]:
-        """The latest trade per symbol, shaped as alpaca-py's own fixture
-        (data__test_historical_stock_data__test_get_latest_trade.json)."""
-        now = _ts(datetime.now(UTC))
-        return {"trades": {s: {"t": now, "x": "V", "p": self.prices[s], "s": 100, "c": ["@"], "i": 1, "z": "C"}
-                           for s in symbols if s in self.prices}}
 
     def _list_orders(self, query: dict[str, str]) -> list[dict[str, Any]]:
         status = query.get("status", "open")
@@ -371,7 +300,7 @@ class AlpacaServer:
             if qty > available + 1e-9:
                 return _err(403, f"insufficient qty available for order (requested: {_s(qty)}, "
                                  f"available: {_s(max(available, 0.0))})")
-        return 200, self._book(self._new_order(body))
+        return 200, self._book(new_order(body))
 
     def _book(self, order: dict[str, Any]) -> dict[str, Any]:
         self.orders[order["id"]] = order
@@ -394,7 +323,7 @@ class AlpacaServer:
         if stop is not None and round(float(stop), 2 if float(stop) >= 1 else 4) != float(stop):
             return _err(422, f"invalid stop_price {stop}. sub-penny increment does not fulfill "
                              "minimum pricing criteria")
-        fresh = self._new_order({
+        fresh = new_order({
             "symbol": o["symbol"], "side": o["side"], "type": o["type"], "client_order_id": coid,
             "qty": body.get("qty", o["qty"]), "time_in_force": body.get("time_in_force", o["time_in_force"]),
             "stop_price": stop, "limit_price": body.get("limit_price", o["limit_price"])})
@@ -433,7 +362,7 @@ class AlpacaServer:
             return _err(404, f"position not found: {symbol}")
         side = "sell" if p["qty"] > 0 else "buy"
         body = {"symbol": symbol, "qty": abs(p["qty"]), "side": side, "type": "market"}
-        return 200, self._book(self._new_order(body))
+        return 200, self._book(new_order(body))
 
     def next_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -446,64 +375,6 @@ class AlpacaServer:
             with self.lock:
                 self.fault_count += 1
         return fault
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """One request: authenticate, maybe fail, route, maybe fail after."""
-
-    server_version = "AlpacaLoopback/1.0"
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-        """Silenced."""
-
-    def _serve(self) -> None:
-        app: AlpacaServer = self.server.app  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        fault = app.next_fault(self.command, parts.path)
-        if fault is not None and not fault.after:
-            return self._fail(app, fault)
-        if (self.headers.get("APCA-API-KEY-ID"), self.headers.get("APCA-API-SECRET-KEY")) != (
-                app.key_id, app.secret_key):
-            return self._reply(*_err(401, "request is not authorized"))
-        try:
-            body = json.loads(raw) if raw else {}
-            if app.before_route is not None:
-                app.before_route(self.command, parts.path)
-            status, payload = app.route(self.command, parts.path, query, body)
-        except (ValueError, KeyError, TypeError) as exc:
-            status, payload = _err(422, f"invalid request: {exc}")
-        if fault is not None:
-            return self._fail(app, fault)
-        self._reply(status, payload)
-
-    do_GET = do_POST = do_DELETE = do_PATCH = _serve
-
-    def _reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if data:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _fail(self, app: AlpacaServer, fault: Fault) -> None:
-        if fault.kind == "hang":
-            app._stopping.wait(app.hang_s)
-            self.close_connection = True
-        elif fault.kind == "reset":
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()  # RST, not FIN: the client sees "connection reset"
-            self.close_connection = True
-        else:
-            headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            body = fault.body.encode() if fault.body is not None else _err(fault.status, "injected fault")[1]
-            self._reply(fault.status, body, headers)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from alpaca_server import AlpacaServer, Fault, random_faults
+from alpaca_shapes import account, position
 from loguru import logger
 
 from app.engine.broker.alpaca import AlpacaBroker, LiveGateError, to_order_status
@@ -52,7 +53,7 @@ def test_account_works_with_and_without_pdt_fields(alpaca_server: AlpacaServer, 
     alpaca_server.legacy_pdt_fields = legacy
     alpaca_server.cash, alpaca_server.last_equity = 25_000.0, 26_000.0
     alpaca_server.add_position("AAPL", 10, avg_price=100.0, price=110.0)
-    assert (set(alpaca_server.account_json()) >= PDT_FIELDS) is legacy
+    assert (set(account(alpaca_server)) >= PDT_FIELDS) is legacy
 
     acct = broker.account()
 
@@ -87,8 +88,8 @@ def test_server_speaks_the_shapes_of_alpacas_own_fixtures(alpaca_server: AlpacaS
                                          {"symbol": "AAPL", "qty": 1, "side": "buy", "type": "market"})
     assert status == 200
     assert keys("order_routes__test_market_order") - {"commission"} <= set(placed)
-    assert keys("position_routes__test_get_all_positions") <= set(alpaca_server.position_json("AAPL"))
-    assert keys("account_routes__test_get_account") - PDT_FIELDS == set(alpaca_server.account_json())
+    assert keys("position_routes__test_get_all_positions") <= set(position(alpaca_server, "AAPL"))
+    assert keys("account_routes__test_get_account") - PDT_FIELDS == set(account(alpaca_server))
 
 
 def test_server_closes_a_position_the_way_alpaca_py_expects(alpaca_server: AlpacaServer) -> None:
