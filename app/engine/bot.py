@@ -29,7 +29,7 @@ from app.engine.events import (
     PredictionEvent,
     StatusEvent,
 )
-from app.engine.exits import ExitsAndFills
+from app.engine.exits import EXITS_DUE_KEY, ExitsAndFills
 from app.engine.history import History
 from app.engine.modes import policy_for
 from app.engine.orders import OrderRouter
@@ -97,6 +97,7 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         self.foreign_orders: list[Order] = []  # the user's own orders at the broker: never touched
         self.foreign_positions: dict[str, Position] = {}  # shares the app did not buy, until adopted
         self.exits_due: dict[str, str] = {}  # symbol -> why: an exit asked for that could not go out yet
+        self.book_current = False  # every open order read without a failure at the last poll
         self._day: date | None = None
         self._day_span: tuple[datetime, datetime] | None = None  # the New York day, in UTC
         self.day = DayState()
@@ -118,6 +119,10 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
             self._remember(b)
 
     def start(self) -> None:
+        saved = self.records.state_get(EXITS_DUE_KEY)
+        if isinstance(saved, dict):  # exits asked for before a restart still go out
+            self.exits_due.update({str(k): str(v) for k, v in saved.items()})
+        self.router.restore_held(self._revalidate)  # daily entries waiting for the open still wait
         self._roll_day()  # first, so fills found by reconciliation count on today's record
         self._reconcile()
         self._publish_portfolio()

@@ -18,12 +18,13 @@ from app.engine import risk
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import NY, Clock, MarketCalendar
 from app.engine.events import AlertEvent, EventBus, OrderEvent, TradeEvent
-from app.engine.orders import OrderRouter, crash_point
+from app.engine.orders import OrderRouter, crash_point, is_own
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.types import Account, DayState, Order, OrderStatus, OrderType, Position, Side, Trade
 
 _trades_log = logger.bind(trade=True)  # what lands in trades.log
+EXITS_DUE_KEY = "exits.due"  # symbol -> why, for exits still to send
 
 
 class ExitsAndFills:
@@ -38,6 +39,7 @@ class ExitsAndFills:
     plain: bool
     stop_orders: dict[str, str]
     exits_due: dict[str, str]
+    book_current: bool
     last_prices: dict[str, float]
     foreign_positions: dict[str, Position]
     day: DayState
@@ -91,7 +93,7 @@ class ExitsAndFills:
         every check, and no stop is put back meanwhile."""
         p = self._true_up(symbol)
         if p is None:
-            self.exits_due.pop(symbol, None)
+            self._due(symbol, None)
         working = [o for o in self.records.open_orders()
                    if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.MARKET]
         if working or any(q.order.symbol == symbol and q.order.side == Side.SELL
@@ -104,9 +106,9 @@ class ExitsAndFills:
                      if o.symbol == symbol and o.side == Side.SELL and o.order_type == OrderType.STOP]:
             # the stop holds the shares: a sell sent beside it would be refused
             if not self._cancel(stop.client_order_id):
-                self.exits_due[symbol] = reason
+                self._due(symbol, reason)
                 return f"{symbol}: exit waits until stop {stop.client_order_id} is canceled (or has filled)"
-        self.exits_due.pop(symbol, None)
+        self._due(symbol, None)
         self.stop_orders.pop(symbol, None)
         now = self.clock.now()
         coid = self.router.new_id(symbol, "exit")
@@ -114,7 +116,7 @@ class ExitsAndFills:
                       reason=f"exit: {reason}", signal_id=signal_id)
         placed = self._placed(self.router.place(order, revalidate=self._revalidate_exit))  # retried until sent
         if placed.status == OrderStatus.REJECTED:
-            self.exits_due.pop(symbol, None)
+            self._due(symbol, None)
             self.keep_protected(symbol)  # refused for good: the shares get their stop back at once
             return f"{symbol}: sell {decision.qty:g} ({reason}) rejected: {placed.reason}"
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.value}"
@@ -162,12 +164,25 @@ class ExitsAndFills:
                 if self.bus.active:
                     self.bus.publish(OrderEvent(moved))
 
+    def _due(self, symbol: str, reason: str | None) -> None:
+        """Note (or clear) an exit that must still go out; saved, so a restart goes on with it."""
+        if self.exits_due.get(symbol) == reason:
+            return
+        if reason is None:
+            self.exits_due.pop(symbol, None)
+        else:
+            self.exits_due[symbol] = reason
+        self.records.state_set(EXITS_DUE_KEY, dict(self.exits_due))
+
     def _true_up(self, symbol: str) -> Position | None:
         """The app's position, no larger than what the broker holds. Shares gone while none of
         the app's sells worked (the user sold them, or cancelled the stop and sold) are gone:
         a stop or exit sized for them would sell short on a margin account."""
         p = next((p for p in self.records.positions() if p.symbol == symbol), None)
-        if p is None or any(o.symbol == symbol and o.side == Side.SELL for o in self.records.open_orders()):
+        if p is None:
+            return p
+        if not self.book_current and any(
+                o.symbol == symbol and o.side == Side.SELL for o in self.records.open_orders()):
             return p  # the app's own sell may have filled unseen: its fill is booked by the next poll
         known, there = self._broker_holding(symbol)
         held = (there.qty if there is not None else 0.0) if known else p.qty
@@ -178,7 +193,7 @@ class ExitsAndFills:
         if held <= 1e-9:
             self.records.remove_position(symbol)
             self.stop_orders.pop(symbol, None)
-            self.exits_due.pop(symbol, None)
+            self._due(symbol, None)
             return None
         smaller = replace(p, qty=held)
         self.records.position(smaller)
@@ -200,19 +215,28 @@ class ExitsAndFills:
             return f"{symbol}: the broker cannot be asked now; try again"
         if there is None or there.qty <= 0:
             return f"{symbol}: nothing held at the broker to adopt"
+        try:  # shares the user's own resting sells hold stay the user's: the app takes the rest
+            theirs = sum(o.qty - o.filled_qty for o in self.broker.open_orders()
+                         if o.symbol == symbol and o.side == Side.SELL and not is_own(o.client_order_id))
+        except BrokerError:
+            return f"{symbol}: the broker cannot be asked now; try again"
+        qty = there.qty - theirs
+        if qty <= 1e-9:
+            return f"{symbol}: every share is held by your own open sell orders; nothing to adopt"
         price = self.last_prices.get(symbol) or there.last_price
         self.last_prices[symbol] = price
         stop = round(min(there.avg_price, price) * (1 - self.settings.stop_loss_pct), 4)
         mine = next((p for p in self.records.positions() if p.symbol == symbol), None)
-        p = (replace(mine, qty=there.qty) if mine is not None else
-             Position(symbol, there.qty, there.avg_price, price, self.clock.now(), stop_price=stop,
+        p = (replace(mine, qty=qty) if mine is not None else
+             Position(symbol, qty, there.avg_price, price, self.clock.now(), stop_price=stop,
                       high_water=max(there.avg_price, price)))
         self.records.position(p)
         self.foreign_positions.pop(symbol, None)
-        logger.warning("{}: {} shares adopted by the user's choice; stop {:.2f}", symbol, there.qty, p.stop_price)
+        logger.warning("{}: {:g} shares adopted by the user's choice; stop {:.2f}", symbol, qty, p.stop_price)
         self.keep_protected(symbol)
         self._publish_portfolio()
-        return f"{symbol}: {there.qty:g} shares adopted, stop {p.stop_price:.2f}"
+        left = f" ({theirs:g} held by your own open sells stay yours)" if theirs > 0 else ""
+        return f"{symbol}: {qty:g} shares adopted, stop {p.stop_price:.2f}{left}"
 
     def _stop_order(self, p: Position) -> Order:
         kind = "trailing stop" if p.trailing_active else "stop loss"
@@ -262,8 +286,12 @@ class ExitsAndFills:
 
     # --------------------------------------------------------------- fills
     def sync_orders(self) -> None:
-        """Ask the broker about every open order; act on fills and cancels."""
+        """Ask the broker about every open order; act on fills and cancels. ``book_current``
+        says whether every one of them was read without a failure this time (the app's book of
+        its own fills is then up to date, and can be held against the broker's count)."""
+        self.book_current = False
         if not self.records.has_open_orders:
+            self.book_current = True
             return
         for o in self.records.open_orders():
             if o.client_order_id in self.router.queue:
@@ -292,6 +320,7 @@ class ExitsAndFills:
                 self.bus.publish(OrderEvent(b))
             if b.filled_qty > o.filled_qty + 1e-9:
                 self.keep_protected(b.symbol)  # the position changed: its stop follows
+        self.book_current = True
 
     def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None:
         """Book the shares of ``o`` filled since ``before_qty``: a partial fill is booked as it

@@ -25,6 +25,7 @@ from app.engine.types import Order, OrderStatus
 
 RETRY_DELAYS = (0.5, 1.0)  # 3 attempts in all
 ID_SEQUENCE_KEY = "orders.sequence"  # the last number given to a stop or exit id, kept across restarts
+HELD_KEY = "orders.held"  # entries held for the open: id -> (not before, expires), kept across restarts
 ID_BOOK_KEY = "orders.book"  # a token of this record's own: a fresh database never reuses an old id
 OWN_PREFIX = "ait-"  # every client order id the app sends starts so: what it may manage at the broker
 
@@ -86,6 +87,7 @@ class OrderRouter:
         self.queue: dict[str, QueuedOrder] = {}
         self.retries = 0
         self.connected = True
+        self._held_saved: dict[str, list[str]] | None = None
         self._seq: int | None = None  # held here too: a database refusing writes never repeats an id
         self._book = ""
 
@@ -187,7 +189,29 @@ class OrderRouter:
         self.records.command(now, "hold", order.client_order_id,
                              {"symbol": order.symbol, "qty": order.qty, "until": not_before.isoformat()}, "")
         self.queue[order.client_order_id] = QueuedOrder(order, expires_at, revalidate, not_before)
+        self._save_held()
         return order
+
+    def restore_held(self, revalidate: Callable[[Order], Order | None]) -> int:
+        """After a restart: the entries held for the open are queued again (their intents are
+        recorded), rather than dropped as orders that never reached the broker."""
+        saved = self.records.state_get(HELD_KEY)
+        if not isinstance(saved, dict):
+            return 0
+        for coid, (not_before, expires_at) in saved.items():
+            o = self.records.get_order(coid)
+            if o is not None and o.status == OrderStatus.NEW:
+                self.queue[coid] = QueuedOrder(o, datetime.fromisoformat(expires_at), revalidate,
+                                               datetime.fromisoformat(not_before))
+        self._save_held()
+        return sum(1 for q in self.queue.values() if q.not_before is not None)
+
+    def _save_held(self) -> None:
+        held = {c: [q.not_before.isoformat(), q.expires_at.isoformat()] for c, q in self.queue.items()
+                if q.not_before is not None and q.expires_at is not None}
+        if held != self._held_saved:
+            self._held_saved = held
+            self.records.state_set(HELD_KEY, held)
 
     def drop(self, client_order_id: str, why: str) -> None:
         """Take a queued (held or failing) entry back before it is sent: flatten-all, the close."""
@@ -195,6 +219,7 @@ class OrderRouter:
         if q is not None:
             self.records.order(replace(q.order, status=OrderStatus.CANCELED, reason=f"{q.order.reason}; {why}"),
                                self.clock.now())
+            self._save_held()
 
     def retry_queued(self) -> list[Order]:
         """Try the queued orders again (called on every price check)."""
@@ -214,6 +239,8 @@ class OrderRouter:
                 q.order = fresh
             del self.queue[coid]
             out.append(self._send(q))
+        if self._held_saved:
+            self._save_held()
         return out
 
     def _give_up(self, q: QueuedOrder, why: str) -> list[Order]:
