@@ -17,6 +17,7 @@ from conftest import utc
 from app.engine.bot import TradingBot
 from app.engine.broker.alpaca import AlpacaBroker
 from app.engine.clock import MarketCalendar, SimClock
+from app.engine.data.sources import AlpacaDataSource
 from app.engine.events import Event, EventBus, SignalEvent
 from app.engine.records import MemoryRecorder
 from app.engine.settings import Settings
@@ -54,6 +55,7 @@ class AlpacaDesk:
         bus.subscribe(self.events.append)
         self.bot = TradingBot(self.settings, self.clock, self.broker, self.model, self.records, bus,
                               calendar or MarketCalendar(), "alpaca", sleep=lambda s: None)
+        self.bot.latest_price = AlpacaDataSource(server.api_keys(), url_override=server.url).latest_price
         self.bar_delta = timeframe_of(timeframe).delta
         if autostart:
             self.bot.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from alpaca_desk import SYMBOL, AlpacaDesk
 from alpaca_server import AlpacaServer, Fault
 from conftest import utc
@@ -149,8 +148,6 @@ def test_sell_signal_while_replace_unconfirmed(alpaca_server: AlpacaServer) -> N
 
 
 # 8. manual approval of an entry after the price moved via on_price only
-@pytest.mark.xfail(strict=True, reason="not mended yet: approval re-checks the last price seen, "
-                   "up to one stop check old; it should read the latest trade")
 def test_manual_approve_after_move(alpaca_server: AlpacaServer) -> None:
     alpaca_server.auto_fill = True
     desk = AlpacaDesk(alpaca_server, mode="manual")

@@ -178,6 +178,7 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     model, model_notes = _load_model(paths, settings)
     notices += model_notes
     bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, **kwargs)
+    bot.latest_price = source.latest_price
     tf = timeframe_of(settings.timeframe).delta
     try:
         frame = source.fetch(settings.symbol, settings.timeframe, now - timedelta(days=5), now)

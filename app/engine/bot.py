@@ -96,6 +96,8 @@ class TradingBot(SignalsAndEntries, ExitsAndFills):
         self.stop_orders: dict[str, str] = {}
         self.foreign_orders: list[Order] = []  # the user's own orders at the broker: never touched
         self.foreign_positions: dict[str, Position] = {}  # shares the app did not buy, until adopted
+        # the latest trade, asked for at approval (the data source's, where one is wired)
+        self.latest_price: Callable[[str], float | None] | None = None
         self.exits_due: dict[str, str] = {}  # symbol -> why: an exit asked for that could not go out yet
         self.book_current = False  # every open order read without a failure at the last poll
         self._day: date | None = None

@@ -11,6 +11,8 @@ in :mod:`app.engine.exits`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -40,6 +42,7 @@ class SignalsAndEntries:
     policy: ExecutionPolicy
     plain: bool
     pending: dict[str, TradingSignal]
+    latest_price: Callable[[str], float | None] | None
     _bar_delta: timedelta
     last_prices: dict[str, float]
 
@@ -61,13 +64,26 @@ class SignalsAndEntries:
         if now >= sig.expires_at:
             self._signal_done(sig, SignalStatus.EXPIRED, "expired before it was approved")
             return "expired"  # what the approval panel says
-        price = self.last_prices.get(sig.symbol, sig.price)
+        price = self._latest(sig.symbol) or self.last_prices.get(sig.symbol, sig.price)
+        self.last_prices[sig.symbol] = price  # the entry is sized at it too
         move = abs(price / sig.price - 1.0)
         if move > self.settings.max_price_move_pct:
             why = f"price moved {move:.2%} since the signal (limit {self.settings.max_price_move_pct:.2%})"
             self._signal_done(sig, SignalStatus.REFUSED, why)
             return why
         return self._execute(sig, approved=True)
+
+    def _latest(self, symbol: str) -> float | None:
+        """The latest trade, asked for now (an approval may come up to a stop check after the
+        last price the engine saw); None where no source of it is wired or it cannot answer."""
+        if self.latest_price is None:
+            return None
+        try:
+            price = self.latest_price(symbol)
+        except Exception as exc:  # noqa: BLE001 - no fresher price: the last one seen is used
+            logger.debug("No latest trade for {}: {}", symbol, exc)
+            return None
+        return price if price is not None and math.isfinite(price) and price > 0 else None
 
     def reject(self, signal_id: str) -> None:
         sig = self.pending.pop(signal_id, None)

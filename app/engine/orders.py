@@ -154,8 +154,17 @@ class OrderRouter:
         placed = placed.with_intent_of(new)
         self._record_sent(placed)
         # Alpaca answers a replace before it happens: the old order can still fill first (the new
-        # one is then rejected). Its record stays open until the broker says how it ended, so a
-        # fill is booked, never lost; the keeper treats the newest stop as the working one.
+        # one is then rejected). Its record is closed only once the broker says it ended unfilled;
+        # a fill is left to the next poll to book, never lost. Until then the keeper treats the
+        # newest stop as the working one.
+        try:
+            was = self._with_retry(lambda: self.broker.get_order(old.client_order_id))
+        except BrokerError:
+            was = None
+        if was is not None and not was.status.is_open and was.filled_qty <= old.filled_qty + 1e-9:
+            self.records.order(replace(was.with_intent_of(old), status=OrderStatus.CANCELED,
+                                       reason=f"{old.reason}; replaced by {new.client_order_id}"),
+                               self.clock.now())
         return placed
 
     def cancel(self, client_order_id: str) -> bool:
