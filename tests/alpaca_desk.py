@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import numpy as np
 from alpaca_server import AlpacaServer
-from conftest import utc
+from desk import BAR, MORNING, SYMBOL, FixedModel
 
 from app.engine.bot import TradingBot
 from app.engine.broker.alpaca import AlpacaBroker
@@ -21,22 +20,9 @@ from app.engine.data.sources import AlpacaDataSource
 from app.engine.events import Event, EventBus, SignalEvent
 from app.engine.records import MemoryRecorder
 from app.engine.settings import Settings
-from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.types import Bar, BrokerKind, Position, timeframe_of
 
-SYMBOL = "PLTR"
-BAR = timedelta(minutes=5)
-MORNING = utc(2025, 3, 4, 15, 0)  # 10:00 in New York, a Tuesday
-
-
-class ChosenModel(SignalModel):
-    name = "chosen"
-
-    def __init__(self) -> None:
-        self.p_up = 0.5
-
-    def predict(self, closes: np.ndarray) -> ModelOutput:
-        return ModelOutput(self.p_up, (("chosen", self.p_up),), ("chosen by the test",), "chosen-v1")
+__all__ = ["BAR", "MORNING", "SYMBOL", "AlpacaDesk", "FixedModel", "holding"]
 
 
 class AlpacaDesk:
@@ -48,7 +34,7 @@ class AlpacaDesk:
         self.clock = SimClock(start)
         self.broker = AlpacaBroker(server.api_keys(), self.clock, kind=BrokerKind.PAPER, url_override=server.url,
                                    timeout_s=2.0, cancel_wait_s=0.0, sleep=lambda s: None)
-        self.model = ChosenModel()
+        self.model = FixedModel()
         self.records = MemoryRecorder()
         self.events: list[Event] = []
         bus = EventBus()
@@ -111,3 +97,14 @@ class AlpacaDesk:
 
     def signal_details(self) -> list[tuple[str, str]]:
         return [(e.status.value, e.detail) for e in self.events if isinstance(e, SignalEvent)]
+
+
+def holding(server: AlpacaServer, **settings: object) -> AlpacaDesk:
+    """A desk holding PLTR bought at 50, its broker stop working."""
+    server.auto_fill = True
+    desk = AlpacaDesk(server, **settings)
+    desk.close_bar(50.0, p_up=0.95)
+    desk.check()
+    assert desk.held() > 0 and desk.stop_cover() == desk.held()
+    server.auto_fill = False
+    return desk

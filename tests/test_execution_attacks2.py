@@ -6,22 +6,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from alpaca_desk import SYMBOL, AlpacaDesk
+from alpaca_desk import SYMBOL, AlpacaDesk, holding
 from alpaca_server import AlpacaServer, Fault
 from conftest import utc
 
 from app.engine.bot import TradingBot
 from app.engine.events import EventBus
-
-
-def _holding(server: AlpacaServer, **settings: object) -> AlpacaDesk:
-    server.auto_fill = True
-    desk = AlpacaDesk(server, **settings)
-    desk.close_bar(50.0, p_up=0.95)
-    desk.check()
-    assert desk.held() > 0 and desk.stop_cover() == desk.held()
-    server.auto_fill = False
-    return desk
 
 
 def _restart(desk: AlpacaDesk) -> TradingBot:
@@ -37,7 +27,7 @@ def _restart(desk: AlpacaDesk) -> TradingBot:
 # 1. user sells the app's shares on a margin account while the app's stop works
 def test_user_sells_app_shares_margin_stop_then_shorts(alpaca_server: AlpacaServer) -> None:
     alpaca_server.shorting_enabled = True
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     n = desk.held()
     alpaca_server.place_foreign(SYMBOL, "sell", n, "market")
     alpaca_server.fill_open_orders(50.0, SYMBOL)   # only the user's market fills (stop not reached)
@@ -67,7 +57,7 @@ def test_adopt_beside_users_resting_sell(alpaca_server: AlpacaServer) -> None:
 
 # 3. flatten with a slow cancel, then a restart: flatten intent lost
 def test_flatten_then_restart_while_cancel_pending(alpaca_server: AlpacaServer) -> None:
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     alpaca_server.cancel_settles_after = 50
     desk.bot.flatten_all()
     assert desk.held() > 0 and desk.bot.exits_due
@@ -83,7 +73,7 @@ def test_flatten_then_restart_while_cancel_pending(alpaca_server: AlpacaServer) 
 
 # 4. circuit breaker + flatten, cancel slow, restart
 def test_breaker_flatten_then_restart(alpaca_server: AlpacaServer) -> None:
-    desk = _holding(alpaca_server, flatten_on_circuit_breaker=True, daily_loss_limit=0.01)
+    desk = holding(alpaca_server, flatten_on_circuit_breaker=True, daily_loss_limit=0.01)
     alpaca_server.cancel_settles_after = 50
     with alpaca_server.lock:
         alpaca_server.cash -= 5000  # a loss elsewhere trips the breaker
@@ -101,7 +91,7 @@ def test_breaker_flatten_then_restart(alpaca_server: AlpacaServer) -> None:
 
 # 5. take profit racing the broker stop: price gaps above TP with stop cancel slow, then falls
 def test_take_profit_with_slow_cancel_then_gap_down(alpaca_server: AlpacaServer) -> None:
-    desk = _holding(alpaca_server, take_profit_pct=0.04)
+    desk = holding(alpaca_server, take_profit_pct=0.04)
     alpaca_server.cancel_settles_after = 2
     desk.trade(53.0)   # TP: stop cancel pending
     desk.trade(40.0)   # gap down below stop while cancel pending
@@ -115,7 +105,7 @@ def test_take_profit_with_slow_cancel_then_gap_down(alpaca_server: AlpacaServer)
 # 6. trailing move while stop partially filled
 def test_trailing_move_with_partial_stop_fill(alpaca_server: AlpacaServer) -> None:
     alpaca_server.shorting_enabled = True
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     stop = desk.orders("sell", "stop")[0]
     sp = float(stop["stop_price"])
     alpaca_server.fill_open_orders(sp - 0.1, SYMBOL, qty=10)
@@ -134,7 +124,7 @@ def test_trailing_move_with_partial_stop_fill(alpaca_server: AlpacaServer) -> No
 
 # 7. SELL signal while a trailing replace is unconfirmed
 def test_sell_signal_while_replace_unconfirmed(alpaca_server: AlpacaServer) -> None:
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     alpaca_server.fail_next(Fault.reset(after=True), *[Fault.http(503)] * 6)
     desk.trade(55.0)  # trailing: replace lands, answer lost, the read-back fails too
     alpaca_server.heal()
@@ -173,7 +163,7 @@ def test_daily_held_entry_survives_restart(alpaca_server: AlpacaServer) -> None:
 # 10. breaker trips (flatten) while the broker is flaky
 def test_breaker_flatten_during_outage(alpaca_server: AlpacaServer) -> None:
     alpaca_server.shorting_enabled = True
-    desk = _holding(alpaca_server, flatten_on_circuit_breaker=True, daily_loss_limit=0.01)
+    desk = holding(alpaca_server, flatten_on_circuit_breaker=True, daily_loss_limit=0.01)
     with alpaca_server.lock:
         alpaca_server.cash -= 5000
     desk.check()  # reads the account: the breaker trips
@@ -217,7 +207,7 @@ def test_take_profit_with_partial_entry(alpaca_server: AlpacaServer) -> None:
 # 13. gap through the stop while a trailing replace is in flight (old stop fills first)
 def test_gap_through_stop_during_replace(alpaca_server: AlpacaServer) -> None:
     alpaca_server.shorting_enabled = True
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     desk.trade(55.0)  # trailing active, stop moved
     def fill_first(method: str, path: str) -> None:
         if method == "PATCH":
@@ -236,7 +226,7 @@ def test_gap_through_stop_during_replace(alpaca_server: AlpacaServer) -> None:
 # 14. restart while the stop is partly filled, then trailing
 def test_restart_with_partial_stop(alpaca_server: AlpacaServer) -> None:
     alpaca_server.shorting_enabled = True
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     sp = float(desk.orders("sell", "stop")[0]["stop_price"])
     alpaca_server.fill_open_orders(sp - 0.1, SYMBOL, qty=30)
     _restart(desk)

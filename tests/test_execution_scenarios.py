@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from alpaca_desk import BAR, SYMBOL, AlpacaDesk, ChosenModel
+from alpaca_desk import BAR, SYMBOL, AlpacaDesk, FixedModel, holding
 from alpaca_server import AlpacaServer, Fault
 from conftest import utc
 
@@ -78,21 +78,10 @@ def test_daily_bars_never_send_an_order_while_the_market_is_closed(alpaca_server
     assert desk.held() > 0 and desk.stop_cover() == desk.held(), "bought at the open, stop in place at once"
 
 
-def _holding(server: AlpacaServer, **settings: object) -> AlpacaDesk:
-    """A desk holding PLTR bought at 50, its broker stop working."""
-    server.auto_fill = True
-    desk = AlpacaDesk(server, **settings)
-    desk.close_bar(50.0, p_up=0.95)
-    desk.check()
-    assert desk.held() > 0 and desk.stop_cover() == desk.held()
-    server.auto_fill = False
-    return desk
-
-
 def test_an_exit_alpaca_refuses_leaves_the_position_protected(alpaca_server: AlpacaServer) -> None:
     """#4: the stop is cancelled to free the shares, the market sell is refused (wash trade:
     the user's own buy limit is open); the position must not stay naked."""
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     alpaca_server.place_foreign(SYMBOL, "buy", 10, "limit", limit_price=45.0)
     report = desk.bot.close_position(SYMBOL)
     assert "rejected" in report and desk.held() > 0
@@ -103,7 +92,7 @@ def test_an_exit_alpaca_refuses_leaves_the_position_protected(alpaca_server: Alp
 def test_two_exits_in_the_same_second_get_two_ids(alpaca_server: AlpacaServer) -> None:
     """#11: an exit Alpaca refused is tried again with a new id; the same id would be
     "found" as the refused order and nothing would be sent."""
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     web = alpaca_server.place_foreign(SYMBOL, "buy", 10, "limit", limit_price=45.0)
     first = desk.bot.close_position(SYMBOL)
     alpaca_server.cancel_by_coid(web)  # the user clears the conflicting order; same second
@@ -117,7 +106,7 @@ def test_two_exits_in_the_same_second_get_two_ids(alpaca_server: AlpacaServer) -
 def test_broker_stops_outlive_the_session_and_come_back_when_they_end(alpaca_server: AlpacaServer) -> None:
     """#2: a DAY stop expires at 16:00 and the position sleeps unprotected; stops are GTC,
     and a stop that ends anyway (cancelled on the dashboard) is placed again at once."""
-    desk = _holding(alpaca_server, timeframe="1d")  # daily bars: held overnight, no end-of-day flatten
+    desk = holding(alpaca_server, timeframe="1d")  # daily bars: held overnight, no end-of-day flatten
     alpaca_server.end_of_day()
     desk.check()
     assert desk.stop_cover() == desk.held(), "the stop is still working after the close"
@@ -131,7 +120,7 @@ def test_a_trailing_update_never_leaves_the_position_without_a_stop(alpaca_serve
     """#3: the stop is moved with Alpaca's replace, not cancel-then-new: a cancel still
     pending_cancel made the new stop fail ("insufficient qty available"), and once the cancel
     landed the position had no stop at all while the engine thought it had one."""
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     alpaca_server.cancel_settles_after = 3
     desk.trade(52.0)
     desk.trade(53.0)  # +6%: the trailing stop starts, once, at 53 less 2%
@@ -147,7 +136,7 @@ def test_a_stop_that_fills_during_its_move_is_not_posted_again_on_a_flat_account
     """#10: the old stop fills while the engine moves it; on a margin account with shorting a
     full-size sell stop sent to a flat account is accepted, and would open a short."""
     alpaca_server.shorting_enabled = True
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     created_at_fill: list[int] = []
 
     def fill_first(method: str, path: str) -> None:
@@ -185,7 +174,7 @@ def test_a_partly_filled_entry_is_protected_for_what_filled(alpaca_server: Alpac
 def test_after_a_partial_stop_fill_the_rest_stays_covered_and_booked(alpaca_server: AlpacaServer) -> None:
     """#9: part of the stop filled; the remainder keeps its stop, the local position follows the
     broker, and a failed positions call never deletes it."""
-    desk = _holding(alpaca_server)
+    desk = holding(alpaca_server)
     held = desk.held()
     alpaca_server.fill_open_orders(48.0, SYMBOL, qty=40)  # through the stop: Alpaca sells 40 of them so far
     alpaca_server.faults = lambda method, path: Fault.http(503) if path == "/v2/positions" else None
@@ -201,7 +190,7 @@ def test_the_end_of_day_flatten_happens_on_time_without_a_new_bar(alpaca_server:
     """#7: with 15-minute bars the 15:45 bar completes at 16:00, after the close. The stop
     checks run every 30 s on the latest trade (alpaca-py's latest-trade endpoint), so the
     position is flattened at 15:55 anyway."""
-    desk = _holding(alpaca_server, timeframe="15m")
+    desk = holding(alpaca_server, timeframe="15m")
     source = AlpacaDataSource(alpaca_server.api_keys(), url_override=alpaca_server.url)
     live = LiveSession(desk.bot, source, desk.clock, SYMBOL, "15m", desk.clock.now())
     alpaca_server.auto_fill = True
@@ -239,7 +228,7 @@ def test_a_replay_whose_bars_stop_mid_morning_still_flattens_that_day() -> None:
     feed, history, start = replay_feed(bars, calendar, 5)
     clock = SimClock(start)
     broker = SimulatedBroker(clock, 100_000.0)
-    model = ChosenModel()
+    model = FixedModel()
     bot = TradingBot(Settings(mode="auto"), clock, broker, model, MemoryRecorder(), EventBus(), calendar,
                      sleep=lambda s: None)
     bot.warm_up(history)
@@ -262,7 +251,7 @@ def test_a_backtest_with_a_data_gap_flattens_at_the_end_of_that_day() -> None:
     friday, monday = utc(2025, 3, 7, 14, 30), utc(2025, 3, 10, 13, 30)
     bars = [Bar(SYMBOL, friday + i * BAR, 50.0, 50.1, 49.9, 50.0, 1e4) for i in range(12)]
     bars += [Bar(SYMBOL, monday + i * BAR, 51.0, 51.1, 50.9, 51.0, 1e4) for i in range(12)]
-    model = ChosenModel()
+    model = FixedModel()
     model.p_up = 0.95
     result = run_backtest(bars, BacktestConfig(strategy="rules"), Settings(), model=model)
     (first, *_) = result.trades

@@ -220,13 +220,31 @@ class AlpacaDataSource(MarketDataSource):
 
     def latest_price(self, symbol: str) -> float | None:
         """Alpaca's latest trade (GET /v2/stocks/trades/latest on the chosen feed)."""
-        return _latest_trade(self, symbol)
+        from alpaca.data.enums import DataFeed
+        from alpaca.data.requests import StockLatestTradeRequest
+
+        request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(self.feed))
+        trades = self._call("latest-trade", lambda: self._get_client().get_stock_latest_trade(request))
+        trade = trades.get(symbol)
+        price = float(trade.price) if trade is not None else float("nan")
+        return price if math.isfinite(price) and price > 0 else None
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """One market-data request; a refusal or an unreachable Alpaca is one DataError line."""
+        import requests
+        from alpaca.common.exceptions import APIError
+
+        try:
+            return fn()
+        except APIError as exc:
+            raise DataError(self._scrub(f"Alpaca refused the {what} request ({exc.status_code}): "
+                                        f"{_api_message(exc)}")) from None
+        except requests.RequestException as exc:
+            raise DataError(f"cannot reach Alpaca market data: {type(exc).__name__}") from None
 
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         check_timeframe(timeframe)
         _check_range(start, end)
-        import requests
-        from alpaca.common.exceptions import APIError
         from alpaca.data.enums import Adjustment, DataFeed
         from alpaca.data.requests import StockBarsRequest
 
@@ -234,38 +252,13 @@ class AlpacaDataSource(MarketDataSource):
             symbol_or_symbols=symbol, timeframe=_alpaca_timeframe(timeframe), start=start,
             end=end, limit=None,  # no limit: alpaca-py follows next_page_token to the end
             feed=DataFeed(self.feed), adjustment=Adjustment(self._adjustment))
-        try:
-            barset = self._get_client().get_stock_bars(request)
-        except APIError as exc:
-            raise DataError(self._scrub(f"Alpaca refused the bars request ({exc.status_code}): "
-                                        f"{_api_message(exc)}")) from None
-        except requests.RequestException as exc:
-            raise DataError(f"cannot reach Alpaca market data: {type(exc).__name__}") from None
+        barset = self._call("bars", lambda: self._get_client().get_stock_bars(request))
         bars = barset.data.get(symbol) or barset.data.get(symbol.upper()) or []
         if not bars:
             return empty_frame()
         return normalize_frame(make_frame(
             [b.timestamp for b in bars], [b.open for b in bars], [b.high for b in bars],
             [b.low for b in bars], [b.close for b in bars], [b.volume for b in bars]))
-
-
-def _latest_trade(source: AlpacaDataSource, symbol: str) -> float | None:
-    import requests
-    from alpaca.common.exceptions import APIError
-    from alpaca.data.enums import DataFeed
-    from alpaca.data.requests import StockLatestTradeRequest
-
-    request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(source.feed))
-    try:
-        trades = source._get_client().get_stock_latest_trade(request)
-    except APIError as exc:
-        raise DataError(source._scrub(f"Alpaca refused the latest-trade request ({exc.status_code}): "
-                                      f"{_api_message(exc)}")) from None
-    except requests.RequestException as exc:
-        raise DataError(f"cannot reach Alpaca market data: {type(exc).__name__}") from None
-    trade = trades.get(symbol)
-    price = float(trade.price) if trade is not None else float("nan")
-    return price if math.isfinite(price) and price > 0 else None
 
 
 def _alpaca_timeframe(timeframe: str) -> Any:
