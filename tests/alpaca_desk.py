@@ -41,7 +41,7 @@ class AlpacaDesk:
         bus.subscribe(self.events.append)
         self.bot = TradingBot(self.settings, self.clock, self.broker, self.model, self.records, bus,
                               calendar or MarketCalendar(), "alpaca", sleep=lambda s: None)
-        self.bot.latest_price = AlpacaDataSource(server.api_keys(), url_override=server.url).latest_price
+        self.bot.core.entries.latest_price = AlpacaDataSource(server.api_keys(), url_override=server.url).latest_price
         self.bar_delta = timeframe_of(timeframe).delta
         if autostart:
             self.bot.start()

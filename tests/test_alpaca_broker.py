@@ -41,7 +41,7 @@ def broker(alpaca_server: AlpacaServer, clock: SimClock) -> Iterator[AlpacaBroke
 def order(coid: str, side: Side = Side.BUY, qty: float = 10, stop: float | None = None,
           symbol: str = "AAPL") -> Order:
     kind = OrderType.STOP if stop is not None else OrderType.MARKET
-    return Order(coid, symbol, side, qty, kind, OrderStatus.NEW,
+    return Order(coid, symbol, side, qty, kind, OrderStatus.INTENT,
                  datetime(2026, 7, 7, 14, 30, tzinfo=UTC), stop_price=stop, reason="entry",
                  signal_id="sig-1")
 
@@ -108,7 +108,7 @@ def test_server_closes_a_position_the_way_alpaca_py_expects(alpaca_server: Alpac
 def test_market_order_is_accepted_then_filled(alpaca_server: AlpacaServer, broker: AlpacaBroker) -> None:
     alpaca_server.set_price("AAPL", 100.0)
     sent = broker.submit(order("e-1"))
-    assert sent.status == OrderStatus.SUBMITTED and sent.broker_order_id
+    assert sent.status == OrderStatus.ACCEPTED and sent.broker_order_id
     assert (sent.reason, sent.signal_id, sent.qty, sent.order_type) == ("entry", "sig-1", 10, OrderType.MARKET)
     assert [o.client_order_id for o in broker.open_orders()] == ["e-1"]
 
@@ -124,7 +124,7 @@ def test_stop_order_is_sent_on_a_whole_cent_and_triggers(alpaca_server: AlpacaSe
                                                          broker: AlpacaBroker) -> None:
     alpaca_server.add_position("AAPL", 10, avg_price=100.0)
     sent = broker.submit(order("s-1", Side.SELL, stop=95.12345))  # Alpaca refuses sub-penny stops
-    assert (sent.order_type, sent.stop_price, sent.status) == (OrderType.STOP, 95.12, OrderStatus.SUBMITTED)
+    assert (sent.order_type, sent.stop_price, sent.status) == (OrderType.STOP, 95.12, OrderStatus.ACCEPTED)
     assert alpaca_server.fill_open_orders(96.0) == 0
     assert alpaca_server.fill_open_orders(95.0) == 1
     assert broker.get_order("s-1").status == OrderStatus.FILLED  # type: ignore[union-attr]
@@ -194,7 +194,7 @@ def test_cancel_waits_for_alpacas_asynchronous_cancel_so_the_exit_can_sell(
     b.cancel("stop-1")
     assert b.get_order("stop-1").status == OrderStatus.CANCELED  # type: ignore[union-attr]
     assert len(naps) == 3
-    assert b.submit(order("exit-1", Side.SELL)).status == OrderStatus.SUBMITTED
+    assert b.submit(order("exit-1", Side.SELL)).status == OrderStatus.ACCEPTED
 
 
 def test_a_cancel_that_never_lands_gives_up_after_the_wait(alpaca_server: AlpacaServer,
@@ -210,16 +210,28 @@ def test_a_cancel_that_never_lands_gives_up_after_the_wait(alpaca_server: Alpaca
 
 
 @pytest.mark.parametrize(("alpaca", "filled", "expected"), [
-    ("new", 0, OrderStatus.SUBMITTED), ("accepted", 0, OrderStatus.SUBMITTED),
-    ("pending_new", 0, OrderStatus.SUBMITTED), ("partially_filled", 3, OrderStatus.SUBMITTED),
-    ("done_for_day", 3, OrderStatus.SUBMITTED), ("pending_cancel", 0, OrderStatus.SUBMITTED),
-    ("filled", 10, OrderStatus.FILLED), ("canceled", 0, OrderStatus.CANCELED),
-    ("canceled", 4, OrderStatus.FILLED), ("expired", 0, OrderStatus.CANCELED),
-    ("replaced", 0, OrderStatus.CANCELED), ("rejected", 0, OrderStatus.REJECTED),
-    ("calculated", 10, OrderStatus.FILLED), ("something_new", 0, OrderStatus.SUBMITTED),
+    ("new", 0, OrderStatus.NEW), ("accepted", 0, OrderStatus.ACCEPTED),
+    ("pending_new", 0, OrderStatus.PENDING_NEW), ("accepted_for_bidding", 0, OrderStatus.PENDING_NEW),
+    ("partially_filled", 3, OrderStatus.PARTIALLY_FILLED), ("done_for_day", 3, OrderStatus.DONE_FOR_DAY),
+    ("pending_cancel", 0, OrderStatus.PENDING_CANCEL), ("pending_replace", 0, OrderStatus.PENDING_REPLACE),
+    ("held", 0, OrderStatus.ACCEPTED), ("filled", 10, OrderStatus.FILLED), ("canceled", 0, OrderStatus.CANCELED),
+    ("canceled", 4, OrderStatus.CANCELED), ("expired", 0, OrderStatus.EXPIRED),
+    ("replaced", 0, OrderStatus.REPLACED), ("rejected", 0, OrderStatus.REJECTED),
+    ("calculated", 10, OrderStatus.FILLED), ("calculated", 4, OrderStatus.DONE_FOR_DAY),
+    ("something_new", 0, OrderStatus.ACCEPTED), ("submitted", 0, OrderStatus.ACCEPTED),
 ])
-def test_alpaca_statuses_fold_onto_the_engines(alpaca: str, filled: float, expected: OrderStatus) -> None:
-    assert to_order_status(alpaca, filled) == expected
+def test_every_alpaca_state_has_its_own_and_ended_ones_keep_their_fills_apart(
+        alpaca: str, filled: float, expected: OrderStatus) -> None:
+    status = to_order_status(alpaca, filled, 10)
+    assert status == expected
+    assert status.is_open == (alpaca not in ("filled", "canceled", "expired", "replaced", "rejected")
+                              and not (alpaca == "calculated" and filled == 10))
+
+
+def test_an_order_never_moves_back_a_stage() -> None:
+    stages = [OrderStatus.INTENT, OrderStatus.PENDING_NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.CANCELED]
+    assert [s.stage for s in stages] == [0, 1, 1, 2]
+    assert OrderStatus("submitted") is OrderStatus.ACCEPTED  # a record written before the states were split
 
 
 # ------------------------------------------------------------- errors
@@ -266,7 +278,7 @@ def test_shares_held_by_a_stop_cannot_be_sold_again(alpaca_server: AlpacaServer,
         broker.submit(order("exit-1", Side.SELL))
     assert not err.value.transient and "insufficient qty available" in str(err.value)
     broker.cancel("stop-1")
-    assert broker.submit(order("exit-2", Side.SELL)).status == OrderStatus.SUBMITTED
+    assert broker.submit(order("exit-2", Side.SELL)).status == OrderStatus.ACCEPTED
 
 
 def test_an_unreadable_answer_is_an_unknown_outcome_not_a_rejection(alpaca_server: AlpacaServer,
@@ -374,7 +386,7 @@ def test_router_over_a_faulty_alpaca_books_every_order_exactly_once(alpaca_serve
     assert set(alpaca_server.created_per_coid) == set(ids)
     for coid in ids:
         rec = records.get_order(coid)
-        assert rec is not None and rec.status in (OrderStatus.SUBMITTED, OrderStatus.FILLED)
+        assert rec is not None and rec.status in (OrderStatus.ACCEPTED, OrderStatus.FILLED)
         assert rec.broker_order_id == alpaca_server.order_by_coid(coid)["id"]  # type: ignore[index]
     assert alpaca_server.fault_count > 50 and router.retries > 20  # the faults really happened
     assert broker.positions()[0].qty == 200

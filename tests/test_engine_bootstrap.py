@@ -30,7 +30,7 @@ def start(events: list[Event]) -> EngineContext:
 
 def placed(events: list[Event]) -> list[str]:
     return [e.order.client_order_id for e in events
-            if isinstance(e, OrderEvent) and e.order.status == OrderStatus.SUBMITTED]
+            if isinstance(e, OrderEvent) and e.order.status == OrderStatus.NEW]
 
 
 def test_the_demo_predicts_signals_and_trades_in_auto_mode(app_home: Path) -> None:

@@ -26,7 +26,7 @@ def test_an_approved_signal_fills_on_the_next_price_with_a_three_percent_stop() 
 
     desk.tick(20.02)
     reply = desk.bot.approve(sid)
-    assert reply == "approved; buy 999 (submitted)"
+    assert reply == "approved; buy 999 (working)"
     assert [o.qty for o in desk.broker_orders(Side.BUY)] == [999.0]  # sized at $20.02
     assert desk.position is None  # not filled before the market moves
 
@@ -330,7 +330,7 @@ def test_a_queued_entry_expires_with_its_signal() -> None:
     flaky.drop_submits = 100
     desk.close_bar(20.0, p_up=0.95)
     (order,) = desk.records.orders.values()
-    assert order.status == OrderStatus.NEW
+    assert order.status == OrderStatus.INTENT
     flaky.drop_submits = 0
     desk.clock.advance(BAR)  # past the signal's expiry before the broker is back
     desk.tick(20.0)
@@ -423,7 +423,7 @@ def test_closing_one_position_by_hand() -> None:
     desk = Desk("manual")
     desk.buy(20.0)
     reply = desk.bot.close_position(SYMBOL)
-    assert reply == "PLTR: sell 1000 (closed by the user) submitted"
+    assert reply == "PLTR: sell 1000 (closed by the user) working"
     assert desk.bot.close_position(SYMBOL) == "PLTR: an exit is already working"
     desk.tick(20.3)
     assert desk.records.trades[0].exit_reason == "closed by the user"

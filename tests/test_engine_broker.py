@@ -14,11 +14,11 @@ T1 = utc(2025, 3, 4, 15, 5)
 
 
 def mkt(coid: str, side: Side, qty: float) -> Order:
-    return Order(coid, "PLTR", side, qty, OrderType.MARKET, OrderStatus.NEW, T0)
+    return Order(coid, "PLTR", side, qty, OrderType.MARKET, OrderStatus.INTENT, T0)
 
 
 def stop(coid: str, qty: float, price: float) -> Order:
-    return Order(coid, "PLTR", Side.SELL, qty, OrderType.STOP, OrderStatus.NEW, T0, stop_price=price)
+    return Order(coid, "PLTR", Side.SELL, qty, OrderType.STOP, OrderStatus.INTENT, T0, stop_price=price)
 
 
 def bar(o: float, h: float, lo: float, c: float) -> Bar:

@@ -107,7 +107,7 @@ def test_the_trading_day_turns_at_new_york_midnight(last_minute, next_midnight) 
     clock = SimClock(last_minute - timedelta(hours=20))
     bot, _ = _bot(clock)
     bot.start()
-    bot.day = replace(bot.day, round_trips=3)
+    bot.core.book.day = replace(bot.core.day, round_trips=3)
     clock.set(last_minute)
     bot.on_price("TEST", 20.0)
     assert bot.status().round_trips_today == 3
@@ -128,7 +128,7 @@ def test_one_position_lookup_agrees_with_the_list() -> None:
     clock = SimClock(T0)
     broker = SimulatedBroker(clock, 100_000)
     broker.on_price("TEST", 20.0, T0)
-    broker.submit(Order("b1", "TEST", Side.BUY, 10, OrderType.MARKET, OrderStatus.NEW, T0))
+    broker.submit(Order("b1", "TEST", Side.BUY, 10, OrderType.MARKET, OrderStatus.INTENT, T0))
     broker.on_price("TEST", 21.0, T0)
     assert broker.position("TEST") == broker.positions()[0]
     assert broker.position("TEST").last_price == 21.0

@@ -39,7 +39,7 @@ class CountingBroker(Broker):
             raise BrokerError("503 service unavailable", transient=True, retry_after=2.0)
         if self.reject:
             raise BrokerError(self.reject, transient=False)
-        accepted = replace(order, status=OrderStatus.SUBMITTED, broker_order_id=f"b{len(self.submitted)}")
+        accepted = replace(order, status=OrderStatus.ACCEPTED, broker_order_id=f"b{len(self.submitted)}")
         self.submitted.append(accepted)
         return accepted
 
@@ -60,7 +60,7 @@ class CountingBroker(Broker):
 
 
 def order(coid: str = "PLTR-20250304T1500-BUY-entry", side: Side = Side.BUY, qty: float = 100) -> Order:
-    return Order(coid, "PLTR", side, qty, OrderType.MARKET, OrderStatus.NEW, T0, reason="entry")
+    return Order(coid, "PLTR", side, qty, OrderType.MARKET, OrderStatus.INTENT, T0, reason="entry")
 
 
 def make_router(broker: Broker | None = None) -> tuple[OrderRouter, CountingBroker, MemoryRecorder,
@@ -77,14 +77,14 @@ def test_the_same_intent_placed_twice_is_one_broker_order() -> None:
     first = router.place(order())
     again = router.place(order())
     assert len(broker.submitted) == 1
-    assert first == again and again.status == OrderStatus.SUBMITTED
+    assert first == again and again.status == OrderStatus.ACCEPTED
     assert records.get_order(first.client_order_id) == first
 
 
 def test_the_intent_is_recorded_before_it_is_sent() -> None:
     router, broker, _, _, _ = make_router()
     router.place(order())
-    assert broker.status_seen_at_submit == [OrderStatus.NEW]
+    assert broker.status_seen_at_submit == [OrderStatus.INTENT]
 
 
 def test_the_simulated_broker_is_idempotent_on_client_order_id() -> None:
@@ -98,7 +98,7 @@ def test_transient_errors_are_retried_with_backoff() -> None:
     router, broker, _, _, sleeps = make_router()
     broker.drop = 2
     placed = router.place(order())
-    assert placed.status == OrderStatus.SUBMITTED and len(broker.submitted) == 1
+    assert placed.status == OrderStatus.ACCEPTED and len(broker.submitted) == 1
     assert sleeps == [2.0, 2.0]  # the broker's Retry-After wins over the shorter backoff
     assert router.retries == 2 and router.connected
 
@@ -107,7 +107,7 @@ def test_after_three_failures_the_order_waits_in_the_queue() -> None:
     router, broker, records, clock, sleeps = make_router()
     broker.drop = 3
     placed = router.place(order(side=Side.SELL))  # an exit: no expiry
-    assert placed.status == OrderStatus.NEW and not router.connected
+    assert placed.status == OrderStatus.INTENT and not router.connected
     assert list(router.queue) == [placed.client_order_id] and len(sleeps) == 2
     broker.drop = 6  # two more rounds of three attempts fail
     clock.advance(timedelta(hours=3))
@@ -115,7 +115,7 @@ def test_after_three_failures_the_order_waits_in_the_queue() -> None:
     router.retry_queued()
     assert broker.submitted == []  # still down: the exit is still waiting, not dropped
     (sent,) = router.retry_queued()
-    assert sent.status == OrderStatus.SUBMITTED and router.queue == {} and router.connected
+    assert sent.status == OrderStatus.ACCEPTED and router.queue == {} and router.connected
     assert records.get_order(sent.client_order_id) == sent
     assert len(broker.submitted) == 1
 
@@ -154,7 +154,7 @@ def test_a_queued_entry_is_revalidated_and_can_be_refused_or_resized() -> None:
     broker.drop = 0
     out = {o.client_order_id: o for o in router.retry_queued()}
     assert out["a"].status == OrderStatus.CANCELED and "re-validation" in out["a"].reason
-    assert out["b"].status == OrderStatus.SUBMITTED and out["b"].qty == 40
+    assert out["b"].status == OrderStatus.ACCEPTED and out["b"].qty == 40
     assert [o.client_order_id for o in broker.submitted] == ["b"]
 
 
@@ -209,10 +209,10 @@ def test_positions_are_marked_stale_while_the_broker_is_unreachable() -> None:
     broker = Down(clock)
     records = MemoryRecorder()
     broker.on_price("PLTR", 20.0, clock.now())
-    broker.submit(Order("b", "PLTR", Side.BUY, 10, OrderType.MARKET, OrderStatus.NEW, clock.now()))
+    broker.submit(Order("b", "PLTR", Side.BUY, 10, OrderType.MARKET, OrderStatus.INTENT, clock.now()))
     broker.on_price("PLTR", 20.0, clock.now())  # the broker holds the 10 shares the record says
     records.position(Position("PLTR", 10, 20.0, 20.0, clock.now(), stop_price=19.4))
-    stop = Order("x", "PLTR", Side.SELL, 10, OrderType.STOP, OrderStatus.SUBMITTED, clock.now(), stop_price=19.4)
+    stop = Order("x", "PLTR", Side.SELL, 10, OrderType.STOP, OrderStatus.ACCEPTED, clock.now(), stop_price=19.4)
     broker.submit(stop)
     records.order(stop, clock.now())
     seen: list[PortfolioEvent] = []

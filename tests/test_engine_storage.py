@@ -107,7 +107,7 @@ def test_orders_after_a_restart_get_fresh_broker_ids(tmp_path: Path) -> None:
 def test_a_broker_position_the_app_did_not_buy_is_left_alone_until_adopted(tmp_path: Path) -> None:
     run = Run(tmp_path)
     run.sim.on_price(SYMBOL, 20.0, MORNING)
-    run.sim.submit(Order("bought-elsewhere", SYMBOL, Side.BUY, 300, OrderType.MARKET, OrderStatus.NEW, MORNING))
+    run.sim.submit(Order("bought-elsewhere", SYMBOL, Side.BUY, 300, OrderType.MARKET, OrderStatus.INTENT, MORNING))
     run.sim.on_price(SYMBOL, 20.0, MORNING)
     run.start()
     assert run.records.positions() == [] and run.sim.open_orders() == []
@@ -135,7 +135,7 @@ def test_a_local_position_the_broker_no_longer_has_is_removed(tmp_path: Path) ->
 def test_an_intent_never_sent_is_dropped_not_sent_late(tmp_path: Path) -> None:
     run = Run(tmp_path)
     intent = Order("PLTR-20250304T1455-BUY-entry", SYMBOL, Side.BUY, 100, OrderType.MARKET,
-                   OrderStatus.NEW, MORNING, reason="entry")
+                   OrderStatus.INTENT, MORNING, reason="entry")
     run.records.order(intent, MORNING)  # recorded, then the app died before sending it
     run.close()
     again = Run(tmp_path).start()
@@ -151,12 +151,12 @@ def test_an_intent_never_sent_is_dropped_not_sent_late(tmp_path: Path) -> None:
 def test_an_intent_sent_but_not_recorded_as_sent_is_not_sent_twice(tmp_path: Path) -> None:
     run = Run(tmp_path)
     intent = Order("PLTR-20250304T1455-BUY-entry", SYMBOL, Side.BUY, 100, OrderType.MARKET,
-                   OrderStatus.NEW, MORNING, reason="entry")
+                   OrderStatus.INTENT, MORNING, reason="entry")
     run.records.order(intent, MORNING)
     run.sim.submit(intent)  # it reached the broker; the app died before recording that
     run.close()
     again = Run(tmp_path).start()
-    assert OrderRepository(again.storage).get(intent.client_order_id).status == OrderStatus.SUBMITTED
+    assert OrderRepository(again.storage).get(intent.client_order_id).status == OrderStatus.NEW
     again.tick(20.0)
     assert [(f.client_order_id, f.qty) for f in again.sim.fills] == [(intent.client_order_id, 100)]
     (p,) = again.records.positions()
@@ -202,9 +202,9 @@ def test_a_refused_order_write_is_kept_too(tmp_path: Path) -> None:
     run.storage.db.execute_sql("DROP TRIGGER refuse_order")
     run.close()
     again = Run(tmp_path)
-    assert again.replayed >= 2  # the intent (new) and its acknowledgement (submitted)
+    assert again.replayed >= 2  # the intent and the broker's acknowledgement
     (o,) = OrderRepository(again.storage).recent()
-    assert o.status == OrderStatus.SUBMITTED and o.qty == 1000
+    assert o.status == OrderStatus.NEW and o.qty == 1000
     again.close()
 
 
@@ -314,7 +314,7 @@ def test_reconciliation_postponed_at_start_happens_once_the_broker_is_back(tmp_p
     run = Run(tmp_path)
     run.records.position(Position(SYMBOL, 100, 20.0, 20.0, MORNING, stop_price=19.4))
     intent = Order("PLTR-20250304T1455-BUY-entry", SYMBOL, Side.BUY, 100, OrderType.MARKET,
-                   OrderStatus.NEW, MORNING, reason="entry")
+                   OrderStatus.INTENT, MORNING, reason="entry")
     run.records.order(intent, MORNING)
     run.close()
 

@@ -211,7 +211,8 @@ def test_G_locked_database_repeats_ids_no_stop_no_exit(alpaca_server: AlpacaServ
 
     desk = AlpacaDesk(alpaca_server, autostart=False)
     storage = Storage(tmp_path / "trader.db")
-    desk.records = desk.bot.records = desk.bot.router.records = SqlRecorder(storage, tmp_path / "backup.jsonl")
+    records = SqlRecorder(storage, tmp_path / "backup.jsonl")
+    desk.records = desk.bot.records = desk.bot.core.router.records = desk.bot.core.book.records = records
     desk.bot.start()
     monkeypatch.setattr(repositories.StateRepository, "set", locked)
     enter(desk)

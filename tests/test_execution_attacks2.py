@@ -60,7 +60,7 @@ def test_flatten_then_restart_while_cancel_pending(alpaca_server: AlpacaServer) 
     desk = holding(alpaca_server)
     alpaca_server.cancel_settles_after = 50
     desk.bot.flatten_all()
-    assert desk.held() > 0 and desk.bot.exits_due
+    assert desk.held() > 0 and desk.bot.core.book.exits_due
     _restart(desk)
     alpaca_server.cancel_settles_after = 0
     with alpaca_server.lock:
@@ -78,7 +78,7 @@ def test_breaker_flatten_then_restart(alpaca_server: AlpacaServer) -> None:
     with alpaca_server.lock:
         alpaca_server.cash -= 5000  # a loss elsewhere trips the breaker
     desk.check()
-    assert desk.bot.day.breaker and desk.held() > 0
+    assert desk.bot.core.day.breaker and desk.held() > 0
     _restart(desk)
     alpaca_server.cancel_settles_after = 0
     with alpaca_server.lock:
@@ -153,7 +153,7 @@ def test_daily_held_entry_survives_restart(alpaca_server: AlpacaServer) -> None:
     alpaca_server.auto_fill = True
     desk = AlpacaDesk(alpaca_server, timeframe="1d", start=utc(2025, 7, 3, 18, 30))  # Thu 14:30 NY, early close
     desk.close_bar(50.0, p_up=0.95, start=utc(2025, 7, 3, 4, 0))
-    assert desk.bot.router.queue, desk.signal_details()
+    assert desk.bot.core.router.queue, desk.signal_details()
     _restart(desk)
     desk.clock.set(utc(2025, 7, 7, 13, 31))  # Monday open (Fri 4 July closed)
     desk.check()
@@ -173,7 +173,7 @@ def test_breaker_flatten_during_outage(alpaca_server: AlpacaServer) -> None:
     alpaca_server.heal()
     for _ in range(4):
         desk.trade(50.0)
-    assert desk.bot.day.breaker and desk.held() == 0, f"held {desk.held()} {desk.orders()}"
+    assert desk.bot.core.day.breaker and desk.held() == 0, f"held {desk.held()} {desk.orders()}"
     assert desk.orders() == []
 
 

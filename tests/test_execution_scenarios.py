@@ -268,7 +268,7 @@ def test_a_holding_the_app_did_not_buy_is_left_alone_until_adopted(alpaca_server
     desk = AlpacaDesk(alpaca_server)
     desk.check()
     assert desk.position is None and desk.orders() == [], "no stop, no order for shares it did not buy"
-    assert SYMBOL in desk.bot.foreign_positions
+    assert SYMBOL in desk.bot.core.book.foreign_positions
     desk.bot.flatten_all()
     desk.clock.set(utc(2025, 3, 4, 20, 56))  # 15:56 in New York
     desk.check()

@@ -85,7 +85,7 @@ def _agree(server: AlpacaServer, broker: AlpacaBroker, storage: Storage) -> tupl
         mine = repo.get(coid)
         theirs = server.order_by_coid(coid)
         assert theirs is not None
-        status = to_order_status(theirs["status"], float(theirs["filled_qty"]))
+        status = to_order_status(theirs["status"], float(theirs["filled_qty"]), float(theirs["qty"]))
         if mine is None:
             lost += 1
             problems.append(f"{coid}: at the broker, not in the database")
@@ -131,7 +131,7 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
         bot.on_bar_close(bar)
         bot.on_price(SYMBOL, bar.close)
         cycles += 1
-    faults, requests, retries = server.fault_count, server.request_count, bot.router.retries
+    faults, requests, retries = server.fault_count, server.request_count, bot.core.router.retries
     elapsed = time.perf_counter() - started
 
     # the end: the broker heals, flatten all, retried until flat
@@ -142,7 +142,7 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
         bot.flatten_all("end of test")
         server.fill_open_orders(bars[-1].close, SYMBOL)
         bot.on_price(SYMBOL, bars[-1].close)
-        if not broker.positions() and not bot.router.queue and not records.positions():
+        if not broker.positions() and not bot.core.router.queue and not records.positions():
             break
     lost, problems = _agree(server, broker, storage)
     dupes = server.duplicates()
@@ -160,7 +160,7 @@ def test_a_thousand_cycles_against_a_broker_failing_30_percent(server: AlpacaSer
     assert partly > 20 or not partial, "orders really filled in pieces"
     assert dupes == {}
     assert broker.positions() == [] and records.positions() == [], "flat at the end"
-    assert not bot.router.queue
+    assert not bot.core.router.queue
     assert lost == 0 and problems == [], problems
     assert not (tmp_path / "pending_records.jsonl").exists()
     broker.close()
@@ -231,7 +231,7 @@ def test_a_queued_entry_that_did_reach_the_broker_is_booked_when_it_expires(serv
     server.faults = lose_order_answers
     _bar(bot, clock, 20.0, 0.95)  # three attempts: booked and filled, every answer lost
     bot.on_price(SYMBOL, 20.0)  # three more
-    assert bot.router.queue and records.positions() == []
+    assert bot.core.router.queue and records.positions() == []
     clock.advance(timedelta(minutes=10))  # past the signal's expiry
     bot.on_price(SYMBOL, 20.0)
     (entry,) = [o for o in OrderRepository(storage).recent() if o.side == Side.BUY]

@@ -490,13 +490,13 @@ def test_the_clock_jumping_forward_and_back_mid_session(nyse: MarketCalendar) ->
 
     # Friday 16:00: back to Tuesday's open, to live the same bars (and make the same intents) again
     asked: dict[str, int] = {}
-    place = bot.router.place
+    place = bot.core.router.place
 
     def counting_place(order: Order, *args: Any, **kwargs: Any) -> Order:
         asked[order.client_order_id] = asked.get(order.client_order_id, 0) + 1
         return place(order, *args, **kwargs)
 
-    bot.router.place = counting_place  # type: ignore[method-assign]
+    bot.core.router.place = counting_place  # type: ignore[method-assign]
     clock.set(tuesday.open)
     bot.on_price(SYMBOL, 20.0)
     status = bot.status()

@@ -88,7 +88,7 @@ class GuardedBroker(SimulatedBroker):
             return
         assert self.bot is not None
         self.entries += 1
-        ctx = self.bot._risk_context(order.symbol, order.side, order.client_order_id)  # not against itself
+        ctx = self.bot.core.book.risk_context(order.symbol, order.side, order.client_order_id)  # not against itself
         decision = risk.check_entry(ctx, self.settings)
         cap = risk.size_position(ctx, self.settings)
         after = risk.exposure(ctx.positions) + order.qty * ctx.price

@@ -8,6 +8,7 @@ call it directly.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,10 +108,9 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     clock = SimClock(start)
     broker = SimulatedBroker(clock, settings.starting_cash, settings.slippage_bps,
                              settings.commission_per_share, book=SqlPaperBook(storage))
-    kwargs = {"sleep": sleep} if sleep else {}
     model, model_notes = _load_model(paths, settings)
     notices += model_notes
-    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, **kwargs)
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, sleep or time.sleep)
     bot.warm_up(history)
     if history:
         broker.on_price(history[-1].symbol, history[-1].close, start)
@@ -174,11 +174,10 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     if broker.kind == BrokerKind.PAPER and records.state_get(PAPER_FIRST_DAY_KEY) is None:
         records.state_set(PAPER_FIRST_DAY_KEY, now.date().isoformat())
     calendar = MarketCalendar()
-    kwargs = {"sleep": sleep} if sleep else {}
     model, model_notes = _load_model(paths, settings)
     notices += model_notes
-    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, **kwargs)
-    bot.latest_price = source.latest_price
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, sleep or time.sleep)
+    bot.core.entries.latest_price = source.latest_price
     tf = timeframe_of(settings.timeframe).delta
     try:
         frame = source.fetch(settings.symbol, settings.timeframe, now - timedelta(days=5), now)

@@ -117,7 +117,7 @@ class OrderRouter:
         """
         now = self.clock.now()
         known = self.records.get_order(order.client_order_id)
-        if known is not None and known.status != OrderStatus.NEW:
+        if known is not None and known.status != OrderStatus.INTENT:
             return known  # this intent was already sent: never twice
         self.records.order(order, now)
         self.records.command(now, "place", order.client_order_id,
@@ -162,7 +162,7 @@ class OrderRouter:
         except BrokerError:
             was = None
         if was is not None and not was.status.is_open and was.filled_qty <= old.filled_qty + 1e-9:
-            self.records.order(replace(was.with_intent_of(old), status=OrderStatus.CANCELED,
+            self.records.order(replace(was.with_intent_of(old), filled_qty=old.filled_qty,
                                        reason=f"{old.reason}; replaced by {new.client_order_id}"),
                                self.clock.now())
         return placed
@@ -179,10 +179,14 @@ class OrderRouter:
         except BrokerError as exc:
             logger.warning("Cancel of {} failed: {}", client_order_id, exc)
             return False
-        if there is not None and there.status not in (OrderStatus.CANCELED, OrderStatus.REJECTED):
-            logger.info("Order {} was not canceled: the broker has it {}", client_order_id, there.status.value)
-            return False
         o = self.records.get_order(client_order_id)
+        booked = o.filled_qty if o is not None else 0.0
+        if there is not None and (there.status.is_open or there.filled_qty > booked + 1e-9):
+            # still working (pending_cancel), or shares filled that are not booked yet: the
+            # record stays open, so the next poll follows it and books every share
+            logger.info("Order {} was not canceled: the broker has it {} ({:g} filled)",
+                        client_order_id, there.status.value, there.filled_qty)
+            return False
         if o is not None and o.status.is_open:
             self.records.order(replace(o, status=there.status if there else OrderStatus.CANCELED),
                                self.clock.now())
@@ -209,7 +213,7 @@ class OrderRouter:
             return 0
         for coid, (not_before, expires_at) in saved.items():
             o = self.records.get_order(coid)
-            if o is not None and o.status == OrderStatus.NEW:
+            if o is not None and o.status == OrderStatus.INTENT:
                 self.queue[coid] = QueuedOrder(o, datetime.fromisoformat(expires_at), revalidate,
                                                datetime.fromisoformat(not_before))
         self._save_held()
@@ -276,7 +280,7 @@ class OrderRouter:
         "booked", and an order filled on arrival stays open in the record until then,
         so a crash in between leaves it to the next poll or reconciliation."""
         if order.filled_qty > 0:
-            order = replace(order, status=OrderStatus.SUBMITTED, filled_qty=0.0, filled_avg_price=None)
+            order = replace(order, status=OrderStatus.ACCEPTED, filled_qty=0.0, filled_avg_price=None)
         self.records.order(order, self.clock.now())
 
     # ------------------------------------------------------------ internal

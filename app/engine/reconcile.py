@@ -6,62 +6,46 @@ and returned as a line the GUI can show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
 from loguru import logger
 
-from app.engine.broker.base import Broker, BrokerError
-from app.engine.clock import Clock
-from app.engine.orders import OrderRouter, is_own
-from app.engine.records import Recorder
-from app.engine.settings import Settings
+from app.engine.book import Book
+from app.engine.broker.base import BrokerError
+from app.engine.orders import is_own
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side
 
-
-class Reconciled(Protocol):
-    """What reconciliation reads and fixes: the trading bot, seen through its public state."""
-
-    records: Recorder
-    broker: Broker
-    clock: Clock
-    router: OrderRouter
-    settings: Settings
-    stop_orders: dict[str, str]  # symbol -> client order id of its working stop
-    last_prices: dict[str, float]
-    foreign_orders: list[Order]  # at the broker, not the app's: shown, never touched
-    foreign_positions: dict[str, Position]
-
-    def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None: ...
-
-    def keep_protected(self, symbol: str) -> None: ...
+BookFill = Callable[[Order, float, float | None], None]  # book the shares filled since (qty, avg)
 
 
-def reconcile(bot: Reconciled) -> list[str]:
+def reconcile(book: Book, book_fill: BookFill, keep_protected: Callable[[str], None]) -> list[str]:
+    """Fix the book to the broker's word; ``book_fill`` books shares that filled while away,
+    ``keep_protected`` gives each position its stop. Returns what was found, one line each."""
     try:
-        return _reconcile(bot)
+        return _reconcile(book, book_fill, keep_protected)
     except BrokerError as exc:
-        bot.router.connected = False
+        book.router.connected = False
         msg = f"Reconciliation postponed: broker unreachable ({exc}); positions shown are the last known"
         logger.warning(msg)
         return [msg]
 
 
-def _reconcile(bot: Reconciled) -> list[str]:
+def _reconcile(book: Book, book_fill: BookFill, keep_protected: Callable[[str], None]) -> list[str]:
     lines: list[str] = []
-    rec, broker, now = bot.records, bot.broker, bot.clock.now()
+    rec, broker, now = book.records, book.broker, book.clock.now()
 
     # 1. Orders we recorded as intended or sent: what became of them? (The stops
     # known first, so that booking a fill replaces its stop instead of adding one.)
     for o in rec.open_orders():
         if o.order_type == OrderType.STOP and o.side == Side.SELL:
-            bot.stop_orders.setdefault(o.symbol, o.client_order_id)
+            book.stop_orders.setdefault(o.symbol, o.client_order_id)
     for o in rec.open_orders():
-        if o.client_order_id in bot.router.queue:
+        if o.client_order_id in book.router.queue:
             continue  # placed since the start and waiting for the broker: not a leftover
         b = broker.get_order(o.client_order_id)
         if b is None:
-            if o.status == OrderStatus.NEW:
+            if o.status == OrderStatus.INTENT:
                 rec.order(replace(o, status=OrderStatus.CANCELED,
                                   reason=o.reason + "; never reached the broker before shutdown"), now)
                 lines.append(f"order {o.client_order_id} never reached the broker: dropped")
@@ -69,39 +53,41 @@ def _reconcile(bot: Reconciled) -> list[str]:
                 rec.order(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; unknown to broker"), now)
                 lines.append(f"order {o.client_order_id} unknown to the broker: marked canceled")
             continue
+        if b.status.stage < o.status.stage or b.filled_qty < o.filled_qty - 1e-9:
+            continue  # an order's state never moves back (see Fills.follow)
         if b.status != o.status or b.filled_qty != o.filled_qty:
             b = b.with_intent_of(o)
             if b.filled_qty > o.filled_qty + 1e-9:  # booked before it is recorded (see TradingBot.sync_orders)
-                bot.book_fill(b, o.filled_qty, o.filled_avg_price)
+                book_fill(b, o.filled_qty, o.filled_avg_price)
             rec.order(b, now)
             lines.append(f"order {o.client_order_id}: {o.status.value} -> {b.status.value}")
 
-    for sym, coid in list(bot.stop_orders.items()):  # a stop that ended is no protection
+    for sym, coid in list(book.stop_orders.items()):  # a stop that ended is no protection
         stop = rec.get_order(coid)
         if stop is None or not stop.status.is_open:
-            del bot.stop_orders[sym]
+            del book.stop_orders[sym]
 
     # 2. Orders at the broker we have no record of: the app's own (a record lost) are taken
     #    back; anyone else's are the user's, shown and left alone.
-    bot.foreign_orders.clear()
+    book.foreign_orders.clear()
     for b in broker.open_orders():
         if rec.get_order(b.client_order_id) is None:
             if not is_own(b.client_order_id):
-                bot.foreign_orders.append(b)
+                book.foreign_orders.append(b)
                 lines.append(f"order {b.client_order_id} at the broker was not placed by the app: left alone")
                 continue
             rec.order(b, now)
             lines.append(f"order {b.client_order_id} of the app found at the broker: taken back")
         if b.order_type == OrderType.STOP and b.side == Side.SELL and b.status.is_open:
-            bot.stop_orders[b.symbol] = b.client_order_id
+            book.stop_orders[b.symbol] = b.client_order_id
 
     # 3. Positions: the app manages only the shares it bought. Fewer at the broker: they
     #    were sold meanwhile; more, or a holding it never opened: the user's, left alone.
     held = {p.symbol: p for p in broker.positions()}
     local = {p.symbol: p for p in rec.positions()}
-    bot.foreign_positions.clear()
+    book.foreign_positions.clear()
     selling = {o.symbol for o in rec.open_orders() if o.side == Side.SELL}
-    selling |= {q.order.symbol for q in bot.router.queue.values() if q.order.side == Side.SELL}
+    selling |= {q.order.symbol for q in book.router.queue.values() if q.order.side == Side.SELL}
     for sym in local:
         if sym not in held and sym not in selling:  # an own sell still unbooked: its fill closes it
             rec.remove_position(sym)
@@ -119,9 +105,9 @@ def _reconcile(bot: Reconciled) -> list[str]:
             lines.append(f"{sym}: {qty:g} shares covered by the app's own stop {own_stop.client_order_id}: "
                          "taken back")
             if there.qty > qty + 1e-9:
-                bot.foreign_positions[sym] = replace(there, qty=there.qty - qty)
+                book.foreign_positions[sym] = replace(there, qty=there.qty - qty)
         if mine is None:
-            bot.foreign_positions[sym] = there
+            book.foreign_positions[sym] = there
             lines.append(f"{sym}: {there.qty:g} shares at the broker were not bought by the app: left alone "
                          "(adopt them to have them managed)")
             continue
@@ -129,19 +115,15 @@ def _reconcile(bot: Reconciled) -> list[str]:
             lines.append(f"{sym}: quantity {mine.qty:g} -> {there.qty:g} (sold at the broker while away)")
             mine = replace(mine, qty=there.qty)
         elif there.qty > mine.qty + 1e-9:
-            bot.foreign_positions[sym] = replace(there, qty=there.qty - mine.qty)
+            book.foreign_positions[sym] = replace(there, qty=there.qty - mine.qty)
             lines.append(f"{sym}: the broker holds {there.qty:g}, the app bought {mine.qty:g}; "
                          f"the other {there.qty - mine.qty:g} are left alone")
         elif abs(mine.avg_price - there.avg_price) > 1e-6:
             mine = replace(mine, avg_price=there.avg_price)
         rec.position(replace(mine, last_price=there.last_price))
-        bot.last_prices.setdefault(sym, there.last_price)
-        bot.keep_protected(sym)
+        book.last_prices.setdefault(sym, there.last_price)
+        keep_protected(sym)
     for line in lines:
         logger.warning("Reconcile: {}", line)
-    bot.router.connected = True
+    book.router.connected = True
     return lines
-
-
-def rec_position(bot: Reconciled, symbol: str) -> Position:
-    return next(p for p in bot.records.positions() if p.symbol == symbol)

@@ -167,7 +167,7 @@ class SqlRecorder(Recorder):
                 o = _order_from_json(item["data"])
                 stored = self._orders.get(o.client_order_id)
                 # the database may have recorded later news of this order after it recovered
-                if stored is None or _STAGE[o.status] >= _STAGE[stored.status]:
+                if stored is None or (o.status.stage, o.filled_qty) >= (stored.status.stage, stored.filled_qty):
                     self._orders.save(o, o.filled_at or o.created_at)
             elif item["kind"] == "trade":
                 self._trades.save(_trade_from_json(item["data"]))
@@ -176,10 +176,6 @@ class SqlRecorder(Recorder):
         logger.warning("Replayed {} records from {} into the database", done, self.backup_path)
         return done
 
-
-# how far along an order is: a backup line never moves a stored order backwards
-_STAGE = {OrderStatus.NEW: 0, OrderStatus.SUBMITTED: 1, OrderStatus.FILLED: 2,
-          OrderStatus.CANCELED: 2, OrderStatus.REJECTED: 2}
 
 
 def _order_json(o: Order) -> dict[str, Any]:

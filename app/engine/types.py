@@ -26,15 +26,53 @@ class OrderType(str, enum.Enum):
 
 
 class OrderStatus(str, enum.Enum):
-    NEW = "new"  # created locally, not yet acknowledged by the broker
-    SUBMITTED = "submitted"  # accepted by the broker, waiting for a fill
+    """An order's life, in Alpaca's words (https://docs.alpaca.markets/docs/orders-at-alpaca,
+    "Order Lifecycle"), and one state of the app's own before them: INTENT, the order
+    recorded before it is sent, which the broker has not acknowledged (after a crash the
+    app asks the broker whether it arrived, by its client order id).
+
+    Partial fills are first-class: any state may carry ``filled_qty`` > 0, an order that
+    ended (canceled, expired, replaced) after some shares filled included; positions are
+    booked from the filled quantity, never from the state's name."""
+
+    INTENT = "intent"  # the app's: recorded, not yet acknowledged by the broker
+    PENDING_NEW = "pending_new"  # received by the broker, not yet routed (also: under review)
+    ACCEPTED = "accepted"  # received, not yet routed (Alpaca: "accepted"; routed outside hours)
+    NEW = "new"  # routed to the market and working
+    PARTIALLY_FILLED = "partially_filled"
+    PENDING_CANCEL = "pending_cancel"  # a cancel asked for, not yet confirmed: it can still fill
+    PENDING_REPLACE = "pending_replace"  # a replace asked for, not yet confirmed: it can still fill
+    DONE_FOR_DAY = "done_for_day"  # no more fills today; a GTC order works again tomorrow
     FILLED = "filled"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # its time in force ran out (a DAY order at the close)
+    REPLACED = "replaced"  # another order took its place
     REJECTED = "rejected"
+
+    @classmethod
+    def _missing_(cls, value: object) -> OrderStatus | None:
+        # records written before the full state machine said "submitted" for any working order
+        return cls.ACCEPTED if value == "submitted" else None
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.NEW, OrderStatus.SUBMITTED)
+        """Still able to fill (or to be sent, for an intent)."""
+        return self not in _ENDED
+
+    @property
+    def stage(self) -> int:
+        """How far along: 0 an intent, 1 at the broker and working, 2 ended. An order never
+        moves back a stage (a late or repeated report of an earlier state is ignored)."""
+        return 0 if self is OrderStatus.INTENT else 2 if self in _ENDED else 1
+
+    @property
+    def label(self) -> str:
+        """What the desk says: "working" for an order routed and waiting, as trading desks do."""
+        return {OrderStatus.INTENT: "not yet sent", OrderStatus.NEW: "working"}.get(self, self.value.replace("_", " "))
+
+
+_ENDED = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REPLACED,
+                    OrderStatus.REJECTED})
 
 
 class SignalStatus(str, enum.Enum):

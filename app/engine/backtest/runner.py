@@ -88,7 +88,7 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     model_seconds = time.perf_counter() - started
     bot = TradingBot(settings, clock, broker, model, records, EventBus(),
                      calendar, "backtest", sleep=lambda _s: None)
-    bot.plain = cfg.plain
+    bot.core.book.plain = cfg.plain
     bot.record_quiet_signals = False
     bar_delta = timeframe_of(cfg.timeframe).delta
     n = len(bars)

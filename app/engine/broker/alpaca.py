@@ -50,11 +50,14 @@ DEFAULT_TIMEOUT_S = 10.0
 _MAX_MESSAGE = 300
 _CANCEL_POLL_S = 0.1
 
-_OPEN = frozenset({
-    "new", "accepted", "pending_new", "accepted_for_bidding", "partially_filled", "pending_cancel",
-    "pending_replace", "pending_review", "held", "stopped", "suspended", "done_for_day", "calculated",
-})
-_ENDED_UNFILLED = frozenset({"canceled", "expired", "replaced"})
+# Alpaca's order states (https://docs.alpaca.markets/docs/orders-at-alpaca, "Order Lifecycle")
+# that have no state of their own here, and the one they behave as
+_ALIASES = {
+    "accepted_for_bidding": OrderStatus.PENDING_NEW, "pending_review": OrderStatus.PENDING_NEW,
+    "held": OrderStatus.ACCEPTED,  # a leg waiting for its trigger (e.g. a bracket's stop)
+    "stopped": OrderStatus.NEW,  # guaranteed a price, still working
+    "suspended": OrderStatus.ACCEPTED,  # not eligible for trading now, still working later
+}
 _STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 
 
@@ -75,26 +78,23 @@ class AlpacaError(BrokerError):
         self.status = status
 
 
-def to_order_status(alpaca_status: str, filled_qty: float) -> OrderStatus:
-    """Fold Alpaca's eighteen states onto the engine's five.
-
-    A partial fill stays open (SUBMITTED with ``filled_qty`` > 0). An order
-    that ended (canceled, expired, replaced, calculated) after *some* shares
-    filled is reported FILLED for those shares: the engine books positions
-    only on FILLED, and the shares are really held.
-    """
+def to_order_status(alpaca_status: str, filled_qty: float, qty: float) -> OrderStatus:
+    """Alpaca's state as the engine's: most are the same word. An order ended after some
+    shares filled keeps its ending (canceled, expired, replaced) with ``filled_qty`` > 0: the
+    engine books shares from the filled quantity. "calculated" (done for the day, settlement
+    pending) is filled when every share filled, else done for the day. An unknown word is
+    taken as working, and said, so an order is never dropped on a new state's account."""
     s = alpaca_status.lower()
-    if s == "filled":
-        return OrderStatus.FILLED
-    if s == "rejected":
-        return OrderStatus.REJECTED
-    if s in _ENDED_UNFILLED:
-        return OrderStatus.FILLED if filled_qty > 0 else OrderStatus.CANCELED
-    if s == "calculated" and filled_qty > 0:
-        return OrderStatus.FILLED
-    if s not in _OPEN:
-        logger.warning("Unknown Alpaca order status {!r}: treating the order as open", alpaca_status)
-    return OrderStatus.SUBMITTED
+    if s == "calculated":
+        return OrderStatus.FILLED if filled_qty >= qty > 0 else OrderStatus.DONE_FOR_DAY
+    if s in _ALIASES:
+        return _ALIASES[s]
+    try:
+        status = OrderStatus(s)
+    except ValueError:
+        logger.warning("Unknown Alpaca order status {!r}: treating the order as working", alpaca_status)
+        return OrderStatus.ACCEPTED
+    return OrderStatus.ACCEPTED if status is OrderStatus.INTENT else status
 
 
 def round_stop(price: float) -> float:
@@ -383,7 +383,7 @@ def _to_order(a: AlpacaOrder) -> Order:
         side=Side.BUY if a.side == OrderSide.BUY else Side.SELL,
         qty=_num(a.qty),
         order_type=OrderType.STOP if kind in _STOP_TYPES else OrderType.MARKET,
-        status=to_order_status(a.status.value, filled_qty),
+        status=to_order_status(a.status.value, filled_qty, _num(a.qty)),
         created_at=a.created_at,
         stop_price=_num(a.stop_price) if a.stop_price is not None else None,
         filled_qty=filled_qty,

@@ -6,7 +6,11 @@ Semantics, the same in the demo, replays and backtests:
   (``on_bar``), moved against the trader by ``slippage_bps``;
 - a stop order triggers when the price trades at or through it and fills at
   the stop, or at the open when a bar gaps through it;
-- commission is charged per share and/or as a fraction of the traded value.
+- commission is charged per share and/or as a fraction of the traded value;
+- with ``participation`` set, an order takes at most that fraction of a bar's
+  volume: a large order fills over several bars (``partially_filled`` until
+  done), as a real one does in a thin market. Alpaca's paper engine also fills
+  partially (https://docs.alpaca.markets/docs/paper-trading, "partial fills").
 
 The account (cash, positions, open orders) persists in the database through
 an optional :class:`PaperBook`, so a paper account survives restarts.
@@ -56,8 +60,12 @@ class SimulatedBroker(Broker):
         commission_per_share: float = 0.0,
         commission_rate: float = 0.0,
         book: PaperBook | None = None,
+        participation: float | None = None,
     ) -> None:
+        if participation is not None and not 0.0 < participation <= 1.0:
+            raise ValueError(f"participation must be in (0, 1], not {participation}")
         self._clock = clock
+        self._participation = participation
         self._slip = slippage_bps / 10_000.0
         self._commission = commission_per_share
         self._commission_rate = commission_rate
@@ -106,7 +114,7 @@ class SimulatedBroker(Broker):
                 price = self._prices.get(order.symbol)
                 if price is not None and order.qty * price * (1 + self._slip) > self._cash + 1e-6:
                     raise BrokerError("rejected: insufficient buying power", transient=False)
-            accepted = replace(order, status=OrderStatus.SUBMITTED,
+            accepted = replace(order, status=OrderStatus.NEW,
                                broker_order_id=next(self._ids))
             self._set(accepted)
             self._persist()
@@ -136,32 +144,39 @@ class SimulatedBroker(Broker):
         return p.qty if p is not None else 0.0
 
     # ------------------------------------------------------- market events
-    def on_price(self, symbol: str, price: float, time: datetime) -> list[Fill]:
-        """A new trade print in a live simulation: fill what it reaches."""
+    def on_price(self, symbol: str, price: float, time: datetime, volume: float | None = None) -> list[Fill]:
+        """A new trade print in a live simulation: fill what it reaches (at most ``participation``
+        of ``volume``, where both are known)."""
         with self._lock:
             self._prices[symbol] = price
-            return self._match(symbol, price, price, price, time)
+            return self._match(symbol, price, price, price, time, volume)
 
     def on_bar(self, bar: Bar) -> list[Fill]:
         """A new bar in a bar-by-bar run: market orders fill at its open, stops
         inside its range; then the bar's close becomes the mark."""
         with self._lock:
-            fills = self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time) if self._open else []
+            fills = self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time, bar.volume) if self._open else []
             self._prices[bar.symbol] = bar.close
             return fills
 
     # ------------------------------------------------------------ internal
-    def _match(self, symbol: str, open_: float, high: float, low: float, time: datetime) -> list[Fill]:
+    def _match(self, symbol: str, open_: float, high: float, low: float, time: datetime,
+               volume: float | None = None) -> list[Fill]:
         fills: list[Fill] = []
         if not self._open:
             return []
+        room = None if self._participation is None or volume is None else self._participation * volume
         for o in list(self._open.values()):
             if o.symbol != symbol:
                 continue
             px = self._fill_price(o, open_, high, low)
             if px is None:
                 continue
-            fill = self._execute(o, px, time)
+            if room is not None and room < 1.0:
+                break  # the bar's share of volume is used up: the rest waits for the next one
+            fill = self._execute(o, px, time, room)
+            if fill is not None and room is not None:
+                room -= fill.qty
             if fill:
                 fills.append(fill)
         if fills:
@@ -179,12 +194,13 @@ class SimulatedBroker(Broker):
             return max(open_, stop)
         return None
 
-    def _execute(self, o: Order, price: float, time: datetime) -> Fill | None:
-        qty = o.qty
+    def _execute(self, o: Order, price: float, time: datetime, room: float | None = None) -> Fill | None:
+        left = o.qty - o.filled_qty
+        qty = left if room is None else min(left, float(int(room)))  # whole shares of the volume share
         pos = self._positions.get(o.symbol)
         held = pos.qty if pos else 0.0
         if o.side == Side.SELL and held > 0 and qty > held:
-            qty = held  # never sell more than held by accident (a stop after a close)
+            qty = left = held  # never sell more than held by accident (a stop after a close)
         if o.side == Side.SELL and held <= 0 and o.order_type == OrderType.STOP:
             self._set(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; nothing held"))
             return None
@@ -201,9 +217,12 @@ class SimulatedBroker(Broker):
             self._positions[o.symbol] = replace(pos, qty=new_qty, avg_price=avg, last_price=price)
         else:
             self._positions[o.symbol] = replace(pos, qty=new_qty, last_price=price)
-        self._set(replace(
-            o, status=OrderStatus.FILLED, filled_qty=qty, filled_avg_price=price, filled_at=time
-        ))
+        filled = o.filled_qty + qty
+        avg = (float(o.filled_avg_price or 0.0) * o.filled_qty + price * qty) / filled
+        done = qty >= left - 1e-9
+        self._set(replace(o, status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED,
+                          filled_qty=filled,
+                          filled_avg_price=avg, filled_at=time))
         fill = Fill(o.client_order_id, o.symbol, o.side, qty, price, time, commission)
         self.fills.append(fill)
         return fill

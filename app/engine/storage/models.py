@@ -73,7 +73,7 @@ class SignalRow(BaseModel):
     time = UTCDateTimeField(index=True)
     expires_at = UTCDateTimeField()
     reasons = pw.TextField(default="[]")
-    status = pw.CharField(max_length=16, default="new")
+    status = pw.CharField(max_length=16, default="intent")
     decision = pw.TextField(default="")
     decided_at = UTCDateTimeField(null=True)
 

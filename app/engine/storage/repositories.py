@@ -182,6 +182,11 @@ class SignalRepository:
         ]
 
 
+# every state an order can still fill in, and "submitted", which records older than the
+# full state machine wrote for any working order
+_OPEN_STATUSES = [s.value for s in OrderStatus if s.is_open] + ["submitted"]
+
+
 class OrderRepository:
     def __init__(self, storage: Storage) -> None:
         self._s = storage
@@ -215,7 +220,7 @@ class OrderRepository:
         return _order(row) if row else None
 
     def open_orders(self) -> list[Order]:
-        q = OrderRow.select().where(OrderRow.status.in_(["new", "submitted"]))
+        q = OrderRow.select().where(OrderRow.status.in_(_OPEN_STATUSES))
         return [_order(r) for r in q]
 
     def recent(self, limit: int = 500) -> list[Order]:
