@@ -54,6 +54,7 @@ class EngineWorker(QObject):
     alertRaised = Signal(object)  # AlertEvent
     flattenReported = Signal(object)  # list[str]
     stopped = Signal()
+    _pushed = Signal()  # the broker pushed order updates (from the stream's thread; queued here)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
                  replay: str | None = None) -> None:
@@ -94,6 +95,8 @@ class EngineWorker(QObject):
         self.ready.emit({"history": tuple(getattr(self.ctx, "history", ())),
                          "notices": tuple(self.ctx.notices), "settings": self.settings,
                          "paper_first_day": self.ctx.records.state_get(PAPER_FIRST_DAY_KEY)})
+        self._pushed.connect(self._on_pushed)
+        self.ctx.broker.on_trade_update(self._pushed.emit)  # a fill is acted on at once, not at the next check
         self._flush = QTimer(self)
         self._flush.timeout.connect(self._flush_latest)
         self._flush.start(TICK_FLUSH_MS)
@@ -208,6 +211,16 @@ class EngineWorker(QObject):
         interval_ms = tick_seconds / self.speed * 1000
         self._steps_per_fire = max(1, math.ceil(MIN_TIMER_MS / interval_ms))
         self._timer.start(max(MIN_TIMER_MS, int(interval_ms)))
+
+    @Slot()
+    def _on_pushed(self) -> None:
+        if self.ctx is None:
+            return
+        try:
+            self.ctx.bot.on_trade_updates()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never silently lost
+            logger.exception("Applying pushed order updates failed")
+            self.alertRaised.emit(AlertEvent("error", f"engine error: {exc}"))
 
     def _advance(self) -> None:
         try:

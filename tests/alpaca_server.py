@@ -11,6 +11,8 @@ injects faults: 5xx, 429 with Retry-After, a hang past the client's timeout,
 a reset connection, each either *before* the request takes effect or
 *after* (the order is booked but the answer is lost). It counts requests,
 faults and orders created per client order id, to prove nothing is sent twice.
+With ``start_stream()`` it also pushes every change of an order over Alpaca's
+trade-updates websocket (``alpaca_stream.StreamServer``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import pytest
 from alpaca_faults import EVERY_FAULT, Fault, FaultPolicy, random_faults
 from alpaca_http import Handler, Reply
 from alpaca_http import err as _err
-from alpaca_shapes import account, latest_trades, new_order, position
+from alpaca_shapes import account, latest_trades, new_order, position, reaches
 from alpaca_shapes import num as _s
 from alpaca_shapes import ts as _ts
+from alpaca_stream import StreamServer
 
 from app.engine.secrets import ApiKeys, Secret
 
@@ -38,18 +41,6 @@ __all__ = ["EVERY_FAULT", "AlpacaServer", "Fault", "FaultPolicy", "alpaca_server
 KEY_ID = "PKLOOPBACK7Q2W9E4R6T"
 SECRET_KEY = "lb-secret-3f9a1c7e5d2b8a6c4e0f1a3b"
 OPEN_STATUSES = frozenset({"new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel"})
-
-
-def _reached(o: dict[str, Any], price: float) -> bool:
-    """Whether a trade at ``price`` fills this order: market always, a stop once
-    touched, a limit at its price or better."""
-    if o["type"] == "stop":
-        stop = float(o["stop_price"])
-        return price <= stop if o["side"] == "sell" else price >= stop
-    if o["type"] == "limit":
-        limit = float(o["limit_price"])
-        return price >= limit if o["side"] == "sell" else price <= limit
-    return True
 
 
 class AlpacaServer:
@@ -70,6 +61,7 @@ class AlpacaServer:
         self.cancel_settles_after = 0
         self._settle_in: dict[str, int] = {}
         self.faults: FaultPolicy | None = None
+        self.stream: StreamServer | None = None  # the trade-updates websocket, where started
         self.before_route: Callable[[str, str], None] | None = None  # (method, path): stage races
         self.prices: dict[str, float] = {}
         self.positions: dict[str, dict[str, float]] = {}  # symbol -> qty, avg
@@ -105,7 +97,19 @@ class AlpacaServer:
         self._thread.start()
         return self
 
+    def start_stream(self) -> StreamServer:
+        """Serve Alpaca's trade-updates websocket too: every change of an order is pushed."""
+        self.stream = StreamServer(self.key_id, self.secret_key).start()
+        return self.stream
+
+    def _emit(self, event: str, o: dict[str, Any], price: float | None = None, qty: float | None = None) -> None:
+        if self.stream is not None:
+            held = self.positions.get(o["symbol"], {"qty": 0.0})["qty"]
+            self.stream.publish(event, o, price, qty, held)
+
     def stop(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
         self._stopping.set()  # releases hung handlers at once
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -157,7 +161,7 @@ class AlpacaServer:
                         or (symbol and o["symbol"] != symbol):
                     continue
                 self.prices[o["symbol"]] = price
-                if not _reached(o, price):
+                if not reaches(o, price):
                     continue
                 self._fill(o, price, qty)
                 filled += 1
@@ -185,6 +189,7 @@ class AlpacaServer:
             for o in self.orders.values():
                 if o["status"] in OPEN_STATUSES and o["time_in_force"] == "day":
                     o.update(status="expired", expired_at=now, updated_at=now)
+                    self._emit("expired", o)
             self.last_equity = self._equity()
 
     # ------------------------------------------------------------ state
@@ -206,6 +211,7 @@ class AlpacaServer:
         complete = qty >= left - 1e-9
         o.update(status="filled" if complete else "partially_filled", filled_qty=_s(done + qty),
                  filled_avg_price=_s(avg), filled_at=now if complete else o["filled_at"], updated_at=now)
+        self._emit("fill" if complete else "partial_fill", o, price, qty)
 
     def _held_for_sells(self, symbol: str) -> float:
         """Shares open sell orders reserve: Alpaca refuses a sell beyond the rest."""
@@ -306,6 +312,7 @@ class AlpacaServer:
         self.orders[order["id"]] = order
         self._by_coid[order["client_order_id"]] = order["id"]
         self.created_per_coid[order["client_order_id"]] += 1
+        self._emit("new", order)
         price = self.prices.get(order["symbol"])
         if self.auto_fill and order["type"] == "market" and price is not None:
             self._fill(order, price)
@@ -330,6 +337,7 @@ class AlpacaServer:
         now = _ts(datetime.now(UTC))
         fresh["replaces"] = o["id"]
         o.update(status="replaced", replaced_at=now, replaced_by=fresh["id"], updated_at=now)
+        self._emit("replaced", o)
         return 200, self._book(fresh)
 
     def _cancel(self, o: dict[str, Any]) -> Reply:
@@ -337,6 +345,7 @@ class AlpacaServer:
             return _err(422, f'order is already in "{o["status"]}" state')
         if self.cancel_settles_after > 0:
             o.update(status="pending_cancel")
+            self._emit("pending_cancel", o)
             self._settle_in[o["id"]] = self.cancel_settles_after
         else:
             self._mark_canceled(o)
@@ -345,6 +354,7 @@ class AlpacaServer:
     def _mark_canceled(self, o: dict[str, Any]) -> None:
         now = _ts(datetime.now(UTC))
         o.update(status="canceled", canceled_at=now, updated_at=now)
+        self._emit("canceled", o)
 
     def _read(self, o: dict[str, Any]) -> dict[str, Any]:
         """A read of an order; a pending cancel lands after its N reads."""

@@ -83,3 +83,15 @@ def latest_trades(prices: dict[str, float], symbols: list[str]) -> dict[str, Any
     now = ts(datetime.now(UTC))
     return {"trades": {s: {"t": now, "x": "V", "p": prices[s], "s": 100, "c": ["@"], "i": 1, "z": "C"}
                        for s in symbols if s in prices}}
+
+
+def reaches(o: dict[str, Any], price: float) -> bool:
+    """Whether a trade at ``price`` fills this order: market always, a stop once
+    touched, a limit at its price or better."""
+    if o["type"] == "stop":
+        stop = float(o["stop_price"])
+        return price <= stop if o["side"] == "sell" else price >= stop
+    if o["type"] == "limit":
+        limit = float(o["limit_price"])
+        return price >= limit if o["side"] == "sell" else price <= limit
+    return True

@@ -15,7 +15,8 @@ from alpaca_server import AlpacaServer, Fault, random_faults
 from alpaca_shapes import account, position
 from loguru import logger
 
-from app.engine.broker.alpaca import AlpacaBroker, LiveGateError, to_order_status
+from app.engine.broker.alpaca import AlpacaBroker, LiveGateError
+from app.engine.broker.alpaca_orders import to_order_status
 from app.engine.broker.base import BrokerError
 from app.engine.clock import SimClock
 from app.engine.orders import OrderRouter

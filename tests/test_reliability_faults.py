@@ -20,7 +20,8 @@ import pytest
 from alpaca_server import AlpacaServer, Fault, random_faults
 
 from app.engine.bot import TradingBot
-from app.engine.broker.alpaca import AlpacaBroker, to_order_status
+from app.engine.broker.alpaca import AlpacaBroker
+from app.engine.broker.alpaca_orders import to_order_status
 from app.engine.clock import MarketCalendar, SimClock
 from app.engine.events import EventBus
 from app.engine.records import SqlRecorder

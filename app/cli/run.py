@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -100,6 +101,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
     out(f"engine running: {ctx.bot.data_source} market {settings.symbol}, broker {ctx.broker.kind.value}, "
         f"{'polling every ' + str(int(pause)) + ' s' if live else 'speed ' + ('max' if pause == 0 else f'{speed:g}x')}"
         "; Ctrl+C stops")
+    pushed = threading.Event()  # the broker pushed order updates: acted on between checks
+    ctx.broker.on_trade_update(pushed.set)
     try:
         while not stop["now"]:
             if not ctx.replay.step():
@@ -107,7 +110,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
             if args.max_bars is not None and ctx.replay.bars_played >= args.max_bars:
                 break
             if pause:
-                _sleep_unless(stop, pause)
+                _sleep_unless(stop, pause, pushed, ctx.bot.on_trade_updates)
     finally:
         try:  # the broker may be down: stopping must not fail for that
             equity = f"equity {ctx.broker.account().equity:,.2f}"
@@ -119,10 +122,15 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
     return 0
 
 
-def _sleep_unless(stop: dict[str, bool], seconds: float) -> None:
-    """Sleep in short slices so a signal stops a 30-second wait promptly."""
+def _sleep_unless(stop: dict[str, bool], seconds: float, pushed: threading.Event | None = None,
+                  on_push: Callable[[], None] | None = None) -> None:
+    """Sleep in short slices so a signal stops a 30-second wait promptly, and pushed order
+    updates (a fill) are acted on within a slice."""
     end = time.monotonic() + seconds
     while not stop["now"] and time.monotonic() < end:
+        if pushed is not None and on_push is not None and pushed.is_set():
+            pushed.clear()
+            on_push()
         time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
 

@@ -61,6 +61,7 @@ class EngineContext:
 
     def close(self) -> None:
         self.save_clock()
+        self.broker.close()
         self.storage.close()
 
 
@@ -135,7 +136,8 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
 def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = None,
                       clock: Clock | None = None, broker: Broker | None = None, source: Any = None,
                       sleep: Callable[[float], None] | None = None,
-                      alpaca_url: str | None = None, live: bool = False) -> EngineContext:
+                      alpaca_url: str | None = None, alpaca_stream_url: str | None = None,
+                      live: bool = False) -> EngineContext:
     """Paper (or, past the live gate, live) trading through Alpaca on the wall clock.
 
     ``live`` needs the gate: 14+ days of paper history in this database and the
@@ -144,7 +146,9 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
 
     ``clock``, ``broker`` and ``source`` are injectable so tests can point the
     real adapters at a loopback server on a simulated clock; ``alpaca_url``
-    points the default ones elsewhere (a proxy, or a test server).
+    points the default ones elsewhere (a proxy, or a test server), and
+    ``alpaca_stream_url`` the trade-updates websocket (which is not opened when
+    only ``alpaca_url`` is given: it would go to Alpaca itself).
     """
     # deferred: alpaca-py and pandas load only for paper and live trading, not for the demo
     from app.engine.broker.alpaca import AlpacaBroker
@@ -163,8 +167,12 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
             storage.close()
             raise ValueError(f"live trading refused: {why}")
     kind = BrokerKind.LIVE if live else BrokerKind.PAPER
-    broker = broker or AlpacaBroker.from_env(paths.env_file, clock, kind=kind, live_gate_passed=live,
-                                             url_override=alpaca_url)
+    if broker is None:
+        alpaca = AlpacaBroker.from_env(paths.env_file, clock, kind=kind, live_gate_passed=live,
+                                       url_override=alpaca_url)
+        if alpaca_stream_url is not None or alpaca_url is None:
+            alpaca.start_stream(alpaca_stream_url)  # fills as they happen; polling stays as the fallback
+        broker = alpaca
     source = source or AlpacaDataSource(load_keys(paths.env_file, live=live), url_override=alpaca_url)
     notices = []
     replayed = records.replay_backup()

@@ -151,6 +151,12 @@ class TradingBot:
         self.core.book.publish_portfolio()
         self._publish_status()
 
+    def on_trade_updates(self) -> None:
+        """The broker pushed order reports (a fill, a cancel): acted on now."""
+        if self.core.on_trade_updates():
+            self.core.book.publish_portfolio()
+            self._publish_status()
+
     # -------------------------------------------------------- user commands
     def approve(self, signal_id: str) -> str:
         return self.core.approve(signal_id)

@@ -69,7 +69,7 @@ class ExecutionCore:
         self.book.roll_day()
         if self._reconcile_pending:
             self._reconcile()
-        self.fills.sync()
+        self.fills.sync(periodic=True)
         self.entries.expire_pending()
         self._protect()
 
@@ -82,13 +82,17 @@ class ExecutionCore:
         was_connected = self.router.connected
         if self._reconcile_pending:
             self._reconcile()
-        self.fills.sync()
+        self.fills.sync(periodic=True)
         if not was_connected and self.router.connected and not self._reconcile_pending:
             self._reconcile()  # back after an outage: what happened meanwhile is found and fixed
         for q in self.router.retry_queued():
             self.fills.placed(q)
         self.entries.expire_pending()
         self._protect()
+
+    def on_trade_updates(self) -> int:
+        """Order reports the broker pushed: fills booked and protected now, not at the next check."""
+        return self.fills.apply_updates()
 
     def submit(self, signal: TradingSignal) -> None:
         """A signal from a symbol's pipeline, to execute, ask about, or record as refused."""

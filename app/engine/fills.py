@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from loguru import logger
 
@@ -23,6 +23,7 @@ from app.engine.orders import crash_point
 from app.engine.types import Order, OrderStatus, Position, Side, Trade
 
 _trades_log = logger.bind(trade=True)  # what lands in trades.log
+POLL_WHILE_STREAMING = timedelta(seconds=60)  # the fallback poll's period while updates are pushed
 
 
 class Fills:
@@ -30,15 +31,41 @@ class Fills:
         self.book = book
         # what follows a change of a position (the exits give it its stop); set by the core
         self.on_position_changed: Callable[[str], None] = lambda symbol: None
+        self._polled_generation = 0  # the stream's connection at the last full poll
+        self._polled_at: datetime | None = None
 
-    def sync(self) -> None:
-        """Ask the broker about every open order; act on fills and ends. ``book_current``
-        says whether every one of them was read without a failure this time (the app's book of
-        its own fills is then up to date, and can be held against the broker's count)."""
+    def apply_updates(self) -> int:
+        """Follow the order reports the broker pushed (Alpaca's trade updates) since the last
+        call; the number applied. Orders the app did not record (the user's) are left to
+        reconciliation; one waiting in the router's queue is the router's to settle."""
+        book, applied = self.book, 0
+        for seen in book.broker.trade_updates():
+            o = book.records.get_order(seen.client_order_id)
+            if o is None or seen.client_order_id in book.router.queue:
+                continue
+            self.follow(o, seen)
+            applied += 1
+        return applied
+
+    def sync(self, periodic: bool = False) -> None:
+        """Apply pushed updates, then ask the broker about every open order; act on fills and
+        ends. ``book_current`` says whether every one of them was read without a failure this
+        time (the app's book of its own fills is then up to date, and can be held against the
+        broker's count).
+
+        A ``periodic`` check skips the poll while pushed updates flow on one connection and
+        nothing waits on a fill: no entry working, and the last poll less than
+        :data:`POLL_WHILE_STREAMING` seconds ago. An entry's fill must be protected within
+        one stop check, so it is never left to the stream alone."""
         book, rec = self.book, self.book.records
+        self.apply_updates()
+        if periodic and self._may_skip_poll():
+            book.book_current = False  # not polled: an own sell may have filled unseen
+            return
         book.book_current = False
         if not rec.has_open_orders:
             book.book_current = True
+            self._polled()
             return
         for o in rec.open_orders():
             if o.client_order_id in book.router.queue:
@@ -57,6 +84,19 @@ class Fills:
             if b is not None:
                 self.follow(o, b)
         book.book_current = True
+        self._polled()
+
+    def _may_skip_poll(self) -> bool:
+        book, generation = self.book, self.book.broker.streaming
+        if not generation or generation != self._polled_generation or self._polled_at is None:
+            return False  # no stream, or a new connection: what was sent meanwhile is lost
+        if book.clock.now() - self._polled_at >= POLL_WHILE_STREAMING:
+            return False
+        return not any(o.side == Side.BUY for o in book.records.open_orders())
+
+    def _polled(self) -> None:
+        self._polled_generation = self.book.broker.streaming
+        self._polled_at = self.book.clock.now()
 
     def follow(self, o: Order, seen: Order) -> Order:
         """Move the recorded order ``o`` to what the broker says of it (``seen``): book the shares

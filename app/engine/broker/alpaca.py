@@ -33,32 +33,23 @@ import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
-from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, ReplaceOrderRequest, StopOrderRequest
 from loguru import logger
 from pydantic import ValidationError
 
+from app.engine.broker.alpaca_orders import num, round_stop, to_order
+from app.engine.broker.alpaca_stream import TradeUpdates
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import Clock, WallClock
 from app.engine.logs import register_secret
 from app.engine.secrets import ApiKeys, load_keys
-from app.engine.types import Account, BrokerKind, Order, OrderStatus, OrderType, Position, Side
+from app.engine.types import Account, BrokerKind, Order, OrderType, Position, Side
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 10.0
 _MAX_MESSAGE = 300
 _CANCEL_POLL_S = 0.1
-
-# Alpaca's order states (https://docs.alpaca.markets/docs/orders-at-alpaca, "Order Lifecycle")
-# that have no state of their own here, and the one they behave as
-_ALIASES = {
-    "accepted_for_bidding": OrderStatus.PENDING_NEW, "pending_review": OrderStatus.PENDING_NEW,
-    "held": OrderStatus.ACCEPTED,  # a leg waiting for its trigger (e.g. a bracket's stop)
-    "stopped": OrderStatus.NEW,  # guaranteed a price, still working
-    "suspended": OrderStatus.ACCEPTED,  # not eligible for trading now, still working later
-}
-_STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 
 
 class LiveGateError(BrokerError):
@@ -76,30 +67,6 @@ class AlpacaError(BrokerError):
                  status: int | None = None) -> None:
         super().__init__(message, transient, retry_after)
         self.status = status
-
-
-def to_order_status(alpaca_status: str, filled_qty: float, qty: float) -> OrderStatus:
-    """Alpaca's state as the engine's: most are the same word. An order ended after some
-    shares filled keeps its ending (canceled, expired, replaced) with ``filled_qty`` > 0: the
-    engine books shares from the filled quantity. "calculated" (done for the day, settlement
-    pending) is filled when every share filled, else done for the day. An unknown word is
-    taken as working, and said, so an order is never dropped on a new state's account."""
-    s = alpaca_status.lower()
-    if s == "calculated":
-        return OrderStatus.FILLED if filled_qty >= qty > 0 else OrderStatus.DONE_FOR_DAY
-    if s in _ALIASES:
-        return _ALIASES[s]
-    try:
-        status = OrderStatus(s)
-    except ValueError:
-        logger.warning("Unknown Alpaca order status {!r}: treating the order as working", alpaca_status)
-        return OrderStatus.ACCEPTED
-    return OrderStatus.ACCEPTED if status is OrderStatus.INTENT else status
-
-
-def round_stop(price: float) -> float:
-    """Alpaca rejects sub-penny prices (two decimals at $1 and up, four below)."""
-    return round(price, 2 if price >= 1.0 else 4)
 
 
 class _TimeoutSession(requests.Session):
@@ -142,6 +109,7 @@ class AlpacaBroker(Broker):
         self._client = TradingClient(keys.key_id.reveal(), keys.secret_key.reveal(),
                                      paper=kind == BrokerKind.PAPER, url_override=url_override)
         self._tune(timeout_s)
+        self._stream: TradeUpdates | None = None
 
     @classmethod
     def from_env(cls, env_file: Path | None, clock: Clock, *, kind: BrokerKind = BrokerKind.PAPER,
@@ -165,27 +133,27 @@ class AlpacaBroker(Broker):
     # ----------------------------------------------------------------- port
     def account(self) -> Account:
         a: Any = self._call("account", self._client.get_account)
-        equity = _num(a.equity)
+        equity = num(a.equity)
         # pattern_day_trader / daytrade_count are deliberately not read:
         # Alpaca stopped sending them in July 2026.
-        return Account(cash=_num(a.cash), equity=equity, buying_power=_num(a.buying_power),
-                       day_start_equity=_num(a.last_equity, equity))
+        return Account(cash=num(a.cash), equity=equity, buying_power=num(a.buying_power),
+                       day_start_equity=num(a.last_equity, equity))
 
     def positions(self) -> list[Position]:
         rows: Any = self._call("positions", self._client.get_all_positions)
         now = self._clock.now()  # Alpaca does not say when a position opened
-        return [Position(p.symbol, _num(p.qty), _num(p.avg_entry_price),
-                         _num(p.current_price, _num(p.avg_entry_price)), now) for p in rows]
+        return [Position(p.symbol, num(p.qty), num(p.avg_entry_price),
+                         num(p.current_price, num(p.avg_entry_price)), now) for p in rows]
 
     def open_orders(self) -> list[Order]:
         query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
         rows: Any = self._call("open orders", lambda: self._client.get_orders(query))
-        orders = [_to_order(o) for o in rows]
+        orders = [to_order(o) for o in rows]
         return [o for o in orders if o.status.is_open]
 
     def get_order(self, client_order_id: str) -> Order | None:
         found = self._find(client_order_id)
-        return _to_order(found) if found is not None else None
+        return to_order(found) if found is not None else None
 
     def submit(self, order: Order) -> Order:
         request = self._request_for(order)
@@ -199,7 +167,7 @@ class AlpacaBroker(Broker):
             if placed is None:  # 422 for a duplicate, yet not there: a broker fault
                 raise AlpacaError("Alpaca reports a duplicate order id it cannot find",
                                   transient=True) from None
-            there = _to_order(placed)
+            there = to_order(placed)
             # the same intent sent again (its size may have been re-checked since), or an old
             # order that happens to carry the id? only the former is this order
             if (there.symbol, there.side, there.order_type) != (order.symbol, order.side, order.order_type) \
@@ -208,11 +176,11 @@ class AlpacaBroker(Broker):
                                   f"order ({there.side.value} {there.qty:g} {there.symbol}); not sent",
                                   transient=False) from None
             logger.info("Order {} was already at Alpaca; using it", order.client_order_id)
-        return _to_order(placed).with_intent_of(order)
+        return to_order(placed).with_intent_of(order)
 
     def cancel(self, client_order_id: str) -> None:
         found = self._find(client_order_id)
-        if found is None or not _to_order(found).status.is_open:
+        if found is None or not to_order(found).status.is_open:
             return
         try:
             self._call(f"cancel {client_order_id}", lambda: self._client.cancel_order_by_id(found.id))
@@ -235,7 +203,7 @@ class AlpacaBroker(Broker):
                                       time_in_force=TimeInForce.GTC, client_order_id=new.client_order_id)
         placed: Any = self._call(f"replace {client_order_id}",
                                  lambda: self._client.replace_order_by_id(found.id, request))
-        return _to_order(placed).with_intent_of(new)
+        return to_order(placed).with_intent_of(new)
 
     def _await_end(self, client_order_id: str) -> None:
         """Wait (briefly) for the cancel to land. Alpaca cancels asynchronously
@@ -245,14 +213,37 @@ class AlpacaBroker(Broker):
         polls = math.ceil(self._cancel_wait_s / _CANCEL_POLL_S)
         for attempt in range(polls + 1):
             found = self._find(client_order_id)
-            if found is None or not _to_order(found).status.is_open:
+            if found is None or not to_order(found).status.is_open:
                 return
             if attempt < polls:
                 self._sleep(_CANCEL_POLL_S)
         logger.warning("Cancel of {} not confirmed by Alpaca after {:.1f}s ({})",
                        client_order_id, self._cancel_wait_s, found.status.value)
 
+    # ----------------------------------------------------------- stream
+    def start_stream(self, url_override: str | None = None) -> None:
+        """Follow the account's orders over Alpaca's trade-updates websocket as well as by
+        polling (see :mod:`app.engine.broker.alpaca_stream`); ``url_override`` points it
+        elsewhere (a loopback test server)."""
+        if self._stream is None:
+            self._stream = TradeUpdates(self._keys.key_id.reveal(), self._keys.secret_key.reveal(),
+                                        paper=self.kind == BrokerKind.PAPER, url_override=url_override)
+            self._stream.start()
+
+    def trade_updates(self) -> list[Order]:
+        return self._stream.drain() if self._stream is not None else []
+
+    @property
+    def streaming(self) -> int:
+        return self._stream.generation if self._stream is not None else 0
+
+    def on_trade_update(self, hook: Callable[[], None]) -> None:
+        if self._stream is not None:
+            self._stream.on_update = hook
+
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
         self._client._session.close()
 
     # ------------------------------------------------------------ internal
@@ -361,36 +352,6 @@ def _retry_after(response: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max((until - sent).total_seconds(), 0.0)
-
-
-def _num(value: Any, default: float = 0.0) -> float:
-    """Alpaca sends numbers as strings, and ``None`` for absent ones."""
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _to_order(a: AlpacaOrder) -> Order:
-    filled_qty = _num(a.filled_qty)
-    kind = getattr(a.type or a.order_type, "value", "market")
-    avg = _num(a.filled_avg_price)
-    return Order(
-        client_order_id=a.client_order_id,
-        symbol=a.symbol or "",
-        side=Side.BUY if a.side == OrderSide.BUY else Side.SELL,
-        qty=_num(a.qty),
-        order_type=OrderType.STOP if kind in _STOP_TYPES else OrderType.MARKET,
-        status=to_order_status(a.status.value, filled_qty, _num(a.qty)),
-        created_at=a.created_at,
-        stop_price=_num(a.stop_price) if a.stop_price is not None else None,
-        filled_qty=filled_qty,
-        filled_avg_price=avg if avg > 0 else None,
-        filled_at=a.filled_at,
-        broker_order_id=str(a.id),
-    )
 
 
 def check_connection(keys: ApiKeys, url: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 from app.engine.types import Account, BrokerKind, Order, Position
 
@@ -62,6 +63,20 @@ class Broker(abc.ABC):
         if old is not None and old.filled_qty > 0:
             raise BrokerError(f"{client_order_id} filled before it could be replaced", transient=False)
         return self.submit(new)
+
+    def trade_updates(self) -> list[Order]:
+        """Order reports the broker pushed since the last call (Alpaca's trade-updates stream),
+        oldest first; [] where it pushes none, and the engine polls."""
+        return []
+
+    @property
+    def streaming(self) -> int:
+        """0 unless pushed updates are flowing; else a number that changes at each
+        (re)connection: updates sent while it was down are lost, so the engine polls then."""
+        return 0
+
+    def on_trade_update(self, hook: Callable[[], None]) -> None:  # noqa: B027 - optional: most push nothing
+        """Have ``hook`` called (on another thread) when an update is pushed: a desk wakes its engine."""
 
     def last_price(self, symbol: str) -> float | None:
         """The latest traded price the broker knows, if it offers one."""
