@@ -144,3 +144,21 @@ def test_an_entry_filled_in_part_by_a_thin_market_is_protected_for_what_filled()
     assert stop.qty == 200 and stop.stop_price == pytest.approx(20.0 * 0.97)
     entry = next(o for o in desk.records.orders.values() if o.reason == "entry")
     assert entry.status == OrderStatus.CANCELED and entry.filled_qty == 200
+
+
+def test_a_slow_cancel_stays_pending_can_still_fill_and_lands_later() -> None:
+    clock = SimClock(MORNING)
+    sim = SimulatedBroker(clock, 1_000_000.0, participation=0.1, cancel_delay_s=60)
+    sim.submit(Order("slow", "PLTR", Side.BUY, 1000, OrderType.MARKET, OrderStatus.INTENT, MORNING))
+    sim.on_bar(Bar("PLTR", MORNING, 20.0, 20.0, 20.0, 20.0, 3_000))
+    sim.cancel("slow")
+    assert sim.get_order("slow").status == OrderStatus.PENDING_CANCEL
+    clock.advance(timedelta(seconds=30))
+    sim.on_price("PLTR", 20.5, clock.now(), volume=1_000)  # fills while the cancel is pending
+    o = sim.get_order("slow")
+    assert (o.status, o.filled_qty) == (OrderStatus.PENDING_CANCEL, 400)
+    clock.advance(timedelta(seconds=30))
+    o = sim.get_order("slow")
+    assert (o.status, o.filled_qty, sim.held("PLTR")) == (OrderStatus.CANCELED, 400, 400)
+    sim.on_price("PLTR", 21.0, clock.now(), volume=100_000)
+    assert sim.held("PLTR") == 400  # a canceled order fills no more

@@ -67,7 +67,7 @@ class MarketReplay:
             now = sb.bar.time + step * cur.tick
             price = ticks[cur.tick]
             self.clock.set(now)
-            self.broker.on_price(symbol, price, now)
+            self.broker.on_price(symbol, price, now, sb.bar.volume / len(ticks))  # the tick's share of volume
             self.bot.bus.publish(BarEvent(_partial(sb, cur.tick), closed=False))
             self.bot.on_price(symbol, price)
             cur.tick += 1

@@ -40,7 +40,8 @@ GROUPS = {
              "flatten_minutes_before_close", "eod_flatten", "fractional", "max_price_move_pct"),
     "Signals": ("mode", "auto_threshold", "approval_threshold", "weight_lstm", "weight_rf", "weight_momentum"),
     "Market and broker": ("symbol", "timeframe", "broker", "data_source"),
-    "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "demo_speed",
+    "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "sim_fill_participation",
+                               "sim_cancel_delay_s", "demo_speed",
                                "demo_seed", "theme", "backtest_retrain_bars"),
 }
 

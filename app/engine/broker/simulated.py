@@ -10,7 +10,10 @@ Semantics, the same in the demo, replays and backtests:
 - with ``participation`` set, an order takes at most that fraction of a bar's
   volume: a large order fills over several bars (``partially_filled`` until
   done), as a real one does in a thin market. Alpaca's paper engine also fills
-  partially (https://docs.alpaca.markets/docs/paper-trading, "partial fills").
+  partially (https://docs.alpaca.markets/docs/paper-trading, "partial fills");
+- with ``cancel_delay_s`` set, a cancel is ``pending_cancel`` for that long (the
+  order can still fill meanwhile, and its shares stay held), as Alpaca's cancels
+  are asynchronous (https://docs.alpaca.markets/docs/orders-at-alpaca, "pending_cancel").
 
 The account (cash, positions, open orders) persists in the database through
 an optional :class:`PaperBook`, so a paper account survives restarts.
@@ -22,7 +25,7 @@ import itertools
 import threading
 import uuid
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from app.engine.broker.base import Broker, BrokerError
@@ -61,11 +64,14 @@ class SimulatedBroker(Broker):
         commission_rate: float = 0.0,
         book: PaperBook | None = None,
         participation: float | None = None,
+        cancel_delay_s: float = 0.0,
     ) -> None:
         if participation is not None and not 0.0 < participation <= 1.0:
             raise ValueError(f"participation must be in (0, 1], not {participation}")
         self._clock = clock
         self._participation = participation
+        self._cancel_delay = timedelta(seconds=cancel_delay_s)
+        self._cancel_due: dict[str, datetime] = {}  # pending cancels, and when they land
         self._slip = slippage_bps / 10_000.0
         self._commission = commission_per_share
         self._commission_rate = commission_rate
@@ -81,6 +87,9 @@ class SimulatedBroker(Broker):
             self._cash, self._positions, self._orders = loaded
         self._open: dict[str, Order] = {o.client_order_id: o for o in self._orders.values()
                                          if o.status.is_open}
+        for o in self._open.values():  # cancels pending when the app stopped land at once
+            if o.status == OrderStatus.PENDING_CANCEL:
+                self._cancel_due[o.client_order_id] = clock.now()
         self.fills: list[Fill] = []
 
     # ----------------------------------------------------------------- port
@@ -101,6 +110,7 @@ class SimulatedBroker(Broker):
 
     def open_orders(self) -> list[Order]:
         with self._lock:
+            self._settle_cancels(self._clock.now())
             return list(self._open.values())
 
     def submit(self, order: Order) -> Order:
@@ -122,14 +132,29 @@ class SimulatedBroker(Broker):
 
     def get_order(self, client_order_id: str) -> Order | None:
         with self._lock:
+            self._settle_cancels(self._clock.now())
             return self._orders.get(client_order_id)
 
     def cancel(self, client_order_id: str) -> None:
         with self._lock:
             o = self._orders.get(client_order_id)
-            if o is not None and o.status.is_open:
+            if o is None or not o.status.is_open or o.status == OrderStatus.PENDING_CANCEL:
+                return
+            if self._cancel_delay:
+                self._set(replace(o, status=OrderStatus.PENDING_CANCEL))
+                self._cancel_due[client_order_id] = self._clock.now() + self._cancel_delay
+            else:
                 self._set(replace(o, status=OrderStatus.CANCELED))
-                self._persist()
+            self._persist()
+
+    def _settle_cancels(self, now: datetime) -> None:
+        for coid, due in list(self._cancel_due.items()):
+            if now >= due:
+                del self._cancel_due[coid]
+                o = self._orders[coid]
+                if o.status == OrderStatus.PENDING_CANCEL:
+                    self._set(replace(o, status=OrderStatus.CANCELED))
+                    self._persist()
 
     def last_price(self, symbol: str) -> float | None:
         return self._prices.get(symbol)
@@ -163,6 +188,8 @@ class SimulatedBroker(Broker):
     def _match(self, symbol: str, open_: float, high: float, low: float, time: datetime,
                volume: float | None = None) -> list[Fill]:
         fills: list[Fill] = []
+        if self._cancel_due:
+            self._settle_cancels(time)
         if not self._open:
             return []
         room = None if self._participation is None or volume is None else self._participation * volume
@@ -220,8 +247,8 @@ class SimulatedBroker(Broker):
         filled = o.filled_qty + qty
         avg = (float(o.filled_avg_price or 0.0) * o.filled_qty + price * qty) / filled
         done = qty >= left - 1e-9
-        self._set(replace(o, status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED,
-                          filled_qty=filled,
+        partly = OrderStatus.PENDING_CANCEL if o.status == OrderStatus.PENDING_CANCEL else OrderStatus.PARTIALLY_FILLED
+        self._set(replace(o, status=OrderStatus.FILLED if done else partly, filled_qty=filled,
                           filled_avg_price=avg, filled_at=time))
         fill = Fill(o.client_order_id, o.symbol, o.side, qty, price, time, commission)
         self.fills.append(fill)
