@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 from conftest import utc
 from desk import BAR, MORNING, Desk, FixedModel
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from app.engine.bot import TradingBot
 from app.engine.broker.simulated import SimulatedBroker
@@ -162,3 +165,39 @@ def test_a_slow_cancel_stays_pending_can_still_fill_and_lands_later() -> None:
     assert (o.status, o.filled_qty, sim.held("PLTR")) == (OrderStatus.CANCELED, 400, 400)
     sim.on_price("PLTR", 21.0, clock.now(), volume=100_000)
     assert sim.held("PLTR") == 400  # a canceled order fills no more
+
+
+@hyp_settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.80, 0.99), min_size=1, max_size=10), st.integers(1, 5), st.sampled_from([0.2, 0.5, 1.0]))
+def test_signals_of_one_bar_close_are_ranked_then_sized_against_every_limit(
+        p_ups: list[float], max_positions: int, max_exposure: float) -> None:
+    """Up to ten symbols signal at the same bar close: the strongest enter first, and what
+    enters never breaks the position count, the exposure cap or the size per position."""
+    clock = SimClock(MORNING)
+    sim = SimulatedBroker(clock, 100_000.0)
+    records = MemoryRecorder()
+    symbols = [f"S{k}" for k in range(len(p_ups))]
+    models = {s: Says(s, p) for s, p in zip(symbols, p_ups, strict=True)}
+    settings = Settings(mode="auto", max_positions=max_positions, max_exposure_pct=max_exposure)
+    bot = TradingBot(settings, clock, sim, FixedModel(), records, models=models.__getitem__)
+    bot.start()
+    clock.set(MORNING + BAR)
+    for k, s in enumerate(symbols):
+        sim.on_price(s, 10.0 + k, clock.now())
+    bot.on_bars_close([bar(s, MORNING, 10.0 + k) for k, s in enumerate(symbols)])
+
+    entries = [o for o in records.orders.values() if o.reason == "entry"]
+    entered = {o.symbol for o in entries}
+    equity = 100_000.0
+    assert len(entries) <= max_positions
+    assert sum(o.qty * (10.0 + symbols.index(o.symbol)) for o in entries) <= max_exposure * equity + 1e-6
+    assert all(o.qty * (10.0 + symbols.index(o.symbol)) <= 0.2 * equity + 1e-6 for o in entries)
+    assert entered, "the strongest signal did not enter although every limit had room"
+    sent = [models[o.symbol].p_up for o in entries]  # in the order they were sent
+    assert sent == sorted(sent, reverse=True), "a weaker signal was sized before a stronger one"
+    assert sent[0] == max(p_ups), "the strongest signal was not the first sized"
+    weakest_in = min(sent)
+    for sid, (sig, status, detail) in records.signals.items():
+        if sig.symbol not in entered and models[sig.symbol].p_up > weakest_in:
+            # a stronger signal left out only because what room was left could not hold one share
+            assert status.value == "refused" and "rounds to zero" in detail, (sid, status, detail)

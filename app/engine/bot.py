@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from loguru import logger
 
@@ -23,7 +23,7 @@ from app.engine.pipeline import SignalPipeline
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import ModelOutput, SignalModel
-from app.engine.types import Bar, EngineStatus, TradingMode, TradingSignal, timeframe_of
+from app.engine.types import Bar, EngineStatus, Side, TradingMode, TradingSignal, timeframe_of
 
 _INF = math.inf
 
@@ -112,22 +112,39 @@ class TradingBot:
     # --------------------------------------------------------- market input
     def on_bar_close(self, bar: Bar) -> ModelOutput | None:
         """Run the trading cycle for a bar that has just closed."""
-        if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
-            logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
-            return None
-        pipeline = self._remember(bar)
-        if self.bus.active:
-            self.bus.publish(BarEvent(bar, closed=True))
+        return self.on_bars_close((bar,))[0]
+
+    def on_bars_close(self, bars: Sequence[Bar]) -> list[ModelOutput | None]:
+        """Run one trading cycle for bars of several symbols that closed together (one bar
+        time of the watchlist): every model speaks first, then the signals go to the core
+        ranked, exits first (they free room), then entries by confidence, so the strongest
+        are sized against the position count, exposure and buying power still free.
+        Returns each bar's model output (None: invalid bar, no call, or a failed model)."""
         core = self.core
+        outs: list[ModelOutput | None] = [None] * len(bars)
+        ok: list[tuple[int, Bar, SignalPipeline]] = []
+        for k, bar in enumerate(bars):
+            if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
+                logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
+                continue
+            ok.append((k, bar, self._remember(bar)))
+            if self.bus.active:
+                self.bus.publish(BarEvent(bar, closed=True))
+        if not ok:
+            return outs
         core.before_signals()
         now = self.clock.now()
-        out = pipeline.predict(bar, now)
-        if out is not None and (self.record_quiet_signals or out.confidence >= self.settings.approval_threshold):
-            core.submit(pipeline.signal(bar, out, now, core.book.bar_delta))
-        # a backtest keeps no record of signals that could never trade
+        signals: list[TradingSignal] = []
+        for k, bar, pipeline in ok:
+            out = outs[k] = pipeline.predict(bar, now)
+            # a backtest keeps no record of signals that could never trade
+            if out is not None and (self.record_quiet_signals or out.confidence >= self.settings.approval_threshold):
+                signals.append(pipeline.signal(bar, out, now, core.book.bar_delta))
+        for sig in sorted(signals, key=lambda s: (s.side != Side.SELL, -s.confidence, s.symbol)):
+            core.submit(sig)
         core.book.publish_portfolio()
         self._publish_status()
-        return out
+        return outs
 
     def _remember(self, bar: Bar) -> SignalPipeline:
         pipeline = self.pipeline(bar.symbol)
