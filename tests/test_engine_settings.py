@@ -68,10 +68,11 @@ def test_a_bool_or_text_given_directly_is_not_a_number() -> None:
         Settings(risk_per_trade="0.02")  # type: ignore[arg-type]
 
 
-def test_numeric_strings_are_coerced_and_symbol_upper_cased() -> None:
+def test_numeric_strings_are_coerced_and_a_one_symbol_file_becomes_a_watchlist() -> None:
     s = Settings.from_dict({"risk_per_trade": "0.01", "max_positions": "3", "symbol": " aapl ",
                             "eod_flatten": "off", "unknown_key": 1})
     assert (s.risk_per_trade, s.max_positions, s.symbol, s.eod_flatten) == (0.01, 3, "AAPL", False)
+    assert s.watchlist == ("AAPL",)
     assert isinstance(s.max_positions, int)
 
 
@@ -89,8 +90,8 @@ def test_cross_field_rules() -> None:
     with pytest.raises(SettingsError) as err:
         Settings(trailing_pct=0.06, trailing_start_pct=0.05)
     assert err.value.name == "trailing_pct"
-    with pytest.raises(SettingsError, match="symbol"):
-        Settings(symbol="BRK.B")
+    with pytest.raises(SettingsError, match="watchlist"):
+        Settings(watchlist=("BRK B",))
 
 
 def test_updated_refuses_unknown_names() -> None:
@@ -139,3 +140,38 @@ def test_corrupt_file_falls_back_to_defaults_and_keeps_the_bad_file(tmp_path: Pa
     # the next save writes a good file again
     Settings().save(path)
     assert Settings.load(path) == Settings()
+
+
+def test_a_watchlist_of_one_to_ten_us_tickers() -> None:
+    s = Settings.from_dict({"watchlist": "pltr, nvda  BRK.B"})
+    assert s.watchlist == ("PLTR", "NVDA", "BRK.B") and s.symbol == "PLTR"
+    assert Settings().watchlist == ("PLTR",)  # PLTR alone by default, as before
+    assert s.updated(symbol="nvda").watchlist == ("NVDA", "PLTR", "BRK.B")  # one named goes first
+    assert s.updated(symbol="SPY").watchlist == ("SPY", "PLTR", "NVDA", "BRK.B")
+
+
+@pytest.mark.parametrize("watchlist, reason", [
+    ([], "at least one ticker"),
+    ([f"S{k}" for k in range(11)], "at most 10"),
+    (["PLTR", None], "None is not a ticker"),
+    (["ＰＬＴＲ"], "full-width or accented"),
+    (["NVDÀ"], "full-width or accented"),
+    (["PL TR"], "other than upper-case letters"),
+    (["PLTR$"], "other than upper-case letters"),
+    (["TOOLONGTICKER"], "1-10 characters"),
+    ([".B"], "start or end with '.'"),
+    (["PLTR", "pltr"], "PLTR listed twice"),
+    (42, "not a list of tickers"),
+])
+def test_a_bad_watchlist_is_refused_with_the_reason(watchlist: object, reason: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_dict({"watchlist": watchlist})
+    assert err.value.name == "watchlist" and reason in str(err.value)
+
+
+def test_a_watchlist_survives_saving_and_loading(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    s = Settings(watchlist=("PLTR", "NVDA", "SPY"))
+    s.save(path)
+    assert json.loads(path.read_text())["watchlist"] == ["PLTR", "NVDA", "SPY"]
+    assert Settings.load(path) == s

@@ -369,7 +369,8 @@ def test_the_engine_refuses_to_start_on_a_database_it_cannot_use(app_home: Path)
     ({"max_positions": True}, "max_positions"), ({"stop_loss_pct": "nan"}, "stop_loss_pct"),
     ({"stop_loss_pct": float("inf")}, "stop_loss_pct"), ({"daily_loss_limit": None}, "daily_loss_limit"),
     ({"daily_loss_limit": [0.05]}, "daily_loss_limit"), ({"mode": "yolo"}, "mode"),
-    ({"symbol": "pltr; DROP TABLE"}, "symbol"), ({"eod_flatten": "maybe"}, "eod_flatten"),
+    ({"symbol": "pltr; DROP TABLE"}, "watchlist"), ({"watchlist": ["PLTR", "ＡＭＤ"]}, "watchlist"),
+    ({"eod_flatten": "maybe"}, "eod_flatten"),
     ({"eod_flatten": 2}, "eod_flatten"), ({"demo_seed": 1e20}, "demo_seed"),
     ({"timeframe": "7m"}, "timeframe"), ({"approval_threshold": 0.9, "auto_threshold": 0.8}, "approval_threshold"),
     ({"weight_lstm": 0.9}, "weight_lstm"), ({"starting_cash": "1e400"}, "starting_cash"),
@@ -408,7 +409,7 @@ def test_headless_reports_a_bad_symbol_in_one_line(app_home: Path) -> None:
                            "--headless", "--symbol", "no way!", "--max-bars", "1"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1].startswith("error: symbol: ")
+    assert proc.stdout.strip().splitlines()[-1].startswith("error: watchlist: ")
 
 
 # ------------------------------------------------------------ the clock jumps

@@ -39,7 +39,8 @@ def _set(dlg: SettingsDialog, name: str, text: str) -> None:
     ("max_positions", "abc", "not a valid int"),
     ("daily_loss_limit", "-1", "below the minimum"),
     ("weight_lstm", "0.9", "must sum to 1"),
-    ("symbol", "pl tr!", "upper-case"),
+    ("watchlist", "PLTR, ＮＶＤＡ", "full-width"),
+    ("watchlist", "PLTR, PLTR", "listed twice"),
 ])
 def test_invalid_values_cannot_be_saved_and_say_why(dialog, name: str, text: str, reason: str) -> None:  # type: ignore[no-untyped-def]
     assert _save_button(dialog).isEnabled()

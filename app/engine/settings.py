@@ -70,7 +70,7 @@ class Settings:
     weight_rf: float = _num(0.3, 0.0, 1.0, "Random forest weight")
     weight_momentum: float = _num(0.2, 0.0, 1.0, "Momentum weight")
     # --- market
-    symbol: str = field(default="PLTR", metadata={"label": "Symbol"})
+    watchlist: tuple[str, ...] = field(default=("PLTR",), metadata={"label": "Watchlist"})
     timeframe: str = _choice("5m", tuple(TIMEFRAMES), "Bar timeframe")
     broker: str = _choice("sim", ("sim", "alpaca-paper", "alpaca-live"), "Broker")
     data_source: str = _choice("auto", ("auto", "simulated", "alpaca", "yfinance", "cache"), "Data source")
@@ -88,6 +88,8 @@ class Settings:
     backtest_retrain_bars: int = _num(0, 0, 100_000, "Backtest: retrain every N bars (0 = saved model)")
 
     def __post_init__(self) -> None:
+        if isinstance(self.watchlist, (list, str)):  # typed in code as a list or "A, B": kept as a tuple
+            object.__setattr__(self, "watchlist", _tickers(self.watchlist))
         for f in fields(self):
             _check_field(f.name, getattr(self, f.name), f.metadata, f.type)
         if self.approval_threshold > self.auto_threshold:
@@ -105,8 +107,13 @@ class Settings:
         if 0 < self.backtest_retrain_bars < MIN_RETRAIN_BARS:
             raise SettingsError("backtest_retrain_bars", f"must be 0 (the saved model) or at least "
                                 f"{MIN_RETRAIN_BARS} bars")
-        if not self.symbol.isalnum() or not self.symbol.isupper() or len(self.symbol) > 6:
-            raise SettingsError("symbol", "must be 1-6 upper-case letters or digits")
+        _check_watchlist(self.watchlist)
+
+    @property
+    def symbol(self) -> str:
+        """The watchlist's first symbol: the one the desk opens on, and the default of the
+        tools that take one symbol (train, import, backtest)."""
+        return self.watchlist[0]
 
     def ensemble_weights(self) -> dict[str, float]:
         """The ensemble's weight per component, by the component's name."""
@@ -121,6 +128,8 @@ class Settings:
         """Build from a dict, coercing numeric strings; unknown keys are ignored."""
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
+        if "symbol" in data and "watchlist" not in data:  # a settings file from the one-symbol app
+            data = {**data, "watchlist": [data["symbol"]]}
         for name, raw in data.items():
             if name in known:
                 values[name] = _coerce(name, raw, known[name].type)
@@ -130,6 +139,9 @@ class Settings:
         """A validated copy with ``changes`` applied (raises SettingsError)."""
         known = {f.name: f for f in fields(self)}
         coerced = {}
+        if "symbol" in changes:  # one symbol named: it goes first, the rest of the watchlist stays
+            first = _coerce("watchlist", [changes.pop("symbol")], "tuple[str, ...]")[0]
+            changes.setdefault("watchlist", (first, *(s for s in self.watchlist if s != first)))
         for k, v in changes.items():
             if k not in known:
                 raise SettingsError(k, "is not a setting")
@@ -203,7 +215,49 @@ def _coerce(name: str, raw: Any, type_name: Any) -> Any:
             return float(raw)
     except (TypeError, ValueError):
         raise SettingsError(name, f"{raw!r} is not a valid {kind}") from None
-    return str(raw).strip().upper() if name == "symbol" else raw
+    if name == "watchlist":
+        return _tickers(raw)
+    return raw
+
+
+MAX_WATCHLIST = 10
+_TICKER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.")
+
+
+def _tickers(raw: Any) -> tuple[str, ...]:
+    """A watchlist as typed or stored: "PLTR, nvda spy" or a list; upper-cased, stripped."""
+    items = raw.replace(",", " ").split() if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)):
+        raise SettingsError("watchlist", f"{raw!r} is not a list of tickers")
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise SettingsError("watchlist", f"{item!r} is not a ticker (write it as text, e.g. PLTR)")
+        out.append(item.strip().upper())
+    return tuple(out)
+
+
+def _check_watchlist(value: Any) -> None:
+    """1-10 US tickers: ASCII letters, digits and '.', 1-10 characters each, no repeats."""
+    if not isinstance(value, tuple) or not value:
+        raise SettingsError("watchlist", "name at least one ticker (e.g. PLTR)")
+    if len(value) > MAX_WATCHLIST:
+        raise SettingsError("watchlist", f"{len(value)} tickers; at most {MAX_WATCHLIST}")
+    for ticker in value:
+        if not isinstance(ticker, str) or not 1 <= len(ticker) <= 10:
+            raise SettingsError("watchlist", f"{ticker!r} is not a ticker of 1-10 characters")
+        bad = sorted({c for c in ticker if c not in _TICKER_CHARS})
+        if bad:
+            wide = any(not c.isascii() for c in bad)
+            why = ("full-width or accented characters" if wide else "characters other than upper-case "
+                   "letters, digits and '.'")
+            raise SettingsError("watchlist", f"{ticker!r} has {why} ({''.join(bad)!r}): a US ticker is "
+                                "ASCII letters, digits and '.' (e.g. BRK.B)")
+        if ticker[0] == "." or ticker[-1] == ".":
+            raise SettingsError("watchlist", f"{ticker!r} cannot start or end with '.'")
+    if len(set(value)) != len(value):
+        twice = sorted({t for t in value if value.count(t) > 1})
+        raise SettingsError("watchlist", f"{', '.join(twice)} listed twice")
 
 
 def _check_field(name: str, value: Any, meta: Any, type_name: Any) -> None:

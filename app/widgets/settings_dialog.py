@@ -39,7 +39,7 @@ GROUPS = {
              "take_profit_pct", "stop_check_seconds", "max_round_trips", "no_entry_minutes_before_close",
              "flatten_minutes_before_close", "eod_flatten", "fractional", "max_price_move_pct"),
     "Signals": ("mode", "auto_threshold", "approval_threshold", "weight_lstm", "weight_rf", "weight_momentum"),
-    "Market and broker": ("symbol", "timeframe", "broker", "data_source"),
+    "Market and broker": ("watchlist", "timeframe", "broker", "data_source"),
     "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "sim_fill_participation",
                                "sim_cancel_delay_s", "demo_speed",
                                "demo_seed", "theme", "backtest_retrain_bars"),
@@ -133,7 +133,8 @@ class SettingsDialog(QDialog):
             editor.setCurrentText(str(value))
             editor.currentTextChanged.connect(self.validate)
         else:
-            editor = QLineEdit(f"{value:g}" if isinstance(value, float) else str(value))
+            text = ", ".join(value) if isinstance(value, tuple) else str(value)  # a watchlist: "PLTR, NVDA"
+            editor = QLineEdit(f"{value:g}" if isinstance(value, float) else text)
             editor.textChanged.connect(self.validate)
         editor.setObjectName(f"setting_{name}")
         if "min" in meta:
