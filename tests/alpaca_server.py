@@ -29,7 +29,16 @@ import pytest
 from alpaca_faults import EVERY_FAULT, Fault, FaultPolicy, random_faults
 from alpaca_http import Handler, Reply
 from alpaca_http import err as _err
-from alpaca_shapes import account, latest_trades, new_order, position, reaches
+from alpaca_shapes import (
+    OPEN_STATUSES,
+    account,
+    held_for_sells,
+    latest_trades,
+    new_order,
+    position,
+    reaches,
+    wash_trade,
+)
 from alpaca_shapes import num as _s
 from alpaca_shapes import ts as _ts
 from alpaca_stream import StreamServer
@@ -40,7 +49,6 @@ __all__ = ["EVERY_FAULT", "AlpacaServer", "Fault", "FaultPolicy", "alpaca_server
 
 KEY_ID = "PKLOOPBACK7Q2W9E4R6T"
 SECRET_KEY = "lb-secret-3f9a1c7e5d2b8a6c4e0f1a3b"
-OPEN_STATUSES = frozenset({"new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel"})
 
 
 class AlpacaServer:
@@ -53,6 +61,10 @@ class AlpacaServer:
         self.cash = cash
         self.last_equity = cash
         self.auto_fill = auto_fill  # fill market orders on arrival when the symbol has a price
+        # Outside regular hours nothing trades (no extended hours here): orders are accepted and
+        # wait for the open, market orders included ("queued until market open", docs: Orders >
+        # Order Lifecycle / Market Hours); a trade print then fills nothing.
+        self.market_open = True
         self.legacy_pdt_fields = legacy_pdt_fields  # the account as it looked before July 2026
         self.hang_s = hang_s
         self.shorting_enabled = False  # a margin account that may sell short (multiplier 4)
@@ -156,9 +168,11 @@ class AlpacaServer:
         (``partially_filled``, as Alpaca reports an order the market only partly took)."""
         filled = 0
         with self.lock:
+            if not self.market_open:
+                return 0
             for o in list(self.orders.values()):
-                if o["status"] not in OPEN_STATUSES or o["status"] == "pending_cancel" \
-                        or (symbol and o["symbol"] != symbol):
+                # a pending cancel can still fill: Alpaca cancels only what has not executed
+                if o["status"] not in OPEN_STATUSES or (symbol and o["symbol"] != symbol):
                     continue
                 self.prices[o["symbol"]] = price
                 if not reaches(o, price):
@@ -166,6 +180,16 @@ class AlpacaServer:
                 self._fill(o, price, qty)
                 filled += 1
         return filled
+
+    def open_market(self, is_open: bool = True) -> None:
+        """The session opens (or, with False, the market closes): queued orders start working."""
+        with self.lock:
+            self.market_open = is_open
+            if is_open:
+                for o in self.orders.values():
+                    if o["status"] == "accepted":
+                        o.update(status="new")
+                        self._emit("new", o)
 
     def place_foreign(self, symbol: str, side: str, qty: float, type_: str = "limit",
                       limit_price: float | None = None, stop_price: float | None = None) -> str:
@@ -209,26 +233,10 @@ class AlpacaServer:
         done = float(o["filled_qty"])
         avg = (float(o["filled_avg_price"] or 0.0) * done + price * qty) / (done + qty)
         complete = qty >= left - 1e-9
-        o.update(status="filled" if complete else "partially_filled", filled_qty=_s(done + qty),
+        partly = "pending_cancel" if o["status"] == "pending_cancel" else "partially_filled"  # still being cut
+        o.update(status="filled" if complete else partly, filled_qty=_s(done + qty),
                  filled_avg_price=_s(avg), filled_at=now if complete else o["filled_at"], updated_at=now)
         self._emit("fill" if complete else "partial_fill", o, price, qty)
-
-    def _held_for_sells(self, symbol: str) -> float:
-        """Shares open sell orders reserve: Alpaca refuses a sell beyond the rest."""
-        return sum(float(o["qty"]) - float(o["filled_qty"]) for o in self.orders.values()
-                   if o["symbol"] == symbol and o["side"] == "sell" and o["status"] in OPEN_STATUSES)
-
-    def _wash_trade(self, body: dict[str, Any]) -> bool:
-        """Alpaca's wash-trade protection (docs: Trading > User Protection > Preventing Wash
-        Trades): an order that could execute against the account's own open order on the
-        other side is refused with 403 / code 40310000. Modelled: a market order against
-        any open opposite order, and any order against an open opposite market order."""
-        opposite = "sell" if body["side"] == "buy" else "buy"
-        for o in self.orders.values():
-            if o["symbol"] == body["symbol"] and o["side"] == opposite and o["status"] in OPEN_STATUSES \
-                    and o["status"] != "pending_cancel" and (body["type"] == "market" or o["type"] == "market"):
-                return True
-        return False
 
     def _equity(self) -> float:
         return self.cash + sum(p["qty"] * self.prices.get(s, p["avg"]) for s, p in self.positions.items())
@@ -283,7 +291,7 @@ class AlpacaServer:
             return _err(422, "this test server takes market, stop and limit buy/sell orders only")
         if body["type"] == "limit" and body.get("limit_price") is None:
             return _err(422, "limit_price is required for limit orders")
-        if self._wash_trade(body):
+        if wash_trade(self.orders, body):
             return 403, {"code": 40310000, "message": "potential wash trade detected. use complex orders"}
         qty = float(body.get("qty") or 0)
         if qty <= 0:
@@ -302,7 +310,7 @@ class AlpacaServer:
             if price is not None and qty * price > max(self.cash, 0.0) + 1e-9:
                 return _err(403, "insufficient buying power")
         if body["side"] == "sell" and not self.shorting_enabled:
-            available = self.positions.get(symbol, {"qty": 0.0})["qty"] - self._held_for_sells(symbol)
+            available = self.positions.get(symbol, {"qty": 0.0})["qty"] - held_for_sells(self.orders, symbol)
             if qty > available + 1e-9:
                 return _err(403, f"insufficient qty available for order (requested: {_s(qty)}, "
                                  f"available: {_s(max(available, 0.0))})")
@@ -314,7 +322,7 @@ class AlpacaServer:
         self.created_per_coid[order["client_order_id"]] += 1
         self._emit("new", order)
         price = self.prices.get(order["symbol"])
-        if self.auto_fill and order["type"] == "market" and price is not None:
+        if self.auto_fill and self.market_open and order["type"] == "market" and price is not None:
             self._fill(order, price)
         return order
 
@@ -363,7 +371,8 @@ class AlpacaServer:
             self._settle_in[o["id"]] = left - 1
         elif left is not None:
             del self._settle_in[o["id"]]
-            self._mark_canceled(o)
+            if o["status"] == "pending_cancel":  # it may have filled meanwhile: then it stays filled
+                self._mark_canceled(o)
         return o
 
     def _close_position(self, symbol: str) -> Reply:

@@ -21,6 +21,9 @@ def num(x: float) -> str:
     return repr(round(x, 9)) if x != int(x) else str(int(x))
 
 
+OPEN_STATUSES = frozenset({"new", "accepted", "pending_new", "partially_filled", "held", "pending_cancel"})
+
+
 def new_order(body: dict[str, Any]) -> dict[str, Any]:
     """A new order as Alpaca answers it (status accepted)."""
     now = ts(datetime.now(UTC))
@@ -70,7 +73,7 @@ def position(server: AlpacaServer, symbol: str) -> dict[str, Any]:
               "unrealized_pl": num(value - cost), "unrealized_plpc": num(plpc),
               "unrealized_intraday_pl": "0", "unrealized_intraday_plpc": "0",
               "current_price": num(price), "lastday_price": num(price), "change_today": "0"}
-    held = server._held_for_sells(symbol)
+    held = held_for_sells(server.orders, symbol)
     return {"asset_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, symbol)), "symbol": symbol,
             "exchange": "NASDAQ", "asset_class": "us_equity", "qty": num(p["qty"]),
             "side": "long" if p["qty"] > 0 else "short", "qty_available": num(p["qty"] - held),
@@ -95,3 +98,22 @@ def reaches(o: dict[str, Any], price: float) -> bool:
         limit = float(o["limit_price"])
         return price >= limit if o["side"] == "sell" else price <= limit
     return True
+
+
+def held_for_sells(orders: dict[str, dict[str, Any]], symbol: str) -> float:
+    """Shares open sell orders reserve: Alpaca refuses a sell beyond the rest."""
+    return sum(float(o["qty"]) - float(o["filled_qty"]) for o in orders.values()
+               if o["symbol"] == symbol and o["side"] == "sell" and o["status"] in OPEN_STATUSES)
+
+
+def wash_trade(orders: dict[str, dict[str, Any]], body: dict[str, Any]) -> bool:
+    """Alpaca's wash-trade protection (docs: Trading > User Protection > Preventing Wash
+    Trades): an order that could execute against the account's own open order on the
+    other side is refused with 403 / code 40310000. Modelled: a market order against
+    any open opposite order, and any order against an open opposite market order."""
+    opposite = "sell" if body["side"] == "buy" else "buy"
+    for o in orders.values():
+        if o["symbol"] == body["symbol"] and o["side"] == opposite and o["status"] in OPEN_STATUSES \
+                and o["status"] != "pending_cancel" and (body["type"] == "market" or o["type"] == "market"):
+            return True
+    return False

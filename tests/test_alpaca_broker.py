@@ -235,6 +235,28 @@ def test_an_order_never_moves_back_a_stage() -> None:
     assert OrderStatus("submitted") is OrderStatus.ACCEPTED  # a record written before the states were split
 
 
+def test_a_market_order_outside_hours_waits_for_the_open_as_alpaca_queues_it(
+        alpaca_server: AlpacaServer, broker: AlpacaBroker) -> None:
+    alpaca_server.open_market(False)
+    alpaca_server.set_price("AAPL", 100.0)
+    assert broker.submit(order("night-1")).status == OrderStatus.ACCEPTED
+    assert alpaca_server.fill_open_orders(100.0, "AAPL") == 0  # nothing trades before the open
+    alpaca_server.open_market()
+    assert broker.get_order("night-1").status == OrderStatus.NEW
+    alpaca_server.fill_open_orders(101.0, "AAPL")
+    assert broker.get_order("night-1").status == OrderStatus.FILLED
+
+
+def test_an_order_being_cancelled_can_still_fill(alpaca_server: AlpacaServer, clock: SimClock) -> None:
+    broker = AlpacaBroker(alpaca_server.api_keys(), clock, url_override=alpaca_server.url, cancel_wait_s=0.0)
+    alpaca_server.cancel_settles_after = 5
+    broker.submit(order("slow-1", qty=10))
+    broker.cancel("slow-1")  # returns while Alpaca still has it pending_cancel
+    alpaca_server.fill_open_orders(100.0, "AAPL", qty=4)
+    seen = broker.get_order("slow-1")
+    assert (seen.status, seen.filled_qty) == (OrderStatus.PENDING_CANCEL, 4)
+
+
 # ------------------------------------------------------------- errors
 @pytest.mark.parametrize("fault", [Fault.http(500), Fault.http(503), Fault.http(504),
                                    Fault.rate_limited("7"), Fault.hang(), Fault.reset()],

@@ -82,19 +82,14 @@ def test_a_fill_pushed_by_the_stream_is_booked_and_protected_without_a_poll(
     assert desk.records.get_order(entry["client_order_id"]).filled_qty == float(entry["qty"])
 
 
-def test_while_the_stream_flows_resting_stops_are_not_polled_on_every_check(
+def test_a_stop_fill_pushed_between_checks_is_booked_as_a_trade_at_once(
         alpaca_server: AlpacaServer, streaming_desk: MakeDesk) -> None:
     alpaca_server.auto_fill = True
     desk, pushed = streaming_desk(alpaca_server)
     desk.close_bar(20.0, p_up=0.95)
-    desk.check()  # the stop goes out; this check polls
+    desk.check()
     alpaca_server.auto_fill = False
     assert desk.stop_cover() == desk.held() > 0
-    reads = order_reads(alpaca_server)
-    for _ in range(2):  # 40 s after the last poll, below the fallback poll's minute
-        desk.check(seconds=10)
-    assert order_reads(alpaca_server) == reads
-
     seen = pushed.count
     desk.server.set_price(SYMBOL, 19.0)
     alpaca_server.fill_open_orders(19.0, SYMBOL)  # the broker's stop sells

@@ -15,6 +15,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from app.engine.bot import TradingBot
+from app.engine.broker.base import BrokerError
 from app.engine.broker.simulated import SimulatedBroker
 from app.engine.clock import MarketCalendar, SimClock
 from app.engine.events import EventBus, PredictionEvent
@@ -201,3 +202,27 @@ def test_signals_of_one_bar_close_are_ranked_then_sized_against_every_limit(
         if sig.symbol not in entered and models[sig.symbol].p_up > weakest_in:
             # a stronger signal left out only because what room was left could not hold one share
             assert status.value == "refused" and "rounds to zero" in detail, (sid, status, detail)
+
+
+class OneSickSymbol(SimulatedBroker):
+    """Reads of one symbol's orders fail (a per-order fault at the broker); the rest answer."""
+
+    sick = ""
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        if self.sick and client_order_id.startswith(f"ait-{self.sick}-"):
+            raise BrokerError("Alpaca unavailable (503)", transient=True)
+        return super().get_order(client_order_id)
+
+
+def test_one_order_whose_reads_fail_does_not_starve_the_others() -> None:
+    desk = Desk("auto", sim=OneSickSymbol, max_exposure_pct=1.0)
+    sim = desk.sim
+    assert isinstance(sim, OneSickSymbol)
+    desk.close_bar(500.0, p_up=0.95, symbol="SPY")  # SPY's entry waits at the broker
+    sim.sick = "SPY"  # from now on every read of it fails
+    desk.close_bar(20.0, p_up=0.95)  # PLTR's entry, polled after SPY's
+    desk.tick(20.0)  # PLTR's entry fills
+    assert desk.position is not None and desk.position.qty > 0, "PLTR's fill was never read"
+    assert [o.qty for o in desk.broker_orders(Side.SELL, OrderType.STOP) if o.symbol == "PLTR"] == [desk.position.qty]
+    assert desk.bot.core.connected  # the broker answers: one order's fault is not an outage

@@ -66,13 +66,15 @@ def test_daily_bars_never_send_an_order_while_the_market_is_closed(alpaca_server
     """#6: a daily bar closes at night; its entry waits for the open, is checked again
     then, and its stop is placed as soon as it fills, not the next night."""
     night = utc(2025, 3, 5, 5, 0)  # 00:00 in New York
+    alpaca_server.open_market(False)  # Alpaca would queue a market order now, and fill it at the open
     desk = AlpacaDesk(alpaca_server, start=night, timeframe="1d")
     desk.close_bar(50.0, p_up=0.95, start=utc(2025, 3, 4, 5, 0))
-    assert desk.orders("buy") == [], "no market order at midnight"
+    assert desk.orders("buy", open_only=False) == [], "no market order at midnight, not even a queued one"
     assert "at the open" in desk.signal_details()[-1][1]
     desk.clock.set(utc(2025, 3, 5, 14, 29))
     desk.check()
-    assert desk.orders("buy") == [], "not before 09:30"
+    assert desk.orders("buy", open_only=False) == [], "not before 09:30"
+    alpaca_server.open_market()
     alpaca_server.auto_fill = True
     desk.check(seconds=60)  # 09:30:30
     assert desk.held() > 0 and desk.stop_cover() == desk.held(), "bought at the open, stop in place at once"

@@ -24,7 +24,7 @@ from app.engine.events import EventBus, OrderEvent, PortfolioEvent
 from app.engine.orders import OrderRouter
 from app.engine.records import Recorder
 from app.engine.settings import Settings
-from app.engine.types import Account, DayState, Order, OrderType, Position, Side, timeframe_of
+from app.engine.types import Account, DayState, Order, OrderStatus, OrderType, Position, Side, timeframe_of
 
 EXITS_DUE_KEY = "exits.due"  # symbol -> why, for exits still to send
 
@@ -97,7 +97,8 @@ class Book:
     def broker_stop_covers(self, p: Position) -> bool:
         """A working broker stop covers every share at (or above) the position's stop."""
         return self.broker.supports_stop_orders and any(
-            abs(o.qty - o.filled_qty - p.qty) <= 1e-9 and (o.stop_price or 0.0) >= (p.stop_price or 0.0) - 0.01
+            o.status != OrderStatus.INTENT  # acknowledged by the broker, not only recorded
+            and abs(o.qty - o.filled_qty - p.qty) <= 1e-9 and (o.stop_price or 0.0) >= (p.stop_price or 0.0) - 0.01
             for o in self.sells(p.symbol, OrderType.STOP))
 
     def working_entries(self, excluding: str = "") -> dict[str, float]:

@@ -69,7 +69,7 @@ class ExecutionCore:
         self.book.roll_day()
         if self._reconcile_pending:
             self._reconcile()
-        self.fills.sync(periodic=True)
+        self.fills.sync()
         self.entries.expire_pending()
         self._protect()
 
@@ -82,7 +82,7 @@ class ExecutionCore:
         was_connected = self.router.connected
         if self._reconcile_pending:
             self._reconcile()
-        self.fills.sync(periodic=True)
+        self.fills.sync()
         if not was_connected and self.router.connected and not self._reconcile_pending:
             self._reconcile()  # back after an outage: what happened meanwhile is found and fixed
         for q in self.router.retry_queued():

@@ -27,6 +27,8 @@ class Exits:
         self.book = book
         self.fills = fills
         fills.on_position_changed = self.keep_protected
+        self._rechecked = False  # true_up is asking the broker about the symbol's sells again
+        self._refused: dict[str, str] = {}  # symbol -> the exit refusal last told to the user
 
     # ------------------------------------------------------------ checks
     def protect_positions(self) -> None:
@@ -112,7 +114,13 @@ class Exits:
         if placed.status == OrderStatus.REJECTED:
             book.set_due(symbol, None)
             self.keep_protected(symbol)  # refused for good: the shares get their stop back at once
+            said = f"{symbol}: the broker refused the exit ({reason}): {placed.reason}"
+            if self._refused.get(symbol) != said:  # once, not on every check that tries again
+                self._refused[symbol] = said
+                book.bus.publish(AlertEvent("error", f"{said}. The shares keep their stop; an open order "
+                                                     "of yours on the other side (a wash trade) is the usual cause"))
             return f"{symbol}: sell {decision.qty:g} ({reason}) rejected: {placed.reason}"
+        self._refused.pop(symbol, None)
         return f"{symbol}: sell {decision.qty:g} ({reason}) {placed.status.label}"
 
     def revalidate_exit(self, order: Order) -> Order | None:
@@ -130,7 +138,10 @@ class Exits:
         if book.plain or not book.broker.supports_stop_orders:
             return
         p = self.true_up(symbol)
-        stops = book.sells(symbol, OrderType.STOP)
+        # a stop recorded but never confirmed sent (its sending failed unseen) is no stop: it
+        # must not make the real one look like an extra; the next poll drops it
+        stops = [o for o in book.sells(symbol, OrderType.STOP)
+                 if o.status != OrderStatus.INTENT or o.client_order_id in book.router.queue]
         if p is None or p.qty <= 0:
             for stop in stops:
                 book.cancel(stop.client_order_id)
@@ -138,14 +149,16 @@ class Exits:
             return
         if p.stop_price is None or book.exit_working(symbol) or symbol in book.exits_due:
             return
-        entries = [o for o in book.records.open_orders() if o.symbol == symbol and o.side == Side.BUY]
-        if entries:  # a partly filled entry blocks its own stop (Alpaca refuses it as a wash trade):
-            for entry in entries:  # what filled is a position now; the rest of the entry is cut
+        if self._entry_working(symbol):  # a partly filled entry blocks its own stop (a wash trade to
+            for entry in self._entries(symbol):  # Alpaca): what filled is a position, the rest is cut
                 book.cancel(entry.client_order_id)
-            self.fills.sync()  # books what filled up to the cut, and protects it
-            if not any(o.symbol == symbol and o.side == Side.BUY for o in book.records.open_orders()):
-                self.keep_protected(symbol)
-            return  # a cut still pending: the next check protects
+            self.fills.sync(symbol)  # books what filled up to the cut
+            if self._entry_working(symbol):
+                return  # the cut could not be asked for (the broker is down): the next check again
+            # cut, or being cut (pending_cancel: no longer in the market's way): the stop goes now,
+            # sized on what the fills booked meanwhile (and any stop they placed already)
+            self.keep_protected(symbol)
+            return
         for extra in stops[:-1]:  # older ones (a replaced stop not yet confirmed ended): the newest works
             book.cancel(extra.client_order_id)
         current = stops[-1] if stops else None
@@ -163,6 +176,13 @@ class Exits:
                 if book.bus.active:
                     book.bus.publish(OrderEvent(moved))
 
+    def _entries(self, symbol: str) -> list[Order]:
+        return [o for o in self.book.records.open_orders() if o.symbol == symbol and o.side == Side.BUY]
+
+    def _entry_working(self, symbol: str) -> bool:
+        """An entry still in the market (not being cancelled) for ``symbol``."""
+        return any(o.status != OrderStatus.PENDING_CANCEL for o in self._entries(symbol))
+
     def true_up(self, symbol: str) -> Position | None:
         """The app's position, no larger than what the broker holds. Shares gone while none of
         the app's sells worked (the user sold them, or cancelled the stop and sold) are gone:
@@ -177,6 +197,17 @@ class Exits:
         held = (there.qty if there is not None else 0.0) if known else p.qty
         if held >= p.qty - 1e-9:
             return p
+        if any(o.status == OrderStatus.INTENT or o.client_order_id in book.router.queue for o in book.sells(symbol)):
+            return p  # an own sell whose sending is not confirmed (an answer lost) may be what sold them
+        if book.sells(symbol) and not self._rechecked:
+            # the app's own sell may have filled since the poll (a stop executing now): its fill
+            # is booked first, as a trade, before any share is taken for sold elsewhere
+            self._rechecked = True
+            try:
+                self.fills.sync(symbol)
+                return self.true_up(symbol)  # once: what is still missing was sold elsewhere
+            finally:
+                self._rechecked = False
         logger.warning("{}: the broker holds {:g} of the app's {:g} shares; the rest were sold outside the app",
                        symbol, max(held, 0.0), p.qty)
         if held <= 1e-9:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from loguru import logger
 
@@ -23,7 +23,6 @@ from app.engine.orders import crash_point
 from app.engine.types import Order, OrderStatus, Position, Side, Trade
 
 _trades_log = logger.bind(trade=True)  # what lands in trades.log
-POLL_WHILE_STREAMING = timedelta(seconds=60)  # the fallback poll's period while updates are pushed
 
 
 class Fills:
@@ -31,8 +30,7 @@ class Fills:
         self.book = book
         # what follows a change of a position (the exits give it its stop); set by the core
         self.on_position_changed: Callable[[str], None] = lambda symbol: None
-        self._polled_generation = 0  # the stream's connection at the last full poll
-        self._polled_at: datetime | None = None
+        self._failing: set[str] = set()  # orders whose last read failed: read last
 
     def apply_updates(self) -> int:
         """Follow the order reports the broker pushed (Alpaca's trade updates) since the last
@@ -47,35 +45,38 @@ class Fills:
             applied += 1
         return applied
 
-    def sync(self, periodic: bool = False) -> None:
-        """Apply pushed updates, then ask the broker about every open order; act on fills and
-        ends. ``book_current`` says whether every one of them was read without a failure this
-        time (the app's book of its own fills is then up to date, and can be held against the
-        broker's count).
+    def sync(self, symbol: str | None = None) -> None:
+        """Apply pushed updates, then ask the broker about every open order (or ``symbol``'s);
+        act on fills and ends. Polling runs on every check even while updates are pushed: a
+        connected stream can stall without a word, and a stop that ended unseen is a position
+        unprotected. ``book_current`` says whether every open order was read without a failure
+        this time (the app's book of its own fills is then up to date, and can be held
+        against the broker's count).
 
-        A ``periodic`` check skips the poll while pushed updates flow on one connection and
-        nothing waits on a fill: no entry working, and the last poll less than
-        :data:`POLL_WHILE_STREAMING` seconds ago. An entry's fill must be protected within
-        one stop check, so it is never left to the stream alone."""
+        One order whose read fails does not starve the others: it is read last next time, and
+        the poll gives up only when two reads in a row fail (the broker is down)."""
         book, rec = self.book, self.book.records
         self.apply_updates()
-        if periodic and self._may_skip_poll():
-            book.book_current = False  # not polled: an own sell may have filled unseen
-            return
-        book.book_current = False
-        if not rec.has_open_orders:
-            book.book_current = True
-            self._polled()
-            return
-        for o in rec.open_orders():
+        if symbol is None:
+            book.book_current = False
+        orders = [o for o in rec.open_orders() if symbol is None or o.symbol == symbol]
+        orders.sort(key=lambda o: o.client_order_id in self._failing)
+        failed = misses = answered = 0
+        for o in orders:
             if o.client_order_id in book.router.queue:
                 continue
             try:
                 b = book.broker.get_order(o.client_order_id)
             except BrokerError as exc:
-                book.router.connected = False
+                self._failing.add(o.client_order_id)
                 logger.warning("Cannot poll order {}: {}", o.client_order_id, exc)
-                return
+                failed, misses = failed + 1, misses + 1
+                if misses >= 2:
+                    book.router.connected = False
+                    return
+                continue
+            misses, answered = 0, answered + 1
+            self._failing.discard(o.client_order_id)
             book.router.connected = True  # the broker answered
             if b is None and o.status == OrderStatus.INTENT:  # an intent whose sending failed unseen
                 dropped = replace(o, status=OrderStatus.CANCELED, reason=f"{o.reason}; never reached the broker")
@@ -83,26 +84,19 @@ class Fills:
                 continue
             if b is not None:
                 self.follow(o, b)
-        book.book_current = True
-        self._polled()
-
-    def _may_skip_poll(self) -> bool:
-        book, generation = self.book, self.book.broker.streaming
-        if not generation or generation != self._polled_generation or self._polled_at is None:
-            return False  # no stream, or a new connection: what was sent meanwhile is lost
-        if book.clock.now() - self._polled_at >= POLL_WHILE_STREAMING:
-            return False
-        return not any(o.side == Side.BUY for o in book.records.open_orders())
-
-    def _polled(self) -> None:
-        self._polled_generation = self.book.broker.streaming
-        self._polled_at = self.book.clock.now()
+        if failed and not answered:
+            book.router.connected = False  # not one read answered: the broker is unreachable
+        if symbol is None:
+            book.book_current = failed == 0
 
     def follow(self, o: Order, seen: Order) -> Order:
         """Move the recorded order ``o`` to what the broker says of it (``seen``): book the shares
         filled since, record it, tell the GUI. A report older than the record (a lower stage or
         fewer shares filled: polls and stream messages can cross), or any report of an order
         that has ended, changes nothing."""
+        # the record as it is now: ``o`` may be from a list read before a nested poll (a fill's
+        # stop check asks again) moved the order on, and its shares must not be booked twice
+        o = self.book.records.get_order(o.client_order_id) or o
         if seen.status == o.status and seen.filled_qty == o.filled_qty:
             return o
         if not o.status.is_open or seen.status.stage < o.status.stage or seen.filled_qty < o.filled_qty - 1e-9:
@@ -139,19 +133,19 @@ class Fills:
         return order
 
     def book_fill(self, o: Order, before_qty: float = 0.0, before_avg: float | None = None) -> None:
-        """Book the shares of ``o`` filled since ``before_qty``. The broker's position is the
-        truth for what is held; when it cannot be read, the local book is moved by the fill,
-        never deleted."""
+        """Book the shares of ``o`` filled since ``before_qty``: a buy adds to the position (no
+        more than the broker holds: the user's own shares are not the app's), a sell takes
+        its shares off the app's count and records the trade."""
         qty = o.filled_qty - before_qty
         if qty <= 1e-9:
             return
         book = self.book
         total_avg = float(o.filled_avg_price or 0.0)
         price = (total_avg * o.filled_qty - float(before_avg or 0.0) * before_qty) / qty if before_qty else total_avg
-        known, held = book.broker_holding(o.symbol)
         local = book.position(o.symbol)
         when = o.filled_at or book.clock.now()
         if o.side == Side.BUY:
+            known, held = book.broker_holding(o.symbol)
             self._book_buy(o.symbol, qty, price, when, local, held if known else None)
             return
         if local is None:
@@ -163,9 +157,10 @@ class Fills:
         if book.bus.active:
             book.bus.publish(TradeEvent(trade))
         _trades_log.info("SELL {} {} @ {:.2f} ({}) P&L {:+.2f}", trade.qty, o.symbol, price, reason, trade.pnl)
-        left = local.qty - qty  # the app's own shares; the broker's count caps it (sold elsewhere too)
-        if known:
-            left = min(left, held.qty if held is not None else 0.0)
+        # The app's own count, not capped by the broker's: the broker's position may already
+        # show fills of this order not booked yet (two partial fills seen in one check), and
+        # would take them off twice. Shares sold outside the app are found by Exits.true_up.
+        left = local.qty - qty
         if left > 1e-9:  # the caller, once the order is recorded, has the rest protected
             book.records.position(replace(local, qty=left))
             return

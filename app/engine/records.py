@@ -173,9 +173,12 @@ class SqlRecorder(Recorder):
                 self._trades.save(_trade_from_json(item["data"]))
             done += 1
         self.backup_path.unlink()
+        # what is open is what the database now says: an order kept only in the backup (a stop
+        # placed while the disk was full) is the app's, and must be seen as working
+        self._open = {o.client_order_id: o for o in self._orders.open_orders()}
+        self.orders.update(self._open)
         logger.warning("Replayed {} records from {} into the database", done, self.backup_path)
         return done
-
 
 
 def _order_json(o: Order) -> dict[str, Any]:

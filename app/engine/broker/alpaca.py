@@ -233,10 +233,6 @@ class AlpacaBroker(Broker):
     def trade_updates(self) -> list[Order]:
         return self._stream.drain() if self._stream is not None else []
 
-    @property
-    def streaming(self) -> int:
-        return self._stream.generation if self._stream is not None else 0
-
     def on_trade_update(self, hook: Callable[[], None]) -> None:
         if self._stream is not None:
             self._stream.on_update = hook

@@ -8,9 +8,10 @@ thread of its own and reconnects by itself; each update is put, as an engine
 engine state is touched from the stream's thread.
 
 What the stream cannot promise, the engine does not assume: updates sent while
-the connection was down are lost, so each (re)connection gets a new number
-(:attr:`TradeUpdates.generation`) and the engine polls every open order when it
-changes; while no connection is up it polls as it always has.
+the connection was down are lost, and a connected stream can stall without a
+word (alpaca-py logs and carries on when a message fails), so the engine still
+polls every open order on every stop check. The stream makes a fill known at
+once instead of at the next check; the poll keeps it true.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class TradeUpdates:
         self._queue: queue.SimpleQueue[Order] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._up = False
-        self._generation = 0
         self._thread: threading.Thread | None = None
         # told (on the stream's thread) that an update came: a desk wakes its engine with it
         self.on_update: Callable[[], None] | None = None
@@ -72,12 +72,6 @@ class TradeUpdates:
                 logger.debug("Trade-updates stream did not stop cleanly: {}", exc)
         self._state(False)
 
-    @property
-    def generation(self) -> int:
-        """0 while no connection is up; else a number that changes at each (re)connection."""
-        with self._lock:
-            return self._generation if self._up else 0
-
     def drain(self) -> list[Order]:
         """The updates received since the last call, oldest first."""
         out: list[Order] = []
@@ -90,10 +84,9 @@ class TradeUpdates:
     def _state(self, up: bool) -> None:
         with self._lock:
             if up and not self._up:
-                self._generation += 1
                 logger.info("Trade-updates stream connected")
             elif self._up and not up:
-                logger.warning("Trade-updates stream disconnected; orders are polled until it is back")
+                logger.warning("Trade-updates stream disconnected; fills are known at each stop check until it is back")
             self._up = up
 
     async def _received(self, update: TradeUpdate) -> None:
@@ -101,8 +94,6 @@ class TradeUpdates:
             order = to_order(update.order)
         except Exception as exc:  # noqa: BLE001 - one unreadable update: the next poll has the truth
             logger.warning("Unreadable trade update ({}): {}", getattr(update, "event", "?"), exc)
-            with self._lock:
-                self._generation += 1  # an update missed: the engine polls every open order
             return
         self._queue.put(order)
         hook = self.on_update

@@ -69,12 +69,6 @@ class Broker(abc.ABC):
         oldest first; [] where it pushes none, and the engine polls."""
         return []
 
-    @property
-    def streaming(self) -> int:
-        """0 unless pushed updates are flowing; else a number that changes at each
-        (re)connection: updates sent while it was down are lost, so the engine polls then."""
-        return 0
-
     def on_trade_update(self, hook: Callable[[], None]) -> None:  # noqa: B027 - optional: most push nothing
         """Have ``hook`` called (on another thread) when an update is pushed: a desk wakes its engine."""
 
