@@ -150,3 +150,19 @@ def test_a_stop_kept_only_in_the_backup_is_seen_after_a_restart(alpaca_server: A
     assert again.replay_backup() > 0
     assert [o.order_type for o in again.open_orders()] == [OrderType.STOP], "the stop is not seen as working"
     storage.close()
+
+
+def test_the_rest_of_an_entry_filling_while_its_cancel_is_pending_is_booked_once(
+        alpaca_server: AlpacaServer) -> None:
+    """The entry's rest filled while its cancel was pending, in the same print as the stop of
+    the first part: the broker's count already showed the stop's sale when the buy was
+    booked against it, and those 100 shares came off twice (the stop then covered 200 of 300)."""
+    desk = AlpacaDesk(alpaca_server)
+    desk.close_bar(50.0, p_up=0.95)
+    alpaca_server.cancel_settles_after = 40
+    alpaca_server.fill_open_orders(50.0, SYMBOL, qty=100)
+    desk.check()
+    desk.trade(47.0)  # the rest (300) fills at 47; the 100-share stop at 48.50 sells
+    assert desk.held() == 300
+    assert desk.position is not None and desk.position.qty == 300
+    assert desk.stop_cover() == 300

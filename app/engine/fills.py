@@ -176,10 +176,11 @@ class Fills:
         settings = self.book.settings
         total = (local.qty if local is not None else 0.0) + qty
         avg = (local.avg_price * local.qty + price * qty) / total if local is not None else price
-        if held is not None:  # the broker may hold the user's own shares too: the app books what it bought
-            if abs(held.qty - total) <= 1e-9:
-                avg = held.avg_price  # all of it is the app's: the broker's cost basis
-            total = min(total, held.qty)
+        # The app books what it bought, not the broker's count: that may hold the user's own
+        # shares, or already show a fill of another order (the stop) not booked yet, which
+        # would be taken off twice. Shares sold outside the app are found by Exits.true_up.
+        if held is not None and abs(held.qty - total) <= 1e-9:
+            avg = held.avg_price  # all of it is the app's: the broker's cost basis
         if local is None:
             p = Position(symbol, total, avg, price, when, stop_price=risk.initial_stop(avg, settings),
                          high_water=avg)
