@@ -155,6 +155,10 @@ class MainWindow(QMainWindow):
 
     def _build_widgets(self) -> None:
         self.chart = CandleChart(bar_minutes=timeframe_of(self.settings.timeframe).minutes)
+        self.chart.symbol_label.setText(self.settings.symbol)
+        others = self.settings.watchlist[1:]
+        self.chart.symbol_label.setToolTip(f"Also trading: {', '.join(others)}" if others
+                                           else "The watchlist's only symbol")
         self.setCentralWidget(self.chart)
         self.status_bar = TradingStatusBar(self)
         self.setStatusBar(self.status_bar)
@@ -226,8 +230,8 @@ class MainWindow(QMainWindow):
         w = self.worker
         w.ready.connect(self.on_ready)
         w.failed.connect(self.on_failed)
-        w.barsClosed.connect(self.chart.add_bars)
-        w.barForming.connect(self.chart.set_forming)
+        w.barsClosed.connect(self.on_bars_closed)
+        w.barForming.connect(self.on_bar_forming)
         w.predictionMade.connect(self.on_prediction)
         w.signalChanged.connect(self.on_signal)
         w.orderUpdated.connect(self.on_order)
@@ -262,7 +266,7 @@ class MainWindow(QMainWindow):
     def on_ready(self, info: dict[str, Any]) -> None:
         self.engine_ready = True
         self.paper_first_day = info.get("paper_first_day")
-        self.chart.set_history(info["history"])
+        self.chart.set_history(tuple(b for b in info["history"] if b.symbol == self.chart_symbol))
         for notice in info["notices"]:
             self.on_alert(AlertEvent("warning", notice))
         # Everything loaded so far (modules, the engine, the history) lives as long as the app:
@@ -275,9 +279,26 @@ class MainWindow(QMainWindow):
         self.status_bar.showMessage(f"Engine not started: {message}")
         QMessageBox.critical(self, "AI Trader cannot trade", message) if not _offscreen() else None
 
+    @property
+    def chart_symbol(self) -> str:
+        """The symbol the chart shows: the watchlist's first (the others trade, unseen here)."""
+        return self.settings.symbol
+
+    @Slot(object)
+    def on_bars_closed(self, bars: tuple[Any, ...]) -> None:
+        mine = tuple(b for b in bars if b.symbol == self.chart_symbol)
+        if mine:
+            self.chart.add_bars(mine)
+
+    @Slot(object)
+    def on_bar_forming(self, bar: Any) -> None:
+        if bar.symbol == self.chart_symbol:
+            self.chart.set_forming(bar)
+
     @Slot(object)
     def on_prediction(self, e: PredictionEvent) -> None:
-        self.chart.add_prediction(e.time, e.p_up)
+        if e.symbol == self.chart_symbol:
+            self.chart.add_prediction(e.time, e.p_up)
 
     @Slot(object)
     def on_signal(self, e: SignalEvent) -> None:
@@ -285,13 +306,14 @@ class MainWindow(QMainWindow):
         self.approvals.on_signal(e)
         if waiting:
             self.notifier.notify_pending(e.signal)
-        bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
-        self.chart.add_signal_marker(bar_time, e.signal.price, e.status.chart_marker, key=e.signal.signal_id)
+        if e.signal.symbol == self.chart_symbol:
+            bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
+            self.chart.add_signal_marker(bar_time, e.signal.price, e.status.chart_marker, key=e.signal.signal_id)
 
     @Slot(object)
     def on_order(self, o: Order) -> None:
         self.orders.on_order(o)
-        if o.filled_at is not None and o.filled_avg_price:
+        if o.filled_at is not None and o.filled_avg_price and o.symbol == self.chart_symbol:
             kind = "buy_fill" if o.side.value == "BUY" else "sell_fill"
             self.chart.add_signal_marker(o.filled_at, o.filled_avg_price, kind)
 
@@ -304,7 +326,8 @@ class MainWindow(QMainWindow):
         breaker = bool(self.status and self.status.circuit_breaker)
         self.account.update_from(e, breaker)
         self.positions.set_positions(e.positions, self.status.now if self.status else None, e.foreign)
-        self.chart.set_stops([(p.stop_price, p.trailing_active) for p in e.positions if p.stop_price])
+        self.chart.set_stops([(p.stop_price, p.trailing_active) for p in e.positions
+                              if p.stop_price and p.symbol == self.chart_symbol])
 
     @Slot(object)
     def on_status(self, s: EngineStatus) -> None:

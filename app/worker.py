@@ -68,7 +68,7 @@ class EngineWorker(QObject):
         self._timer: QTimer | None = None
         self._flush: QTimer | None = None
         self._closed: list[Any] = []
-        self._latest: dict[str, Any] = {}
+        self._latest: dict[Any, Any] = {}  # "status", "portfolio", (kind, symbol): the newest of each
 
     # ------------------------------------------------------------ lifecycle
     @Slot()
@@ -237,14 +237,14 @@ class EngineWorker(QObject):
         if isinstance(e, BarEvent):
             if e.closed:
                 self._closed.append(e.bar)
-            else:
-                self._latest["forming"] = e.bar
+            else:  # coalesced per symbol: one symbol's ticks never overwrite another's
+                self._latest[("forming", e.bar.symbol)] = e.bar
         elif isinstance(e, StatusEvent):
             self._latest["status"] = e.status
         elif isinstance(e, PortfolioEvent):
             self._latest["portfolio"] = e
         elif isinstance(e, PredictionEvent):
-            self._latest["prediction"] = e
+            self._latest[("prediction", e.symbol)] = e
         elif isinstance(e, SignalEvent):
             self.signalChanged.emit(e)
         elif isinstance(e, OrderEvent):
@@ -259,10 +259,9 @@ class EngineWorker(QObject):
             self.barsClosed.emit(tuple(self._closed))
             self._closed = []
         latest, self._latest = self._latest, {}
-        if "prediction" in latest:
-            self.predictionMade.emit(latest["prediction"])
-        if "forming" in latest:
-            self.barForming.emit(latest["forming"])
+        for key, value in latest.items():
+            if isinstance(key, tuple):
+                (self.predictionMade if key[0] == "prediction" else self.barForming).emit(value)
         if "portfolio" in latest:
             self.portfolioUpdated.emit(latest["portfolio"])
         if "status" in latest:

@@ -102,3 +102,22 @@ def test_a_pinned_day_picks_the_demo_session_whatever_the_date(monkeypatch) -> N
     fresh = AppPaths.resolve(str(Path(AppPaths.resolve().home).parent / "fresh"))
     with pytest.raises(ValueError, match="AI_TRADER_DEMO_TODAY='next tuesday' is not an ISO date"):
         build_engine(fresh, SETTINGS, sleep=lambda s: None)
+
+
+def test_the_demo_trades_a_watchlist_one_bar_time_for_all_symbols_at_once(app_home: Path) -> None:
+    events: list[Event] = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    settings = Settings(mode="auto", demo_seed=1, watchlist=("PLTR", "NVDA", "AMD"), max_exposure_pct=1.0,
+                        auto_threshold=0.6, approval_threshold=0.6)
+    ctx = build_engine(AppPaths.resolve(), settings, bus=bus, today=TODAY, sleep=lambda s: None)
+    try:
+        assert {b.symbol for b in ctx.history} == {"PLTR", "NVDA", "AMD"}
+        ctx.replay.run(max_steps=2 * SESSION_STEPS)
+        assert ctx.replay.bars_played == 2 * 78  # bar times: each one closes every symbol's bar
+        predicted = Counter(e.symbol for e in events if isinstance(e, PredictionEvent))
+        assert set(predicted) == {"PLTR", "NVDA", "AMD"} and len(set(predicted.values())) == 1
+        traded = {e.order.symbol for e in events if isinstance(e, OrderEvent)}
+        assert len(traded) >= 2, f"only {traded} traded in two sessions of three symbols"
+    finally:
+        ctx.close()

@@ -82,3 +82,28 @@ def test_prices_stay_plausible_over_a_year(nyse: MarketCalendar) -> None:
     m = SimulatedMarket("PLTR", 7, nyse, base_price=25.0)
     closes = [m.close_on(DAY + timedelta(days=d)) for d in range(0, 365, 7)]
     assert min(closes) > 2.5 and max(closes) < 250.0
+
+
+def test_a_symbol_alone_moves_as_the_one_symbol_demo_always_has(nyse: MarketCalendar) -> None:
+    from app.engine.simmarket import watchlist_markets
+
+    (alone,) = watchlist_markets(("PLTR",), 7, nyse)
+    assert alone.session_bars(session(nyse, DAY)) == SimulatedMarket("PLTR", 7, nyse).session_bars(session(nyse, DAY))
+
+
+def test_a_watchlist_moves_together_each_symbol_at_its_own_level(nyse: MarketCalendar) -> None:
+    from app.engine.simmarket import watchlist_markets
+
+    symbols = ("PLTR", "NVDA", "AMD", "SPY", "COIN")
+    markets = watchlist_markets(symbols, 7, nyse)
+    days = nyse.previous_sessions(session(nyse, DAY).open, 120)
+    closes = np.array([[m.close_on(d.day) for d in days] for m in markets])
+    returns = np.diff(np.log(closes), axis=1)
+    corr = np.corrcoef(returns)
+    pairs = corr[np.triu_indices(len(symbols), 1)]
+    assert pairs.mean() > 0.2, f"no common market factor: mean correlation {pairs.mean():.2f}"
+    assert pairs.max() < 0.95, "the symbols are copies of one another"
+    levels = closes[:, -1]
+    assert len({round(float(x), -1) for x in levels}) >= 4, f"price levels too alike: {levels}"
+    again = watchlist_markets(("COIN", "PLTR"), 7, nyse)  # a symbol looks the same whatever else is listed
+    assert again[0].base_price == markets[4].base_price and again[0].daily_vol == markets[4].daily_vol

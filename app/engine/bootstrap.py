@@ -29,7 +29,7 @@ from app.engine.records import SqlRecorder
 from app.engine.replay import MarketReplay, replay_feed, simulated_feed
 from app.engine.secrets import load_keys
 from app.engine.settings import Settings
-from app.engine.simmarket import SimulatedMarket
+from app.engine.simmarket import SimulatedMarket, watchlist_markets
 from app.engine.storage import Storage
 from app.engine.storage.paper import SqlPaperBook
 from app.engine.types import Bar, BrokerKind, timeframe_of
@@ -102,21 +102,23 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
         source, ticks = "replay", 4
     else:
         start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today)
-        market = SimulatedMarket(settings.symbol, settings.demo_seed, calendar,
-                                 timeframe_of(settings.timeframe).minutes)
-        feed, history = simulated_feed(market, calendar), _history(market, calendar, start)
-        source, ticks = "simulated", market.ticks_per_bar
+        markets = watchlist_markets(settings.watchlist, settings.demo_seed, calendar,
+                                    timeframe_of(settings.timeframe).minutes)
+        feed = simulated_feed(markets, calendar)
+        history = sorted((b for m in markets for b in _history(m, calendar, start)), key=lambda b: b.time)
+        source, ticks = "simulated", markets[0].ticks_per_bar
     clock = SimClock(start)
     broker = SimulatedBroker(clock, settings.starting_cash, settings.slippage_bps,
                              settings.commission_per_share, book=SqlPaperBook(storage),
                              participation=settings.sim_fill_participation or None,
                              cancel_delay_s=settings.sim_cancel_delay_s)
-    model, model_notes = _load_model(paths, settings)
+    model, models, model_notes = _load_models(paths, settings)
     notices += model_notes
-    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, sleep or time.sleep)
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, sleep or time.sleep,
+                     models=models)
     bot.warm_up(history)
-    if history:
-        broker.on_price(history[-1].symbol, history[-1].close, start)
+    for last in {b.symbol: b for b in history}.values():  # every symbol's last price
+        broker.on_price(last.symbol, last.close, start)
     ctx_holder: list[EngineContext] = []
 
     def save_clock(*_session: Session) -> None:
@@ -130,7 +132,7 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
                         demo=True, notices=notices, history=history, replay_ticks=ticks)
     ctx_holder.append(ctx)
     bot.start()
-    logger.info("Engine ready: {} market {} from {}, {} history bars", source, settings.symbol, start,
+    logger.info("Engine ready: {} market {} from {}, {} history bars", source, ", ".join(settings.watchlist), start,
                 len(history))
     return ctx
 
@@ -204,6 +206,17 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     logger.info("Engine ready: {} paper trading {} with {} history bars", broker.kind.value,
                 settings.symbol, len(history))
     return ctx
+
+
+def _load_models(paths: AppPaths, settings: Settings) -> tuple[Any, Callable[[str], Any], list[str]]:
+    """The first symbol's model, every symbol's (one per symbol and timeframe), and what to say
+    of them (no model, stale, mismatched or corrupt files: the rules model for that symbol)."""
+    model, notes = _load_model(paths, settings)
+    models = {settings.symbol: model}
+    for symbol in settings.watchlist[1:]:
+        models[symbol], more = _load_model(paths, settings.updated(symbol=symbol))
+        notes += [f"{symbol}: {n}" for n in more]
+    return model, lambda symbol: models.get(symbol, model), notes
 
 
 def _load_model(paths: AppPaths, settings: Settings) -> tuple[Any, list[str]]:

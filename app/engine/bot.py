@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from loguru import logger
 
@@ -156,11 +156,20 @@ class TradingBot:
 
     def on_price(self, symbol: str, price: float) -> None:
         """A new price between bars (the latest trade): re-price, then the clock's checks."""
-        if not (math.isfinite(price) and price > 0):
-            logger.warning("Ignoring invalid price {} for {}", price, symbol)
-            return
-        self.core.book.last_prices[symbol] = price
-        self.on_clock()
+        self.on_prices({symbol: price})
+
+    def on_prices(self, prices: Mapping[str, float]) -> None:
+        """New prices between bars (the latest trades of the watchlist): re-price them all,
+        then the clock's checks once."""
+        valid = 0
+        for symbol, price in prices.items():
+            if not (math.isfinite(price) and price > 0):
+                logger.warning("Ignoring invalid price {} for {}", price, symbol)
+                continue
+            self.core.book.last_prices[symbol] = price
+            valid += 1
+        if valid:
+            self.on_clock()
 
     def on_clock(self) -> None:
         """The checks that run on time, new data or not (see :meth:`ExecutionCore.on_clock`)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import groupby
 
 from loguru import logger
 
@@ -28,7 +29,7 @@ SessionFeed = Callable[[datetime], tuple[Session, list[SimBar]] | None]
 @dataclass
 class _Cursor:
     session: Session
-    bars: list[SimBar]
+    bars: list[list[SimBar]]  # one group per bar time: every symbol's bar of that time
     bar: int = 0
     tick: int = 0
     finished: bool = False  # the clock has been run to the session's end
@@ -59,23 +60,28 @@ class MarketReplay:
             return False
         cur = self._cur
         assert cur is not None
-        sb = cur.bars[cur.bar]
-        ticks = sb.ticks or (sb.bar.open,)
-        symbol = sb.bar.symbol
-        if cur.tick < len(ticks):
-            step = timedelta(minutes=self.bot.bar_minutes) / len(ticks)
-            now = sb.bar.time + step * cur.tick
-            price = ticks[cur.tick]
+        group = cur.bars[cur.bar]
+        first = group[0].bar
+        n_ticks = max(len(sb.ticks) or 1 for sb in group)
+        if cur.tick < n_ticks:
+            now = first.time + timedelta(minutes=self.bot.bar_minutes) / n_ticks * cur.tick
             self.clock.set(now)
-            self.broker.on_price(symbol, price, now, sb.bar.volume / len(ticks))  # the tick's share of volume
-            self.bot.bus.publish(BarEvent(_partial(sb, cur.tick), closed=False))
-            self.bot.on_price(symbol, price)
+            prices: dict[str, float] = {}
+            for sb in group:
+                ticks = sb.ticks or (sb.bar.open,)
+                if cur.tick < len(ticks):
+                    symbol, price = sb.bar.symbol, ticks[cur.tick]
+                    self.broker.on_price(symbol, price, now, sb.bar.volume / len(ticks))  # the tick's volume
+                    self.bot.bus.publish(BarEvent(_partial(sb, cur.tick), closed=False))
+                    prices[symbol] = price
+            self.bot.on_prices(prices)
             cur.tick += 1
             return True
-        end = sb.bar.time + timedelta(minutes=self.bot.bar_minutes)
+        end = first.time + timedelta(minutes=self.bot.bar_minutes)
         self.clock.set(end)
-        self.broker.on_price(symbol, sb.bar.close, end)
-        self.bot.on_bar_close(sb.bar)
+        for sb in group:
+            self.broker.on_price(sb.bar.symbol, sb.bar.close, end)
+        self.bot.on_bars_close([sb.bar for sb in group])
         self.bars_played += 1
         if self.on_bar:
             self.on_bar()
@@ -112,16 +118,17 @@ class MarketReplay:
             return False
         session, bars = found
         start = self.clock.now()
-        bars = [b for b in bars if b.bar.time >= start]  # resume mid-session
-        if not bars:
+        bars = sorted((b for b in bars if b.bar.time >= start), key=lambda b: (b.bar.time, b.bar.symbol))
+        if not bars:  # (above: resume mid-session)
             self.clock.set(session.close)
             return self._next_session()
-        self._cur = _Cursor(session, bars)
+        groups = [list(g) for _, g in groupby(bars, key=lambda b: b.bar.time)]
+        self._cur = _Cursor(session, groups)
         if self.on_session:
             self.on_session(session)
-        self.clock.set(bars[0].bar.time)
+        self.clock.set(groups[0][0].bar.time)
         self.bot.bus.publish(StatusEvent(self.bot.status()))
-        logger.info("Session {} ({} bars{})", session.day, len(bars),
+        logger.info("Session {} ({} bars{})", session.day, len(groups),
                     ", early close" if session.is_early_close else "")
         return True
 
@@ -133,12 +140,12 @@ def _partial(sb: SimBar, upto: int) -> Bar:
     return Bar(b.symbol, b.time, b.open, max(max(seen), b.open), min(min(seen), b.open), seen[-1], volume)
 
 
-def simulated_feed(market: SimulatedMarket, calendar: MarketCalendar) -> SessionFeed:
-    """Sessions of the simulated market, one after another, forever."""
+def simulated_feed(markets: list[SimulatedMarket], calendar: MarketCalendar) -> SessionFeed:
+    """Sessions of the simulated market (every symbol of the watchlist), one after another, forever."""
 
     def feed(after: datetime) -> tuple[Session, list[SimBar]] | None:
         session = calendar.next_session(after)
-        return session, market.session_bars(session)
+        return session, [sb for m in markets for sb in m.session_bars(session)]
 
     return feed
 

@@ -9,11 +9,17 @@ move. Early closes come from the NYSE calendar, so a half day is half a day.
 
 A session's bars depend only on (seed, date): replaying a day gives the same
 bars, whenever and however often it is asked for.
+
+A watchlist trades together: :func:`watchlist_markets` gives each symbol its own
+price level, volatility and seed, and a common market factor (daily shocks and
+intraday moves shared by all, weighted by each symbol's beta), so signals on
+several symbols can coincide as they do on a real market day.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -33,9 +39,31 @@ class SimBar:
     ticks: tuple[float, ...]  # ticks[0] is the open; the close follows the last
 
 
+class MarketFactor:
+    """What moves every symbol of the simulated market at once: a daily shock and an intraday
+    path per session, deterministic from (seed, date)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def daily_shock(self, day: date) -> float:
+        return float(np.random.default_rng([self.seed, 1, day.toordinal()]).standard_t(4))
+
+    def intraday_steps(self, day: date, n: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, 2, day.toordinal()]).standard_normal(n)
+
+
 class SimulatedMarket:
     def __init__(self, symbol: str, seed: int, calendar: MarketCalendar, bar_minutes: int = 5,
-                 ticks_per_bar: int = 10, base_price: float = 25.0, daily_vol: float = 0.032) -> None:
+                 ticks_per_bar: int = 10, base_price: float = 25.0, daily_vol: float = 0.032,
+                 factor: MarketFactor | None = None, beta: float = 0.0) -> None:
+        """``factor`` and ``beta`` (0..1) tie this symbol to a common market; with none it
+        moves on its own alone."""
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), not {beta}")
+        self.factor = factor if beta > 0 else None
+        self.beta = beta
+        self._own = math.sqrt(1.0 - beta * beta)
         self.symbol = symbol
         self.seed = seed
         self.calendar = calendar
@@ -61,7 +89,10 @@ class SimulatedMarket:
                 self._drift = float(self._daily_rng.choice([-0.006, -0.002, 0.0, 0.003, 0.007]))
                 self._regime_left = int(self._daily_rng.integers(8, 30))
             self._regime_left -= 1
-            shock = float(self._daily_rng.standard_t(4)) * self.daily_vol / math.sqrt(2)
+            z = float(self._daily_rng.standard_t(4))
+            if self.factor is not None:
+                z = self.beta * self.factor.daily_shock(self._last_day) + self._own * z
+            shock = z * self.daily_vol / math.sqrt(2)
             # gently pulled back towards the base so the demo never drifts to pennies
             pull = -0.01 * math.log(self._last_close / self.base_price)
             self._last_close *= math.exp(self._drift + pull + shock)
@@ -86,7 +117,10 @@ class SimulatedMarket:
         u = (np.arange(n) + 0.5) / n
         sigma = 1.0 + 2.2 * (2 * u - 1) ** 2  # U-shaped intraday volatility
         sigma *= self.daily_vol / math.sqrt(float((sigma**2).sum()))
-        steps = rng.standard_normal(n) * sigma
+        z = rng.standard_normal(n)
+        if self.factor is not None:
+            z = self.beta * self.factor.intraday_steps(session.day, n) + self._own * z
+        steps = z * sigma
         walk = np.concatenate([[0.0], np.cumsum(steps)])
         var = np.concatenate([[0.0], np.cumsum(sigma**2)])
         end = math.log(target_close / open_price)
@@ -112,3 +146,23 @@ class SimulatedMarket:
 
     def history(self, sessions: list[Session]) -> list[Bar]:
         return [sb.bar for s in sessions for sb in self.session_bars(s)]
+
+
+def watchlist_markets(symbols: tuple[str, ...], seed: int, calendar: MarketCalendar,
+                      bar_minutes: int = 5) -> list[SimulatedMarket]:
+    """One simulated market per symbol. A symbol alone moves as the one-symbol demo always has;
+    several share a market factor, each with a price level, volatility, beta and seed drawn
+    from its name (so a symbol looks the same whatever else is on the watchlist)."""
+    if len(symbols) == 1:
+        return [SimulatedMarket(symbols[0], seed, calendar, bar_minutes)]
+    factor = MarketFactor(seed)
+    markets = []
+    for symbol in symbols:
+        h = zlib.crc32(symbol.encode())
+        rng = np.random.default_rng([h, 7])
+        base = float(math.exp(rng.uniform(math.log(8.0), math.log(400.0))))
+        vol = float(rng.uniform(0.018, 0.045))
+        beta = float(rng.uniform(0.45, 0.85))
+        markets.append(SimulatedMarket(symbol, seed + h % 100_003, calendar, bar_minutes, base_price=base,
+                                       daily_vol=vol, factor=factor, beta=beta))
+    return markets

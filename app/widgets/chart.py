@@ -85,6 +85,10 @@ class CandleChart(QWidget):
     def _build_controls(self) -> QHBoxLayout:
         row = QHBoxLayout()
         row.setContentsMargins(4, 0, 4, 0)
+        self.symbol_label = QLabel("")  # which symbol of the watchlist this chart shows
+        self.symbol_label.setObjectName("chartSymbol")
+        self.symbol_label.setStyleSheet("font-weight: bold; font-size: 14px; padding-right: 8px;")
+        row.addWidget(self.symbol_label)
         self.readout = QLabel("")
         self.readout.setObjectName("chartReadout")
         row.addWidget(self.readout, 1)
