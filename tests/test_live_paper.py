@@ -27,6 +27,7 @@ class LiveBarsServer(AlpacaServer):
     def __init__(self, bars: list[Bar], clock: SimClock) -> None:
         super().__init__(auto_fill=True)
         self.bars, self.clock = bars, clock
+        self.bar_requests: list[str] = []  # the symbols each bars request asked for
 
     def route(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         if method == "GET" and path == "/v2/stocks/bars":
@@ -34,12 +35,16 @@ class LiveBarsServer(AlpacaServer):
             end = _parse(query["end"]) if query.get("end") else self.clock.now()
             now = self.clock.now()
             chosen = [b for b in self.bars if start <= b.time < end and b.time + timedelta(minutes=5) <= now]
-            if chosen:
-                self.set_price("PLTR", chosen[-1].close)
-            sym = query.get("symbols", "PLTR")
-            rows = [{"t": b.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "o": b.open, "h": b.high, "l": b.low,
-                     "c": b.close, "v": int(b.volume), "n": 100, "vw": b.close} for b in chosen]
-            return 200, {"bars": {sym: rows} if rows else {}, "next_page_token": None}
+            self.bar_requests.append(query.get("symbols", ""))
+            by_symbol: dict[str, list[dict[str, Any]]] = {}
+            for sym in query.get("symbols", "PLTR").split(","):
+                mine = [b for b in chosen if b.symbol == sym]
+                if mine:
+                    self.set_price(sym, mine[-1].close)
+                    by_symbol[sym] = [{"t": b.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "o": b.open, "h": b.high,
+                                       "l": b.low, "c": b.close, "v": int(b.volume), "n": 100, "vw": b.close}
+                                      for b in mine]
+            return 200, {"bars": by_symbol, "next_page_token": None}
         return super().route(method, path, query, body)
 
 
@@ -81,6 +86,44 @@ def test_paper_session_trades_through_alpaca_and_records_everything(app_home, ma
         assert any(o.startswith("ait-PLTR-stop-") for o in server.created_per_coid), "entries get broker-side stops"
         assert not server.duplicates(), "no client_order_id was sent twice"
         assert not ctx.bot.records.positions(), "flat by the close"
+        ctx.close()
+    finally:
+        server.stop()
+
+
+def test_a_watchlist_paper_trades_every_symbol_with_one_bars_request_per_check(app_home) -> None:  # type: ignore[no-untyped-def]
+    cal = MarketCalendar()
+    sessions = cal.previous_sessions(datetime(2025, 6, 14, tzinfo=UTC), 3)
+    symbols = ("PLTR", "NVDA", "AMD")
+    bars = sorted((b for k, s in enumerate(symbols) for b in SimulatedMarket(s, 5 + k, cal).history(sessions)),
+                  key=lambda b: b.time)
+    clock = SimClock(sessions[-1].open + timedelta(minutes=30))
+    server = LiveBarsServer(bars, clock)
+    server.start()
+    try:
+        keys = server.api_keys()
+        broker = AlpacaBroker(keys, clock, kind=BrokerKind.PAPER, url_override=server.url, timeout_s=5)
+        seen: list[PredictionEvent] = []
+        bus = EventBus()
+        bus.subscribe(lambda e: seen.append(e) if isinstance(e, PredictionEvent) else None)
+        settings = Settings(mode="auto", auto_threshold=0.6, approval_threshold=0.6, watchlist=symbols,
+                            max_exposure_pct=1.0)
+        ctx = build_live_engine(AppPaths.resolve(str(app_home)), settings, bus=bus, clock=clock, broker=broker,
+                                source=AlpacaDataSource(keys, url_override=server.url), sleep=lambda s: None)
+        assert {b.symbol for b in ctx.history} == set(symbols)
+        server.bar_requests.clear()
+        trades_before = server.requests["GET /v2/stocks/trades/latest"]
+        checks = 0
+        while clock.now() < sessions[-1].open + timedelta(hours=3):
+            clock.advance(timedelta(seconds=30))
+            ctx.replay.step()
+            checks += 1
+        assert server.bar_requests == ["PLTR,NVDA,AMD"] * checks, "one bars request per check, for every symbol"
+        assert server.requests["GET /v2/stocks/trades/latest"] - trades_before == checks, "one latest-trades request"
+        per_symbol = {s: sorted(e.time for e in seen if e.symbol == s) for s in symbols}
+        assert all(len(times) >= 30 and len(set(times)) == len(times) for times in per_symbol.values())
+        assert per_symbol["PLTR"] == per_symbol["NVDA"] == per_symbol["AMD"], "each bar time closes every symbol"
+        assert not server.duplicates()
         ctx.close()
     finally:
         server.stop()

@@ -186,25 +186,27 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     if broker.kind == BrokerKind.PAPER and records.state_get(PAPER_FIRST_DAY_KEY) is None:
         records.state_set(PAPER_FIRST_DAY_KEY, now.date().isoformat())
     calendar = MarketCalendar()
-    model, model_notes = _load_model(paths, settings)
+    model, models, model_notes = _load_models(paths, settings)
     notices += model_notes
-    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, sleep or time.sleep)
+    bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, sleep or time.sleep,
+                     models=models)
     bot.core.entries.latest_price = source.latest_price
     tf = timeframe_of(settings.timeframe).delta
     try:
-        frame = source.fetch(settings.symbol, settings.timeframe, now - timedelta(days=5), now)
-        history = [b for b in frame_to_bars(frame, settings.symbol) if b.time + tf <= now]
+        frames = source.fetch_many(settings.watchlist, settings.timeframe, now - timedelta(days=5), now)
+        history = sorted((b for sym, frame in frames.items() for b in frame_to_bars(frame, sym) if b.time + tf <= now),
+                         key=lambda b: b.time)
     except Exception as exc:  # noqa: BLE001 - the engine still starts: exits must work without data
         notices.append(f"Could not load recent bars: {exc}")
         history = []
     bot.warm_up(history)
-    session = LiveSession(bot, source, clock, settings.symbol, settings.timeframe,
+    session = LiveSession(bot, source, clock, settings.watchlist, settings.timeframe,
                           history[-1].time + tf if history else None)
     ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, session,
                         demo=False, notices=notices, history=history, replay_ticks=1)
     bot.start()
     logger.info("Engine ready: {} paper trading {} with {} history bars", broker.kind.value,
-                settings.symbol, len(history))
+                ", ".join(settings.watchlist), len(history))
     return ctx
 
 

@@ -9,7 +9,9 @@ protected even when this process or the data feed stalls.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -24,22 +26,24 @@ if TYPE_CHECKING:
 
 
 class LiveSession:
-    def __init__(self, bot: TradingBot, source: MarketDataSource, clock: Clock, symbol: str, timeframe: str,
-                 last_end: datetime | None) -> None:
+    def __init__(self, bot: TradingBot, source: MarketDataSource, clock: Clock, symbols: str | Sequence[str],
+                 timeframe: str, last_end: datetime | None) -> None:
+        """``symbols``: the watchlist (one symbol, or several: their bars come in one request)."""
         self.bot = bot
         self.source = source
         self.clock = clock
-        self.symbol = symbol
+        self.symbols = (symbols,) if isinstance(symbols, str) else tuple(symbols)
         self.timeframe = timeframe
         self.last_end = last_end
-        self.bars_played = 0
+        self.bars_played = 0  # bar times played (each closes every symbol's bar of that time)
         self.finished = False
         self._failing = False
 
     def step(self) -> bool:
-        """One stop check: the bars that closed since the last one go through the trading
-        cycle, then the clock's checks run at the latest trade price, new bar or not (a 15m
-        or 1h bar must not hold the end-of-day flatten or a stop until it completes)."""
+        """One stop check: the bar times that closed since the last one go through the trading
+        cycle (every symbol's bar of a time together, ranked), then the clock's checks run at
+        the latest trade prices, new bar or not (a 15m or 1h bar must not hold the end-of-day
+        flatten or a stop until it completes)."""
         now = self.clock.now()
         tf = timedelta(minutes=self.bot.bar_minutes)
         start = self.last_end or now - timedelta(days=5)
@@ -50,29 +54,36 @@ class LiveSession:
                 logger.warning("Market data unavailable: {}", exc)
                 self.bot.bus.publish(AlertEvent("warning", f"market data unavailable: {exc}"))
             self._failing = True
-            self._check_at(self._latest(), None)
+            self._check_at({})
             return True
         self._failing = False
-        for b in bars:
-            if (self.last_end is None or b.time >= self.last_end) and b.time + tf <= now:
-                self.bot.on_bar_close(b)
-                self.last_end = b.time + tf
-                self.bars_played += 1
-        self._check_at(self._latest(), bars[-1].close if bars else None)
+        closed = [b for b in bars if (self.last_end is None or b.time >= self.last_end) and b.time + tf <= now]
+        for time, group in groupby(sorted(closed, key=lambda b: (b.time, b.symbol)), key=lambda b: b.time):
+            self.bot.on_bars_close(list(group))
+            self.last_end = time + tf
+            self.bars_played += 1
+        self._check_at({b.symbol: b.close for b in bars})
         return True
 
-    def _latest(self) -> float | None:
+    def _latest(self) -> dict[str, float]:
+        """The latest trade of every symbol watched or held, in one request where the source can."""
+        wanted = list(dict.fromkeys([*self.symbols, *(p.symbol for p in self.bot.records.positions())]))
         try:
-            price = self.source.latest_price(self.symbol)
-        except Exception as exc:  # noqa: BLE001 - the check goes on with the last price known
-            logger.debug("No latest trade for {}: {}", self.symbol, exc)
-            price = None
-        return price or self.bot.broker.last_price(self.symbol)
+            prices = self.source.latest_prices(wanted)
+        except Exception as exc:  # noqa: BLE001 - the check goes on with the last prices known
+            logger.debug("No latest trades for {}: {}", ", ".join(wanted), exc)
+            prices = {}
+        for symbol in wanted:
+            if symbol not in prices:
+                price = self.bot.broker.last_price(symbol)
+                if price:
+                    prices[symbol] = price
+        return prices
 
-    def _check_at(self, latest: float | None, last_close: float | None) -> None:
-        price = latest or last_close
-        if price:
-            self.bot.on_price(self.symbol, price)
+    def _check_at(self, last_closes: dict[str, float]) -> None:
+        prices = {**last_closes, **self._latest()}
+        if prices:
+            self.bot.on_prices(prices)
         else:
             self.bot.on_clock()
 
@@ -80,5 +91,5 @@ class LiveSession:
         # deferred: pandas loads for paper and live trading only; the demo imports this module too
         from app.engine.data.frame import frame_to_bars
 
-        frame = self.source.fetch(self.symbol, self.timeframe, start, end)
-        return frame_to_bars(frame, self.symbol)
+        frames = self.source.fetch_many(self.symbols, self.timeframe, start, end)
+        return [b for symbol, frame in frames.items() for b in frame_to_bars(frame, symbol)]

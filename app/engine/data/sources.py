@@ -14,7 +14,7 @@ import abc
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,16 @@ class MarketDataSource(abc.ABC):
     def latest_price(self, symbol: str) -> float | None:
         """The latest trade's price, for stop checks between bars; None where the source has none."""
         return None
+
+    def fetch_many(self, symbols: Sequence[str], timeframe: str, start: datetime,
+                   end: datetime) -> dict[str, pd.DataFrame]:
+        """Every symbol's bars (a watchlist); sources that can serve several in one request do."""
+        return {s: self.fetch(s, timeframe, start, end) for s in symbols}
+
+    def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
+        """The latest trade of each symbol that has one."""
+        out = {s: self.latest_price(s) for s in symbols}
+        return {s: p for s, p in out.items() if p is not None}
 
 
 def _check_range(start: datetime, end: datetime) -> None:
@@ -220,14 +230,23 @@ class AlpacaDataSource(MarketDataSource):
 
     def latest_price(self, symbol: str) -> float | None:
         """Alpaca's latest trade (GET /v2/stocks/trades/latest on the chosen feed)."""
+
+        return self.latest_prices([symbol]).get(symbol)
+
+    def latest_prices(self, symbols: Sequence[str]) -> dict[str, float]:
+        """Every symbol's latest trade in one request (the endpoint takes a list)."""
         from alpaca.data.enums import DataFeed
         from alpaca.data.requests import StockLatestTradeRequest
 
-        request = StockLatestTradeRequest(symbol_or_symbols=symbol, feed=DataFeed(self.feed))
+        request = StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=DataFeed(self.feed))
         trades = self._call("latest-trade", lambda: self._get_client().get_stock_latest_trade(request))
-        trade = trades.get(symbol)
-        price = float(trade.price) if trade is not None else float("nan")
-        return price if math.isfinite(price) and price > 0 else None
+        out = {}
+        for symbol in symbols:
+            trade = trades.get(symbol)
+            price = float(trade.price) if trade is not None else float("nan")
+            if math.isfinite(price) and price > 0:
+                out[symbol] = price
+        return out
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """One market-data request; a refusal or an unreachable Alpaca is one DataError line."""
@@ -243,22 +262,29 @@ class AlpacaDataSource(MarketDataSource):
             raise DataError(f"cannot reach Alpaca market data: {type(exc).__name__}") from None
 
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        return self.fetch_many([symbol], timeframe, start, end)[symbol]
+
+    def fetch_many(self, symbols: Sequence[str], timeframe: str, start: datetime,
+                   end: datetime) -> dict[str, pd.DataFrame]:
+        """Every symbol's bars in one request (the bars endpoint takes a list; alpaca-py follows
+        ``next_page_token`` across pages of all of them)."""
         check_timeframe(timeframe)
         _check_range(start, end)
         from alpaca.data.enums import Adjustment, DataFeed
         from alpaca.data.requests import StockBarsRequest
 
         request = StockBarsRequest(
-            symbol_or_symbols=symbol, timeframe=_alpaca_timeframe(timeframe), start=start,
+            symbol_or_symbols=list(symbols), timeframe=_alpaca_timeframe(timeframe), start=start,
             end=end, limit=None,  # no limit: alpaca-py follows next_page_token to the end
             feed=DataFeed(self.feed), adjustment=Adjustment(self._adjustment))
         barset = self._call("bars", lambda: self._get_client().get_stock_bars(request))
-        bars = barset.data.get(symbol) or barset.data.get(symbol.upper()) or []
-        if not bars:
-            return empty_frame()
-        return normalize_frame(make_frame(
-            [b.timestamp for b in bars], [b.open for b in bars], [b.high for b in bars],
-            [b.low for b in bars], [b.close for b in bars], [b.volume for b in bars]))
+        out = {}
+        for symbol in symbols:
+            bars = barset.data.get(symbol) or barset.data.get(symbol.upper()) or []
+            out[symbol] = empty_frame() if not bars else normalize_frame(make_frame(
+                [b.timestamp for b in bars], [b.open for b in bars], [b.high for b in bars],
+                [b.low for b in bars], [b.close for b in bars], [b.volume for b in bars]))
+        return out
 
 
 def _alpaca_timeframe(timeframe: str) -> Any:
