@@ -145,13 +145,22 @@ class MainWindow(QMainWindow):
     def import_csv(self) -> None:
         from PySide6.QtWidgets import QFileDialog, QInputDialog
 
+        # deferred: the data service (pandas) loads only when a file is imported
+        from app.engine.data.service import named_in_file
+
         path, _ = QFileDialog.getOpenFileName(self, "Import bars from CSV", "", "CSV files (*.csv);;All (*)")
         if not path:
             return
-        tf, ok = QInputDialog.getItem(self, "Timeframe", "Bars in this file are:", list(TIMEFRAMES),
-                                      1, False)
+        named, named_tf = named_in_file(path)  # SPY_5m_....csv: SPY, 5m, offered first
+        choices = list(dict.fromkeys([*([named] if named else []), *self.settings.watchlist]))
+        symbol, ok = QInputDialog.getItem(self, "Symbol", "The bars in this file are of:", choices, 0, True)
+        if not ok or not symbol.strip():
+            return
+        tfs = list(TIMEFRAMES)
+        tf, ok = QInputDialog.getItem(self, "Timeframe", "Bars in this file are:", tfs,
+                                      tfs.index(named_tf) if named_tf else 1, False)
         if ok:
-            self.requestImport.emit(path, self.settings.symbol, tf)
+            self.requestImport.emit(path, symbol.strip().upper(), tf)
 
     def _build_widgets(self) -> None:
         self.chart = CandleChart(bar_minutes=timeframe_of(self.settings.timeframe).minutes)

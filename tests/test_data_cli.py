@@ -101,6 +101,71 @@ def test_fetch_through_alpaca_loopback(paths: AppPaths, capsys: pytest.CaptureFi
     storage.close()
 
 
+def test_fetch_a_watchlist_through_alpaca_loopback(paths: AppPaths, capsys: pytest.CaptureFixture[str],
+                                                  bars_server: BarsServer) -> None:
+    pages = two_pages("PLTR")
+    for page, spy in zip(pages, two_pages("SPY"), strict=True):
+        page["bars"].update(spy["bars"])  # each page holds both symbols, as Alpaca's multi-symbol answer does
+    bars_server.pages = pages
+    paths.ensure()
+    save_keys(paths.env_file, bars_server.api_keys())
+    rc, out, err = run(paths, capsys, "data", "fetch", "--symbols", "pltr, SPY,pltr", "--timeframe", "5m",
+                       "--start", "2025-12-23", "--end", "2025-12-23", "--alpaca-url", bars_server.url)
+    assert rc == 0, err
+    assert "PLTR: received: 3, stored: 3 (3 new)" in out and "SPY: received: 3, stored: 3 (3 new)" in out
+    storage = Storage(paths.database)
+    assert (BarRepository(storage).count("PLTR", "5m"), BarRepository(storage).count("SPY", "5m")) == (3, 3)
+    storage.close()
+
+
+def test_a_watchlist_fetch_names_the_symbol_that_failed_and_keeps_the_rest(
+        paths: AppPaths, capsys: pytest.CaptureFixture[str], bars_server: BarsServer) -> None:
+    bars_server.pages = two_pages("PLTR")
+    refuse = bars_server.route
+
+    def route(method: str, path: str, query: dict[str, str], body: dict[str, object]):  # type: ignore[no-untyped-def]
+        if path == "/v2/stocks/bars" and query.get("symbols") == "NVDA":
+            return 403, {"code": 40310000, "message": "subscription does not permit querying NVDA"}
+        return refuse(method, path, query, body)
+
+    bars_server.route = route  # type: ignore[method-assign]
+    paths.ensure()
+    save_keys(paths.env_file, bars_server.api_keys())
+    rc, out, err = run(paths, capsys, "data", "fetch", "--symbols", "NVDA,PLTR", "--start", "2025-12-23",
+                       "--end", "2025-12-23", "--alpaca-url", bars_server.url)
+    assert rc == 2 and err.startswith("error: could not fetch NVDA") and "the other symbols were stored" in err
+    assert "PLTR: received: 3, stored: 3 (3 new)" in out
+    storage = Storage(paths.database)
+    assert BarRepository(storage).count("PLTR", "5m") == 3
+    storage.close()
+
+
+def test_import_takes_the_symbol_and_timeframe_from_the_file_name(
+        paths: AppPaths, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    spy = tmp_path / "SPY_5m_2025-12-23.csv"
+    spy.write_bytes((DATA / "epoch_seconds.csv").read_bytes())
+    rc, out, err = run(paths, capsys, "data", "import", str(spy))
+    assert rc == 0, err
+    storage = Storage(paths.database)
+    assert (BarRepository(storage).count("SPY", "5m"), BarRepository(storage).count("PLTR", "5m")) == (5, 0)
+    storage.close()
+
+
+def test_a_file_named_spy_is_never_stored_as_pltr_unasked(paths: AppPaths, capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:
+    spy = tmp_path / "SPY_5m_2025-12-23.csv"
+    spy.write_bytes((DATA / "epoch_seconds.csv").read_bytes())
+    rc, _, err = run(paths, capsys, "data", "import", str(spy), "--symbol", "PLTR")
+    assert rc == 2 and "says SPY, not PLTR" in err and "--rename" in err
+    rc, _, err = run(paths, capsys, "data", "import", str(spy), "--symbol", "PLTR", "--rename")
+    assert rc == 0, err
+    rc, _, err = run(paths, capsys, "data", "import", str(DATA / "epoch_seconds.csv"))  # the name says nothing
+    assert rc == 2 and "cannot tell which ticker" in err
+    storage = Storage(paths.database)
+    assert (BarRepository(storage).count("SPY", "5m"), BarRepository(storage).count("PLTR", "5m")) == (0, 5)
+    storage.close()
+
+
 def _main_wires_data() -> Path | None:
     """The root ``main.py`` users run, when it (or ``app/main.py`` behind it) wires ``data``."""
     entry = ROOT / "main.py"

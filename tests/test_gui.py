@@ -177,3 +177,21 @@ def test_replay_rehearses_recorded_bars_in_the_window(qtbot, app_home: Path, tmp
         assert not (app_home / "trader.db").exists(), "a rehearsal never touches the trading record"
     finally:
         w.close()
+
+
+def test_importing_a_file_named_spy_offers_spy_not_the_charted_symbol(  # type: ignore[no-untyped-def]
+        qtbot, window, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    asked: list[tuple[str, list[str], int]] = []
+
+    def get_item(parent, title, label, items, current=0, editable=True):  # type: ignore[no-untyped-def]
+        asked.append((title, list(items), current))
+        return items[current], True
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("/data/SPY_15m_2024.csv", ""))
+    monkeypatch.setattr(QInputDialog, "getItem", get_item)
+    with qtbot.waitSignal(window.requestImport, timeout=2000) as sent:
+        window.import_csv()
+    assert sent.args == ["/data/SPY_15m_2024.csv", "SPY", "15m"]
+    assert asked[0][1][:2] == ["SPY", "PLTR"], "the file's own symbol first, then the watchlist"

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 from loguru import logger
@@ -21,6 +22,7 @@ from app.engine.data.service import (
     default_start,
     fetch_and_cache,
     import_csv,
+    named_in_file,
     normalize_symbol,
 )
 from app.engine.data.sources import (
@@ -47,13 +49,17 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="import bars from a CSV file")
     imp.add_argument("file", help="CSV with date/time, open, high, low, close, volume columns")
-    imp.add_argument("--symbol", required=True, help="ticker the file holds, e.g. PLTR")
-    imp.add_argument("--timeframe", default="5m", choices=timeframes)
+    imp.add_argument("--symbol", help="ticker the file holds, e.g. PLTR (default: from a name like SPY_5m_....csv)")
+    imp.add_argument("--timeframe", choices=timeframes, help="bar size (default: from the file's name, else 5m)")
+    imp.add_argument("--rename", action="store_true",
+                     help="store the bars under --symbol even though the file's name says another ticker")
     imp.add_argument("--keep-extended", action="store_true",
                      help="keep pre/post-market bars (dropped by default)")
 
     fetch = sub.add_parser("fetch", help="download bars the cache does not have yet")
-    fetch.add_argument("--symbol", required=True)
+    which = fetch.add_mutually_exclusive_group(required=True)
+    which.add_argument("--symbol", help="one ticker, e.g. PLTR")
+    which.add_argument("--symbols", help="several, comma-separated: PLTR,NVDA,SPY (a watchlist)")
     fetch.add_argument("--timeframe", default="5m", choices=timeframes)
     fetch.add_argument("--source", default="auto", choices=SOURCE_CHOICES)
     fetch.add_argument("--feed", default="iex", choices=("iex", "sip"), help="Alpaca data feed")
@@ -89,7 +95,8 @@ def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     paths.ensure()
     storage = Storage(paths.database)
     try:
-        summary = import_csv(storage, args.file, args.symbol, args.timeframe,
+        symbol, timeframe = _import_target(args)
+        summary = import_csv(storage, args.file, symbol, timeframe,
                              keep_extended=getattr(args, "keep_extended", False))
     finally:
         storage.close()
@@ -99,32 +106,65 @@ def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     return 0
 
 
+def _import_target(args: argparse.Namespace) -> tuple[str, str]:
+    """The symbol and timeframe to store the file's bars under: as given, else as its name
+    says. Bars a file's name calls SPY are never stored as PLTR unless the user says so."""
+    named_symbol, named_tf = named_in_file(args.file)
+    timeframe = args.timeframe or named_tf or "5m"
+    if args.symbol is None:
+        if named_symbol is None:
+            raise DataError(f"cannot tell which ticker {Path(args.file).name} holds: name it with --symbol "
+                            "(or name the file like PLTR_5m_....csv)")
+        return named_symbol, timeframe
+    symbol = normalize_symbol(args.symbol)
+    if named_symbol is not None and named_symbol != symbol and not getattr(args, "rename", False):
+        raise DataError(f"{Path(args.file).name} says {named_symbol}, not {symbol}: import it with "
+                        f"--symbol {named_symbol}, or add --rename to store it as {symbol}")
+    return symbol, timeframe
+
+
 def _fetch(args: argparse.Namespace, paths: AppPaths, out: TextIO, clock: Clock,
            probe: Callable[[], bool]) -> int:
-    symbol = normalize_symbol(args.symbol)
+    named = args.symbols.split(",") if args.symbols else [args.symbol]
+    symbols = list(dict.fromkeys(normalize_symbol(s) for s in named if s.strip()))
+    if not symbols:
+        raise DataError("name at least one symbol, e.g. --symbols PLTR,NVDA")
     end = _day_end(args.end) if args.end else clock.now()
     start = _day_start(args.start) if args.start else default_start(args.timeframe, end)
     paths.ensure()
     storage = Storage(paths.database)
+    lines: list[str] = []
+    failed: list[str] = []
     try:
         cache = CacheSource(storage)
         keys = load_keys(paths.env_file)
         source, label = choose_source(args.source, keys, cache, probe, feed=args.feed, clock=clock,
                                       alpaca_url=getattr(args, "alpaca_url", None))
         print(f"source: {label}", file=out)
-        if isinstance(source, CacheSource):
-            n = len(cache.fetch(symbol, args.timeframe, start, end))
-            print(f"nothing fetched: the cache holds {n} {symbol} {args.timeframe} bars "
-                  "in that range", file=out)
-            return 0
         if isinstance(source, SimulatedSource):
             raise DataError("no market data source is available (no Alpaca keys, Yahoo "
                             "unreachable); import a CSV file with `data import` instead")
-        summary = fetch_and_cache(storage, source, symbol, args.timeframe, start, end)
+        for symbol in symbols:
+            prefix = f"{symbol}: " if len(symbols) > 1 else ""
+            if isinstance(source, CacheSource):
+                n = len(cache.fetch(symbol, args.timeframe, start, end))
+                lines.append(f"{prefix}nothing fetched: the cache holds {n} {symbol} {args.timeframe} bars "
+                             "in that range")
+                continue
+            try:
+                summary = fetch_and_cache(storage, source, symbol, args.timeframe, start, end)
+            except DataError as exc:
+                if len(symbols) == 1:
+                    raise
+                failed.append(f"{symbol} ({exc})")  # one symbol's failure keeps none of the others out
+                continue
+            lines += [prefix + line for line in summary.lines()]
     finally:
         storage.close()
-    for line in summary.lines():
+    for line in lines:
         print(line, file=out)
+    if failed:
+        raise DataError(f"could not fetch {'; '.join(failed)}; the other symbols were stored")
     return 0
 
 

@@ -37,11 +37,23 @@ _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-^=]{0,11}")
 DEFAULT_FETCH_DAYS: dict[str, int] = {"1m": 6, "5m": 58, "15m": 58, "1h": 700, "1d": 5 * 365}
 
 
+_NAMED = re.compile(r"([A-Z][A-Z0-9.]{0,9})[_-](" + "|".join(TIMEFRAMES) + r")(?:[_.-]|$)")  # upper-case tickers only
+
+
 def normalize_symbol(symbol: str) -> str:
     s = symbol.strip().upper()
     if not _SYMBOL.fullmatch(s):
         raise DataError(f"{symbol!r} is not a ticker symbol (letters, digits, . or -, up to 12)")
     return s
+
+
+def named_in_file(path: str | Path) -> tuple[str | None, str | None]:
+    """(symbol, timeframe) a file's name says, as the app and most exports name them:
+    ``SPY_5m_2024-03-26_2025-04-02.csv`` -> ("SPY", "5m"); (None, None) when it does not."""
+    m = _NAMED.match(Path(path).name)
+    if m is None:
+        return None, None
+    return m.group(1).upper(), m.group(2)
 
 
 def infer_timeframe(frame: pd.DataFrame) -> str | None:
