@@ -8,6 +8,7 @@ hold an order accepted-but-unfilled, fill part of it, let a cancel hang in
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 from alpaca_server import AlpacaServer
@@ -22,7 +23,7 @@ from app.engine.records import MemoryRecorder
 from app.engine.settings import Settings
 from app.engine.types import Bar, BrokerKind, Position, timeframe_of
 
-__all__ = ["BAR", "MORNING", "SYMBOL", "AlpacaDesk", "FixedModel", "holding"]
+__all__ = ["BAR", "MORNING", "SYMBOL", "AlpacaDesk", "FixedModel", "Pushed", "holding", "streaming"]
 
 
 class AlpacaDesk:
@@ -108,3 +109,32 @@ def holding(server: AlpacaServer, **settings: object) -> AlpacaDesk:
     assert desk.held() > 0 and desk.stop_cover() == desk.held()
     server.auto_fill = False
     return desk
+
+
+class Pushed:
+    """Counts the trade updates the broker was told of, so a test can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._cond = threading.Condition()
+
+    def __call__(self) -> None:
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait(self, at_least: int, timeout: float = 10.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.count >= at_least, timeout), \
+                f"only {self.count} of {at_least} updates came"
+
+
+def streaming(desk: AlpacaDesk) -> Pushed:
+    """The desk's broker follows the loopback server's trade-updates websocket too (close the
+    broker before the server stops); returns the count of updates pushed to it."""
+    stream = desk.server.start_stream()
+    desk.broker.start_stream(stream.url)
+    pushed = Pushed()
+    desk.broker.on_trade_update(pushed)
+    assert stream.wait_listening(), "the trade-updates stream never connected"
+    return pushed

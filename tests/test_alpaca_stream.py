@@ -3,60 +3,30 @@ trade-updates websocket, with polling as the fallback when the stream is down or
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from alpaca_desk import SYMBOL, AlpacaDesk
+from alpaca_desk import SYMBOL, AlpacaDesk, Pushed, streaming
+from alpaca_desk import holding as holding_pltr
 from alpaca_server import AlpacaServer
-
-ORDER_READS = ("GET /v2/orders:by_client_order_id", "GET /v2/orders/{id}")
-
-
-class Pushed:
-    """Counts the updates the broker was told of, so a test can wait for them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._cond = threading.Condition()
-
-    def __call__(self) -> None:
-        with self._cond:
-            self.count += 1
-            self._cond.notify_all()
-
-    def wait(self, at_least: int, timeout: float = 10.0) -> None:
-        with self._cond:
-            assert self._cond.wait_for(lambda: self.count >= at_least, timeout), \
-                f"only {self.count} of {at_least} updates came"
-
 
 MakeDesk = Callable[..., tuple[AlpacaDesk, Pushed]]
 
 
 @pytest.fixture
 def streaming_desk(alpaca_server: AlpacaServer) -> Iterator[MakeDesk]:
+    """Makes desks whose broker follows the stream: ``holding=True`` for one holding PLTR at 50
+    under its 48.50 stop."""
     made: list[AlpacaDesk] = []
 
-    def make(server: AlpacaServer, **settings: object) -> tuple[AlpacaDesk, Pushed]:
-        desk = _streaming_desk(server, **settings)
-        made.append(desk[0])
-        return desk
+    def make(server: AlpacaServer, holding: bool = False) -> tuple[AlpacaDesk, Pushed]:
+        desk = holding_pltr(server) if holding else AlpacaDesk(server)
+        made.append(desk)
+        return desk, streaming(desk)
 
     yield make
     for desk in made:
         desk.broker.close()  # the stream's thread stops before the server goes
-
-
-def _streaming_desk(server: AlpacaServer, **settings: object) -> tuple[AlpacaDesk, Pushed]:
-    stream = server.start_stream()
-    desk = AlpacaDesk(server, autostart=False, **settings)
-    desk.broker.start_stream(stream.url)
-    pushed = Pushed()
-    desk.broker.on_trade_update(pushed)
-    assert stream.wait_listening(), "the trade-updates stream never connected"
-    desk.bot.start()
-    return desk, pushed
 
 
 def order_reads(server: AlpacaServer) -> int:
@@ -84,15 +54,11 @@ def test_a_fill_pushed_by_the_stream_is_booked_and_protected_without_a_poll(
 
 def test_a_stop_fill_pushed_between_checks_is_booked_as_a_trade_at_once(
         alpaca_server: AlpacaServer, streaming_desk: MakeDesk) -> None:
-    alpaca_server.auto_fill = True
-    desk, pushed = streaming_desk(alpaca_server)
-    desk.close_bar(20.0, p_up=0.95)
-    desk.check()
-    alpaca_server.auto_fill = False
+    desk, pushed = streaming_desk(alpaca_server, holding=True)
     assert desk.stop_cover() == desk.held() > 0
     seen = pushed.count
-    desk.server.set_price(SYMBOL, 19.0)
-    alpaca_server.fill_open_orders(19.0, SYMBOL)  # the broker's stop sells
+    desk.server.set_price(SYMBOL, 48.0)
+    alpaca_server.fill_open_orders(48.0, SYMBOL)  # the broker's stop sells
     pushed.wait(seen + 1)
     desk.bot.on_trade_updates()
     assert desk.position is None and len(desk.records.trades) == 1
@@ -101,16 +67,12 @@ def test_a_stop_fill_pushed_between_checks_is_booked_as_a_trade_at_once(
 
 def test_updates_lost_while_the_stream_was_down_are_found_by_the_poll(
         alpaca_server: AlpacaServer, streaming_desk: MakeDesk) -> None:
-    alpaca_server.auto_fill = True
-    desk, _ = streaming_desk(alpaca_server)
-    desk.close_bar(20.0, p_up=0.95)
-    desk.check()
-    alpaca_server.auto_fill = False
+    desk, _ = streaming_desk(alpaca_server, holding=True)
     stream = alpaca_server.stream
     assert stream is not None
 
     stream.disconnect()  # the stop fills while the stream is down: its update is lost
-    alpaca_server.fill_open_orders(19.0, SYMBOL)
+    alpaca_server.fill_open_orders(48.0, SYMBOL)
     assert stream.wait_listening(connections=2), "alpaca-py did not reconnect"
     desk.check(seconds=5)  # a new connection: the check polls every open order
     assert desk.position is None and len(desk.records.trades) == 1

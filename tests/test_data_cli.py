@@ -87,8 +87,7 @@ def test_fetch_from_cache_fetches_nothing(paths: AppPaths, capsys: pytest.Captur
 def test_fetch_through_alpaca_loopback(paths: AppPaths, capsys: pytest.CaptureFixture[str],
                                        bars_server: BarsServer) -> None:
     bars_server.pages = two_pages("PLTR")
-    paths.ensure()
-    save_keys(paths.env_file, bars_server.api_keys())
+    _use_keys_of(paths, bars_server)
     rc, out, err = run(paths, capsys, "data", "fetch", "--symbol", "PLTR", "--timeframe", "5m",
                        "--start", "2025-12-23", "--end", "2025-12-23", "--alpaca-url", bars_server.url)
     assert rc == 0, err
@@ -107,8 +106,7 @@ def test_fetch_a_watchlist_through_alpaca_loopback(paths: AppPaths, capsys: pyte
     for page, spy in zip(pages, two_pages("SPY"), strict=True):
         page["bars"].update(spy["bars"])  # each page holds both symbols, as Alpaca's multi-symbol answer does
     bars_server.pages = pages
-    paths.ensure()
-    save_keys(paths.env_file, bars_server.api_keys())
+    _use_keys_of(paths, bars_server)
     rc, out, err = run(paths, capsys, "data", "fetch", "--symbols", "pltr, SPY,pltr", "--timeframe", "5m",
                        "--start", "2025-12-23", "--end", "2025-12-23", "--alpaca-url", bars_server.url)
     assert rc == 0, err
@@ -129,8 +127,7 @@ def test_a_watchlist_fetch_names_the_symbol_that_failed_and_keeps_the_rest(
         return refuse(method, path, query, body)
 
     bars_server.route = route  # type: ignore[method-assign]
-    paths.ensure()
-    save_keys(paths.env_file, bars_server.api_keys())
+    _use_keys_of(paths, bars_server)
     rc, out, err = run(paths, capsys, "data", "fetch", "--symbols", "NVDA,PLTR", "--start", "2025-12-23",
                        "--end", "2025-12-23", "--alpaca-url", bars_server.url)
     assert rc == 2 and err.startswith("error: could not fetch NVDA") and "the other symbols were stored" in err
@@ -164,6 +161,12 @@ def test_a_file_named_spy_is_never_stored_as_pltr_unasked(paths: AppPaths, capsy
     storage = Storage(paths.database)
     assert (BarRepository(storage).count("SPY", "5m"), BarRepository(storage).count("PLTR", "5m")) == (0, 5)
     storage.close()
+
+
+def _use_keys_of(paths: AppPaths, server: BarsServer) -> None:
+    """The app home holds the loopback server's API keys, as the settings dialog would store them."""
+    paths.ensure()
+    save_keys(paths.env_file, server.api_keys())
 
 
 def _main_wires_data() -> Path | None:

@@ -4,12 +4,11 @@ client against the loopback Alpaca server."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alpaca_desk import SYMBOL, AlpacaDesk, holding
+from alpaca_desk import SYMBOL, AlpacaDesk, Pushed, holding, streaming
 from alpaca_server import AlpacaServer
 
 from app.engine.records import SqlRecorder
@@ -18,33 +17,25 @@ from app.engine.types import OrderType
 
 
 @pytest.fixture
-def streamed(alpaca_server: AlpacaServer) -> Iterator[tuple[AlpacaDesk, threading.Semaphore]]:
+def streamed(alpaca_server: AlpacaServer) -> Iterator[tuple[AlpacaDesk, Pushed]]:
     """A desk holding 400 PLTR under its stop, with the trade-updates stream on."""
     desk = holding(alpaca_server)
-    stream = alpaca_server.start_stream()
-    desk.broker.start_stream(stream.url)
-    pushed = threading.Semaphore(0)
-    desk.broker.on_trade_update(pushed.release)
-    assert stream.wait_listening()
+    pushed = streaming(desk)
     desk.check()
     yield desk, pushed
     desk.broker.close()
 
 
-def _wait(pushed: threading.Semaphore, n: int) -> None:
-    for _ in range(n):
-        assert pushed.acquire(timeout=10), "a pushed update never came"
-
-
 def test_two_partial_stop_fills_applied_in_one_check_are_taken_off_once(
-        alpaca_server: AlpacaServer, streamed: tuple[AlpacaDesk, threading.Semaphore]) -> None:
+        alpaca_server: AlpacaServer, streamed: tuple[AlpacaDesk, Pushed]) -> None:
     """The broker's count already held the second fill when the first was booked against it:
     100 shares came off twice, the app thought itself flat and cancelled the stop still selling."""
     desk, pushed = streamed
+    seen = pushed.count
     alpaca_server.set_price(SYMBOL, 48.4)
     alpaca_server.fill_open_orders(48.4, SYMBOL, qty=100)
     alpaca_server.fill_open_orders(48.4, SYMBOL, qty=100)
-    _wait(pushed, 2)
+    pushed.wait(seen + 2)
     desk.check()
     assert desk.position is not None and desk.position.qty == desk.held() == 200
     assert desk.cover() == 200
@@ -106,7 +97,7 @@ def test_a_partly_filled_entry_gets_its_stop_while_the_rest_is_being_cancelled(a
 
 
 def test_a_stalled_stream_does_not_hide_a_stop_that_ended(
-        alpaca_server: AlpacaServer, streamed: tuple[AlpacaDesk, threading.Semaphore]) -> None:
+        alpaca_server: AlpacaServer, streamed: tuple[AlpacaDesk, Pushed]) -> None:
     """The stream connected but silent: a stop cancelled on Alpaca's dashboard is found by the
     next check's poll, not a minute later."""
     desk, _ = streamed

@@ -54,12 +54,16 @@ class Book:
 
     # ------------------------------------------------------------- the bar
     @property
-    def intraday(self) -> bool:
-        return timeframe_of(self.settings.timeframe).intraday
+    def settings(self) -> Settings:
+        return self._settings
 
-    @property
-    def bar_delta(self) -> timedelta:
-        return timeframe_of(self.settings.timeframe).delta
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """New settings; the bar's length is read once here, not on every bar."""
+        self._settings = settings
+        tf = timeframe_of(settings.timeframe)
+        self.intraday: bool = tf.intraday
+        self.bar_delta: timedelta = tf.delta
 
     # ------------------------------------------------------ what is held
     def position(self, symbol: str) -> Position | None:

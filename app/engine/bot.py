@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
 from loguru import logger
 
@@ -19,7 +20,7 @@ from app.engine.broker.base import Broker
 from app.engine.clock import Clock, MarketCalendar
 from app.engine.core import ExecutionCore
 from app.engine.events import BarEvent, EventBus, StatusEvent
-from app.engine.pipeline import SignalPipeline
+from app.engine.pipeline import SignalPipeline, model_label
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import ModelOutput, SignalModel
@@ -64,10 +65,6 @@ class TradingBot:
 
     # ------------------------------------------------------------ lifecycle
     @property
-    def intraday(self) -> bool:
-        return timeframe_of(self.settings.timeframe).intraday
-
-    @property
     def bar_minutes(self) -> int:
         return timeframe_of(self.settings.timeframe).minutes
 
@@ -111,8 +108,19 @@ class TradingBot:
 
     # --------------------------------------------------------- market input
     def on_bar_close(self, bar: Bar) -> ModelOutput | None:
-        """Run the trading cycle for a bar that has just closed."""
-        return self.on_bars_close((bar,))[0]
+        """Run the trading cycle for a bar that has just closed (one symbol: a backtest's and
+        a one-symbol desk's case, kept free of the ranking's lists)."""
+        pipeline = self._take(bar)
+        if pipeline is None:
+            return None
+        self.core.before_signals()
+        now = self.clock.now()
+        out = pipeline.predict(bar, now)
+        sig = self._signal(bar, pipeline, out, now)
+        if sig is not None:
+            self.core.submit(sig)
+        self._publish_cycle()
+        return out
 
     def on_bars_close(self, bars: Sequence[Bar]) -> list[ModelOutput | None]:
         """Run one trading cycle for bars of several symbols that closed together (one bar
@@ -120,35 +128,49 @@ class TradingBot:
         ranked, exits first (they free room), then entries by confidence, so the strongest
         are sized against the position count, exposure and buying power still free.
         Returns each bar's model output (None: invalid bar, no call, or a failed model)."""
-        core = self.core
-        outs: list[ModelOutput | None] = [None] * len(bars)
-        ok: list[tuple[int, Bar, SignalPipeline]] = []
-        for k, bar in enumerate(bars):
-            if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
-                logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
-                continue
-            ok.append((k, bar, self._remember(bar)))
-            if self.bus.active:
-                self.bus.publish(BarEvent(bar, closed=True))
-        if not ok:
-            return outs
-        core.before_signals()
+        taken = [(bar, self._take(bar)) for bar in bars]
+        if all(p is None for _, p in taken):
+            return [None] * len(bars)
+        self.core.before_signals()
         now = self.clock.now()
+        outs: list[ModelOutput | None] = []
         signals: list[TradingSignal] = []
-        for k, bar, pipeline in ok:
-            out = outs[k] = pipeline.predict(bar, now)
-            # a backtest keeps no record of signals that could never trade
-            if out is not None and (self.record_quiet_signals or out.confidence >= self.settings.approval_threshold):
-                signals.append(pipeline.signal(bar, out, now, core.book.bar_delta))
+        for bar, pipeline in taken:
+            out = pipeline.predict(bar, now) if pipeline is not None else None
+            outs.append(out)
+            sig = self._signal(bar, pipeline, out, now) if pipeline is not None else None
+            if sig is not None:
+                signals.append(sig)
         for sig in sorted(signals, key=lambda s: (s.side != Side.SELL, -s.confidence, s.symbol)):
-            core.submit(sig)
-        core.book.publish_portfolio()
-        self._publish_status()
+            self.core.submit(sig)
+        self._publish_cycle()
         return outs
 
+    def _take(self, bar: Bar) -> SignalPipeline | None:
+        """A closed bar into its symbol's history (and on the screen); None for an invalid one."""
+        if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
+            logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
+            return None
+        pipeline = self._remember(bar)
+        if self.bus.active:
+            self.bus.publish(BarEvent(bar, closed=True))
+        return pipeline
+
+    def _signal(self, bar: Bar, pipeline: SignalPipeline, out: ModelOutput | None,
+                now: datetime) -> TradingSignal | None:
+        """The signal a model's call makes; none for a backtest's calls that could never trade
+        (it keeps no record of them)."""
+        if out is None or (not self.record_quiet_signals and out.confidence < self.settings.approval_threshold):
+            return None
+        return pipeline.signal(bar, out, now, self.core.book.bar_delta)
+
+    def _publish_cycle(self) -> None:
+        self.core.book.publish_portfolio()
+        self._publish_status()
+
     def _remember(self, bar: Bar) -> SignalPipeline:
-        pipeline = self.pipeline(bar.symbol)
-        pipeline.remember(bar)
+        pipeline = self.pipelines.get(bar.symbol) or self.pipeline(bar.symbol)  # a bar's hot path
+        pipeline.history.append(bar)
         book = self.core.book
         book.last_prices[bar.symbol] = bar.close
         book.last_bar_end[bar.symbol] = bar.time + book.bar_delta
@@ -221,7 +243,7 @@ class TradingBot:
         if self.calendar is not None:
             is_open = self.calendar.is_open(now)
             change = self.calendar.next_change(now)
-        model = self.model.name if self.model.name != "rules" else "rules fallback"
+        model = model_label(self.model)
         day = self.core.day
         return EngineStatus(
             mode=self.mode, broker=self.broker.kind, data_source=self.data_source, market_open=is_open,

@@ -28,7 +28,7 @@ from app.engine.orders import OrderRouter
 from app.engine.reconcile import reconcile
 from app.engine.records import Recorder
 from app.engine.settings import Settings
-from app.engine.types import DayState, OrderType, Position, Side, TradingMode, TradingSignal
+from app.engine.types import DayState, OrderType, Side, TradingMode, TradingSignal
 
 
 class ExecutionCore:
@@ -115,7 +115,8 @@ class ExecutionCore:
     def _reconcile(self) -> None:
         """Reconcile with the broker; if it cannot be reached, try again on every
         price until it can (saying so once), so stale records are never traded on."""
-        lines = reconcile(self.book, self.fills.book_fill, self.exits.keep_protected)
+        lines = reconcile(self.book, lambda o, seen: self.fills.follow(o, seen, protect=False),
+                          self.exits.keep_protected)
         if self.router.connected or not self._reconcile_pending:
             for line in lines:
                 self.book.bus.publish(AlertEvent("warning", line))
@@ -166,6 +167,3 @@ class ExecutionCore:
 
     def adopt(self, symbol: str) -> str:
         return self.exits.adopt(symbol)
-
-    def positions(self) -> tuple[Position, ...]:
-        return self.book.marked_positions()

@@ -27,7 +27,6 @@ class Exits:
         self.book = book
         self.fills = fills
         fills.on_position_changed = self.keep_protected
-        self._rechecked = False  # true_up is asking the broker about the symbol's sells again
         self._refused: dict[str, str] = {}  # symbol -> the exit refusal last told to the user
 
     # ------------------------------------------------------------ checks
@@ -183,7 +182,7 @@ class Exits:
         """An entry still in the market (not being cancelled) for ``symbol``."""
         return any(o.status != OrderStatus.PENDING_CANCEL for o in self._entries(symbol))
 
-    def true_up(self, symbol: str) -> Position | None:
+    def true_up(self, symbol: str, recheck: bool = True) -> Position | None:
         """The app's position, no larger than what the broker holds. Shares gone while none of
         the app's sells worked (the user sold them, or cancelled the stop and sold) are gone:
         a stop or exit sized for them would sell short on a margin account."""
@@ -199,15 +198,11 @@ class Exits:
             return p
         if any(o.status == OrderStatus.INTENT or o.client_order_id in book.router.queue for o in book.sells(symbol)):
             return p  # an own sell whose sending is not confirmed (an answer lost) may be what sold them
-        if book.sells(symbol) and not self._rechecked:
+        if recheck and book.sells(symbol):
             # the app's own sell may have filled since the poll (a stop executing now): its fill
             # is booked first, as a trade, before any share is taken for sold elsewhere
-            self._rechecked = True
-            try:
-                self.fills.sync(symbol)
-                return self.true_up(symbol)  # once: what is still missing was sold elsewhere
-            finally:
-                self._rechecked = False
+            self.fills.sync(symbol)
+            return self.true_up(symbol, recheck=False)  # what is still missing was sold elsewhere
         logger.warning("{}: the broker holds {:g} of the app's {:g} shares; the rest were sold outside the app",
                        symbol, max(held, 0.0), p.qty)
         if held <= 1e-9:

@@ -57,10 +57,15 @@ class Fills:
         the poll gives up only when two reads in a row fail (the broker is down)."""
         book, rec = self.book, self.book.records
         self.apply_updates()
+        if not rec.has_open_orders:  # the common case in a backtest: nothing to ask about
+            if symbol is None:
+                book.book_current = True
+            return
         if symbol is None:
             book.book_current = False
         orders = [o for o in rec.open_orders() if symbol is None or o.symbol == symbol]
-        orders.sort(key=lambda o: o.client_order_id in self._failing)
+        if self._failing:
+            orders.sort(key=lambda o: o.client_order_id in self._failing)
         failed = misses = answered = 0
         for o in orders:
             if o.client_order_id in book.router.queue:
@@ -89,11 +94,12 @@ class Fills:
         if symbol is None:
             book.book_current = failed == 0
 
-    def follow(self, o: Order, seen: Order) -> Order:
+    def follow(self, o: Order, seen: Order, protect: bool = True) -> Order:
         """Move the recorded order ``o`` to what the broker says of it (``seen``): book the shares
         filled since, record it, tell the GUI. A report older than the record (a lower stage or
         fewer shares filled: polls and stream messages can cross), or any report of an order
-        that has ended, changes nothing."""
+        that has ended, changes nothing. Returns the order as recorded now (``o`` itself when
+        nothing changed); ``protect`` False leaves the position's stop to the caller."""
         # the record as it is now: ``o`` may be from a list read before a nested poll (a fill's
         # stop check asks again) moved the order on, and its shares must not be booked twice
         o = self.book.records.get_order(o.client_order_id) or o
@@ -113,7 +119,7 @@ class Fills:
         self.book.records.order(b, self.book.clock.now())
         if self.book.bus.active:
             self.book.bus.publish(OrderEvent(b))
-        if more:
+        if more and protect:
             self.on_position_changed(b.symbol)  # the position changed: its stop follows
         return b
 

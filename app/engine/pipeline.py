@@ -18,6 +18,11 @@ from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.types import Bar, Side, TradingSignal
 
 
+def model_label(model: SignalModel) -> str:
+    """What the desk calls a model: the rules model is the fallback when none is trained."""
+    return "rules fallback" if model.name == "rules" else model.name
+
+
 class SignalPipeline:
     def __init__(self, symbol: str, model: SignalModel, records: Recorder, bus: EventBus) -> None:
         self.symbol = symbol
@@ -28,10 +33,7 @@ class SignalPipeline:
 
     @property
     def model_label(self) -> str:
-        return "rules fallback" if self.model.name == "rules" else self.model.name
-
-    def remember(self, bar: Bar) -> None:
-        self.history.append(bar)
+        return model_label(self.model)
 
     def predict(self, bar: Bar, now: datetime) -> ModelOutput | None:
         """The model's call on the history up to ``bar`` (just remembered), recorded and shown;

@@ -16,14 +16,15 @@ from app.engine.broker.base import BrokerError
 from app.engine.orders import is_own
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side
 
-BookFill = Callable[[Order, float, float | None], None]  # book the shares filled since (qty, avg)
+Follow = Callable[[Order, Order], Order]  # move a recorded order to the broker's word, booking its fills
 
 
-def reconcile(book: Book, book_fill: BookFill, keep_protected: Callable[[str], None]) -> list[str]:
-    """Fix the book to the broker's word; ``book_fill`` books shares that filled while away,
-    ``keep_protected`` gives each position its stop. Returns what was found, one line each."""
+def reconcile(book: Book, follow: Follow, keep_protected: Callable[[str], None]) -> list[str]:
+    """Fix the book to the broker's word; ``follow`` moves an order on and books the shares
+    that filled while away, ``keep_protected`` gives each position its stop. Returns what was
+    found, one line each."""
     try:
-        return _reconcile(book, book_fill, keep_protected)
+        return _reconcile(book, follow, keep_protected)
     except BrokerError as exc:
         book.router.connected = False
         msg = f"Reconciliation postponed: broker unreachable ({exc}); positions shown are the last known"
@@ -31,7 +32,7 @@ def reconcile(book: Book, book_fill: BookFill, keep_protected: Callable[[str], N
         return [msg]
 
 
-def _reconcile(book: Book, book_fill: BookFill, keep_protected: Callable[[str], None]) -> list[str]:
+def _reconcile(book: Book, follow: Follow, keep_protected: Callable[[str], None]) -> list[str]:
     lines: list[str] = []
     rec, broker, now = book.records, book.broker, book.clock.now()
 
@@ -53,14 +54,9 @@ def _reconcile(book: Book, book_fill: BookFill, keep_protected: Callable[[str], 
                 rec.order(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; unknown to broker"), now)
                 lines.append(f"order {o.client_order_id} unknown to the broker: marked canceled")
             continue
-        if b.status.stage < o.status.stage or b.filled_qty < o.filled_qty - 1e-9:
-            continue  # an order's state never moves back (see Fills.follow)
-        if b.status != o.status or b.filled_qty != o.filled_qty:
-            b = b.with_intent_of(o)
-            if b.filled_qty > o.filled_qty + 1e-9:  # booked before it is recorded (see TradingBot.sync_orders)
-                book_fill(b, o.filled_qty, o.filled_avg_price)
-            rec.order(b, now)
-            lines.append(f"order {o.client_order_id}: {o.status.value} -> {b.status.value}")
+        moved = follow(o, b)  # fills booked; each position is protected in step 3, once all is known
+        if (moved.status, moved.filled_qty) != (o.status, o.filled_qty):
+            lines.append(f"order {o.client_order_id}: {o.status.value} -> {moved.status.value}")
 
     for sym, coid in list(book.stop_orders.items()):  # a stop that ended is no protection
         stop = rec.get_order(coid)

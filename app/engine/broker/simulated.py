@@ -110,7 +110,8 @@ class SimulatedBroker(Broker):
 
     def open_orders(self) -> list[Order]:
         with self._lock:
-            self._settle_cancels(self._clock.now())
+            if self._cancel_due:  # slow cancels only: no clock read on every call otherwise
+                self._settle_cancels(self._clock.now())
             return list(self._open.values())
 
     def submit(self, order: Order) -> Order:
@@ -132,7 +133,8 @@ class SimulatedBroker(Broker):
 
     def get_order(self, client_order_id: str) -> Order | None:
         with self._lock:
-            self._settle_cancels(self._clock.now())
+            if self._cancel_due:  # slow cancels only: no clock read on every call otherwise
+                self._settle_cancels(self._clock.now())
             return self._orders.get(client_order_id)
 
     def cancel(self, client_order_id: str) -> None:
