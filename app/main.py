@@ -35,8 +35,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--after", type=float, default=3.0, metavar="SECONDS",
                    help="with --screenshot: wall-clock seconds to run before the picture (default 3)")
     p.add_argument("--speed", type=float, help="demo replay speed (x real time)")
-    p.add_argument("--replay", metavar="FILE.csv",
-                   help="rehearse on recorded bars (simulated broker, scratch database) instead of the demo")
+    p.add_argument("--replay", metavar="[SYM=]FILE", action="append",
+                   help="rehearse on recorded bars (simulated broker, scratch database) instead of the demo; "
+                        "repeat for several symbols")
     if not commands:
         p.set_defaults(command=None)
         return p

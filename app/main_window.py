@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,9 @@ class LogBridge(QObject):
                                              f"{record['message']}")
 
 
+FROM_FILE = "as the file says (its symbol column, else its name)"
+
+
 class MainWindow(QMainWindow):
     requestApprove = Signal(str)
     requestReject = Signal(str)
@@ -64,7 +68,7 @@ class MainWindow(QMainWindow):
     requestConfirmLive = Signal()
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
-                 replay: str | None = None) -> None:
+                 replay: Sequence[str] | str | None = None) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
@@ -88,11 +92,13 @@ class MainWindow(QMainWindow):
             self.banner.setText("  PAPER TRADING — Alpaca paper account, real market data  ")
             self.banner.setStyleSheet("background:#1565c0; color:white; font-weight:bold; padding:4px;")
             self.speed.setEnabled(False)
+        replay = [replay] if isinstance(replay, str) else list(replay or ())
         if replay:
             from pathlib import Path
 
-            self.banner.setText(f"  REPLAY of {Path(replay).name}: recorded bars, simulated broker  ")
-            self.setWindowTitle(f"AI Trader — REPLAY of {Path(replay).name} (simulated broker)")
+            names = ", ".join(Path(spec).name for spec in replay)
+            self.banner.setText(f"  REPLAY of {names}: recorded bars, simulated broker  ")
+            self.setWindowTitle(f"AI Trader — REPLAY of {names} (simulated broker)")
         self.worker = EngineWorker(paths, settings, demo=demo or bool(replay), replay=replay)
         self.engine = EngineThread(self.worker)
         self._connect()
@@ -152,15 +158,15 @@ class MainWindow(QMainWindow):
         if not path:
             return
         named, named_tf = named_in_file(path)  # SPY_5m_....csv: SPY, 5m, offered first
-        choices = list(dict.fromkeys([*([named] if named else []), *self.settings.watchlist]))
+        choices = [FROM_FILE, *dict.fromkeys([*([named] if named else []), *self.settings.watchlist])]
         symbol, ok = QInputDialog.getItem(self, "Symbol", "The bars in this file are of:", choices, 0, True)
         if not ok or not symbol.strip():
             return
         tfs = list(TIMEFRAMES)
         tf, ok = QInputDialog.getItem(self, "Timeframe", "Bars in this file are:", tfs,
                                       tfs.index(named_tf) if named_tf else 1, False)
-        if ok:
-            self.requestImport.emit(path, symbol.strip().upper(), tf)
+        if ok:  # "" = each symbol as the file says (its symbol column, else its name)
+            self.requestImport.emit(path, "" if symbol == FROM_FILE else symbol.strip().upper(), tf)
 
     def _build_widgets(self) -> None:
         self.chart = CandleChart(bar_minutes=timeframe_of(self.settings.timeframe).minutes)
@@ -228,7 +234,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.trades, "Trades")
         self.tabs.addTab(self.log_view, "Log")
         self.tabs.addTab(self.backtest_tab, "Backtest")
-        self.model_tab = ModelTab(self.paths, self.settings.symbol, self.settings.timeframe)
+        self.model_tab = ModelTab(self.paths, self.settings.symbol, self.settings.timeframe,
+                                  watchlist=self.settings.watchlist)
         self.model_tab.trained.connect(self.on_model_trained)
         self.tabs.addTab(self.model_tab, "Model")
         record_dock = self._dock("Record", "recordDock", self.tabs, bottom)

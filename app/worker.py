@@ -13,6 +13,7 @@ engine methods only ever run on the worker's thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,12 +58,13 @@ class EngineWorker(QObject):
     _pushed = Signal()  # the broker pushed order updates (from the stream's thread; queued here)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
-                 replay: str | None = None) -> None:
+                 replay: Sequence[str] | str | None = None) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
         self.demo = demo
-        self.replay = replay  # a CSV of recorded bars to rehearse on, instead of the demo market
+        # CSVs of recorded bars ([SYM=]FILE each) to rehearse on, instead of the demo market
+        self.replay = [replay] if isinstance(replay, str) else list(replay or ())
         self.speed = settings.demo_speed
         self.ctx: Any = None
         self._timer: QTimer | None = None
@@ -81,8 +83,8 @@ class EngineWorker(QObject):
             bus = EventBus()
             bus.subscribe(self._on_event)
             if self.replay:
-                self.ctx = build_engine(self.paths, self.settings, bus=bus,
-                                        replay_bars=self._replay_bars(self.replay))
+                bars = self._replay_bars(self.replay)  # first: it sets the watchlist
+                self.ctx = build_engine(self.paths, self.settings, bus=bus, replay_bars=bars)
             elif self.demo:
                 self.ctx = build_engine(self.paths, self.settings, bus=bus)
             else:
@@ -105,10 +107,14 @@ class EngineWorker(QObject):
         self._apply_speed()
         self._flush_latest()
 
-    def _replay_bars(self, path: str) -> list[Any]:
-        from app.engine.data.service import load_bars  # deferred: pandas, on the worker thread only
+    def _replay_bars(self, specs: list[str]) -> list[Any]:
+        """The files' bars; the watchlist becomes the symbols they hold."""
+        from app.engine.data.portfolio import load_portfolio  # deferred: pandas, on the worker thread only
 
-        return load_bars(path, self.settings.symbol, self.settings.timeframe)[0]
+        symbol = self.settings.symbol if len(specs) == 1 else None
+        bars = load_portfolio(specs, symbol, self.settings.timeframe)[0]
+        self.settings = self.settings.updated(watchlist=tuple(sorted({b.symbol for b in bars})))
+        return bars
 
     @Slot()
     def stop(self) -> None:
@@ -172,19 +178,22 @@ class EngineWorker(QObject):
 
     @Slot(str, str, str)
     def importCsv(self, path: str, symbol: str, timeframe: str) -> None:
-        """File -> Import CSV, run here so the window never waits on the disk."""
+        """File -> Import CSV, run here so the window never waits on the disk. ``symbol`` ""
+        takes each symbol as the file says (a symbol column imports each of its stocks)."""
         # deferred: pandas, on the worker thread only
         from app.engine.data.frame import DataError
-        from app.engine.data.service import import_csv
+        from app.engine.data.service import import_file
 
         if self.ctx is None:
             return
         try:
-            summary = import_csv(self.ctx.storage, path, symbol, timeframe)
+            summaries = import_file(self.ctx.storage, path, timeframe, symbol or None)
         except (DataError, OSError) as exc:
             self.alertRaised.emit(AlertEvent("error", f"Import failed: {exc}"))
             return
-        self.alertRaised.emit(AlertEvent("info", " | ".join(summary.lines())))
+        many = len(summaries) > 1
+        self.alertRaised.emit(AlertEvent("info", " | ".join(f"{s.symbol}: {line}" if many else line
+                                                            for s in summaries for line in s.lines())))
 
     @Slot()
     def confirmLive(self) -> None:

@@ -130,7 +130,7 @@ def test_cli_writes_json_and_html(tmp_path: Path, app_home: Path) -> None:
     assert code == 0
     data = json.loads(out_json.read_text())
     assert data["bars"] == 1500 and data["elapsed_seconds"] > 0
-    assert set(data["trades"][0]) == {"entry_time", "exit_time", "entry_price", "exit_price", "qty", "pnl",
+    assert set(data["trades"][0]) == {"symbol", "entry_time", "exit_time", "entry_price", "exit_price", "qty", "pnl",
                                       "exit_reason"}
     for key in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_bars", "win_rate",
                 "profit_factor", "avg_win", "avg_loss", "exposure", "trades", "turnover", "buy_and_hold_return"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from alpaca_bars_server import BarsServer, two_pages
+from test_data_csv_import import write_two_symbols
 
 from app.cli.data import add_data_parser, run_data_command
 from app.engine.clock import SimClock
@@ -161,6 +162,73 @@ def test_a_file_named_spy_is_never_stored_as_pltr_unasked(paths: AppPaths, capsy
     storage = Storage(paths.database)
     assert (BarRepository(storage).count("SPY", "5m"), BarRepository(storage).count("PLTR", "5m")) == (0, 5)
     storage.close()
+
+
+def _counts(paths: AppPaths, *symbols: str) -> tuple[int, ...]:
+    storage = Storage(paths.database)
+    try:
+        return tuple(BarRepository(storage).count(s, "5m") for s in symbols)
+    finally:
+        storage.close()
+
+
+def _one_symbol_file(path: Path, symbol: str) -> Path:
+    path.write_text("timestamp,symbol,open,high,low,close,volume\n" + "".join(
+        f"2025-12-23 14:{30 + 5 * i}:00+00:00,{symbol},{10 + i},{11 + i},{9 + i},{10.5 + i},100\n"
+        for i in range(4)))
+    return path
+
+
+def test_a_symbol_column_imports_each_stock_under_its_own_ticker(
+        paths: AppPaths, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    f = write_two_symbols(tmp_path / "watch.csv")
+    rc, out, err = run(paths, capsys, "data", "import", str(f))
+    assert rc == 0, err
+    assert "PLTR: imported PLTR 5m from watch.csv" in out and "SPY: imported SPY 5m from watch.csv" in out
+    assert "PLTR: rows read: 6, accepted: 5, rejected: 1" in out and "SPY: rows read: 5, accepted: 5" in out
+    assert "duplicate" not in out, "the same time in two stocks is two bars"
+    assert _counts(paths, "PLTR", "SPY") == (5, 5)
+    rc, out, _ = run(paths, capsys, "data", "import", str(f))
+    assert rc == 0 and "PLTR: stored: 5 bars (0 new)" in out and "SPY: stored: 5 bars (0 new)" in out
+
+
+def test_a_name_that_says_spy_and_a_column_that_says_pltr_is_refused(
+        paths: AppPaths, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    f = _one_symbol_file(tmp_path / "SPY_5m_2025-12-23.csv", "PLTR")
+    rc, _, err = run(paths, capsys, "data", "import", str(f))
+    assert rc == 2 and "name says SPY but its symbol column says PLTR" in err
+    assert _counts(paths, "PLTR", "SPY") == (0, 0)
+    rc, _, err = run(paths, capsys, "data", "import", str(f), "--symbol", "SPY")
+    assert rc == 2 and "symbol column says PLTR, not SPY" in err and "--rename" in err
+    assert _counts(paths, "PLTR", "SPY") == (0, 0)
+    rc, _, err = run(paths, capsys, "data", "import", str(f), "--symbol", "pltr")  # the user and the content agree
+    assert rc == 0, err
+    assert _counts(paths, "PLTR", "SPY") == (4, 0)
+
+
+def test_symbol_that_the_column_contradicts_needs_rename_and_one_stock(
+        paths: AppPaths, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    two = write_two_symbols(tmp_path / "watch.csv")
+    for extra in ((), ("--rename",)):
+        rc, _, err = run(paths, capsys, "data", "import", str(two), "--symbol", "PLTR", *extra)
+        assert rc == 2 and "holds several symbols (PLTR, SPY)" in err
+    assert _counts(paths, "PLTR", "SPY") == (0, 0)
+    one = _one_symbol_file(tmp_path / "export.csv", "SPY")
+    rc, _, err = run(paths, capsys, "data", "import", str(one), "--symbol", "NVDA")
+    assert rc == 2 and "says SPY, not NVDA" in err
+    rc, out, err = run(paths, capsys, "data", "import", str(one), "--symbol", "NVDA", "--rename")
+    assert rc == 0 and "imported NVDA 5m" in out, err
+    assert _counts(paths, "NVDA", "SPY") == (4, 0)
+
+
+def test_a_bad_ticker_in_the_column_stores_nothing_of_the_file(
+        paths: AppPaths, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    f = write_two_symbols(tmp_path / "watch.csv")
+    f.write_text(f.read_text() + "2025-12-23 15:00:00+00:00,SPY$X,680,681,679,680.5,5000\n")
+    rc, _, err = run(paths, capsys, "data", "import", str(f))
+    assert rc == 2 and err.count("\n") == 1
+    assert "line 13: 'SPY$X' is not a ticker symbol" in err
+    assert _counts(paths, "PLTR", "SPY") == (0, 0)
 
 
 def _use_keys_of(paths: AppPaths, server: BarsServer) -> None:

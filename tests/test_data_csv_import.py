@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.engine.data.csv_import import parse_times, read_csv
+from app.engine.data.csv_import import parse_times, read_csv, read_csv_each
 from app.engine.data.frame import DataError
+from app.engine.data.service import load_bars, symbols_in_file
 
 DATA = Path(__file__).parent / "data"
 
@@ -134,3 +135,59 @@ def test_parse_times_forms() -> None:
     want = ["14:30", "14:35", "14:40", "14:45", "14:50", "14:55", "15:00"]
     assert [t.strftime("%H:%M") for t in got[:7]] == want
     assert got[7:].isna().all()
+
+
+# ---------------------------------------------------------------- a symbol column
+def write_two_symbols(path: Path) -> Path:
+    """Rows of PLTR and SPY interleaved at the same times (as a screener export lists them)."""
+    rows = ["Date Time,Ticker,Open,High,Low,Close,Volume"]
+    for i in range(5):
+        t = f"2025-12-23 {14 + (30 + 5 * i) // 60}:{(30 + 5 * i) % 60:02d}:00+00:00"
+        rows.append(f"{t},pltr,{190 + i},{191 + i},{189 + i},{190.5 + i},{1000 + i}")
+        rows.append(f"{t},SPY,{680 + i},{681 + i},{679 + i},{680.5 + i},{5000 + i}")
+    rows.append("2025-12-23 14:55:00+00:00,PLTR,195,196,194,195.5,abc")  # line 12: one bad PLTR row
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_symbol_column_splits_the_rows_by_stock(tmp_path: Path) -> None:
+    f = write_two_symbols(tmp_path / "watch.csv")
+    spy = read_csv(f, "spy")
+    assert spy.symbol == "SPY" and spy.columns["symbol"] == "Ticker"
+    assert (spy.accepted, spy.rejected) == (5, 0)
+    assert spy.frame["open"].tolist() == [680, 681, 682, 683, 684]
+    pltr = read_csv(f, "PLTR")
+    assert (pltr.accepted, pltr.rejected) == (5, 1)
+    assert pltr.examples["text in volume"] == [12]  # the file's own line, not the line within PLTR's rows
+    assert [r.symbol for r in read_csv_each(f)] == ["PLTR", "SPY"]
+    with pytest.raises(DataError, match=r"holds several symbols \(PLTR, SPY\)"):
+        read_csv(f)
+
+
+def test_load_bars_takes_one_stock_and_names_the_held_ones_when_asked_for_another(tmp_path: Path) -> None:
+    f = write_two_symbols(tmp_path / "watch.csv")
+    bars, _ = load_bars(f, "SPY", "5m")
+    assert len(bars) == 5 and {b.symbol for b in bars} == {"SPY"}
+    assert all(b.close > 600 for b in bars), "no PLTR price leaked into SPY's bars"
+    with pytest.raises(DataError, match="holds PLTR, SPY, not NVDA"):
+        load_bars(f, "NVDA", "5m")
+
+
+def test_symbols_in_file_by_column_else_by_name(tmp_path: Path) -> None:
+    assert symbols_in_file(write_two_symbols(tmp_path / "SPY_5m_watch.csv")) == ["PLTR", "SPY"]  # content first
+    named = tmp_path / "QQQ_5m_2025-12-23.csv"
+    named.write_bytes((DATA / "epoch_seconds.csv").read_bytes())
+    assert symbols_in_file(named) == ["QQQ"]
+    assert symbols_in_file(DATA / "epoch_seconds.csv") == []
+
+
+@pytest.mark.parametrize(("cell", "shown"), [("SP Y!", "'SP Y!' is not a ticker symbol"),
+                                             ("N/A", "the symbol is missing ('N/A')")])
+def test_a_bad_ticker_in_the_symbol_column_refuses_the_file(tmp_path: Path, cell: str, shown: str) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text("timestamp,symbol,open,high,low,close,volume\n"
+                 "2025-12-23 14:30:00+00:00,SPY,680,681,679,680.5,5000\n"
+                 f"2025-12-23 14:35:00+00:00,{cell},680,681,679,680.5,5000\n")
+    with pytest.raises(DataError) as err:
+        read_csv(f, "SPY")
+    assert f"bad.csv line 3: {shown} in column symbol" in str(err.value)

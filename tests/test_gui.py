@@ -193,5 +193,7 @@ def test_importing_a_file_named_spy_offers_spy_not_the_charted_symbol(  # type: 
     monkeypatch.setattr(QInputDialog, "getItem", get_item)
     with qtbot.waitSignal(window.requestImport, timeout=2000) as sent:
         window.import_csv()
-    assert sent.args == ["/data/SPY_15m_2024.csv", "SPY", "15m"]
-    assert asked[0][1][:2] == ["SPY", "PLTR"], "the file's own symbol first, then the watchlist"
+    from app.main_window import FROM_FILE
+
+    assert sent.args == ["/data/SPY_15m_2024.csv", "", "15m"], "as the file says: the worker reads it"
+    assert asked[0][1][:3] == [FROM_FILE, "SPY", "PLTR"], "the file's word first, its name, then the watchlist"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PySide6.QtWidgets import QComboBox
 from test_ml_cli import write_daily_csv
 
 from app.engine.paths import AppPaths
@@ -63,3 +64,58 @@ def test_a_bad_file_shows_the_one_line_error(qtbot, tmp_path: Path) -> None:  # 
     assert tab.start_training()
     qtbot.waitUntil(lambda: tab.retrain.isEnabled(), timeout=120_000)
     assert tab.status.text().startswith("error:")
+
+
+def _save_metadata(paths: AppPaths, symbol: str, timeframe: str, bars: int) -> None:
+    """The metadata.json a finished training leaves (only the parts the tab shows)."""
+    folder = paths.model_dir(symbol, timeframe)
+    folder.mkdir(parents=True)
+    overall = {"lstm": {"n": 120, "accuracy": 0.55}, "ensemble": {"n": 120, "accuracy": 0.57}}
+    (folder / "metadata.json").write_text(json.dumps({
+        "symbol": symbol, "train_start": "2024-01-02T00:00:00", "train_end": "2025-06-30T00:00:00",
+        "bars": bars, "horizon": 5, "metrics": {"overall": overall, "calibration": {}}}))
+
+
+def test_the_symbol_picker_shows_each_watchlist_symbols_model(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    paths = AppPaths(tmp_path / "home")
+    _save_metadata(paths, "NVDA", "1d", bars=777)
+    tab = ModelTab(paths, "PLTR", "1d", watchlist=["PLTR", "NVDA", "SPY"])
+    qtbot.addWidget(tab)
+    picker = tab.findChild(QComboBox, "modelSymbol")
+    assert picker is tab.picker
+    assert [picker.itemText(i) for i in range(picker.count())] == ["PLTR", "NVDA", "SPY"]
+    assert "No trained model for PLTR 1d" in tab.status.text() and tab.table.rowCount() == 0
+    picker.setCurrentText("NVDA")
+    assert "777 bars" in tab.status.text() and tab.table.rowCount() == 2
+    assert tab.folder() == paths.model_dir("NVDA", "1d")
+    picker.setCurrentText("SPY")
+    assert "No trained model for SPY 1d" in tab.status.text() and tab.table.rowCount() == 0
+
+
+def test_set_watchlist_keeps_the_choice_while_it_is_still_listed(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    paths = AppPaths(tmp_path / "home")
+    _save_metadata(paths, "QQQ", "5m", bars=42)
+    tab = ModelTab(paths, "PLTR", "5m")
+    qtbot.addWidget(tab)
+    assert [tab.picker.itemText(i) for i in range(tab.picker.count())] == ["PLTR"]  # no watchlist: just the symbol
+    tab.set_watchlist(["spy", "PLTR"])
+    assert tab.symbol == "PLTR" and tab.picker.count() == 2
+    tab.set_watchlist(["QQQ", "SPY"])  # PLTR left the watchlist: the first symbol's model is shown
+    assert tab.symbol == "QQQ" and "42 bars" in tab.status.text()
+
+
+def test_retrain_trains_the_chosen_symbol(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "daily.csv"
+    write_daily_csv(csv)
+    tab = ModelTab(AppPaths(tmp_path / "home"), "PLTR", "1d", watchlist=["PLTR", "NVDA"])
+    qtbot.addWidget(tab)
+    tab.csv.setText(str(csv))
+    tab.picker.setCurrentText("NVDA")
+    assert tab.start_training()
+    assert tab.process is not None
+    args = tab.process.arguments()
+    assert args[args.index("--symbol") + 1] == "NVDA" and args[args.index("--timeframe") + 1] == "1d"
+    assert not tab.picker.isEnabled(), "the symbol cannot change under a running training"
+    tab.cancel_training()
+    qtbot.waitUntil(lambda: tab.retrain.isEnabled(), timeout=10_000)
+    assert tab.picker.isEnabled()

@@ -72,6 +72,16 @@ def test_csv_import_reports_counts_and_errors(qtbot, app_home: Path, tmp_path: P
     assert "accepted: 2, rejected: 1" in message and "text in close" in message
     w.importCsv(str(tmp_path / "missing.csv"), "PLTR", "1d")
     assert alerts[-1].level == "error" and "Import failed" in alerts[-1].message  # type: ignore[attr-defined]
+    both = tmp_path / "two.csv"
+    both.write_text("symbol,date,open,high,low,close,volume\nAMD,2024-01-02,10,11,9,10.5,1000\n"
+                    "NVDA,2024-01-02,50,51,49,50.5,900\nAMD,2024-01-03,10.5,11,10,10.8,900\n")
+    w.importCsv(str(both), "", "1d")  # as the file says: each stock under its own symbol
+    message = alerts[-1].message  # type: ignore[attr-defined]
+    assert alerts[-1].level == "info" and "AMD: " in message and "NVDA: " in message  # type: ignore[attr-defined]
+    from app.engine.storage import BarRepository
+
+    repo = BarRepository(w.ctx.storage)
+    assert repo.count("AMD", "1d") == 2 and repo.count("NVDA", "1d") == 1
     w.stop()
 
 

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from app.engine.backtest.config import STRATEGIES, BacktestConfig, check_retrain_every, commission_terms
 from app.engine.backtest.report import render_html
 from app.engine.backtest.runner import run_backtest
-from app.engine.data.service import load_bars
+from app.engine.data.portfolio import load_portfolio
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.types import TIMEFRAMES
@@ -20,8 +20,10 @@ from app.engine.types import TIMEFRAMES
 
 def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("backtest", help="run history through the trading engine")
-    p.add_argument("--symbol", default="PLTR")
-    p.add_argument("--csv", required=True, help="bars to test on (columns found by name)")
+    p.add_argument("--symbol", help="the ticker a lone file holds when it does not say (default PLTR)")
+    p.add_argument("--csv", required=True, action="append", metavar="[SYM=]FILE",
+                   help="bars to test on (columns found by name); repeat for a portfolio on one account: "
+                        "--csv QQQ=a.csv --csv NVDA=b.csv (a bare path: the symbol from the file)")
     p.add_argument("--timeframe", default="5m", choices=list(TIMEFRAMES))
     p.add_argument("--strategy", default="sma_cross", choices=STRATEGIES)
     p.add_argument("--start", help="first day (YYYY-MM-DD), inclusive")
@@ -56,7 +58,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         saved = Settings.load(paths.settings).backtest_retrain_bars
         args.retrain_every = saved if args.strategy == "ensemble" else 0
     check_retrain_every(args.retrain_every, args.strategy)
-    bars, _ = load_bars(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)  # plain: no sessions
+    # plain: no session rules, so no hours are cut either
+    bars, loaded = load_portfolio(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)
     if args.start:
         bars = [b for b in bars if b.time >= _day(args.start)]
     if args.end:
@@ -64,21 +67,30 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if len(bars) < 2:
         raise ValueError("fewer than two bars in the chosen window")
     per_share, rate = commission_terms(args.commission, args.commission_mode)
-    cfg = BacktestConfig(args.symbol.upper(), args.timeframe, args.strategy, args.cash, per_share, rate,
+    symbols = sorted({b.symbol for b in bars})
+    cfg = BacktestConfig(",".join(symbols), args.timeframe, args.strategy, args.cash, per_share, rate,
                          args.slippage_bps, args.plain, retrain_every=args.retrain_every)
     if cfg.retrain_every:
         print(f"training the ensemble every {cfg.retrain_every} bars (walk-forward): this takes a while",
               file=out, flush=True)
+    if len(symbols) > 1:
+        for line in loaded:
+            print(line, file=out)
     result = run_backtest(bars, cfg, models_dir=paths.models)
     for note in result.notes:
         print(f"note: {note}", file=out)
     m = result.metrics
-    print(f"{len(bars):,} bars, {m['trades']} trades in {result.elapsed_seconds:.2f} s "
+    of = f" of {len(symbols)} symbols" if len(symbols) > 1 else ""
+    print(f"{len(bars):,} bars{of}, {m['trades']} trades in {result.elapsed_seconds:.2f} s "
           f"({len(bars) / max(result.elapsed_seconds, 1e-9):,.0f} bars/s through the engine; the model's "
           f"answers took {result.model_seconds:.2f} s more)", file=out)
     print(f"total return {m['total_return']:+.2%} (buy and hold {m['buy_and_hold_return']:+.2%}), "
           f"max drawdown {m['max_drawdown']:.2%}, Sharpe {m['sharpe']:.2f}, win rate "
           f"{m['win_rate'] if m['win_rate'] == m['win_rate'] else 0:.1%}", file=out)
+    if len(symbols) > 1:
+        for symbol, sm in result.per_symbol.items():
+            print(f"  {symbol}: {sm['trades']} trades, return {sm['total_return']:+.2%} of the account, "
+                  f"buy and hold {sm['buy_and_hold_return']:+.2%}", file=out)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result.to_json(), indent=2))
         print(f"wrote {args.json_out}", file=out)

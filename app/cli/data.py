@@ -11,7 +11,6 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, TextIO
 
 from loguru import logger
@@ -21,7 +20,7 @@ from app.engine.data.frame import DataError
 from app.engine.data.service import (
     default_start,
     fetch_and_cache,
-    import_csv,
+    import_file,
     named_in_file,
     normalize_symbol,
 )
@@ -49,10 +48,12 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="import bars from a CSV file")
     imp.add_argument("file", help="CSV with date/time, open, high, low, close, volume columns")
-    imp.add_argument("--symbol", help="ticker the file holds, e.g. PLTR (default: from a name like SPY_5m_....csv)")
+    imp.add_argument("--symbol", help="ticker the file holds, e.g. PLTR (default: its symbol column's, "
+                     "each under its own, else from a name like SPY_5m_....csv)")
     imp.add_argument("--timeframe", choices=timeframes, help="bar size (default: from the file's name, else 5m)")
     imp.add_argument("--rename", action="store_true",
-                     help="store the bars under --symbol even though the file's name says another ticker")
+                     help="store the bars under --symbol even though the file's name or symbol column "
+                     "says another ticker")
     imp.add_argument("--keep-extended", action="store_true",
                      help="keep pre/post-market bars (dropped by default)")
 
@@ -92,35 +93,22 @@ def run_data_command(args: argparse.Namespace, paths: AppPaths, *, clock: Clock 
 
 
 def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
+    """Each stock of a symbol column under its own ticker, else the file under --symbol or the
+    one its name says; the engine refuses to store a file's SPY bars as PLTR unless --rename."""
+    timeframe = args.timeframe or named_in_file(args.file)[1] or "5m"
     paths.ensure()
     storage = Storage(paths.database)
     try:
-        symbol, timeframe = _import_target(args)
-        summary = import_csv(storage, args.file, symbol, timeframe,
-                             keep_extended=getattr(args, "keep_extended", False))
+        summaries = import_file(storage, args.file, timeframe, args.symbol, rename=getattr(args, "rename", False),
+                                keep_extended=getattr(args, "keep_extended", False))
     finally:
         storage.close()
     print("source: CSV file", file=out)
-    for line in summary.lines():
-        print(line, file=out)
+    for summary in summaries:
+        prefix = f"{summary.symbol}: " if len(summaries) > 1 else ""
+        for line in summary.lines():
+            print(prefix + line, file=out)
     return 0
-
-
-def _import_target(args: argparse.Namespace) -> tuple[str, str]:
-    """The symbol and timeframe to store the file's bars under: as given, else as its name
-    says. Bars a file's name calls SPY are never stored as PLTR unless the user says so."""
-    named_symbol, named_tf = named_in_file(args.file)
-    timeframe = args.timeframe or named_tf or "5m"
-    if args.symbol is None:
-        if named_symbol is None:
-            raise DataError(f"cannot tell which ticker {Path(args.file).name} holds: name it with --symbol "
-                            "(or name the file like PLTR_5m_....csv)")
-        return named_symbol, timeframe
-    symbol = normalize_symbol(args.symbol)
-    if named_symbol is not None and named_symbol != symbol and not getattr(args, "rename", False):
-        raise DataError(f"{Path(args.file).name} says {named_symbol}, not {symbol}: import it with "
-                        f"--symbol {named_symbol}, or add --rename to store it as {symbol}")
-    return symbol, timeframe
 
 
 def _fetch(args: argparse.Namespace, paths: AppPaths, out: TextIO, clock: Clock,

@@ -129,7 +129,7 @@ def _bars(args: argparse.Namespace, paths: AppPaths, symbol: str, clock: Clock,
           probe: Callable[[], bool] | None, out: TextIO) -> tuple[pd.DataFrame, str]:
 
     if getattr(args, "csv", None):
-        return load_csv_bars(args.csv, args.timeframe), Path(args.csv).name
+        return load_csv_bars(args.csv, args.timeframe, symbol), Path(args.csv).name
     return _cached_bars(args, paths, symbol, clock, probe, out)
 
 

@@ -21,7 +21,7 @@ from app.engine import logs
 from app.engine.bootstrap import build_engine, build_live_engine
 from app.engine.broker.base import BrokerError
 from app.engine.data.frame import DataError
-from app.engine.data.service import load_bars
+from app.engine.data.portfolio import load_portfolio
 from app.engine.events import AlertEvent, Event, EventBus, OrderEvent, SignalEvent, TradeEvent
 from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppPaths
@@ -35,7 +35,9 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="no window (the only mode of this command)")
     p.add_argument("--broker", choices=("sim", "alpaca-paper"), default="sim")
     p.add_argument("--symbol", default=None, help="symbol to trade (default: the settings' symbol)")
-    p.add_argument("--replay", metavar="FILE.csv", help="replay recorded bars instead of the simulated market")
+    p.add_argument("--replay", metavar="[SYM=]FILE", action="append",
+                   help="replay recorded bars instead of the simulated market; repeat for several symbols "
+                        "(--replay QQQ=a.csv --replay NVDA=b.csv; a bare path: the symbol from the file)")
     p.add_argument("--speed", type=float, default=None,
                    help="x real time; 0 = as fast as possible (default: the settings' demo speed)")
     p.add_argument("--max-bars", type=int, default=None, help="stop after this many bars")
@@ -71,9 +73,10 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
 
     bars = None
     if args.replay:
-        bars = _load_replay(args.replay, settings.symbol, settings.timeframe, out)
+        bars = _load_replay(args.replay, args.symbol or settings.symbol, settings.timeframe, out)
         if bars is None:
             return 2
+        settings = settings.updated(watchlist=tuple(sorted({b.symbol for b in bars})))  # what the files hold
 
     bus = EventBus()
     bus.subscribe(lambda e: _report(e, out))
@@ -98,7 +101,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
     pause = 0.0 if speed <= 0 else ctx.bot.bar_minutes * 60 / ctx.replay_ticks / speed
     if live:
         pause = float(settings.stop_check_seconds)
-    out(f"engine running: {ctx.bot.data_source} market {settings.symbol}, broker {ctx.broker.kind.value}, "
+    out(f"engine running: {ctx.bot.data_source} market {', '.join(settings.watchlist)}, "
+        f"broker {ctx.broker.kind.value}, "
         f"{'polling every ' + str(int(pause)) + ' s' if live else 'speed ' + ('max' if pause == 0 else f'{speed:g}x')}"
         "; Ctrl+C stops")
     pushed = threading.Event()  # the broker pushed order updates: acted on between checks
@@ -134,13 +138,14 @@ def _sleep_unless(stop: dict[str, bool], seconds: float, pushed: threading.Event
         time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
 
-def _load_replay(path: str, symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:
+def _load_replay(specs: list[str], symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:
     try:
-        bars, result = load_bars(path, symbol, timeframe)
+        bars, lines = load_portfolio(specs, symbol if len(specs) == 1 else None, timeframe)
     except (DataError, OSError) as exc:
         out(f"error: {exc}")
         return None
-    out(f"replaying {len(bars)} bars of {symbol} from {path} ({result.rejected} rows rejected)")
+    for line in lines:
+        out(f"replaying {line}")
     return bars
 
 

@@ -67,10 +67,11 @@ class Book:
 
     # ------------------------------------------------------ what is held
     def position(self, symbol: str) -> Position | None:
-        return next((p for p in self.records.positions() if p.symbol == symbol), None)
+        return self.records.get_position(symbol)
 
     def held(self, symbol: str) -> float:
-        return sum(p.qty for p in self.records.positions() if p.symbol == symbol)
+        p = self.records.get_position(symbol)
+        return p.qty if p is not None else 0.0
 
     def broker_holding(self, symbol: str) -> tuple[bool, Position | None]:
         """(True, the broker's position or None when flat), or (False, None) when the broker

@@ -137,19 +137,25 @@ class Exits:
         if book.plain or not book.broker.supports_stop_orders:
             return
         p = self.true_up(symbol)
+        mine = [o for o in book.records.open_orders() if o.symbol == symbol]  # read once: a hot path
+        queue = book.router.queue
         # a stop recorded but never confirmed sent (its sending failed unseen) is no stop: it
         # must not make the real one look like an extra; the next poll drops it
-        stops = [o for o in book.sells(symbol, OrderType.STOP)
-                 if o.status != OrderStatus.INTENT or o.client_order_id in book.router.queue]
+        stops = [o for o in mine if o.side == Side.SELL and o.order_type == OrderType.STOP
+                 and (o.status != OrderStatus.INTENT or o.client_order_id in queue)]
         if p is None or p.qty <= 0:
             for stop in stops:
                 book.cancel(stop.client_order_id)
             book.stop_orders.pop(symbol, None)
             return
-        if p.stop_price is None or book.exit_working(symbol) or symbol in book.exits_due:
+        if p.stop_price is None or symbol in book.exits_due or (
+                book.exit_working(symbol) if queue else
+                any(o.side == Side.SELL and o.order_type == OrderType.MARKET for o in mine)):
             return
-        if self._entry_working(symbol):  # a partly filled entry blocks its own stop (a wash trade to
-            for entry in self._entries(symbol):  # Alpaca): what filled is a position, the rest is cut
+        # a partly filled entry blocks its own stop (a wash trade to Alpaca): what filled is a
+        # position, the rest is cut
+        if any(o.side == Side.BUY and o.status != OrderStatus.PENDING_CANCEL for o in mine):
+            for entry in self._entries(symbol):
                 book.cancel(entry.client_order_id)
             self.fills.sync(symbol)  # books what filled up to the cut
             if self._entry_working(symbol):

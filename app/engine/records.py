@@ -77,6 +77,9 @@ class Recorder:
     def positions(self) -> list[Position]:
         return list(self._positions.values())
 
+    def get_position(self, symbol: str) -> Position | None:
+        return self._positions.get(symbol)
+
     # small state and the command journal
     def state_get(self, key: str, default: Any = None) -> Any:
         return self._state.get(key, default)

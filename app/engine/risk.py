@@ -124,14 +124,12 @@ def initial_stop(entry: float, s: Settings) -> float:
 def update_trailing(p: Position, price: float, s: Settings) -> Position:
     """Raise the high-water mark; once up ``trailing_start_pct`` trail the stop by
     ``trailing_pct``. A stop only ever moves up."""
-    from dataclasses import replace
-
     high = max(p.high_water or p.avg_price, price)
     active = p.trailing_active or high >= p.avg_price * (1 + s.trailing_start_pct)
     stop = p.stop_price if p.stop_price is not None else initial_stop(p.avg_price, s)
     if active:
         stop = max(stop, round(high * (1 - s.trailing_pct), 4))
-    return replace(p, high_water=high, trailing_active=active, stop_price=stop, last_price=price)
+    return p.marked(price, stop, active, high)
 
 
 def exit_reason(p: Position, price: float, s: Settings) -> str:

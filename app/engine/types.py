@@ -223,6 +223,15 @@ class Position:
     high_water: float = 0.0
     stale: bool = False
 
+    def marked(self, price: float, stop_price: float | None = None, trailing_active: bool | None = None,
+               high_water: float | None = None) -> Position:
+        """At ``price`` (and a new stop state where given): ``dataclasses.replace`` made
+        direct, because every held position is re-marked on every bar of a backtest."""
+        return Position(self.symbol, self.qty, self.avg_price, price, self.opened_at,
+                        self.stop_price if stop_price is None else stop_price,
+                        self.trailing_active if trailing_active is None else trailing_active,
+                        self.high_water if high_water is None else high_water, self.stale)
+
     @property
     def market_value(self) -> float:
         return self.qty * self.last_price

@@ -4,6 +4,9 @@ Training runs as a separate process (``main.py train``), so TensorFlow never
 loads into the window and Cancel simply ends that process. Progress comes
 from its ``[ 42.0%] message`` lines. Metrics and the reliability plot are
 read from the model's ``metadata.json`` (out-of-sample figures only).
+
+Each watchlist symbol has its own model (``models/NVDA_5m``); the symbol
+picker chooses which one is shown and which one Retrain trains.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +47,23 @@ COLUMNS = ("model", "n", "accuracy", "balanced_accuracy", "roc_auc", "brier", "l
 class ModelTab(QWidget):
     trained = Signal(str)  # the models folder that changed
 
-    def __init__(self, paths: AppPaths, symbol: str, timeframe: str, parent: QWidget | None = None) -> None:
+    def __init__(self, paths: AppPaths, symbol: str, timeframe: str, parent: QWidget | None = None, *,
+                 watchlist: Sequence[str] | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("modelTab")
-        self.paths, self.home, self.symbol = paths, paths.home, symbol
+        self.paths, self.home = paths, paths.home
         self.process: QProcess | None = None
+        self._run_folder: Path | None = None  # the model folder the running training writes
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
+        self.picker = QComboBox()
+        self.picker.setObjectName("modelSymbol")
+        self.picker.setToolTip("Which watchlist symbol's model to show and retrain")
+        chosen = symbol.strip().upper()
+        items = _symbols(watchlist or [chosen])
+        self.picker.addItems(items if chosen in items else [chosen, *items])
+        self.picker.setCurrentText(chosen)
+        self.picker.currentTextChanged.connect(lambda _t: self.reload())
         self.csv = QLineEdit()
         self.csv.setObjectName("trainCsv")
         self.csv.setPlaceholderText("CSV of bars to train on")
@@ -71,7 +85,7 @@ class ModelTab(QWidget):
         self.cancel.setEnabled(False)
         self.retrain.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_training)
-        for w in (self.csv, browse, self.timeframe, self.retrain, self.cancel):
+        for w in (self.picker, self.csv, browse, self.timeframe, self.retrain, self.cancel):
             row.addWidget(w)
         layout.addLayout(row)
         self.progress = QProgressBar()
@@ -99,6 +113,26 @@ class ModelTab(QWidget):
         self.reload()
 
     # -------------------------------------------------------------- display
+    @property
+    def symbol(self) -> str:
+        """The symbol whose model is shown and retrained: the picker's choice."""
+        return self.picker.currentText()
+
+    def set_watchlist(self, symbols: Sequence[str]) -> None:
+        """New watchlist from the settings: keep the chosen symbol while it is still in it,
+        else show the first one's model. An empty list leaves the picker as it is."""
+        items = _symbols(symbols)
+        if not items:
+            return
+        current = self.symbol
+        self.picker.blockSignals(True)  # one reload at the end, not one per item
+        self.picker.clear()
+        self.picker.addItems(items)
+        self.picker.setCurrentText(current if current in items else items[0])
+        self.picker.blockSignals(False)
+        if self.symbol != current:
+            self.reload()
+
     def folder(self) -> Path:
         return self.paths.model_dir(self.symbol, self.timeframe.currentText())
 
@@ -151,14 +185,21 @@ class ModelTab(QWidget):
         self.process.readyReadStandardOutput.connect(self._read)
         self.process.finished.connect(self._finished)
         self.progress.setValue(0)
-        self.status.setText("Training…")
-        self.retrain.setEnabled(False)
-        self.cancel.setEnabled(True)
+        self.status.setText(f"Training {self.symbol} {self.timeframe.currentText()}…")
+        self._run_folder = self.folder()  # announced when it ends, whatever the picker shows then
+        self._set_running(True)
         self._tail: list[str] = []
         self.process.start(sys.executable, [str(ROOT / "main.py"), "--data-dir", str(self.home), "train",
                                             "--symbol", self.symbol, "--csv", csv,
                                             "--timeframe", self.timeframe.currentText(), *self.extra_args()])
         return True
+
+    def _set_running(self, running: bool) -> None:
+        """While training, the symbol and timeframe stay put: the finished run reloads and
+        announces the folder they name, which must be the one it trained."""
+        for w in (self.picker, self.timeframe, self.retrain):
+            w.setEnabled(not running)
+        self.cancel.setEnabled(running)
 
     def extra_args(self) -> list[str]:
         """More arguments for the training command (tests ask for tiny models)."""
@@ -185,16 +226,20 @@ class ModelTab(QWidget):
 
     @Slot(int, QProcess.ExitStatus)
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
-        self.retrain.setEnabled(True)
-        self.cancel.setEnabled(False)
+        self._set_running(False)
         self.process = None
         if status == QProcess.ExitStatus.NormalExit and code == 0:
             self.progress.setValue(1000)
             self.reload()
-            self.trained.emit(str(self.folder()))
+            self.trained.emit(str(self._run_folder or self.folder()))
         elif status == QProcess.ExitStatus.NormalExit:
             errors = [t for t in self._tail if t.startswith("error:")]
             self.status.setText(errors[-1] if errors else f"Training failed (exit {code})")
+
+
+def _symbols(symbols: Sequence[str]) -> list[str]:
+    """Upper-case, without blanks or repeats, in the watchlist's order."""
+    return list(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
 
 
 def _cell(v: Any) -> str:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from app.engine.events import EventBus
 from app.engine.records import MemoryRecorder
 from app.engine.settings import Settings
 from app.engine.strategy.base import SignalModel
-from app.engine.types import Bar, Trade, timeframe_of
+from app.engine.types import Bar, Fill, Side, Trade, timeframe_of
 
 
 @dataclass
@@ -42,18 +44,24 @@ class BacktestResult:
     metrics: dict[str, Any]
     trades: list[Trade]
     equity: np.ndarray
-    times: list[Any]
-    bars: int
+    times: list[Any]  # one per bar time (a portfolio's symbols share them)
+    bars: int  # bar events played: every symbol's bars
     elapsed_seconds: float
     notes: list[str] = field(default_factory=list)
     model_seconds: float = 0.0  # making the model's answers: precomputing, or loading and predicting
+    symbols: tuple[str, ...] = ()
+    per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)  # each symbol's sleeve, same keys
+    held: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # shares per bar time and symbol
+    closes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # last close per bar time and symbol
 
     def to_json(self) -> dict[str, Any]:
         return {
             "config": self.config.__dict__,
-            "metrics": {k: _jsonable(v) for k, v in self.metrics.items()},
+            "symbols": list(self.symbols),
+            "metrics": _jsonable_dict(self.metrics),
+            "per_symbol": {s: _jsonable_dict(m) for s, m in self.per_symbol.items()},
             "trades": [
-                {"entry_time": t.entry_time.isoformat(), "exit_time": t.exit_time.isoformat(),
+                {"symbol": t.symbol, "entry_time": t.entry_time.isoformat(), "exit_time": t.exit_time.isoformat(),
                  "entry_price": t.entry_price, "exit_price": t.exit_price, "qty": t.qty, "pnl": t.pnl,
                  "exit_reason": t.exit_reason}
                 for t in self.trades
@@ -69,73 +77,174 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                  model: SignalModel | None = None,
                  progress: Callable[[float], bool] | None = None,
                  models_dir: Path | None = None) -> BacktestResult:
-    """Play ``bars`` through the engine. ``progress(fraction)`` returning False cancels."""
+    """Play ``bars`` through the engine. ``progress(fraction)`` returning False cancels.
+
+    ``bars`` may hold several symbols (a portfolio): they trade on one shared account,
+    each with its own model (``model``, when given, serves them all), and the bars of one
+    time close together in one ranked cycle, as live."""
     if len(bars) < 2:
         raise ValueError("a backtest needs at least two bars")
+    by_symbol = split_symbols(bars)
+    symbols = tuple(by_symbol)
     base = settings or Settings()
     settings = base.updated(mode="auto", timeframe=cfg.timeframe, starting_cash=cfg.cash,
                             slippage_bps=cfg.slippage_bps)
-    clock = SimClock(bars[0].time)
+    steps = _steps(bars, len(symbols))
+    clock = SimClock(steps[0][0].time)
     broker = SimulatedBroker(clock, cfg.cash, cfg.slippage_bps, cfg.commission_per_share,
                              commission_rate=cfg.commission_rate)
     records = MemoryRecorder()
     calendar = None if cfg.plain else MarketCalendar()
-    notes: list[str] = []
     started = time.perf_counter()
-    if model is None:
-        model, notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol, models_dir, settings,
-                                  retrain_every=cfg.retrain_every)
+    models, notes = _models(cfg, by_symbol, model, models_dir, settings)
     model_seconds = time.perf_counter() - started
-    bot = TradingBot(settings, clock, broker, model, records, EventBus(),
-                     calendar, "backtest", sleep=lambda _s: None)
+    bot = TradingBot(settings, clock, broker, models[symbols[0]], records, EventBus(),
+                     calendar, "backtest", sleep=lambda _s: None, models=models.__getitem__)
     bot.core.book.plain = cfg.plain
     bot.record_quiet_signals = False
-    bar_delta = timeframe_of(cfg.timeframe).delta
-    n = len(bars)
-    cash: list[float] = []
-    held: list[float] = []
-    every = max(1, n // 200)
-    set_time, fill, close, shares = clock.set, broker.on_bar, bot.on_bar_close, broker.held
-    session_ends = _early_session_ends(bars, bar_delta, calendar, settings) if calendar is not None else {}
-    daily_opens = _session_opens(bars, calendar) if calendar is not None and bar_delta >= timedelta(days=1) else {}
     t0 = time.perf_counter()
-    for i, bar in enumerate(bars):
-        set_time(bar.time)
+    cash, held = _play(steps, symbols, bot, broker, clock, calendar, settings, progress)
+    elapsed = time.perf_counter() - t0
+    closes = _closes(steps, symbols)
+    equity = np.asarray(cash) + (held * closes).sum(axis=1)  # marked at each close
+    times = [g[0].time for g in steps]
+    traded = sum(f.qty * f.price for f in broker.fills)
+    metrics = compute_metrics(equity, times, records.trades, cfg.timeframe, np.asarray(held.any(axis=1)),
+                              *_first_last(bars, by_symbol), traded)
+    per_symbol = _per_symbol(symbols, by_symbol, broker.fills, records.trades, times, held, closes, cfg)
+    return BacktestResult(cfg, metrics, list(records.trades), equity, times, len(bars), elapsed,
+                          notes, model_seconds, symbols, per_symbol, held, closes)
+
+
+def split_symbols(bars: list[Bar]) -> dict[str, list[Bar]]:
+    """Each symbol's bars, in the order given (symbols sorted)."""
+    out: dict[str, list[Bar]] = {}
+    for b in bars:
+        out.setdefault(b.symbol, []).append(b)
+    return {s: out[s] for s in sorted(out)}
+
+
+def _steps(bars: list[Bar], n_symbols: int) -> list[tuple[Bar, ...]]:
+    """The bar times, each with every symbol's bar of that time."""
+    if n_symbols == 1:
+        return [(b,) for b in bars]
+    ordered = sorted(bars, key=lambda b: (b.time, b.symbol))
+    return [tuple(g) for _, g in groupby(ordered, key=attrgetter("time"))]
+
+
+def _models(cfg: BacktestConfig, by_symbol: dict[str, list[Bar]], model: SignalModel | None,
+            models_dir: Path | None, settings: Settings) -> tuple[dict[str, SignalModel], list[str]]:
+    """One model per symbol, made from that symbol's bars; notes say which symbol's."""
+    if model is not None:
+        return dict.fromkeys(by_symbol, model), []
+    models: dict[str, SignalModel] = {}
+    notes: list[str] = []
+    for symbol, bars in by_symbol.items():
+        models[symbol], said = make_model(cfg.strategy, bars, cfg.timeframe, symbol, models_dir, settings,
+                                          retrain_every=cfg.retrain_every)
+        notes += [f"{symbol}: {n}" for n in said] if len(by_symbol) > 1 else said
+    return models, notes
+
+
+def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBot, broker: SimulatedBroker,
+          clock: SimClock, calendar: MarketCalendar | None, settings: Settings,
+          progress: Callable[[float], bool] | None) -> tuple[list[float], np.ndarray]:
+    """Each bar time in two beats: fills at the open, the trading cycle at the close.
+    Returns the cash and the shares of each symbol held after each bar time."""
+    bar_delta = timeframe_of(settings.timeframe).delta
+    n = len(steps)
+    every = max(1, n // 200)
+    set_time, fill, shares = clock.set, broker.on_bar, broker.held
+    close_one, close_many = bot.on_bar_close, bot.on_bars_close
+    session_ends = _early_session_ends(steps, bar_delta, calendar, settings) if calendar is not None else {}
+    daily_opens = _session_opens(steps, calendar) if calendar is not None and bar_delta >= timedelta(days=1) else {}
+    cash: list[float] = []
+    held = np.zeros((n, len(symbols)))
+    column = {s: k for k, s in enumerate(symbols)}
+    single = symbols[0] if len(symbols) == 1 else None
+    for i, group in enumerate(steps):
+        first = group[0]
+        set_time(first.time)
         if i in daily_opens:  # daily bars: entries decided at the last close go out at this open
             set_time(daily_opens[i])
             bot.on_clock()
-        fill(bar)  # what was ordered at the last close fills at this bar's open
-        set_time(bar.time + bar_delta)
-        close(bar)  # the trading cycle, at this bar's close
+        for bar in group:
+            fill(bar)  # what was ordered at the last close fills at this bar's open
+        set_time(first.time + bar_delta)
+        if single is not None:
+            close_one(first)  # the trading cycle, at this bar's close
+        else:
+            close_many(group)
         for when in session_ends.get(i, ()):  # bars stopped before the close: the clock runs on
             set_time(when)
             bot.on_clock()
         cash.append(broker.cash)
-        held.append(shares(bar.symbol))
+        if single is not None:
+            held[i, 0] = shares(single)
+        else:
+            row = held[i]
+            for s, k in column.items():
+                row[k] = shares(s)
         if progress is not None and i % every == 0 and not progress(i / n):
-            raise BacktestCancelled(f"cancelled at bar {i} of {n}")
-    elapsed = time.perf_counter() - t0
-    closes = np.fromiter((b.close for b in bars), dtype="float64", count=n)
-    equity = np.asarray(cash) + np.asarray(held) * closes  # marked at each close
-    in_market = np.asarray(held) != 0
-    traded = sum(f.qty * f.price for f in broker.fills)
-    metrics = compute_metrics(equity, [b.time for b in bars], records.trades, cfg.timeframe, in_market,
-                              bars[0].open, bars[-1].close, traded)
-    return BacktestResult(cfg, metrics, list(records.trades), equity, [b.time for b in bars], n, elapsed,
-                          notes, model_seconds)
+            raise BacktestCancelled(f"cancelled at bar time {i} of {n}")
+    return cash, held
 
 
-def _session_opens(bars: list[Bar], calendar: MarketCalendar) -> dict[int, datetime]:
+def _closes(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...]) -> np.ndarray:
+    """Each symbol's last close at each bar time (carried over a bar it lacks; 0 before its first)."""
+    column = {s: k for k, s in enumerate(symbols)}
+    out = np.full((len(steps), len(symbols)), np.nan)
+    for i, group in enumerate(steps):
+        for b in group:
+            out[i, column[b.symbol]] = b.close
+    for k in range(len(symbols)):
+        col = out[:, k]
+        seen = np.where(np.isnan(col), 0, np.arange(len(col)))
+        np.maximum.accumulate(seen, out=seen)
+        out[:, k] = np.nan_to_num(col[seen], nan=0.0)
+    return out
+
+
+def _first_last(bars: list[Bar], by_symbol: dict[str, list[Bar]]) -> tuple[float, float]:
+    """Buy and hold's first open and last close: a portfolio's as one equal-weight basket."""
+    if len(by_symbol) == 1:
+        return bars[0].open, bars[-1].close
+    growth = float(np.mean([b[-1].close / b[0].open for b in by_symbol.values()]))
+    return 1.0, growth
+
+
+def _per_symbol(symbols: tuple[str, ...], by_symbol: dict[str, list[Bar]], fills: list[Fill],
+                trades: list[Trade], times: list[datetime], held: np.ndarray, closes: np.ndarray,
+                cfg: BacktestConfig) -> dict[str, dict[str, Any]]:
+    """Each symbol's figures as its sleeve of the one account: the starting cash plus that
+    symbol's cash flows and marked shares, so the symbols' returns add up to the portfolio's."""
+    out: dict[str, dict[str, Any]] = {}
+    epochs = np.array([t.timestamp() for t in times])
+    for k, symbol in enumerate(symbols):
+        flow = np.zeros(len(times))
+        mine = [f for f in fills if f.symbol == symbol]
+        for f in mine:
+            i = max(int(np.searchsorted(epochs, f.time.timestamp(), side="right")) - 1, 0)
+            flow[i] += (f.qty * f.price if f.side == Side.SELL else -f.qty * f.price) - f.commission
+        equity = cfg.cash + np.cumsum(flow) + held[:, k] * closes[:, k]
+        own = by_symbol[symbol]
+        out[symbol] = compute_metrics(equity, times, [t for t in trades if t.symbol == symbol], cfg.timeframe,
+                                      held[:, k] != 0, own[0].open, own[-1].close,
+                                      sum(f.qty * f.price for f in mine))
+    return out
+
+
+def _session_opens(steps: list[tuple[Bar, ...]], calendar: MarketCalendar) -> dict[int, datetime]:
     """Each daily bar's session open (daily bars are stamped at New York midnight)."""
     out: dict[int, datetime] = {}
-    for i, b in enumerate(bars):
+    for i, (b, *_) in enumerate(steps):
         session = calendar.session(b.time.astimezone(NY).date())
         if session is not None:
             out[i] = session.open
     return out
 
 
-def _early_session_ends(bars: list[Bar], bar_delta: timedelta, calendar: MarketCalendar,
+def _early_session_ends(steps: list[tuple[Bar, ...]], bar_delta: timedelta, calendar: MarketCalendar,
                         settings: Settings) -> dict[int, tuple[datetime, ...]]:
     """For each day whose bars stop before its end-of-day flatten (a gap in the data), the
     last bar's index and the times the live clock would still have struck that day: the
@@ -145,17 +254,21 @@ def _early_session_ends(bars: list[Bar], bar_delta: timedelta, calendar: MarketC
         return {}
     out: dict[int, tuple[datetime, ...]] = {}
     last_of_day: dict[date, int] = {}
-    for i, b in enumerate(bars):
+    for i, (b, *_) in enumerate(steps):
         last_of_day[b.time.astimezone(NY).date()] = i
     for day, i in last_of_day.items():
         session = calendar.session(day)
         if session is None:
             continue
         cutoff = session.close - timedelta(minutes=settings.flatten_minutes_before_close)
-        end = bars[i].time + bar_delta
+        end = steps[i][0].time + bar_delta
         if end < cutoff:
             out[i] = (cutoff, session.close)
     return out
+
+
+def _jsonable_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _jsonable(v) for k, v in d.items()}
 
 
 def _jsonable(v: Any) -> Any:

@@ -106,7 +106,7 @@ class SimulatedBroker(Broker):
     def position(self, symbol: str) -> Position | None:
         with self._lock:
             p = self._positions.get(symbol)
-            return None if p is None else replace(p, last_price=self._mark(p))
+            return None if p is None else p.marked(self._mark(p))
 
     def open_orders(self) -> list[Order]:
         with self._lock:
@@ -194,10 +194,11 @@ class SimulatedBroker(Broker):
             self._settle_cancels(time)
         if not self._open:
             return []
+        mine = [o for o in self._open.values() if o.symbol == symbol]
+        if not mine:
+            return fills
         room = None if self._participation is None or volume is None else self._participation * volume
-        for o in list(self._open.values()):
-            if o.symbol != symbol:
-                continue
+        for o in mine:
             px = self._fill_price(o, open_, high, low)
             if px is None:
                 continue

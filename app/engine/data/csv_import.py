@@ -6,6 +6,14 @@ goes in an empty cell. This module finds the columns by name, parses every
 timestamp form we have met, and turns bad rows into counted rejections with
 line numbers, so one stray "N/A" never costs the user the whole file. Only a
 file that cannot be used at all raises :class:`DataError`.
+
+A file may carry a symbol column (``symbol``/``ticker``) and hold several
+stocks. Its rows are then split by symbol before anything else, so each
+stock's bars are checked and cleaned on their own (the same time in SPY and
+PLTR is two bars, not a duplicate). A cell there that is not a ticker refuses
+the whole file, unlike a bad price: a row whose stock is unknown cannot be
+put anywhere safely, and junk in that column usually means it is not what its
+name says.
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ import numpy as np
 import pandas as pd
 
 from app.engine.clock import NY
-from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, DataError
+from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, DataError, normalize_symbol
 
 MAX_PRICE = 1e7  # above this a "price" is a mis-parsed number, not a stock
 EXAMPLES_PER_REASON = 5
 
 _TIME_NAMES = ("datetime", "timestamp", "date_time", "time_stamp")
+_SYMBOL_NAMES = ("symbol", "ticker", "sym")
 _ALIASES: dict[str, tuple[str, ...]] = {
     "open": ("open",),
     "high": ("high",),
@@ -52,6 +61,7 @@ class ImportResult:
     reasons: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[int]] = field(default_factory=dict)  # reason -> file line numbers
     columns: dict[str, str] = field(default_factory=dict)  # canonical name -> name in the file
+    symbol: str | None = None  # the ticker the file's symbol column gives these rows; None without one
 
     @property
     def has_adjusted(self) -> bool:
@@ -66,16 +76,89 @@ class ImportResult:
         return out
 
 
-def read_csv(path: str | Path) -> ImportResult:
-    """Read one OHLCV CSV file; raises :class:`DataError` only when nothing can be used."""
-    path = Path(path)
+@dataclass
+class _Table:
+    """A file's cells as text, before any row is judged."""
+
+    name: str
+    raw: pd.DataFrame
+    columns: dict[str, str]
+    malformed: int
+    header_lines: int
+
+
+def read_csv(path: str | Path, symbol: str | None = None) -> ImportResult:
+    """Read one OHLCV CSV file; raises :class:`DataError` only when nothing can be used.
+
+    With a symbol column the result is the rows of ``symbol``: a file holding
+    several stocks must be told which, and one without ``symbol`` is refused
+    naming the ones it holds. Without such a column ``symbol`` is not checked.
+    """
+    table = _load(Path(path))
+    symbols = _row_symbols(table)
+    if symbols is None:
+        return _build(table.raw, table.columns, table.malformed, table.header_lines)
+    held = list(symbols.unique())
+    if symbol is None and len(held) > 1:
+        raise DataError(f"{table.name} holds several symbols ({', '.join(held)}): name the one to use")
+    wanted = held[0] if symbol is None else normalize_symbol(symbol)
+    if wanted not in held:
+        raise DataError(f"{table.name} holds {', '.join(held)}, not {wanted}")
+    return _part(table, symbols, wanted, first=wanted == held[0])
+
+
+def read_csv_each(path: str | Path) -> list[ImportResult]:
+    """One result per symbol in the file's symbol column, in order of appearance,
+    read in one pass; a file without that column gives one result (symbol None)."""
+    table = _load(Path(path))
+    symbols = _row_symbols(table)
+    if symbols is None:
+        return [_build(table.raw, table.columns, table.malformed, table.header_lines)]
+    return [_part(table, symbols, s, first=i == 0) for i, s in enumerate(symbols.unique())]
+
+
+def column_symbols(path: str | Path) -> list[str]:
+    """The tickers in a file's symbol column, in order of appearance; [] without one."""
+    table = _load(Path(path))
+    symbols = _row_symbols(table)
+    return [] if symbols is None else list(symbols.unique())
+
+
+def _load(path: Path) -> _Table:
     text = _read_text(path)
     raw, malformed = _parse_table(text, path.name)
     raw, header_lines = _unstack_yfinance_header(raw)
     columns = _find_columns(list(raw.columns), path.name)
     if raw.empty:
         raise DataError(f"{path.name} has a header but no data rows")
-    return _build(raw, columns, malformed, header_lines)
+    return _Table(path.name, raw, columns, malformed, header_lines)
+
+
+def _row_symbols(table: _Table) -> pd.Series | None:
+    """Each row's ticker from the symbol column (None without one). Each distinct
+    cell is checked once, so a million-row file pays for a handful of checks."""
+    col = table.columns.get("symbol")
+    if col is None:
+        return None
+    cells = table.raw[col].astype(str).str.strip()
+    checked: dict[str, str] = {}
+    for cell in cells.unique():
+        missing = cell.lower() in _NA_TEXT  # "NA" would pass as a ticker, but means none
+        try:
+            checked[cell] = normalize_symbol("" if missing else cell)
+        except DataError:
+            line = int(cells.index[(cells == cell).to_numpy()][0]) + table.header_lines + 1
+            what = f"the symbol is missing ({cell!r})" if missing else f"{cell!r} is not a ticker symbol"
+            raise DataError(f"{table.name} line {line}: {what} in column {col}; "
+                            "fix the file, nothing was read from it") from None
+    return cells.map(checked)
+
+
+def _part(table: _Table, symbols: pd.Series, symbol: str, first: bool) -> ImportResult:
+    """One symbol's rows; lines the parser skipped belong to no known symbol and
+    are counted once, with the file's first symbol."""
+    rows = table.raw[(symbols == symbol).to_numpy()]
+    return _build(rows, table.columns, table.malformed if first else 0, table.header_lines, symbol)
 
 
 # ---------------------------------------------------------------- reading
@@ -154,7 +237,7 @@ def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
             found["time_of_day"] = normal["time"]
         elif "date" in normal or "time" in normal:
             found["time"] = normal.get("date") or normal["time"]
-    for canon, aliases in _ALIASES.items():
+    for canon, aliases in (*_ALIASES.items(), ("symbol", _SYMBOL_NAMES)):
         for a in aliases:
             if a in normal:
                 found[canon] = normal[a]
@@ -169,7 +252,7 @@ def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- rows
 def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
-           header_lines: int) -> ImportResult:
+           header_lines: int, symbol: str | None = None) -> ImportResult:
     n = len(raw)
     reason = np.full(n, "", dtype=object)
 
@@ -197,11 +280,11 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
         why = str(reason[i])
         reasons[why] += 1
         if len(examples.setdefault(why, [])) < EXAMPLES_PER_REASON:
-            examples[why].append(int(i) + header_lines + 1)  # the file's 1-based line
+            examples[why].append(int(raw.index[i]) + header_lines + 1)  # the file's 1-based line
     if malformed:
         reasons["malformed line (wrong number of fields)"] += malformed
     return ImportResult(frame, int(keep.sum()), int((~keep).sum()) + malformed, reasons,
-                        examples, {k: v for k, v in columns.items() if k != "time_of_day"})
+                        examples, {k: v for k, v in columns.items() if k != "time_of_day"}, symbol)
 
 
 def _numeric(col: pd.Series, name: str, reject: Callable[[np.ndarray, str], None]) -> np.ndarray:

@@ -11,6 +11,7 @@ that cleaning adds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -24,7 +25,7 @@ PRICES: tuple[str, ...] = ("open", "high", "low", "close")
 ADJ_CLOSE = "adj_close"
 ZERO_VOLUME = "zero_volume"
 INDEX_NAME = "time"
-
+_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-^=]{0,11}")
 
 
 class DataError(ValueError):
@@ -37,6 +38,15 @@ def check_timeframe(timeframe: str) -> int:
         return timeframe_of(timeframe).seconds
     except ValueError as exc:
         raise DataError(str(exc)) from None
+
+
+def normalize_symbol(symbol: str) -> str:
+    """Upper-case ticker, or a :class:`DataError`: here, not in the service, because the CSV
+    reader checks a file's symbol column with the same rule the command line uses."""
+    s = symbol.strip().upper()
+    if not _SYMBOL.fullmatch(s):
+        raise DataError(f"{symbol!r} is not a ticker symbol (letters, digits, . or -, up to 12)")
+    return s
 
 
 def is_intraday(timeframe: str) -> bool:

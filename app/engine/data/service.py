@@ -21,30 +21,23 @@ from loguru import logger
 
 from app.engine.clock import MarketCalendar
 from app.engine.data.cleaning import CleanReport, CleanResult, clean
-from app.engine.data.csv_import import ImportResult, read_csv
+from app.engine.data.csv_import import ImportResult, column_symbols, read_csv, read_csv_each
 from app.engine.data.frame import (
     DataError,
     check_timeframe,
     epoch_seconds,
     frame_to_bars,
 )
+from app.engine.data.frame import normalize_symbol as normalize_symbol  # its old home; callers import it here
 from app.engine.data.sources import CacheSource, MarketDataSource
 from app.engine.storage import BarRepository, Storage
 from app.engine.types import TIMEFRAMES, Bar
 
-_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-^=]{0,11}")
 # history a fetch asks for when the user names no start, per timeframe
 DEFAULT_FETCH_DAYS: dict[str, int] = {"1m": 6, "5m": 58, "15m": 58, "1h": 700, "1d": 5 * 365}
 
 
 _NAMED = re.compile(r"([A-Z][A-Z0-9.]{0,9})[_-](" + "|".join(TIMEFRAMES) + r")(?:[_.-]|$)")  # upper-case tickers only
-
-
-def normalize_symbol(symbol: str) -> str:
-    s = symbol.strip().upper()
-    if not _SYMBOL.fullmatch(s):
-        raise DataError(f"{symbol!r} is not a ticker symbol (letters, digits, . or -, up to 12)")
-    return s
 
 
 def named_in_file(path: str | Path) -> tuple[str | None, str | None]:
@@ -54,6 +47,17 @@ def named_in_file(path: str | Path) -> tuple[str | None, str | None]:
     if m is None:
         return None, None
     return m.group(1).upper(), m.group(2)
+
+
+def symbols_in_file(path: str | Path) -> list[str]:
+    """The tickers a CSV of bars holds, so a caller can offer or check them before
+    loading: its symbol column's (in order of appearance), else the one its name
+    says, else none. Reads the file: a file that is not bars raises DataError."""
+    held = column_symbols(path)
+    if held:
+        return held
+    named = named_in_file(path)[0]
+    return [named] if named else []
 
 
 def infer_timeframe(frame: pd.DataFrame) -> str | None:
@@ -120,21 +124,30 @@ class FetchSummary:
 
 
 def read_clean(path: str | Path, timeframe: str, calendar: MarketCalendar | None = None,
-               keep_extended: bool = False, hint: str = "use") -> tuple[ImportResult, CleanResult]:
+               keep_extended: bool = False, hint: str = "use",
+               symbol: str | None = None) -> tuple[ImportResult, CleanResult]:
     """Read a CSV of bars and clean it: the one way every command loads a file.
-    A file holding bars of another spacing is refused, saying which it holds."""
+    ``symbol`` picks one stock's rows from a file with a symbol column."""
     check_timeframe(timeframe)
-    result = read_csv(path)
+    result = read_csv(path, symbol)
+    return result, _clean_checked(result, path, timeframe, calendar, keep_extended, hint)
+
+
+def _clean_checked(result: ImportResult, path: str | Path, timeframe: str, calendar: MarketCalendar | None,
+                   keep_extended: bool, hint: str) -> CleanResult:
+    """A file holding bars of another spacing is refused, saying which it holds."""
     seen = infer_timeframe(result.frame)
     if seen is not None and seen != timeframe:
-        raise DataError(f"{Path(path).name} holds {seen} bars, not {timeframe}: {hint} --timeframe {seen}")
-    return result, clean(result.frame, timeframe, calendar, keep_extended)
+        whose = f" of {result.symbol}" if result.symbol else ""
+        raise DataError(f"{Path(path).name} holds {seen} bars{whose}, not {timeframe}: {hint} --timeframe {seen}")
+    return clean(result.frame, timeframe, calendar, keep_extended)
 
 
 def load_bars(path: str | Path, symbol: str, timeframe: str,
               keep_extended: bool = False) -> tuple[list[Bar], ImportResult]:
-    """Clean bars from a CSV for a replay or a backtest (nothing is cached)."""
-    result, cleaned = read_clean(path, timeframe, keep_extended=keep_extended)
+    """Clean bars from a CSV for a replay or a backtest (nothing is cached). From a file
+    with a symbol column, only ``symbol``'s rows; one without them is refused naming those it holds."""
+    result, cleaned = read_clean(path, timeframe, keep_extended=keep_extended, symbol=symbol)
     bars = frame_to_bars(cleaned.frame, normalize_symbol(symbol))
     if not bars:
         raise DataError(f"{Path(path).name} has no usable bars after cleaning")
@@ -142,10 +155,85 @@ def load_bars(path: str | Path, symbol: str, timeframe: str,
 
 
 def import_csv(storage: Storage, path: str | Path, symbol: str, timeframe: str,
-               calendar: MarketCalendar | None = None, keep_extended: bool = False) -> ImportSummary:
-    """Read, clean and cache one CSV file; safe to repeat (nothing is stored twice)."""
-    symbol = normalize_symbol(symbol)
-    result, cleaned = read_clean(path, timeframe, calendar, keep_extended, hint="import it with")
+               calendar: MarketCalendar | None = None, keep_extended: bool = False,
+               rename: bool = False) -> ImportSummary:
+    """Read, clean and cache one stock's CSV under the symbol the caller names; safe to
+    repeat. The caller's word beats the file's name (the GUI asks), but not a symbol
+    column that says another ticker: that needs ``rename``."""
+    wanted = normalize_symbol(symbol)
+    check_timeframe(timeframe)
+    parts = read_csv_each(path)
+    held = [p.symbol for p in parts if p.symbol is not None]
+    targets: dict[str | None, str] = (_column_targets(Path(path).name, held, None, wanted, rename) if held
+                                      else {None: wanted})
+    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended)[0]
+
+
+def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str | None = None,
+                rename: bool = False, calendar: MarketCalendar | None = None,
+                keep_extended: bool = False) -> list[ImportSummary]:
+    """Import a CSV as ``data import`` does: each stock of a symbol column under its own
+    ticker, else the whole file under ``symbol`` or the one its name says. Bars the file
+    calls SPY are never stored as PLTR unless ``rename``; every part is read and cleaned
+    before any is stored, so a refused file leaves the cache as it was."""
+    wanted = normalize_symbol(symbol) if symbol else None
+    check_timeframe(timeframe)
+    parts = read_csv_each(path)
+    held = [p.symbol for p in parts if p.symbol is not None]
+    name, named = Path(path).name, named_in_file(path)[0]
+    targets: dict[str | None, str] = (_column_targets(name, held, named, wanted, rename) if held
+                                      else {None: _name_target(name, named, wanted, rename)})
+    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended)
+
+
+def _name_target(name: str, named: str | None, wanted: str | None, rename: bool) -> str:
+    """The ticker for a file without a symbol column: as given, else as its name says."""
+    if wanted is None:
+        if named is None:
+            raise DataError(f"cannot tell which ticker {name} holds: name it with --symbol "
+                            "(or name the file like PLTR_5m_....csv)")
+        return named
+    if named is not None and named != wanted and not rename:
+        raise DataError(f"{name} says {named}, not {wanted}: import it with "
+                        f"--symbol {named}, or add --rename to store it as {wanted}")
+    return wanted
+
+
+def _column_targets(name: str, held: list[str], named: str | None, wanted: str | None,
+                    rename: bool) -> dict[str | None, str]:
+    """{ticker in the symbol column: ticker to store it under}. The content beats the
+    name; only the user's word (``wanted``, with ``rename``) beats the content."""
+    listed = ", ".join(held)
+    if wanted is None:
+        if named is not None and named not in held:
+            fix = (f"say which with --symbol {held[0]}, or --symbol {named} --rename" if len(held) == 1
+                   else "rename the file if its column is right")
+            raise DataError(f"{name}'s name says {named} but its symbol column says {listed}: {fix}")
+        return {s: s for s in held}
+    if held == [wanted]:
+        return {wanted: wanted}
+    if len(held) > 1:
+        why = ("--rename can store only a one-symbol file as" if rename
+               else "import it without --symbol to store each under its own ticker, not all as")
+        raise DataError(f"{name} holds several symbols ({listed}): {why} {wanted}")
+    if not rename:
+        raise DataError(f"{name}'s symbol column says {held[0]}, not {wanted}: import it with "
+                        f"--symbol {held[0]}, or add --rename to store it as {wanted}")
+    return {held[0]: wanted}
+
+
+def _store(storage: Storage, path: str | Path, timeframe: str, parts: list[ImportResult],
+           targets: dict[str | None, str], calendar: MarketCalendar | None,
+           keep_extended: bool) -> list[ImportSummary]:
+    """Clean every part first, then store: one part's refusal stores nothing."""
+    ready = [(targets[r.symbol], r, _clean_checked(r, path, timeframe, calendar, keep_extended, "import it with"))
+             for r in parts if r.symbol in targets]
+    return [_save(storage, path, symbol, timeframe, r, cleaned) for symbol, r, cleaned in ready]
+
+
+def _save(storage: Storage, path: str | Path, symbol: str, timeframe: str, result: ImportResult,
+          cleaned: CleanResult) -> ImportSummary:
+    """Cache one stock's cleaned bars and say what was kept, dropped and new."""
     rep = cleaned.report
     repo = BarRepository(storage)
     before = repo.count(symbol, timeframe)

@@ -111,11 +111,12 @@ def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = Non
     return Dataset(index, feats[columns].to_numpy(dtype="float64"), y, close, columns, h, timeframe)
 
 
-def load_csv_bars(path: str | Path, timeframe: str) -> pd.DataFrame:
+def load_csv_bars(path: str | Path, timeframe: str, symbol: str | None = None) -> pd.DataFrame:
     """Read and clean a CSV of bars; a file holding another timeframe is refused
-    with a message that says which one it holds."""
+    with a message that says which one it holds. ``symbol`` picks one stock's rows
+    from a file with a symbol column (a model is trained on one stock)."""
 
-    frame = read_clean(path, timeframe)[1].frame
+    frame = read_clean(path, timeframe, symbol=symbol)[1].frame
     if frame.empty:
         raise DataError(f"{Path(path).name} has no usable bars after cleaning")
     return frame
