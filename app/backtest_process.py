@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ TRAIN_SHARE = 0.9  # of the progress bar, for a walk-forward ensemble's training
 class BacktestRequest:
     """What the user asked for, read from the tab's fields on the GUI thread."""
 
-    csv_path: str
+    csv_path: str  # one file, or several "[SYM=]FILE" separated by ";" (a portfolio on one account)
     symbol: str = "PLTR"
     timeframe: str = "5m"
     strategy: str = "sma_cross"
@@ -64,22 +64,29 @@ class BacktestOutcome:
     trades: tuple[Trade, ...]
     equity: np.ndarray
     drawdown: np.ndarray  # fraction below the running peak, <= 0
-    buy_and_hold: np.ndarray  # equity had the cash bought the stock at the first open
+    buy_and_hold: np.ndarray  # equity had the cash bought the stock (each symbol alike) at the first open
     epochs: np.ndarray  # bar start times, epoch seconds (for the time axis)
     bars: int
     elapsed_seconds: float
     notes: tuple[str, ...]
     html: str  # the self-contained report, rendered in the child
+    per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)  # each symbol's sleeve (a portfolio)
 
 
 def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list[Bar], list[str]]:
-    """Read and clean a CSV exactly as ``python main.py backtest`` does; notes say what was dropped."""
+    """Read and clean a CSV exactly as ``python main.py backtest`` does; notes say what was dropped.
+    Several ``[SYM=]FILE`` separated by ";" load a portfolio, as repeated ``--csv`` do."""
     # deferred: pandas and the data layer load in the backtest's child process, not at the window's start-up
     from app.engine.data.frame import DataError, frame_to_bars
-    from app.engine.data.service import read_clean
+    from app.engine.data.portfolio import load_portfolio
+    from app.engine.data.service import read_clean, symbols_in_file
 
-    if not path.strip():
+    specs = [s.strip() for s in path.split(";") if s.strip()]
+    if not specs:
         raise DataError("choose a CSV file of bars first")
+    if len(specs) > 1 or ("=" in specs[0] and not Path(specs[0]).exists()) or len(symbols_in_file(specs[0])) > 1:
+        return load_portfolio(specs, None, timeframe, keep_extended=plain)
+    path = specs[0]
     imported, cleaned = read_clean(Path(path).expanduser(), timeframe, keep_extended=plain)  # plain: no sessions
     bars = frame_to_bars(cleaned.frame, symbol.strip().upper() or "PLTR")
     notes = [f"{imported.accepted:,} rows read" + (f", {imported.rejected:,} rejected" if imported.rejected else "")]
@@ -121,10 +128,20 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     eq = result.equity
     peak = np.maximum.accumulate(eq)
     return BacktestOutcome(
-        req, result.config, result.metrics, tuple(result.trades), eq, eq / np.where(peak > 0, peak, 1.0) - 1.0,
-        np.array([b.close for b in bars]) * (req.cash / (bars[0].open or 1.0)),
-        np.array([b.time.timestamp() for b in bars]), result.bars, result.elapsed_seconds, tuple(result.notes),
-        render_html(result, bars))
+        replace(req, symbol=",".join(result.symbols)), result.config, result.metrics, tuple(result.trades), eq,
+        eq / np.where(peak > 0, peak, 1.0) - 1.0, _buy_and_hold(result.closes, bars, result.symbols, req.cash),
+        np.array([t.timestamp() for t in result.times]), result.bars, result.elapsed_seconds, tuple(result.notes),
+        render_html(result, bars), result.per_symbol if len(result.symbols) > 1 else {})
+
+
+def _buy_and_hold(closes: np.ndarray, bars: list[Bar], symbols: tuple[str, ...], cash: float) -> np.ndarray:
+    """The cash put into the stocks at their first opens, in equal parts, marked at each close."""
+    first_open: dict[str, float] = {}
+    for b in bars:
+        first_open.setdefault(b.symbol, b.open)
+    growth = np.column_stack([np.where(closes[:, k] > 0, closes[:, k] / (first_open[s] or 1.0), 1.0)
+                              for k, s in enumerate(symbols)])
+    return growth.mean(axis=1) * cash
 
 
 def _share(progress: Any, lo: float, hi: float, prefix: str = "") -> Any:

@@ -25,10 +25,11 @@ from app.engine.events import AlertEvent, PortfolioEvent, PredictionEvent, Signa
 from app.engine.live_gate import live_gate
 from app.engine.paths import AppPaths
 from app.engine.secrets import ApiKeys
-from app.engine.settings import Settings
+from app.engine.settings import Settings, SettingsError
 from app.engine.types import TIMEFRAMES, EngineStatus, Order, SignalStatus, Trade, TradingMode, timeframe_of
 from app.widgets.backtest_tab import BacktestTab
 from app.widgets.chart import CandleChart
+from app.widgets.chart_book import ChartBook
 from app.widgets.model_tab import ModelTab
 from app.widgets.notifications import ApprovalNotifier
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
@@ -36,6 +37,7 @@ from app.widgets.positions import PositionsTable
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status import TradingStatusBar
 from app.widgets.tables import LogView, OrdersTable, TradesTable
+from app.widgets.watchlist import WatchlistPanel
 from app.worker import EngineThread, EngineWorker
 
 SPEEDS = (("1x (real time)", 1.0), ("60x", 60.0), ("600x", 600.0), ("3000x", 3000.0), ("30000x", 30000.0))
@@ -79,6 +81,7 @@ class MainWindow(QMainWindow):
         self.engine_ready = False
         self.paper_first_day: str | None = None
         self.alerts: list[AlertEvent] = []
+        self.held: dict[str, float] = {}  # shares per symbol, from the latest portfolio
         self._build_menu()
         self._build_widgets()
         self._build_docks()
@@ -131,7 +134,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def apply_settings(self, settings: Settings) -> None:
-        restart = [n for n in ("symbol", "timeframe", "broker", "data_source", "starting_cash", "demo_seed")
+        restart = [n for n in ("timeframe", "broker", "data_source", "starting_cash", "demo_seed")
                    if getattr(settings, n) != getattr(self.settings, n)]
         if settings.broker == "alpaca-live" and self.settings.broker != "alpaca-live":
             self.requestConfirmLive.emit()  # the dialog only saves this past the gate
@@ -170,10 +173,9 @@ class MainWindow(QMainWindow):
 
     def _build_widgets(self) -> None:
         self.chart = CandleChart(bar_minutes=timeframe_of(self.settings.timeframe).minutes)
-        self.chart.symbol_label.setText(self.settings.symbol)
-        others = self.settings.watchlist[1:]
-        self.chart.symbol_label.setToolTip(f"Also trading: {', '.join(others)}" if others
-                                           else "The watchlist's only symbol")
+        self.chart_book = ChartBook(self.chart, self.settings.symbol)
+        self.chart.symbol_label.setToolTip("The charted symbol: choose another in the Watchlist")
+        self.watchlist = WatchlistPanel(self.settings.watchlist)
         self.setCentralWidget(self.chart)
         self.status_bar = TradingStatusBar(self)
         self.setStatusBar(self.status_bar)
@@ -223,6 +225,7 @@ class MainWindow(QMainWindow):
 
     def _build_docks(self) -> None:
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        watch_dock = self._dock("Watchlist", "watchlistDock", self.watchlist, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Account && risk", "accountDock", self.account, right)
         self.approval_dock = self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
         self.notifier = ApprovalNotifier(self.approval_dock, self)
@@ -241,6 +244,8 @@ class MainWindow(QMainWindow):
         record_dock = self._dock("Record", "recordDock", self.tabs, bottom)
         # a first-run layout; a saved one (QSettings) replaces it
         self.resizeDocks([positions_dock, record_dock], [560, 840], Qt.Orientation.Horizontal)
+        self.resizeDocks([watch_dock], [380], Qt.Orientation.Horizontal)
+        self.resizeDocks([positions_dock], [240], Qt.Orientation.Vertical)  # the chart gets the height
 
     def _connect(self) -> None:
         w = self.worker
@@ -256,6 +261,10 @@ class MainWindow(QMainWindow):
         w.statusChanged.connect(self.on_status)
         w.alertRaised.connect(self.on_alert)
         w.flattenReported.connect(self.on_flatten_report)
+        w.watchlistChanged.connect(self.on_watchlist)
+        self.watchlist.symbolSelected.connect(self.chart_book.select)
+        self.watchlist.addRequested.connect(self.add_symbol)
+        self.watchlist.removeRequested.connect(self.remove_symbol)
         self.requestApprove.connect(w.approve)
         self.requestReject.connect(w.reject)
         self.requestMode.connect(w.setMode)
@@ -282,7 +291,8 @@ class MainWindow(QMainWindow):
     def on_ready(self, info: dict[str, Any]) -> None:
         self.engine_ready = True
         self.paper_first_day = info.get("paper_first_day")
-        self.chart.set_history(tuple(b for b in info["history"] if b.symbol == self.chart_symbol))
+        self.chart_book.set_history(info["history"])
+        self.watchlist.on_bars(info["history"])
         for notice in info["notices"]:
             self.on_alert(AlertEvent("warning", notice))
         # Everything loaded so far (modules, the engine, the history) lives as long as the app:
@@ -297,24 +307,23 @@ class MainWindow(QMainWindow):
 
     @property
     def chart_symbol(self) -> str:
-        """The symbol the chart shows: the watchlist's first (the others trade, unseen here)."""
-        return self.settings.symbol
+        """The symbol the chart shows (chosen in the Watchlist; the first at start)."""
+        return self.chart_book.symbol
 
     @Slot(object)
     def on_bars_closed(self, bars: tuple[Any, ...]) -> None:
-        mine = tuple(b for b in bars if b.symbol == self.chart_symbol)
-        if mine:
-            self.chart.add_bars(mine)
+        self.chart_book.add_bars(bars)
+        self.watchlist.on_bars(bars)
 
     @Slot(object)
     def on_bar_forming(self, bar: Any) -> None:
-        if bar.symbol == self.chart_symbol:
-            self.chart.set_forming(bar)
+        self.chart_book.forming(bar)
+        self.watchlist.on_price(bar)
 
     @Slot(object)
     def on_prediction(self, e: PredictionEvent) -> None:
-        if e.symbol == self.chart_symbol:
-            self.chart.add_prediction(e.time, e.p_up)
+        self.chart_book.prediction(e.symbol, e.time, e.p_up)
+        self.watchlist.on_prediction(e)
 
     @Slot(object)
     def on_signal(self, e: SignalEvent) -> None:
@@ -322,16 +331,16 @@ class MainWindow(QMainWindow):
         self.approvals.on_signal(e)
         if waiting:
             self.notifier.notify_pending(e.signal)
-        if e.signal.symbol == self.chart_symbol:
-            bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
-            self.chart.add_signal_marker(bar_time, e.signal.price, e.status.chart_marker, key=e.signal.signal_id)
+        self.watchlist.on_signal(e)
+        bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
+        self.chart_book.marker(e.signal.symbol, bar_time, e.signal.price, e.status.chart_marker, e.signal.signal_id)
 
     @Slot(object)
     def on_order(self, o: Order) -> None:
         self.orders.on_order(o)
-        if o.filled_at is not None and o.filled_avg_price and o.symbol == self.chart_symbol:
+        if o.filled_at is not None and o.filled_avg_price:
             kind = "buy_fill" if o.side.value == "BUY" else "sell_fill"
-            self.chart.add_signal_marker(o.filled_at, o.filled_avg_price, kind)
+            self.chart_book.marker(o.symbol, o.filled_at, o.filled_avg_price, kind)
 
     @Slot(object)
     def on_trade(self, t: Trade) -> None:
@@ -342,15 +351,15 @@ class MainWindow(QMainWindow):
         breaker = bool(self.status and self.status.circuit_breaker)
         self.account.update_from(e, breaker)
         self.positions.set_positions(e.positions, self.status.now if self.status else None, e.foreign)
-        self.chart.set_stops([(p.stop_price, p.trailing_active) for p in e.positions
-                              if p.stop_price and p.symbol == self.chart_symbol])
+        self.held = {p.symbol: p.qty for p in e.positions}
+        self.chart_book.positions(e.positions)
+        self.watchlist.on_positions(e.positions)
 
     @Slot(object)
     def on_status(self, s: EngineStatus) -> None:
         self.status = s
         self.status_bar.update_status(s)
-        price = self.chart.bars[-1].close if self.chart.bars else None
-        self.approvals.tick(s.now, price)
+        self.approvals.tick(s.now, self.chart_book.prices)  # each signal against its own symbol's price
 
     @Slot(object)
     def on_alert(self, e: AlertEvent) -> None:
@@ -360,6 +369,44 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_flatten_report(self, lines: list[str]) -> None:
         self.status_bar.showMessage("Flatten all: " + " | ".join(lines), 20000)
+
+    # ------------------------------------------------------ the watchlist
+    def add_symbol(self, symbol: str) -> None:
+        self._change_watchlist((*self.settings.watchlist, symbol))
+
+    def remove_symbol(self, symbol: str) -> None:
+        """Off the watchlist; a held symbol's position is closed at market first, if the user agrees."""
+        if symbol not in self.settings.watchlist:
+            return
+        qty = self.held.get(symbol, 0.0)
+        if qty and not self.confirm(f"Remove {symbol}?", f"{symbol} holds {qty:g} shares. Close the position at "
+                                    f"market and stop trading {symbol}?"):
+            return
+        if qty:
+            self.requestClose.emit(symbol)
+        self._change_watchlist(tuple(s for s in self.settings.watchlist if s != symbol))
+
+    def _change_watchlist(self, symbols: tuple[str, ...]) -> None:
+        try:
+            settings = self.settings.updated(watchlist=symbols)
+        except SettingsError as exc:
+            self.status_bar.showMessage(f"Watchlist unchanged: {exc}", 15000)
+            if not _offscreen():
+                QMessageBox.warning(self, "Watchlist", str(exc))
+            return
+        self.apply_settings(settings)
+
+    @Slot(object)
+    def on_watchlist(self, symbols: tuple[str, ...]) -> None:
+        """What the engine trades now (the change applied, or refused and put back)."""
+        if symbols != self.settings.watchlist:  # refused: the saved settings say what trades
+            self.settings = self.settings.updated(watchlist=symbols)
+            self.settings.save(self.paths.settings)
+        self.watchlist.set_symbols(symbols)
+        self.model_tab.set_watchlist(symbols)
+        if self.chart_symbol not in symbols:
+            self.chart_book.select(symbols[0])
+        self.watchlist.select(self.chart_symbol)
 
     def flatten_all(self) -> None:
         if self.confirm("Flatten all?", "Cancel every open order and close every position at market?"):

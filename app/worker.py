@@ -54,6 +54,7 @@ class EngineWorker(QObject):
     statusChanged = Signal(object)  # EngineStatus
     alertRaised = Signal(object)  # AlertEvent
     flattenReported = Signal(object)  # list[str]
+    watchlistChanged = Signal(object)  # tuple[str, ...]: what the engine trades now
     stopped = Signal()
     _pushed = Signal()  # the broker pushed order updates (from the stream's thread; queued here)
 
@@ -203,6 +204,16 @@ class EngineWorker(QObject):
 
     @Slot(object)
     def applySettings(self, settings: Settings) -> None:
+        if self.ctx and settings.watchlist != self.ctx.bot.settings.watchlist:
+            try:
+                history = self.ctx.set_watchlist(settings)
+            except ValueError as exc:
+                self.alertRaised.emit(AlertEvent("error", f"Watchlist unchanged: {exc}"))
+                settings = settings.updated(watchlist=self.ctx.bot.settings.watchlist)
+            else:
+                if history:
+                    self.barsClosed.emit(tuple(history))  # the added symbols' recent bars, for the chart
+            self.watchlistChanged.emit(settings.watchlist)
         self.settings = settings
         if self.ctx:
             self.ctx.bot.update_settings(settings)

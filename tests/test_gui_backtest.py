@@ -86,8 +86,28 @@ def test_sma_cross_run_shows_metrics_trades_and_curves(qtbot, tab: BacktestTab, 
     assert tab.progress.value() == 100
     assert f"{30 * 78:,} bars" in tab.status.text() and f"{trades} trades" in tab.status.text()
     assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled() and tab.export_button.isEnabled()
-    first = tab.trades_model.index(0, 0).data()
+    assert tab.trades_model.index(0, 0).data() == "PLTR"
+    first = tab.trades_model.index(0, 1).data()
     assert first.startswith("20"), "entry time shown"
+
+
+def test_a_portfolio_of_files_shows_the_portfolio_and_each_symbol(qtbot, tab: BacktestTab,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:
+    from test_backtest_portfolio import portfolio_bars
+
+    bars = portfolio_bars(sessions=6, symbols=("AAA", "BBB"))
+    a = write_bars_csv(tmp_path / "a.csv", [b for b in bars if b.symbol == "AAA"])
+    b = write_bars_csv(tmp_path / "BBB_5m.csv", [b for b in bars if b.symbol == "BBB"])
+    tab.csv_edit.setText(f"AAA={a}; {b}")
+    _run(qtbot, tab)
+    assert not tab.error, tab.error
+    o = tab.outcome
+    headers = [tab.metrics_table.horizontalHeaderItem(c).text() for c in range(tab.metrics_table.columnCount())]
+    assert headers == ["Metric", "Portfolio", "AAA", "BBB"]
+    assert set(o.per_symbol) == {"AAA", "BBB"} and o.bars == len(bars) and len(o.equity) == len(bars) // 2
+    symbols = {tab.trades_model.index(r, 0).data() for r in range(tab.trades_model.rowCount())}
+    assert symbols == {"AAA", "BBB"}
+    assert "Each symbol" in o.html
 
 
 def test_cancel_stops_a_long_run(qtbot, tab: BacktestTab, long_csv: Path) -> None:  # type: ignore[no-untyped-def]

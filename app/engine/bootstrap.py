@@ -29,7 +29,7 @@ from app.engine.records import SqlRecorder
 from app.engine.replay import MarketReplay, replay_feed, simulated_feed
 from app.engine.secrets import load_keys
 from app.engine.settings import Settings
-from app.engine.simmarket import SimulatedMarket, watchlist_markets
+from app.engine.simmarket import SimulatedMarket, rewatch, watchlist_markets
 from app.engine.storage import Storage
 from app.engine.storage.paper import SqlPaperBook
 from app.engine.types import Bar, BrokerKind, timeframe_of
@@ -54,6 +54,33 @@ class EngineContext:
     notices: list[str] = field(default_factory=list)
     history: list[Bar] = field(default_factory=list)
     replay_ticks: int = 10  # prices per bar in the live simulation
+    markets: list[SimulatedMarket] | None = None  # the demo's, one per symbol (None: recorded or live bars)
+
+    def set_watchlist(self, settings: Settings) -> list[Bar]:
+        """Trade ``settings.watchlist`` from now on, without a restart. A symbol added gets its
+        model and recent history (returned, for the chart); one removed gets no more bars or
+        signals (what it holds keeps its stops and is closed by the day's rules). A replay of
+        files plays the symbols its files hold: changing them there is refused."""
+        if self.markets is None and not isinstance(self.replay, LiveSession):
+            raise ValueError("a replay plays the symbols of its files; the watchlist cannot change during it")
+        self.settings = settings
+        self.bot.update_settings(settings)
+        if isinstance(self.replay, LiveSession):
+            history = self.replay.set_symbols(settings.watchlist)
+        else:
+            assert self.markets is not None
+            held = tuple(p.symbol for p in self.records.positions() if p.symbol not in settings.watchlist)
+            # a symbol removed while held keeps its prices (its stop and exit must fill), not its entries
+            added = rewatch(self.markets, settings.watchlist + held, settings.demo_seed, self.calendar,
+                            timeframe_of(settings.timeframe).minutes)
+            now = self.clock.now()
+            history = sorted((b for m in added for b in _history(m, self.calendar, now)), key=lambda b: b.time)
+            self.bot.warm_up(history)
+            for last in {b.symbol: b for b in history}.values():
+                self.broker.on_price(last.symbol, last.close, now)  # type: ignore[attr-defined]
+            self.replay.reload()  # from the next bar, every symbol of the new watchlist
+        logger.info("Watchlist now {}", ", ".join(settings.watchlist))
+        return history
 
     def save_clock(self) -> None:
         if self.demo:  # live trading runs on wall time: nothing to resume
@@ -99,7 +126,7 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     calendar = MarketCalendar()
     if replay_bars is not None:
         feed, history, start = replay_feed(replay_bars, calendar, timeframe_of(settings.timeframe).minutes)
-        source, ticks = "replay", 4
+        source, ticks, markets = "replay", 4, []
     else:
         start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today)
         markets = watchlist_markets(settings.watchlist, settings.demo_seed, calendar,
@@ -112,7 +139,7 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
                              settings.commission_per_share, book=SqlPaperBook(storage),
                              participation=settings.sim_fill_participation or None,
                              cancel_delay_s=settings.sim_cancel_delay_s)
-    model, models, model_notes = _load_models(paths, settings)
+    model, models, model_notes = _load_models(paths, settings, notices)
     notices += model_notes
     bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, sleep or time.sleep,
                      models=models)
@@ -129,7 +156,8 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
 
     replay = MarketReplay(bot, broker, clock, feed, on_session=save_clock, on_bar=save_clock)
     ctx = EngineContext(paths, settings, storage, records, clock, calendar, broker, bot, bus, replay,
-                        demo=True, notices=notices, history=history, replay_ticks=ticks)
+                        demo=True, notices=notices, history=history, replay_ticks=ticks,
+                        markets=markets if replay_bars is None else None)
     ctx_holder.append(ctx)
     bot.start()
     logger.info("Engine ready: {} market {} from {}, {} history bars", source, ", ".join(settings.watchlist), start,
@@ -186,7 +214,7 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     if broker.kind == BrokerKind.PAPER and records.state_get(PAPER_FIRST_DAY_KEY) is None:
         records.state_set(PAPER_FIRST_DAY_KEY, now.date().isoformat())
     calendar = MarketCalendar()
-    model, models, model_notes = _load_models(paths, settings)
+    model, models, model_notes = _load_models(paths, settings, notices)
     notices += model_notes
     bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source.name, sleep or time.sleep,
                      models=models)
@@ -210,15 +238,27 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     return ctx
 
 
-def _load_models(paths: AppPaths, settings: Settings) -> tuple[Any, Callable[[str], Any], list[str]]:
+def _load_models(paths: AppPaths, settings: Settings,
+                 later: list[str]) -> tuple[Any, Callable[[str], Any], list[str]]:
     """The first symbol's model, every symbol's (one per symbol and timeframe), and what to say
-    of them (no model, stale, mismatched or corrupt files: the rules model for that symbol)."""
+    of them (no model, stale, mismatched or corrupt files: the rules model for that symbol).
+    A symbol added to the watchlist later gets its own on its first bar; what is said of it
+    then is logged and appended to ``later``."""
     model, notes = _load_model(paths, settings)
     models = {settings.symbol: model}
     for symbol in settings.watchlist[1:]:
         models[symbol], more = _load_model(paths, settings.updated(symbol=symbol))
         notes += [f"{symbol}: {n}" for n in more]
-    return model, lambda symbol: models.get(symbol, model), notes
+
+    def model_for(symbol: str) -> Any:
+        if symbol not in models:
+            models[symbol], more = _load_model(paths, settings.updated(watchlist=(symbol,)))
+            for n in more:
+                logger.warning("{}: {}", symbol, n)
+                later.append(f"{symbol}: {n}")
+        return models[symbol]
+
+    return model, model_for, notes
 
 
 def _load_model(paths: AppPaths, settings: Settings) -> tuple[Any, list[str]]:

@@ -62,6 +62,7 @@ class TradingBot:
         self.pipelines: dict[str, SignalPipeline] = {}
         self._models = models
         self.record_quiet_signals = True  # record signals below the approval threshold too
+        self.removed: set[str] = set()  # taken off the watchlist while running: sells only, no entries
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -162,7 +163,10 @@ class TradingBot:
         (it keeps no record of them)."""
         if out is None or (not self.record_quiet_signals and out.confidence < self.settings.approval_threshold):
             return None
-        return pipeline.signal(bar, out, now, self.core.book.bar_delta)
+        sig = pipeline.signal(bar, out, now, self.core.book.bar_delta)
+        if sig.side == Side.BUY and bar.symbol in self.removed:
+            return None  # off the watchlist: what it holds may still be sold, nothing more is bought
+        return sig
 
     def _publish_cycle(self) -> None:
         self.core.book.publish_portfolio()
@@ -217,6 +221,8 @@ class TradingBot:
         self._publish_status()
 
     def update_settings(self, settings: Settings) -> None:
+        now_watched = set(settings.watchlist)
+        self.removed = (self.removed | (set(self.settings.watchlist) - now_watched)) - now_watched
         self.settings = settings
         self.core.update_settings(settings)
         for m in {id(m): m for m in [self.model, *(p.model for p in self.pipelines.values())]}.values():

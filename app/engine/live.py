@@ -65,6 +65,29 @@ class LiveSession:
         self._check_at({b.symbol: b.close for b in bars})
         return True
 
+    def set_symbols(self, symbols: Sequence[str]) -> list[Bar]:
+        """A changed watchlist: the next checks fetch these. A symbol added is warmed up on its
+        recent bars now (returned), so its model speaks from its first new bar."""
+        added = [s for s in symbols if s not in self.symbols]
+        self.symbols = tuple(symbols)
+        if not added:
+            return []
+        now = self.clock.now()
+        tf = timedelta(minutes=self.bot.bar_minutes)
+        try:
+            # deferred: pandas loads for paper and live trading only; the demo imports this module too
+            from app.engine.data.frame import frame_to_bars
+
+            frames = self.source.fetch_many(added, self.timeframe, now - timedelta(days=5), now)
+        except Exception as exc:  # noqa: BLE001 - it warms up on live bars instead, said once
+            logger.warning("No recent bars for {}: {}", ", ".join(added), exc)
+            self.bot.bus.publish(AlertEvent("warning", f"no recent bars for {', '.join(added)}: {exc}"))
+            return []
+        history = sorted((b for s, f in frames.items() for b in frame_to_bars(f, s)
+                          if b.time + tf <= (self.last_end or now)), key=lambda b: b.time)
+        self.bot.warm_up(history)
+        return history
+
     def _latest(self) -> dict[str, float]:
         """The latest trade of every symbol watched or held, in one request where the source can."""
         wanted = list(dict.fromkeys([*self.symbols, *(p.symbol for p in self.bot.records.positions())]))

@@ -48,11 +48,20 @@ class MarketReplay:
         self._cur: _Cursor | None = None
         self.finished = False
         self.bars_played = 0
+        self._reload = False
+
+    def reload(self) -> None:
+        """The feed changed (a symbol added to or removed from the watchlist): from the next
+        bar on, the session is read again from it. The bar being played finishes first."""
+        self._reload = True
 
     def step(self) -> bool:
         """Advance to the next price; False once the feed has nothing more."""
         if self.finished:
             return False
+        if self._reload and (self._cur is None or (self._cur.tick == 0 and self._cur.bar < len(self._cur.bars))):
+            self._reload = False
+            self._cur = None  # between bars: the rest of the session comes from the feed again
         if self._cur is not None and self._cur.bar >= len(self._cur.bars) and self._finish_session(self._cur):
             return True
         if (self._cur is None or self._cur.bar >= len(self._cur.bars)) and not self._next_session():

@@ -48,7 +48,7 @@ class Settings:
     risk_per_trade: float = _num(0.02, 0.001, 0.05, "Risk per trade")
     max_positions: int = _num(5, 1, 20, "Max open positions")
     max_position_pct: float = _num(0.20, 0.01, 1.0, "Max position size")
-    max_exposure_pct: float = _num(0.20, 0.01, 1.0, "Max total exposure")
+    max_exposure_pct: float = _num(1.0, 0.01, 1.0, "Max total exposure")  # no margin: 5 positions of 20%
     daily_loss_limit: float = _num(0.05, 0.005, 0.20, "Daily loss limit")
     flatten_on_circuit_breaker: bool = _flag(False, "Flatten when the breaker trips")
     stop_loss_pct: float = _num(0.03, 0.005, 0.20, "Initial stop below entry")

@@ -156,13 +156,28 @@ def watchlist_markets(symbols: tuple[str, ...], seed: int, calendar: MarketCalen
     if len(symbols) == 1:
         return [SimulatedMarket(symbols[0], seed, calendar, bar_minutes)]
     factor = MarketFactor(seed)
-    markets = []
-    for symbol in symbols:
-        h = zlib.crc32(symbol.encode())
-        rng = np.random.default_rng([h, 7])
-        base = float(math.exp(rng.uniform(math.log(8.0), math.log(400.0))))
-        vol = float(rng.uniform(0.018, 0.045))
-        beta = float(rng.uniform(0.45, 0.85))
-        markets.append(SimulatedMarket(symbol, seed + h % 100_003, calendar, bar_minutes, base_price=base,
-                                       daily_vol=vol, factor=factor, beta=beta))
-    return markets
+    return [market_for(symbol, seed, calendar, bar_minutes, factor) for symbol in symbols]
+
+
+def market_for(symbol: str, seed: int, calendar: MarketCalendar, bar_minutes: int,
+               factor: MarketFactor) -> SimulatedMarket:
+    """``symbol``'s market among others (its level, volatility, beta and seed from its name)."""
+    h = zlib.crc32(symbol.encode())
+    rng = np.random.default_rng([h, 7])
+    base = float(math.exp(rng.uniform(math.log(8.0), math.log(400.0))))
+    vol = float(rng.uniform(0.018, 0.045))
+    beta = float(rng.uniform(0.45, 0.85))
+    return SimulatedMarket(symbol, seed + h % 100_003, calendar, bar_minutes, base_price=base,
+                           daily_vol=vol, factor=factor, beta=beta)
+
+
+def rewatch(markets: list[SimulatedMarket], symbols: tuple[str, ...], seed: int,
+            calendar: MarketCalendar, bar_minutes: int) -> list[SimulatedMarket]:
+    """The markets for a changed watchlist, in place: a symbol that stays keeps its own market
+    (its prices go on as they were), a new one joins the common factor. Returns the new ones."""
+    factor = next((m.factor for m in markets if m.factor is not None), None) or MarketFactor(seed)
+    kept = {m.symbol: m for m in markets if m.symbol in symbols}
+    added = [market_for(s, seed, calendar, bar_minutes, factor) for s in symbols if s not in kept]
+    fresh = {m.symbol: m for m in added}
+    markets[:] = [kept.get(s) or fresh[s] for s in symbols]
+    return added

@@ -23,12 +23,14 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTableView,
@@ -65,7 +67,7 @@ def format_metric(key: str, value: Any) -> str:
 class TradesModel(QAbstractTableModel):
     """The trade list, read lazily: tens of thousands of trades cost nothing to show."""
 
-    COLUMNS = ("Entry", "Exit", "Qty", "Entry price", "Exit price", "P&L", "Exit reason")
+    COLUMNS = ("Symbol", "Entry", "Exit", "Qty", "Entry price", "Exit price", "P&L", "Exit reason")
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,10 +93,11 @@ class TradesModel(QAbstractTableModel):
         t = self.trades[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            return (f"{t.entry_time.astimezone(NY):%Y-%m-%d %H:%M}", f"{t.exit_time.astimezone(NY):%Y-%m-%d %H:%M}",
+            return (t.symbol, f"{t.entry_time.astimezone(NY):%Y-%m-%d %H:%M}",
+                    f"{t.exit_time.astimezone(NY):%Y-%m-%d %H:%M}",
                     f"{t.qty:g}", f"{t.entry_price:.2f}", f"{t.exit_price:.2f}", f"{t.pnl:+,.2f}",
                     t.exit_reason)[col]
-        if role == Qt.ItemDataRole.ForegroundRole and col == 5:
+        if role == Qt.ItemDataRole.ForegroundRole and col == 6:
             return GREEN if t.pnl >= 0 else RED
         return None
 
@@ -144,7 +147,12 @@ class BacktestTab(QWidget):
         self.job.cancelled.connect(self._on_cancelled)
         self.job.exported.connect(self._on_exported)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self._build_form(symbol, timeframe, cash))
+        form = QScrollArea()  # the form scrolls rather than make the window taller than a 720-line screen
+        form.setObjectName("backtestForm")
+        form.setWidgetResizable(True)
+        form.setFrameShape(QFrame.Shape.NoFrame)
+        form.setWidget(self._build_form(symbol, timeframe, cash))
+        split.addWidget(form)
         split.addWidget(self._build_plots())
         split.addWidget(self._build_tables())
         split.setStretchFactor(0, 0)
@@ -160,13 +168,17 @@ class BacktestTab(QWidget):
         box = QWidget()
         form = QFormLayout(box)
         form.setContentsMargins(4, 4, 4, 4)
-        self.csv_edit = _named(QLineEdit(), "backtestCsv", "CSV file of OHLCV bars (columns are found by name)")
+        self.csv_edit = _named(QLineEdit(), "backtestCsv",
+                               "CSV file of OHLCV bars (columns are found by name); several, separated by ';', "
+                               "backtest a portfolio on one account: NVDA=nvda.csv; AMD=amd.csv (a bare path: "
+                               "the symbol from the file's symbol column or name)")
         self.csv_edit.setPlaceholderText("bars.csv")
         browse = _named(QToolButton(), "backtestBrowse", "Choose the CSV file")
         browse.setText("…")
         browse.clicked.connect(self.browse_csv)
         form.addRow("CSV", _row(self.csv_edit, browse))
-        self.symbol_edit = _named(QLineEdit(symbol), "backtestSymbol", "Symbol the bars belong to")
+        self.symbol_edit = _named(QLineEdit(symbol), "backtestSymbol",
+                                  "Symbol the bars belong to (one file; several name their own)")
         form.addRow("Symbol", self.symbol_edit)
         self.timeframe_box = _named(QComboBox(), "backtestTimeframe", "Bar size in the file")
         self.timeframe_box.addItems(list(TIMEFRAMES))
@@ -270,10 +282,11 @@ class BacktestTab(QWidget):
 
     # ------------------------------------------------------------ actions
     def browse_csv(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Bars to backtest", self.csv_edit.text(),
-                                              "CSV files (*.csv);;All (*)")
-        if path:
-            self.csv_edit.setText(path)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Bars to backtest (several: a portfolio)",
+                                                self.csv_edit.text().split(";")[0].strip(),
+                                                "CSV files (*.csv);;All (*)")
+        if paths:
+            self.csv_edit.setText("; ".join(paths))
 
     def request(self) -> BacktestRequest:
         return BacktestRequest(self.csv_edit.text().strip(), self.symbol_edit.text(),
@@ -348,12 +361,7 @@ class BacktestTab(QWidget):
         self.dd_plot.setLabel("left", "Drawdown %")
         self.equity_plot.enableAutoRange()
         self.dd_plot.enableAutoRange()
-        self.metrics_table.setRowCount(len(m))
-        for row, (key, value) in enumerate(m.items()):
-            self.metrics_table.setItem(row, 0, QTableWidgetItem(key.replace("_", " ")))
-            item = QTableWidgetItem(format_metric(key, value))
-            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            self.metrics_table.setItem(row, 1, item)
+        self._show_metrics(m, o.per_symbol)
         self.trades_model.set_trades(list(o.trades))
         self.export_button.setEnabled(True)
         self.progress.setRange(0, 100)
@@ -363,6 +371,19 @@ class BacktestTab(QWidget):
                   f"Return {m['total_return']:+.2%} vs buy and hold {m['buy_and_hold_return']:+.2%}.",
                   tip="\n".join(o.notes))
         self._end_run()
+
+    def _show_metrics(self, m: dict[str, Any], per_symbol: dict[str, dict[str, Any]]) -> None:
+        """The portfolio's figures, then each symbol's (its sleeve of the one account)."""
+        columns = [m, *per_symbol.values()]
+        self.metrics_table.setColumnCount(1 + len(columns))
+        self.metrics_table.setHorizontalHeaderLabels(("Metric", "Portfolio" if per_symbol else "Value", *per_symbol))
+        self.metrics_table.setRowCount(len(m))
+        for row, key in enumerate(m):
+            self.metrics_table.setItem(row, 0, QTableWidgetItem(key.replace("_", " ")))
+            for c, figures in enumerate(columns, start=1):
+                item = QTableWidgetItem(format_metric(key, figures.get(key)))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.metrics_table.setItem(row, c, item)
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:

@@ -220,6 +220,24 @@ class CandleChart(QWidget):
             del self.pup_x[:-5000], self.pup_y[:-5000]
             self._render_pup()
 
+    def set_annotations(self, predictions: list[tuple[datetime, float]],
+                        markers: list[tuple[str, datetime, float, str]]) -> None:
+        """Replace the P(up) line and the markers at once (another symbol is charted):
+        ``markers`` as (key, time, price, kind), placed on the bars now shown."""
+        self.pup_x, self.pup_y = [], []
+        n = len(self.series)
+        for time, p_up in predictions[-5000:]:
+            idx = self._index_of(time)
+            if idx is not None and idx < n:
+                self.pup_x.append(idx)
+                self.pup_y.append(p_up)
+        self._markers = {}
+        for key, time, price, kind in markers[-500:]:
+            idx = self._index_of(time)
+            self._markers[key] = (n - 1 if idx is None else idx, price, kind)
+        self._render_pup()
+        self._render_markers()
+
     def add_signal_marker(self, time: datetime, price: float, kind: str, key: str = "") -> None:
         """kind: pending, executed, rejected, buy_fill, sell_fill. A marker with the
         same ``key`` (a signal id) is replaced, so a pending signal turns grey

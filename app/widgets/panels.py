@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from PySide6.QtCore import Qt, Signal, SignalInstance
@@ -67,13 +68,13 @@ class ApprovalPanel(QWidget):
     approveRequested = Signal(str)
     rejectRequested = Signal(str)
     pendingCountChanged = Signal(int)  # for the dock title counter and notifications
-    HEADERS = ("Time left", "Side", "Conf.", "Votes", "Price at signal", "Now", "Reasons")
+    HEADERS = ("Symbol", "Time left", "Side", "Conf.", "Votes", "Price at signal", "Now", "Reasons")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("approvalPanel")
         self.pending: dict[str, TradingSignal] = {}
-        self.last_price: float | None = None
+        self.prices: dict[str, float] = {}  # each symbol's latest price: a signal is checked against its own
         self.now: datetime | None = None
         self._count = 0
         layout = QVBoxLayout(self)
@@ -112,8 +113,8 @@ class ApprovalPanel(QWidget):
             self.pending.pop(e.signal.signal_id, None)
         self._refresh()
 
-    def tick(self, now: datetime, price: float | None) -> None:
-        self.now, self.last_price = now, price
+    def tick(self, now: datetime, prices: Mapping[str, float]) -> None:
+        self.now, self.prices = now, dict(prices)
         for sid, sig in list(self.pending.items()):
             if now >= sig.expires_at:
                 del self.pending[sid]
@@ -144,8 +145,9 @@ class ApprovalPanel(QWidget):
         for r, sig in enumerate(self.pending.values()):
             left = (sig.expires_at - self.now).total_seconds() if self.now else 0
             votes = ", ".join(f"{n} {p:.2f}" for n, p in sig.votes)
-            now_price = f"{self.last_price:.2f}" if self.last_price else "-"
-            cells = (f"{max(left, 0) / 60:.1f} min", sig.side.value, f"{sig.confidence:.2f}", votes,
+            price = self.prices.get(sig.symbol)
+            now_price = f"{price:.2f}" if price else "-"
+            cells = (sig.symbol, f"{max(left, 0) / 60:.1f} min", sig.side.value, f"{sig.confidence:.2f}", votes,
                      f"{sig.price:.2f}", now_price, "; ".join(sig.reasons))
             for c, text in enumerate(cells):
                 self.table.setItem(r, c, QTableWidgetItem(text))

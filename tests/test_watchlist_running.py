@@ -1,0 +1,123 @@
+"""The watchlist changed while the engine runs: demo, paper trading and replays."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import utc
+from test_live_paper import LiveBarsServer
+
+from app.engine.bootstrap import build_engine, build_live_engine
+from app.engine.broker.alpaca import AlpacaBroker
+from app.engine.clock import MarketCalendar, SimClock
+from app.engine.data.sources import AlpacaDataSource
+from app.engine.events import BarEvent, Event, EventBus, OrderEvent, PredictionEvent
+from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.engine.simmarket import SimulatedMarket
+from app.engine.types import BrokerKind, Side
+
+TODAY = utc(2025, 3, 6, 12, 0)
+STEPS_PER_BAR = 11  # ten ticks and a close
+
+
+def _closed(events: list[Event]) -> Counter[str]:
+    return Counter(e.bar.symbol for e in events if isinstance(e, BarEvent) and e.closed)
+
+
+def test_a_symbol_added_in_the_demo_trades_from_the_next_bar_and_the_others_go_on_unchanged(app_home: Path) -> None:
+    runs: dict[str, list[float]] = {}
+    for change in (False, True):
+        events: list[Event] = []
+        bus = EventBus()
+        bus.subscribe(events.append)
+        ctx = build_engine(AppPaths.resolve(), Settings(demo_seed=3), bus=bus, today=TODAY, sleep=lambda s: None)
+        try:
+            ctx.replay.run(max_steps=20 * STEPS_PER_BAR + 4)  # mid-bar: the change waits for the bar's end
+            if change:
+                history = ctx.set_watchlist(ctx.settings.updated(watchlist=("PLTR", "NVDA")))
+                assert history and {b.symbol for b in history} == {"NVDA"}
+                assert history[-1].time + timedelta(minutes=5) <= ctx.clock.now()
+            ctx.replay.run(max_steps=20 * STEPS_PER_BAR)
+            runs[str(change)] = [e.bar.close for e in events if isinstance(e, BarEvent) and e.closed
+                                 and e.bar.symbol == "PLTR"]
+            if change:
+                closed = _closed(events)
+                assert closed["NVDA"] >= 19, "NVDA's bars close with PLTR's from the next bar on"
+                assert {e.symbol for e in events if isinstance(e, PredictionEvent)} == {"PLTR", "NVDA"}
+        finally:
+            ctx.close()
+        for suffix in ("", "-wal", "-shm"):  # a fresh database for the second run
+            Path(f"{AppPaths.resolve().database}{suffix}").unlink(missing_ok=True)
+    assert runs["True"] == runs["False"], "PLTR's prices go on exactly as without the change"
+
+
+def test_a_symbol_removed_while_held_is_sold_on_time_and_never_bought_again(app_home: Path) -> None:
+    events: list[Event] = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    settings = Settings(mode="auto", demo_seed=1, watchlist=("PLTR", "NVDA", "AMD"), max_exposure_pct=1.0,
+                        auto_threshold=0.6, approval_threshold=0.6)
+    ctx = build_engine(AppPaths.resolve(), settings, bus=bus, today=TODAY, sleep=lambda s: None)
+    try:
+        while not ctx.records.positions():
+            assert ctx.replay.step()
+        held = ctx.records.positions()[0].symbol
+        ctx.set_watchlist(ctx.settings.updated(watchlist=tuple(s for s in settings.watchlist if s != held)))
+        mark = len(events)
+        ctx.replay.run(max_steps=2 * 78 * STEPS_PER_BAR)  # through the close and a whole next session
+        after = [e.order for e in events[mark:] if isinstance(e, OrderEvent) and e.order.symbol == held]
+        assert all(o.side == Side.SELL for o in after), "no entry on a symbol off the watchlist"
+        assert held not in {p.symbol for p in ctx.records.positions()}, "its position was closed by the day's rules"
+        assert any(o.side == Side.SELL and o.filled_qty > 0 for o in after)
+    finally:
+        ctx.close()
+
+
+def test_a_replay_of_files_refuses_another_watchlist(app_home: Path) -> None:
+    cal = MarketCalendar()
+    bars = SimulatedMarket("PLTR", 2, cal).history(cal.previous_sessions(datetime(2025, 6, 1, tzinfo=UTC), 3))
+    ctx = build_engine(AppPaths.resolve(), Settings(), today=TODAY, sleep=lambda s: None, replay_bars=bars)
+    try:
+        with pytest.raises(ValueError, match="a replay plays the symbols of its files"):
+            ctx.set_watchlist(ctx.settings.updated(watchlist=("PLTR", "NVDA")))
+        assert ctx.settings.watchlist == ("PLTR",)
+    finally:
+        ctx.close()
+
+
+def test_paper_trading_fetches_a_symbol_added_in_the_same_request_and_warms_it_up(app_home: Path) -> None:
+    cal = MarketCalendar()
+    sessions = cal.previous_sessions(datetime(2025, 6, 14, tzinfo=UTC), 3)
+    bars = sorted((b for k, s in enumerate(("PLTR", "NVDA")) for b in SimulatedMarket(s, 5 + k, cal).history(sessions)),
+                  key=lambda b: b.time)
+    clock = SimClock(sessions[-1].open + timedelta(minutes=30))
+    server = LiveBarsServer(bars, clock)
+    server.start()
+    try:
+        keys = server.api_keys()
+        broker = AlpacaBroker(keys, clock, kind=BrokerKind.PAPER, url_override=server.url, timeout_s=5)
+        seen: list[PredictionEvent] = []
+        bus = EventBus()
+        bus.subscribe(lambda e: seen.append(e) if isinstance(e, PredictionEvent) else None)
+        ctx = build_live_engine(AppPaths.resolve(str(app_home)), Settings(), bus=bus, clock=clock, broker=broker,
+                                source=AlpacaDataSource(keys, url_override=server.url), sleep=lambda s: None)
+        for _ in range(10):
+            clock.advance(timedelta(seconds=30))
+            ctx.replay.step()
+        history = ctx.set_watchlist(ctx.settings.updated(watchlist=("PLTR", "NVDA")))
+        assert len(history) > 100 and {b.symbol for b in history} == {"NVDA"}
+        assert history[-1].time + timedelta(minutes=5) <= clock.now()
+        server.bar_requests.clear()
+        for _ in range(20):
+            clock.advance(timedelta(seconds=30))
+            ctx.replay.step()
+        assert server.bar_requests == ["PLTR,NVDA"] * 20
+        nvda = [e for e in seen if e.symbol == "NVDA"]
+        assert len(nvda) >= 1, "NVDA's model speaks from its first new bar: it was warmed up"
+        ctx.close()
+    finally:
+        server.stop()
