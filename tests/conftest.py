@@ -13,6 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# the same examples on every run, a fresh checkout included: a property test that found a defect
+# once finds it every time, and one that passed does not fail on another day's draw (set
+# HYPOTHESIS_RANDOM=1 to explore new examples while developing)
+hypothesis_settings.register_profile("pinned", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore")
+hypothesis_settings.load_profile("explore" if os.environ.get("HYPOTHESIS_RANDOM") else "pinned")
 
 pytest_plugins = ("alpaca_server", "alpaca_bars_server")  # their fixtures, for every test module
 

@@ -154,7 +154,7 @@ def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBo
     bar_delta = timeframe_of(settings.timeframe).delta
     n = len(steps)
     every = max(1, n // 200)
-    set_time, fill, shares = clock.set, broker.on_bar, broker.held
+    set_time, fill, shares, holdings = clock.set, broker.on_bar, broker.held, broker.holdings
     close_one, close_many = bot.on_bar_close, bot.on_bars_close
     session_ends = _early_session_ends(steps, bar_delta, calendar, settings) if calendar is not None else {}
     daily_opens = _session_opens(steps, calendar) if calendar is not None and bar_delta >= timedelta(days=1) else {}
@@ -183,8 +183,8 @@ def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBo
             held[i, 0] = shares(single)
         else:
             row = held[i]
-            for s, k in column.items():
-                row[k] = shares(s)
+            for s, qty in holdings().items():
+                row[column[s]] = qty
         if progress is not None and i % every == 0 and not progress(i / n):
             raise BacktestCancelled(f"cancelled at bar time {i} of {n}")
     return cash, held

@@ -170,6 +170,10 @@ class SimulatedBroker(Broker):
         p = self._positions.get(symbol)
         return p.qty if p is not None else 0.0
 
+    def holdings(self) -> dict[str, float]:
+        """Shares held now, by symbol (cheap: a portfolio backtest's equity curve)."""
+        return {s: p.qty for s, p in self._positions.items()}
+
     # ------------------------------------------------------- market events
     def on_price(self, symbol: str, price: float, time: datetime, volume: float | None = None) -> list[Fill]:
         """A new trade print in a live simulation: fill what it reaches (at most ``participation``
