@@ -48,12 +48,12 @@ class WatchlistPanel(QWidget):
     symbolSelected = Signal(str)  # the chart shows this one
     addRequested = Signal(str)
     removeRequested = Signal(str)
-    HEADERS = ("Symbol", "Last", "Chg %", "P(up)", "Signal", "Position", "P&L")
+    HEADERS = ("Symbol", "Last", "Chg %", "P(up)", "Signal", "Qty", "P&L")
 
     def __init__(self, symbols: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("watchlistPanel")
-        self.setMinimumWidth(360)  # every column in view, P&L included
+        self.setMinimumWidth(400)  # every column in view, P&L included
         self.rows: dict[str, _Row] = {}
         self.selected = symbols[0] if symbols else ""
         layout = QVBoxLayout(self)
@@ -63,11 +63,14 @@ class WatchlistPanel(QWidget):
         self.table.verticalHeader().hide()
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # seven columns in a side dock
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(len(self.HEADERS) - 1, QHeaderView.ResizeMode.Stretch)  # P&L takes the rest
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setToolTip("Click a symbol (or use the arrow keys) to chart it")
+        self.table.setToolTip("Click a symbol (or use the arrow keys) to chart it. Chg %: since the previous "
+                              "close; Signal: the latest, green executed, amber waiting for you; Qty and P&L: "
+                              "the position and its open P&L")
         self.table.currentCellChanged.connect(self._on_current)
         layout.addWidget(self.table)
         row = QHBoxLayout()
