@@ -378,6 +378,9 @@ class MainWindow(QMainWindow):
         """Off the watchlist; a held symbol's position is closed at market first, if the user agrees."""
         if symbol not in self.settings.watchlist:
             return
+        if len(self.settings.watchlist) == 1:  # refused before asking, and before closing anything
+            self.status_bar.showMessage(f"{symbol} is the only symbol: add another before removing it", 15000)
+            return
         qty = self.held.get(symbol, 0.0)
         if qty and not self.confirm(f"Remove {symbol}?", f"{symbol} holds {qty:g} shares. Close the position at "
                                     f"market and stop trading {symbol}?"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from app.engine.backtest.runner import run_backtest
 from app.engine.clock import MarketCalendar
 from app.engine.settings import Settings
 from app.engine.simmarket import watchlist_markets
-from app.engine.types import Bar
+from app.engine.types import NY, Bar
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 
@@ -77,6 +77,34 @@ def test_one_symbol_alone_trades_as_it_does_in_a_portfolio_without_limits_bindin
     alone = run_backtest([b for b in bars if b.symbol == "BBB"], cfg, settings=roomy)
     mine = [(t.entry_time, t.exit_time, t.entry_price) for t in together.trades if t.symbol == "BBB"]
     assert mine and [(t.entry_time, t.exit_time, t.entry_price) for t in alone.trades] == mine
+
+
+def test_a_symbol_whose_data_ends_while_held_is_closed_that_day_not_carried() -> None:
+    """BBB's file stops mid-session while it is held: its end-of-day sell fills at its last
+    price that evening; it does not sit in the portfolio (blocking room) to the end."""
+    bars = portfolio_bars(sessions=8)
+    full = run_backtest(bars, BacktestConfig(symbol="AAA,BBB,CCC", timeframe="5m", strategy="sma_cross"),
+                        settings=Settings(max_exposure_pct=1.0))
+    entry = next(t for t in full.trades if t.symbol == "BBB" and t.entry_time.day != bars[0].time.day)
+    cut = entry.entry_time + timedelta(minutes=10)  # held when its data stop
+    short = [b for b in bars if b.symbol != "BBB" or b.time <= cut]
+    res = run_backtest(short, BacktestConfig(symbol="AAA,BBB,CCC", timeframe="5m", strategy="sma_cross"),
+                       settings=Settings(max_exposure_pct=1.0))
+    mine = [t for t in res.trades if t.symbol == "BBB"]
+    assert mine[-1].entry_time == entry.entry_time and mine[-1].exit_time.date() == cut.date()
+    assert all(t.exit_time.astimezone(NY).date() == t.entry_time.astimezone(NY).date() for t in res.trades)
+    k = res.symbols.index("BBB")
+    assert res.held[res.times.index(next(t for t in res.times if t.date() > cut.date())):, k].max() == 0
+    assert res.per_symbol["BBB"]["final_equity"] - 100_000 == pytest.approx(sum(t.pnl for t in mine), abs=0.01)
+
+
+def test_plain_never_spends_the_cash_twice_on_one_bar_close() -> None:
+    """--plain buys with the whole cash; two symbols signalling at one close share it, not double it."""
+    bars = portfolio_bars(sessions=8)
+    res = run_backtest(bars, BacktestConfig(symbol="AAA,BBB,CCC", timeframe="5m", strategy="sma_cross", plain=True))
+    value = (res.held * res.closes).sum(axis=1)
+    assert (res.held > 0).sum(axis=1).max() >= 2, "two held at once: the case this is about"
+    assert (value <= res.equity * 1.02).all(), "never more in stock than the account is worth (no leverage)"
 
 
 def test_cli_portfolio_json_html_and_file_names(tmp_path: Path, app_home: Path,

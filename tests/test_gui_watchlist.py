@@ -107,6 +107,16 @@ def test_adding_and_removing_symbols_while_running(qtbot, desk) -> None:  # type
     assert w.chart_book.bars.get("TSLA"), "the new symbol's recent bars came with it"
     seen = len(w.chart_book.bars["TSLA"])
     qtbot.waitUntil(lambda: len(w.chart_book.bars["TSLA"]) > seen, timeout=30_000)  # and it trades on
+    for symbol in ("NVDA", "AMD", "TSLA"):
+        w.remove_symbol(symbol)
+    qtbot.waitUntil(lambda: w.watchlist.table.rowCount() == 1, timeout=10_000)
+    asked: list[str] = []
+    w.confirm = lambda title, text: asked.append(text) or True
+    w.remove_symbol("PLTR")  # the last one: refused before asking or closing anything
+    assert not asked and w.settings.watchlist == ("PLTR",) and "only symbol" in w.status_bar.currentMessage()
+    for symbol in ("NVDA", "AMD", "TSLA"):
+        w.add_symbol(symbol)
+    qtbot.waitUntil(lambda: w.watchlist.table.rowCount() == 4, timeout=10_000)
     w.add_symbol("ÅPL")  # refused with the reason, nothing changes
     assert "ÅPL" in w.status_bar.currentMessage() and w.watchlist.table.rowCount() == 4
     w.watchlist.select("NVDA")

@@ -55,6 +55,30 @@ def test_a_symbol_added_in_the_demo_trades_from_the_next_bar_and_the_others_go_o
     assert runs["True"] == runs["False"], "PLTR's prices go on exactly as without the change"
 
 
+def test_a_symbol_keeps_its_prices_across_a_restart_with_more_symbols(app_home: Path) -> None:
+    """PLTR alone, then a restart with NVDA added: PLTR's next bars are those it would have
+    had alone (a held symbol re-priced at a restart would show a profit that never was)."""
+    def pltr_closes(watchlist: tuple[str, ...], restart_with: tuple[str, ...] | None) -> list[float]:
+        home = AppPaths.resolve(str(app_home / "-".join(watchlist + (restart_with or ()))))
+        ctx = build_engine(home, Settings(demo_seed=4, watchlist=watchlist), today=TODAY, sleep=lambda s: None)
+        ctx.replay.run(max_steps=30 * STEPS_PER_BAR)
+        if restart_with is not None:
+            ctx.close()
+            ctx = build_engine(home, Settings(demo_seed=4, watchlist=restart_with), today=TODAY, sleep=lambda s: None)
+        events: list[Event] = []
+        ctx.bus.subscribe(events.append)
+        try:
+            ctx.replay.run(max_steps=30 * STEPS_PER_BAR)
+        finally:
+            ctx.close()
+        return [e.bar.close for e in events if isinstance(e, BarEvent) and e.closed and e.bar.symbol == "PLTR"]
+
+    alone = pltr_closes(("PLTR",), None)
+    assert len(alone) >= 29
+    assert pltr_closes(("PLTR",), ("PLTR", "NVDA"))[:len(alone)] == alone
+    assert pltr_closes(("PLTR",), ("NVDA", "PLTR"))[:len(alone)] == alone  # the order does not matter
+
+
 def test_a_symbol_removed_while_held_is_sold_on_time_and_never_bought_again(app_home: Path) -> None:
     events: list[Event] = []
     bus = EventBus()
@@ -121,3 +145,33 @@ def test_paper_trading_fetches_a_symbol_added_in_the_same_request_and_warms_it_u
         ctx.close()
     finally:
         server.stop()
+
+
+def test_a_replay_closes_a_symbol_whose_file_ends_while_held_that_day(app_home: Path) -> None:
+    from test_backtest_portfolio import portfolio_bars
+
+    bars = portfolio_bars(sessions=4, symbols=("AAA", "BBB"))
+    settings = Settings(mode="auto", auto_threshold=0.6, approval_threshold=0.6, watchlist=("AAA", "BBB"),
+                        max_exposure_pct=1.0)
+
+    def replay(played: list) -> tuple[list, list]:  # type: ignore[type-arg]
+        events: list[Event] = []
+        bus = EventBus()
+        bus.subscribe(events.append)
+        home = AppPaths.resolve(str(app_home / f"r{len(played)}"))
+        ctx = build_engine(home, settings, bus=bus, today=TODAY, sleep=lambda s: None, replay_bars=played)
+        try:
+            ctx.replay.run()
+            return [e.order for e in events if isinstance(e, OrderEvent)], ctx.records.positions()
+        finally:
+            ctx.close()
+
+    orders, _ = replay(bars)
+    entry = next(o for o in orders if o.symbol == "BBB" and o.side == Side.BUY and o.filled_at is not None
+                 and o.filled_at.date() != bars[0].time.date())
+    cut = entry.filled_at + timedelta(minutes=10)
+    orders, left = replay([b for b in bars if b.symbol != "BBB" or b.time <= cut])
+    sells = [o for o in orders if o.symbol == "BBB" and o.side == Side.SELL and o.filled_qty > 0
+             and o.filled_at is not None and o.filled_at > entry.filled_at]
+    assert sells and sells[0].filled_at.date() == cut.date(), "sold the day its data stopped"
+    assert "BBB" not in {p.symbol for p in left}

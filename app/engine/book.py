@@ -144,8 +144,10 @@ class Book:
             minutes_left = (session.close - now).total_seconds() / 60 if session and self.intraday else None
         price = self.last_prices.get(symbol, math.nan)
         held = {p.symbol: p for p in self.marked_positions()}
+        working_cost = 0.0
         for sym, qty in self.working_entries(excluding).items():  # a working entry is exposure already
             mark = self.last_prices.get(sym, price)
+            working_cost += qty * mark
             p = held.get(sym)
             held[sym] = replace(p, qty=p.qty + qty) if p else Position(sym, qty, mark, mark, now)
         return risk.RiskContext(
@@ -154,7 +156,7 @@ class Book:
             day_start_equity=self.day.start_equity,
             round_trips_today=self.day.round_trips,
             market_open=market_open, minutes_to_close=minutes_left,
-            data_stale=self.data_stale(symbol), breaker_tripped=self.day.breaker,
+            data_stale=self.data_stale(symbol), breaker_tripped=self.day.breaker, working_cost=working_cost,
         )
 
     def data_stale(self, symbol: str | None = None) -> bool:

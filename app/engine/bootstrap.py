@@ -35,6 +35,7 @@ from app.engine.storage.paper import SqlPaperBook
 from app.engine.types import Bar, BrokerKind, timeframe_of
 
 DEMO_CLOCK_KEY = "demo.clock"
+DEMO_ALONE_KEY = "demo.alone"  # symbols whose simulated market is the one-symbol demo's
 DEMO_TODAY_ENV = "AI_TRADER_DEMO_TODAY"
 
 
@@ -72,7 +73,8 @@ class EngineContext:
             held = tuple(p.symbol for p in self.records.positions() if p.symbol not in settings.watchlist)
             # a symbol removed while held keeps its prices (its stop and exit must fill), not its entries
             added = rewatch(self.markets, settings.watchlist + held, settings.demo_seed, self.calendar,
-                            timeframe_of(settings.timeframe).minutes)
+                            timeframe_of(settings.timeframe).minutes,
+                            frozenset(self.records.state_get(DEMO_ALONE_KEY) or ()))
             now = self.clock.now()
             history = sorted((b for m in added for b in _history(m, self.calendar, now)), key=lambda b: b.time)
             self.bot.warm_up(history)
@@ -130,7 +132,8 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     else:
         start = _demo_start(records.state_get(DEMO_CLOCK_KEY), calendar, today)
         markets = watchlist_markets(settings.watchlist, settings.demo_seed, calendar,
-                                    timeframe_of(settings.timeframe).minutes)
+                                    timeframe_of(settings.timeframe).minutes,
+                                    _alone(records, settings, records.state_get(DEMO_CLOCK_KEY) is not None))
         feed = simulated_feed(markets, calendar)
         history = sorted((b for m in markets for b in _history(m, calendar, start)), key=lambda b: b.time)
         source, ticks = "simulated", markets[0].ticks_per_bar
@@ -282,6 +285,18 @@ def _demo_today() -> datetime:
     except ValueError:
         raise ValueError(f"{DEMO_TODAY_ENV}={pinned!r} is not an ISO date and time") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _alone(records: SqlRecorder, settings: Settings, ran_before: bool) -> frozenset[str]:
+    """The symbols whose demo market is the one-symbol demo's, saved on first use: a symbol's
+    prices must carry on across restarts whatever else joins the watchlist (a held symbol
+    re-priced would show profits that never were). A home that ran the demo before this
+    was saved ran one symbol, the first."""
+    saved = records.state_get(DEMO_ALONE_KEY)
+    if saved is None:
+        saved = list(settings.watchlist[:1]) if len(settings.watchlist) == 1 or ran_before else []
+        records.state_set(DEMO_ALONE_KEY, saved)
+    return frozenset(saved)
 
 
 def _demo_start(saved: str | None, calendar: MarketCalendar, today: datetime) -> datetime:

@@ -30,6 +30,7 @@ class RiskContext:
     minutes_to_close: float | None
     data_stale: bool = False
     breaker_tripped: bool = False
+    working_cost: float = 0.0  # what the entries still working will cost: cash already spoken for
 
 
 def exposure(positions: tuple[Position, ...]) -> float:
@@ -87,7 +88,8 @@ def check_plain(ctx: RiskContext, s: Settings) -> RiskDecision:
         return RiskDecision(False, f"invalid price {ctx.price}")
     if any(p.symbol == ctx.symbol and p.qty != 0 for p in ctx.positions):
         return RiskDecision(False, f"already holding {ctx.symbol}")
-    qty = math.floor(max(ctx.buying_power, 0.0) / (ctx.price * (1 + s.slippage_bps / 10_000)) + 1e-9)
+    cash = ctx.buying_power - ctx.working_cost  # two signals of one bar close never share one cash twice
+    qty = math.floor(max(cash, 0.0) / (ctx.price * (1 + s.slippage_bps / 10_000)) + 1e-9)
     if qty <= 0:
         return RiskDecision(False, "not enough cash for one share")
     return RiskDecision(True, f"whole cash: {qty} shares", float(qty))

@@ -149,14 +149,16 @@ class SimulatedMarket:
 
 
 def watchlist_markets(symbols: tuple[str, ...], seed: int, calendar: MarketCalendar,
-                      bar_minutes: int = 5) -> list[SimulatedMarket]:
-    """One simulated market per symbol. A symbol alone moves as the one-symbol demo always has;
-    several share a market factor, each with a price level, volatility, beta and seed drawn
-    from its name (so a symbol looks the same whatever else is on the watchlist)."""
-    if len(symbols) == 1:
-        return [SimulatedMarket(symbols[0], seed, calendar, bar_minutes)]
+                      bar_minutes: int = 5, alone: frozenset[str] | None = None) -> list[SimulatedMarket]:
+    """One simulated market per symbol. Several share a market factor, each with a price
+    level, volatility, beta and seed drawn from its name; a symbol in ``alone`` keeps the
+    one-symbol demo's own market (its level near $25, no factor), as it first had it, so
+    its prices go on unchanged when others join or leave the watchlist (default: the
+    symbol of a one-symbol watchlist)."""
+    alone = frozenset(symbols[:1]) if alone is None and len(symbols) == 1 else alone or frozenset()
     factor = MarketFactor(seed)
-    return [market_for(symbol, seed, calendar, bar_minutes, factor) for symbol in symbols]
+    return [SimulatedMarket(s, seed, calendar, bar_minutes) if s in alone
+            else market_for(s, seed, calendar, bar_minutes, factor) for s in symbols]
 
 
 def market_for(symbol: str, seed: int, calendar: MarketCalendar, bar_minutes: int,
@@ -172,12 +174,15 @@ def market_for(symbol: str, seed: int, calendar: MarketCalendar, bar_minutes: in
 
 
 def rewatch(markets: list[SimulatedMarket], symbols: tuple[str, ...], seed: int,
-            calendar: MarketCalendar, bar_minutes: int) -> list[SimulatedMarket]:
+            calendar: MarketCalendar, bar_minutes: int,
+            alone: frozenset[str] = frozenset()) -> list[SimulatedMarket]:
     """The markets for a changed watchlist, in place: a symbol that stays keeps its own market
-    (its prices go on as they were), a new one joins the common factor. Returns the new ones."""
+    (its prices go on as they were), a new one joins the common factor (or, in ``alone``, gets
+    the one-symbol market it had before). Returns the new ones."""
     factor = next((m.factor for m in markets if m.factor is not None), None) or MarketFactor(seed)
     kept = {m.symbol: m for m in markets if m.symbol in symbols}
-    added = [market_for(s, seed, calendar, bar_minutes, factor) for s in symbols if s not in kept]
+    added = [SimulatedMarket(s, seed, calendar, bar_minutes) if s in alone
+             else market_for(s, seed, calendar, bar_minutes, factor) for s in symbols if s not in kept]
     fresh = {m.symbol: m for m in added}
     markets[:] = [kept.get(s) or fresh[s] for s in symbols]
     return added
