@@ -84,9 +84,12 @@ def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list
     specs = [s.strip() for s in path.split(";") if s.strip()]
     if not specs:
         raise DataError("choose a CSV file of bars first")
-    if len(specs) > 1 or ("=" in specs[0] and not Path(specs[0]).exists()) or len(symbols_in_file(specs[0])) > 1:
+    named = "=" in specs[0] and not Path(specs[0]).exists()
+    held = [] if named else symbols_in_file(specs[0])
+    if len(specs) > 1 or named or len(held) > 1:
         return load_portfolio(specs, None, timeframe, keep_extended=plain)
     path = specs[0]
+    symbol = held[0] if held else symbol  # the file's own word (its symbol column or name) over the box
     imported, cleaned = read_clean(Path(path).expanduser(), timeframe, keep_extended=plain)  # plain: no sessions
     bars = frame_to_bars(cleaned.frame, symbol.strip().upper() or "PLTR")
     notes = [f"{imported.accepted:,} rows read" + (f", {imported.rejected:,} rejected" if imported.rejected else "")]
@@ -112,16 +115,23 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     if not progress(0.0):
         raise BacktestCancelled("cancelled before the first bar")
     cfg, run_share = req.config(), (0.0, 1.0)
-    model: SignalModel | None = None
+    models: dict[str, SignalModel] = {}
     model_notes: list[str] = []
-    if cfg.retrain_every:
-        model, model_notes = make_model(cfg.strategy, bars, cfg.timeframe, cfg.symbol,
-                                        retrain_every=cfg.retrain_every,
-                                        progress=_share(progress, 0.0, TRAIN_SHARE, "walk-forward "))
+    if cfg.retrain_every:  # one walk-forward model per symbol, each on its own bars
+        by_symbol: dict[str, list[Bar]] = {}
+        for b in bars:
+            by_symbol.setdefault(b.symbol, []).append(b)
+        share = TRAIN_SHARE / len(by_symbol)
+        for k, (symbol, own) in enumerate(sorted(by_symbol.items())):
+            stage = f"{symbol} walk-forward " if len(by_symbol) > 1 else "walk-forward "
+            models[symbol], said = make_model(cfg.strategy, own, cfg.timeframe, symbol,
+                                              retrain_every=cfg.retrain_every,
+                                              progress=_share(progress, k * share, (k + 1) * share, stage))
+            model_notes += [f"{symbol}: {n}" for n in said] if len(by_symbol) > 1 else said
         run_share = (TRAIN_SHARE, 1.0)
         if not progress(TRAIN_SHARE, "running the backtest"):
             raise BacktestCancelled("cancelled after training, before the first bar")
-    result = run_backtest(bars, cfg, model=model, progress=_share(progress, *run_share),
+    result = run_backtest(bars, cfg, models=models, progress=_share(progress, *run_share),
                           models_dir=Path(req.models_dir) if req.models_dir else None)
     result.notes[:0] = model_notes
     result.notes.extend(notes)

@@ -90,8 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_gui(args, paths)
 
 
+_SETTINGS_PROBLEMS: list[str] = []  # what the last load found wrong, for the window to say
+
+
 def _load_settings(paths: AppPaths, speed: float | None) -> Settings:
-    settings = Settings.load(paths.settings)
+    settings, problems = Settings.load_checked(paths.settings)
+    for problem in problems:  # also shown in the window once it is up
+        print(f"settings: {problem}", file=sys.stderr)
+    _SETTINGS_PROBLEMS[:] = problems
     if speed is not None:
         try:
             settings = settings.updated(demo_speed=speed)
@@ -116,6 +122,7 @@ def build_window(argv: Sequence[str]) -> object:
     settings = _load_settings(paths, args.speed)
     apply_theme(QApplication.instance(), settings.theme)  # type: ignore[arg-type]
     window = MainWindow(paths, settings, demo=True, replay=args.replay)
+    window.say_settings_problems(_SETTINGS_PROBLEMS)
     window.start_engine()
     return window
 
@@ -147,6 +154,7 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     apply_theme(app, settings.theme)
     window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings),
                         replay=args.replay)
+    window.say_settings_problems(_SETTINGS_PROBLEMS)
     window.show()
     window.start_engine()
     code = 0

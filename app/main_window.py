@@ -370,6 +370,12 @@ class MainWindow(QMainWindow):
     def on_flatten_report(self, lines: list[str]) -> None:
         self.status_bar.showMessage("Flatten all: " + " | ".join(lines), 20000)
 
+    def say_settings_problems(self, problems: list[str]) -> None:
+        """What was wrong with the settings file at start: in the status bar and the alerts,
+        so a value that fell back to its default is never a surprise."""
+        for problem in problems:
+            self.on_alert(AlertEvent("warning", f"Settings: {problem}"))
+
     # ------------------------------------------------------ the watchlist
     def add_symbol(self, symbol: str) -> None:
         self._change_watchlist((*self.settings.watchlist, symbol))

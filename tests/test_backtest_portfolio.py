@@ -143,6 +143,21 @@ def test_cli_refuses_a_symbol_twice_and_an_unnamed_file_among_several(tmp_path: 
     assert "cannot tell which ticker b.csv holds" in capsys.readouterr().err
 
 
+def test_a_window_that_leaves_a_symbol_without_bars_says_so(tmp_path: Path, app_home: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from app.main import main
+
+    bars = portfolio_bars(sessions=6, symbols=("AAA", "BBB"))
+    days = sorted({b.time.date() for b in bars})
+    a = write_bars_csv(tmp_path / "a.csv", [b for b in bars if b.symbol == "AAA"])
+    b = write_bars_csv(tmp_path / "b.csv", [b for b in bars if b.symbol == "BBB" and b.time.date() < days[2]])
+    code = main(["--data-dir", str(app_home), "backtest", "--csv", f"AAA={a}", "--csv", f"BBB={b}",
+                 "--start", days[3].isoformat()])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "note: BBB has no bars in the chosen window: left out" in out
+
+
 def test_headless_replay_of_two_symbols(tmp_path: Path, app_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from app.main import main
 

@@ -260,3 +260,36 @@ def test_main_py_data_import_subprocess(app_home: Path) -> None:
                          timeout=120)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "error: empty.csv is empty" in bad.stderr
+
+
+def test_a_file_of_other_prices_never_overwrites_cached_bars_unasked(tmp_path: Path, app_home: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """SPY's prices (~$690) imported as PLTR (~$190) over cached PLTR bars: refused, nothing
+    replaced; --replace overwrites on purpose. A file named just SPY.csv says SPY."""
+    from app.engine.paths import AppPaths
+    from app.engine.storage import BarRepository, Storage
+    from app.main import main
+
+    rows = "".join(f"2024-01-{d:02d},{{p}},{{p}},{{p}},{{p}},1000\n" for d in range(2, 12))
+    (tmp_path / "pltr.csv").write_text("date,open,high,low,close,volume\n" + rows.replace("{p}", "190"))
+    (tmp_path / "SPY.csv").write_text("date,open,high,low,close,volume\n" + rows.replace("{p}", "690"))
+    (tmp_path / "other.csv").write_text("date,open,high,low,close,volume\n" + rows.replace("{p}", "690"))
+    home = ["--data-dir", str(app_home)]
+    assert main([*home, "data", "import", str(tmp_path / "pltr.csv"), "--symbol", "PLTR", "--timeframe", "1d"]) == 0
+    assert main([*home, "data", "import", str(tmp_path / "SPY.csv"), "--symbol", "PLTR", "--timeframe", "1d"]) == 2
+    assert "SPY.csv says SPY, not PLTR" in capsys.readouterr().err
+    assert main([*home, "data", "import", str(tmp_path / "other.csv"), "--symbol", "PLTR", "--timeframe", "1d"]) == 2
+    err = capsys.readouterr().err
+    assert "differ from the cached PLTR 1d bars" in err and "cached 190.00, file 690.00" in err
+    storage = Storage(AppPaths.resolve(str(app_home)).database)
+    try:
+        assert {b.close for b in BarRepository(storage).load("PLTR", "1d")} == {190.0}, "nothing replaced"
+    finally:
+        storage.close()
+    assert main([*home, "data", "import", str(tmp_path / "other.csv"), "--symbol", "PLTR", "--timeframe", "1d",
+                 "--replace"]) == 0
+    storage = Storage(AppPaths.resolve(str(app_home)).database)
+    try:
+        assert {b.close for b in BarRepository(storage).load("PLTR", "1d")} == {690.0}, "replaced on purpose"
+    finally:
+        storage.close()

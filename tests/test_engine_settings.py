@@ -136,7 +136,7 @@ def test_corrupt_file_falls_back_to_defaults_and_keeps_the_bad_file(tmp_path: Pa
     assert Settings.load(path) == Settings()
     kept = tmp_path / "settings.invalid.json"
     assert kept.read_bytes() == content
-    assert not path.exists()
+    assert not path.exists() or Settings.load_checked(path) == (Settings(), []), "what is left loads cleanly"
     # the next save writes a good file again
     Settings().save(path)
     assert Settings.load(path) == Settings()
@@ -175,3 +175,17 @@ def test_a_watchlist_survives_saving_and_loading(tmp_path: Path) -> None:
     s.save(path)
     assert json.loads(path.read_text())["watchlist"] == ["PLTR", "NVDA", "SPY"]
     assert Settings.load(path) == s
+
+
+def test_one_bad_value_falls_back_alone_and_the_rest_are_kept(tmp_path: Path) -> None:
+    """A full-width ticker must not reset the risk limits and the mode to their defaults."""
+    path = tmp_path / "settings.json"
+    content = '{"watchlist": ["PLTR", "\uff2e\uff36\uff24\uff21"], "max_positions": 2, "mode": "manual", ' \
+              '"daily_loss_limit": 0.01, "risk_per_trade": 9}'
+    path.write_text(content)
+    settings, problems = Settings.load_checked(path)
+    assert (settings.max_positions, settings.mode, settings.daily_loss_limit) == (2, "manual", 0.01)
+    assert settings.watchlist == Settings().watchlist and settings.risk_per_trade == Settings().risk_per_trade
+    assert sorted(p.split(":")[0] for p in problems) == ["risk_per_trade", "watchlist"]
+    assert (tmp_path / "settings.invalid.json").read_text() == content, "the original is kept"
+    assert Settings.load_checked(path) == (settings, []), "the repaired file loads cleanly next time"

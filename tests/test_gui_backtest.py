@@ -108,6 +108,9 @@ def test_a_portfolio_of_files_shows_the_portfolio_and_each_symbol(qtbot, tab: Ba
     symbols = {tab.trades_model.index(r, 0).data() for r in range(tab.trades_model.rowCount())}
     assert symbols == {"AAA", "BBB"}
     assert "Each symbol" in o.html
+    tab.csv_edit.setText(str(b))  # one file that names its symbol: the file's word, not the box's PLTR
+    _run(qtbot, tab)
+    assert {tab.trades_model.index(r, 0).data() for r in range(tab.trades_model.rowCount())} == {"BBB"}
 
 
 def test_cancel_stops_a_long_run(qtbot, tab: BacktestTab, long_csv: Path) -> None:  # type: ignore[no-untyped-def]

@@ -138,3 +138,17 @@ def test_removing_a_held_symbol_asks_and_closes_it(qtbot, desk) -> None:  # type
     w.remove_symbol(symbol)
     qtbot.waitUntil(lambda: symbol not in w.held, timeout=30_000)
     assert symbol not in w.settings.watchlist
+
+
+def test_a_bad_ticker_in_the_settings_file_is_said_and_resets_only_itself(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    app_home.mkdir(parents=True, exist_ok=True)
+    (app_home / "settings.json").write_text(json.dumps({"watchlist": ["PLTR", "\uff2e\uff36\uff24\uff21"],
+                                                        "max_positions": 2, "mode": "manual"}))
+    w = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(w)
+    try:
+        assert (w.settings.max_positions, w.settings.mode, w.settings.watchlist) == (2, "manual", ("PLTR",))
+        assert any(a.message.startswith("Settings: watchlist:") for a in w.alerts)
+        assert "Settings: watchlist:" in w.status_bar.currentMessage()
+    finally:
+        w.close()

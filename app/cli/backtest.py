@@ -64,8 +64,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         bars = [b for b in bars if b.time >= _day(args.start)]
     if args.end:
         bars = [b for b in bars if b.time < _day(args.end)]
+    loaded_symbols = {line.split(":")[0] for line in loaded}
     if len(bars) < 2:
         raise ValueError("fewer than two bars in the chosen window")
+    for gone in sorted(loaded_symbols - {b.symbol for b in bars}):
+        print(f"note: {gone} has no bars in the chosen window: left out", file=out)
     per_share, rate = commission_terms(args.commission, args.commission_mode)
     symbols = sorted({b.symbol for b in bars})
     cfg = BacktestConfig(",".join(symbols), args.timeframe, args.strategy, args.cash, per_share, rate,
@@ -73,7 +76,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if cfg.retrain_every:
         print(f"training the ensemble every {cfg.retrain_every} bars (walk-forward): this takes a while",
               file=out, flush=True)
-    if len(symbols) > 1:
+    if len(loaded) > 1:
         for line in loaded:
             print(line, file=out)
     result = run_backtest(bars, cfg, models_dir=paths.models)

@@ -54,6 +54,9 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     imp.add_argument("--rename", action="store_true",
                      help="store the bars under --symbol even though the file's name or symbol column "
                      "says another ticker")
+    imp.add_argument("--replace", action="store_true",
+                     help="overwrite cached bars even where the file's prices differ from them (another "
+                     "adjustment); without it such a file is refused as another stock's")
     imp.add_argument("--keep-extended", action="store_true",
                      help="keep pre/post-market bars (dropped by default)")
 
@@ -100,7 +103,8 @@ def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     storage = Storage(paths.database)
     try:
         summaries = import_file(storage, args.file, timeframe, args.symbol, rename=getattr(args, "rename", False),
-                                keep_extended=getattr(args, "keep_extended", False))
+                                keep_extended=getattr(args, "keep_extended", False),
+                                replace=getattr(args, "replace", False))
     finally:
         storage.close()
     print("source: CSV file", file=out)

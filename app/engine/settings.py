@@ -155,25 +155,55 @@ class Settings:
 
     @classmethod
     def load(cls, path: Path) -> Settings:
-        """Load settings; a broken or invalid file falls back to defaults, loudly.
+        return cls.load_checked(path)[0]
 
-        The bad file is kept next to the new one so the user loses nothing.
-        """
+    @classmethod
+    def load_checked(cls, path: Path) -> tuple[Settings, list[str]]:
+        """Load settings, and what was wrong with the file. An invalid field falls back to
+        its default alone, the rest are kept (one bad ticker must not reset the risk limits
+        and the mode); an unreadable file falls back to defaults. Either way the file is
+        kept as ``settings.invalid.json`` so the user loses nothing."""
         if not path.exists():
-            return cls()
+            return cls(), []
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
             if not isinstance(data, dict):
                 raise TypeError(f"expected a JSON object, found {type(data).__name__}")
-            return cls.from_dict(data)
-        except (ValueError, TypeError, OSError) as exc:  # bad UTF-8, bad JSON, SettingsError, unreadable
-            backup = path.with_suffix(".invalid.json")
-            try:
-                path.replace(backup)
-            except OSError:
-                backup = path  # cannot be moved aside: left where it is
+        except (ValueError, TypeError, OSError) as exc:  # bad UTF-8, bad JSON, unreadable
+            backup = _keep_aside(path)
             logger.error("Settings file {} is invalid ({}); kept as {}, using defaults", path, exc, backup)
-            return cls()
+            return cls(), [f"the settings file could not be read ({exc}); it is kept as {backup.name} and "
+                           "the defaults are used"]
+        problems: list[str] = []
+        while True:
+            try:
+                settings = cls.from_dict(data)
+                break
+            except SettingsError as exc:
+                drop = {exc.name, "symbol"} if exc.name == "watchlist" else {exc.name}  # (migrated from)
+                if not drop & set(data):
+                    settings, problems = cls(), [*problems, f"{exc}: every setting is at its default"]
+                    break
+                data = {k: v for k, v in data.items() if k not in drop}
+                problems.append(f"{exc}; {exc.name} is at its default")
+        if problems:  # the original kept aside; what is left, valid, is the file from now on
+            backup = _keep_aside(path)
+            logger.error("Settings file {} has invalid values ({}); kept as {}", path, "; ".join(problems), backup)
+            try:
+                settings.save(path)
+            except OSError as exc:
+                logger.error("Cannot write the repaired settings to {}: {}", path, exc)
+        return settings, problems
+
+
+def _keep_aside(path: Path) -> Path:
+    """The user's file, moved to ``<name>.invalid.json``; itself when it cannot be moved."""
+    backup = path.with_suffix(".invalid.json")
+    try:
+        path.replace(backup)
+    except OSError:
+        return path
+    return backup
 
 
 def field_bounds(name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ same signal, order and fill code.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import groupby
@@ -76,11 +76,13 @@ class BacktestResult:
 def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None = None,
                  model: SignalModel | None = None,
                  progress: Callable[[float], bool] | None = None,
-                 models_dir: Path | None = None) -> BacktestResult:
+                 models_dir: Path | None = None,
+                 models: Mapping[str, SignalModel] | None = None) -> BacktestResult:
     """Play ``bars`` through the engine. ``progress(fraction)`` returning False cancels.
 
     ``bars`` may hold several symbols (a portfolio): they trade on one shared account,
-    each with its own model (``model``, when given, serves them all), and the bars of one
+    each with its own model (``models[symbol]``, else ``model`` for all, else one made from
+    that symbol's bars), and the bars of one
     time close together in one ranked cycle, as live."""
     if len(bars) < 2:
         raise ValueError("a backtest needs at least two bars")
@@ -96,10 +98,10 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     records = MemoryRecorder()
     calendar = None if cfg.plain else MarketCalendar()
     started = time.perf_counter()
-    models, notes = _models(cfg, by_symbol, model, models_dir, settings)
+    made, notes = _models(cfg, by_symbol, model, models_dir, settings, models or {})
     model_seconds = time.perf_counter() - started
-    bot = TradingBot(settings, clock, broker, models[symbols[0]], records, EventBus(),
-                     calendar, "backtest", sleep=lambda _s: None, models=models.__getitem__)
+    bot = TradingBot(settings, clock, broker, made[symbols[0]], records, EventBus(),
+                     calendar, "backtest", sleep=lambda _s: None, models=made.__getitem__)
     bot.core.book.plain = cfg.plain
     bot.record_quiet_signals = False
     t0 = time.perf_counter()
@@ -133,13 +135,16 @@ def _steps(bars: list[Bar], n_symbols: int) -> list[tuple[Bar, ...]]:
 
 
 def _models(cfg: BacktestConfig, by_symbol: dict[str, list[Bar]], model: SignalModel | None,
-            models_dir: Path | None, settings: Settings) -> tuple[dict[str, SignalModel], list[str]]:
-    """One model per symbol, made from that symbol's bars; notes say which symbol's."""
+            models_dir: Path | None, settings: Settings,
+            given: Mapping[str, SignalModel]) -> tuple[dict[str, SignalModel], list[str]]:
+    """One model per symbol, made from that symbol's bars where not given; notes say which symbol's."""
     if model is not None:
         return dict.fromkeys(by_symbol, model), []
-    models: dict[str, SignalModel] = {}
+    models: dict[str, SignalModel] = dict(given)
     notes: list[str] = []
     for symbol, bars in by_symbol.items():
+        if symbol in models:
+            continue
         models[symbol], said = make_model(cfg.strategy, bars, cfg.timeframe, symbol, models_dir, settings,
                                           retrain_every=cfg.retrain_every)
         notes += [f"{symbol}: {n}" for n in said] if len(by_symbol) > 1 else said

@@ -40,13 +40,20 @@ DEFAULT_FETCH_DAYS: dict[str, int] = {"1m": 6, "5m": 58, "15m": 58, "1h": 700, "
 _NAMED = re.compile(r"([A-Z][A-Z0-9.]{0,9})[_-](" + "|".join(TIMEFRAMES) + r")(?:[_.-]|$)")  # upper-case tickers only
 
 
+_TICKER_ONLY = re.compile(r"([A-Z][A-Z0-9.]{0,9})\.csv", re.IGNORECASE)
+
+
 def named_in_file(path: str | Path) -> tuple[str | None, str | None]:
     """(symbol, timeframe) a file's name says, as the app and most exports name them:
-    ``SPY_5m_2024-03-26_2025-04-02.csv`` -> ("SPY", "5m"); (None, None) when it does not."""
-    m = _NAMED.match(Path(path).name)
-    if m is None:
-        return None, None
-    return m.group(1).upper(), m.group(2)
+    ``SPY_5m_2024-03-26_2025-04-02.csv`` -> ("SPY", "5m"); ``SPY.csv`` -> ("SPY", None) (an
+    upper-case name only: ``bars.csv`` names nothing); (None, None) when it does not."""
+    name = Path(path).name
+    m = _NAMED.match(name)
+    if m is not None:
+        return m.group(1).upper(), m.group(2)
+    only = _TICKER_ONLY.fullmatch(name)
+    stem = name[: -len(".csv")] if only else ""
+    return (stem, None) if only and stem == stem.upper() else (None, None)
 
 
 def symbols_in_file(path: str | Path) -> list[str]:
@@ -171,7 +178,7 @@ def import_csv(storage: Storage, path: str | Path, symbol: str, timeframe: str,
 
 def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str | None = None,
                 rename: bool = False, calendar: MarketCalendar | None = None,
-                keep_extended: bool = False) -> list[ImportSummary]:
+                keep_extended: bool = False, replace: bool = False) -> list[ImportSummary]:
     """Import a CSV as ``data import`` does: each stock of a symbol column under its own
     ticker, else the whole file under ``symbol`` or the one its name says. Bars the file
     calls SPY are never stored as PLTR unless ``rename``; every part is read and cleaned
@@ -183,7 +190,7 @@ def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str 
     name, named = Path(path).name, named_in_file(path)[0]
     targets: dict[str | None, str] = (_column_targets(name, held, named, wanted, rename) if held
                                       else {None: _name_target(name, named, wanted, rename)})
-    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended)
+    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended, replace)
 
 
 def _name_target(name: str, named: str | None, wanted: str | None, rename: bool) -> str:
@@ -224,11 +231,39 @@ def _column_targets(name: str, held: list[str], named: str | None, wanted: str |
 
 def _store(storage: Storage, path: str | Path, timeframe: str, parts: list[ImportResult],
            targets: dict[str | None, str], calendar: MarketCalendar | None,
-           keep_extended: bool) -> list[ImportSummary]:
+           keep_extended: bool, replace: bool = False) -> list[ImportSummary]:
     """Clean every part first, then store: one part's refusal stores nothing."""
     ready = [(targets[r.symbol], r, _clean_checked(r, path, timeframe, calendar, keep_extended, "import it with"))
              for r in parts if r.symbol in targets]
+    if not replace:
+        for symbol, _, cleaned in ready:
+            _check_overlap(storage, path, symbol, timeframe, cleaned.frame)
     return [_save(storage, path, symbol, timeframe, r, cleaned) for symbol, r, cleaned in ready]
+
+
+OVERWRITE_LIMIT = 0.10  # a median close this far from the cached bars' at the same times: not the same stock's
+
+
+def _check_overlap(storage: Storage, path: str | Path, symbol: str, timeframe: str, frame: pd.DataFrame) -> None:
+    """Importing over cached bars replaces them. Bars whose closes are far from the cached
+    ones at the same times are another stock's (or differently adjusted): refused, so a
+    mislabelled file never overwrites good history unless the user says ``replace``."""
+    if frame.empty:
+        return
+    cached = BarRepository(storage).load_frame(symbol, timeframe, frame.index[0].to_pydatetime(),
+                                               frame.index[-1].to_pydatetime() + timedelta(seconds=1))
+    common = frame.index.intersection(cached.index)
+    if len(common) == 0:
+        return
+    mine, theirs = frame.loc[common, "close"].to_numpy(), cached.loc[common, "close"].to_numpy()
+    off = np.abs(mine / theirs - 1.0)
+    if float(np.median(off)) <= OVERWRITE_LIMIT:
+        return
+    k = int(np.argmax(off))
+    raise DataError(f"{Path(path).name}: its bars differ from the cached {symbol} {timeframe} bars at the same "
+                    f"times by a median of {float(np.median(off)):.0%} (at {common[k]:%Y-%m-%d %H:%M}: cached "
+                    f"{theirs[k]:.2f}, file {mine[k]:.2f}); another stock's, or adjusted differently? Nothing "
+                    "was stored; --replace overwrites the cached bars")
 
 
 def _save(storage: Storage, path: str | Path, symbol: str, timeframe: str, result: ImportResult,
