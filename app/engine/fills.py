@@ -87,7 +87,7 @@ class Fills:
                 dropped = replace(o, status=OrderStatus.CANCELED, reason=f"{o.reason}; never reached the broker")
                 rec.order(dropped, book.clock.now())
                 continue
-            if b is not None and b is not o:  # the very report recorded: nothing has happened since
+            if b is not None and (b.status != o.status or b.filled_qty != o.filled_qty):  # else: no news
                 self.follow(o, b)
         if failed and not answered:
             book.router.connected = False  # not one read answered: the broker is unreachable

@@ -38,11 +38,11 @@ def bar_files(specs: Sequence[str], symbol: str | None = None) -> list[tuple[str
         else:
             raise DataError(f"cannot tell which ticker {path.name} holds: write it as SYM={spec}, "
                             "or name the file like SPY_5m_....csv")
-    seen: set[str] = set()
+    first: dict[str, Path] = {}
     for s, path in out:
-        if s in seen:
-            raise DataError(f"{s} is given twice ({path.name} and another file): one file per symbol")
-        seen.add(s)
+        if s in first:
+            raise DataError(f"{s} is given twice ({first[s].name} and {path.name}): one file per symbol")
+        first[s] = path
     return out
 
 
