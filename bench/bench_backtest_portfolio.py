@@ -4,7 +4,10 @@ Ten symbols of the simulated market (common factor, each its own level, volatili
 and beta), 252 NYSE sessions of 78 bars each: ~196k bar events on one account, with
 the product's rules on (risk limits, stops, end-of-day flatten), strategy sma_cross.
 Prints bar events per second through the engine (issue 14's target: >= 100,000),
-and separately the strategy's vectorised pass (the model's answers).
+and separately the strategy's vectorised pass (the model's answers). This shared host's
+speed drifts by half over a day, so the run ends with a yardstick: backtesting.py's
+run of 120,000 one-minute bars (as in bench_backtest.py), timed the same way, to scale
+the figure by.
 Run: .venv/bin/python bench/bench_backtest_portfolio.py [sessions] [repeat]
 """
 
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from loguru import logger
 
@@ -52,6 +56,11 @@ def main() -> None:
               f"most positions at once {int((res.held > 0).sum(axis=1).max())}")
     med = statistics.median(engine)
     print(f"engine median {med:.2f} s: {len(bars) / med:,.0f} bar events per second (target >= 100,000)")
+    from test_backtest import _walk, reference_backtest  # the yardstick: host speed, not the engine's
+
+    walk = _walk(120_000, seed=3)
+    ref = statistics.median(reference_backtest(walk)[1] for _ in range(3))
+    print(f"yardstick: backtesting.py, 120,000 bars, median of 3: {ref:.2f} s")
 
 
 if __name__ == "__main__":
