@@ -293,3 +293,37 @@ def test_a_file_of_other_prices_never_overwrites_cached_bars_unasked(tmp_path: P
         assert {b.close for b in BarRepository(storage).load("PLTR", "1d")} == {690.0}, "replaced on purpose"
     finally:
         storage.close()
+
+
+def test_a_pipe_given_as_the_file_is_refused_not_waited_on(tmp_path: Path, app_home: Path) -> None:
+    """A FIFO would block a read forever: every command that reads a CSV refuses it at once."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "bars.csv"
+    os.mkfifo(fifo)
+    root = Path(__file__).resolve().parents[1]
+    for command in (["data", "import", str(fifo), "--symbol", "PLTR"], ["backtest", "--csv", str(fifo)]):
+        done = subprocess.run([sys.executable, str(root / "main.py"), "--data-dir", str(app_home), *command],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "not a regular file" in done.stderr, (command, done.stderr)
+
+
+def test_small_command_line_gaps_are_refused_with_the_reason(tmp_path: Path, app_home: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from app.main import main
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,open,high,low,close,volume\n2024-01-02,abc,1,1,1,1\n2024-01-03,x,1,1,1,1\n")
+    home = ["--data-dir", str(app_home)]
+    assert main([*home, "data", "import", str(bad), "--symbol", "PLTR", "--timeframe", "1d"]) == 2
+    assert "every row was rejected" in capsys.readouterr().err
+    for speed in ("-1", "nan"):
+        assert main([*home, "run", "--headless", "--speed", speed]) == 2
+        assert f"--speed {float(speed)}" in capsys.readouterr().out
+    good = tmp_path / "good.csv"
+    good.write_text("date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,1,1,1,1\n")
+    assert main([*home, "backtest", "--csv", str(good), "--timeframe", "1d", "--start", "2024-02-01",
+                 "--end", "2024-01-01"]) == 2
+    assert "--start 2024-02-01 is not before --end 2024-01-01" in capsys.readouterr().err

@@ -189,3 +189,31 @@ def test_one_bad_value_falls_back_alone_and_the_rest_are_kept(tmp_path: Path) ->
     assert sorted(p.split(":")[0] for p in problems) == ["risk_per_trade", "watchlist"]
     assert (tmp_path / "settings.invalid.json").read_text() == content, "the original is kept"
     assert Settings.load_checked(path) == (settings, []), "the repaired file loads cleanly next time"
+
+
+@pytest.mark.parametrize("content, field", [
+    ('{"max_positions": ' + "9" * 400 + ', "mode": "manual"}', "max_positions"),
+    ('{"risk_per_trade": ' + "9" * 400 + ', "mode": "manual"}', "risk_per_trade"),
+    ("[" * 100_000, None),
+])
+def test_files_that_once_crashed_every_start_are_refused_with_the_reason(tmp_path: Path, content: str,
+                                                                       field: str | None) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(content)
+    settings, problems = Settings.load_checked(path)
+    assert len(problems) == 1
+    if field is None:
+        assert settings == Settings() and "could not be read" in problems[0]
+    else:
+        assert problems[0].startswith(f"{field}: 9999") and len(problems[0]) < 200, "the number is shortened"
+        assert settings.mode == "manual", "the good values are kept"
+
+
+def test_a_second_bad_file_never_overwrites_the_first_backup(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text("{first")
+    Settings.load(path)
+    path.write_text("{second")
+    Settings.load(path)
+    assert (tmp_path / "settings.invalid.json").read_text() == "{first"
+    assert (tmp_path / "settings.invalid-2.json").read_text() == "{second"

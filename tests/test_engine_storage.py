@@ -337,3 +337,28 @@ def test_reconciliation_postponed_at_start_happens_once_the_broker_is_back(tmp_p
     again.tick(20.0)
     assert again.sim.fills == [] and again.sim.positions() == []  # nothing sold that is not held
     again.close()
+
+
+def test_a_backup_line_cut_short_is_kept_aside_and_the_rest_replayed(tmp_path: Path) -> None:
+    """A crash or a full disk mid-write leaves half a line: the good records still land, the
+    bad one is kept in a named file and the window says so; the app starts."""
+    paths = AppPaths(tmp_path / "home").ensure()
+    storage = Storage(paths.database)
+    records = SqlRecorder(storage, paths.trade_backup)
+    storage.db.execute_sql(REFUSE.format(t="trade"))
+    trade = Trade(SYMBOL, 10, MORNING, MORNING + timedelta(hours=1), 20.0, 21.0, 10.0, "stop loss")
+    records.trade(trade)
+    storage.db.execute_sql("DROP TRIGGER refuse_trade")
+    storage.close()
+    good = paths.trade_backup.read_text()
+    paths.trade_backup.write_text(good + good[: len(good) // 2] + "\n")  # a second line, cut short
+
+    ctx = build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    try:
+        assert TradeRepository(ctx.storage).all() == [trade]
+        damaged = paths.trade_backup.with_suffix(".damaged.jsonl")
+        assert damaged.read_text() == good[: len(good) // 2] + "\n"
+        assert any("1 records in pending_records.jsonl could not be read" in n and damaged.name in n
+                   for n in ctx.notices)
+    finally:
+        ctx.close()

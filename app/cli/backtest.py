@@ -60,6 +60,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     check_retrain_every(args.retrain_every, args.strategy)
     # plain: no session rules, so no hours are cut either
     bars, loaded = load_portfolio(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)
+    if args.start and args.end and _day(args.start) >= _day(args.end):
+        raise ValueError(f"--start {args.start} is not before --end {args.end} (--end is exclusive)")
     if args.start:
         bars = [b for b in bars if b.time >= _day(args.start)]
     if args.end:

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 from loguru import logger
@@ -112,6 +113,8 @@ def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         prefix = f"{summary.symbol}: " if len(summaries) > 1 else ""
         for line in summary.lines():
             print(prefix + line, file=out)
+    if not any(s.accepted for s in summaries):  # every row refused: not a success, whatever was printed
+        raise DataError(f"no usable bars in {Path(args.file).name}: every row was rejected (reasons above)")
     return 0
 
 

@@ -8,6 +8,7 @@ after a SIGKILL the next start reconciles with the broker and recovers.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -48,6 +49,9 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_headless(args: argparse.Namespace, paths: AppPaths,
                  install_signals: bool = True, out: Callable[[str], None] = print) -> int:
 
+    if args.speed is not None and not (math.isfinite(args.speed) and args.speed >= 0):
+        out(f"error: --speed {args.speed}: a number of times real time, 0 or more (0 = as fast as possible)")
+        return 2
     paths.ensure()
     logs.configure(paths.logs, console_level="WARNING")
     try:

@@ -125,6 +125,8 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
     replayed = records.replay_backup()
     if replayed:
         notices.append(f"Recovered {replayed} records that could not be written last time.")
+    if records.damaged_notice:
+        notices.append(records.damaged_notice)
     calendar = MarketCalendar()
     if replay_bars is not None:
         feed, history, start = replay_feed(replay_bars, calendar, timeframe_of(settings.timeframe).minutes)
@@ -213,6 +215,8 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     replayed = records.replay_backup()
     if replayed:
         notices.append(f"Recovered {replayed} records that could not be written last time.")
+    if records.damaged_notice:
+        notices.append(records.damaged_notice)
     now = clock.now()
     if broker.kind == BrokerKind.PAPER and records.state_get(PAPER_FIRST_DAY_KEY) is None:
         records.state_set(PAPER_FIRST_DAY_KEY, now.date().isoformat())

@@ -106,6 +106,7 @@ class SqlRecorder(Recorder):
         self._st = st.StateRepository(storage)
         self._journal = st.CommandJournal(storage)
         self.backup_path = backup_path
+        self.damaged_notice = ""  # what replaying the backup could not read, for the user
         self._positions = {p.symbol: p for p in self._pos.all()}
         self.orders = {o.client_order_id: o for o in self._orders.open_orders()}
         self._open = dict(self.orders)
@@ -162,19 +163,34 @@ class SqlRecorder(Recorder):
         """Write records kept in the backup file into the database; returns how many."""
         if not self.backup_path.exists():
             return 0
-        lines = [ln for ln in self.backup_path.read_text().splitlines() if ln.strip()]
+        lines = [ln for ln in self.backup_path.read_text(errors="replace").splitlines() if ln.strip()]
         done = 0
+        bad: list[str] = []
         for line in lines:
-            item = json.loads(line)
-            if item["kind"] == "order":
-                o = _order_from_json(item["data"])
-                stored = self._orders.get(o.client_order_id)
-                # the database may have recorded later news of this order after it recovered
-                if stored is None or (o.status.stage, o.filled_qty) >= (stored.status.stage, stored.filled_qty):
-                    self._orders.save(o, o.filled_at or o.created_at)
-            elif item["kind"] == "trade":
-                self._trades.save(_trade_from_json(item["data"]))
+            try:  # a line cut short (a crash or a full disk mid-write) must not stop every start
+                item = json.loads(line)
+                if item["kind"] == "order":
+                    o = _order_from_json(item["data"])
+                    stored = self._orders.get(o.client_order_id)
+                    # the database may have recorded later news of this order after it recovered
+                    if stored is None or (o.status.stage, o.filled_qty) >= (stored.status.stage, stored.filled_qty):
+                        self._orders.save(o, o.filled_at or o.created_at)
+                elif item["kind"] == "trade":
+                    self._trades.save(_trade_from_json(item["data"]))
+                else:
+                    raise ValueError(f"unknown kind {item['kind']!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                bad.append(line)
+                logger.error("A record in {} cannot be read ({}): kept aside", self.backup_path.name, exc)
+                continue
             done += 1
+        if bad:
+            aside = self.backup_path.with_suffix(".damaged.jsonl")
+            with aside.open("a") as f:
+                f.write("".join(line + "\n" for line in bad))
+            logger.error("{} unreadable records of {} are kept in {}", len(bad), self.backup_path.name, aside)
+            self.damaged_notice = (f"{len(bad)} records in {self.backup_path.name} could not be read (cut short by "
+                                   f"a crash or a full disk); they are kept in {aside.name}")
         self.backup_path.unlink()
         # what is open is what the database now says: an order kept only in the backup (a stop
         # placed while the disk was full) is the app's, and must be seen as working

@@ -169,7 +169,7 @@ class Settings:
             data = json.loads(path.read_bytes().decode("utf-8"))
             if not isinstance(data, dict):
                 raise TypeError(f"expected a JSON object, found {type(data).__name__}")
-        except (ValueError, TypeError, OSError) as exc:  # bad UTF-8, bad JSON, unreadable
+        except (ValueError, TypeError, OSError, RecursionError) as exc:  # bad UTF-8 or JSON, unreadable, [[[[...
             backup = _keep_aside(path)
             logger.error("Settings file {} is invalid ({}); kept as {}, using defaults", path, exc, backup)
             return cls(), [f"the settings file could not be read ({exc}); it is kept as {backup.name} and "
@@ -197,8 +197,13 @@ class Settings:
 
 
 def _keep_aside(path: Path) -> Path:
-    """The user's file, moved to ``<name>.invalid.json``; itself when it cannot be moved."""
+    """The user's file, moved to ``<name>.invalid.json`` (``.invalid-2.json``... when one is
+    there already: a second bad file never overwrites the first); itself when it cannot be."""
     backup = path.with_suffix(".invalid.json")
+    n = 1
+    while backup.exists() and n < 100:
+        n += 1
+        backup = path.with_suffix(f".invalid-{n}.json")
     try:
         path.replace(backup)
     except OSError:
@@ -243,8 +248,9 @@ def _coerce(name: str, raw: Any, type_name: Any) -> Any:
             return int(value)
         if kind == "float":
             return float(raw)
-    except (TypeError, ValueError):
-        raise SettingsError(name, f"{raw!r} is not a valid {kind}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a number of 400 digits
+        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
+        raise SettingsError(name, f"{shown} is not a valid {kind}") from None
     if name == "watchlist":
         return _tickers(raw)
     return raw

@@ -166,6 +166,8 @@ def _read_text(path: Path) -> str:
     try:
         if path.is_dir():
             raise DataError(f"cannot read {path}: it is a folder, not a CSV file")
+        if path.exists() and not path.is_file():  # a pipe or a device: reading it could wait forever
+            raise DataError(f"cannot read {path}: it is not a regular file (a pipe or a device), not a CSV file")
         data = path.read_bytes()
     except DataError:
         raise
