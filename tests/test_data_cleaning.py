@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic
 
 from app.engine.data.cleaning import clean, default_calendar
 from app.engine.data.csv_import import read_csv
@@ -137,3 +138,23 @@ def test_shared_spy_extended_hours_dropped(shared_data: Path, cal) -> None:  # t
     ny = res.frame.index.tz_convert("America/New_York")
     minutes = ny.hour * 60 + ny.minute
     assert minutes.min() >= 9 * 60 + 30 and minutes.max() < 16 * 60
+
+
+def test_isolated_price_spikes_are_dropped_and_splits_and_gaps_are_not() -> None:
+    """A close of 0.0001 or 9,999,999 between bars near 100 is a bad print (traded on, it
+    "hit" a stop for 20% of the account and set a trailing stop in the millions). A split or
+    a real gap moves the bars after it too, so it stays."""
+    frame = synthetic(400, seed=4)
+    frame.iloc[100, frame.columns.get_loc("close")] = 0.0001
+    frame.iloc[100, frame.columns.get_loc("low")] = 0.0001
+    frame.iloc[200, frame.columns.get_loc("high")] = 9_999_999.0
+    frame.iloc[200, frame.columns.get_loc("close")] = 9_999_999.0
+    later = frame.index >= frame.index[300]  # a 1-for-4 reverse split: every bar after moves
+    for col in ("open", "high", "low", "close"):
+        frame.loc[later, col] = frame.loc[later, col] * 4
+    result = clean(frame, "1m", keep_extended=True)
+    assert result.report.spikes == 2 and len(result.frame) == 398
+    assert frame.index[100] not in result.frame.index and frame.index[200] not in result.frame.index
+    assert frame.index[300] in result.frame.index, "the split's first bar is kept"
+    assert any("isolated price spike" in line for line in result.report.lines())
+    assert result.frame["close"].max() < 1_000 and result.frame["close"].min() > 1

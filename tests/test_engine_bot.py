@@ -428,3 +428,28 @@ def test_closing_one_position_by_hand() -> None:
     desk.tick(20.3)
     assert desk.records.trades[0].exit_reason == "closed by the user"
     assert desk.bot.close_position(SYMBOL) == "PLTR: nothing held to sell"
+
+
+def test_a_bad_print_never_moves_money_and_a_real_gap_is_confirmed() -> None:
+    """A latest trade of 0.0001 or 9,999,999 for a held stock: no stop "hit", no trailing
+    stop in the millions; the next price near the last known one goes on. A real gap is taken
+    once a second price confirms it."""
+    desk = Desk("auto")
+    desk.close_bar(20.0, p_up=0.95)
+    desk.tick(20.0)
+    (p,) = desk.bot.records.positions()
+    stop = p.stop_price
+    alerts = []
+    desk.bot.bus.subscribe(lambda e: alerts.append(e) if isinstance(e, AlertEvent) else None)
+    desk.bot.on_prices({"PLTR": 0.0001})
+    desk.bot.on_prices({"PLTR": 9_999_999.0})
+    (p,) = desk.bot.records.positions()
+    assert p.stop_price == stop and p.high_water < 21, "neither print moved the stop"
+    assert not [o for o in desk.bot.records.orders.values() if o.side == Side.SELL and o.order_type == OrderType.MARKET]
+    assert any("ignoring a price of 0.0001" in a.message for a in alerts)
+    desk.bot.on_prices({"PLTR": 20.1})  # back to normal: taken
+    assert desk.bot.core.book.last_prices["PLTR"] == 20.1
+    desk.bot.on_prices({"PLTR": 70.0})  # a real jump: held once...
+    assert desk.bot.core.book.last_prices["PLTR"] == 20.1
+    desk.bot.on_prices({"PLTR": 70.5})  # ...and confirmed by the next price near it
+    assert desk.bot.core.book.last_prices["PLTR"] == 70.5

@@ -19,7 +19,7 @@ from loguru import logger
 from app.engine.broker.base import Broker
 from app.engine.clock import Clock, MarketCalendar
 from app.engine.core import ExecutionCore
-from app.engine.events import BarEvent, EventBus, StatusEvent
+from app.engine.events import AlertEvent, BarEvent, EventBus, StatusEvent
 from app.engine.pipeline import SignalPipeline, model_label
 from app.engine.records import Recorder
 from app.engine.settings import Settings
@@ -27,6 +27,7 @@ from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.types import Bar, EngineStatus, Side, TradingMode, TradingSignal, timeframe_of
 
 _INF = math.inf
+SPIKE = 3.0  # a price this many times off the last one is held until a second one confirms it
 
 
 def valid_bar(b: Bar) -> bool:
@@ -63,6 +64,7 @@ class TradingBot:
         self._models = models
         self.record_quiet_signals = True  # record signals below the approval threshold too
         self.removed: set[str] = set()  # taken off the watchlist while running: sells only, no entries
+        self._suspect: dict[str, float] = {}  # a price far off the last one, waiting to be confirmed
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -156,6 +158,8 @@ class TradingBot:
         if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
             logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
             return None
+        if not self._plausible(bar.symbol, bar.close):
+            return None
         pipeline = self._remember(bar)
         if self.bus.active:
             self.bus.publish(BarEvent(bar, closed=True))
@@ -190,16 +194,34 @@ class TradingBot:
 
     def on_prices(self, prices: Mapping[str, float]) -> None:
         """New prices between bars (the latest trades of the watchlist): re-price them all,
-        then the clock's checks once."""
-        valid = 0
+        then the clock's checks once (they run on time even when every price was refused)."""
         for symbol, price in prices.items():
             if not (math.isfinite(price) and price > 0):
                 logger.warning("Ignoring invalid price {} for {}", price, symbol)
                 continue
-            self.core.book.last_prices[symbol] = price
-            valid += 1
-        if valid:
-            self.on_clock()
+            if self._plausible(symbol, price):
+                self.core.book.last_prices[symbol] = price
+        self.on_clock()
+
+    def _plausible(self, symbol: str, price: float) -> bool:
+        """False for a price more than SPIKE times off the last one known, until a second price
+        near it confirms it: a bad print (0.0001, 9,999,999) must not "hit" a stop or set a
+        trailing stop in the millions, while a real gap is confirmed by the next price."""
+        last = self.core.book.last_prices.get(symbol)
+        if last is None or 1.0 / SPIKE <= price / last <= SPIKE:
+            self._suspect.pop(symbol, None)
+            return True
+        seen = self._suspect.get(symbol)
+        if seen is not None and 0.9 <= price / seen <= 1.1:
+            logger.warning("{}: {} confirmed after a jump from {}", symbol, price, last)
+            self._suspect.pop(symbol)
+            return True
+        if seen is None:
+            msg = f"{symbol}: ignoring a price of {price:g} ({price / last:.3g}x the last, {last:g}) until confirmed"
+            logger.warning(msg)
+            self.bus.publish(AlertEvent("warning", msg))
+        self._suspect[symbol] = price
+        return False
 
     def on_clock(self) -> None:
         """The checks that run on time, new data or not (see :meth:`ExecutionCore.on_clock`)."""

@@ -34,6 +34,7 @@ SPLIT_JUMP = 0.35  # a close-to-open move smaller than this is a market move, no
 SPLIT_TOLERANCE = 0.05  # how close the jump must be to a split ratio
 SPLIT_RATIOS: tuple[float, ...] = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 GAP_EXAMPLES = 5
+SPIKE = 3.0  # a bar this many times above (or below a third of) the closes around it, which agree: a bad print
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class CleanReport:
     bad_prices: int = 0
     bad_high_low: int = 0
     bad_volume: int = 0
+    spikes: int = 0
     zero_volume: int = 0
     extended_hours: int = 0
     sessions: int = 0
@@ -84,6 +86,7 @@ class CleanReport:
             (self.bad_prices, "bars with missing, zero or negative prices (dropped)"),
             (self.bad_high_low, "bars with high/low outside open/close (dropped)"),
             (self.bad_volume, "bars with negative volume (dropped)"),
+            (self.spikes, f"bars with an isolated price spike (x{SPIKE:g} off the closes around them; dropped)"),
         ]
         items = [
             (self.duplicates, "duplicate timestamps (kept the last)"),
@@ -130,6 +133,7 @@ def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None =
         df.index = _daily_stamp(df.index)
     df = _order(df, rep)
     df = _valid_prices(df, rep)
+    df = _spikes(df, rep)
     df = _splits(df, rep)
     if intraday and not keep_extended and len(df):
         df = _regular_hours(df, step, cal, rep)
@@ -178,6 +182,24 @@ def _valid_prices(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
         bad_hl = ((h < top * (1 - 1e-9)) | (lo > bottom * (1 + 1e-9))) & ~bad & ~neg
     rep.bad_high_low = int(bad_hl.sum())
     return df[~(bad | neg | bad_hl)]
+
+
+def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
+    """Drop bars with a price far off the closes on both sides of them while those two agree:
+    a close of 0.0001 or 9,999,999 between two bars near 190 is a bad print, and traded on
+    it moves money (a stop "hit", a trailing stop set in the millions). A split or a real
+    gap moves the following bars too, so it is not isolated and is kept."""
+    if len(df) < 3:
+        return df
+    p = df[list(PRICES)].to_numpy(dtype="float64")
+    c = p[:, 3]
+    prev, nxt = c[:-2], c[2:]  # the bars between two others: an edge bar's move cannot be told from a gap
+    agree = np.maximum(prev, nxt) / np.minimum(prev, nxt) < 1.5
+    ref = np.sqrt(prev * nxt)
+    inner = p[1:-1]
+    bad = np.r_[False, agree & ((inner.max(axis=1) > ref * SPIKE) | (inner.min(axis=1) < ref / SPIKE)), False]
+    rep.spikes = int(bad.sum())
+    return df[~bad] if rep.spikes else df
 
 
 def _splits(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:

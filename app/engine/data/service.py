@@ -277,13 +277,14 @@ def _save(storage: Storage, path: str | Path, symbol: str, timeframe: str, resul
     reasons = Counter(result.reasons)
     for n, why in ((rep.bad_prices, "missing, zero or negative price"),
                    (rep.bad_high_low, "high/low outside open/close"),
+                   (rep.spikes, "isolated price spike"),
                    (rep.bad_volume, "negative volume")):
         if n:
             reasons[why] += n
     frame = cleaned.frame
     summary = ImportSummary(
         symbol, timeframe, str(path), read=result.accepted + result.rejected,
-        accepted=len(frame), rejected=result.rejected + rep.bad_prices + rep.bad_high_low + rep.bad_volume,
+        accepted=len(frame), rejected=result.rejected + rep.bad_prices + rep.bad_high_low + rep.bad_volume + rep.spikes,
         reasons=reasons, examples=dict(result.examples), report=rep, new=new,
         first=frame.index[0].to_pydatetime() if len(frame) else None,
         last=frame.index[-1].to_pydatetime() if len(frame) else None)
