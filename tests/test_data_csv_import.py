@@ -191,3 +191,20 @@ def test_a_bad_ticker_in_the_symbol_column_refuses_the_file(tmp_path: Path, cell
     with pytest.raises(DataError) as err:
         read_csv(f, "SPY")
     assert f"bad.csv line 3: {shown} in column symbol" in str(err.value)
+
+
+@pytest.mark.parametrize("rows, first", [
+    (["13/01/2025", "14/01/2025", "15/01/2025"], "2025-01-13"),  # a day above 12: day-first, said by the file
+    (["01/13/2025", "01/14/2025", "01/15/2025"], "2025-01-13"),  # a second field above 12: month-first
+    (["02/01/2025", "03/01/2025", "06/01/2025", "07/01/2025"], "2025-01-02"),  # days apart, not months: day-first
+    (["01/02/2025", "01/03/2025", "01/06/2025", "01/07/2025"], "2025-01-02"),  # month-first, as US exports
+    (["02/01/2025 09:30", "02/01/2025 09:35", "03/01/2025 09:30"], "2025-01-02"),  # with times
+])
+def test_slash_dates_are_read_in_the_order_the_file_says(tmp_path: Path, rows: list[str], first: str) -> None:
+    """dd/mm/yyyy was silently read as mm/dd/yyyy, moving bars into the wrong months."""
+    path = tmp_path / "bars.csv"
+    path.write_text("date,open,high,low,close,volume\n" + "".join(f"{r},10,11,9,10.5,100\n" for r in rows))
+    result = read_csv(path)
+    days = [t.tz_convert("America/New_York").strftime("%Y-%m-%d") for t in result.frame.index]
+    assert result.rejected == 0 and days[0] == first
+    assert all(d.startswith("2025-01") for d in days), days

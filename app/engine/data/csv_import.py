@@ -324,6 +324,7 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     fast = _uniform_iso(s)
     if fast is not None:
         return fast
+    s = _slash_dates_to_iso(s)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
     epoch = s.str.fullmatch(_EPOCH)
     date_only = s.str.fullmatch(_DATE_ONLY) & ~epoch
@@ -344,6 +345,45 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
             ny = local.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
             out[mask] = ny.dt.tz_convert("UTC")
     return pd.DatetimeIndex(out, name=INDEX_NAME).as_unit("ns")
+
+
+_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?!\d)(.*)$")
+
+
+def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
+    """``03/04/2025`` is March 4th to an American export and 3 April to a European one;
+    pandas reads it month-first and silently moves a day-first file's bars into the wrong
+    months. The file decides: a first field above 12 anywhere means day-first, a second
+    one month-first; when neither says, the order whose dates lie closer together wins
+    (consecutive trading days, not months apart), month-first on a tie. Cells are
+    rewritten as ISO dates; a file that says both is left for the rows to be refused."""
+    parts = s.str.extract(_SLASH)
+    found = parts[0].notna()
+    if not found.any():
+        return s
+    a, b = parts.loc[found, 0].astype(int), parts.loc[found, 1].astype(int)
+    year = parts.loc[found, 2].astype(int)
+    year = year.where(year >= 100, year + 2000)
+    if (a > 12).any() and (b > 12).any():
+        return s
+    day_first = bool((a > 12).any()) or (not (b > 12).any() and _spread(year, b, a) < _spread(year, a, b))
+    month, day = (b, a) if day_first else (a, b)
+    iso = (year.astype(str).str.zfill(4) + "-" + month.astype(str).str.zfill(2) + "-" + day.astype(str).str.zfill(2)
+           + parts.loc[found, 3].str.replace(r"^[ T]?", " ", regex=True).where(parts.loc[found, 3] != "", ""))
+    out = s.copy()
+    out[found] = iso
+    return out
+
+
+def _spread(year: pd.Series, month: pd.Series, day: pd.Series) -> float:
+    """The median gap in days between the distinct dates read this way (inf: not dates)."""
+    dates = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day}), errors="coerce")
+    if dates.isna().any():
+        return float("inf")
+    unique = np.sort(dates.unique())
+    if len(unique) < 2:
+        return 0.0
+    return float(np.median(np.diff(unique).astype("timedelta64[D]").astype(float)))
 
 
 def _uniform_iso(s: pd.Series) -> pd.DatetimeIndex | None:
