@@ -174,3 +174,30 @@ def test_settings_and_secrets_print_masked(monkeypatch: pytest.MonkeyPatch, app_
     assert stat.S_IMODE(os.stat(AppPaths(app_home).env_file).st_mode) == 0o600
     Settings().save(AppPaths(app_home).ensure().settings)
     assert KEY not in AppPaths(app_home).settings.read_text()
+
+
+def test_saving_keys_never_writes_through_a_symlinked_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.engine.secrets.os_keyring", lambda: None)  # the file is where keys go
+    target = tmp_path / "someone_elses_file"
+    target.write_text("precious\n")
+    env = tmp_path / "home" / ".env"
+    env.parent.mkdir()
+    env.symlink_to(target)
+    save_keys(env, ApiKeys(Secret("PKTEST1234"), Secret("s3cr3t-value")))
+    assert target.read_text() == "precious\n", "the link's target is untouched"
+    assert not env.is_symlink() and stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert load_keys(env).key_id.reveal() == "PKTEST1234"
+
+
+def test_an_env_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("APCA_API_KEY_ID=PKTEST1234\nAPCA_API_SECRET_KEY=s3cr3t-value\n")
+    env.chmod(0o644)
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(str(m)), level="WARNING")
+    try:
+        keys = load_keys(env)
+    finally:
+        logger.remove(sink)
+    assert keys.complete and any("can be read by other users" in line and "644" in line for line in said)
+    assert not any("s3cr3t-value" in line for line in said)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 
 class Secret:
     __slots__ = ("_value",)
@@ -105,6 +107,11 @@ def _from_keyring(name: str) -> str:
 def read_env_file(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
+    mode = path.stat().st_mode
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):  # keys others on the machine can read
+        logger.warning("{} can be read by other users of this computer (mode {:o}); it holds API keys: "
+                       "chmod 600 it, or save the keys again in Settings (the app writes it owner-only)",
+                       path, stat.S_IMODE(mode))
     out: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -131,8 +138,13 @@ def save_keys(path: Path, keys: ApiKeys, live: bool = False) -> str:
     values[prefix + ENV_KEY] = keys.key_id.reveal()
     values[prefix + ENV_SECRET] = keys.secret_key.reveal()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+    # a new file beside it, then renamed over it: a symlinked .env is replaced, its target
+    # (wherever it points) is never written, and no reader sees half a file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                 stat.S_IRUSR | stat.S_IWUSR)
     with os.fdopen(fd, "w") as fh:
         fh.writelines(f"{k}={v}\n" for k, v in values.items())
-    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    os.chmod(tmp, stat.S_IRUSR | stat.S_IWUSR)
+    os.replace(tmp, path)
     return str(path)
