@@ -71,6 +71,16 @@ def test_replay_of_a_broken_file_fails_with_one_line(app_home: Path, tmp_path: P
     assert lines[-1].startswith("error:") and "\n" not in lines[-1]
 
 
+def test_replay_of_another_timeframe_says_how_to_replay_it(app_home: Path, tmp_path: Path) -> None:
+    """run has no --timeframe: the advice is the setting, not an option it lacks."""
+    rows = "".join(f"2025-03-04T15:{m:02d}:00Z,20,20.1,19.9,20,1000\n" for m in range(0, 30))
+    one_minute = tmp_path / "PLTR_1m.csv"
+    one_minute.write_text("timestamp,open,high,low,close,volume\n" + rows)
+    code, lines = _run(["run", "--headless", "--replay", str(one_minute)], app_home)
+    assert code == 2
+    assert "holds 1m bars" in lines[-1] and '"timeframe": "1m"' in lines[-1] and "--timeframe" not in lines[-1]
+
+
 def test_sigterm_stops_cleanly_and_sigkill_recovers(app_home: Path) -> None:
     cmd = [sys.executable, str(ROOT / "main.py"), "--data-dir", str(app_home), "run", "--headless",
            "--speed", "3000"]

@@ -144,7 +144,8 @@ def _sleep_unless(stop: dict[str, bool], seconds: float, pushed: threading.Event
 
 def _load_replay(specs: list[str], symbol: str, timeframe: str, out: Callable[[str], None]) -> list | None:
     try:
-        bars, lines = load_portfolio(specs, symbol if len(specs) == 1 else None, timeframe)
+        bars, lines = load_portfolio(specs, symbol if len(specs) == 1 else None, timeframe,
+                                     hint='set the timeframe to {tf} in Settings ("timeframe": "{tf}") to replay it')
     except (DataError, OSError) as exc:
         out(f"error: {exc}")
         return None

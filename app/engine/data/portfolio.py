@@ -58,12 +58,12 @@ def _split(spec: str) -> tuple[str | None, Path]:
 
 
 def load_portfolio(specs: Sequence[str], symbol: str | None, timeframe: str,
-                   keep_extended: bool = False) -> tuple[list[Bar], list[str]]:
+                   keep_extended: bool = False, hint: str = "use") -> tuple[list[Bar], list[str]]:
     """Every file's clean bars, one list over all symbols, and a line per file for the user."""
     bars: list[Bar] = []
     lines: list[str] = []
     for s, path in bar_files(specs, symbol):
-        got, result = load_bars(path, s, timeframe, keep_extended=keep_extended)
+        got, result = load_bars(path, s, timeframe, keep_extended=keep_extended, hint=hint)
         bars += got
         lines.append(f"{s}: {len(got):,} bars from {path.name}"
                      + (f" ({result.rejected:,} rows rejected)" if result.rejected else ""))

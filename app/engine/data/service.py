@@ -146,15 +146,17 @@ def _clean_checked(result: ImportResult, path: str | Path, timeframe: str, calen
     seen = infer_timeframe(result.frame)
     if seen is not None and seen != timeframe:
         whose = f" of {result.symbol}" if result.symbol else ""
-        raise DataError(f"{Path(path).name} holds {seen} bars{whose}, not {timeframe}: {hint} --timeframe {seen}")
+        fix = hint.format(tf=seen) if "{tf}" in hint else f"{hint} --timeframe {seen}"
+        raise DataError(f"{Path(path).name} holds {seen} bars{whose}, not {timeframe}: {fix}")
     return clean(result.frame, timeframe, calendar, keep_extended)
 
 
 def load_bars(path: str | Path, symbol: str, timeframe: str,
-              keep_extended: bool = False) -> tuple[list[Bar], ImportResult]:
+              keep_extended: bool = False, hint: str = "use") -> tuple[list[Bar], ImportResult]:
     """Clean bars from a CSV for a replay or a backtest (nothing is cached). From a file
-    with a symbol column, only ``symbol``'s rows; one without them is refused naming those it holds."""
-    result, cleaned = read_clean(path, timeframe, keep_extended=keep_extended, symbol=symbol)
+    with a symbol column, only ``symbol``'s rows; one without them is refused naming those it
+    holds. ``hint`` tells how to ask for another timeframe ("{tf}": the one the file holds)."""
+    result, cleaned = read_clean(path, timeframe, keep_extended=keep_extended, symbol=symbol, hint=hint)
     bars = frame_to_bars(cleaned.frame, normalize_symbol(symbol))
     if not bars:
         raise DataError(f"{Path(path).name} has no usable bars after cleaning")
