@@ -25,6 +25,7 @@ from app.engine.storage import (
     StorageError,
     TradeRepository,
 )
+from app.engine.storage.db import SCHEMA_VERSION
 from app.engine.storage.paper import SqlPaperBook
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side, Trade
 
@@ -362,3 +363,43 @@ def test_a_backup_line_cut_short_is_kept_aside_and_the_rest_replayed(tmp_path: P
                    for n in ctx.notices)
     finally:
         ctx.close()
+
+
+# ------------------------------------------------- schema versions
+def _order(coid: str) -> Order:
+    return Order(coid, SYMBOL, Side.BUY, 10, OrderType.MARKET, OrderStatus.FILLED, MORNING,
+                 filled_qty=10, filled_avg_price=20.0, filled_at=MORNING, reason="entry")
+
+
+def test_an_older_record_is_migrated_forward_with_a_copy_kept(tmp_path: Path) -> None:
+    path = tmp_path / "trader.db"
+    storage = Storage(path)
+    OrderRepository(storage).save(_order("ait-old-1"), MORNING)
+    storage.db.execute_sql('ALTER TABLE "order" DROP COLUMN "reason"')  # as an older version wrote it
+    storage.db.execute_sql("PRAGMA user_version = 0")
+    storage.close()
+    again = Storage(path)
+    try:
+        (o,) = OrderRepository(again).recent()
+        assert o.client_order_id == "ait-old-1" and o.reason == "" and o.filled_qty == 10
+        assert again.db.execute_sql("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        again.close()
+    assert (tmp_path / "trader.db.before-migration").stat().st_size > 0
+
+
+def test_a_newer_record_and_an_empty_file_are_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "trader.db"
+    Storage(path).close()
+    storage = Storage(path)
+    storage.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION + 98}")
+    storage.close()
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="written by a newer AI Trader"):
+        Storage(path)
+    assert path.read_bytes() == before
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(StorageError, match="is empty"):
+        Storage(empty)
+    assert empty.stat().st_size == 0, "not silently made a fresh account"

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 from loguru import logger
+from playhouse.migrate import SqliteMigrator, migrate  # type: ignore[import-untyped]
 
 from app.engine.storage.models import ALL_MODELS
+
+SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
 
 
 class StorageError(RuntimeError):
@@ -37,6 +41,12 @@ class Storage:
 
     def _open(self) -> None:
         existed = self.path.exists()
+        if existed and self.path.is_file() and self.path.stat().st_size == 0:
+            raise StorageError(
+                f"{self.path} is empty: it holds no trading record and no account. If the app was "
+                "never run here, delete it; otherwise restore your record from a backup. (An empty file "
+                "is not silently made a fresh $100,000 account.)"
+            )
         if existed and not _looks_like_sqlite(self.path):
             raise StorageError(
                 f"{self.path} is not a SQLite database (corrupted?). Move it aside "
@@ -52,8 +62,19 @@ class Storage:
                         f"{self.path} failed its integrity check ({ok}). Move it aside and "
                         "restart, or repair it with `sqlite3 trader.db .recover`."
                     )
+            version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} was written by a newer AI Trader (schema {version}; this one knows "
+                    f"{SCHEMA_VERSION}). Run the newer version, or move the file aside to start a new record."
+                )
+            missing = _missing_columns(self.db) if existed else []
+            if missing:
+                self._migrate(missing)
             with self.db.atomic():
                 self.db.create_tables(ALL_MODELS, safe=True)
+            if version != SCHEMA_VERSION:
+                self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except StorageError:
             self.db.close()
             raise
@@ -63,12 +84,44 @@ class Storage:
             raise StorageError(f"cannot open {self.path}: {exc}. {hint}") from None
         logger.info("Database open at {}", self.path)
 
+    def _migrate(self, missing: list[tuple[type[pw.Model], Any]]) -> None:
+        """An older record lacks columns this version stores: a copy is taken first
+        (``<name>.before-migration``), then each column is added with its default. A column
+        without a default cannot be made up: refused, the file untouched."""
+        hard = [f"{m._meta.table_name}.{f.column_name}" for m, f in missing if not (f.null or f.default is not None)]
+        if hard:
+            raise StorageError(f"{self.path} lacks columns this version needs ({', '.join(hard)}) and they "
+                               "cannot be filled in: it is damaged or from another program. Move it aside.")
+        backup = self.path.with_name(self.path.name + ".before-migration")
+        target = sqlite3.connect(str(backup))
+        try:
+            self.db.connection().backup(target)
+        finally:
+            target.close()
+        migrator = SqliteMigrator(self.db)
+        with self.db.atomic():
+            migrate(*(migrator.add_column(m._meta.table_name, f.column_name, f) for m, f in missing))
+        logger.warning("Database {} migrated: added {}; the old file is kept as {}", self.path,
+                       ", ".join(f"{m._meta.table_name}.{f.column_name}" for m, f in missing), backup)
+
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
 
     def atomic(self) -> pw._atomic:
         return self.db.atomic()
+
+
+def _missing_columns(db: pw.SqliteDatabase) -> list[tuple[type[pw.Model], Any]]:
+    """Columns a table of this version has that the file's table lacks (tables it lacks
+    altogether are created as new)."""
+    out: list[tuple[type[pw.Model], Any]] = []
+    for model in ALL_MODELS:
+        table = model._meta.table_name
+        have = {row[1] for row in db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()}
+        if have:
+            out += [(model, f) for f in model._meta.sorted_fields if f.column_name not in have]
+    return out
 
 
 def _looks_like_sqlite(path: Path) -> bool:
