@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
 from loguru import logger
 
 from app.engine.events import AlertEvent, EventBus, PredictionEvent
@@ -16,6 +17,8 @@ from app.engine.history import History
 from app.engine.records import Recorder
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.types import Bar, Side, TradingSignal
+
+_NO_CLOSES = np.empty(0)  # for a model that does not read them (a backtest's precomputed answers)
 
 
 def model_label(model: SignalModel) -> str:
@@ -38,12 +41,10 @@ class SignalPipeline:
     def predict(self, bar: Bar, now: datetime) -> ModelOutput | None:
         """The model's call on the history up to ``bar`` (just remembered), recorded and shown;
         None when the model has none yet, or failed (said, never raised: exits must go on)."""
-        hist = self.history
+        hist, model = self.history, self.model
         try:
-            if self.model.wants_bars:  # older models take closes only
-                out = self.model.predict(hist.closes(), hist.bars)
-            else:
-                out = self.model.predict(hist.closes())
+            closes = hist.closes() if model.reads_closes else _NO_CLOSES
+            out = model.predict(closes, hist.bars) if model.wants_bars else model.predict(closes)  # (older: closes)
         except Exception as exc:  # noqa: BLE001 - a broken model must not stop the exits
             logger.exception("Model {} failed on {}", self.model.name, self.symbol)
             self.bus.publish(AlertEvent("error", f"model failed on {self.symbol}: {exc}"))

@@ -27,6 +27,7 @@ class SignalModel(abc.ABC):
     name: str = "model"
     min_bars: int = 1
     wants_bars: bool = False  # True: predict() also needs the OHLCV bars (the trained ensemble)
+    reads_closes: bool = True  # False: predict() looks its answer up by the last bar (precomputed)
 
     @abc.abstractmethod
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:

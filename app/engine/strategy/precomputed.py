@@ -19,6 +19,7 @@ from app.engine.types import Bar
 
 class PrecomputedModel(SignalModel):
     wants_bars = True
+    reads_closes = False  # the answer is found by the last bar's time: the closes array is not built
 
     def __init__(self, name: str, times: Sequence[datetime], outputs: Sequence[ModelOutput | None]) -> None:
         if len(times) != len(outputs):
