@@ -108,7 +108,7 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     cancelled like the run itself."""
     # deferred: the engine and its models load in the backtest's child process, not at the window's start-up
     from app.engine.backtest.report import render_html
-    from app.engine.backtest.runner import run_backtest
+    from app.engine.backtest.runner import run_backtest, split_symbols
     from app.engine.backtest.strategies import make_model
 
     bars, notes = load_bars(req.csv_path, req.symbol, req.timeframe, req.plain)
@@ -118,11 +118,9 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     models: dict[str, SignalModel] = {}
     model_notes: list[str] = []
     if cfg.retrain_every:  # one walk-forward model per symbol, each on its own bars
-        by_symbol: dict[str, list[Bar]] = {}
-        for b in bars:
-            by_symbol.setdefault(b.symbol, []).append(b)
+        by_symbol = split_symbols(bars)
         share = TRAIN_SHARE / len(by_symbol)
-        for k, (symbol, own) in enumerate(sorted(by_symbol.items())):
+        for k, (symbol, own) in enumerate(by_symbol.items()):
             stage = f"{symbol} walk-forward " if len(by_symbol) > 1 else "walk-forward "
             models[symbol], said = make_model(cfg.strategy, own, cfg.timeframe, symbol,
                                               retrain_every=cfg.retrain_every,
@@ -146,9 +144,9 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
 
 def _buy_and_hold(closes: np.ndarray, bars: list[Bar], symbols: tuple[str, ...], cash: float) -> np.ndarray:
     """The cash put into the stocks at their first opens, in equal parts, marked at each close."""
-    first_open: dict[str, float] = {}
-    for b in bars:
-        first_open.setdefault(b.symbol, b.open)
+    from app.engine.backtest.runner import split_symbols  # deferred: in the child, like run_request's
+
+    first_open = {s: own[0].open for s, own in split_symbols(bars).items()}
     growth = np.column_stack([np.where(closes[:, k] > 0, closes[:, k] / (first_open[s] or 1.0), 1.0)
                               for k, s in enumerate(symbols)])
     return growth.mean(axis=1) * cash

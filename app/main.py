@@ -90,21 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_gui(args, paths)
 
 
-_SETTINGS_PROBLEMS: list[str] = []  # what the last load found wrong, for the window to say
-
-
-def _load_settings(paths: AppPaths, speed: float | None) -> Settings:
+def _load_settings(paths: AppPaths, speed: float | None) -> tuple[Settings, list[str]]:
+    """The settings, and what was wrong with the file (printed here, shown by the window)."""
     settings, problems = Settings.load_checked(paths.settings)
-    for problem in problems:  # also shown in the window once it is up
+    for problem in problems:
         print(f"settings: {problem}", file=sys.stderr)
-    _SETTINGS_PROBLEMS[:] = problems
     if speed is not None:
         try:
             settings = settings.updated(demo_speed=speed)
         except SettingsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    return settings
+    return settings, problems
 
 
 def build_window(argv: Sequence[str]) -> object:
@@ -119,10 +116,10 @@ def build_window(argv: Sequence[str]) -> object:
     from app.theme import apply_theme
 
     logs.configure(paths.logs)
-    settings = _load_settings(paths, args.speed)
+    settings, problems = _load_settings(paths, args.speed)
     apply_theme(QApplication.instance(), settings.theme)  # type: ignore[arg-type]
-    window = MainWindow(paths, settings, demo=True, replay=args.replay)
-    window.say_settings_problems(_SETTINGS_PROBLEMS)
+    window = MainWindow(paths, settings, demo=True, replay=args.replay or ())
+    window.say_settings_problems(problems)
     window.start_engine()
     return window
 
@@ -150,11 +147,11 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     from app.main_window import MainWindow
     from app.theme import apply_theme
 
-    settings = _load_settings(paths, args.speed)
+    settings, problems = _load_settings(paths, args.speed)
     apply_theme(app, settings.theme)
     window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings),
-                        replay=args.replay)
-    window.say_settings_problems(_SETTINGS_PROBLEMS)
+                        replay=args.replay or ())
+    window.say_settings_problems(problems)
     window.show()
     window.start_engine()
     code = 0

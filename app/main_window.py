@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
     requestConfirmLive = Signal()
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
-                 replay: Sequence[str] | str | None = None) -> None:
+                 replay: Sequence[str] = ()) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
@@ -95,7 +95,6 @@ class MainWindow(QMainWindow):
             self.banner.setText("  PAPER TRADING — Alpaca paper account, real market data  ")
             self.banner.setStyleSheet("background:#1565c0; color:white; font-weight:bold; padding:4px;")
             self.speed.setEnabled(False)
-        replay = [replay] if isinstance(replay, str) else list(replay or ())
         if replay:
             from pathlib import Path
 

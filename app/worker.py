@@ -59,13 +59,13 @@ class EngineWorker(QObject):
     _pushed = Signal()  # the broker pushed order updates (from the stream's thread; queued here)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
-                 replay: Sequence[str] | str | None = None) -> None:
+                 replay: Sequence[str] = ()) -> None:
         super().__init__()
         self.paths = paths
         self.settings = settings
         self.demo = demo
         # CSVs of recorded bars ([SYM=]FILE each) to rehearse on, instead of the demo market
-        self.replay = [replay] if isinstance(replay, str) else list(replay or ())
+        self.replay = list(replay)
         self.speed = settings.demo_speed
         self.ctx: Any = None
         self._timer: QTimer | None = None

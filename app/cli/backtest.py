@@ -62,11 +62,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     bars, loaded = load_portfolio(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)
     if args.start and args.end and _day(args.start) >= _day(args.end):
         raise ValueError(f"--start {args.start} is not before --end {args.end} (--end is exclusive)")
+    loaded_symbols = {b.symbol for b in bars}
     if args.start:
         bars = [b for b in bars if b.time >= _day(args.start)]
     if args.end:
         bars = [b for b in bars if b.time < _day(args.end)]
-    loaded_symbols = {line.split(":")[0] for line in loaded}
     if len(bars) < 2:
         raise ValueError("fewer than two bars in the chosen window")
     for gone in sorted(loaded_symbols - {b.symbol for b in bars}):

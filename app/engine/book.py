@@ -93,9 +93,12 @@ class Book:
         return [o for o in self.records.open_orders() if o.symbol == symbol and o.side == Side.SELL
                 and (kind is None or o.order_type == kind)]
 
-    def exit_working(self, symbol: str) -> bool:
-        """A market sell is working or queued: it holds the shares itself."""
-        return bool(self.sells(symbol, OrderType.MARKET)) or any(
+    def exit_working(self, symbol: str, orders: list[Order] | None = None) -> bool:
+        """A market sell is working or queued: it holds the shares itself. ``orders``: the
+        symbol's open orders when the caller has read them already (a hot path)."""
+        sells = (self.sells(symbol, OrderType.MARKET) if orders is None else
+                 [o for o in orders if o.side == Side.SELL and o.order_type == OrderType.MARKET])
+        return bool(sells) or any(
             q.order.symbol == symbol and q.order.side == Side.SELL and q.order.order_type == OrderType.MARKET
             for q in self.router.queue.values())
 

@@ -22,7 +22,7 @@ from app.engine.broker.base import Broker
 from app.engine.broker.simulated import SimulatedBroker
 from app.engine.clock import NY, Clock, MarketCalendar, Session, SimClock, WallClock
 from app.engine.events import EventBus
-from app.engine.live import LiveSession
+from app.engine.live import LiveSession, recent_bars
 from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY, live_unlocked
 from app.engine.paths import AppPaths
 from app.engine.records import SqlRecorder
@@ -189,7 +189,6 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     """
     # deferred: alpaca-py and pandas load only for paper and live trading, not for the demo
     from app.engine.broker.alpaca import AlpacaBroker
-    from app.engine.data.frame import frame_to_bars
     from app.engine.data.sources import AlpacaDataSource
 
     paths.ensure()
@@ -228,9 +227,7 @@ def build_live_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | No
     bot.core.entries.latest_price = source.latest_price
     tf = timeframe_of(settings.timeframe).delta
     try:
-        frames = source.fetch_many(settings.watchlist, settings.timeframe, now - timedelta(days=5), now)
-        history = sorted((b for sym, frame in frames.items() for b in frame_to_bars(frame, sym) if b.time + tf <= now),
-                         key=lambda b: b.time)
+        history = recent_bars(source, settings.watchlist, settings.timeframe, now)
     except Exception as exc:  # noqa: BLE001 - the engine still starts: exits must work without data
         notices.append(f"Could not load recent bars: {exc}")
         history = []

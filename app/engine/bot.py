@@ -138,16 +138,12 @@ class TradingBot:
         now = self.clock.now()
         outs: list[ModelOutput | None] = []
         signals: list[tuple[TradingSignal, float]] = []  # with the model's unrounded confidence, to rank
-        quiet = -1.0 if self.record_quiet_signals else self.settings.approval_threshold  # a backtest's floor
         for bar, pipeline in taken:
             out = pipeline.predict(bar, now) if pipeline is not None else None
             outs.append(out)
-            confidence = max(out.p_up, 1.0 - out.p_up) if out is not None else 0.0
-            if pipeline is None or out is None or confidence < quiet:
-                continue
-            sig = self._signal(bar, pipeline, out, now)
-            if sig is not None:
-                signals.append((sig, confidence))
+            sig = self._signal(bar, pipeline, out, now) if pipeline is not None else None
+            if sig is not None and out is not None:
+                signals.append((sig, out.confidence))
         for sig, _ in sorted(signals, key=lambda sc: (sc[0].side != Side.SELL, -sc[1], sc[0].symbol)):
             self.core.submit(sig)
         self._publish_cycle()

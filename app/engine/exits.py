@@ -148,13 +148,11 @@ class Exits:
                 book.cancel(stop.client_order_id)
             book.stop_orders.pop(symbol, None)
             return
-        if p.stop_price is None or symbol in book.exits_due or (
-                book.exit_working(symbol) if queue else
-                any(o.side == Side.SELL and o.order_type == OrderType.MARKET for o in mine)):
+        if p.stop_price is None or symbol in book.exits_due or book.exit_working(symbol, mine):
             return
         # a partly filled entry blocks its own stop (a wash trade to Alpaca): what filled is a
         # position, the rest is cut
-        if any(o.side == Side.BUY and o.status != OrderStatus.PENDING_CANCEL for o in mine):
+        if self._entry_working(symbol, mine):
             for entry in self._entries(symbol):
                 book.cancel(entry.client_order_id)
             self.fills.sync(symbol)  # books what filled up to the cut
@@ -181,12 +179,15 @@ class Exits:
                 if book.bus.active:
                     book.bus.publish(OrderEvent(moved))
 
-    def _entries(self, symbol: str) -> list[Order]:
-        return [o for o in self.book.records.open_orders() if o.symbol == symbol and o.side == Side.BUY]
+    def _entries(self, symbol: str, orders: list[Order] | None = None) -> list[Order]:
+        """``symbol``'s open buys; ``orders``: its open orders when read already."""
+        if orders is None:
+            orders = [o for o in self.book.records.open_orders() if o.symbol == symbol]
+        return [o for o in orders if o.side == Side.BUY]
 
-    def _entry_working(self, symbol: str) -> bool:
+    def _entry_working(self, symbol: str, orders: list[Order] | None = None) -> bool:
         """An entry still in the market (not being cancelled) for ``symbol``."""
-        return any(o.status != OrderStatus.PENDING_CANCEL for o in self._entries(symbol))
+        return any(o.status != OrderStatus.PENDING_CANCEL for o in self._entries(symbol, orders))
 
     def true_up(self, symbol: str, recheck: bool = True) -> Position | None:
         """The app's position, no larger than what the broker holds. Shares gone while none of

@@ -19,7 +19,7 @@ from loguru import logger
 from app.engine.bot import TradingBot
 from app.engine.clock import Clock
 from app.engine.events import AlertEvent
-from app.engine.types import Bar
+from app.engine.types import Bar, timeframe_of
 
 if TYPE_CHECKING:
     from app.engine.data.sources import MarketDataSource
@@ -72,19 +72,12 @@ class LiveSession:
         self.symbols = tuple(symbols)
         if not added:
             return []
-        now = self.clock.now()
-        tf = timedelta(minutes=self.bot.bar_minutes)
         try:
-            # deferred: pandas loads for paper and live trading only; the demo imports this module too
-            from app.engine.data.frame import frame_to_bars
-
-            frames = self.source.fetch_many(added, self.timeframe, now - timedelta(days=5), now)
+            history = recent_bars(self.source, added, self.timeframe, self.last_end or self.clock.now())
         except Exception as exc:  # noqa: BLE001 - it warms up on live bars instead, said once
             logger.warning("No recent bars for {}: {}", ", ".join(added), exc)
             self.bot.bus.publish(AlertEvent("warning", f"no recent bars for {', '.join(added)}: {exc}"))
             return []
-        history = sorted((b for s, f in frames.items() for b in frame_to_bars(f, s)
-                          if b.time + tf <= (self.last_end or now)), key=lambda b: b.time)
         self.bot.warm_up(history)
         return history
 
@@ -116,3 +109,15 @@ class LiveSession:
 
         frames = self.source.fetch_many(self.symbols, self.timeframe, start, end)
         return [b for symbol, frame in frames.items() for b in frame_to_bars(frame, symbol)]
+
+
+def recent_bars(source: MarketDataSource, symbols: Sequence[str], timeframe: str, until: datetime) -> list[Bar]:
+    """The last five days of ``symbols``' bars closed by ``until``, oldest first, in one
+    request: what a model warms up on (at start, or for a symbol added while running)."""
+    # deferred: pandas loads for paper and live trading only; the demo imports this module too
+    from app.engine.data.frame import frame_to_bars
+
+    tf = timeframe_of(timeframe).delta
+    frames = source.fetch_many(symbols, timeframe, until - timedelta(days=5), until)
+    return sorted((b for sym, frame in frames.items() for b in frame_to_bars(frame, sym) if b.time + tf <= until),
+                  key=lambda b: b.time)

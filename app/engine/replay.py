@@ -122,19 +122,15 @@ class MarketReplay:
         return self._fill_stranded(cur) or ran
 
     def _fill_stranded(self, cur: _Cursor) -> bool:
-        """A symbol whose bars stopped before the others' that day (its file ends, a gap) and
-        still holds: its end-of-day sell has had no price to fill at. The market would have
-        filled it; here it fills at the symbol's last price, so nothing is held overnight
-        for want of data. True when there was one."""
+        """A symbol whose bars stopped before the others' that day still holds: its end-of-day
+        sell fills at its last price (see :meth:`SimulatedBroker.fill_stranded`)."""
         if not self.bot.settings.eod_flatten:
             return False
-        last = {sb.bar.symbol for sb in cur.bars[-1]} if cur.bars else set()
-        stranded = [s for s in self.broker.holdings() if s not in last and self.broker.last_price(s)]
-        for symbol in stranded:
-            self.broker.on_price(symbol, self.broker.last_price(symbol) or 0.0, self.clock.now())
-        if stranded:
-            self.bot.on_clock()
-        return bool(stranded)
+        priced = {sb.bar.symbol for sb in cur.bars[-1]} if cur.bars else set()
+        if not self.broker.fill_stranded(priced, self.clock.now()):
+            return False
+        self.bot.on_clock()
+        return True
 
     def _next_session(self) -> bool:
         found = self.feed(self.clock.now())

@@ -156,9 +156,9 @@ def watchlist_markets(symbols: tuple[str, ...], seed: int, calendar: MarketCalen
     its prices go on unchanged when others join or leave the watchlist (default: the
     symbol of a one-symbol watchlist)."""
     alone = frozenset(symbols[:1]) if alone is None and len(symbols) == 1 else alone or frozenset()
-    factor = MarketFactor(seed)
-    return [SimulatedMarket(s, seed, calendar, bar_minutes) if s in alone
-            else market_for(s, seed, calendar, bar_minutes, factor) for s in symbols]
+    markets: list[SimulatedMarket] = []
+    rewatch(markets, symbols, seed, calendar, bar_minutes, alone)
+    return markets
 
 
 def market_for(symbol: str, seed: int, calendar: MarketCalendar, bar_minutes: int,

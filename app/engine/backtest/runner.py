@@ -169,7 +169,6 @@ def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBo
     single = symbols[0] if len(symbols) == 1 else None
     flattens = calendar is not None and bar_delta < timedelta(days=1) and settings.eod_flatten
     day_ends = _day_ends(steps) if single is None and flattens else set()
-    last_close: dict[str, float] = {}
     for i, group in enumerate(steps):
         first = group[0]
         set_time(first.time)
@@ -186,11 +185,9 @@ def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBo
         for when in session_ends.get(i, ()):  # bars stopped before the close: the clock runs on
             set_time(when)
             bot.on_clock()
-        if day_ends:
-            for bar in group:
-                last_close[bar.symbol] = bar.close
-            if i in day_ends:
-                _fill_stranded(broker, bot, group, last_close)
+        # a symbol whose bars stopped earlier that day still holds: its end-of-day sell fills now
+        if i in day_ends and broker.fill_stranded({b.symbol for b in group}, clock.now()):
+            bot.on_clock()  # the fills booked: trades recorded, stops cancelled
         cash.append(broker.cash)
         if single is not None:
             held[i, 0] = shares(single)
@@ -209,20 +206,6 @@ def _day_ends(steps: list[tuple[Bar, ...]]) -> set[int]:
     for i, (b, *_) in enumerate(steps):
         last[b.time.astimezone(NY).date()] = i
     return set(last.values())
-
-
-def _fill_stranded(broker: SimulatedBroker, bot: TradingBot, group: tuple[Bar, ...],
-                   last_close: dict[str, float]) -> None:
-    """A symbol whose bars stopped earlier in the day than the others' (its file ends, or a
-    gap) still holds when the day's last bar closes: its end-of-day sell has had no price
-    to fill at. Live, the market would have filled it; here it fills at the symbol's last
-    close, so nothing is held overnight, or to the end of the run, for want of data."""
-    seen = {b.symbol for b in group}
-    stranded = [s for s, qty in broker.holdings().items() if qty and s not in seen and s in last_close]
-    for symbol in stranded:
-        broker.on_price(symbol, last_close[symbol], bot.clock.now())
-    if stranded:
-        bot.on_clock()  # the fills booked: trades recorded, stops cancelled
 
 
 def _closes(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...]) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -173,6 +174,16 @@ class SimulatedBroker(Broker):
     def holdings(self) -> dict[str, float]:
         """Shares held now, by symbol (cheap: a portfolio backtest's equity curve)."""
         return {s: p.qty for s, p in self._positions.items()}
+
+    def fill_stranded(self, priced: Collection[str], time: datetime) -> bool:
+        """Held symbols with no price in ``priced`` (the day's last bar time, in a backtest or a
+        replay) whose data stopped: their orders (the end-of-day sell) fill at the last price
+        known, as the market would have filled them, so nothing is held overnight, or to the
+        end of a run, for want of data. True when there was one."""
+        stranded = [s for s, qty in self.holdings().items() if qty and s not in priced and self._prices.get(s)]
+        for symbol in stranded:
+            self.on_price(symbol, self._prices[symbol], time)
+        return bool(stranded)
 
     # ------------------------------------------------------- market events
     def on_price(self, symbol: str, price: float, time: datetime, volume: float | None = None) -> list[Fill]:

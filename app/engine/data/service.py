@@ -163,21 +163,6 @@ def load_bars(path: str | Path, symbol: str, timeframe: str,
     return bars, result
 
 
-def import_csv(storage: Storage, path: str | Path, symbol: str, timeframe: str,
-               calendar: MarketCalendar | None = None, keep_extended: bool = False,
-               rename: bool = False) -> ImportSummary:
-    """Read, clean and cache one stock's CSV under the symbol the caller names; safe to
-    repeat. The caller's word beats the file's name (the GUI asks), but not a symbol
-    column that says another ticker: that needs ``rename``."""
-    wanted = normalize_symbol(symbol)
-    check_timeframe(timeframe)
-    parts = read_csv_each(path)
-    held = [p.symbol for p in parts if p.symbol is not None]
-    targets: dict[str | None, str] = (_column_targets(Path(path).name, held, None, wanted, rename) if held
-                                      else {None: wanted})
-    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended)[0]
-
-
 def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str | None = None,
                 rename: bool = False, calendar: MarketCalendar | None = None,
                 keep_extended: bool = False, replace: bool = False) -> list[ImportSummary]:
