@@ -12,7 +12,7 @@ import pytest
 
 from app.engine.data.cleaning import default_calendar
 from app.engine.data.frame import DataError, bars_to_frame, frame_to_bars, make_frame
-from app.engine.data.service import fetch_and_cache, import_csv, infer_timeframe, missing_ranges
+from app.engine.data.service import ImportSummary, fetch_and_cache, import_file, infer_timeframe, missing_ranges
 from app.engine.data.sources import CacheSource, MarketDataSource, SimulatedSource
 from app.engine.storage import BarRepository, Storage
 
@@ -25,6 +25,12 @@ def storage(tmp_path: Path) -> Iterator[Storage]:
     s = Storage(tmp_path / "trader.db")
     yield s
     s.close()
+
+
+def import_csv(storage: Storage, path: Path, symbol: str, timeframe: str) -> ImportSummary:
+    """One stock's file under the symbol named, as `data import --symbol` stores it."""
+    (summary,) = import_file(storage, path, timeframe, symbol)
+    return summary
 
 
 def test_import_twice_stores_nothing_twice(storage: Storage) -> None:

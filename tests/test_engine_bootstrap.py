@@ -20,12 +20,16 @@ from app.engine.types import OrderStatus, OrderType
 TODAY = utc(2025, 3, 6, 12, 0)  # a Thursday; the demo starts at Wednesday's open
 SESSION_STEPS = 78 * 11  # 78 five-minute bars, each 10 ticks and a close
 SETTINGS = Settings(mode="auto", demo_seed=1)
+# three symbols that trade often: room for several positions, Auto acting from 0.60
+WATCHING = Settings(mode="auto", demo_seed=1, watchlist=("PLTR", "NVDA", "AMD"), max_exposure_pct=1.0,
+                    auto_threshold=0.6, approval_threshold=0.6)
 
 
-def start(events: list[Event]) -> EngineContext:
+def start(events: list[Event], settings: Settings = SETTINGS) -> EngineContext:
+    """The demo engine in this test's home, every event it publishes into ``events``."""
     bus = EventBus()
     bus.subscribe(events.append)
-    return build_engine(AppPaths.resolve(), SETTINGS, bus=bus, today=TODAY, sleep=lambda s: None)
+    return build_engine(AppPaths.resolve(), settings, bus=bus, today=TODAY, sleep=lambda s: None)
 
 
 def placed(events: list[Event]) -> list[str]:
@@ -106,11 +110,7 @@ def test_a_pinned_day_picks_the_demo_session_whatever_the_date(monkeypatch) -> N
 
 def test_the_demo_trades_a_watchlist_one_bar_time_for_all_symbols_at_once(app_home: Path) -> None:
     events: list[Event] = []
-    bus = EventBus()
-    bus.subscribe(events.append)
-    settings = Settings(mode="auto", demo_seed=1, watchlist=("PLTR", "NVDA", "AMD"), max_exposure_pct=1.0,
-                        auto_threshold=0.6, approval_threshold=0.6)
-    ctx = build_engine(AppPaths.resolve(), settings, bus=bus, today=TODAY, sleep=lambda s: None)
+    ctx = start(events, WATCHING)
     try:
         assert {b.symbol for b in ctx.history} == {"PLTR", "NVDA", "AMD"}
         ctx.replay.run(max_steps=2 * SESSION_STEPS)

@@ -209,7 +209,8 @@ def test_a_refused_order_write_is_kept_too(tmp_path: Path) -> None:
     again.close()
 
 
-def test_build_engine_replays_the_backup_and_says_so(tmp_path: Path) -> None:
+def _a_trade_in_the_backup(tmp_path: Path) -> tuple[AppPaths, Trade]:
+    """An app home whose database refused a trade, kept in the backup file for the next start."""
     paths = AppPaths(tmp_path / "home").ensure()
     storage = Storage(paths.database)
     records = SqlRecorder(storage, paths.trade_backup)
@@ -218,6 +219,11 @@ def test_build_engine_replays_the_backup_and_says_so(tmp_path: Path) -> None:
     records.trade(trade)
     storage.db.execute_sql("DROP TRIGGER refuse_trade")
     storage.close()
+    return paths, trade
+
+
+def test_build_engine_replays_the_backup_and_says_so(tmp_path: Path) -> None:
+    paths, trade = _a_trade_in_the_backup(tmp_path)
     assert paths.trade_backup.exists()
 
     ctx = build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
@@ -343,14 +349,7 @@ def test_reconciliation_postponed_at_start_happens_once_the_broker_is_back(tmp_p
 def test_a_backup_line_cut_short_is_kept_aside_and_the_rest_replayed(tmp_path: Path) -> None:
     """A crash or a full disk mid-write leaves half a line: the good records still land, the
     bad one is kept in a named file and the window says so; the app starts."""
-    paths = AppPaths(tmp_path / "home").ensure()
-    storage = Storage(paths.database)
-    records = SqlRecorder(storage, paths.trade_backup)
-    storage.db.execute_sql(REFUSE.format(t="trade"))
-    trade = Trade(SYMBOL, 10, MORNING, MORNING + timedelta(hours=1), 20.0, 21.0, 10.0, "stop loss")
-    records.trade(trade)
-    storage.db.execute_sql("DROP TRIGGER refuse_trade")
-    storage.close()
+    paths, trade = _a_trade_in_the_backup(tmp_path)
     good = paths.trade_backup.read_text()
     paths.trade_backup.write_text(good + good[: len(good) // 2] + "\n")  # a second line, cut short
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from test_gui_desk import window  # noqa: F401 - the shared demo-window fixture
 
 from app.engine.events import PredictionEvent, SignalEvent
 from app.engine.types import Bar, Position, Side, SignalStatus, TradingSignal
@@ -69,21 +70,17 @@ def test_add_and_remove_ask_through_signals(qtbot) -> None:  # type: ignore[no-u
     assert panel.remove_button.isEnabled() and panel.table.rowCount() == 2
 
 
+THREE_SYMBOLS = pytest.mark.settings(
+    {"watchlist": ["PLTR", "NVDA", "AMD"], "mode": "auto", "max_exposure_pct": 1.0, "demo_speed": 3000})
+
+
 @pytest.fixture
-def desk(qtbot, app_home: Path):  # type: ignore[no-untyped-def]
-    app_home.mkdir(parents=True, exist_ok=True)
-    (app_home / "settings.json").write_text(json.dumps(
-        {"watchlist": ["PLTR", "NVDA", "AMD"], "mode": "auto", "max_exposure_pct": 1.0, "demo_speed": 3000}))
-    w = build_window(["--demo", "--data-dir", str(app_home)])
-    qtbot.addWidget(w)
-    w.confirm = lambda title, text: True
-    w.show()
-    qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
-    yield w
-    w.close()
-    assert not w.engine.thread.isRunning()
+def desk(window):  # type: ignore[no-untyped-def]  # noqa: F811 - the imported fixture, by name
+    """The shared demo window (test_gui_desk's fixture), with the test's settings."""
+    return window
 
 
+@THREE_SYMBOLS
 def test_the_chart_follows_the_watchlist_choice_with_that_symbols_bars(qtbot, desk) -> None:  # type: ignore[no-untyped-def]
     w = desk
     assert [w.watchlist.table.item(r, 0).text() for r in range(3)] == ["PLTR", "NVDA", "AMD"]
@@ -99,6 +96,7 @@ def test_the_chart_follows_the_watchlist_choice_with_that_symbols_bars(qtbot, de
     assert abs(w.chart.bars[-1].close - amd_close) < 1e-9
 
 
+@THREE_SYMBOLS
 def test_adding_and_removing_symbols_while_running(qtbot, desk) -> None:  # type: ignore[no-untyped-def]
     w = desk
     w.add_symbol("TSLA")
@@ -126,6 +124,7 @@ def test_adding_and_removing_symbols_while_running(qtbot, desk) -> None:  # type
     assert [w.model_tab.picker.itemText(i) for i in range(w.model_tab.picker.count())] == ["PLTR", "AMD", "TSLA"]
 
 
+@THREE_SYMBOLS
 def test_removing_a_held_symbol_asks_and_closes_it(qtbot, desk) -> None:  # type: ignore[no-untyped-def]
     w = desk
     asked: list[str] = []

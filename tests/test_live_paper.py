@@ -3,7 +3,11 @@ server that serves bars and takes orders, on a simulated wall clock."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,11 +95,24 @@ def test_paper_session_trades_through_alpaca_and_records_everything(app_home, ma
         server.stop()
 
 
-def test_a_watchlist_paper_trades_every_symbol_with_one_bars_request_per_check(app_home) -> None:  # type: ignore[no-untyped-def]
+@dataclass
+class PaperDesk:
+    """Paper trading through the real alpaca-py clients against a loopback server, on a
+    simulated clock, with every model call seen."""
+
+    ctx: Any
+    server: LiveBarsServer
+    clock: SimClock
+    sessions: list[Any]
+    seen: list[PredictionEvent]
+
+
+@contextmanager
+def paper_desk(app_home: Path, market_symbols: tuple[str, ...], settings: Settings) -> Iterator[PaperDesk]:
+    """Three sessions of each of ``market_symbols``' simulated bars, served; half an hour into the last."""
     cal = MarketCalendar()
     sessions = cal.previous_sessions(datetime(2025, 6, 14, tzinfo=UTC), 3)
-    symbols = ("PLTR", "NVDA", "AMD")
-    bars = sorted((b for k, s in enumerate(symbols) for b in SimulatedMarket(s, 5 + k, cal).history(sessions)),
+    bars = sorted((b for k, s in enumerate(market_symbols) for b in SimulatedMarket(s, 5 + k, cal).history(sessions)),
                   key=lambda b: b.time)
     clock = SimClock(sessions[-1].open + timedelta(minutes=30))
     server = LiveBarsServer(bars, clock)
@@ -106,15 +123,27 @@ def test_a_watchlist_paper_trades_every_symbol_with_one_bars_request_per_check(a
         seen: list[PredictionEvent] = []
         bus = EventBus()
         bus.subscribe(lambda e: seen.append(e) if isinstance(e, PredictionEvent) else None)
-        settings = Settings(mode="auto", auto_threshold=0.6, approval_threshold=0.6, watchlist=symbols,
-                            max_exposure_pct=1.0)
         ctx = build_live_engine(AppPaths.resolve(str(app_home)), settings, bus=bus, clock=clock, broker=broker,
                                 source=AlpacaDataSource(keys, url_override=server.url), sleep=lambda s: None)
+        try:
+            yield PaperDesk(ctx, server, clock, sessions, seen)
+        finally:
+            ctx.close()
+    finally:
+        server.stop()
+
+
+def test_a_watchlist_paper_trades_every_symbol_with_one_bars_request_per_check(app_home) -> None:  # type: ignore[no-untyped-def]
+    symbols = ("PLTR", "NVDA", "AMD")
+    settings = Settings(mode="auto", auto_threshold=0.6, approval_threshold=0.6, watchlist=symbols,
+                        max_exposure_pct=1.0)
+    with paper_desk(app_home, symbols, settings) as desk:
+        ctx, server, clock, seen = desk.ctx, desk.server, desk.clock, desk.seen
         assert {b.symbol for b in ctx.history} == set(symbols)
         server.bar_requests.clear()
         trades_before = server.requests["GET /v2/stocks/trades/latest"]
         checks = 0
-        while clock.now() < sessions[-1].open + timedelta(hours=3):
+        while clock.now() < desk.sessions[-1].open + timedelta(hours=3):
             clock.advance(timedelta(seconds=30))
             ctx.replay.step()
             checks += 1
@@ -124,6 +153,3 @@ def test_a_watchlist_paper_trades_every_symbol_with_one_bars_request_per_check(a
         assert all(len(times) >= 30 and len(set(times)) == len(times) for times in per_symbol.values())
         assert per_symbol["PLTR"] == per_symbol["NVDA"] == per_symbol["AMD"], "each bar time closes every symbol"
         assert not server.duplicates()
-        ctx.close()
-    finally:
-        server.stop()

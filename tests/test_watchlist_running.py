@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 from conftest import utc
-from test_live_paper import LiveBarsServer
+from test_engine_bootstrap import WATCHING, start
+from test_live_paper import paper_desk
 
-from app.engine.bootstrap import build_engine, build_live_engine
-from app.engine.broker.alpaca import AlpacaBroker
-from app.engine.clock import MarketCalendar, SimClock
-from app.engine.data.sources import AlpacaDataSource
+from app.engine.bootstrap import build_engine
+from app.engine.clock import MarketCalendar
 from app.engine.events import BarEvent, Event, EventBus, OrderEvent, PredictionEvent
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.simmarket import SimulatedMarket
-from app.engine.types import BrokerKind, Side
+from app.engine.types import Side
 
 TODAY = utc(2025, 3, 6, 12, 0)
 STEPS_PER_BAR = 11  # ten ticks and a close
@@ -81,11 +80,8 @@ def test_a_symbol_keeps_its_prices_across_a_restart_with_more_symbols(app_home: 
 
 def test_a_symbol_removed_while_held_is_sold_on_time_and_never_bought_again(app_home: Path) -> None:
     events: list[Event] = []
-    bus = EventBus()
-    bus.subscribe(events.append)
-    settings = Settings(mode="auto", demo_seed=1, watchlist=("PLTR", "NVDA", "AMD"), max_exposure_pct=1.0,
-                        auto_threshold=0.6, approval_threshold=0.6)
-    ctx = build_engine(AppPaths.resolve(), settings, bus=bus, today=TODAY, sleep=lambda s: None)
+    settings = WATCHING
+    ctx = start(events, settings)
     try:
         while not ctx.records.positions():
             assert ctx.replay.step()
@@ -114,21 +110,8 @@ def test_a_replay_of_files_refuses_another_watchlist(app_home: Path) -> None:
 
 
 def test_paper_trading_fetches_a_symbol_added_in_the_same_request_and_warms_it_up(app_home: Path) -> None:
-    cal = MarketCalendar()
-    sessions = cal.previous_sessions(datetime(2025, 6, 14, tzinfo=UTC), 3)
-    bars = sorted((b for k, s in enumerate(("PLTR", "NVDA")) for b in SimulatedMarket(s, 5 + k, cal).history(sessions)),
-                  key=lambda b: b.time)
-    clock = SimClock(sessions[-1].open + timedelta(minutes=30))
-    server = LiveBarsServer(bars, clock)
-    server.start()
-    try:
-        keys = server.api_keys()
-        broker = AlpacaBroker(keys, clock, kind=BrokerKind.PAPER, url_override=server.url, timeout_s=5)
-        seen: list[PredictionEvent] = []
-        bus = EventBus()
-        bus.subscribe(lambda e: seen.append(e) if isinstance(e, PredictionEvent) else None)
-        ctx = build_live_engine(AppPaths.resolve(str(app_home)), Settings(), bus=bus, clock=clock, broker=broker,
-                                source=AlpacaDataSource(keys, url_override=server.url), sleep=lambda s: None)
+    with paper_desk(app_home, ("PLTR", "NVDA"), Settings()) as desk:
+        ctx, server, clock = desk.ctx, desk.server, desk.clock
         for _ in range(10):
             clock.advance(timedelta(seconds=30))
             ctx.replay.step()
@@ -140,11 +123,8 @@ def test_paper_trading_fetches_a_symbol_added_in_the_same_request_and_warms_it_u
             clock.advance(timedelta(seconds=30))
             ctx.replay.step()
         assert server.bar_requests == ["PLTR,NVDA"] * 20
-        nvda = [e for e in seen if e.symbol == "NVDA"]
+        nvda = [e for e in desk.seen if e.symbol == "NVDA"]
         assert len(nvda) >= 1, "NVDA's model speaks from its first new bar: it was warmed up"
-        ctx.close()
-    finally:
-        server.stop()
 
 
 def test_a_replay_closes_a_symbol_whose_file_ends_while_held_that_day(app_home: Path) -> None:
