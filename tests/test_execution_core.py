@@ -226,3 +226,53 @@ def test_one_order_whose_reads_fail_does_not_starve_the_others() -> None:
     assert desk.position is not None and desk.position.qty > 0, "PLTR's fill was never read"
     assert [o.qty for o in desk.broker_orders(Side.SELL, OrderType.STOP) if o.symbol == "PLTR"] == [desk.position.qty]
     assert desk.bot.core.connected  # the broker answers: one order's fault is not an outage
+
+
+def test_a_backtests_broker_skips_checks_only_when_nothing_changed() -> None:
+    """A broker only the engine trades on (a backtest's) says when a symbol's orders changed,
+    and the stop check is not repeated while nothing did. A stop that ends at the broker is
+    a change: it is put back at the next check, as without the shortcut."""
+    clock = SimClock(MORNING)
+    sim = SimulatedBroker(clock, 100_000.0, sole_owner=True)
+    records = MemoryRecorder()
+    bot = TradingBot(Settings(mode="auto"), clock, sim, Says("m", 0.95), records)
+    bot.start()
+    clock.set(MORNING + BAR)
+    sim.on_price("PLTR", 20.0, clock.now())
+    bot.on_bar_close(bar("PLTR", MORNING, 20.0))
+    clock.advance(timedelta(seconds=30))
+    sim.on_price("PLTR", 20.0, clock.now())
+    bot.on_clock()
+    stops = [o for o in sim.open_orders() if o.order_type == OrderType.STOP]
+    assert len(stops) == 1 and records.get_position("PLTR") is not None
+    asked = sim.revision("PLTR")
+    bot.on_clock()
+    assert sim.revision("PLTR") == asked, "an unchanged account was asked to change"
+
+    sim.cancel(stops[0].client_order_id)  # the stop ended at the broker (cancelled there, expired)
+    bot.on_clock()
+    again = [o for o in sim.open_orders() if o.order_type == OrderType.STOP]
+    assert len(again) == 1 and again[0].client_order_id != stops[0].client_order_id, "the shares were left bare"
+    assert again[0].qty == records.get_position("PLTR").qty
+
+
+def test_the_shortcut_changes_no_backtest() -> None:
+    """The same 3-symbol backtest with the broker's revisions trusted and ignored (every check
+    in full): the same trades, fills and equity, to the cent."""
+    from test_backtest_portfolio import portfolio_bars
+
+    from app.engine.backtest.config import BacktestConfig
+    from app.engine.backtest.runner import run_backtest
+
+    bars = portfolio_bars(sessions=10)
+    cfg = BacktestConfig(symbol="AAA,BBB,CCC", timeframe="5m", strategy="sma_cross")
+    settings = Settings(max_exposure_pct=1.0, trailing_start_pct=0.006, trailing_pct=0.003)  # stops move often
+    fast = run_backtest(bars, cfg, settings=settings)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SimulatedBroker, "revision", lambda self, symbol: None)
+        full = run_backtest(bars, cfg, settings=settings)
+    assert len(fast.trades) >= 20
+    assert {t.exit_reason for t in fast.trades} >= {"trailing stop"}, "no trailing stop was ever moved"
+    assert fast.trades == full.trades
+    assert list(fast.equity) == list(full.equity)
+    assert (fast.held == full.held).all()

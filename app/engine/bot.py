@@ -205,7 +205,8 @@ class TradingBot:
         trailing stop in the millions, while a real gap is confirmed by the next price."""
         last = self.core.book.last_prices.get(symbol)
         if last is None or 1.0 / SPIKE <= price / last <= SPIKE:
-            self._suspect.pop(symbol, None)
+            if self._suspect:  # rare: a price held back earlier
+                self._suspect.pop(symbol, None)
             return True
         seen = self._suspect.get(symbol)
         if seen is not None and 0.9 <= price / seen <= 1.1:

@@ -28,6 +28,7 @@ class Exits:
         self.fills = fills
         fills.on_position_changed = self.keep_protected
         self._refused: dict[str, str] = {}  # symbol -> the exit refusal last told to the user
+        self._verified: dict[str, tuple[object, ...]] = {}  # symbol -> the state last found covered
 
     # ------------------------------------------------------------ checks
     def protect_positions(self) -> None:
@@ -132,10 +133,49 @@ class Exits:
         position's stop price. Checked on every price and after every fill, never assumed:
         a stop that ended (expired, cancelled at the broker, refused) is placed again; one of
         the wrong size or price is moved with the broker's replace; a stop is never left for
-        shares no longer held. A working exit holds the shares itself, so it waits."""
+        shares no longer held. A working exit holds the shares itself, so it waits.
+
+        Where the broker promises to say when anything changed (:meth:`Broker.revision`: a
+        backtest's), a check that found the shares exactly covered is not repeated until
+        something it reads has changed: the symbol's orders at the broker and in the record, the position's
+        size or stop."""
         book = self.book
         if book.plain or not book.broker.supports_stop_orders:
             return
+        state = self._state_of(symbol)
+        if state is not None and self._verified.get(symbol) == state:
+            return
+        self._keep_protected(symbol)
+        state = self._state_of(symbol)
+        if state is not None and self._covered(symbol):
+            self._verified[symbol] = state
+        else:
+            self._verified.pop(symbol, None)
+
+    def _state_of(self, symbol: str) -> tuple[object, ...] | None:
+        """What the check reads, in a form that tells whether any of it changed; None where the
+        broker cannot say (every check then runs in full)."""
+        book = self.book
+        rev = book.broker.revision(symbol)
+        if rev is None or book.router.queue or not book.router.connected:
+            return None
+        p = book.records.get_position(symbol)
+        return (rev, book.records.revisions.get(symbol, 0), book.book_current, symbol in book.exits_due,
+                None if p is None else (p.qty, p.stop_price), book.stop_orders.get(symbol))
+
+    def _covered(self, symbol: str) -> bool:
+        """Exactly what the check aims at: flat with no stop, or one acknowledged stop of the
+        position's size at its stop price."""
+        p = self.book.position(symbol)
+        stops = self.book.sells(symbol, OrderType.STOP)
+        if p is None or p.qty <= 0 or p.stop_price is None:
+            return p is None and not stops
+        return len(stops) == 1 and stops[0].status != OrderStatus.INTENT and (
+            abs(stops[0].qty - stops[0].filled_qty - p.qty) <= 1e-9
+            and abs((stops[0].stop_price or 0.0) - p.stop_price) < 0.01)
+
+    def _keep_protected(self, symbol: str) -> None:
+        book = self.book
         p = self.true_up(symbol)
         mine = [o for o in book.records.open_orders() if o.symbol == symbol]  # read once: a hot path
         queue = book.router.queue

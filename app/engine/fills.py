@@ -31,6 +31,8 @@ class Fills:
         # what follows a change of a position (the exits give it its stop); set by the core
         self.on_position_changed: Callable[[str], None] = lambda symbol: None
         self._failing: set[str] = set()  # orders whose last read failed: read last
+        # order -> its symbol's revision at the broker when last read (where the broker keeps one)
+        self._read_at: dict[str, int] = {}
 
     def apply_updates(self) -> int:
         """Follow the order reports the broker pushed (Alpaca's trade updates) since the last
@@ -67,9 +69,13 @@ class Fills:
         if self._failing:
             orders.sort(key=lambda o: o.client_order_id in self._failing)
         failed = misses = answered = 0
+        revision = book.broker.revision
         for o in orders:
             if o.client_order_id in book.router.queue:
                 continue
+            rev = revision(o.symbol)
+            if rev is not None and self._read_at.get(o.client_order_id) == rev:
+                continue  # nothing of its symbol changed at the broker since it was last read
             try:
                 b = book.broker.get_order(o.client_order_id)
             except BrokerError as exc:
@@ -82,6 +88,8 @@ class Fills:
                 continue
             misses, answered = 0, answered + 1
             self._failing.discard(o.client_order_id)
+            if rev is not None:
+                self._read_at[o.client_order_id] = rev
             book.router.connected = True  # the broker answered
             if b is None and o.status == OrderStatus.INTENT:  # an intent whose sending failed unseen
                 dropped = replace(o, status=OrderStatus.CANCELED, reason=f"{o.reason}; never reached the broker")
@@ -93,6 +101,9 @@ class Fills:
             book.router.connected = False  # not one read answered: the broker is unreachable
         if symbol is None:
             book.book_current = failed == 0
+            if len(self._read_at) > 2 * len(orders):  # ended orders are read no more
+                self._read_at = {o.client_order_id: self._read_at[o.client_order_id]
+                                 for o in orders if o.client_order_id in self._read_at}
 
     def follow(self, o: Order, seen: Order, protect: bool = True) -> Order:
         """Move the recorded order ``o`` to what the broker says of it (``seen``): book the shares

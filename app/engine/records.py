@@ -31,6 +31,7 @@ class Recorder:
     def __init__(self) -> None:
         self.orders: dict[str, Order] = {}
         self._open: dict[str, Order] = {}  # the open subset, kept so polling stays O(open)
+        self.revisions: dict[str, int] = {}  # symbol -> bumped by each of its orders recorded
         self.trades: list[Trade] = []
         self.signals: dict[str, tuple[TradingSignal, str, str]] = {}
         # the latest only: a backtest makes one per bar (the SQL recorder keeps every one)
@@ -41,6 +42,7 @@ class Recorder:
 
     # orders
     def order(self, order: Order, now: datetime) -> None:
+        self.revisions[order.symbol] = self.revisions.get(order.symbol, 0) + 1
         self.orders[order.client_order_id] = order
         if order.status.is_open:
             self._open[order.client_order_id] = order

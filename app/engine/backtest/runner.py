@@ -14,8 +14,11 @@ same signal, order and fill code.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import groupby
@@ -94,7 +97,7 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     steps = _steps(bars, len(symbols))
     clock = SimClock(steps[0][0].time)
     broker = SimulatedBroker(clock, cfg.cash, cfg.slippage_bps, cfg.commission_per_share,
-                             commission_rate=cfg.commission_rate)
+                             commission_rate=cfg.commission_rate, sole_owner=True)  # no one else trades here
     records = MemoryRecorder()
     calendar = None if cfg.plain else MarketCalendar()
     started = time.perf_counter()
@@ -105,7 +108,8 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     bot.core.book.plain = cfg.plain
     bot.record_quiet_signals = False
     t0 = time.perf_counter()
-    cash, held = _play(steps, symbols, bot, broker, clock, calendar, settings, progress)
+    with _collector.quieter():
+        cash, held = _play(steps, symbols, bot, broker, clock, calendar, settings, progress)
     elapsed = time.perf_counter() - t0
     closes = _closes(steps, symbols)
     equity = np.asarray(cash) + (held * closes).sum(axis=1)  # marked at each close
@@ -149,6 +153,38 @@ def _models(cfg: BacktestConfig, by_symbol: dict[str, list[Bar]], model: SignalM
                                           retrain_every=cfg.retrain_every)
         notes += [f"{symbol}: {n}" for n in said] if len(by_symbol) > 1 else said
     return models, notes
+
+
+class _Collector:
+    """A run makes many short-lived objects while the bars and models made before it live on:
+    those are kept out of the collector's scans (``gc.freeze``), and young objects are
+    collected every 100,000 allocations instead of 700 (a fifth of a 10-symbol run's time went
+    to collections). Restored when the last run going (a GUI thread may run another) ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = gc.get_threshold()
+
+    @contextmanager
+    def quieter(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._saved = gc.get_threshold()
+                gc.freeze()
+                gc.set_threshold(100_000, *self._saved[1:])
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    gc.set_threshold(*self._saved)
+                    gc.unfreeze()
+
+
+_collector = _Collector()
 
 
 def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBot, broker: SimulatedBroker,

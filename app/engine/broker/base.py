@@ -76,5 +76,11 @@ class Broker(abc.ABC):
         """The latest traded price the broker knows, if it offers one."""
         return None
 
+    def revision(self, symbol: str) -> int | None:
+        """A number that changes whenever an order or the position of ``symbol`` changes, where
+        the broker can promise that (nothing but this engine trades the account: a backtest's
+        broker); None (the default) where it cannot, and every check asks the broker again."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook: most brokers hold nothing to release
         """Release connections."""

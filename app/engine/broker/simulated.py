@@ -66,10 +66,13 @@ class SimulatedBroker(Broker):
         book: PaperBook | None = None,
         participation: float | None = None,
         cancel_delay_s: float = 0.0,
+        sole_owner: bool = False,
     ) -> None:
         if participation is not None and not 0.0 < participation <= 1.0:
             raise ValueError(f"participation must be in (0, 1], not {participation}")
         self._clock = clock
+        self._sole_owner = sole_owner  # only the engine trades here: :meth:`revision` may be trusted
+        self._revisions: dict[str, int] = {}
         self._participation = participation
         self._cancel_delay = timedelta(seconds=cancel_delay_s)
         self._cancel_due: dict[str, datetime] = {}  # pending cancels, and when they land
@@ -86,8 +89,10 @@ class SimulatedBroker(Broker):
         loaded = book.load() if book else None
         if loaded:
             self._cash, self._positions, self._orders = loaded
-        self._open: dict[str, Order] = {o.client_order_id: o for o in self._orders.values()
-                                         if o.status.is_open}
+        self._open: dict[str, Order] = {}
+        self._open_of: dict[str, dict[str, Order]] = {}  # the same, by symbol: a bar matches only its own
+        for o in self._orders.values():
+            self._index(o)
         for o in self._open.values():  # cancels pending when the app stopped land at once
             if o.status == OrderStatus.PENDING_CANCEL:
                 self._cancel_due[o.client_order_id] = clock.now()
@@ -197,7 +202,8 @@ class SimulatedBroker(Broker):
         """A new bar in a bar-by-bar run: market orders fill at its open, stops
         inside its range; then the bar's close becomes the mark."""
         with self._lock:
-            fills = self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time, bar.volume) if self._open else []
+            fills = (self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time, bar.volume)
+                     if self._open_of.get(bar.symbol) or self._cancel_due else [])
             self._prices[bar.symbol] = bar.close
             return fills
 
@@ -207,13 +213,11 @@ class SimulatedBroker(Broker):
         fills: list[Fill] = []
         if self._cancel_due:
             self._settle_cancels(time)
-        if not self._open:
-            return []
-        mine = [o for o in self._open.values() if o.symbol == symbol]
+        mine = self._open_of.get(symbol)
         if not mine:
             return fills
         room = None if self._participation is None or volume is None else self._participation * volume
-        for o in mine:
+        for o in list(mine.values()):
             px = self._fill_price(o, open_, high, low)
             if px is None:
                 continue
@@ -272,12 +276,24 @@ class SimulatedBroker(Broker):
         self.fills.append(fill)
         return fill
 
+    def revision(self, symbol: str) -> int | None:
+        """Bumped by every change of one of ``symbol``'s orders (a fill, which moves the position,
+        included); None while a cancel is pending (it lands with the clock, unasked) or when
+        others may trade here."""
+        return self._revisions.get(symbol, 0) if self._sole_owner and not self._cancel_due else None
+
     def _set(self, o: Order) -> None:
+        self._revisions[o.symbol] = self._revisions.get(o.symbol, 0) + 1
         self._orders[o.client_order_id] = o
+        self._index(o)
+
+    def _index(self, o: Order) -> None:
         if o.status.is_open:
             self._open[o.client_order_id] = o
+            self._open_of.setdefault(o.symbol, {})[o.client_order_id] = o
         else:
             self._open.pop(o.client_order_id, None)
+            self._open_of.get(o.symbol, {}).pop(o.client_order_id, None)
 
     def _mark(self, p: Position) -> float:
         return self._prices.get(p.symbol, p.last_price)
