@@ -261,6 +261,7 @@ class MainWindow(QMainWindow):
         w.alertRaised.connect(self.on_alert)
         w.flattenReported.connect(self.on_flatten_report)
         w.watchlistChanged.connect(self.on_watchlist)
+        w.recordProblem.connect(self.on_record_problem)
         self.watchlist.symbolSelected.connect(self.chart_book.select)
         self.watchlist.addRequested.connect(self.add_symbol)
         self.watchlist.removeRequested.connect(self.remove_symbol)
@@ -364,6 +365,19 @@ class MainWindow(QMainWindow):
     def on_alert(self, e: AlertEvent) -> None:
         self.alerts.append(e)
         self.status_bar.showMessage(e.message, 15000)
+
+    @Slot(str, bool)
+    def on_record_problem(self, message: str, halted: bool) -> None:
+        """The record cannot be written: the banner turns red and says so for as long as the app
+        runs (not a status-bar line that fades); once trading has stopped, a dialog too."""
+        head = "TRADING STOPPED: the record cannot be kept" if halted else \
+            "RECORD NOT WRITABLE: no new positions; exits and stops keep working"
+        self.banner.setText(f"  {head}  ")
+        self.banner.setToolTip(message)
+        self.banner.setStyleSheet("background:#b71c1c; color:white; font-weight:bold; padding:4px;")
+        self.status_bar.showMessage(message)
+        if halted and not _offscreen():
+            QMessageBox.critical(self, "AI Trader stopped trading", message)
 
     @Slot(object)
     def on_flatten_report(self, lines: list[str]) -> None:

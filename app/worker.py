@@ -20,6 +20,7 @@ from typing import Any
 from loguru import logger
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
+from app.engine.core import EngineHalted
 from app.engine.events import (
     AlertEvent,
     BarEvent,
@@ -28,6 +29,7 @@ from app.engine.events import (
     OrderEvent,
     PortfolioEvent,
     PredictionEvent,
+    RecordEvent,
     SignalEvent,
     StatusEvent,
     TradeEvent,
@@ -55,6 +57,7 @@ class EngineWorker(QObject):
     alertRaised = Signal(object)  # AlertEvent
     flattenReported = Signal(object)  # list[str]
     watchlistChanged = Signal(object)  # tuple[str, ...]: what the engine trades now
+    recordProblem = Signal(str, bool)  # the record cannot be written: what to do; True once trading stopped
     stopped = Signal()
     _pushed = Signal()  # the broker pushed order updates (from the stream's thread; queued here)
 
@@ -238,6 +241,8 @@ class EngineWorker(QObject):
             return
         try:
             self.ctx.bot.on_trade_updates()
+        except EngineHalted:
+            self._halt()
         except Exception as exc:  # noqa: BLE001 - shown to the user, never silently lost
             logger.exception("Applying pushed order updates failed")
             self.alertRaised.emit(AlertEvent("error", f"engine error: {exc}"))
@@ -249,9 +254,17 @@ class EngineWorker(QObject):
                     if self._timer is not None:
                         self._timer.stop()
                     break
+        except EngineHalted:
+            self._halt()
         except Exception as exc:  # noqa: BLE001 - shown to the user, never silently lost
             logger.exception("Engine step failed")
             self.alertRaised.emit(AlertEvent("error", f"engine error: {exc}"))
+
+    def _halt(self) -> None:
+        """The engine stopped itself (said already, with what to do): no more steps."""
+        if self._timer is not None:
+            self._timer.stop()
+        self._flush_latest()
 
     def _on_event(self, e: Event) -> None:
         if isinstance(e, BarEvent):
@@ -273,6 +286,8 @@ class EngineWorker(QObject):
             self.tradeClosed.emit(e.trade)
         elif isinstance(e, AlertEvent):
             self.alertRaised.emit(e)
+        elif isinstance(e, RecordEvent):
+            self.recordProblem.emit(e.message, e.halted)
 
     def _flush_latest(self) -> None:
         if self._closed:

@@ -35,13 +35,13 @@ class Run(Desk):
     Closing it and opening another on the same folder is a restart."""
 
     def __init__(self, folder: Path, start: datetime = MORNING, mode: str = "auto",
-                 broker: type[SimulatedBroker] = SimulatedBroker) -> None:
+                 broker: type[SimulatedBroker] = SimulatedBroker, **settings: object) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.storage = Storage(folder / "trader.db")
         records = SqlRecorder(self.storage, folder / "pending_records.jsonl")
         self.replayed = records.replay_backup()
         super().__init__(mode, start=start, sim=broker, records=records, book=SqlPaperBook(self.storage),
-                         autostart=False)
+                         autostart=False, **settings)
 
     def start(self) -> Run:
         self.bot.start()

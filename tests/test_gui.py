@@ -197,3 +197,24 @@ def test_importing_a_file_named_spy_offers_spy_not_the_charted_symbol(  # type: 
 
     assert sent.args == ["/data/SPY_15m_2024.csv", "", "15m"], "as the file says: the worker reads it"
     assert asked[0][1][:3] == [FROM_FILE, "SPY", "PLTR"], "the file's word first, its name, then the watchlist"
+
+
+@pytest.mark.settings({"demo_speed": 20000})
+def test_a_record_damaged_mid_session_turns_the_banner_red_and_stops_the_engine(  # type: ignore[no-untyped-def]
+        qtbot, window, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.engine import records
+    from app.engine.storage import Storage
+
+    w = window
+    with qtbot.waitSignal(w.worker.recordProblem, timeout=30_000) as blocker:
+        monkeypatch.setattr(records, "CHECK_EVERY_S", 0.0)
+        monkeypatch.setattr(Storage, "quick_check", lambda self: "database disk image is malformed")
+    message, halted = blocker.args
+    assert halted and "malformed" in message
+    qtbot.waitUntil(lambda: "TRADING STOPPED" in w.banner.text(), timeout=5_000)
+    assert "#b71c1c" in w.banner.styleSheet()
+    assert "malformed" in w.banner.toolTip()
+    qtbot.wait(300)
+    seen = len(w.chart.bars)
+    qtbot.wait(1000)
+    assert len(w.chart.bars) == seen, "the engine went on after it stopped itself"

@@ -231,6 +231,34 @@ def test_the_chart_keeps_every_candle_of_a_long_history(qtbot) -> None:  # type:
     assert chart.time_at(10) == bars[10].time
 
 
+def test_a_chart_left_running_keeps_a_bounded_window_with_its_annotations(  # type: ignore[no-untyped-def]
+        qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bars arriving for days (a demo at 100,000x): the chart keeps the newest, and the P(up)
+    points and markers of the bars it keeps stay on their own bars."""
+    from app.widgets import chart as chart_module
+
+    monkeypatch.setattr(chart_module, "KEEP_BARS", 300)
+    monkeypatch.setattr(chart_module, "TRIM_SLACK", 50)
+    chart = CandleChart()
+    qtbot.addWidget(chart)
+    bars = _bars(2_000)
+    chart.set_history(bars[:100])
+    for k, b in enumerate(bars[100:], start=100):
+        chart.add_bars((b,))
+        chart.add_prediction(b.time, 0.5 + (k % 7) / 100)
+        if k % 100 == 0:
+            chart.add_signal_marker(b.time, b.close, "executed", key=f"s{k}")
+        assert len(chart.bars) <= 350 and len(chart.series) == len(chart.bars)
+    assert chart.bars[-1] == bars[-1] and len(chart.bars) >= 300
+    first = chart.bars[0].time
+    assert all(chart.time_at(x) is not None and chart.time_at(x) >= first for x in chart.pup_x)
+    x = chart.pup_x[-1]
+    assert chart.time_at(x) == bars[-1].time and chart.pup_y[-1] == pytest.approx(0.5 + (1999 % 7) / 100)
+    kept = {key for key in chart._markers}
+    assert kept == {f"s{k}" for k in range(100, 2_000, 100) if bars[k].time >= first}
+    assert all(chart.time_at(i) == bars[int(key[1:])].time for key, (i, _, _) in chart._markers.items())
+
+
 def test_bar_series_aggregation_matches_pandas_resample() -> None:
     pd = pytest.importorskip("pandas")
     bars = [b for i, b in enumerate(_bars(78 * 4, seed=4)) if i not in (5, 6, 100)]  # with gaps

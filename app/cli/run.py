@@ -21,6 +21,7 @@ from loguru import logger
 from app.engine import logs
 from app.engine.bootstrap import build_engine, build_live_engine
 from app.engine.broker.base import BrokerError
+from app.engine.core import EngineHalted
 from app.engine.data.frame import DataError
 from app.engine.data.portfolio import load_portfolio
 from app.engine.events import AlertEvent, Event, EventBus, OrderEvent, SignalEvent, TradeEvent
@@ -111,6 +112,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
         "; Ctrl+C stops")
     pushed = threading.Event()  # the broker pushed order updates: acted on between checks
     ctx.broker.on_trade_update(pushed.set)
+    code = 0
     try:
         while not stop["now"]:
             if not ctx.replay.step():
@@ -119,6 +121,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
                 break
             if pause:
                 _sleep_unless(stop, pause, pushed, ctx.bot.on_trade_updates)
+    except EngineHalted:
+        code = 4  # what happened and what to do was said (an error alert) as it stopped
     finally:
         try:  # the broker may be down: stopping must not fail for that
             equity = f"equity {ctx.broker.account().equity:,.2f}"
@@ -127,7 +131,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
         out(f"stopped after {ctx.replay.bars_played} bars: {equity}, "
             f"{len(ctx.records.trades)} trades this run")
         ctx.close()
-    return 0
+    return code
 
 
 def _sleep_unless(stop: dict[str, bool], seconds: float, pushed: threading.Event | None = None,

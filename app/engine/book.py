@@ -160,6 +160,7 @@ class Book:
             round_trips_today=self.day.round_trips,
             market_open=market_open, minutes_to_close=minutes_left,
             data_stale=self.data_stale(symbol), breaker_tripped=self.day.breaker, working_cost=working_cost,
+            record_failing=self.records.failing,
         )
 
     def data_stale(self, symbol: str | None = None) -> bool:
@@ -199,6 +200,7 @@ class Book:
         if day == self._day:
             return
         self._day = day
+        self.records.prune(now - timedelta(days=self.settings.record_retention_days))  # once a day
         saved = self.records.state_get(f"day.{day.isoformat()}")
         if isinstance(saved, dict) and saved:
             self.day = DayState.from_dict(saved)

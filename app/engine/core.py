@@ -21,7 +21,7 @@ from app.engine.book import Book
 from app.engine.broker.base import Broker
 from app.engine.clock import Clock, MarketCalendar
 from app.engine.entries import Entries
-from app.engine.events import AlertEvent, EventBus
+from app.engine.events import AlertEvent, EventBus, RecordEvent
 from app.engine.exits import Exits
 from app.engine.fills import Fills
 from app.engine.orders import OrderRouter
@@ -29,6 +29,10 @@ from app.engine.reconcile import reconcile
 from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.types import DayState, OrderType, Side, TradingMode, TradingSignal
+
+
+class EngineHalted(RuntimeError):
+    """The engine stopped itself (its record cannot be kept); the message says what to do."""
 
 
 class ExecutionCore:
@@ -40,6 +44,8 @@ class ExecutionCore:
         self.exits = Exits(self.book, self.fills)
         self.entries = Entries(self.book, self.fills, self.exits, TradingMode(settings.mode))
         self._reconcile_pending = False  # the broker was unreachable when we tried
+        self._said_failing = False
+        self.halted = ""  # why the engine stopped itself ("" while it runs)
 
     # ---------------------------------------------------------- the state
     @property
@@ -66,6 +72,7 @@ class ExecutionCore:
     def before_signals(self) -> None:
         """What runs on a closed bar before its signals: the day, the broker's news,
         approvals that expired, then the breaker, the end of the day and the stops."""
+        self._watch_record()
         self.book.roll_day()
         if self._reconcile_pending:
             self._reconcile()
@@ -78,6 +85,7 @@ class ExecutionCore:
         each tick in the demo, at each session's end in a replay with a gap): orders and
         queued retries, approvals that expired, the breaker, the end-of-day flatten and
         every position's stops, at the latest prices known."""
+        self._watch_record()
         self.book.roll_day()
         was_connected = self.router.connected
         if self._reconcile_pending:
@@ -111,6 +119,38 @@ class ExecutionCore:
                 self.flatten_all("end of day")  # a working entry too: filled after the close it would sleep naked
             return
         self.exits.protect_positions()
+
+    def _watch_record(self) -> None:
+        """A record that cannot be written stops new positions (said once, in red); exits and
+        broker stops go on. One that cannot be kept at all (the backup refused too, or the
+        file damaged) stops the engine: everything is closed first, or left to its broker
+        stops (``on_record_lost``). Raises :class:`EngineHalted` from then on."""
+        if self.halted:
+            raise EngineHalted(self.halted)
+        book, rec = self.book, self.book.records
+        rec.check_health()
+        if rec.failing and not self._said_failing:
+            self._said_failing = True
+            msg = (f"The trading record cannot be written ({rec.failing}). No new positions until the app is "
+                   "restarted with it writable; exits and broker stops keep working. Free disk space or fix "
+                   "the permissions of the app's folder, then restart.")
+            logger.error(msg)
+            book.bus.publish(RecordEvent(msg, halted=False))
+            book.bus.publish(AlertEvent("error", msg))
+        if not rec.lost:
+            return
+        if book.settings.on_record_lost == "flatten":
+            self.flatten_all("the record cannot be kept")
+            what = "Every position was sent to be closed at market"
+        else:
+            what = "Positions were left to their broker stops (setting: keep stops)"
+        self.halted = (f"Trading stopped: {rec.lost}. {what}. Free disk space or fix the permissions (or move "
+                       "a damaged trader.db aside), then restart: the app replays what it kept and reconciles "
+                       "with the broker at start.")
+        logger.critical(self.halted)
+        book.bus.publish(RecordEvent(self.halted, halted=True))
+        book.bus.publish(AlertEvent("error", self.halted))
+        raise EngineHalted(self.halted)
 
     def _reconcile(self) -> None:
         """Reconcile with the broker; if it cannot be reached, try again on every

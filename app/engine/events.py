@@ -83,12 +83,21 @@ class AlertEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordEvent:
+    """The trading record cannot be written: no new positions (``halted`` False), or the
+    engine stopped itself because not even the backup could be kept (``halted`` True)."""
+
+    message: str
+    halted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StatusEvent:
     status: EngineStatus
 
 
 Event = (BarEvent | PredictionEvent | SignalEvent | OrderEvent | FillEvent | TradeEvent
-         | PortfolioEvent | AlertEvent | StatusEvent)
+         | PortfolioEvent | AlertEvent | RecordEvent | StatusEvent)
 Handler = Callable[[Event], None]
 
 

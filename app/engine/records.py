@@ -9,6 +9,8 @@ database at the next start, so no trade is lost to a locked or full disk.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -39,6 +41,8 @@ class Recorder:
         self._positions: dict[str, Position] = {}
         self._state: dict[str, Any] = {}
         self.commands: list[dict[str, Any]] = []
+        self.failing = ""  # why a write was refused ("" while every write lands): no new positions
+        self.lost = ""  # why not even the backup could be kept, or the file is damaged: trading stops
 
     # orders
     def order(self, order: Order, now: datetime) -> None:
@@ -93,13 +97,28 @@ class Recorder:
         self.commands.append({"time": time, "kind": kind, "client_order_id": coid,
                               "payload": payload, "outcome": outcome})
 
+    def check_health(self) -> None:
+        """A record in memory cannot fail (the SQL one checks its file)."""
+
+    def prune(self, before: datetime) -> None:
+        """Forget predictions and signals older than ``before`` (the memory one keeps only the
+        latest predictions anyway, and a backtest's signals live as long as the run)."""
+
 
 MemoryRecorder = Recorder
 
 
+JOURNALED = ("order", "trade")  # what the backup file keeps when the database refuses it
+CHECK_EVERY_S = 300.0  # the database's integrity is checked this often while running
+
+
 class SqlRecorder(Recorder):
-    def __init__(self, storage: Any, backup_path: Path) -> None:
+    def __init__(self, storage: Any, backup_path: Path, monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self._storage = storage
+        self._monotonic = monotonic
+        self._checked = monotonic()
+        self._refused: set[str] = set()  # kinds whose refusal was logged (once each: not on every bar)
         self._orders = st.OrderRepository(storage)
         self._trades = st.TradeRepository(storage)
         self._signals = st.SignalRepository(storage)
@@ -153,13 +172,58 @@ class SqlRecorder(Recorder):
 
     # ------------------------------------------------------------ backup
     def _write(self, kind: str, data: dict[str, Any], op: Callable[[], None]) -> None:
+        """Write to the database; a refused write makes the record ``failing`` (no new positions)
+        and an order or a trade goes to the backup file, synced to the disk, for the next start.
+        When that fails too, the record is ``lost`` and the engine stops trading."""
         try:
             op()
+            return
         except Exception as exc:  # noqa: BLE001 - the record must survive a refusing database
-            logger.error("Database write of {} failed ({}); kept in {}", kind, exc, self.backup_path)
-            if kind in ("order", "trade"):
-                with self.backup_path.open("a") as fh:
-                    fh.write(json.dumps({"kind": kind, "data": data}) + "\n")
+            refused = f"a {kind} write failed: {exc}"
+        if not self.failing:
+            self.failing = refused
+        if kind not in JOURNALED:
+            if kind not in self._refused:
+                self._refused.add(kind)
+                logger.error("Database write of {} failed ({}); not kept (only orders and trades are backed up): "
+                             "further {} refusals are not logged", kind, refused, kind)
+            return
+        try:
+            with self.backup_path.open("a") as fh:
+                fh.write(json.dumps({"kind": kind, "data": data}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())  # on the disk before the engine goes on: it is the only copy
+        except OSError as exc:
+            if not self.lost:
+                self.lost = f"{refused}, and its backup {self.backup_path} could not be written either ({exc})"
+            logger.critical("Database write of {} failed and its backup too: {}", kind, exc)
+            return
+        logger.error("Database write of {} failed ({}); kept in {}", kind, refused, self.backup_path)
+
+    def prune(self, before: datetime) -> None:
+        """Predictions and signals older than the retention go (a row of each per bar would
+        grow the file without end); trades, orders and positions are never pruned."""
+        counts: list[int] = []
+
+        def op() -> None:
+            with self._storage.atomic():
+                counts.extend((self._preds.prune(before), self._signals.prune(before)))
+
+        self._write("prune", {}, op)
+        if counts and any(counts):
+            logger.info("Pruned {} predictions and {} signals from before {:%Y-%m-%d}", *counts, before)
+
+    def check_health(self) -> None:
+        """Every CHECK_EVERY_S seconds, SQLite's quick check of the file: damage found while
+        running (a disk error, another program writing into it) stops the trading."""
+        now = self._monotonic()
+        if self.lost or now - self._checked < CHECK_EVERY_S:
+            return
+        self._checked = now
+        problem = self._storage.quick_check()
+        if problem:
+            self.lost = f"{self._storage.path} failed its integrity check while running ({problem})"
+            logger.critical(self.lost)
 
     def replay_backup(self) -> int:
         """Write records kept in the backup file into the database; returns how many."""

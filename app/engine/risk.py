@@ -31,6 +31,7 @@ class RiskContext:
     data_stale: bool = False
     breaker_tripped: bool = False
     working_cost: float = 0.0  # what the entries still working will cost: cash already spoken for
+    record_failing: str = ""  # why the trading record cannot be written ("" while it can)
 
 
 def exposure(positions: tuple[Position, ...]) -> float:
@@ -62,6 +63,8 @@ def _entry_refusal(ctx: RiskContext, s: Settings) -> str:
         return "account equity is not positive"
     if ctx.side == Side.SELL:
         return "the app trades long only (long-only): a sell never opens a position"
+    if ctx.record_failing:
+        return f"the trading record cannot be written ({ctx.record_failing}): no new positions"
     if not ctx.market_open:
         return "market is closed"
     if ctx.data_stale:

@@ -60,6 +60,10 @@ class Settings:
     no_entry_minutes_before_close: int = _num(15, 0, 120, "No entries in last N minutes")
     flatten_minutes_before_close: int = _num(5, 1, 60, "Close positions N minutes before close")
     eod_flatten: bool = _flag(True, "Close all positions before the close")
+    # when not even the backup of the record can be written: close everything, or leave the
+    # positions to their broker stops; either way the engine then stops
+    on_record_lost: str = _choice("flatten", ("flatten", "keep_stops"), "If the record cannot be kept")
+    record_retention_days: int = _num(90, 7, 3650, "Keep predictions and signals (days)")
     fractional: bool = _flag(False, "Fractional shares")
     max_price_move_pct: float = _num(0.01, 0.001, 0.10, "Max price move before approval")
     # --- signals

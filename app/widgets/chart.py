@@ -22,6 +22,9 @@ from app.engine.types import NY, Bar
 from app.widgets.chart_items import CandleItem, VolumeItem
 from app.widgets.chart_series import BarSeries, C, H, L, V, bollinger, display_index, ema, sma
 
+KEEP_BARS = 20_000  # engine bars a running chart keeps (beyond the history it was opened with)
+TRIM_SLACK = 2_000  # trimmed this many bars past the bound: a rebuild now and then, not on each bar
+
 FOLLOW_CANDLES = 160  # how many candles the chart shows while following the newest
 WARMUP = 200  # candles computed before the visible range so EMAs and bands have settled
 FACTORS = (1, 3, 6)  # display timeframes as multiples of the engine's bar
@@ -62,6 +65,7 @@ class CandleChart(QWidget):
         self.setToolTip("Price chart: drag to pan, wheel to zoom, double-click to follow, hover for OHLCV")
         self.bar_minutes = bar_minutes
         self.bars: list[Bar] = []
+        self._keep = KEEP_BARS
         self.series = BarSeries(bar_minutes * 60)
         self.view = self.series.view()
         self.factor = 1
@@ -174,15 +178,31 @@ class CandleChart(QWidget):
 
     def set_history(self, bars: tuple[Bar, ...] | list[Bar]) -> None:
         self.bars = list(bars)
+        self._keep = max(KEEP_BARS, len(self.bars))  # a long history given is shown whole; what follows is bounded
         self.series.reset(self.bars)
         self._forming = None
         self._redraw()
 
     def add_bars(self, bars: tuple[Bar, ...]) -> None:
         self.bars.extend(bars)
-        self.series.append(bars)  # append to the cached arrays: no rebuild from Bar objects
+        if len(self.bars) > self._keep + TRIM_SLACK:
+            self._trim()
+        else:
+            self.series.append(bars)  # append to the cached arrays: no rebuild from Bar objects
         self._forming = None
         self._redraw()
+
+    def _trim(self) -> None:
+        """A session left running for days: the oldest bars go (every TRIM_SLACK bars, not on
+        each), with the P(up) points and markers on them; the rest keep their times."""
+        drop = len(self.bars) - self._keep
+        n = len(self.series)
+        preds = [(self.bars[x].time, y) for x, y in zip(self.pup_x, self.pup_y, strict=True) if drop <= x < n]
+        marks = [(key, self.bars[i].time, price, kind) for key, (i, price, kind) in self._markers.items()
+                 if drop <= i < n]
+        self.bars = self.bars[drop:]
+        self.series.reset(self.bars)
+        self.set_annotations(preds, marks)
 
     def set_forming(self, bar: Bar) -> None:
         if self.bars and bar.time <= self.bars[-1].time:

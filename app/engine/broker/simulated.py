@@ -29,6 +29,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from loguru import logger
+
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import Clock
 from app.engine.types import (
@@ -73,6 +75,7 @@ class SimulatedBroker(Broker):
         self._clock = clock
         self._sole_owner = sole_owner  # only the engine trades here: :meth:`revision` may be trusted
         self._revisions: dict[str, int] = {}
+        self._unsaved = ""  # why the paper account's last save failed ("" when saved)
         self._participation = participation
         self._cancel_delay = timedelta(seconds=cancel_delay_s)
         self._cancel_due: dict[str, datetime] = {}  # pending cancels, and when they land
@@ -299,5 +302,16 @@ class SimulatedBroker(Broker):
         return self._prices.get(p.symbol, p.last_price)
 
     def _persist(self) -> None:
-        if self._book is not None:
+        """The paper account to its book on disk. A refused save leaves the account as it is
+        in memory (an order in flight must not break halfway); the engine's record failing
+        with it stops new positions."""
+        if self._book is None:
+            return
+        try:
             self._book.save(self._cash, dict(self._positions), dict(self._orders))
+        except Exception as exc:  # noqa: BLE001 - a full or read-only disk: said, never raised into an order
+            if not self._unsaved:
+                logger.error("The paper account could not be saved ({}); it goes on in memory", exc)
+            self._unsaved = str(exc)
+        else:
+            self._unsaved = ""

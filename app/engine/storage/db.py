@@ -7,7 +7,10 @@ the app refuses to trade until the user acts.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from playhouse.migrate import SqliteMigrator, migrate  # type: ignore[import-unt
 from app.engine.storage.models import ALL_MODELS
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
+MIN_FREE_BYTES = 200 * 2**20  # refused below this: a record that fills the disk mid-day loses trades
 
 
 class StorageError(RuntimeError):
@@ -47,6 +51,7 @@ class Storage:
                 "never run here, delete it; otherwise restore your record from a backup. (An empty file "
                 "is not silently made a fresh $100,000 account.)"
             )
+        _check_writable(self.path)
         if existed and not _looks_like_sqlite(self.path):
             raise StorageError(
                 f"{self.path} is not a SQLite database (corrupted?). Move it aside "
@@ -104,6 +109,19 @@ class Storage:
         logger.warning("Database {} migrated: added {}; the old file is kept as {}", self.path,
                        ", ".join(f"{m._meta.table_name}.{f.column_name}" for m, f in missing), backup)
 
+    def quick_check(self) -> str:
+        """SQLite's quick integrity check of the file as it is on the disk (a connection of its
+        own: the app's caches pages it has read): "" when sound, else what is wrong."""
+        try:
+            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            return str(exc)
+        return "" if rows == ["ok"] else "; ".join(str(r) for r in rows[:3])
+
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
@@ -122,6 +140,29 @@ def _missing_columns(db: pw.SqliteDatabase) -> list[tuple[type[pw.Model], Any]]:
         if have:
             out += [(model, f) for f in model._meta.sorted_fields if f.column_name not in have]
     return out
+
+
+_ANY_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a record that cannot be written before anything trades on it: the file, its WAL
+    and shared-memory files and its folder writable (by their permissions: an administrator
+    account would write through them, but the user made them read-only for a reason), and
+    room on the disk."""
+    folder = path.parent
+    for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if f.exists() and (not os.access(f, os.W_OK) or not f.stat().st_mode & _ANY_WRITE):
+            raise StorageError(f"{f} is read-only: the app could not record its trades: fix its permissions "
+                               f"(chmod u+w '{f}') and restart.")
+    if not os.access(folder, os.W_OK):
+        raise StorageError(f"the folder {folder} is read-only: the app could not record its trades. "
+                           "Fix its permissions and restart.")
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(f"only {free / 2**20:.0f} MB free on the disk holding {path}; the app needs "
+                           f"{MIN_FREE_BYTES / 2**20:.0f} MB to keep its record through a trading day. "
+                           "Free some space and restart.")
 
 
 def _looks_like_sqlite(path: Path) -> bool:

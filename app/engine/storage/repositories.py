@@ -173,6 +173,11 @@ class SignalRepository:
                     SignalRow.decided_at: decided_at},
         ).execute()
 
+    def prune(self, before: datetime) -> int:
+        """Delete the signals made before ``before`` (one still waiting for the user stays)."""
+        return int(SignalRow.delete().where((SignalRow.time < before)
+                                            & (SignalRow.status != SignalStatus.PENDING.value)).execute())
+
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
         q = SignalRow.select().order_by(SignalRow.time.desc()).limit(limit)
         return [
@@ -309,6 +314,10 @@ class PredictionRepository:
 
     def count(self) -> int:
         return PredictionRow.select().count()
+
+    def prune(self, before: datetime) -> int:
+        """Delete the predictions of bars before ``before``; how many went."""
+        return int(PredictionRow.delete().where(PredictionRow.bar_time < before).execute())
 
 
 class StateRepository:

@@ -1,0 +1,238 @@
+"""When the record cannot be written: refused at start, no new positions while running, and a
+clean stop (everything closed, or left to its broker stops) when not even the backup can be
+kept. Real SQLite files; a database "full" is SQLite's own refusal, raised by a trigger."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_engine_storage import REFUSE, Run
+
+from app.engine import records as records_module
+from app.engine.bootstrap import build_engine
+from app.engine.core import EngineHalted
+from app.engine.events import RecordEvent
+from app.engine.paths import AppPaths
+from app.engine.settings import Settings
+from app.engine.storage import OrderRepository, Storage, StorageError
+from app.engine.storage import db as db_module
+from app.engine.types import OrderStatus, OrderType, Side
+from app.main import main as cli_main
+
+EVERY_TABLE = ("prediction", "signal", "order", "trade", "position", "command", "state", "sim_position")
+
+
+def refuse(run: Run, *tables: str) -> None:
+    """The disk is full: SQLite refuses every insert into these tables from now on."""
+    for t in tables:
+        run.storage.db.execute_sql(REFUSE.format(t=t))
+        run.storage.db.execute_sql(REFUSE.format(t=t).replace("refuse_", "refuse_upd_")
+                                   .replace("BEFORE INSERT", "BEFORE UPDATE"))
+
+
+def record_events(run: Run) -> list[RecordEvent]:
+    return [e for e in run.events if isinstance(e, RecordEvent)]
+
+
+# ------------------------------------------------------------------ at start
+def test_a_read_only_database_is_refused_at_start_naming_the_file(tmp_path: Path) -> None:
+    """Permissions say read-only: refused before anything trades (even for an account that
+    could write through them: the user made it read-only for a reason)."""
+    paths = AppPaths(tmp_path / "home").ensure()
+    Storage(paths.database).close()
+    for name in (paths.database, Path(f"{paths.database}-wal")):
+        if name.exists():
+            name.chmod(stat.S_IRUSR | stat.S_IRGRP)
+            with pytest.raises(StorageError, match="read-only") as err:
+                build_engine(paths, Settings(), sleep=lambda s: None)
+            assert str(name) in str(err.value) and "chmod" in str(err.value)
+            name.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_too_little_free_disk_is_refused_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db_module.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=0,
+                                                                                  free=50 * 2**20))
+    with pytest.raises(StorageError, match=r"only 50 MB free .* needs 200 MB"):
+        Storage(tmp_path / "trader.db")
+    assert not (tmp_path / "trader.db").exists()
+
+
+def test_headless_says_what_is_wrong_with_a_read_only_record(app_home: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    paths = AppPaths(app_home)
+    paths.ensure()
+    Storage(paths.database).close()
+    paths.database.chmod(stat.S_IRUSR)
+    try:
+        assert cli_main(["run", "--headless", "--max-bars", "3", "--speed", "0"]) == 2
+    finally:
+        paths.database.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    out = capsys.readouterr().out
+    assert "read-only" in out and "Traceback" not in out
+
+
+# ------------------------------------------------------------- while running
+def test_a_refused_write_stops_new_positions_but_not_the_exits(tmp_path: Path) -> None:
+    run = Run(tmp_path).start()
+    held = run.buy(20.0)
+    refuse(run, "prediction", "signal")  # the disk filled up
+    run.close_bar(20.2, p_up=0.95)
+    run.tick(20.2)  # the next check says so
+    (said,) = record_events(run)  # once, however many writes fail after
+    assert not said.halted and "No new positions" in said.message
+    run.close_bar(20.1, p_up=0.95)
+    run.tick(20.1)
+    assert len(record_events(run)) == 1
+    assert run.position is not None and run.position.qty == held.qty, "something more was bought"
+    (stop,) = run.broker_orders(Side.SELL, OrderType.STOP)
+    assert stop.qty == held.qty, "the shares lost their broker stop"
+
+    run.tick(held.stop_price - 0.5)  # the stop is hit: the exit works, and is recorded
+    run.tick(held.stop_price - 0.5)
+    assert run.position is None
+    assert run.records.trades and run.records.trades[-1].exit_reason in ("stop loss", "exit: stop loss")
+    # and with the shares gone, a strong signal still opens nothing
+    run.close_bar(19.0, p_up=0.99)
+    run.tick(19.0)
+    assert run.position is None
+    refused = [d for s, d in run.signal_events() if s == "refused"]
+    assert any("record cannot be written" in d for d in refused)
+    run.close()
+
+
+def test_when_not_even_the_backup_can_be_written_everything_is_closed_and_trading_stops(tmp_path: Path) -> None:
+    run = Run(tmp_path).start()
+    run.buy(20.0)
+    run.records.backup_path = tmp_path / "journal-is-a-folder"
+    run.records.backup_path.mkdir()  # writing the backup fails (as on a full disk)
+    refuse(run, *EVERY_TABLE)
+    run.close_bar(20.0, p_up=0.05)  # an exit: its order can be kept neither in the database nor the backup
+    with pytest.raises(EngineHalted, match="Trading stopped"):
+        run.tick(20.0)
+    assert run.broker_orders(Side.SELL, OrderType.STOP) == [], "the stop was left behind a flatten"
+    run.sim.on_price("PLTR", 20.0, run.clock.now())
+    assert run.sim.positions() == [], "flatten-all did not close the position"
+    halted = [e for e in record_events(run) if e.halted]
+    assert len(halted) == 1 and "restart" in halted[0].message
+    with pytest.raises(EngineHalted):  # it stays stopped
+        run.tick(20.0)
+    run.close()
+
+
+def test_keep_stops_leaves_the_positions_to_their_broker_stops(tmp_path: Path) -> None:
+    run = Run(tmp_path).start()
+    run.bot.update_settings(run.settings.updated(on_record_lost="keep_stops"))
+    held = run.buy(20.0)
+    run.records.backup_path = tmp_path / "journal-is-a-folder"
+    run.records.backup_path.mkdir()
+    refuse(run, *EVERY_TABLE)
+    run.tick(21.2)  # +6%: the trailing stop moves up; the moved stop's order cannot be kept anywhere
+    with pytest.raises(EngineHalted, match="left to their broker stops"):
+        run.tick(21.2)
+    (stop,) = run.broker_orders(Side.SELL, OrderType.STOP)
+    assert stop.qty == held.qty and run.sim.position("PLTR").qty == held.qty
+    assert stop.stop_price > held.stop_price, "the trailing stop the broker holds is the moved one"
+    run.close()
+
+
+def test_a_full_disk_then_a_restart_leaves_no_order_the_broker_never_saw(tmp_path: Path) -> None:
+    """The paper account could not be saved either: at the next start the order kept in the
+    backup is replayed first, then reconciled (unknown to the broker), in one start."""
+    run = Run(tmp_path).start()
+    refuse(run, *EVERY_TABLE)
+    run.close_bar(20.0, p_up=0.95)  # an entry's order is kept only in the backup: refused now anyway
+    run.close()
+    for t in EVERY_TABLE:
+        run.storage = Storage(tmp_path / "trader.db")
+        run.storage.db.execute_sql(f"DROP TRIGGER IF EXISTS refuse_{t}")
+        run.storage.db.execute_sql(f"DROP TRIGGER IF EXISTS refuse_upd_{t}")
+        run.storage.close()
+    again = Run(tmp_path).start()
+    assert [o for o in OrderRepository(again.storage).open_orders()] == []
+    assert all(o.status != OrderStatus.NEW for o in OrderRepository(again.storage).recent())
+    again.close()
+
+
+def test_the_backup_is_synced_to_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(records_module.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    run = Run(tmp_path).start()
+    refuse(run, "order")
+    run.close_bar(20.0, p_up=0.95)
+    assert (tmp_path / "pending_records.jsonl").read_text().count('"kind": "order"') >= 1
+    assert synced, "the only copy of an order was left in the page cache"
+    run.close()
+
+
+def test_damage_found_while_running_stops_trading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The integrity check runs every few minutes (a pinned clock here); damage stops trading."""
+    now = [0.0]
+    run = Run(tmp_path)
+    run.records._monotonic, run.records._checked = (lambda: now[0]), 0.0
+    run.start()
+    run.buy(20.0)
+    now[0] += records_module.CHECK_EVERY_S
+    run.tick(20.0)  # checked (the real check): sound, trading goes on
+    monkeypatch.setattr(Storage, "quick_check", lambda self: "row 7 missing from index order_status")
+    run.tick(20.0)  # not yet due
+    now[0] += records_module.CHECK_EVERY_S
+    with pytest.raises(EngineHalted, match=r"integrity check while running \(row 7 missing"):
+        run.tick(20.0)
+    run.close()
+
+
+def test_quick_check_finds_a_page_overwritten_while_the_app_has_the_file_open(tmp_path: Path) -> None:
+    path = tmp_path / "trader.db"
+    storage = Storage(path)
+    assert storage.quick_check() == ""
+    storage.db.execute_sql("CREATE TABLE filler (x TEXT)")
+    for k in range(400):
+        storage.db.execute_sql("INSERT INTO filler VALUES (?)", (f"{k:0>200}",))
+    storage.db.execute_sql("CREATE INDEX filler_x ON filler (x)")
+    storage.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as fh:  # another program writes over one page of the open file
+        fh.seek(4096 * 20)
+        fh.write(b"\x0d" * 4096)
+    assert storage.quick_check() != ""
+    storage.close()
+
+
+def test_headless_stops_cleanly_when_the_record_is_damaged_mid_run(app_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(records_module, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(Storage, "quick_check", lambda self: "database disk image is malformed")
+    assert cli_main(["run", "--headless", "--max-bars", "20", "--speed", "0"]) == 4
+    out = capsys.readouterr().out
+    assert "Trading stopped" in out and "malformed" in out and "restart" in out
+    assert "Traceback" not in out and "stopped after" in out
+
+
+# ------------------------------------------------------------- bounded growth
+def test_predictions_and_signals_older_than_the_retention_are_pruned_trades_and_orders_never(
+        tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from app.engine.storage import PredictionRepository, SignalRepository, TradeRepository
+
+    run = Run(tmp_path, record_retention_days=7)
+    run.start()
+    run.buy(20.0)
+    run.close_bar(20.5, p_up=0.05)  # the exit: a trade
+    run.tick(20.5)
+    for _ in range(5):
+        run.close_bar(20.5, p_up=0.3)
+    old = {r["signal_id"] for r in SignalRepository(run.storage).recent()}
+    assert PredictionRepository(run.storage).count() >= 7 and len(old) >= 5
+    orders, trades = OrderRepository(run.storage).count(), len(TradeRepository(run.storage).all())
+    assert trades == 1
+    run.clock.advance(timedelta(days=8))  # a week and a day later, the next bar
+    run.close_bar(21.0, p_up=0.5)
+    assert PredictionRepository(run.storage).count() == 1, "the old predictions are still there"
+    assert not old & {r["signal_id"] for r in SignalRepository(run.storage).recent()}, "old signals kept"
+    assert OrderRepository(run.storage).count() == orders and len(TradeRepository(run.storage).all()) == 1
+    run.close()
