@@ -90,3 +90,34 @@ def test_canceling_a_finished_or_unknown_order_is_harmless() -> None:
     b.cancel("buy")
     b.cancel("never-heard-of-it")
     assert b.get_order("buy").status == OrderStatus.FILLED
+
+
+def test_a_long_running_paper_account_keeps_its_open_stop_and_only_the_latest_finished_orders(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Weeks of trading: the account does not carry (and save on every change) every order it
+    ever had, yet its oldest open order, a GTC stop, survives in the book across a restart."""
+    from app.engine.broker import simulated
+    from app.engine.storage import Storage
+    from app.engine.storage.paper import SqlPaperBook
+
+    monkeypatch.setattr(simulated, "KEEP_FINISHED", 20)
+    storage = Storage(tmp_path / "trader.db")
+    clock = SimClock(T0)
+    b = SimulatedBroker(clock, 1_000_000.0, book=SqlPaperBook(storage))
+    b.on_price("PLTR", 20.0, T0)
+    b.submit(mkt("entry", Side.BUY, 1_000))
+    b.on_price("PLTR", 20.0, T0)
+    b.submit(stop("the-stop", 1_000, 15.0))
+    for k in range(200):  # round trips of another stock
+        b.submit(Order(f"b{k}", "NVDA", Side.BUY, 1, OrderType.MARKET, OrderStatus.INTENT, T0))
+        b.on_price("NVDA", 100.0, T0)
+        b.submit(Order(f"s{k}", "NVDA", Side.SELL, 1, OrderType.MARKET, OrderStatus.INTENT, T0))
+        b.on_price("NVDA", 100.0, T0)
+    finished = [o for o in b._orders.values() if not o.status.is_open]
+    assert len(finished) <= 40, f"{len(finished)} finished orders kept"
+    assert b.get_order("s199").status == OrderStatus.FILLED  # the latest still known: a resubmit is recognised
+    again = SimulatedBroker(clock, 1_000_000.0, book=SqlPaperBook(storage))
+    assert again.get_order("the-stop").status == OrderStatus.NEW
+    assert [o.client_order_id for o in again.open_orders()] == ["the-stop"]
+    assert again.position("PLTR").qty == 1_000
+    storage.close()

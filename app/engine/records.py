@@ -109,6 +109,7 @@ MemoryRecorder = Recorder
 
 
 JOURNALED = ("order", "trade")  # what the backup file keeps when the database refuses it
+KEEP_FINISHED = 2_000  # finished orders the SQL record also keeps in memory (the rest: in the file)
 CHECK_EVERY_S = 300.0  # the database's integrity is checked this often while running
 
 
@@ -135,6 +136,11 @@ class SqlRecorder(Recorder):
     def order(self, order: Order, now: datetime) -> None:
         super().order(order, now)
         self._write("order", _order_json(order), lambda: self._orders.save(order, now))
+        if len(self.orders) - len(self._open) > 2 * KEEP_FINISHED and not self.failing:
+            # finished orders are read from the database (get_order); memory keeps the latest
+            finished = [k for k, o in self.orders.items() if not o.status.is_open]
+            for k in finished[:-KEEP_FINISHED]:
+                del self.orders[k]
 
     def get_order(self, client_order_id: str) -> Order | None:
         return self.orders.get(client_order_id) or self._orders.get(client_order_id)

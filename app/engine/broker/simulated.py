@@ -54,6 +54,9 @@ class PaperBook(Protocol):
     def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> None: ...
 
 
+KEEP_FINISHED = 2_000  # finished orders remembered (a resubmitted id is still recognised)
+
+
 class SimulatedBroker(Broker):
     kind = BrokerKind.SIMULATED
     supports_stop_orders = True
@@ -301,10 +304,21 @@ class SimulatedBroker(Broker):
     def _mark(self, p: Position) -> float:
         return self._prices.get(p.symbol, p.last_price)
 
+    def _forget_old(self) -> None:
+        """Keep the open orders and the latest KEEP_FINISHED finished ones (what the paper book
+        keeps on disk too): an account trading for weeks must not carry, and save, every order
+        it ever had. Amortised: done when twice that many have gathered."""
+        if len(self._orders) - len(self._open) <= 2 * KEEP_FINISHED:
+            return
+        finished = [k for k, o in self._orders.items() if not o.status.is_open]
+        for k in finished[:-KEEP_FINISHED]:
+            del self._orders[k]
+
     def _persist(self) -> None:
         """The paper account to its book on disk. A refused save leaves the account as it is
         in memory (an order in flight must not break halfway); the engine's record failing
         with it stops new positions."""
+        self._forget_old()
         if self._book is None:
             return
         try:

@@ -38,12 +38,13 @@ class SqlPaperBook:
     def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> None:
         import json
 
-        # Finished orders are the engine's record now; the book keeps open ones and
-        # the ids of finished ones so a resubmitted id is still recognised.
+        # Finished orders are the engine's record now; the book keeps open ones and the
+        # latest finished ones (the broker bounds them) so a resubmitted id is still
+        # recognised. No slice here: an old open stop must never be cut from the book.
         kept = [_order_to(o) for o in orders.values()]
         with self._s.atomic():
             StateRow.insert(key=_CASH, value=json.dumps(cash)).on_conflict_replace().execute()
-            StateRow.insert(key=_ORDERS, value=json.dumps(kept[-2000:])).on_conflict_replace().execute()
+            StateRow.insert(key=_ORDERS, value=json.dumps(kept)).on_conflict_replace().execute()
             SimPositionRow.delete().execute()
             for p in positions.values():
                 SimPositionRow.insert(symbol=p.symbol, qty=p.qty, avg_price=p.avg_price,
