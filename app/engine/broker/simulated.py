@@ -54,7 +54,7 @@ class PaperBook(Protocol):
     def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> None: ...
 
 
-KEEP_FINISHED = 2_000  # finished orders remembered (a resubmitted id is still recognised)
+KEEP_FINISHED = 500  # finished orders remembered (a resubmitted id is still recognised), saved on each change
 
 
 class SimulatedBroker(Broker):

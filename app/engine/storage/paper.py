@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +10,7 @@ from app.engine.storage.db import Storage
 from app.engine.storage.models import SimPositionRow, StateRow
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side
 
+_ORDER_FIELDS = fields(Order)
 _CASH = "paper.cash"
 _ORDERS = "paper.open_orders"
 
@@ -52,7 +53,7 @@ class SqlPaperBook:
 
 
 def _order_to(o: Order) -> dict[str, Any]:
-    d = asdict(o)
+    d = {f.name: getattr(o, f.name) for f in _ORDER_FIELDS}  # asdict deep-copies: 20x slower, saved often
     for k in ("created_at", "filled_at"):
         d[k] = d[k].isoformat() if d[k] else None
     d["side"], d["order_type"], d["status"] = o.side.value, o.order_type.value, o.status.value
