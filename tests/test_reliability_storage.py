@@ -139,6 +139,27 @@ def test_keep_stops_leaves_the_positions_to_their_broker_stops(tmp_path: Path) -
     run.close()
 
 
+@pytest.mark.parametrize("on_lost", ["flatten", "keep_stops"])
+def test_an_approval_waiting_when_trading_stops_opens_nothing(tmp_path: Path, on_lost: str) -> None:
+    """The approval panel may still show a signal after the stop: approving it buys nothing."""
+    run = Run(tmp_path, mode="hybrid").start()
+    run.bot.update_settings(run.settings.updated(on_record_lost=on_lost))
+    run.close_bar(20.0, p_up=0.75)  # 0.70-0.80 in Hybrid: waits for the user
+    (sid,) = run.bot.pending
+    run.records.backup_path = tmp_path / "journal-is-a-folder"
+    run.records.backup_path.mkdir()
+    refuse(run, *EVERY_TABLE)
+    run.records.lost = "the disk is full"
+    with pytest.raises(EngineHalted):
+        run.tick(20.0)
+    assert run.bot.pending == {}, "the stopped engine still offers the approval"
+    said = run.bot.approve(sid)
+    assert "stopped" in said or "no longer pending" in said
+    run.sim.on_price("PLTR", 20.0, run.clock.now())
+    assert run.broker_orders(Side.BUY) == [] and run.sim.positions() == []
+    run.close()
+
+
 def test_a_full_disk_then_a_restart_leaves_no_order_the_broker_never_saw(tmp_path: Path) -> None:
     """The paper account could not be saved either: at the next start the order kept in the
     backup is replayed first, then reconciled (unknown to the broker), in one start."""

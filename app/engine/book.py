@@ -160,7 +160,7 @@ class Book:
             round_trips_today=self.day.round_trips,
             market_open=market_open, minutes_to_close=minutes_left,
             data_stale=self.data_stale(symbol), breaker_tripped=self.day.breaker, working_cost=working_cost,
-            record_failing=self.records.failing,
+            record_failing=self.records.failing or self.records.lost,
         )
 
     def data_stale(self, symbol: str | None = None) -> bool:

@@ -139,6 +139,7 @@ class ExecutionCore:
             book.bus.publish(AlertEvent("error", msg))
         if not rec.lost:
             return
+        self._withdraw_entries("trading stopped: the record cannot be kept")
         if book.settings.on_record_lost == "flatten":
             self.flatten_all("the record cannot be kept")
             what = "Every position was sent to be closed at market"
@@ -164,6 +165,9 @@ class ExecutionCore:
 
     # ------------------------------------------------------- user commands
     def approve(self, signal_id: str) -> str:
+        if self.halted:  # the approval panel may still show it: nothing opens after a stop
+            self.entries.withdraw_all("trading stopped")
+            return "trading has stopped: nothing new is opened until the app is restarted"
         return self.entries.approve(signal_id)
 
     def reject(self, signal_id: str) -> None:
@@ -181,10 +185,8 @@ class ExecutionCore:
         """Cancel every open order, then close every position at market.
         Idempotent: an exit already working is not sent again."""
         book, report = self.book, []
-        self.entries.withdraw_all(reason)
+        self._withdraw_entries(reason)
         self.fills.sync()  # a fill since the last check is a position to close, not an order to cancel
-        for coid in [c for c, q in self.router.queue.items() if q.order.side == Side.BUY]:
-            self.router.drop(coid, reason)
         for o in book.records.open_orders():
             if o.side == Side.SELL and o.order_type == OrderType.MARKET:
                 continue  # an exit already working: leave it to fill
@@ -201,6 +203,12 @@ class ExecutionCore:
         for line in report:
             logger.info("Flatten: {}", line)
         return report
+
+    def _withdraw_entries(self, reason: str) -> None:
+        """Approvals waiting and entries queued for a retry (or for the open) are given up."""
+        self.entries.withdraw_all(reason)
+        for coid in [c for c, q in self.router.queue.items() if q.order.side == Side.BUY]:
+            self.router.drop(coid, reason)
 
     def close_position(self, symbol: str) -> str:
         return self.exits.exit(symbol, "closed by the user")
