@@ -4,23 +4,28 @@ kept. Real SQLite files; a database "full" is SQLite's own refusal, raised by a 
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from desk import Desk, FlakyBroker
 from test_engine_storage import REFUSE, Run
 
 from app.engine import records as records_module
 from app.engine.bootstrap import build_engine
+from app.engine.broker.base import BrokerError
+from app.engine.broker.simulated import SimulatedBroker
 from app.engine.core import EngineHalted
 from app.engine.events import RecordEvent
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
 from app.engine.storage import OrderRepository, Storage, StorageError
 from app.engine.storage import db as db_module
-from app.engine.types import OrderStatus, OrderType, Side
+from app.engine.types import Order, OrderStatus, OrderType, Side
 from app.main import main as cli_main
 
 EVERY_TABLE = ("prediction", "signal", "order", "trade", "position", "command", "state", "sim_position")
@@ -137,6 +142,42 @@ def test_keep_stops_leaves_the_positions_to_their_broker_stops(tmp_path: Path) -
     assert stop.qty == held.qty and run.sim.position("PLTR").qty == held.qty
     assert stop.stop_price > held.stop_price, "the trailing stop the broker holds is the moved one"
     run.close()
+
+
+def test_a_stop_whose_slow_cancel_holds_up_the_last_flatten_leaves_no_share_uncovered() -> None:
+    """Alpaca's cancels are asynchronous: the flatten's exit waits for the stop's cancel. The
+    stopping engine sends it once the cancel lands, not never (the shares would sit naked)."""
+    desk = Desk(sim=functools.partial(SimulatedBroker, cancel_delay_s=2.0))
+    desk.bot.core.router.sleep = lambda s: desk.clock.advance(timedelta(seconds=s))
+    held = desk.buy(20.0)
+    desk.records.lost = "the disk is full"
+    with pytest.raises(EngineHalted) as stopped:
+        desk.tick(20.0)
+    desk.clock.advance(timedelta(minutes=5))  # nothing runs now but the broker
+    desk.sim.open_orders()
+    working = [o for o in desk.sim.open_orders() if o.side == Side.SELL]
+    assert sum(o.qty - o.filled_qty for o in working) == held.qty, "shares left with nothing working to sell them"
+    assert "exit is working" in str(stopped.value)
+    desk.sim.on_price("PLTR", 20.0, desk.clock.now())
+    assert desk.sim.positions() == []
+
+
+class RefusesExits(FlakyBroker):
+    def submit(self, order: Order) -> Order:
+        if order.side == Side.SELL and order.order_type == OrderType.MARKET:
+            raise BrokerError("rejected: trading halted in this security", transient=False)
+        return super().submit(order)
+
+
+def test_a_flatten_the_broker_refuses_when_trading_stops_leaves_the_stop() -> None:
+    desk = Desk(wrap=RefusesExits)
+    held = desk.buy(20.0)
+    desk.records.lost = "the disk is full"
+    with pytest.raises(EngineHalted) as stopped:
+        desk.tick(20.0)
+    (stop,) = desk.broker_orders(Side.SELL, OrderType.STOP)
+    assert stop.qty == held.qty
+    assert "under a broker stop" in str(stopped.value)
 
 
 @pytest.mark.parametrize("on_lost", ["flatten", "keep_stops"])

@@ -31,6 +31,10 @@ from app.engine.settings import Settings
 from app.engine.types import DayState, OrderType, Side, TradingMode, TradingSignal
 
 
+HALT_SETTLE_S = 10.0  # how long a stopping engine waits for its last exits to go out
+HALT_POLL_S = 0.5
+
+
 class EngineHalted(RuntimeError):
     """The engine stopped itself (its record cannot be kept); the message says what to do."""
 
@@ -145,6 +149,9 @@ class ExecutionCore:
             what = "Every position was sent to be closed at market"
         else:
             what = "Positions were left to their broker stops (setting: keep stops)"
+        left = self._settle_before_halt()
+        if left:
+            what += f". Still held: {'; '.join(left)}"
         self.halted = (f"Trading stopped: {rec.lost}. {what}. Free disk space or fix the permissions (or move "
                        "a damaged trader.db aside), then restart: the app replays what it kept and reconciles "
                        "with the broker at start.")
@@ -152,6 +159,36 @@ class ExecutionCore:
         book.bus.publish(RecordEvent(self.halted, halted=True))
         book.bus.publish(AlertEvent("error", self.halted))
         raise EngineHalted(self.halted)
+
+    def _settle_before_halt(self) -> list[str]:
+        """The engine is about to stop, and nothing will check the positions until it is
+        restarted: exits that waited (for a stop's slow cancel, or for the broker) go out as
+        soon as they can, for up to ``HALT_SETTLE_S``; then every share still held without a
+        working exit keeps, or gets back, its broker stop. Returns what is still held, and how."""
+        book, router, waited = self.book, self.router, 0.0
+        while True:
+            self.fills.sync()
+            for q in router.retry_queued():
+                self.fills.placed(q)
+            for symbol, why in list(book.exits_due.items()):
+                self.exits.exit(symbol, why)
+            queued = any(q.order.side == Side.SELL for q in router.queue.values())
+            if (not book.exits_due and not queued) or waited >= HALT_SETTLE_S:
+                break
+            router.sleep(HALT_POLL_S)
+            waited += HALT_POLL_S
+        left = []
+        for p in book.records.positions():
+            if p.symbol in book.exits_due:
+                left.append(f"{p.symbol} {p.qty:g} shares (the cancel of its stop had not completed: "
+                            "check them at the broker)")
+            elif book.exit_working(p.symbol):
+                left.append(f"{p.symbol} {p.qty:g} shares (their exit is working at the broker)")
+            else:
+                self.exits.keep_protected(p.symbol)
+                how = "under a broker stop" if book.broker_stop_covers(p) else "WITHOUT a broker stop: place one"
+                left.append(f"{p.symbol} {p.qty:g} shares ({how})")
+        return left
 
     def _reconcile(self) -> None:
         """Reconcile with the broker; if it cannot be reached, try again on every
