@@ -40,7 +40,8 @@ class Run(Desk):
         self.storage = Storage(folder / "trader.db")
         records = SqlRecorder(self.storage, folder / "pending_records.jsonl")
         self.replayed = records.replay_backup()
-        super().__init__(mode, start=start, sim=broker, records=records, book=SqlPaperBook(self.storage),
+        book = SqlPaperBook(self.storage, folder / "pending_paper_account.json")
+        super().__init__(mode, start=start, sim=broker, records=records, book=book,
                          autostart=False, **settings)
 
     def start(self) -> Run:

@@ -7,23 +7,26 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import utc
 from desk import Desk, FlakyBroker
-from test_engine_storage import REFUSE, Run
+from test_engine_storage import REFUSE, Run, _a_trade_in_the_backup
 
 from app.engine import records as records_module
 from app.engine.bootstrap import build_engine
 from app.engine.broker.base import BrokerError
 from app.engine.broker.simulated import SimulatedBroker
+from app.engine.clock import MarketCalendar
 from app.engine.core import EngineHalted
 from app.engine.events import RecordEvent
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
-from app.engine.storage import OrderRepository, Storage, StorageError
+from app.engine.simmarket import SimulatedMarket
+from app.engine.storage import OrderRepository, Storage, StorageError, TradeRepository
 from app.engine.storage import db as db_module
 from app.engine.types import Order, OrderStatus, OrderType, Side
 from app.main import main as cli_main
@@ -298,3 +301,128 @@ def test_predictions_and_signals_older_than_the_retention_are_pruned_trades_and_
     assert not old & {r["signal_id"] for r in SignalRepository(run.storage).recent()}, "old signals kept"
     assert OrderRepository(run.storage).count() == orders and len(TradeRepository(run.storage).all()) == 1
     run.close()
+
+
+# ----------------------------------------------------- after a full disk, the restart
+def drop_refusals(folder: Path) -> None:
+    storage = Storage(folder / "trader.db")
+    for t in EVERY_TABLE:
+        storage.db.execute_sql(f"DROP TRIGGER IF EXISTS refuse_{t}")
+        storage.db.execute_sql(f"DROP TRIGGER IF EXISTS refuse_upd_{t}")
+    storage.close()
+
+
+def test_a_restart_after_a_full_disk_finds_the_paper_account_and_the_order_numbers_as_they_were(
+        tmp_path: Path) -> None:
+    """The demo's paper account is its broker: lost with the database's refusal, a restart
+    would hold shares already sold (sold again: a doubled exit) and reuse order numbers."""
+    run = Run(tmp_path).start()
+    held = run.buy(20.0)
+    refuse(run, *EVERY_TABLE)
+    run.close_bar(21.0, p_up=0.05)  # a SELL: the exit and its fill are kept only beside the database
+    run.tick(21.0)
+    assert run.sim.positions() == []
+    used = set(run.records.orders)
+    later = run.clock.now() + timedelta(minutes=1)
+    run.close()
+    drop_refusals(tmp_path)
+
+    again = Run(tmp_path, start=later)
+    assert again.sim.positions() == [], "the restarted paper account holds shares it sold"
+    assert again.sim.account().cash == pytest.approx(100_000 + held.qty * 1.0)
+    again.start()
+    again.tick(21.0)
+    again.tick(21.0)
+    assert again.sim.fills == [], "something was sold (or bought) again"
+    (trade,) = again.records.trades or TradeRepository(again.storage).all()
+    assert trade.exit_price == 21.0
+    again.buy(21.0)
+    fresh = set(again.records.orders) - used
+    stop_ids = [c for c in fresh if "-stop-" in c]
+    assert stop_ids and not {c.rsplit("-", 1)[1] for c in stop_ids} & {c.rsplit("-", 1)[1] for c in used
+                                                                       if "-stop-" in c}, "an order number reused"
+    again.close()
+
+
+def test_the_paper_account_kept_beside_another_database_is_not_used(tmp_path: Path) -> None:
+    run = Run(tmp_path).start()
+    run.buy(20.0)
+    refuse(run, "sim_position", "state")
+    run.tick(20.0, seconds=1)
+    run.sim.cancel(run.broker_orders(Side.SELL, OrderType.STOP)[0].client_order_id)  # saved beside it now
+    run.close()
+    kept = (tmp_path / "pending_paper_account.json").read_bytes()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pending_paper_account.json").write_bytes(kept)
+    fresh = Run(other)
+    assert fresh.sim.positions() == [] and fresh.sim.account().cash == 100_000
+    assert (other / "pending_paper_account.other-record.json").read_bytes() == kept
+    fresh.close()
+
+
+def test_a_journal_kept_for_another_database_is_not_replayed_into_this_one(tmp_path: Path) -> None:
+    """A damaged trader.db moved aside: the records kept for it are not this new account's."""
+    paths, trade = _a_trade_in_the_backup(tmp_path)
+    journal = paths.trade_backup.read_text()
+    paths.database.rename(paths.home / "trader.db.damaged")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{paths.database}{suffix}").unlink(missing_ok=True)
+    ctx = build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    try:
+        assert TradeRepository(ctx.storage).all() == []
+        aside = paths.trade_backup.with_suffix(".other-record.jsonl")
+        assert aside.read_text() == journal
+        assert any("another trading record" in n and aside.name in n for n in ctx.notices)
+    finally:
+        ctx.close()
+
+
+def test_a_replay_never_touches_the_accounts_journal(app_home: Path) -> None:
+    paths, _trade = _a_trade_in_the_backup(app_home.parent / "x")
+    home = AppPaths(app_home).ensure()
+    home.trade_backup.write_text(paths.trade_backup.read_text())
+    before = home.trade_backup.read_text()
+    cal = MarketCalendar()
+    bars = SimulatedMarket("PLTR", 2, cal).history(cal.previous_sessions(datetime(2025, 6, 1, tzinfo=UTC), 3))
+    ctx = build_engine(home, Settings(), today=utc(2025, 6, 2, 12, 0), sleep=lambda s: None, replay_bars=bars)
+    ctx.close()
+    assert home.trade_backup.read_text() == before, "a rehearsal replayed (or removed) the account's backup"
+
+
+# -------------------------------------------------- files that are not files
+@pytest.mark.parametrize("kind", ["folder", "fifo", "dangling link"])
+def test_a_journal_that_is_not_a_file_is_refused_at_start_with_its_name(tmp_path: Path, kind: str) -> None:
+    paths = AppPaths(tmp_path / "home").ensure()
+    make_not_a_file(paths.trade_backup, kind)
+    with pytest.raises(StorageError) as err:
+        build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    said = str(err.value)
+    assert str(paths.trade_backup) in said and ("Move it aside" in said or "remove it" in said)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_database_that_is_not_a_file_is_refused_without_hanging(tmp_path: Path, kind: str) -> None:
+    make_not_a_file(tmp_path / "trader.db", kind)
+    with pytest.raises(StorageError, match=r"trader\.db is (a folder|not a regular file)"):
+        Storage(tmp_path / "trader.db")
+
+
+def make_not_a_file(path: Path, kind: str) -> None:
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(path.parent / "gone")
+
+
+def test_a_database_refusing_the_journal_at_start_says_so_and_keeps_it(tmp_path: Path) -> None:
+    paths, _trade = _a_trade_in_the_backup(tmp_path)
+    kept = paths.trade_backup.read_text()
+    storage = Storage(paths.database)
+    storage.db.execute_sql(REFUSE.format(t="trade"))
+    storage.close()
+    with pytest.raises(StorageError, match=r"could not be written into .*Nothing was traded and the file is kept"):
+        build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    assert paths.trade_backup.read_text() == kept

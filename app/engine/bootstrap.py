@@ -114,14 +114,17 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
         notices.append("No Alpaca API keys configured: running the simulated demo market.")
     if not timeframe_of(settings.timeframe).intraday:
         settings = settings.updated(timeframe="5m")  # the simulated market is intraday
-    if replay_bars is not None:
+    if replay_bars is not None:  # a scratch record, and backups, of its own: the account's are never touched
         scratch = paths.home / "replay-scratch.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+        journal, paper_backup = paths.home / "replay-scratch-pending.jsonl", paths.home / "replay-scratch-paper.json"
+        for f in (scratch, Path(f"{scratch}-wal"), Path(f"{scratch}-shm"), journal, paper_backup):
+            if f.is_file() or f.is_symlink():
+                f.unlink()
         storage = Storage(scratch)
     else:
         storage = Storage(paths.database)
-    records = SqlRecorder(storage, paths.trade_backup)
+        journal, paper_backup = paths.trade_backup, paths.paper_backup
+    records = SqlRecorder(storage, journal)
     replayed = records.replay_backup()
     if replayed:
         notices.append(f"Recovered {replayed} records that could not be written last time.")
@@ -140,10 +143,13 @@ def build_engine(paths: AppPaths, settings: Settings, *, bus: EventBus | None = 
         history = sorted((b for m in markets for b in _history(m, calendar, start)), key=lambda b: b.time)
         source, ticks = "simulated", markets[0].ticks_per_bar
     clock = SimClock(start)
+    paper = SqlPaperBook(storage, paper_backup)
     broker = SimulatedBroker(clock, settings.starting_cash, settings.slippage_bps,
-                             settings.commission_per_share, book=SqlPaperBook(storage),
+                             settings.commission_per_share, book=paper,
                              participation=settings.sim_fill_participation or None,
                              cancel_delay_s=settings.sim_cancel_delay_s)
+    if paper.notice:
+        notices.append(paper.notice)
     model, models, model_notes = _load_models(paths, settings, notices)
     notices += model_notes
     bot = TradingBot(settings, clock, broker, model, records, bus, calendar, source, sleep or time.sleep,

@@ -30,7 +30,6 @@ from app.engine.records import Recorder
 from app.engine.settings import Settings
 from app.engine.types import DayState, OrderType, Side, TradingMode, TradingSignal
 
-
 HALT_SETTLE_S = 10.0  # how long a stopping engine waits for its last exits to go out
 HALT_POLL_S = 0.5
 

@@ -62,6 +62,11 @@ class AppPaths:
         return self.home / "pending_records.jsonl"
 
     @property
+    def paper_backup(self) -> Path:
+        """The simulated broker's paper account, when the database could not take it."""
+        return self.home / "pending_paper_account.json"
+
+    @property
     def env_file(self) -> Path:
         return self.home / ".env"
 

@@ -108,7 +108,9 @@ class Recorder:
 MemoryRecorder = Recorder
 
 
-JOURNALED = ("order", "trade")  # what the backup file keeps when the database refuses it
+# what the backup file keeps when the database refuses it: the orders and trades, and the state
+# a restart needs (the order-id sequence, the demo clock, the exits due)
+JOURNALED = ("order", "trade", "state")
 KEEP_FINISHED = 2_000  # finished orders the SQL record also keeps in memory (the rest: in the file)
 CHECK_EVERY_S = 300.0  # the database's integrity is checked this often while running
 
@@ -195,16 +197,20 @@ class SqlRecorder(Recorder):
                              "further {} refusals are not logged", kind, refused, kind)
             return
         try:
+            st.check_regular(self.backup_path, "the backup of the trading record")
+            line = json.dumps({"kind": kind, "db": self._storage.identity, "data": data})
             with self.backup_path.open("a") as fh:
-                fh.write(json.dumps({"kind": kind, "data": data}) + "\n")
+                fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())  # on the disk before the engine goes on: it is the only copy
-        except OSError as exc:
+        except (OSError, TypeError, ValueError, st.StorageError) as exc:
             if not self.lost:
                 self.lost = f"{refused}, and its backup {self.backup_path} could not be written either ({exc})"
             logger.critical("Database write of {} failed and its backup too: {}", kind, exc)
             return
-        logger.error("Database write of {} failed ({}); kept in {}", kind, refused, self.backup_path)
+        if kind != "state" or kind not in self._refused:  # the demo clock is saved every bar: said once
+            self._refused.add(kind)
+            logger.error("Database write of {} failed ({}); kept in {}", kind, refused, self.backup_path)
 
     def prune(self, before: datetime) -> None:
         """Predictions and signals older than the retention go (a row of each per bar would
@@ -232,44 +238,84 @@ class SqlRecorder(Recorder):
             logger.critical(self.lost)
 
     def replay_backup(self) -> int:
-        """Write records kept in the backup file into the database; returns how many."""
-        if not self.backup_path.exists():
+        """Write records kept in the backup file into the database; returns how many.
+
+        All of it or nothing (one transaction): a database that refuses it now is said, and the
+        file is kept for the next start. A line cut short is set aside in a named file; a line
+        kept for another database (this one was moved aside, or the file was copied here) is
+        set aside too, never replayed into this account."""
+        path = self.backup_path
+        st.check_regular(path, "the backup of the trading record")
+        if not path.exists():
             return 0
-        lines = [ln for ln in self.backup_path.read_text(errors="replace").splitlines() if ln.strip()]
+        try:
+            lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError as exc:
+            raise st.StorageError(f"{path} cannot be read ({exc}): it holds records the database could not "
+                                  "take. Fix its permissions and restart.") from None
         done = 0
         bad: list[str] = []
-        for line in lines:
-            try:  # a line cut short (a crash or a full disk mid-write) must not stop every start
-                item = json.loads(line)
-                if item["kind"] == "order":
-                    o = _order_from_json(item["data"])
-                    stored = self._orders.get(o.client_order_id)
-                    # the database may have recorded later news of this order after it recovered
-                    if stored is None or (o.status.stage, o.filled_qty) >= (stored.status.stage, stored.filled_qty):
-                        self._orders.save(o, o.filled_at or o.created_at)
-                elif item["kind"] == "trade":
-                    self._trades.save(_trade_from_json(item["data"]))
-                else:
-                    raise ValueError(f"unknown kind {item['kind']!r}")
-            except (ValueError, KeyError, TypeError) as exc:
-                bad.append(line)
-                logger.error("A record in {} cannot be read ({}): kept aside", self.backup_path.name, exc)
-                continue
-            done += 1
+        foreign: list[str] = []
+        try:
+            with self._storage.atomic():
+                for line in lines:
+                    try:  # a line cut short (a crash or a full disk mid-write) must not stop every start
+                        item = json.loads(line)
+                        if item.get("db", self._storage.identity) != self._storage.identity:
+                            foreign.append(line)
+                            continue
+                        self._replay(item)
+                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                        bad.append(line)
+                        logger.error("A record in {} cannot be read ({}): kept aside", path.name, exc)
+                        continue
+                    done += 1
+        except st.StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the database refuses: said, the backup kept
+            raise st.StorageError(
+                f"the records kept in {path} could not be written into {self._storage.path} ({exc}). Nothing "
+                "was traded and the file is kept: free disk space or fix the permissions, then restart."
+            ) from None
+        notes = []
         if bad:
-            aside = self.backup_path.with_suffix(".damaged.jsonl")
-            with aside.open("a") as f:
-                f.write("".join(line + "\n" for line in bad))
-            logger.error("{} unreadable records of {} are kept in {}", len(bad), self.backup_path.name, aside)
-            self.damaged_notice = (f"{len(bad)} records in {self.backup_path.name} could not be read (cut short by "
-                                   f"a crash or a full disk); they are kept in {aside.name}")
-        self.backup_path.unlink()
+            notes.append(self._set_aside(bad, ".damaged.jsonl", "could not be read (cut short by a crash or a "
+                                                                "full disk)"))
+        if foreign:
+            notes.append(self._set_aside(foreign, ".other-record.jsonl",
+                                         f"were kept for another trading record, not {self._storage.path.name} "
+                                         "as it is now (moved aside or replaced?), and were not replayed into it"))
+        self.damaged_notice = "; ".join(notes)
+        path.unlink()
         # what is open is what the database now says: an order kept only in the backup (a stop
         # placed while the disk was full) is the app's, and must be seen as working
         self._open = {o.client_order_id: o for o in self._orders.open_orders()}
         self.orders.update(self._open)
-        logger.warning("Replayed {} records from {} into the database", done, self.backup_path)
+        logger.warning("Replayed {} records from {} into the database", done, path)
         return done
+
+    def _replay(self, item: dict[str, Any]) -> None:
+        kind, data = item["kind"], item["data"]
+        if kind == "order":
+            o = _order_from_json(data)
+            stored = self._orders.get(o.client_order_id)
+            # the database may have recorded later news of this order after it recovered
+            if stored is None or (o.status.stage, o.filled_qty) >= (stored.status.stage, stored.filled_qty):
+                self._orders.save(o, o.filled_at or o.created_at)
+        elif kind == "trade":
+            self._trades.save(_trade_from_json(data))
+        elif kind == "state":
+            self._st.set(str(data["key"]), data["value"])
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def _set_aside(self, lines: list[str], suffix: str, why: str) -> str:
+        aside = self.backup_path.with_suffix(suffix)
+        with aside.open("a") as f:
+            f.write("".join(line + "\n" for line in lines))
+        note = f"{len(lines)} records in {self.backup_path.name} {why}; they are kept in {aside.name}"
+        logger.error(note)
+        return note
 
 
 def _order_json(o: Order) -> dict[str, Any]:

@@ -51,7 +51,8 @@ class PaperBook(Protocol):
 
     def load(self) -> tuple[float, dict[str, Position], dict[str, Order]] | None: ...
 
-    def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> None: ...
+    def save(self, cash: float, positions: dict[str, Position], orders: dict[str, Order]) -> str | None:
+        """Keep the account; returns where it went when not where it belongs (a fallback)."""
 
 
 KEEP_FINISHED = 500  # finished orders remembered (a resubmitted id is still recognised), saved on each change
@@ -322,10 +323,12 @@ class SimulatedBroker(Broker):
         if self._book is None:
             return
         try:
-            self._book.save(self._cash, dict(self._positions), dict(self._orders))
+            kept = self._book.save(self._cash, dict(self._positions), dict(self._orders))
         except Exception as exc:  # noqa: BLE001 - a full or read-only disk: said, never raised into an order
-            if not self._unsaved:
-                logger.error("The paper account could not be saved ({}); it goes on in memory", exc)
-            self._unsaved = str(exc)
+            if not self._unsaved.startswith("unsaved"):
+                logger.critical("The paper account could not be saved anywhere ({}); it goes on in memory", exc)
+            self._unsaved = f"unsaved: {exc}"
         else:
-            self._unsaved = ""
+            if kept and not self._unsaved:  # the database refused; the account is in a file beside it
+                logger.error("The paper account could not be saved to the database: {}", kept)
+            self._unsaved = kept or ""

@@ -1,6 +1,6 @@
 """SQLite storage behind repositories that speak the engine's dataclasses."""
 
-from app.engine.storage.db import Storage, StorageError
+from app.engine.storage.db import Storage, StorageError, check_regular
 from app.engine.storage.repositories import (
     BarRepository,
     CommandJournal,
@@ -23,4 +23,5 @@ __all__ = [
     "Storage",
     "StorageError",
     "TradeRepository",
+    "check_regular",
 ]

@@ -7,10 +7,12 @@ the app refuses to trade until the user acts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ import peewee as pw
 from loguru import logger
 from playhouse.migrate import SqliteMigrator, migrate  # type: ignore[import-untyped]
 
-from app.engine.storage.models import ALL_MODELS
+from app.engine.storage.models import ALL_MODELS, StateRow
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
 MIN_FREE_BYTES = 200 * 2**20  # refused below this: a record that fills the disk mid-day loses trades
+IDENTITY_KEY = "record.identity"  # a token of this file's own: what is kept for it elsewhere names it
 
 
 class StorageError(RuntimeError):
@@ -31,6 +34,7 @@ class StorageError(RuntimeError):
 class Storage:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.identity = ""  # set once open: see IDENTITY_KEY
         self.db = pw.SqliteDatabase(
             str(path),
             pragmas={
@@ -78,6 +82,12 @@ class Storage:
                 self._migrate(missing)
             with self.db.atomic():
                 self.db.create_tables(ALL_MODELS, safe=True)
+                row = StateRow.get_or_none(StateRow.key == IDENTITY_KEY)
+                if row is None:
+                    self.identity = uuid.uuid4().hex
+                    StateRow.insert(key=IDENTITY_KEY, value=json.dumps(self.identity)).execute()
+                else:
+                    self.identity = str(json.loads(row.value))
             if version != SCHEMA_VERSION:
                 self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except StorageError:
@@ -152,6 +162,7 @@ def _check_writable(path: Path) -> None:
     room on the disk."""
     folder = path.parent
     for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        check_regular(f, "the trading record")
         if f.exists() and (not os.access(f, os.W_OK) or not f.stat().st_mode & _ANY_WRITE):
             raise StorageError(f"{f} is read-only: the app could not record its trades: fix its permissions "
                                f"(chmod u+w '{f}') and restart.")
@@ -163,6 +174,17 @@ def _check_writable(path: Path) -> None:
         raise StorageError(f"only {free / 2**20:.0f} MB free on the disk holding {path}; the app needs "
                            f"{MIN_FREE_BYTES / 2**20:.0f} MB to keep its record through a trading day. "
                            "Free some space and restart.")
+
+
+def check_regular(path: Path, what: str) -> None:
+    """A path the app reads or writes as a file must be one: a folder gives a traceback, and a
+    FIFO or a device would hang the app (or swallow what it writes) without a word."""
+    if path.is_symlink() and not path.exists():
+        raise StorageError(f"{path} is a link to nothing ({os.readlink(path)}): remove it (or restore "
+                           f"{what}) and restart.")
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, a device or a socket)"
+        raise StorageError(f"{path} is {kind}: it cannot hold {what}. Move it aside and restart.")
 
 
 def _looks_like_sqlite(path: Path) -> bool:
