@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from app.engine import logs
 from app.engine.instance import AlreadyRunning, InstanceLock
-from app.engine.paths import AppPaths
+from app.engine.paths import AppFolderError, AppPaths
 from app.engine.secrets import load_keys
 from app.engine.settings import Settings, SettingsError
 
@@ -58,6 +58,14 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except AppFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_commands = any(a in COMMANDS or a in ("-h", "--help") for a in argv)
     args = build_parser(commands=wants_commands).parse_args(argv)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import os
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -426,3 +428,44 @@ def test_a_database_refusing_the_journal_at_start_says_so_and_keeps_it(tmp_path:
     with pytest.raises(StorageError, match=r"could not be written into .*Nothing was traded and the file is kept"):
         build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
     assert paths.trade_backup.read_text() == kept
+
+
+# ------------------------------------------------------- logs that cannot be written
+LOG_SCRIPT = """
+import pathlib, resource, sys
+from loguru import logger
+from app.engine import logs
+logs.configure(pathlib.Path(sys.argv[1]))
+logger.info("started")
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))  # the disk is full from here on
+for i in range(200):
+    logger.info("line {} {}", i, "x" * 60)
+logger.error("an error, still said on the console")
+print("went on")
+"""
+
+
+@pytest.mark.parametrize("where", ["full disk", "folder cannot be made"])
+def test_logs_that_cannot_be_written_cost_the_log_not_the_app(tmp_path: Path, where: str) -> None:
+    """A full disk or an unusable logs folder: one line saying so, no traceback per record
+    (nor at exit), and the app goes on."""
+    folder = tmp_path / "logs"
+    if where == "folder cannot be made":
+        (tmp_path / "blocked").write_text("a file where the folder should be")
+        folder = tmp_path / "blocked" / "logs"
+    done = subprocess.run([sys.executable, "-c", LOG_SCRIPT, str(folder)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parents[1], check=False)
+    assert done.returncode == 0 and "went on" in done.stdout
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr[:2000]
+    warnings = [ln for ln in done.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and str(folder) in warnings[0]
+    assert "an error, still said on the console" in done.stderr
+
+
+def test_an_app_folder_that_cannot_be_made_is_one_line_not_a_traceback(app_home: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    app_home.mkdir(parents=True, exist_ok=True)
+    (app_home / "logs").write_text("a file where the logs folder goes")
+    assert cli_main(["run", "--headless", "--max-bars", "3", "--speed", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{app_home / 'logs'} cannot be made" in err and "Traceback" not in err

@@ -8,6 +8,8 @@ library never reaches a file.
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
 import sys
 import threading
 from collections.abc import Callable
@@ -41,26 +43,60 @@ def _patch(record: Any) -> None:
             record["exception"] = exc._replace(value=type(exc.value)(scrub(str(exc.value))))
 
 
+class _Quiet:
+    """A log file that cannot be written (a full disk, a read-only folder) costs the log, never
+    the app: said once on stderr in one line, not with a traceback for every record."""
+
+    said = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the stdlib's name
+        if not self.said:
+            self.said = True
+            exc = sys.exc_info()[1]
+            sys.stderr.write(f"warning: the log file {getattr(self, 'baseFilename', '?')} cannot be written "
+                             f"({exc}); free disk space or fix the folder's permissions\n")
+
+    def close(self) -> None:
+        try:
+            super().close()  # type: ignore[misc]
+        except OSError:
+            pass  # its last lines could not be flushed: said already, or the disk filled at exit
+
+
+class _DailyFile(_Quiet, logging.handlers.TimedRotatingFileHandler):
+    pass
+
+
+class _SizedFile(_Quiet, logging.handlers.RotatingFileHandler):
+    pass
+
+
 def configure(log_dir: Path, console_level: str = "WARNING",
               on_error: Callable[[str], None] | None = None) -> None:
-    """Set up the sinks once per process (later calls only add ``on_error``)."""
+    """Set up the sinks once per process (later calls only add ``on_error``). The files rotate
+    at midnight (the errors at 10 MB) and are kept 30 days (trades 90)."""
     global _configured
     if not _configured:
-        log_dir.mkdir(parents=True, exist_ok=True)
         logger.remove()
         logger.configure(patcher=_patch)
         fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<8} | {thread.name} | {name}:{line} | {message}"
-        common: dict[str, Any] = {"format": fmt, "backtrace": False, "diagnose": False, "enqueue": False,
-                                  "encoding": "utf-8"}
         logger.add(sys.stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
                    diagnose=False, backtrace=False)
-        logger.add(log_dir / "trading_bot.log", level="INFO", rotation="00:00", retention="30 days", **common)
-        logger.add(log_dir / "errors.log", level="ERROR", rotation="10 MB", retention="30 days",
-                   **{**common, "backtrace": True})
-        logger.add(log_dir / "trades.log", level="INFO", filter=lambda r: "trade" in r["extra"],
-                   rotation="00:00", retention="90 days", **common)
-        logger.add(log_dir / "predictions.log", level="INFO", filter=lambda r: "prediction" in r["extra"],
-                   rotation="00:00", retention="30 days", **common)
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            sys.stderr.write(f"warning: no log files: the folder {log_dir} cannot be made ({exc})\n")
+        else:
+            def daily(name: str, days: int) -> logging.Handler:
+                return _DailyFile(log_dir / name, when="midnight", backupCount=days, encoding="utf-8", delay=True)
+
+            common: dict[str, Any] = {"format": fmt, "backtrace": False, "diagnose": False, "enqueue": False}
+            logger.add(daily("trading_bot.log", 30), level="INFO", **common)
+            logger.add(_SizedFile(log_dir / "errors.log", maxBytes=10 * 2**20, backupCount=10, encoding="utf-8",
+                                  delay=True), level="ERROR", **{**common, "backtrace": True})
+            logger.add(daily("trades.log", 90), level="INFO", filter=lambda r: "trade" in r["extra"], **common)
+            logger.add(daily("predictions.log", 30), level="INFO", filter=lambda r: "prediction" in r["extra"],
+                       **common)
         _install_hooks()
         _configured = True
     if on_error is not None:

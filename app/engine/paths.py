@@ -72,5 +72,14 @@ class AppPaths:
 
     def ensure(self) -> AppPaths:
         for folder in (self.home, self.logs, self.models):
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AppFolderError(f"the app's folder {folder} cannot be made ({exc.strerror or exc}): "
+                                     "fix its permissions, free disk space, or move aside the file in its "
+                                     f"place; or point AI_TRADER_HOME (or --data-dir) elsewhere") from None
         return self
+
+
+class AppFolderError(RuntimeError):
+    """The app's home (or a folder in it) cannot be made; the message says what to do."""
