@@ -8,6 +8,7 @@ library never reaches a file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import sys
@@ -49,7 +50,7 @@ class _Quiet:
 
     said = False
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the stdlib's name
+    def handleError(self, record: logging.LogRecord) -> None:
         if not self.said:
             self.said = True
             exc = sys.exc_info()[1]
@@ -57,10 +58,8 @@ class _Quiet:
                              f"({exc}); free disk space or fix the folder's permissions\n")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # its last lines could not be flushed: said already
             super().close()  # type: ignore[misc]
-        except OSError:
-            pass  # its last lines could not be flushed: said already, or the disk filled at exit
 
 
 class _DailyFile(_Quiet, logging.handlers.TimedRotatingFileHandler):
