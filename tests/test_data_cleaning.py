@@ -156,5 +156,17 @@ def test_isolated_price_spikes_are_dropped_and_splits_and_gaps_are_not() -> None
     assert result.report.spikes == 2 and len(result.frame) == 398
     assert frame.index[100] not in result.frame.index and frame.index[200] not in result.frame.index
     assert frame.index[300] in result.frame.index, "the split's first bar is kept"
-    assert any("isolated price spike" in line for line in result.report.lines())
+    assert any("price spike" in line for line in result.report.lines())
     assert result.frame["close"].max() < 1_000 and result.frame["close"].min() > 1
+
+
+def test_bad_prints_two_and_three_in_a_row_are_dropped_and_counted() -> None:
+    frame = synthetic(400, seed=5)
+    for i in (100, 101):
+        frame.iloc[i, [frame.columns.get_loc(c) for c in ("close", "low")]] = 0.0001
+    for i in (200, 201, 202):
+        frame.iloc[i, [frame.columns.get_loc(c) for c in ("close", "high")]] = 9_999_999.0
+    result = clean(frame, "1m", keep_extended=True)
+    assert result.report.spikes == 5 and len(result.frame) == 395
+    assert result.frame["close"].max() < 1_000 and result.frame["close"].min() > 1
+    assert any(line.startswith("5 bars with a price spike") for line in result.report.lines())

@@ -453,3 +453,18 @@ def test_a_bad_print_never_moves_money_and_a_real_gap_is_confirmed() -> None:
     assert desk.bot.core.book.last_prices["PLTR"] == 20.1
     desk.bot.on_prices({"PLTR": 70.5})  # ...and confirmed by the next price near it
     assert desk.bot.core.book.last_prices["PLTR"] == 70.5
+
+
+def test_two_bad_prints_in_a_row_do_not_confirm_each_other() -> None:
+    """0.0001 twice is still a bad print: a jump of 10x or more needs two confirmations."""
+    desk = Desk("auto")
+    desk.close_bar(20.0, p_up=0.95)
+    desk.tick(20.0)
+    (p,) = desk.bot.records.positions()
+    for _ in range(2):
+        desk.bot.on_prices({"PLTR": 0.0001})
+    assert desk.bot.core.book.last_prices["PLTR"] == 20.0
+    assert desk.bot.records.positions()[0].qty == p.qty
+    assert not [o for o in desk.bot.records.orders.values() if o.side == Side.SELL and o.order_type == OrderType.MARKET]
+    desk.bot.on_prices({"PLTR": 0.0001})  # a third in a row: taken as real (a delisting, a halt's reopening)
+    assert desk.bot.core.book.last_prices["PLTR"] == 0.0001

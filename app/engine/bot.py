@@ -28,6 +28,7 @@ from app.engine.types import Bar, EngineStatus, Side, TradingMode, TradingSignal
 
 _INF = math.inf
 SPIKE = 3.0  # a price this many times off the last one is held until a second one confirms it
+SPIKE_EXTREME = 10.0  # a price this many times off needs two confirmations
 
 
 def valid_bar(b: Bar) -> bool:
@@ -64,7 +65,7 @@ class TradingBot:
         self._models = models
         self.record_quiet_signals = True  # record signals below the approval threshold too
         self.removed: set[str] = set()  # taken off the watchlist while running: sells only, no entries
-        self._suspect: dict[str, float] = {}  # a price far off the last one, waiting to be confirmed
+        self._suspect: dict[str, tuple[float, int]] = {}  # a price far off the last one, and its confirmations
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -200,24 +201,30 @@ class TradingBot:
         self.on_clock()
 
     def _plausible(self, symbol: str, price: float) -> bool:
-        """False for a price more than SPIKE times off the last one known, until a second price
-        near it confirms it: a bad print (0.0001, 9,999,999) must not "hit" a stop or set a
-        trailing stop in the millions, while a real gap is confirmed by the next price."""
+        """False for a price more than SPIKE times off the last one known, until later prices
+        near it confirm it: a bad print (0.0001, 9,999,999) must not "hit" a stop or set a
+        trailing stop in the millions, while a real gap is confirmed by the next price. A jump
+        beyond SPIKE_EXTREME (no listed stock moves 10x between two prices) needs two more:
+        bad prints come in pairs too."""
         last = self.core.book.last_prices.get(symbol)
         if last is None or 1.0 / SPIKE <= price / last <= SPIKE:
             if self._suspect:  # rare: a price held back earlier
                 self._suspect.pop(symbol, None)
             return True
         seen = self._suspect.get(symbol)
-        if seen is not None and 0.9 <= price / seen <= 1.1:
-            logger.warning("{}: {} confirmed after a jump from {}", symbol, price, last)
-            self._suspect.pop(symbol)
-            return True
+        jump = max(price / last, last / price)
+        if seen is not None and 0.9 <= price / seen[0] <= 1.1:
+            if seen[1] + 1 >= (2 if jump >= SPIKE_EXTREME else 1):
+                logger.warning("{}: {} confirmed after a jump from {}", symbol, price, last)
+                self._suspect.pop(symbol)
+                return True
+            self._suspect[symbol] = (seen[0], seen[1] + 1)
+            return False
         if seen is None:
             msg = f"{symbol}: ignoring a price of {price:g} ({price / last:.3g}x the last, {last:g}) until confirmed"
             logger.warning(msg)
             self.bus.publish(AlertEvent("warning", msg))
-        self._suspect[symbol] = price
+        self._suspect[symbol] = (price, 0)
         return False
 
     def on_clock(self) -> None:

@@ -35,6 +35,7 @@ SPLIT_TOLERANCE = 0.05  # how close the jump must be to a split ratio
 SPLIT_RATIOS: tuple[float, ...] = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 GAP_EXAMPLES = 5
 SPIKE = 3.0  # a bar this many times above (or below a third of) the closes around it, which agree: a bad print
+SPIKE_RUN = 3  # bad prints in a row that are still told from a real move (the closes around them agree)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class CleanReport:
             (self.bad_prices, "bars with missing, zero or negative prices (dropped)"),
             (self.bad_high_low, "bars with high/low outside open/close (dropped)"),
             (self.bad_volume, "bars with negative volume (dropped)"),
-            (self.spikes, f"bars with an isolated price spike (x{SPIKE:g} off the closes around them; dropped)"),
+            (self.spikes, f"bars with a price spike (x{SPIKE:g} off the closes around them, up to {SPIKE_RUN} in a "
+                          "row; dropped as bad prints)"),
         ]
         items = [
             (self.duplicates, "duplicate timestamps (kept the last)"),
@@ -185,19 +187,26 @@ def _valid_prices(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
 
 
 def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
-    """Drop bars with a price far off the closes on both sides of them while those two agree:
-    a close of 0.0001 or 9,999,999 between two bars near 190 is a bad print, and traded on
-    it moves money (a stop "hit", a trailing stop set in the millions). A split or a real
-    gap moves the following bars too, so it is not isolated and is kept."""
-    if len(df) < 3:
+    """Drop runs of up to ``SPIKE_RUN`` bars with a price far off the closes on both sides of
+    the run while those two agree: a close of 0.0001 or 9,999,999 between bars near 190 is a
+    bad print (two in a row too), and traded on it moves money (a stop "hit", a trailing stop
+    set in the millions). A split or a real gap moves the following bars too, so it is not
+    bracketed by agreeing closes and is kept."""
+    n = len(df)
+    if n < 3:
         return df
     p = df[list(PRICES)].to_numpy(dtype="float64")
-    c = p[:, 3]
-    prev, nxt = c[:-2], c[2:]  # the bars between two others: an edge bar's move cannot be told from a gap
-    agree = np.maximum(prev, nxt) / np.minimum(prev, nxt) < 1.5
-    ref = np.sqrt(prev * nxt)
-    inner = p[1:-1]
-    bad = np.r_[False, agree & ((inner.max(axis=1) > ref * SPIKE) | (inner.min(axis=1) < ref / SPIKE)), False]
+    c, top, bottom = p[:, 3], p.max(axis=1), p.min(axis=1)
+    bad = np.zeros(n, dtype=bool)
+    for run in range(1, min(SPIKE_RUN, n - 2) + 1):
+        prev, nxt = c[: n - run - 1], c[run + 1:]  # the closes bracketing the run starting at each bar
+        agree = np.maximum(prev, nxt) / np.minimum(prev, nxt) < 1.5
+        ref = np.sqrt(prev * nxt)[:, None]
+        tops = np.lib.stride_tricks.sliding_window_view(top[1: n - 1], run)
+        bottoms = np.lib.stride_tricks.sliding_window_view(bottom[1: n - 1], run)
+        off = ((tops > ref * SPIKE) | (bottoms < ref / SPIKE)).all(axis=1) & agree
+        for k in range(run):  # every bar of a run that is off
+            bad[1 + k: n - run + k] |= off
     rep.spikes = int(bad.sum())
     return df[~bad] if rep.spikes else df
 
