@@ -12,7 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from app.cli.options import add_date_order
 from app.engine import logs
+from app.engine.dates import DATE_ORDER
 from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppFolderError, AppPaths
 from app.engine.secrets import load_keys
@@ -38,6 +40,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--replay", metavar="[SYM=]FILE", action="append",
                    help="rehearse on recorded bars (simulated broker, scratch database) instead of the demo; "
                         "repeat for several symbols")
+    add_date_order(p)
     if not commands:
         p.set_defaults(command=None)
         return p
@@ -69,6 +72,7 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_commands = any(a in COMMANDS or a in ("-h", "--help") for a in argv)
     args = build_parser(commands=wants_commands).parse_args(argv)
+    DATE_ORDER.set(getattr(args, "date_order", ""))
     paths = AppPaths.resolve(args.data_dir)
     if args.command == "data":
         from app.cli.data import run_data_command  # deferred: see build_parser

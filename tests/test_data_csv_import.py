@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pandas as pd
 import pytest
 
 from app.engine.data.csv_import import parse_times, read_csv, read_csv_each
+from app.engine.dates import DATE_ORDER, DateOrder
 from app.engine.data.frame import DataError
 from app.engine.data.service import load_bars, symbols_in_file
+from app.main import main as cli_main
 
 DATA = Path(__file__).parent / "data"
 
@@ -208,3 +211,47 @@ def test_slash_dates_are_read_in_the_order_the_file_says(tmp_path: Path, rows: l
     days = [t.tz_convert("America/New_York").strftime("%Y-%m-%d") for t in result.frame.index]
     assert result.rejected == 0 and days[0] == first
     assert all(d.startswith("2025-01") for d in days), days
+
+
+ONE_DAY = "date,time,open,high,low,close,volume\n" + "".join(
+    f"04/03/2025,09:{m:02d},100,101,99,100.5,1000\n" for m in (30, 35, 40))
+
+
+@pytest.fixture
+def date_order() -> Iterator[DateOrder]:
+    yield DATE_ORDER
+    DATE_ORDER.set("")  # what a test said is not the next one's
+
+
+def test_dates_that_read_both_ways_are_refused_not_guessed(tmp_path: Path, date_order: DateOrder) -> None:
+    """One day's bars stamped 04/03/2025: 4 March to a European export, April 3rd to an
+    American one. Nothing in the file says which, so the user is asked, never guessed for."""
+    path = tmp_path / "PLTR_5m.csv"
+    path.write_text(ONE_DAY)
+    with pytest.raises(DataError, match=r"PLTR_5m\.csv: dates like 04/03/2025 .* --dayfirst or --monthfirst"):
+        read_csv(path)
+    date_order.set("dmy")
+    assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-03-04"}
+    date_order.set("mdy")
+    assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-04-03"}
+
+
+def test_a_file_that_says_its_date_order_is_read_without_asking(tmp_path: Path) -> None:
+    path = tmp_path / "PLTR_5m.csv"
+    path.write_text(ONE_DAY.replace("04/03/2025", "13/03/2025"))  # only day-first makes sense
+    assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-03-13"}
+    path.write_text(ONE_DAY.replace("04/03/2025", "03/03/2025"))  # the same date either way
+    assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-03-03"}
+
+
+def test_the_command_line_takes_dayfirst_before_or_after_the_command(app_home: Path, tmp_path: Path,
+                                                                     date_order: DateOrder,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "PLTR_5m.csv"
+    path.write_text(ONE_DAY)
+    assert cli_main(["data", "import", str(path)]) == 2
+    assert "--dayfirst or --monthfirst" in capsys.readouterr().err
+    assert cli_main(["data", "import", str(path), "--dayfirst"]) == 0
+    assert "2025-03-04 .. 2025-03-04" in capsys.readouterr().out
+    assert cli_main(["--monthfirst", "data", "import", str(path), "--replace"]) == 0
+    assert "2025-04-03 .. 2025-04-03" in capsys.readouterr().out

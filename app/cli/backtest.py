@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.cli.options import add_date_order
 from app.engine.backtest.config import STRATEGIES, BacktestConfig, check_retrain_every, commission_terms
 from app.engine.backtest.report import render_html
 from app.engine.backtest.runner import run_backtest
@@ -26,6 +27,7 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "--csv QQQ=a.csv --csv NVDA=b.csv (a bare path: the symbol from the file)")
     p.add_argument("--timeframe", default="5m", choices=list(TIMEFRAMES))
     p.add_argument("--strategy", default="sma_cross", choices=STRATEGIES)
+    add_date_order(p)
     p.add_argument("--start", help="first day (YYYY-MM-DD), inclusive")
     p.add_argument("--end", help="last day (YYYY-MM-DD), exclusive")
     p.add_argument("--cash", type=float, default=100_000.0)

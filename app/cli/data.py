@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
+from app.cli.options import add_date_order
 from app.engine.clock import NY, Clock, WallClock
 from app.engine.data.frame import DataError
 from app.engine.data.service import (
@@ -60,6 +61,7 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
                      "adjustment); without it such a file is refused as another stock's")
     imp.add_argument("--keep-extended", action="store_true",
                      help="keep pre/post-market bars (dropped by default)")
+    add_date_order(imp)
 
     fetch = sub.add_parser("fetch", help="download bars the cache does not have yet")
     which = fetch.add_mutually_exclusive_group(required=True)

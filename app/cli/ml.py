@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import pandas as pd
 from loguru import logger
 
+from app.cli.options import add_date_order
 from app.engine.clock import Clock, WallClock
 from app.engine.data.frame import DataError
 from app.engine.data.service import default_start, fetch_and_cache, normalize_symbol
@@ -55,6 +56,7 @@ def add_ml_parsers(subparsers: Any) -> None:
     train.add_argument("--folds", type=int, default=5, help="walk-forward test folds (default 5)")
     train.add_argument("--json", metavar="FILE", help="write the walk-forward metrics as JSON")
     train.add_argument("--small", action="store_true", help=argparse.SUPPRESS)  # tiny models: smoke tests
+    add_date_order(train)
     train.set_defaults(handler=run_ml_command, ml_command="train")
 
     pred = subparsers.add_parser("predict", help="P(up) for every bar of a file with the trained ensemble")
@@ -62,6 +64,7 @@ def add_ml_parsers(subparsers: Any) -> None:
     pred.add_argument("--csv", metavar="FILE", help="bars to predict (default: the local cache)")
     pred.add_argument("--timeframe", default="5m", choices=timeframes)
     pred.add_argument("--json", metavar="FILE", help="write the predictions here instead of stdout")
+    add_date_order(pred)
     pred.set_defaults(handler=run_ml_command, ml_command="predict")
 
 

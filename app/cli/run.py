@@ -18,6 +18,7 @@ from typing import Any
 
 from loguru import logger
 
+from app.cli.options import add_date_order
 from app.engine import logs
 from app.engine.bootstrap import build_engine, build_live_engine
 from app.engine.broker.base import BrokerError
@@ -43,6 +44,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None,
                    help="x real time; 0 = as fast as possible (default: the settings' demo speed)")
     p.add_argument("--max-bars", type=int, default=None, help="stop after this many bars")
+    add_date_order(p)
     p.add_argument("--alpaca-url", help=argparse.SUPPRESS)  # a proxy or a test server
     return p
 

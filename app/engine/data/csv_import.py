@@ -31,6 +31,7 @@ import pandas as pd
 
 from app.engine.clock import NY
 from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, DataError, normalize_symbol
+from app.engine.dates import DATE_ORDER
 
 MAX_PRICE = 1e7  # above this a "price" is a mis-parsed number, not a stock
 EXAMPLES_PER_REASON = 5
@@ -97,7 +98,7 @@ def read_csv(path: str | Path, symbol: str | None = None) -> ImportResult:
     table = _load(Path(path))
     symbols = _row_symbols(table)
     if symbols is None:
-        return _build(table.raw, table.columns, table.malformed, table.header_lines)
+        return _build(table.raw, table.columns, table.malformed, table.header_lines, name=table.name)
     held = list(symbols.unique())
     if symbol is None and len(held) > 1:
         raise DataError(f"{table.name} holds several symbols ({', '.join(held)}): name the one to use")
@@ -113,7 +114,7 @@ def read_csv_each(path: str | Path) -> list[ImportResult]:
     table = _load(Path(path))
     symbols = _row_symbols(table)
     if symbols is None:
-        return [_build(table.raw, table.columns, table.malformed, table.header_lines)]
+        return [_build(table.raw, table.columns, table.malformed, table.header_lines, name=table.name)]
     return [_part(table, symbols, s, first=i == 0) for i, s in enumerate(symbols.unique())]
 
 
@@ -158,7 +159,7 @@ def _part(table: _Table, symbols: pd.Series, symbol: str, first: bool) -> Import
     """One symbol's rows; lines the parser skipped belong to no known symbol and
     are counted once, with the file's first symbol."""
     rows = table.raw[(symbols == symbol).to_numpy()]
-    return _build(rows, table.columns, table.malformed if first else 0, table.header_lines, symbol)
+    return _build(rows, table.columns, table.malformed if first else 0, table.header_lines, symbol, name=table.name)
 
 
 # ---------------------------------------------------------------- reading
@@ -254,7 +255,7 @@ def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- rows
 def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
-           header_lines: int, symbol: str | None = None) -> ImportResult:
+           header_lines: int, symbol: str | None = None, name: str = "") -> ImportResult:
     n = len(raw)
     reason = np.full(n, "", dtype=object)
 
@@ -264,7 +265,10 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
     time_text = raw[columns["time"]].astype(str)
     if "time_of_day" in columns:
         time_text = time_text.str.strip() + " " + raw[columns["time_of_day"]].astype(str).str.strip()
-    times = parse_times(time_text)
+    try:
+        times = parse_times(time_text)
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}" if name else str(exc)) from None
     reject(np.asarray(times.isna()), "unreadable date/time")
 
     values: dict[str, np.ndarray] = {}
@@ -353,9 +357,10 @@ _SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?!\d)(.*)$")
 def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
     """``03/04/2025`` is March 4th to an American export and 3 April to a European one;
     pandas reads it month-first and silently moves a day-first file's bars into the wrong
-    months. The file decides: a first field above 12 anywhere means day-first, a second
-    one month-first; when neither says, the order whose dates lie closer together wins
-    (consecutive trading days, not months apart), month-first on a tie. Cells are
+    months. The user decides (:data:`DATE_ORDER`: ``--dayfirst``, ``--monthfirst``), else
+    the file: a first field above 12 anywhere means day-first, a second one month-first;
+    when neither says, the order whose dates lie closer together wins (consecutive trading
+    days, not months apart); a tie (one day's bars) is refused, never guessed. Cells are
     rewritten as ISO dates; a file that says both is left for the rows to be refused."""
     parts = s.str.extract(_SLASH)
     found = parts[0].notna()
@@ -364,9 +369,20 @@ def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
     a, b = parts.loc[found, 0].astype(int), parts.loc[found, 1].astype(int)
     year = parts.loc[found, 2].astype(int)
     year = year.where(year >= 100, year + 2000)
-    if (a > 12).any() and (b > 12).any():
+    order = DATE_ORDER.get()
+    if order:  # the user said: rows that contradict it are refused as unreadable
+        day_first = order == "dmy"
+    elif (a > 12).any() and (b > 12).any():
         return s
-    day_first = bool((a > 12).any()) or (not (b > 12).any() and _spread(year, b, a) < _spread(year, a, b))
+    elif (a > 12).any() or (b > 12).any():
+        day_first = bool((a > 12).any())
+    else:
+        dmy, mdy = _spread(year, b, a), _spread(year, a, b)
+        if dmy == mdy and (a != b).any():
+            sample = s[found].iloc[int(np.argmax((a != b).to_numpy()))]
+            raise DataError(f"dates like {sample.split()[0]} can be read day-first or month-first, and the file "
+                            "does not say which: pass --dayfirst or --monthfirst (or write dates as YYYY-MM-DD)")
+        day_first = dmy < mdy
     month, day = (b, a) if day_first else (a, b)
     iso = (year.astype(str).str.zfill(4) + "-" + month.astype(str).str.zfill(2) + "-" + day.astype(str).str.zfill(2)
            + parts.loc[found, 3].str.replace(r"^[ T]?", " ", regex=True).where(parts.loc[found, 3] != "", ""))
