@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from app.engine.data.csv_import import parse_times, read_csv, read_csv_each
-from app.engine.dates import DATE_ORDER, DateOrder
 from app.engine.data.frame import DataError
 from app.engine.data.service import load_bars, symbols_in_file
+from app.engine.dates import DATE_ORDER, DateOrder
 from app.main import main as cli_main
 
 DATA = Path(__file__).parent / "data"
