@@ -170,3 +170,15 @@ def test_bad_prints_two_and_three_in_a_row_are_dropped_and_counted() -> None:
     assert result.report.spikes == 5 and len(result.frame) == 395
     assert result.frame["close"].max() < 1_000 and result.frame["close"].min() > 1
     assert any(line.startswith("5 bars with a price spike") for line in result.report.lines())
+
+
+@pytest.mark.parametrize("where", ["last", "last two", "first", "four mid-file"])
+def test_bad_prints_at_the_edge_of_a_file_or_four_in_a_row_are_dropped(where: str) -> None:
+    """A replay's last bar at 0.0001 once "hit" a stop for 20% of the account: an edge has
+    closes on one side only, and there a 10x move is a bad print."""
+    frame = synthetic(400, seed=6)
+    rows = {"last": [399], "last two": [398, 399], "first": [0], "four mid-file": [150, 151, 152, 153]}[where]
+    for i in rows:
+        frame.iloc[i, [frame.columns.get_loc(c) for c in ("open", "high", "low", "close")]] = 0.0001
+    result = clean(frame, "1m", keep_extended=True)
+    assert result.report.spikes == len(rows) and result.frame["close"].min() > 1

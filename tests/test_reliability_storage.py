@@ -5,6 +5,7 @@ kept. Real SQLite files; a database "full" is SQLite's own refusal, raised by a 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import stat
 import subprocess
@@ -469,3 +470,40 @@ def test_an_app_folder_that_cannot_be_made_is_one_line_not_a_traceback(app_home:
     assert cli_main(["run", "--headless", "--max-bars", "3", "--speed", "0"]) == 2
     err = capsys.readouterr().err
     assert f"{app_home / 'logs'} cannot be made" in err and "Traceback" not in err
+
+
+def test_a_write_that_lands_after_a_refusal_is_not_undone_by_the_replay(tmp_path: Path) -> None:
+    """A brief refusal, then the database writes again: the demo clock saved after it must
+    win at the next start (an old journal line once rewound it a week: days traded twice)."""
+    run = Run(tmp_path).start()
+    refuse(run, "state")
+    run.records.state_set("demo.clock", "2026-03-09T14:15:00+00:00")  # refused: journaled
+    drop_refusals_of(run)
+    run.records.state_set("demo.clock", "2026-03-16T14:30:00+00:00")  # lands
+    run.close()
+    again = Run(tmp_path)
+    assert again.records.state_get("demo.clock") == "2026-03-16T14:30:00+00:00"
+    again.close()
+
+
+def drop_refusals_of(run: Run) -> None:
+    for t in EVERY_TABLE:
+        run.storage.db.execute_sql(f"DROP TRIGGER IF EXISTS refuse_{t}")
+        run.storage.db.execute_sql(f"DROP TRIGGER IF EXISTS refuse_upd_{t}")
+
+
+@pytest.mark.parametrize(("key", "value"), [("orders.sequence", "zzz"), ("orders.sequence", -5),
+                                            ("orders.sequence", None), ("demo.clock", "not a date"),
+                                            ("demo.clock", 5), ("orders.book", "x" * 300)])
+def test_a_journal_line_holding_junk_is_set_aside_not_trusted(tmp_path: Path, key: str, value: object) -> None:
+    run = Run(tmp_path).start()
+    run.records.state_set(key, run.records.state_get(key))  # what it holds now (may be None)
+    before = run.records.state_get(key)
+    identity = run.storage.identity
+    run.close()
+    line = json.dumps({"kind": "state", "db": identity, "data": {"key": key, "value": value}})
+    (tmp_path / "pending_records.jsonl").write_text(line + "\n")
+    again = Run(tmp_path)
+    assert again.records.state_get(key) == before
+    assert (tmp_path / "pending_records.damaged.jsonl").read_text() == line + "\n"
+    again.close()

@@ -111,6 +111,23 @@ MemoryRecorder = Recorder
 # what the backup file keeps when the database refuses it: the orders and trades, and the state
 # a restart needs (the order-id sequence, the demo clock, the exits due)
 JOURNALED = ("order", "trade", "state")
+def _iso_time(v: Any) -> bool:
+    try:
+        t = datetime.fromisoformat(v)
+    except (TypeError, ValueError):
+        return False
+    return t.tzinfo is not None and 2000 <= t.year <= 2100
+
+
+# what a journaled state value must be before it is replayed (the keys of app.engine.orders,
+# .book and .bootstrap): a line that parses but holds junk is set aside, never trusted
+STATE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "orders.sequence": lambda v: type(v) is int and 0 <= v < 10**9,
+    "orders.book": lambda v: isinstance(v, str) and v.isalnum() and 0 < len(v) <= 16,
+    "orders.held": lambda v: isinstance(v, dict),
+    "exits.due": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
+    "demo.clock": _iso_time,
+}
 KEEP_FINISHED = 2_000  # finished orders the SQL record also keeps in memory (the rest: in the file)
 CHECK_EVERY_S = 300.0  # the database's integrity is checked this often while running
 
@@ -185,9 +202,14 @@ class SqlRecorder(Recorder):
         When that fails too, the record is ``lost`` and the engine stops trading."""
         try:
             op()
-            return
         except Exception as exc:  # noqa: BLE001 - the record must survive a refusing database
             refused = f"a {kind} write failed: {exc}"
+        else:
+            if self.failing and kind == "state" and self.backup_path.exists():
+                # the journal is replayed at the next start: its last word on a key must be the
+                # newest, or a write that landed after a refusal is undone (the demo clock rewound)
+                self._append(kind, data, f"a {kind} write after a refused one")
+            return
         if not self.failing:
             self.failing = refused
         if kind not in JOURNALED:
@@ -196,6 +218,15 @@ class SqlRecorder(Recorder):
                 logger.error("Database write of {} failed ({}); not kept (only orders and trades are backed up): "
                              "further {} refusals are not logged", kind, refused, kind)
             return
+        if not self._append(kind, data, refused):
+            return
+        if kind != "state" or kind not in self._refused:  # the demo clock is saved every bar: said once
+            self._refused.add(kind)
+            logger.error("Database write of {} failed ({}); kept in {}", kind, refused, self.backup_path)
+
+    def _append(self, kind: str, data: dict[str, Any], refused: str) -> bool:
+        """One line to the backup journal, synced to the disk; False (and the record lost) when
+        it cannot be written."""
         try:
             st.check_regular(self.backup_path, "the backup of the trading record")
             line = json.dumps({"kind": kind, "db": self._storage.identity, "data": data})
@@ -207,10 +238,8 @@ class SqlRecorder(Recorder):
             if not self.lost:
                 self.lost = f"{refused}, and its backup {self.backup_path} could not be written either ({exc})"
             logger.critical("Database write of {} failed and its backup too: {}", kind, exc)
-            return
-        if kind != "state" or kind not in self._refused:  # the demo clock is saved every bar: said once
-            self._refused.add(kind)
-            logger.error("Database write of {} failed ({}); kept in {}", kind, refused, self.backup_path)
+            return False
+        return True
 
     def prune(self, before: datetime) -> None:
         """Predictions and signals older than the retention go (a row of each per bar would
@@ -305,7 +334,11 @@ class SqlRecorder(Recorder):
         elif kind == "trade":
             self._trades.save(_trade_from_json(data))
         elif kind == "state":
-            self._st.set(str(data["key"]), data["value"])
+            key, value = str(data["key"]), data["value"]
+            check = STATE_CHECKS.get(key)
+            if check is not None and not check(value):
+                raise ValueError(f"{key} = {value!r} is not a value it can hold")
+            self._st.set(key, value)
         else:
             raise ValueError(f"unknown kind {kind!r}")
 

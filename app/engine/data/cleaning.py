@@ -35,7 +35,9 @@ SPLIT_TOLERANCE = 0.05  # how close the jump must be to a split ratio
 SPLIT_RATIOS: tuple[float, ...] = (2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 40, 50)
 GAP_EXAMPLES = 5
 SPIKE = 3.0  # a bar this many times above (or below a third of) the closes around it, which agree: a bad print
-SPIKE_RUN = 3  # bad prints in a row that are still told from a real move (the closes around them agree)
+SPIKE_RUN = 6  # bad prints in a row that are still told from a real move (the closes around them agree)
+SPIKE_EDGE = 10.0  # at a file's first or last bars (one side only): this many times off is a bad print
+EDGE_REF = 5  # the closes the edge's bars are compared with
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,24 @@ def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
         off = ((tops > ref * SPIKE) | (bottoms < ref / SPIKE)).all(axis=1) & agree
         for k in range(run):  # every bar of a run that is off
             bad[1 + k: n - run + k] |= off
+    _edge_spikes(c, top, bottom, bad)
     rep.spikes = int(bad.sum())
     return df[~bad] if rep.spikes else df
+
+
+def _edge_spikes(c: np.ndarray, top: np.ndarray, bottom: np.ndarray, bad: np.ndarray) -> None:
+    """A file's first or last bars have no close on one side: there a run of up to
+    ``SPIKE_RUN`` bars is a bad print when it is ``SPIKE_EDGE`` times off (no listed stock
+    moves 10x in a few bars) the agreeing closes on its other side."""
+    n = len(c)
+    for run in range(1, min(SPIKE_RUN, n - EDGE_REF) + 1):
+        ends = ((slice(n - run, n), c[n - run - EDGE_REF: n - run]), (slice(0, run), c[run: run + EDGE_REF]))
+        for span, ref_closes in ends:
+            if ref_closes.max() / ref_closes.min() >= 1.5:
+                continue
+            ref = float(np.median(ref_closes))
+            if ((top[span] > ref * SPIKE_EDGE) | (bottom[span] < ref / SPIKE_EDGE)).all():
+                bad[span] = True
 
 
 def _splits(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
