@@ -255,3 +255,18 @@ def test_the_command_line_takes_dayfirst_before_or_after_the_command(app_home: P
     assert "2025-03-04 .. 2025-03-04" in capsys.readouterr().out
     assert cli_main(["--monthfirst", "data", "import", str(path), "--replace"]) == 0
     assert "2025-04-03 .. 2025-04-03" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sep", [".", "-"])
+def test_day_first_dates_with_dots_or_dashes_are_read_as_slashes_are(tmp_path: Path, sep: str,
+                                                                     date_order: DateOrder) -> None:
+    """dd.mm.yyyy is the everyday German form: it was read month-first, silently."""
+    path = tmp_path / "PLTR_5m.csv"
+    path.write_text(ONE_DAY.replace("04/03/2025", f"04{sep}03{sep}2025"))
+    with pytest.raises(DataError, match="--dayfirst or --monthfirst"):
+        read_csv(path)
+    date_order.set("dmy")
+    assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-03-04"}
+    date_order.set("")
+    path.write_text(ONE_DAY.replace("04/03/2025", f"13{sep}03{sep}2025"))
+    assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-03-13"}

@@ -351,7 +351,7 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(out, name=INDEX_NAME).as_unit("ns")
 
 
-_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?!\d)(.*)$")
+_SLASH = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)(.*)$")  # 04/03/2025, 04.03.2025, 04-03-2025
 
 
 def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
@@ -366,8 +366,8 @@ def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
     found = parts[0].notna()
     if not found.any():
         return s
-    a, b = parts.loc[found, 0].astype(int), parts.loc[found, 1].astype(int)
-    year = parts.loc[found, 2].astype(int)
+    a, b = parts.loc[found, 0].astype(int), parts.loc[found, 2].astype(int)
+    year = parts.loc[found, 3].astype(int)
     year = year.where(year >= 100, year + 2000)
     order = DATE_ORDER.get()
     if order:  # the user said: rows that contradict it are refused as unreadable
@@ -385,7 +385,7 @@ def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
         day_first = dmy < mdy
     month, day = (b, a) if day_first else (a, b)
     iso = (year.astype(str).str.zfill(4) + "-" + month.astype(str).str.zfill(2) + "-" + day.astype(str).str.zfill(2)
-           + parts.loc[found, 3].str.replace(r"^[ T]?", " ", regex=True).where(parts.loc[found, 3] != "", ""))
+           + parts.loc[found, 4].str.replace(r"^[ T]?", " ", regex=True).where(parts.loc[found, 4] != "", ""))
     out = s.copy()
     out[found] = iso
     return out

@@ -264,7 +264,7 @@ def _save(storage: Storage, path: str | Path, symbol: str, timeframe: str, resul
     reasons = Counter(result.reasons)
     for n, why in ((rep.bad_prices, "missing, zero or negative price"),
                    (rep.bad_high_low, "high/low outside open/close"),
-                   (rep.spikes, "isolated price spike"),
+                   (rep.spikes, "price spike (a bad print)"),
                    (rep.bad_volume, "negative volume")):
         if n:
             reasons[why] += n
