@@ -507,3 +507,30 @@ def test_a_journal_line_holding_junk_is_set_aside_not_trusted(tmp_path: Path, ke
     assert again.records.state_get(key) == before
     assert (tmp_path / "pending_records.damaged.jsonl").read_text() == line + "\n"
     again.close()
+
+
+@pytest.mark.parametrize("damage", ['DROP TABLE "state"', 'DROP TABLE "trade"', "PRAGMA user_version = -1"])
+def test_a_record_that_lost_a_table_is_refused_not_started_afresh(tmp_path: Path, damage: str) -> None:
+    run = Run(tmp_path).start()
+    run.buy(20.0)
+    run.close()
+    storage = Storage(tmp_path / "trader.db")
+    storage.db.execute_sql(damage)
+    storage.close()
+    with pytest.raises(StorageError, match="(lost its|schema version -1).*(Restore|Move it aside)"):
+        Storage(tmp_path / "trader.db")
+
+
+@pytest.mark.parametrize("args", [["--commission", "nan"], ["--commission", "inf"],
+                                  ["--commission-mode", "fraction", "--commission", "5"]])
+def test_backtest_costs_that_cannot_be_are_refused(app_home: Path, tmp_path: Path, args: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "PLTR_5m.csv"
+    csv.write_text("time,open,high,low,close,volume\n2025-03-04T15:00:00Z,1,1,1,1,1\n")
+    assert cli_main(["backtest", "--csv", str(csv), *args]) == 2
+    assert "--commission" in capsys.readouterr().err
+
+
+def test_run_refuses_a_negative_bar_count(app_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["run", "--headless", "--max-bars", "-1", "--speed", "0"]) == 2
+    assert "--max-bars -1" in capsys.readouterr().out

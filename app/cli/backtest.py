@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 from datetime import UTC, datetime
@@ -54,8 +55,15 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
 
 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
+    if not all(math.isfinite(v) for v in (args.cash, args.commission, args.slippage_bps)):
+        raise ValueError("--cash, --commission and --slippage-bps must be numbers (not nan or inf)")
     if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
         raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
+    if args.commission_mode == "fraction" and args.commission >= 0.1:
+        raise ValueError(f"--commission {args.commission:g} with --commission-mode fraction is "
+                         f"{args.commission:.0%} of each trade: a fraction below 0.1 (0.001 is 0.1%)")
+    if args.slippage_bps >= 1_000:
+        raise ValueError(f"--slippage-bps {args.slippage_bps:g} is {args.slippage_bps / 100:g}% a fill: below 1000")
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to
         saved = Settings.load(paths.settings).backtest_retrain_bars
         args.retrain_every = saved if args.strategy == "ensemble" else 0

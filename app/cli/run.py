@@ -52,6 +52,9 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_headless(args: argparse.Namespace, paths: AppPaths,
                  install_signals: bool = True, out: Callable[[str], None] = print) -> int:
 
+    if args.max_bars is not None and args.max_bars < 1:
+        out(f"error: --max-bars {args.max_bars}: at least 1 (leave it out to run until stopped)")
+        return 2
     if args.speed is not None and not (math.isfinite(args.speed) and args.speed >= 0):
         out(f"error: --speed {args.speed}: a number of times real time, 0 or more (0 = as fast as possible)")
         return 2

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from loguru import logger
+
 
 class AlreadyRunning(RuntimeError):
     pass
@@ -34,10 +36,13 @@ class InstanceLock:
             who = f" (pid {pid})" if pid else ""
             raise AlreadyRunning(f"AI Trader is already running{who} on {self.path.parent}: "
                                  "not starting a second engine.") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+        except OSError as exc:  # a full disk: the lock is held, its pid only a courtesy
+            logger.warning("The lock file {} could not take this process's id ({})", self.path, exc)
         self._fh = fh
         return self
 

@@ -24,6 +24,7 @@ from app.engine.storage.models import ALL_MODELS, StateRow
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
 MIN_FREE_BYTES = 200 * 2**20  # refused below this: a record that fills the disk mid-day loses trades
+CORE_TABLES = ("order", "trade", "state")  # a record of this app's without one of these is damaged
 IDENTITY_KEY = "record.identity"  # a token of this file's own: what is kept for it elsewhere names it
 
 
@@ -77,6 +78,17 @@ class Storage:
                     f"{self.path} was written by a newer AI Trader (schema {version}; this one knows "
                     f"{SCHEMA_VERSION}). Run the newer version, or move the file aside to start a new record."
                 )
+            if version < 0:
+                raise StorageError(f"{self.path} has schema version {version}: not a record this app wrote. "
+                                   "Move it aside to start a new record.")
+            if version >= 1:  # written by this app: its record's tables cannot be missing, only damaged
+                have = {r[0] for r in self.db.execute_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+                gone = [t for t in CORE_TABLES if t not in have]
+                if gone:
+                    raise StorageError(
+                        f"{self.path} has lost its {', '.join(gone)} table{'s' if len(gone) > 1 else ''}: the "
+                        "account and its history would silently start afresh. Restore the file from a backup, "
+                        "or move it aside to start a new record.")
             missing = _missing_columns(self.db) if existed else []
             if missing:
                 self._migrate(missing)
