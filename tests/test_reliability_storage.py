@@ -517,7 +517,7 @@ def test_a_record_that_lost_a_table_is_refused_not_started_afresh(tmp_path: Path
     storage = Storage(tmp_path / "trader.db")
     storage.db.execute_sql(damage)
     storage.close()
-    with pytest.raises(StorageError, match="(lost its|schema version -1).*(Restore|Move it aside)"):
+    with pytest.raises(StorageError, match=r"(lost its|schema version -1).*(Restore|Move it aside)"):
         Storage(tmp_path / "trader.db")
 
 
