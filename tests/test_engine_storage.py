@@ -179,7 +179,8 @@ def test_a_refused_trade_lands_in_the_backup_and_is_replayed_at_the_next_start(t
     run.close_bar(20.5, p_up=0.05)
     run.tick(20.5)  # the exit fills; its trade cannot be written
     assert TradeRepository(run.storage).all() == []
-    (line,) = (tmp_path / "pending_records.jsonl").read_text().splitlines()
+    (line,) = [ln for ln in (tmp_path / "pending_records.jsonl").read_text().splitlines()
+               if json.loads(ln)["kind"] != "state"]  # state written after a refusal is journaled too
     kept = json.loads(line)
     assert kept["kind"] == "trade" and kept["data"]["pnl"] == pytest.approx(500.0)
     assert len(run.records.trades) == 1  # the running app still shows it
@@ -187,7 +188,7 @@ def test_a_refused_trade_lands_in_the_backup_and_is_replayed_at_the_next_start(t
     run.close()
 
     again = Run(tmp_path)
-    assert again.replayed == 1
+    assert again.replayed >= 1  # the trade (and state written after it)
     (trade,) = TradeRepository(again.storage).all()
     assert trade.pnl == pytest.approx(500.0) and trade.exit_reason == "exit on SELL signal"
     assert not (tmp_path / "pending_records.jsonl").exists()
@@ -262,7 +263,7 @@ def test_replaying_the_backup_never_rolls_an_order_back(tmp_path: Path) -> None:
     run.close()
 
     again = Run(tmp_path, start=MORNING + timedelta(minutes=10))
-    assert again.replayed == 2
+    assert again.replayed >= 2  # the entry's two refused writes (and the state written after them)
     got = OrderRepository(again.storage).get(entry.client_order_id)
     assert got is not None and got.status == OrderStatus.FILLED  # not the stale 'submitted'
     again.start()
