@@ -201,9 +201,6 @@ class ExecutionCore:
 
     # ------------------------------------------------------- user commands
     def approve(self, signal_id: str) -> str:
-        if self.halted:  # the approval panel may still show it: nothing opens after a stop
-            self.entries.withdraw_all("trading stopped")
-            return "trading has stopped: nothing new is opened until the app is restarted"
         return self.entries.approve(signal_id)
 
     def reject(self, signal_id: str) -> None:

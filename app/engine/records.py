@@ -111,6 +111,8 @@ MemoryRecorder = Recorder
 # what the backup file keeps when the database refuses it: the orders and trades, and the state
 # a restart needs (the order-id sequence, the demo clock, the exits due)
 JOURNALED = ("order", "trade", "state")
+
+
 def _iso_time(v: Any) -> bool:
     try:
         t = datetime.fromisoformat(v)
