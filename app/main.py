@@ -141,8 +141,6 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    paths.ensure()
-    logs.configure(paths.logs)
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("AI Trader")
@@ -151,9 +149,15 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     if icon:
         app.setWindowIcon(QIcon(icon))
     try:
+        paths.ensure()
+    except AppFolderError as exc:
+        _refuse_start(f"error: {exc}", quiet=bool(args.screenshot))
+        return 2
+    logs.configure(paths.logs)
+    try:
         lock = InstanceLock(paths.lock_file).acquire()
     except AlreadyRunning as exc:
-        print(exc, file=sys.stderr)
+        _refuse_start(str(exc), quiet=bool(args.screenshot))
         return EXIT_ALREADY_RUNNING
     # deferred: Qt and the window load for the window only, never for a subcommand
     from app.main_window import MainWindow
@@ -184,6 +188,22 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     run_event_loop(app)
     lock.release()
     return code
+
+
+def _refuse_start(text: str, quiet: bool) -> None:
+    """Why the window will not open: on stderr, and in a dialog when there is a screen to show
+    it on (the app is double-clicked far more often than started from a terminal)."""
+    print(text, file=sys.stderr)
+    if not quiet and _has_screen():
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "AI Trader cannot start", text.removeprefix("error: "))
+
+
+def _has_screen() -> bool:
+    from PySide6.QtGui import QGuiApplication
+
+    return QGuiApplication.platformName() not in ("offscreen", "minimal")
 
 
 def run_event_loop(app: object) -> None:

@@ -310,6 +310,24 @@ def test_a_pipe_given_as_the_file_is_refused_not_waited_on(tmp_path: Path, app_h
         assert done.returncode == 2 and "not a regular file" in done.stderr, (command, done.stderr)
 
 
+@pytest.mark.skipif(not os.access("/proc/kmsg", os.R_OK), reason="needs a readable /proc/kmsg (Linux, as root)")
+def test_a_kernel_file_that_waits_when_read_is_refused_not_waited_on(app_home: Path) -> None:
+    """/proc/kmsg is a "regular file" of 0 bytes whose read waits for the kernel's next
+    message: importing it once hung."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "main.py"), "--data-dir", str(app_home), "data", "import",
+                           "/proc/kmsg", "--symbol", "PLTR"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "kmsg is empty" in done.stderr, done.stderr
+
+
+def test_an_empty_file_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.main import main
+
+    (tmp_path / "PLTR.csv").write_bytes(b"")
+    assert main(["--data-dir", str(tmp_path / "home"), "data", "import", str(tmp_path / "PLTR.csv")]) == 2
+    assert "PLTR.csv is empty" in capsys.readouterr().err
+
+
 def test_small_command_line_gaps_are_refused_with_the_reason(tmp_path: Path, app_home: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from app.main import main

@@ -4,6 +4,7 @@ settings file that survives being saved, reloaded or corrupted."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,7 @@ def test_files_that_once_crashed_every_start_are_refused_with_the_reason(tmp_pat
     if field is None:
         assert settings == Settings() and "could not be read" in problems[0]
     else:
-        assert problems[0].startswith(f"{field}: 9999") and len(problems[0]) < 200, "the number is shortened"
+        assert problems[0].startswith(f"{field}: '9999") and len(problems[0]) < 200, "the number is shortened"
         assert settings.mode == "manual", "the good values are kept"
 
 
@@ -217,3 +218,44 @@ def test_a_second_bad_file_never_overwrites_the_first_backup(tmp_path: Path) -> 
     Settings.load(path)
     assert (tmp_path / "settings.invalid.json").read_text() == "{first"
     assert (tmp_path / "settings.invalid-2.json").read_text() == "{second"
+
+
+KEPT = '"risk_per_trade": 0.005, "mode": "manual", "max_positions": 2'
+
+
+@pytest.mark.parametrize("content, reset", [
+    ('{' + KEPT + ', "approval_threshold": 0.9, "auto_threshold": 0.85}', {"approval_threshold", "auto_threshold"}),
+    ('{' + KEPT + ', "weight_rf": 0.9}', {"weight_rf"}),
+    ('{' + KEPT + ', "trailing_pct": 0.08, "trailing_start_pct": 0.05}', {"trailing_pct", "trailing_start_pct"}),
+    ('{' + KEPT + ', "demo_seed": ' + "7" * 5000 + '}', {"demo_seed"}),
+], ids=["thresholds-crossed", "weights-not-summing-to-1", "trailing-above-its-start", "5000-digit-int"])
+def test_a_rule_between_fields_or_a_huge_number_resets_only_those_fields(tmp_path: Path, content: str,
+                                                                         reset: set[str]) -> None:
+    """Once, each of these reset every setting: risk_per_trade 0.005 became 0.02, four times
+    the user's risk."""
+    path = tmp_path / "settings.json"
+    path.write_text(content)
+    settings, problems = Settings.load_checked(path)
+    assert (settings.risk_per_trade, settings.mode, settings.max_positions) == (0.005, "manual", 2)
+    assert len(problems) == 1 and all(name in problems[0] for name in reset), problems
+    assert len(problems[0]) < 300, "a 5,000-digit number is not printed whole"
+    for name in reset:
+        assert getattr(settings, name) == default_of(name)
+
+
+def test_a_settings_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows Notepad writes a UTF-8 BOM before the first brace."""
+    path = tmp_path / "settings.json"
+    path.write_bytes(b"\xef\xbb\xbf" + ('{' + KEPT + '}').encode())
+    assert Settings.load_checked(path) == (Settings(risk_per_trade=0.005, mode="manual", max_positions=2), [])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_settings_file_that_is_a_pipe_or_too_large_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    os.mkfifo(path)  # reading it would wait for a writer forever
+    settings, problems = Settings.load_checked(path)
+    assert settings == Settings() and "not a regular file" in problems[0]
+    path.write_text('{"mode": "manual", "pad": "' + "x" * 2**20 + '"}')
+    settings, problems = Settings.load_checked(path)
+    assert settings == Settings() and "a settings file is a few KB" in problems[0]

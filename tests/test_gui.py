@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC
@@ -139,6 +140,29 @@ def test_second_instance_does_not_start_an_engine(app_home: Path, capsys: pytest
     assert code == EXIT_ALREADY_RUNNING
     assert "already running" in capsys.readouterr().err
 
+
+
+def test_a_refused_start_is_said_in_a_dialog_when_there_is_a_screen(app_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Double-clicked, the app has no terminal: a start it refuses must be said on the screen."""
+    from PySide6.QtWidgets import QMessageBox
+
+    import app.main as main_module
+
+    shown: list[str] = []
+    monkeypatch.setattr(main_module, "_has_screen", lambda: True)
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text: shown.append(f"{title}: {text}"))
+    app_home.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(app_home / "settings.json")
+    assert main(["--demo", "--data-dir", str(app_home)]) == 2
+    assert len(shown) == 1 and shown[0].startswith("AI Trader cannot start: ") and "settings.json" in shown[0]
+    os.unlink(app_home / "settings.json")
+    from app.engine.instance import InstanceLock
+
+    with InstanceLock(app_home / "engine.lock"):
+        assert main(["--demo", "--data-dir", str(app_home)]) == EXIT_ALREADY_RUNNING
+    assert len(shown) == 2 and "already running" in shown[1]
+    assert "already running" in capsys.readouterr().err
 
 
 def test_a_corrupted_database_stops_trading_and_is_kept(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]

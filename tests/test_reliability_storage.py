@@ -163,7 +163,7 @@ def test_a_stop_whose_slow_cancel_holds_up_the_last_flatten_leaves_no_share_unco
     desk.sim.open_orders()
     working = [o for o in desk.sim.open_orders() if o.side == Side.SELL]
     assert sum(o.qty - o.filled_qty for o in working) == held.qty, "shares left with nothing working to sell them"
-    assert "exit is working" in str(stopped.value)
+    assert "exit waits for the simulated market's next price: it fills when the app runs again" in str(stopped.value)
     desk.sim.on_price("PLTR", 20.0, desk.clock.now())
     assert desk.sim.positions() == []
 
@@ -420,6 +420,49 @@ def make_not_a_file(path: Path, kind: str) -> None:
         path.symlink_to(path.parent / "gone")
 
 
+@pytest.mark.parametrize("kind", ["folder", "fifo", "dangling link"])
+@pytest.mark.parametrize("name", ["settings.json", ".env", "engine.lock"])
+def test_an_app_file_that_is_not_a_file_stops_the_start_in_one_line(app_home: Path, name: str, kind: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO here once hung every start without a word; a folder or a link to nothing gave
+    a traceback."""
+    AppPaths(app_home).ensure()
+    make_not_a_file(app_home / name, kind)
+    assert cli_main(["run", "--headless", "--max-bars", "1", "--speed", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {app_home / name} is ") and "move it aside" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_lines_set_aside_go_to_a_numbered_file_when_the_name_is_taken(tmp_path: Path, kind: str) -> None:
+    paths, trade = _a_trade_in_the_backup(tmp_path)
+    good = paths.trade_backup.read_text()
+    paths.trade_backup.write_text(good + "{cut short\n")
+    make_not_a_file(paths.trade_backup.with_suffix(".damaged.jsonl"), kind)
+    ctx = build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    try:
+        assert TradeRepository(ctx.storage).all() == [trade]
+        assert paths.trade_backup.with_suffix(".damaged-2.jsonl").read_text() == "{cut short\n"
+        assert any("pending_records.damaged-2.jsonl" in n for n in ctx.notices)
+    finally:
+        ctx.close()
+
+
+def test_lines_that_cannot_be_set_aside_keep_the_journal_and_stop_the_start(tmp_path: Path) -> None:
+    paths, trade = _a_trade_in_the_backup(tmp_path)
+    kept = paths.trade_backup.read_text() + "{cut short\n"
+    paths.trade_backup.write_text(kept)
+    for n in range(1, records_module.MAX_ASIDE + 1):  # every name it may use is taken
+        paths.trade_backup.with_suffix(".damaged.jsonl" if n == 1 else f".damaged-{n}.jsonl").mkdir()
+    with pytest.raises(StorageError, match=r"1 records in .* cannot be kept aside .*The file is kept"):
+        build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    assert paths.trade_backup.read_text() == kept, "nothing of the journal is lost"
+    storage = Storage(paths.database)
+    assert TradeRepository(storage).all() == [trade], "its readable records are in the database"
+    storage.close()
+
+
 def test_a_database_refusing_the_journal_at_start_says_so_and_keeps_it(tmp_path: Path) -> None:
     paths, _trade = _a_trade_in_the_backup(tmp_path)
     kept = paths.trade_backup.read_text()
@@ -461,6 +504,18 @@ def test_logs_that_cannot_be_written_cost_the_log_not_the_app(tmp_path: Path, wh
     warnings = [ln for ln in done.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and str(folder) in warnings[0]
     assert "an error, still said on the console" in done.stderr
+
+
+def test_a_log_file_that_is_a_pipe_costs_that_log_not_the_app(tmp_path: Path) -> None:
+    """Writing to a FIFO waits for a reader forever: the app once hung at its first log line."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    os.mkfifo(folder / "trading_bot.log")
+    done = subprocess.run([sys.executable, "-c", LOG_SCRIPT, str(folder)], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[1], check=False)
+    assert done.returncode == 0 and "went on" in done.stdout
+    warnings = [ln for ln in done.stderr.splitlines() if ln.startswith("warning:")]
+    assert any("no trading_bot.log" in w and "not a regular file" in w for w in warnings), done.stderr[:2000]
 
 
 def test_an_app_folder_that_cannot_be_made_is_one_line_not_a_traceback(app_home: Path,

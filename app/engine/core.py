@@ -28,7 +28,7 @@ from app.engine.orders import OrderRouter
 from app.engine.reconcile import reconcile
 from app.engine.records import Recorder
 from app.engine.settings import Settings
-from app.engine.types import DayState, OrderType, Side, TradingMode, TradingSignal
+from app.engine.types import BrokerKind, DayState, OrderType, Side, TradingMode, TradingSignal
 
 HALT_SETTLE_S = 10.0  # how long a stopping engine waits for its last exits to go out
 HALT_POLL_S = 0.5
@@ -182,7 +182,9 @@ class ExecutionCore:
                 left.append(f"{p.symbol} {p.qty:g} shares (the cancel of its stop had not completed: "
                             "check them at the broker)")
             elif book.exit_working(p.symbol):
-                left.append(f"{p.symbol} {p.qty:g} shares (their exit is working at the broker)")
+                where = ("waits for the simulated market's next price: it fills when the app runs again"
+                         if book.broker.kind == BrokerKind.SIMULATED else "is working at the broker")
+                left.append(f"{p.symbol} {p.qty:g} shares (their exit {where})")
             else:
                 self.exits.keep_protected(p.symbol)
                 how = "under a broker stop" if book.broker_stop_covers(p) else "WITHOUT a broker stop: place one"

@@ -19,6 +19,8 @@ from typing import Any
 
 from loguru import logger
 
+from app.engine.files import not_a_file
+
 _SECRETS: set[str] = set()
 _configured = False
 
@@ -89,13 +91,20 @@ def configure(log_dir: Path, console_level: str = "WARNING",
             def daily(name: str, days: int) -> logging.Handler:
                 return _DailyFile(log_dir / name, when="midnight", backupCount=days, encoding="utf-8", delay=True)
 
+            def add(name: str, handler: Callable[[], logging.Handler], **options: Any) -> None:
+                problem = not_a_file(log_dir / name)
+                if problem:  # a FIFO would hang the first write; a folder fail every one
+                    sys.stderr.write(f"warning: no {name}: {problem}; move it aside to have this log again\n")
+                    return
+                logger.add(handler(), **{**common, **options})
+
             common: dict[str, Any] = {"format": fmt, "backtrace": False, "diagnose": False, "enqueue": False}
-            logger.add(daily("trading_bot.log", 30), level="INFO", **common)
-            logger.add(_SizedFile(log_dir / "errors.log", maxBytes=10 * 2**20, backupCount=10, encoding="utf-8",
-                                  delay=True), level="ERROR", **{**common, "backtrace": True})
-            logger.add(daily("trades.log", 90), level="INFO", filter=lambda r: "trade" in r["extra"], **common)
-            logger.add(daily("predictions.log", 30), level="INFO", filter=lambda r: "prediction" in r["extra"],
-                       **common)
+            add("trading_bot.log", lambda: daily("trading_bot.log", 30), level="INFO")
+            add("errors.log", lambda: _SizedFile(log_dir / "errors.log", maxBytes=10 * 2**20, backupCount=10,
+                                                 encoding="utf-8", delay=True), level="ERROR", backtrace=True)
+            add("trades.log", lambda: daily("trades.log", 90), level="INFO", filter=lambda r: "trade" in r["extra"])
+            add("predictions.log", lambda: daily("predictions.log", 30), level="INFO",
+                filter=lambda r: "prediction" in r["extra"])
         _install_hooks()
         _configured = True
     if on_error is not None:

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.engine.files import not_a_file
+
 ENV_HOME = "AI_TRADER_HOME"
 
 
@@ -78,6 +80,11 @@ class AppPaths:
                 raise AppFolderError(f"the app's folder {folder} cannot be made ({exc.strerror or exc}): "
                                      "fix its permissions, free disk space, or move aside the file in its "
                                      f"place; or point AI_TRADER_HOME (or --data-dir) elsewhere") from None
+        for f in (self.settings, self.env_file, self.lock_file):  # (the record's files: see storage)
+            problem = not_a_file(f)
+            if problem:  # read or written at every start: a FIFO would hang it, a folder break it
+                raise AppFolderError(f"{problem}, where the app keeps a file of its own: move it aside (or "
+                                     "restore the file) and start again")
         return self
 
 

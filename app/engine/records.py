@@ -21,6 +21,7 @@ from typing import Any
 from loguru import logger
 
 from app.engine import storage as st
+from app.engine.files import not_a_file
 from app.engine.strategy.base import ModelOutput
 from app.engine.types import Order, OrderStatus, OrderType, Position, Side, SignalStatus, Trade, TradingSignal
 
@@ -131,6 +132,7 @@ STATE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "demo.clock": _iso_time,
 }
 KEEP_FINISHED = 2_000  # finished orders the SQL record also keeps in memory (the rest: in the file)
+MAX_ASIDE = 20  # numbered names tried for lines set aside before giving up
 CHECK_EVERY_S = 300.0  # the database's integrity is checked this often while running
 
 
@@ -322,7 +324,8 @@ class SqlRecorder(Recorder):
         # placed while the disk was full) is the app's, and must be seen as working
         self._open = {o.client_order_id: o for o in self._orders.open_orders()}
         self.orders.update(self._open)
-        logger.warning("Replayed {} records from {} into the database", done, path)
+        if done:
+            logger.warning("Replayed {} records from {} into the database", done, path)
         return done
 
     def _replay(self, item: dict[str, Any]) -> None:
@@ -345,9 +348,27 @@ class SqlRecorder(Recorder):
             raise ValueError(f"unknown kind {kind!r}")
 
     def _set_aside(self, lines: list[str], suffix: str, why: str) -> str:
+        """``lines`` appended to ``<backup>.<suffix>`` (``-2``, ``-3``... where that name is a
+        folder, a pipe or a device); StorageError, with the backup kept whole, when they cannot be."""
         aside = self.backup_path.with_suffix(suffix)
-        with aside.open("a") as f:
-            f.write("".join(line + "\n" for line in lines))
+        n = 1
+        while not_a_file(aside) and n < MAX_ASIDE:
+            n += 1
+            stem, ext = suffix.rsplit(".", 1)
+            aside = self.backup_path.with_suffix(f"{stem}-{n}.{ext}")
+        try:
+            problem = not_a_file(aside)
+            if problem:
+                raise OSError(problem)
+            with aside.open("a") as f:
+                f.write("".join(line + "\n" for line in lines))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise st.StorageError(
+                f"{len(lines)} records in {self.backup_path} {why}, and they cannot be kept aside in {aside} "
+                f"({exc}). The file is kept as it is (its readable records are in the database): free disk "
+                "space or move that file aside, then restart.") from None
         note = f"{len(lines)} records in {self.backup_path.name} {why}; they are kept in {aside.name}"
         logger.error(note)
         return note

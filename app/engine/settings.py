@@ -15,16 +15,23 @@ from typing import Any
 
 from loguru import logger
 
+from app.engine.files import not_a_file
 from app.engine.types import TIMEFRAMES
 
 
 class SettingsError(ValueError):
-    """A setting is out of bounds or of the wrong type; names the field."""
+    """A setting is out of bounds or of the wrong type; names the field (``name``), and every
+    field a rule between fields involves (``names``: both thresholds, all three weights)."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, also: tuple[str, ...] = ()) -> None:
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
+        self.names = (name, *also)
+
+
+MAX_FILE_BYTES = 1 * 2**20  # a settings file is a few KB; a larger one is not one
+MAX_DIGITS = 30  # a number in the file with more digits is refused (Python refuses 4,300+ anyway)
 
 
 def _num(default: float, lo: float, hi: float, label: str) -> Any:
@@ -97,17 +104,17 @@ class Settings:
         for f in fields(self):
             _check_field(f.name, getattr(self, f.name), f.metadata, f.type)
         if self.approval_threshold > self.auto_threshold:
-            raise SettingsError("approval_threshold", "must not exceed auto_threshold")
+            raise SettingsError("approval_threshold", "must not exceed auto_threshold", ("auto_threshold",))
         if self.trailing_pct >= self.trailing_start_pct:
-            raise SettingsError("trailing_pct", "must be smaller than trailing_start_pct")
+            raise SettingsError("trailing_pct", "must be smaller than trailing_start_pct", ("trailing_start_pct",))
         no_entry = self.no_entry_minutes_before_close
         if no_entry and self.flatten_minutes_before_close > no_entry:
-            raise SettingsError(
-                "no_entry_minutes_before_close", "must be at least flatten_minutes_before_close"
-            )
+            raise SettingsError("no_entry_minutes_before_close", "must be at least flatten_minutes_before_close",
+                                ("flatten_minutes_before_close",))
         total = self.weight_lstm + self.weight_rf + self.weight_momentum
         if abs(total - 1.0) > 1e-6:
-            raise SettingsError("weight_lstm", f"ensemble weights must sum to 1 (they sum to {total:.3f})")
+            raise SettingsError("weight_lstm", f"ensemble weights must sum to 1 (they sum to {total:.3f})",
+                                ("weight_rf", "weight_momentum"))
         if 0 < self.backtest_retrain_bars < MIN_RETRAIN_BARS:
             raise SettingsError("backtest_retrain_bars", f"must be 0 (the saved model) or at least "
                                 f"{MIN_RETRAIN_BARS} bars")
@@ -167,10 +174,16 @@ class Settings:
         its default alone, the rest are kept (one bad ticker must not reset the risk limits
         and the mode); an unreadable file falls back to defaults. Either way the file is
         kept as ``settings.invalid.json`` so the user loses nothing."""
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             return cls(), []
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            problem = not_a_file(path)
+            if problem:  # a FIFO would hang the start; a link to nothing would be written through
+                raise OSError(problem)
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ValueError(f"{path.stat().st_size:,} bytes; a settings file is a few KB")
+            # utf-8-sig: Notepad saves a byte-order mark before the first brace
+            data = json.loads(path.read_bytes().decode("utf-8-sig"), parse_int=_whole_number)
             if not isinstance(data, dict):
                 raise TypeError(f"expected a JSON object, found {type(data).__name__}")
         except (ValueError, TypeError, OSError, RecursionError) as exc:  # bad UTF-8 or JSON, unreadable, [[[[...
@@ -183,13 +196,15 @@ class Settings:
             try:
                 settings = cls.from_dict(data)
                 break
-            except SettingsError as exc:
-                drop = {exc.name, "symbol"} if exc.name == "watchlist" else {exc.name}  # (migrated from)
+            except SettingsError as exc:  # that field (or the fields of a rule between them) only
+                drop = {*exc.names, "symbol"} if "watchlist" in exc.names else set(exc.names)  # (migrated from)
                 if not drop & set(data):
                     settings, problems = cls(), [*problems, f"{exc}: every setting is at its default"]
                     break
+                reset = [n for n in exc.names if n in data]
                 data = {k: v for k, v in data.items() if k not in drop}
-                problems.append(f"{exc}; {exc.name} is at its default")
+                problems.append(f"{exc}; {' and '.join(reset)} {'are' if len(reset) > 1 else 'is'} at "
+                                f"{'their defaults' if len(reset) > 1 else 'its default'}")
         if problems:  # the original kept aside; what is left, valid, is the file from now on
             backup = _keep_aside(path)
             logger.error("Settings file {} has invalid values ({}); kept as {}", path, "; ".join(problems), backup)
@@ -198,6 +213,12 @@ class Settings:
             except OSError as exc:
                 logger.error("Cannot write the repaired settings to {}: {}", path, exc)
         return settings, problems
+
+
+def _whole_number(text: str) -> int | str:
+    """A JSON integer; one of more than MAX_DIGITS digits stays text, so that its field alone
+    is refused (int() of 4,300+ digits raises, and would cost every other setting)."""
+    return int(text) if len(text.lstrip("-")) <= MAX_DIGITS else f"{text[:6]}... ({len(text):,} digits)"
 
 
 def _keep_aside(path: Path) -> Path:

@@ -35,6 +35,7 @@ from app.engine.dates import DATE_ORDER
 
 MAX_PRICE = 1e7  # above this a "price" is a mis-parsed number, not a stock
 EXAMPLES_PER_REASON = 5
+MAX_FILE_BYTES = 2 * 2**30  # one import is read whole into memory; a file this large is split first
 
 _TIME_NAMES = ("datetime", "timestamp", "date_time", "time_stamp")
 _SYMBOL_NAMES = ("symbol", "ticker", "sym")
@@ -169,6 +170,12 @@ def _read_text(path: Path) -> str:
             raise DataError(f"cannot read {path}: it is a folder, not a CSV file")
         if path.exists() and not path.is_file():  # a pipe or a device: reading it could wait forever
             raise DataError(f"cannot read {path}: it is not a regular file (a pipe or a device), not a CSV file")
+        size = path.stat().st_size
+        if size == 0:  # also /proc and /sys files, which say 0 and may wait forever when read
+            raise DataError(f"{path.name} is empty")
+        if size > MAX_FILE_BYTES:
+            raise DataError(f"{path.name} is {size / 2**30:.1f} GB: more than the {MAX_FILE_BYTES / 2**30:.0f} GB "
+                            "one import reads into memory; split it by year or by symbol")
         data = path.read_bytes()
     except DataError:
         raise

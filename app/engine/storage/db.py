@@ -20,6 +20,7 @@ import peewee as pw
 from loguru import logger
 from playhouse.migrate import SqliteMigrator, migrate  # type: ignore[import-untyped]
 
+from app.engine.files import not_a_file
 from app.engine.storage.models import ALL_MODELS, StateRow
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
@@ -191,12 +192,9 @@ def _check_writable(path: Path) -> None:
 def check_regular(path: Path, what: str) -> None:
     """A path the app reads or writes as a file must be one: a folder gives a traceback, and a
     FIFO or a device would hang the app (or swallow what it writes) without a word."""
-    if path.is_symlink() and not path.exists():
-        raise StorageError(f"{path} is a link to nothing ({os.readlink(path)}): remove it (or restore "
-                           f"{what}) and restart.")
-    if path.exists() and not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, a device or a socket)"
-        raise StorageError(f"{path} is {kind}: it cannot hold {what}. Move it aside and restart.")
+    problem = not_a_file(path)
+    if problem:
+        raise StorageError(f"{problem}: it cannot hold {what}. Move it aside (or restore it) and restart.")
 
 
 def _looks_like_sqlite(path: Path) -> bool:
