@@ -191,7 +191,8 @@ class EngineWorker(QObject):
         if self.ctx is None:
             return
         try:
-            summaries = import_file(self.ctx.storage, path, timeframe, symbol or None)
+            summaries = import_file(self.ctx.storage, path, timeframe, symbol or None,
+                                    spike=self.settings.bad_print_factor)
         except (DataError, OSError) as exc:
             self.alertRaised.emit(AlertEvent("error", f"Import failed: {exc}"))
             return

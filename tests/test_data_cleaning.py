@@ -160,6 +160,16 @@ def test_isolated_price_spikes_are_dropped_and_splits_and_gaps_are_not() -> None
     assert result.frame["close"].max() < 1_000 and result.frame["close"].min() > 1
 
 
+def test_the_spike_factor_is_a_setting_and_the_report_says_which() -> None:
+    frame = synthetic(400, seed=4)
+    base = float(frame["close"].iloc[99])
+    frame.iloc[100, [frame.columns.get_loc(c) for c in ("close", "high")]] = base * 2.5
+    assert clean(frame, "1m", keep_extended=True).report.spikes == 0, "2.5x is kept at the default 3x"
+    strict = clean(frame, "1m", keep_extended=True, spike=2.0)
+    assert strict.report.spikes == 1 and frame.index[100] not in strict.frame.index
+    assert any("x2 off the closes around them" in line for line in strict.report.lines())
+
+
 def test_bad_prints_two_and_three_in_a_row_are_dropped_and_counted() -> None:
     frame = synthetic(400, seed=5)
     for i in (100, 101):

@@ -17,6 +17,7 @@ from app.cli.data import add_data_parser, run_data_command
 from app.engine.clock import SimClock
 from app.engine.paths import AppPaths
 from app.engine.secrets import save_keys
+from app.engine.settings import Settings
 from app.engine.storage import BarRepository, Storage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +163,22 @@ def test_a_file_named_spy_is_never_stored_as_pltr_unasked(paths: AppPaths, capsy
     storage = Storage(paths.database)
     assert (BarRepository(storage).count("SPY", "5m"), BarRepository(storage).count("PLTR", "5m")) == (0, 5)
     storage.close()
+
+
+def test_import_drops_bad_prints_by_the_users_factor(paths: AppPaths, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    closes = [20.0 + 0.01 * i for i in range(12)]
+    closes[6] = 50.0  # 2.5x: a real move at the default 3x, a bad print at the user's 2x
+    csv = tmp_path / "PLTR_5m.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"2025-12-23 {14 + (30 + 5 * i) // 60}:{(30 + 5 * i) % 60:02d}:00+00:00,{c},{c},{c},{c},100\n"
+        for i, c in enumerate(closes)))
+    rc, out, _ = run(paths, capsys, "data", "import", str(csv))
+    assert rc == 0 and "price spike" not in out and "stored: 12 bars" in out
+    paths.ensure()
+    Settings(bad_print_factor=2.0).save(paths.settings)
+    rc, out, _ = run(paths, capsys, "data", "import", str(csv), "--replace")
+    assert rc == 0 and "price spike (a bad print: x2 off" in out and "stored: 11 bars" in out
 
 
 def _counts(paths: AppPaths, *symbols: str) -> tuple[int, ...]:

@@ -455,6 +455,19 @@ def test_a_bad_print_never_moves_money_and_a_real_gap_is_confirmed() -> None:
     assert desk.bot.core.book.last_prices["PLTR"] == 70.5
 
 
+def test_the_bad_print_factor_is_the_users_setting() -> None:
+    """A jump of 2.5x: taken at the default 3x, held until confirmed at a stricter 2x."""
+    desk = Desk("auto")
+    desk.close_bar(20.0, p_up=0.95)
+    desk.bot.on_prices({"PLTR": 50.0})
+    assert desk.bot.core.book.last_prices["PLTR"] == 50.0
+    desk.bot.update_settings(desk.bot.core.book.settings.updated(bad_print_factor=2.0))
+    desk.bot.on_prices({"PLTR": 20.0})
+    assert desk.bot.core.book.last_prices["PLTR"] == 50.0, "held: 2.5x off the last at a 2x setting"
+    desk.bot.on_prices({"PLTR": 20.2})
+    assert desk.bot.core.book.last_prices["PLTR"] == 20.2, "confirmed by the next price near it"
+
+
 def test_two_bad_prints_in_a_row_do_not_confirm_each_other() -> None:
     """0.0001 twice is still a bad print: a jump of 10x or more needs two confirmations."""
     desk = Desk("auto")

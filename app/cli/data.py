@@ -35,6 +35,7 @@ from app.engine.data.sources import (
 )
 from app.engine.paths import AppPaths
 from app.engine.secrets import load_keys
+from app.engine.settings import Settings
 from app.engine.storage import Storage, StorageError
 from app.engine.types import TIMEFRAMES
 
@@ -107,7 +108,8 @@ def _import(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     try:
         summaries = import_file(storage, args.file, timeframe, args.symbol, rename=getattr(args, "rename", False),
                                 keep_extended=getattr(args, "keep_extended", False),
-                                replace=getattr(args, "replace", False))
+                                replace=getattr(args, "replace", False),
+                                spike=Settings.load(paths.settings).bad_print_factor)
     finally:
         storage.close()
     print("source: CSV file", file=out)

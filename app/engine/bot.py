@@ -27,7 +27,6 @@ from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.types import Bar, EngineStatus, Side, TradingMode, TradingSignal, timeframe_of
 
 _INF = math.inf
-SPIKE = 3.0  # a price this many times off the last one is held until a second one confirms it
 SPIKE_EXTREME = 10.0  # a price this many times off needs two confirmations
 
 
@@ -201,13 +200,15 @@ class TradingBot:
         self.on_clock()
 
     def _plausible(self, symbol: str, price: float) -> bool:
-        """False for a price more than SPIKE times off the last one known, until later prices
+        """False for a price more than ``bad_print_factor`` times off the last one known (3x by
+        default), until later prices
         near it confirm it: a bad print (0.0001, 9,999,999) must not "hit" a stop or set a
         trailing stop in the millions, while a real gap is confirmed by the next price. A jump
         beyond SPIKE_EXTREME (no listed stock moves 10x between two prices) needs two more:
         bad prints come in pairs too."""
         last = self.core.book.last_prices.get(symbol)
-        if last is None or 1.0 / SPIKE <= price / last <= SPIKE:
+        spike = self.core.book.settings.bad_print_factor
+        if last is None or 1.0 / spike <= price / last <= spike:
             if self._suspect:  # rare: a price held back earlier
                 self._suspect.pop(symbol, None)
             return True

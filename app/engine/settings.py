@@ -73,6 +73,9 @@ class Settings:
     record_retention_days: int = _num(90, 7, 3650, "Keep predictions and signals (days)")
     fractional: bool = _flag(False, "Fractional shares")
     max_price_move_pct: float = _num(0.01, 0.001, 0.10, "Max price move before approval")
+    # a price this many times off the last (or the bars around it) is a bad print: the engine
+    # holds it until the next prices confirm it, and cleaning drops it from imported history
+    bad_print_factor: float = _num(3.0, 1.5, 10.0, "Bad-print filter: a price jump of (x)")
     # --- signals
     auto_threshold: float = _num(0.80, 0.5, 1.0, "Execute at confidence")
     approval_threshold: float = _num(0.70, 0.5, 1.0, "Ask approval at confidence")

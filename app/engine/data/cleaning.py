@@ -64,6 +64,7 @@ class CleanReport:
     bad_high_low: int = 0
     bad_volume: int = 0
     spikes: int = 0
+    spike: float = SPIKE  # the factor that made a price a spike
     zero_volume: int = 0
     extended_hours: int = 0
     sessions: int = 0
@@ -89,8 +90,8 @@ class CleanReport:
             (self.bad_prices, "bars with missing, zero or negative prices (dropped)"),
             (self.bad_high_low, "bars with high/low outside open/close (dropped)"),
             (self.bad_volume, "bars with negative volume (dropped)"),
-            (self.spikes, f"bars with a price spike (x{SPIKE:g} off the closes around them, up to {SPIKE_RUN} in a "
-                          "row; dropped as bad prints)"),
+            (self.spikes, f"bars with a price spike (x{self.spike:g} off the closes around them, up to {SPIKE_RUN} "
+                          "in a row; dropped as bad prints)"),
         ]
         items = [
             (self.duplicates, "duplicate timestamps (kept the last)"),
@@ -125,12 +126,13 @@ def default_calendar() -> MarketCalendar:
 
 
 def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None = None,
-          keep_extended: bool = False) -> CleanResult:
-    """Apply every rule in order and return the clean frame with what was done."""
+          keep_extended: bool = False, spike: float = SPIKE) -> CleanResult:
+    """Apply every rule in order and return the clean frame with what was done. ``spike``:
+    the bad-print factor (the setting ``bad_print_factor``)."""
     step = check_timeframe(timeframe)
     intraday = step < 86400
     cal = calendar or default_calendar()
-    rep = CleanReport(timeframe, input_rows=len(frame))
+    rep = CleanReport(timeframe, input_rows=len(frame), spike=spike)
     df = normalize_frame(frame)
     df = df[~df.index.isna()]
     if not intraday:
@@ -206,7 +208,7 @@ def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
         ref = np.sqrt(prev * nxt)[:, None]
         tops = np.lib.stride_tricks.sliding_window_view(top[1: n - 1], run)
         bottoms = np.lib.stride_tricks.sliding_window_view(bottom[1: n - 1], run)
-        off = ((tops > ref * SPIKE) | (bottoms < ref / SPIKE)).all(axis=1) & agree
+        off = ((tops > ref * rep.spike) | (bottoms < ref / rep.spike)).all(axis=1) & agree
         for k in range(run):  # every bar of a run that is off
             bad[1 + k: n - run + k] |= off
     _edge_spikes(c, top, bottom, bad)

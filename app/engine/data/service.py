@@ -20,7 +20,7 @@ import pandas as pd
 from loguru import logger
 
 from app.engine.clock import MarketCalendar
-from app.engine.data.cleaning import CleanReport, CleanResult, clean
+from app.engine.data.cleaning import SPIKE, CleanReport, CleanResult, clean
 from app.engine.data.csv_import import ImportResult, column_symbols, read_csv, read_csv_each
 from app.engine.data.frame import (
     DataError,
@@ -132,23 +132,23 @@ class FetchSummary:
 
 def read_clean(path: str | Path, timeframe: str, calendar: MarketCalendar | None = None,
                keep_extended: bool = False, hint: str = "use",
-               symbol: str | None = None) -> tuple[ImportResult, CleanResult]:
+               symbol: str | None = None, spike: float = SPIKE) -> tuple[ImportResult, CleanResult]:
     """Read a CSV of bars and clean it: the one way every command loads a file.
     ``symbol`` picks one stock's rows from a file with a symbol column."""
     check_timeframe(timeframe)
     result = read_csv(path, symbol)
-    return result, _clean_checked(result, path, timeframe, calendar, keep_extended, hint)
+    return result, _clean_checked(result, path, timeframe, calendar, keep_extended, hint, spike)
 
 
 def _clean_checked(result: ImportResult, path: str | Path, timeframe: str, calendar: MarketCalendar | None,
-                   keep_extended: bool, hint: str) -> CleanResult:
+                   keep_extended: bool, hint: str, spike: float = SPIKE) -> CleanResult:
     """A file holding bars of another spacing is refused, saying which it holds."""
     seen = infer_timeframe(result.frame)
     if seen is not None and seen != timeframe:
         whose = f" of {result.symbol}" if result.symbol else ""
         fix = hint.format(tf=seen) if "{tf}" in hint else f"{hint} --timeframe {seen}"
         raise DataError(f"{Path(path).name} holds {seen} bars{whose}, not {timeframe}: {fix}")
-    return clean(result.frame, timeframe, calendar, keep_extended)
+    return clean(result.frame, timeframe, calendar, keep_extended, spike)
 
 
 def load_bars(path: str | Path, symbol: str, timeframe: str,
@@ -165,7 +165,7 @@ def load_bars(path: str | Path, symbol: str, timeframe: str,
 
 def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str | None = None,
                 rename: bool = False, calendar: MarketCalendar | None = None,
-                keep_extended: bool = False, replace: bool = False) -> list[ImportSummary]:
+                keep_extended: bool = False, replace: bool = False, spike: float = SPIKE) -> list[ImportSummary]:
     """Import a CSV as ``data import`` does: each stock of a symbol column under its own
     ticker, else the whole file under ``symbol`` or the one its name says. Bars the file
     calls SPY are never stored as PLTR unless ``rename``; every part is read and cleaned
@@ -177,7 +177,7 @@ def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str 
     name, named = Path(path).name, named_in_file(path)[0]
     targets: dict[str | None, str] = (_column_targets(name, held, named, wanted, rename) if held
                                       else {None: _name_target(name, named, wanted, rename)})
-    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended, replace)
+    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended, replace, spike)
 
 
 def _name_target(name: str, named: str | None, wanted: str | None, rename: bool) -> str:
@@ -218,10 +218,10 @@ def _column_targets(name: str, held: list[str], named: str | None, wanted: str |
 
 def _store(storage: Storage, path: str | Path, timeframe: str, parts: list[ImportResult],
            targets: dict[str | None, str], calendar: MarketCalendar | None,
-           keep_extended: bool, replace: bool = False) -> list[ImportSummary]:
+           keep_extended: bool, replace: bool = False, spike: float = SPIKE) -> list[ImportSummary]:
     """Clean every part first, then store: one part's refusal stores nothing."""
-    ready = [(targets[r.symbol], r, _clean_checked(r, path, timeframe, calendar, keep_extended, "import it with"))
-             for r in parts if r.symbol in targets]
+    ready = [(targets[r.symbol], r, _clean_checked(r, path, timeframe, calendar, keep_extended, "import it with",
+                                                   spike)) for r in parts if r.symbol in targets]
     if not replace:
         for symbol, _, cleaned in ready:
             _check_overlap(storage, path, symbol, timeframe, cleaned.frame)
@@ -264,7 +264,7 @@ def _save(storage: Storage, path: str | Path, symbol: str, timeframe: str, resul
     reasons = Counter(result.reasons)
     for n, why in ((rep.bad_prices, "missing, zero or negative price"),
                    (rep.bad_high_low, "high/low outside open/close"),
-                   (rep.spikes, "price spike (a bad print)"),
+                   (rep.spikes, f"price spike (a bad print: x{rep.spike:g} off the bars around it)"),
                    (rep.bad_volume, "negative volume")):
         if n:
             reasons[why] += n
