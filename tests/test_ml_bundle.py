@@ -52,7 +52,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, pd.
                              random_forest={"n_estimators": 10})
     ens.fit(ds.X, ds.y)  # type: ignore[union-attr]
     ens.calibrator = PlattCalibrator(0.8, 0.05, 250)  # type: ignore[union-attr]
-    info = {"symbol": "PLTR", "timeframe": "1d", "horizon": 1, "last_label": frame.index[-2].isoformat()}
+    info = {"symbol": "PLTR", "timeframe": "1d", "horizon": 1, "last_label": frame.index[-2].isoformat(),
+            "edge": True, "edge_reason": "granted for these tests of loading"}
     folder = save_bundle(tmp_path_factory.mktemp("models") / "PLTR_1d", ens, info, {"note": "test"})  # type: ignore[arg-type]
     return folder, ens, frame
 

@@ -15,13 +15,24 @@ import pandas as pd
 import pytest
 
 from app.cli.ml import add_ml_parsers, run_ml_command
+from app.engine.data.frame import frame_to_bars
+from app.engine.ml.dataset import load_csv_bars
+from app.engine.ml.live import EnsembleSignalModel, load_signal_model
 from app.engine.paths import AppPaths
+from app.engine.pipeline import model_label
+from app.engine.settings import Settings
+from app.engine.strategy.rules import RulesModel
 
 
-def write_daily_csv(path: Path, n: int = 520, seed: int = 11) -> pd.DataFrame:
+def write_daily_csv(path: Path, n: int = 520, seed: int = 11, planted: float = 0.0) -> pd.DataFrame:
+    """A random walk; with ``planted`` > 0, each day's return carries that share of the
+    day before's (a momentum a model can learn)."""
     rng = np.random.default_rng(seed)
     days = pd.bdate_range("2021-06-01", periods=n)
-    close = 25 * np.exp(np.cumsum(rng.normal(0.0004, 0.02, n)))
+    r = rng.normal(0.0004, 0.02, n)
+    for t in range(1, n):
+        r[t] += planted * r[t - 1]
+    close = 25 * np.exp(np.cumsum(r))
     open_ = close * np.exp(rng.normal(0, 0.004, n))
     df = pd.DataFrame({"Date": days.strftime("%Y-%m-%d"), "Open": open_,
                        "High": np.maximum(open_, close) * 1.012, "Low": np.minimum(open_, close) * 0.988,
@@ -62,6 +73,35 @@ def test_train_reports_walk_forward_and_saves_the_bundle(trained) -> None:
     assert metrics["info"]["symbol"] == "PLTR"
     meta = json.loads((home / "models" / "PLTR_1d" / "metadata.json").read_text())
     assert meta["timeframe"] == "1d" and meta["horizon"] == 1 and "ensemble" in meta["metrics"]["overall"]
+    oos = metrics["out_of_sample"]
+    assert {"auc", "auc_ci", "rank_ic", "rank_ic_ci", "ece", "ece_constant_baseline", "trades", "expectancy_bps",
+            "rules_expectancy_bps", "configs_tried", "deflated_sharpe"} <= set(oos)
+
+
+def test_a_random_walk_has_no_edge_and_its_model_never_trades(trained) -> None:
+    home, _, root = trained
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["edge"] is False and metrics["edge_reason"]
+    model, notes = load_signal_model(AppPaths(home), Settings(timeframe="1d"))
+    assert isinstance(model, RulesModel) and model_label(model) == "rules: model has no demonstrated edge"
+    assert metrics["edge_reason"] in notes[0]
+
+
+def test_a_planted_edge_is_found_and_its_model_trades(tmp_path: Path) -> None:
+    csv = tmp_path / "pltr_daily.csv"
+    write_daily_csv(csv, n=1_000, seed=3, planted=0.6)
+    home = tmp_path / "home"
+    rc, out, err = run(["train", "--symbol", "PLTR", "--csv", str(csv), "--timeframe", "1d", "--folds", "3",
+                        "--small", "--json", str(tmp_path / "m.json")], home)
+    assert rc == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["edge"] is True, metrics["edge_reason"]
+    assert "edge: yes" in out and metrics["out_of_sample"]["rank_ic_ci"][0] > 0
+    model, _ = load_signal_model(AppPaths(home), Settings(timeframe="1d"))
+    assert isinstance(model, EnsembleSignalModel)
+    bars = frame_to_bars(load_csv_bars(csv, "1d"), "PLTR")
+    calls = [model.predict(np.array([b.close for b in bars[: i + 1]]), bars[: i + 1]) for i in range(900, 1_000)]
+    assert sum(1 for c in calls if c is not None and c.p_up >= 0.7) >= 3, "it reaches the approval threshold"
 
 
 def test_predict_writes_one_object_per_bar(trained, tmp_path: Path) -> None:
@@ -100,6 +140,8 @@ def test_a_bars_prediction_does_not_depend_on_later_bars(trained, tmp_path: Path
     (["train", "--symbol", "PLTR", "--csv", "missing.csv", "--timeframe", "1d"], "no such file"),
     (["train", "--symbol", "PLTR", "--timeframe", "1d", "--source", "cache"], "no PLTR 1d bars"),
     (["train", "--symbol", "PL TR", "--csv", "x.csv"], "is not a ticker symbol"),
+    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--horizon", "0"], "--horizon 0: the label looks at least 1"),
+    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--folds", "0"], "--folds 0"),
 ])
 def test_failures_are_one_line_without_traceback(tmp_path: Path, argv: list[str], message: str) -> None:
     rc, _, err = run(argv, tmp_path / "home")
@@ -124,6 +166,7 @@ def test_ensemble_backtest_over_its_training_data_is_flagged_in_sample(trained, 
     assert code == 0, capsys.readouterr().err
     data = json.loads(out_json.read_text())
     assert any("IN-SAMPLE" in n for n in data["notes"])
+    assert any("NO DEMONSTRATED EDGE" in n for n in data["notes"]), "a random walk's model: it says so"
     assert data["bars"] == 520
 
 

@@ -34,6 +34,7 @@ def test_retrain_shows_progress_then_the_out_of_sample_table(qtbot, tmp_path: Pa
     names = {tab.table.item(r, 0).text() for r in range(tab.table.rowCount())}
     assert {"lstm", "random_forest", "momentum", "ensemble", "always_up"} <= names
     assert tab.progress.value() == 1000 and "Out-of-sample" in tab.status.text()
+    assert tab.status.text().startswith("NO DEMONSTRATED EDGE: "), "a random walk: it says so first"
     meta = json.loads((tab.folder() / "metadata.json").read_text())
     assert meta["symbol"] == "PLTR"
 
@@ -87,6 +88,7 @@ def test_the_symbol_picker_shows_each_watchlist_symbols_model(qtbot, tmp_path: P
     assert "No trained model for PLTR 1d" in tab.status.text() and tab.table.rowCount() == 0
     picker.setCurrentText("NVDA")
     assert "777 bars" in tab.status.text() and tab.table.rowCount() == 2
+    assert tab.status.text().startswith("NOT JUDGED for an edge"), "saved before the edge gate"
     assert tab.folder() == paths.model_dir("NVDA", "1d")
     picker.setCurrentText("SPY")
     assert "No trained model for SPY 1d" in tab.status.text() and tab.table.rowCount() == 0

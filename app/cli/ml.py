@@ -97,6 +97,10 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
            probe: Callable[[], bool] | None) -> int:
 
     symbol = normalize_symbol(args.symbol)
+    if args.horizon is not None and args.horizon < 1:
+        raise DataError(f"--horizon {args.horizon}: the label looks at least 1 bar ahead")
+    if args.folds < 1:
+        raise DataError(f"--folds {args.folds}: the walk-forward needs at least 1 test fold")
     frame, label = _bars(args, paths, symbol, clock, probe, out)
     print(f"training {symbol} {args.timeframe} on {len(frame)} bars from {label}", file=out)
     settings = Settings.load(paths.settings)
@@ -113,9 +117,15 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
             print(f"warning: {name} was not trained: {why}", file=err)
     print(f"saved {', '.join(result.ensemble.components)} to {folder} "
           f"({result.info['seconds']:.0f} s)", file=out)
+    verdict = result.verdict
+    if verdict.edge:
+        print(f"edge: yes ({verdict.reason}); the app trades this model", file=out)
+    else:
+        print(f"edge: NO ({verdict.reason}); saved with edge: false, it never trades: the app trades its "
+              "rules model instead", file=out)
     if args.json:
-        Path(args.json).write_text(json.dumps({"info": result.info, **metrics}, indent=2, default=str),
-                                   encoding="utf-8")
+        Path(args.json).write_text(json.dumps({**verdict.to_dict(), "info": result.info, **metrics}, indent=2,
+                                              default=str), encoding="utf-8")
     return 0
 
 

@@ -22,8 +22,9 @@ _NO_CLOSES = np.empty(0)  # for a model that does not read them (a backtest's pr
 
 
 def model_label(model: SignalModel) -> str:
-    """What the desk calls a model: the rules model is the fallback when none is trained."""
-    return "rules fallback" if model.name == "rules" else model.name
+    """What the desk calls a model: the rules model is the fallback when none is trained (or
+    the trained one has no demonstrated edge: its label says so)."""
+    return model.label or ("rules fallback" if model.name == "rules" else model.name)
 
 
 class SignalPipeline:
@@ -53,7 +54,8 @@ class SignalPipeline:
             return None
         self.records.prediction(bar.symbol, bar.time, out, now)
         if self.bus.active:
-            label = "rules fallback" if out.version.startswith("rules") else self.model_label
+            label = ("rules fallback" if out.version.startswith("rules") and self.model.name != "rules"
+                     else self.model_label)
             self.bus.publish(PredictionEvent(bar.symbol, bar.time, out.p_up, out.confidence, out.votes, label))
         return out
 

@@ -159,7 +159,15 @@ class ModelTab(QWidget):
         if bins:
             self.reliability.plot([b["mean_p"] for b in bins], [b["observed"] for b in bins],
                                   pen=pg.mkPen("#42a5f5", width=2), symbol="o", symbolBrush="#42a5f5")
+        if meta.get("edge") is True:
+            verdict = f"Edge shown out of sample: {meta.get('edge_reason', '')}. "
+        elif "edge" in meta:
+            verdict = (f"NO DEMONSTRATED EDGE: {meta.get('edge_reason') or 'its out-of-sample numbers show none'}. "
+                       "It never trades: the rules model does. ")
+        else:
+            verdict = "NOT JUDGED for an edge (saved by an older version): train it again. The rules model trades. "
         self.status.setText(
+            verdict +
             f"Trained on {meta.get('train_start', '?')[:10]} .. {meta.get('train_end', '?')[:10]}, "
             f"{meta.get('bars', '?')} bars, horizon {meta.get('horizon', '?')} bars. Out-of-sample figures; "
             f"calibration error {cal.get('ece_raw', float('nan')):.3f} raw, "

@@ -25,7 +25,7 @@ from app.engine.data.features import FEATURE_COLUMNS, compute_features
 from app.engine.data.frame import bars_to_frame, is_intraday
 from app.engine.ml.artifacts import ArtifactError, load_bundle
 from app.engine.ml.dataset import build_dataset
-from app.engine.ml.live import predict_frame
+from app.engine.ml.live import edge_of, predict_frame
 from app.engine.ml.models import MomentumModel, ProgressFn, TrainingCancelled
 from app.engine.ml.train import TrainConfig, WalkForwardReport, walk_forward
 from app.engine.paths import model_dir
@@ -59,6 +59,10 @@ def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: Pat
     frame = predict_frame(bundle, bars_to_frame(bars), weights)
     notes = [f"model trained on {bundle.meta.get('train_start', '?')[:10]} .. "
              f"{bundle.meta.get('train_end', '?')[:10]}"]
+    no_edge = edge_of(bundle.meta)
+    if no_edge:
+        notes.append(f"NO DEMONSTRATED EDGE ({no_edge}): the live app never trades this model, it trades "
+                     "its rules model")
     start, end = bundle.meta.get("train_start"), bundle.meta.get("train_end")
     if start and end and _utc(bars[0].time) <= _parse(end) and _utc(bars[-1].time) >= _parse(start):
         notes.append("IN-SAMPLE: this window overlaps the model's training data; the result says "

@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from app.engine.data.features import WARMUP_BARS, compute_features, compute_features_tail
 from app.engine.data.frame import from_epoch_seconds, is_intraday
-from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle
+from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle, read_metadata
 from app.engine.ml.ensemble import combine, combine_one
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
@@ -188,6 +188,18 @@ class EnsembleSignalModel(SignalModel):
         return ModelOutput(out.p_up, out.votes, (f"rules fallback: {why}", *out.reasons), out.version)
 
 
+NO_EDGE_LABEL = "rules: model has no demonstrated edge"
+
+
+def edge_of(meta: dict[str, Any]) -> str | None:
+    """Why a saved model must not trade (its own out-of-sample verdict), or None when it may."""
+    if meta.get("edge") is True:
+        return None
+    if "edge" not in meta:
+        return "it was saved before models were judged on their out-of-sample edge: train it again"
+    return str(meta.get("edge_reason") or "its out-of-sample numbers show none")
+
+
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -206,6 +218,11 @@ def load_signal_model(paths: AppPaths, settings: Settings) -> tuple[SignalModel,
     """
     folder = paths.model_dir(settings.symbol, settings.timeframe)
     try:
+        verdict = edge_of(read_metadata(folder))
+        if verdict is not None:  # never loaded: a model without a demonstrated edge never trades
+            rules = RulesModel()
+            rules.label = NO_EDGE_LABEL
+            return rules, [f"{NO_EDGE_LABEL} ({verdict}): the rules model trades {settings.symbol}"]
         bundle = load_bundle(folder, symbol=settings.symbol, timeframe=settings.timeframe)
     except ArtifactError as exc:
         return RulesModel(), [f"Using the rules model: {exc}"]

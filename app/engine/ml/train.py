@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from app.engine.ml.dataset import Dataset, build_dataset
+from app.engine.ml.edge import EdgeVerdict, assess, forward_returns
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine
 from app.engine.ml.factory import ModelFactory
 from app.engine.ml.metrics import (
@@ -113,7 +114,8 @@ class WalkForwardReport:
 class TrainResult:
     ensemble: Ensemble
     report: WalkForwardReport
-    info: dict[str, Any]
+    info: dict[str, Any]  # what the bundle's metadata keeps, the edge verdict included
+    verdict: EdgeVerdict
 
 
 def fold_edges(n: int, folds: int, first_train_frac: float) -> list[tuple[int, int]]:
@@ -174,6 +176,7 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
     done = np.concatenate([[0.0], np.cumsum(work)]) / work.sum()
     blocks: list[pd.DataFrame] = []
     folds: list[dict[str, Any]] = []
+    fwd = forward_returns(ds.close, h, ds.y)
     for k, (a, b) in enumerate(edges):
         sub = _scaled(progress, done[k], done[k + 1], f"fold {k + 1}/{len(edges)}: ")
         y_train = purged_labels(ds.y, a, h)
@@ -181,7 +184,7 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
         ens.fit(ds.X[:a], y_train, progress=sub)
         ctx = max(0, a - ens.lookback + 1)
         parts = {name: p[a - ctx:] for name, p in ens.predict_parts(ds.X[ctx:b]).items()}
-        block = pd.DataFrame({"y": ds.y[a:b]}, index=ds.index[a:b])
+        block = pd.DataFrame({"y": ds.y[a:b], "ret": fwd[a:b]}, index=ds.index[a:b])
         for name in COMPONENTS:
             block[name] = parts.get(name, np.full(b - a, np.nan))
         block["ensemble"] = combine(parts, ens.weights)
@@ -256,15 +259,26 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     ens = make(ds.columns, ds.horizon)
     ens.fit(ds.X, ds.y, progress=_scaled(progress, split, 1.0, "final model: "))
     ens.calibrator = fit_calibrator(report.oof, config)
+    verdict = judge(report, ens.calibrator, settings, ds)
     labelled = np.flatnonzero(np.isfinite(ds.y))
     info = {"symbol": config.symbol, "timeframe": config.timeframe, "horizon": ds.horizon,
             "features": list(ds.columns), "bars": len(ds), "labelled": ds.labelled,
             "train_start": ds.index[0].isoformat(), "train_end": ds.index[-1].isoformat(),
             "last_label": ds.index[labelled[-1]].isoformat(), "skipped": dict(ens.skipped),
-            "seconds": round(time.perf_counter() - started, 2)}
+            "seconds": round(time.perf_counter() - started, 2), **verdict.to_dict()}
     if progress is not None:
         progress(1.0, "done")
-    return TrainResult(ens, report, info)
+    return TrainResult(ens, report, info, verdict)
+
+
+def judge(report: WalkForwardReport, calibrator: PlattCalibrator | None, settings: Settings,
+          ds: Dataset) -> EdgeVerdict:
+    """The edge verdict at the user's approval threshold and costs: slippage both ways, and
+    the commission per share as a share of the median price."""
+    price = float(np.nanmedian(ds.close)) if len(ds) else 0.0
+    commission = 2 * settings.commission_per_share / price * 1e4 if price > 0 else 0.0
+    return assess(report.oof, calibrator, threshold=settings.approval_threshold,
+                  cost_bps=round(2 * settings.slippage_bps + commission, 2), horizon=ds.horizon)
 
 
 def _scaled(progress: ProgressFn | None, lo: float, hi: float, prefix: str) -> ProgressFn | None:

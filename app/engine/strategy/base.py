@@ -25,6 +25,7 @@ class ModelOutput:
 
 class SignalModel(abc.ABC):
     name: str = "model"
+    label: str = ""  # what the desk calls it, when not its name (see pipeline.model_label)
     min_bars: int = 1
     wants_bars: bool = False  # True: predict() also needs the OHLCV bars (the trained ensemble)
     reads_closes: bool = True  # False: predict() looks its answer up by the last bar (precomputed)

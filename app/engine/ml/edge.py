@@ -1,0 +1,185 @@
+"""Does a trained model have an edge a trader can act on? Its own out-of-sample numbers say.
+
+Every figure here comes from the walk-forward's out-of-fold bars (see :mod:`train`): the
+model never saw them. A model is granted an edge only when all of these hold:
+
+* its calibration map is not flat: a Platt slope near 0 states the base rate on every bar,
+  a constant that must never trade;
+* its rank information coefficient (Spearman's correlation of the raw ensemble P(up) with
+  the forward return the label reads) has a 95% interval above 0, from a moving-block
+  bootstrap (blocks of at least the label's horizon, since neighbouring labels overlap);
+* at least ``MIN_TRADES`` out-of-sample bars reach the approval threshold (the app trades
+  long only: P(up) >= 0.70 is a buy), and those trades made money after costs on average;
+* and more than the ungated rule did on the same bars (the momentum component's own call,
+  P(up) > 0.5, or buying every bar when there is none).
+
+Otherwise the verdict is ``edge: false`` with the first reason that failed, and the app
+trades its rules model instead. The deflated Sharpe ratio (Bailey and Lopez de Prado,
+"The Deflated Sharpe Ratio", 2014) of the gated trades is reported beside it: the
+probability that their per-trade Sharpe ratio is above what the best of ``configs_tried``
+configurations with no skill would show.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from app.engine.ml.ensemble import PlattCalibrator
+from app.engine.ml.metrics import expected_calibration_error
+
+MIN_TRADES = 30  # gated out-of-sample trades below this are too few to judge
+FLAT_SLOPE = 0.05  # a Platt slope at or below this maps every P(up) to about the base rate
+RESAMPLES = 400
+SEED = 20_240_601  # the bootstrap is pinned: the same model gets the same verdict every time
+EULER_GAMMA = 0.5772156649015329
+
+
+@dataclass(frozen=True)
+class EdgeVerdict:
+    edge: bool
+    reason: str
+    out_of_sample: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edge": self.edge, "edge_reason": self.reason, "out_of_sample": self.out_of_sample}
+
+
+def forward_returns(close: np.ndarray, horizon: int, y: np.ndarray) -> np.ndarray:
+    """The return each label reads (close ``horizon`` bars on over this close, less 1); NaN
+    where the label is (not known yet, or across the session close)."""
+    close = np.asarray(close, dtype="float64")
+    out = np.full(len(close), np.nan)
+    if len(close) > horizon:
+        out[: len(close) - horizon] = close[horizon:] / close[: len(close) - horizon] - 1.0
+    out[~np.isfinite(y)] = np.nan
+    return out
+
+
+def assess(oof: pd.DataFrame, calibrator: PlattCalibrator | None, *, threshold: float, cost_bps: float,
+           horizon: int, configs_tried: int = 1) -> EdgeVerdict:
+    """The verdict on out-of-fold rows holding ``y``, ``ret`` (the forward return),
+    ``ensemble`` (raw P(up)), ``ensemble_calibrated`` (nested, out-of-sample), ``always_up``
+    and, where the ensemble has one, ``momentum``."""
+    rng = np.random.default_rng(SEED)
+    y, ret = oof["y"].to_numpy(dtype="float64"), oof["ret"].to_numpy(dtype="float64")
+    raw = oof["ensemble"].to_numpy(dtype="float64")
+    ok = np.isfinite(y) & np.isfinite(ret) & np.isfinite(raw)
+    block = max(horizon, int(math.sqrt(max(ok.sum(), 1))))
+    stats: dict[str, Any] = {"bars": int(ok.sum()), "bootstrap_block_bars": block, "cost_bps": cost_bps,
+                             "threshold": threshold, "configs_tried": configs_tried}
+    stats["auc"], stats["auc_ci"] = _with_interval(_auc, (y[ok], raw[ok]), block, rng)
+    stats["rank_ic"], stats["rank_ic_ci"] = _with_interval(_rank_ic, (raw[ok], ret[ok]), block, rng)
+
+    cal = oof["ensemble_calibrated"].to_numpy(dtype="float64")
+    rows = ok & np.isfinite(cal)  # fold 1 has no calibration of its own: left out
+    stats["calibrated_bars"] = int(rows.sum())
+    stats["ece"] = expected_calibration_error(y[rows], cal[rows]) if rows.any() else None
+    base = oof["always_up"].to_numpy(dtype="float64")
+    stats["ece_constant_baseline"] = expected_calibration_error(y[rows], base[rows]) if rows.any() else None
+    net = ret * 1e4 - cost_bps
+    gated = rows & (cal >= threshold)
+    stats["trades"] = int(gated.sum())
+    stats["expectancy_bps"] = _mean(net[gated])
+    mom = oof["momentum"].to_numpy(dtype="float64") if "momentum" in oof else np.full(len(oof), np.nan)
+    has_rule = bool(np.isfinite(mom[rows]).any())
+    ruled = rows & (mom > 0.5) if has_rule else rows
+    stats["rules"] = "momentum, ungated (P(up) > 0.5)" if has_rule else "buy every bar"
+    stats["rules_trades"] = int(ruled.sum())
+    stats["rules_expectancy_bps"] = _mean(net[ruled])
+    stats["deflated_sharpe"] = deflated_sharpe(net[gated], configs_tried)
+    stats["calibration_slope"] = calibrator.a if calibrator is not None else None
+    edge, reason = _verdict(stats, calibrator)
+    return EdgeVerdict(edge, reason, stats)
+
+
+def _verdict(s: dict[str, Any], calibrator: PlattCalibrator | None) -> tuple[bool, str]:
+    if calibrator is None:
+        return False, "too few out-of-sample bars to calibrate its P(up)"
+    if calibrator.a <= FLAT_SLOPE:
+        return False, (f"its calibration is flat (slope {calibrator.a:.2f}): its P(up) says nothing the base "
+                       "rate does not")
+    ic, (lo, hi) = s["rank_ic"], s["rank_ic_ci"]
+    if ic is None or lo is None or lo <= 0:
+        return False, f"rank IC {_f(ic)}, 95% interval [{_f(lo)}, {_f(hi)}] includes 0"
+    trades, exp, rules = s["trades"], s["expectancy_bps"], s["rules_expectancy_bps"]
+    pct = f"{s['threshold']:.0%}"
+    if trades < MIN_TRADES:
+        return False, f"only {trades} out-of-sample bars reach P(up) {pct} (at least {MIN_TRADES} needed to judge)"
+    if exp is None or exp <= 0:
+        return False, f"its {trades} trades at P(up) {pct} made {_f(exp, 1)} bps each after costs: no profit"
+    if rules is not None and exp <= rules:
+        return False, (f"its {trades} trades at P(up) {pct} made {exp:+.1f} bps each after costs, no better "
+                       f"than the rule without it ({s['rules']}: {rules:+.1f} bps)")
+    return True, (f"rank IC {ic:.3f} [{lo:.3f}, {hi:.3f}]; {trades} trades at P(up) {pct} made {exp:+.1f} bps "
+                  f"each after costs, against {_f(rules, 1)} for the rule without it")
+
+
+def deflated_sharpe(returns: np.ndarray, trials: int) -> float | None:
+    """P(true Sharpe > the best of ``trials`` skill-less ones) for per-trade ``returns``,
+    corrected for their skew and fat tails (Bailey and Lopez de Prado, 2014, eq. 2 and 9)."""
+    from scipy.stats import kurtosis, norm, skew
+
+    r = np.asarray(returns, dtype="float64")
+    r = r[np.isfinite(r)]
+    n = len(r)
+    if n < 3 or float(r.std(ddof=1)) == 0.0:
+        return None
+    sr = float(r.mean() / r.std(ddof=1))
+    g3, g4 = float(skew(r)), float(kurtosis(r, fisher=False))
+    sr0 = 0.0
+    if trials > 1:  # the expected best of ``trials`` Sharpe ratios of noise, each of variance 1/(n-1)
+        sd = math.sqrt(1.0 / (n - 1))
+        sr0 = sd * ((1 - EULER_GAMMA) * norm.ppf(1 - 1 / trials) + EULER_GAMMA * norm.ppf(1 - 1 / (trials * math.e)))
+    denom = 1 - g3 * sr + (g4 - 1) / 4 * sr * sr
+    if denom <= 0:
+        return None
+    return float(norm.cdf((sr - sr0) * math.sqrt(n - 1) / math.sqrt(denom)))
+
+
+def _with_interval(stat: Any, arrays: tuple[np.ndarray, ...], block: int,
+                   rng: np.random.Generator) -> tuple[float | None, list[float | None]]:
+    """The statistic and its 95% moving-block bootstrap interval."""
+    n = len(arrays[0])
+    value = stat(*arrays) if n else None
+    if value is None or n < 2 * block:
+        return value, [None, None]
+    starts = rng.integers(0, n - block + 1, size=(RESAMPLES, math.ceil(n / block)))
+    draws = []
+    for row in starts:
+        idx = (row[:, None] + np.arange(block)).ravel()[:n]
+        got = stat(*(a[idx] for a in arrays))
+        if got is not None:
+            draws.append(got)
+    if len(draws) < RESAMPLES // 2:
+        return value, [None, None]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return value, [round(float(lo), 4), round(float(hi), 4)]
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    if len(np.unique(y)) < 2:
+        return None
+    ranks = pd.Series(p).rank().to_numpy()
+    pos = y == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _rank_ic(p: np.ndarray, r: np.ndarray) -> float | None:
+    a, b = pd.Series(p).rank().to_numpy(), pd.Series(r).rank().to_numpy()
+    if a.std() == 0 or b.std() == 0:
+        return None  # a constant P(up) ranks nothing
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return round(float(values.mean()), 2) if len(values) else None
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
