@@ -187,4 +187,5 @@ def test_momentum_strategy_trades_through_the_engine() -> None:
     bars = simulated_sessions(10, seed=2, end=datetime(2025, 9, 1, tzinfo=UTC))
     res = run_backtest(bars, BacktestConfig(symbol="PLTR", timeframe="5m", strategy="momentum"))
     assert res.trades, "momentum trades on trending simulated days"
+    assert any("momentum is UNCALIBRATED" in n for n in res.notes), "its P(up) is labelled for what it is"
     assert all(t.qty * t.entry_price <= 100_000 * 0.2 + 1e-6 for t in res.trades), "risk-sized, not whole cash"

@@ -41,6 +41,10 @@ from app.engine.types import Bar
 MIN_FIRST_TRAIN_BARS = 500
 
 
+UNCALIBRATED_MOMENTUM = ("momentum is UNCALIBRATED: its P(up) is a squash of past returns, not a measured "
+                         "frequency, so its 0.70 and 0.80 are not 7 or 8 in 10 (the README's model tables)")
+
+
 def momentum_model(bars: list[Bar], timeframe: str) -> PrecomputedModel:
     feats = compute_features(bars_to_frame(bars), is_intraday(timeframe))
     cols = [c for c in FEATURE_COLUMNS if c in feats.columns]
@@ -153,7 +157,7 @@ def make_model(strategy: str, bars: list[Bar] | None = None, timeframe: str = "5
     one; ``progress(fraction, message)`` then follows its training."""
     check_retrain_every(retrain_every, strategy)
     if strategy == "momentum" and bars is not None:
-        return momentum_model(bars, timeframe), []
+        return momentum_model(bars, timeframe), [UNCALIBRATED_MOMENTUM]
     if strategy == "ensemble" and bars is not None:
         if retrain_every:
             return walk_forward_ensemble_model(bars, timeframe, symbol, settings or Settings(), retrain_every,
