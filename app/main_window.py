@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QPushButton,
     QTabWidget,
     QToolBar,
     QWidget,
@@ -65,6 +66,7 @@ class MainWindow(QMainWindow):
     requestClose = Signal(str)
     requestAdopt = Signal(str)
     requestSpeed = Signal(float)
+    requestPaused = Signal(bool)
     requestSettings = Signal(object)
     requestImport = Signal(str, str, str)
     requestConfirmLive = Signal()
@@ -86,15 +88,18 @@ class MainWindow(QMainWindow):
         self._build_widgets()
         self._build_docks()
         self._restore_layout()
+        self.approvals.set_pace(float(self.speed.currentData()) if demo else 1.0, False)
         if not demo and settings.broker == "alpaca-live":
             self.banner.setText("  LIVE TRADING — REAL MONEY  ")
             self.banner.setStyleSheet("background:#c62828; color:white; font-weight:bold; padding:4px;")
             self.setWindowTitle("AI Trader — LIVE TRADING (real money)")
             self.speed.setEnabled(False)
+            self.pause_button.setEnabled(False)
         elif not demo:
             self.banner.setText("  PAPER TRADING — Alpaca paper account, real market data  ")
             self.banner.setStyleSheet("background:#1565c0; color:white; font-weight:bold; padding:4px;")
             self.speed.setEnabled(False)
+            self.pause_button.setEnabled(False)
         if replay:
             from pathlib import Path
 
@@ -199,6 +204,13 @@ class MainWindow(QMainWindow):
         idx = min(range(len(SPEEDS)), key=lambda i: abs(SPEEDS[i][1] - self.settings.demo_speed))
         self.speed.setCurrentIndex(idx)
         bar.addWidget(self.speed)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setObjectName("pauseButton")
+        self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Stop the simulated market's clock (Ctrl+Space); signals waiting for you "
+                                     "pause it too, unless the setting says not to")
+        self.pause_button.setShortcut("Ctrl+Space")
+        bar.addWidget(self.pause_button)
         spacer = QWidget()
         spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding,
                              spacer.sizePolicy().verticalPolicy().Preferred)
@@ -262,6 +274,7 @@ class MainWindow(QMainWindow):
         w.flattenReported.connect(self.on_flatten_report)
         w.watchlistChanged.connect(self.on_watchlist)
         w.recordProblem.connect(self.on_record_problem)
+        w.pausedChanged.connect(self.on_paused)
         self.watchlist.symbolSelected.connect(self.chart_book.select)
         self.watchlist.addRequested.connect(self.add_symbol)
         self.watchlist.removeRequested.connect(self.remove_symbol)
@@ -272,6 +285,7 @@ class MainWindow(QMainWindow):
         self.requestClose.connect(w.closePosition)
         self.requestAdopt.connect(w.adoptPosition)
         self.requestSpeed.connect(w.setSpeed)
+        self.requestPaused.connect(w.setPaused)
         self.requestSettings.connect(w.applySettings)
         self.requestImport.connect(w.importCsv)
         self.requestConfirmLive.connect(w.confirmLive)
@@ -281,7 +295,24 @@ class MainWindow(QMainWindow):
         self.positions.closeRequested.connect(self.requestClose)
         self.positions.adoptRequested.connect(self.adopt_position)
         self.flatten_button.clicked.connect(self.flatten_all)
-        self.speed.currentIndexChanged.connect(lambda i: self.requestSpeed.emit(float(self.speed.itemData(i))))
+        self.speed.currentIndexChanged.connect(self._speed_chosen)
+        self.pause_button.clicked.connect(lambda checked: self.requestPaused.emit(checked))
+
+    def _speed_chosen(self, index: int) -> None:
+        speed = float(self.speed.itemData(index))
+        self.approvals.set_pace(speed, self.approvals.paused)
+        self.requestSpeed.emit(speed)
+
+    @Slot(bool, str)
+    def on_paused(self, paused: bool, why: str) -> None:
+        """The demo's clock stopped (the user, or a signal waiting for approval) or runs again."""
+        self.pause_button.setChecked(paused)
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.approvals.set_pace(float(self.speed.currentData() or 1.0), paused)
+        if paused:
+            self.status_bar.showMessage(f"Demo paused: {why}")
+        else:
+            self.status_bar.clearMessage()
 
     def start_engine(self) -> None:
         self.engine.start()

@@ -58,6 +58,7 @@ class EngineWorker(QObject):
     flattenReported = Signal(object)  # list[str]
     watchlistChanged = Signal(object)  # tuple[str, ...]: what the engine trades now
     recordProblem = Signal(str, bool)  # the record cannot be written: what to do; True once trading stopped
+    pausedChanged = Signal(bool, str)  # the demo's clock stopped (True, and why) or runs again (False)
     stopped = Signal()
     _pushed = Signal()  # the broker pushed order updates (from the stream's thread; queued here)
 
@@ -75,6 +76,10 @@ class EngineWorker(QObject):
         self._flush: QTimer | None = None
         self._closed: list[Any] = []
         self._latest: dict[Any, Any] = {}  # "status", "portfolio", (kind, symbol): the newest of each
+        self._user_paused = False
+        self._let_run: set[str] = set()  # waiting signals the user resumed past (they may expire)
+        self._paused_why = ""
+        self._finished = False  # the replay ran out, or the engine stopped itself: no more steps
 
     # ------------------------------------------------------------ lifecycle
     @Slot()
@@ -139,11 +144,13 @@ class EngineWorker(QObject):
         if self.ctx:
             result = self.ctx.bot.approve(signal_id)
             self.alertRaised.emit(AlertEvent("info", f"Approve {signal_id}: {result}"))
+            self._sync_pause()
 
     @Slot(str)
     def reject(self, signal_id: str) -> None:
         if self.ctx:
             self.ctx.bot.reject(signal_id)
+            self._sync_pause()
 
     @Slot(str)
     def setMode(self, mode: str) -> None:
@@ -169,16 +176,42 @@ class EngineWorker(QObject):
     @Slot(float)
     def setSpeed(self, speed: float) -> None:
         self.speed = max(1.0, float(speed))
-        self._apply_speed()
+        if not self._paused_why and not self._finished:
+            self._apply_speed()
 
     @Slot(bool)
     def setPaused(self, paused: bool) -> None:
-        if self._timer is None:
+        """The user's Pause / Resume. Resuming while signals wait lets the clock run past them
+        (they expire at their time unless approved)."""
+        self._user_paused = paused
+        if not paused and self.ctx is not None:
+            self._let_run |= set(self.ctx.bot.pending)
+        self._sync_pause()
+
+    def _awaiting(self) -> int:
+        """Signals the demo waits on: pending, not resumed past by the user (0 when live, or
+        when the setting is off)."""
+        if self.ctx is None or not self.ctx.demo or not self.settings.demo_pause_on_approval:
+            return 0
+        return sum(1 for sid in self.ctx.bot.pending if sid not in self._let_run)
+
+    def _sync_pause(self) -> None:
+        """Stop or restart the demo's clock as the user and the waiting signals say; tell the
+        window when that changes."""
+        if self._timer is None or self.ctx is None:
             return
-        if paused:
+        waiting = self._awaiting()
+        why = ("paused" if self._user_paused else
+               f"{waiting} signal{'s' if waiting > 1 else ''} await{'' if waiting > 1 else 's'} your approval: "
+               "the demo waits (Resume lets it run on)" if waiting else "")
+        if why == self._paused_why:
+            return
+        self._paused_why = why
+        if why:
             self._timer.stop()
-        else:
+        elif not self._finished:
             self._apply_speed()
+        self.pausedChanged.emit(bool(why), why)
 
     @Slot(str, str, str)
     def importCsv(self, path: str, symbol: str, timeframe: str) -> None:
@@ -222,6 +255,7 @@ class EngineWorker(QObject):
         if self.ctx:
             self.ctx.bot.update_settings(settings)
         self.setSpeed(settings.demo_speed)
+        self._sync_pause()  # the pause setting may have changed
 
     # ------------------------------------------------------------ internal
     def _apply_speed(self) -> None:
@@ -252,17 +286,23 @@ class EngineWorker(QObject):
         try:
             for _ in range(self._steps_per_fire):
                 if not self.ctx.replay.step():
+                    self._finished = True
                     if self._timer is not None:
                         self._timer.stop()
+                    break
+                if self._awaiting():  # not one step more: the signal would age while the user reads
                     break
         except EngineHalted:
             self._halt()
         except Exception as exc:  # noqa: BLE001 - shown to the user, never silently lost
             logger.exception("Engine step failed")
             self.alertRaised.emit(AlertEvent("error", f"engine error: {exc}"))
+        self._let_run &= set(self.ctx.bot.pending) if self.ctx is not None else set()
+        self._sync_pause()
 
     def _halt(self) -> None:
         """The engine stopped itself (said already, with what to do): no more steps."""
+        self._finished = True
         if self._timer is not None:
             self._timer.stop()
         self._flush_latest()

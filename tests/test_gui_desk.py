@@ -23,11 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.engine.events import SignalEvent
 from app.engine.types import Bar, Side, SignalStatus, TradingSignal
 from app.main import build_window
 from app.widgets.chart import CandleChart
 from app.widgets.chart_series import BarSeries, bollinger, ema
 from app.widgets.notifications import MIN_INTERVAL_S, ApprovalNotifier
+from app.widgets.panels import ApprovalPanel
 
 T0 = datetime(2025, 3, 3, 14, 30, tzinfo=UTC)  # a Monday, 09:30 New York
 
@@ -74,6 +76,33 @@ def test_the_approval_dock_counts_pending_signals(qtbot, window) -> None:  # typ
     qtbot.waitUntil(lambda: w.approval_dock.windowTitle().endswith(f"({len(w.approvals.pending)})"), timeout=5000)
     assert w.notifier.notified >= 1 and "PLTR" in w.notifier.last_message
     assert w.notifier.tray is None and not w.notifier.sound, "offscreen: no tray balloon, no beep"
+
+
+@pytest.mark.settings({"mode": "manual", "demo_speed": 3000})
+def test_a_waiting_signal_pauses_the_demo_and_the_window_says_so(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    qtbot.waitUntil(lambda: bool(w.approvals.pending), timeout=60_000)
+    qtbot.waitUntil(lambda: w.pause_button.text() == "Resume", timeout=5_000)
+    assert w.pause_button.isChecked() and "awaits your approval" in w.status_bar.currentMessage()
+    assert w.approvals.table.item(0, 1).text() == "paused", "time left: nothing ages while it waits"
+    with qtbot.waitSignal(w.engine.worker.pausedChanged, timeout=5_000) as resumed:
+        w.pause_button.click()  # Resume: the user lets it run on
+    assert resumed.args == [False, ""] and w.pause_button.text() == "Pause"
+
+
+def test_time_left_is_in_the_users_seconds_not_simulated_minutes(qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = ApprovalPanel()
+    qtbot.addWidget(panel)
+    sig = TradingSignal("PLTR", Side.BUY, 0.75, 25.5, T0, T0 + timedelta(minutes=5), ("test",), (), "s1")
+    panel.on_signal(SignalEvent(sig, SignalStatus.PENDING))
+    panel.tick(T0, {"PLTR": 25.5})
+    assert panel.table.item(0, 1).text() == "5.0 min", "live: the clock is the wall's"
+    panel.set_pace(600.0, False)
+    assert panel.table.item(0, 1).text() == "0 s", "at 600x five simulated minutes are half a second"
+    panel.set_pace(10.0, False)
+    assert panel.table.item(0, 1).text() == "30 s"
+    panel.set_pace(600.0, True)
+    assert panel.table.item(0, 1).text() == "paused"
 
 
 def test_notifier_counts_and_rate_limits(qtbot) -> None:  # type: ignore[no-untyped-def]

@@ -94,3 +94,47 @@ def test_a_broken_database_is_reported_not_raised(qtbot, app_home: Path) -> None
     w.start()
     assert failures and "not a SQLite database" in failures[0]
     assert w.ctx is None
+
+
+def test_a_signal_waiting_for_approval_pauses_the_demo_until_the_user_acts(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """At the default 600x a signal's five minutes last half a second of wall time: the demo
+    waits for the user instead, here 10 s of wall time, and goes on once they act."""
+    w = _worker(app_home, qtbot, mode="manual", demo_speed=100_000)
+    pauses: list[tuple[bool, str]] = []
+    w.pausedChanged.connect(lambda paused, why: pauses.append((paused, why)))
+    qtbot.waitUntil(lambda: bool(w.ctx.bot.pending), timeout=120_000)  # type: ignore[attr-defined]
+    assert pauses and pauses[-1][0] and "awaits your approval" in pauses[-1][1]
+    (sid,) = w.ctx.bot.pending  # type: ignore[attr-defined]
+    w.setSpeed(600)  # the default speed: nothing moves while it waits
+    clock = w.ctx.bot.clock.now()  # type: ignore[attr-defined]
+    qtbot.wait(10_000)
+    assert sid in w.ctx.bot.pending and w.ctx.bot.clock.now() == clock  # type: ignore[attr-defined]
+    assert not w._timer.isActive()
+    w.reject(sid)
+    assert w._timer.isActive() and pauses[-1] == (False, "")
+    w.stop()
+
+
+def test_resume_lets_a_waiting_signal_expire_and_the_setting_turns_the_pause_off(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    w = _worker(app_home, qtbot, mode="manual", demo_speed=100_000)
+    for _ in range(2_000):
+        w._advance()
+        if w.ctx.bot.pending:  # type: ignore[attr-defined]
+            break
+    (sid,) = w.ctx.bot.pending  # type: ignore[attr-defined]
+    assert not w._timer.isActive()
+    w.setPaused(False)  # the user resumes past it
+    assert w._timer.isActive()
+    for _ in range(50):
+        w._advance()
+    assert sid not in w.ctx.bot.pending, "it expired at its time"  # type: ignore[attr-defined]
+    w.setPaused(True)
+    assert not w._timer.isActive()
+    w.setPaused(False)
+    w.applySettings(w.settings.updated(demo_pause_on_approval=False))
+    for _ in range(2_000):
+        w._advance()
+        if w.ctx.bot.pending:  # type: ignore[attr-defined]
+            break
+    assert w.ctx.bot.pending and w._timer.isActive(), "with the setting off the demo runs on"  # type: ignore[attr-defined]
+    w.stop()

@@ -96,6 +96,8 @@ class Settings:
     sim_fill_participation: float = _num(0.0, 0.0, 1.0, "Simulated fills: share of traded volume")
     sim_cancel_delay_s: float = _num(0.0, 0.0, 300.0, "Simulated cancel delay (s)")
     demo_speed: float = _num(600.0, 1.0, 100_000.0, "Demo speed (x real time)")
+    # at 600x a signal's five minutes last half a second: the demo waits for the user instead
+    demo_pause_on_approval: bool = _flag(True, "Demo: pause while a signal awaits approval")
     demo_seed: int = _num(7, 0, 2**31 - 1, "Demo market seed")
     theme: str = _choice("dark", ("dark", "light"), "Theme")
     # --- backtests

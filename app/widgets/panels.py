@@ -76,6 +76,8 @@ class ApprovalPanel(QWidget):
         self.pending: dict[str, TradingSignal] = {}
         self.prices: dict[str, float] = {}  # each symbol's latest price: a signal is checked against its own
         self.now: datetime | None = None
+        self.speed = 1.0  # simulated seconds per wall-clock second (1 when live)
+        self.paused = False  # the demo's clock is stopped: nothing ages
         self._count = 0
         layout = QVBoxLayout(self)
         self.table = QTableWidget(0, len(self.HEADERS))
@@ -120,6 +122,19 @@ class ApprovalPanel(QWidget):
                 del self.pending[sid]
         self._refresh()
 
+    def set_pace(self, speed: float, paused: bool) -> None:
+        """How fast the engine's clock runs against the wall's: the time left is shown in
+        the seconds the user has, not in simulated minutes."""
+        self.speed, self.paused = max(float(speed), 1.0), paused
+        self._refresh()
+
+    def time_left(self, sig: TradingSignal) -> str:
+        if self.paused:
+            return "paused"
+        sim = max((sig.expires_at - self.now).total_seconds(), 0.0) if self.now else 0.0
+        wall = sim / self.speed
+        return f"{wall:.0f} s" if wall < 120 else f"{wall / 60:.1f} min"
+
     def selected_id(self) -> str | None:
         ids = list(self.pending)
         row = self.table.currentRow()
@@ -143,11 +158,10 @@ class ApprovalPanel(QWidget):
     def _refresh(self) -> None:
         self.table.setRowCount(len(self.pending))
         for r, sig in enumerate(self.pending.values()):
-            left = (sig.expires_at - self.now).total_seconds() if self.now else 0
             votes = ", ".join(f"{n} {p:.2f}" for n, p in sig.votes)
             price = self.prices.get(sig.symbol)
             now_price = f"{price:.2f}" if price else "-"
-            cells = (sig.symbol, f"{max(left, 0) / 60:.1f} min", sig.side.value, f"{sig.confidence:.2f}", votes,
+            cells = (sig.symbol, self.time_left(sig), sig.side.value, f"{sig.confidence:.2f}", votes,
                      f"{sig.price:.2f}", now_price, "; ".join(sig.reasons))
             for c, text in enumerate(cells):
                 self.table.setItem(r, c, QTableWidgetItem(text))

@@ -42,7 +42,7 @@ GROUPS = {
     "Signals": ("mode", "auto_threshold", "approval_threshold", "weight_lstm", "weight_rf", "weight_momentum"),
     "Market and broker": ("watchlist", "timeframe", "broker", "data_source"),
     "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "sim_fill_participation",
-                               "sim_cancel_delay_s", "demo_speed",
+                               "sim_cancel_delay_s", "demo_speed", "demo_pause_on_approval",
                                "demo_seed", "theme", "backtest_retrain_bars"),
 }
 
