@@ -160,6 +160,23 @@ def test_isolated_price_spikes_are_dropped_and_splits_and_gaps_are_not() -> None
     assert result.frame["close"].max() < 1_000 and result.frame["close"].min() > 1
 
 
+@pytest.mark.parametrize("bad", [9_999_999.0, 0.0001])
+def test_a_bad_print_in_the_adjusted_close_column_alone_is_dropped(bad: float) -> None:
+    """Adjusting by adj_close/close after the spike check once turned one bad adj_close
+    cell into a bar with a high of 10 million (or a low of 0.0001) that a replay traded on."""
+    frame = synthetic(400, seed=4)
+    frame["adj_close"] = frame["close"] * 0.5  # a dividend-adjusted series, half the raw prices
+    frame.iloc[150, frame.columns.get_loc("adj_close")] = bad
+    for run in (250, 251, 252):  # a run of three as well
+        frame.iloc[run, frame.columns.get_loc("adj_close")] = bad
+    res = clean(frame, "1m", keep_extended=True)
+    assert res.report.spikes + res.report.bad_prices == 4 and len(res.frame) == 396
+    for i in (150, 250, 251, 252):
+        assert frame.index[i] not in res.frame.index
+    ref = float(frame["close"].median()) * 0.5
+    assert res.frame["high"].max() < 3 * ref and res.frame["low"].min() > ref / 3
+
+
 def test_the_spike_factor_is_a_setting_and_the_report_says_which() -> None:
     frame = synthetic(400, seed=4)
     base = float(frame["close"].iloc[99])

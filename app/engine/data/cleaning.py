@@ -22,6 +22,7 @@ from loguru import logger
 from app.engine.clock import NY, MarketCalendar
 from app.engine.data.frame import (
     ADJ_CLOSE,
+    MAX_PRICE,
     OHLCV,
     PRICES,
     ZERO_VOLUME,
@@ -141,6 +142,9 @@ def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None =
     df = _valid_prices(df, rep)
     df = _spikes(df, rep)
     df = _splits(df, rep)
+    if rep.adjusted_by_adj_close:  # a bad print in the adjusted-close column alone shows only now
+        df = _valid_prices(df, rep)
+        df = _spikes(df, rep)
     if intraday and not keep_extended and len(df):
         df = _regular_hours(df, step, cal, rep)
     zero = df["volume"].to_numpy() == 0
@@ -175,18 +179,20 @@ def _order(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
 
 def _valid_prices(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
     p = df[list(PRICES)].to_numpy(dtype="float64")
-    bad = ~np.isfinite(p).all(axis=1) | (np.nan_to_num(p, nan=-1.0) <= 0).any(axis=1)
-    rep.bad_prices = int(bad.sum())
+    with np.errstate(invalid="ignore"):
+        bad = (~np.isfinite(p).all(axis=1) | (np.nan_to_num(p, nan=-1.0) <= 0).any(axis=1)
+               | (p > MAX_PRICE).any(axis=1))
+    rep.bad_prices += int(bad.sum())
     vol = df["volume"].to_numpy(dtype="float64").copy()
     neg = vol < 0
-    rep.bad_volume = int((neg & ~bad).sum())
+    rep.bad_volume += int((neg & ~bad).sum())
     vol[~np.isfinite(vol)] = 0.0  # an unknown volume is no volume; it gets flagged below
     df = df.assign(volume=vol)
     o, h, lo, c = p.T
     with np.errstate(invalid="ignore"):
         top, bottom = np.maximum(o, c), np.minimum(o, c)
         bad_hl = ((h < top * (1 - 1e-9)) | (lo > bottom * (1 + 1e-9))) & ~bad & ~neg
-    rep.bad_high_low = int(bad_hl.sum())
+    rep.bad_high_low += int(bad_hl.sum())
     return df[~(bad | neg | bad_hl)]
 
 
@@ -212,8 +218,9 @@ def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
         for k in range(run):  # every bar of a run that is off
             bad[1 + k: n - run + k] |= off
     _edge_spikes(c, top, bottom, bad)
-    rep.spikes = int(bad.sum())
-    return df[~bad] if rep.spikes else df
+    found = int(bad.sum())
+    rep.spikes += found
+    return df[~bad] if found else df
 
 
 def _edge_spikes(c: np.ndarray, top: np.ndarray, bottom: np.ndarray, bad: np.ndarray) -> None:

@@ -30,10 +30,9 @@ import numpy as np
 import pandas as pd
 
 from app.engine.clock import NY
-from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, DataError, normalize_symbol
+from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, MAX_PRICE, DataError, normalize_symbol
 from app.engine.dates import DATE_ORDER
 
-MAX_PRICE = 1e7  # above this a "price" is a mis-parsed number, not a stock
 EXAMPLES_PER_REASON = 5
 MAX_FILE_BYTES = 2 * 2**30  # one import is read whole into memory; a file this large is split first
 

@@ -22,6 +22,7 @@ from app.engine.types import Bar, timeframe_of
 
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICES: tuple[str, ...] = ("open", "high", "low", "close")
+MAX_PRICE = 1e7  # above this a "price" is a mis-parsed number (or a bad adjustment), not a stock
 ADJ_CLOSE = "adj_close"
 ZERO_VOLUME = "zero_volume"
 INDEX_NAME = "time"
