@@ -549,10 +549,13 @@ def drop_refusals_of(run: Run) -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("orders.sequence", "zzz"), ("orders.sequence", -5),
                                             ("orders.sequence", None), ("demo.clock", "not a date"),
-                                            ("demo.clock", 5), ("orders.book", "x" * 300)])
+                                            ("demo.clock", 5), ("orders.book", "x" * 300),
+                                            ("demo.alone", 5), ("paper.cash", "abc"), ("paper.cash", 1e6),
+                                            ("day.2026-13-45", {}), ("live.confirmed_at", "soon")])
 def test_a_journal_line_holding_junk_is_set_aside_not_trusted(tmp_path: Path, key: str, value: object) -> None:
     run = Run(tmp_path).start()
-    run.records.state_set(key, run.records.state_get(key))  # what it holds now (may be None)
+    if key != "paper.cash":  # (the paper broker's own, never journaled: it must stay a number)
+        run.records.state_set(key, run.records.state_get(key))  # what it holds now (may be None)
     before = run.records.state_get(key)
     identity = run.storage.identity
     run.close()
@@ -562,6 +565,25 @@ def test_a_journal_line_holding_junk_is_set_aside_not_trusted(tmp_path: Path, ke
     assert again.records.state_get(key) == before
     assert (tmp_path / "pending_records.damaged.jsonl").read_text() == line + "\n"
     again.close()
+
+
+@pytest.mark.parametrize("line", ["[" * 100_000, "NAN-QTY", "INF-PRICE"])
+def test_a_journal_line_that_parses_into_junk_is_set_aside_and_the_start_goes_on(tmp_path: Path, line: str) -> None:
+    """Once each of these stopped every start ("could not be written ... free disk space")."""
+    paths, trade = _a_trade_in_the_backup(tmp_path)
+    good = paths.trade_backup.read_text()
+    item = json.loads(good)
+    if line == "NAN-QTY":
+        line = json.dumps({**item, "data": {**item["data"], "qty": float("nan")}})
+    elif line == "INF-PRICE":
+        line = json.dumps({**item, "data": {**item["data"], "exit_price": float("inf")}})
+    paths.trade_backup.write_text(good + line + "\n")
+    ctx = build_engine(paths, Settings(), today=utc(2025, 3, 6, 12, 0), sleep=lambda s: None)
+    try:
+        assert TradeRepository(ctx.storage).all() == [trade]
+        assert paths.trade_backup.with_suffix(".damaged.jsonl").read_text() == line + "\n"
+    finally:
+        ctx.close()
 
 
 @pytest.mark.parametrize("damage", ['DROP TABLE "state"', 'DROP TABLE "trade"', "PRAGMA user_version = -1"])

@@ -9,12 +9,13 @@ database at the next start, so no trade is lost to a locked or full disk.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +123,44 @@ def _iso_time(v: Any) -> bool:
     return t.tzinfo is not None and 2000 <= t.year <= 2100
 
 
-# what a journaled state value must be before it is replayed (the keys of app.engine.orders,
-# .book and .bootstrap): a line that parses but holds junk is set aside, never trusted
+def _iso_date(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and 2000 <= date.fromisoformat(v).year <= 2100
+    except ValueError:
+        return False
+
+
+# what a journaled state value must be before it is replayed (every key the app journals: those
+# of app.engine.orders, .book, .bootstrap and .live_gate; "day.<date>" the book's day): a key
+# not here, or a value that parses but holds junk, is set aside, never trusted
 STATE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "orders.sequence": lambda v: type(v) is int and 0 <= v < 10**9,
     "orders.book": lambda v: isinstance(v, str) and v.isalnum() and 0 < len(v) <= 16,
     "orders.held": lambda v: isinstance(v, dict),
     "exits.due": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
     "demo.clock": _iso_time,
+    "demo.alone": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "paper.first_day": _iso_date,
+    "live.confirmed_at": _iso_time,
+    "day.": lambda v: isinstance(v, dict),
 }
+
+
+def _state_check(key: str) -> Callable[[Any], bool] | None:
+    if key.startswith("day.") and _iso_date(key[4:]):
+        return STATE_CHECKS["day."]
+    return STATE_CHECKS.get(key) if key != "day." else None
+
+
+def _finite_record(d: dict[str, Any]) -> dict[str, Any]:
+    """An order's or trade's fields, refused when a number is NaN or infinite or the quantity
+    is not positive (the database would refuse the line, or keep an order of inf shares)."""
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{k} = {v}")
+    if not (isinstance(d.get("qty"), (int, float)) and d["qty"] > 0):
+        raise ValueError(f"qty = {d.get('qty')!r}")
+    return d
 KEEP_FINISHED = 2_000  # finished orders the SQL record also keeps in memory (the rest: in the file)
 MAX_ASIDE = 20  # numbered names tried for lines set aside before giving up
 CHECK_EVERY_S = 300.0  # the database's integrity is checked this often while running
@@ -298,7 +328,7 @@ class SqlRecorder(Recorder):
                             foreign.append(line)
                             continue
                         self._replay(item)
-                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                         bad.append(line)
                         logger.error("A record in {} cannot be read ({}): kept aside", path.name, exc)
                         continue
@@ -331,18 +361,20 @@ class SqlRecorder(Recorder):
     def _replay(self, item: dict[str, Any]) -> None:
         kind, data = item["kind"], item["data"]
         if kind == "order":
-            o = _order_from_json(data)
+            o = _order_from_json(_finite_record(data))
             stored = self._orders.get(o.client_order_id)
             # the database may have recorded later news of this order after it recovered
             if stored is None or (o.status.stage, o.filled_qty) >= (stored.status.stage, stored.filled_qty):
                 self._orders.save(o, o.filled_at or o.created_at)
         elif kind == "trade":
-            self._trades.save(_trade_from_json(data))
+            self._trades.save(_trade_from_json(_finite_record(data)))
         elif kind == "state":
             key, value = str(data["key"]), data["value"]
-            check = STATE_CHECKS.get(key)
-            if check is not None and not check(value):
-                raise ValueError(f"{key} = {value!r} is not a value it can hold")
+            check = _state_check(key)
+            if check is None:
+                raise ValueError(f"{key} is not a state this app journals")
+            if not check(value):
+                raise ValueError(f"{key} = {str(value)[:60]!r} is not a value it can hold")
             self._st.set(key, value)
         else:
             raise ValueError(f"unknown kind {kind!r}")
