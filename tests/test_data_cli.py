@@ -354,11 +354,14 @@ def test_small_command_line_gaps_are_refused_with_the_reason(tmp_path: Path, app
     home = ["--data-dir", str(app_home)]
     assert main([*home, "data", "import", str(bad), "--symbol", "PLTR", "--timeframe", "1d"]) == 2
     assert "every row was rejected" in capsys.readouterr().err
-    for speed in ("-1", "nan"):
+    for speed in ("-1", "nan", "1e-300", "0.5"):  # 1e-300 once ran without ever reaching a bar
         assert main([*home, "run", "--headless", "--speed", speed]) == 2
-        assert f"--speed {float(speed)}" in capsys.readouterr().out
+        assert f"--speed {float(speed):g}: 0 (as fast as possible) or 1 to 100000" in capsys.readouterr().out
     good = tmp_path / "good.csv"
     good.write_text("date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,1,1,1,1\n")
     assert main([*home, "backtest", "--csv", str(good), "--timeframe", "1d", "--start", "2024-02-01",
                  "--end", "2024-01-01"]) == 2
     assert "--start 2024-02-01 is not before --end 2024-01-01" in capsys.readouterr().err
+    for commission in ("5", "1e308"):  # dollars a share: once printed "total return -inf%" and exit 0
+        assert main([*home, "backtest", "--csv", str(good), "--timeframe", "1d", "--commission", commission]) == 2
+        assert f"--commission {float(commission):g} dollars a share: at most 1" in capsys.readouterr().err

@@ -280,6 +280,22 @@ def test_headless_stops_cleanly_when_the_record_is_damaged_mid_run(app_home: Pat
     assert "Traceback" not in out and "stopped after" in out
 
 
+def test_headless_that_ran_on_with_a_failing_record_says_so_and_exits_non_zero(
+        app_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused write stops new positions and the run goes on to its end: it once exited 0,
+    so a script running it could not tell that its record was not whole."""
+    from app.engine.storage import PredictionRepository
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(PredictionRepository, "save", refuse)
+    assert cli_main(["run", "--headless", "--max-bars", "30", "--speed", "0"]) == 5
+    out = capsys.readouterr().out
+    assert "error: the trading record could not be written (a prediction write failed: disk I/O error)" in out
+    assert "stopped after 30 bars" in out
+
+
 # ------------------------------------------------------------- bounded growth
 def test_predictions_and_signals_older_than_the_retention_are_pruned_trades_and_orders_never(
         tmp_path: Path) -> None:

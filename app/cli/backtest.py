@@ -54,6 +54,9 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
         return 2
 
 
+MAX_PER_SHARE = 1.0  # dollars of commission a share: 200 times what US brokers charge
+
+
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if not all(math.isfinite(v) for v in (args.cash, args.commission, args.slippage_bps)):
         raise ValueError("--cash, --commission and --slippage-bps must be numbers (not nan or inf)")
@@ -62,6 +65,9 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if args.commission_mode == "fraction" and args.commission >= 0.1:
         raise ValueError(f"--commission {args.commission:g} with --commission-mode fraction is "
                          f"{args.commission:.0%} of each trade: a fraction below 0.1 (0.001 is 0.1%)")
+    if args.commission_mode == "per_share" and args.commission > MAX_PER_SHARE:
+        raise ValueError(f"--commission {args.commission:g} dollars a share: at most {MAX_PER_SHARE:g} (US brokers "
+                         "charge 0 to 0.005; for a fraction of traded value use --commission-mode fraction)")
     if args.slippage_bps >= 1_000:
         raise ValueError(f"--slippage-bps {args.slippage_bps:g} is {args.slippage_bps / 100:g}% a fill: below 1000")
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to

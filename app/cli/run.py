@@ -55,8 +55,8 @@ def run_headless(args: argparse.Namespace, paths: AppPaths,
     if args.max_bars is not None and args.max_bars < 1:
         out(f"error: --max-bars {args.max_bars}: at least 1 (leave it out to run until stopped)")
         return 2
-    if args.speed is not None and not (math.isfinite(args.speed) and args.speed >= 0):
-        out(f"error: --speed {args.speed}: a number of times real time, 0 or more (0 = as fast as possible)")
+    if args.speed is not None and not (math.isfinite(args.speed) and (args.speed == 0 or 1 <= args.speed <= 100_000)):
+        out(f"error: --speed {args.speed:g}: 0 (as fast as possible) or 1 to 100000 times real time")
         return 2
     paths.ensure()
     logs.configure(paths.logs, console_level="WARNING")
@@ -127,7 +127,12 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
             if pause:
                 _sleep_unless(stop, pause, pushed, ctx.bot.on_trade_updates)
     except EngineHalted:
-        code = 4  # what happened and what to do was said (an error alert) as it stopped
+        code = EXIT_STOPPED  # what happened and what to do was said (an error alert) as it stopped
+    else:
+        if ctx.records.failing:  # it ran on without new positions: the record is not whole
+            out(f"error: the trading record could not be written ({ctx.records.failing}); its orders, trades "
+                f"and state are kept in {ctx.records.backup_path.name} and replayed at the next start")
+            code = EXIT_RECORD_FAILING
     finally:
         try:  # the broker may be down: stopping must not fail for that
             equity = f"equity {ctx.broker.account().equity:,.2f}"
@@ -137,6 +142,10 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
             f"{len(ctx.records.trades)} trades this run")
         ctx.close()
     return code
+
+
+EXIT_STOPPED = 4  # the engine stopped itself: its record was lost
+EXIT_RECORD_FAILING = 5  # it ran to the end, but some of its record could not be written
 
 
 def _sleep_unless(stop: dict[str, bool], seconds: float, pushed: threading.Event | None = None,
