@@ -259,3 +259,26 @@ def test_a_settings_file_that_is_a_pipe_or_too_large_is_not_read(tmp_path: Path)
     path.write_text('{"mode": "manual", "pad": "' + "x" * 2**20 + '"}')
     settings, problems = Settings.load_checked(path)
     assert settings == Settings() and "a settings file is a few KB" in problems[0]
+
+
+def test_a_utf16_file_a_repeated_key_and_a_huge_value_are_handled_field_by_field(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text('{' + KEPT + '}', encoding="utf-16")  # Notepad's "Unicode"
+    assert Settings.load_checked(path) == (Settings(risk_per_trade=0.005, mode="manual", max_positions=2), [])
+    path.write_text('{' + KEPT + ', "mode": "auto"}')
+    settings, problems = Settings.load_checked(path)
+    assert settings.mode == "auto" and problems == ["mode is given more than once: the last value is used"]
+    path.write_text('{' + KEPT + ', "theme": "' + "x" * 900_000 + '"}')
+    settings, problems = Settings.load_checked(path)
+    assert settings.risk_per_trade == 0.005 and settings.theme == "dark"
+    assert len(problems) == 1 and problems[0].startswith("theme: ") and len(problems[0]) < 400
+
+
+def test_no_backup_is_ever_overwritten_however_many_there_are(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    for n in range(1, 101):
+        (tmp_path / ("settings.invalid.json" if n == 1 else f"settings.invalid-{n}.json")).write_text(str(n))
+    path.write_text("{broken")
+    Settings.load(path)
+    assert (tmp_path / "settings.invalid-100.json").read_text() == "100"
+    assert (tmp_path / "settings.invalid-101.json").read_text() == "{broken"

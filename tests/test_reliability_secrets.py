@@ -201,3 +201,15 @@ def test_an_env_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
         logger.remove(sink)
     assert keys.complete and any("can be read by other users" in line and "644" in line for line in said)
     assert not any("s3cr3t-value" in line for line in said)
+
+
+@pytest.mark.parametrize("head", [b"\xef\xbb\xbf", b"# cl\xe9s Alpaca (Latin-1)\n"], ids=["bom", "latin-1-comment"])
+def test_an_env_file_from_another_editor_still_gives_its_keys(tmp_path: Path, head: bytes,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Notepad's byte-order mark once hid the first key; a Latin-1 comment stopped every start."""
+    monkeypatch.setattr("app.engine.secrets.os_keyring", lambda: None)
+    env = tmp_path / ".env"
+    env.write_bytes(head + b"APCA_API_KEY_ID=PKTEST1234\nAPCA_API_SECRET_KEY=s3cr3t-value\n")
+    env.chmod(0o600)
+    keys = load_keys(env)
+    assert keys.complete and keys.key_id.reveal() == "PKTEST1234"

@@ -113,7 +113,8 @@ def read_env_file(path: Path) -> dict[str, str]:
                        "chmod 600 it, or save the keys again in Settings (the app writes it owner-only)",
                        path, stat.S_IMODE(mode))
     out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    # keys are ASCII: a comment in another encoding, or Notepad's byte-order mark, must not hide them
+    for line in path.read_bytes().decode("utf-8-sig", errors="replace").splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue

@@ -24,6 +24,8 @@ class SettingsError(ValueError):
     field a rule between fields involves (``names``: both thresholds, all three weights)."""
 
     def __init__(self, name: str, reason: str, also: tuple[str, ...] = ()) -> None:
+        if len(reason) > 300:  # a 900 KB value must not be echoed whole into the window and the logs
+            reason = reason[:240] + f"... ({len(reason):,} characters)"
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
@@ -187,8 +189,11 @@ class Settings:
                 raise OSError(problem)
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise ValueError(f"{path.stat().st_size:,} bytes; a settings file is a few KB")
-            # utf-8-sig: Notepad saves a byte-order mark before the first brace
-            data = json.loads(path.read_bytes().decode("utf-8-sig"), parse_int=_whole_number)
+            raw = path.read_bytes()
+            # Notepad saves a byte-order mark before the first brace, or the file as UTF-16 ("Unicode")
+            text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+            twice: list[str] = []
+            data = json.loads(text, parse_int=_whole_number, object_pairs_hook=lambda pairs: _one_each(pairs, twice))
             if not isinstance(data, dict):
                 raise TypeError(f"expected a JSON object, found {type(data).__name__}")
         except (ValueError, TypeError, OSError, RecursionError) as exc:  # bad UTF-8 or JSON, unreadable, [[[[...
@@ -196,7 +201,7 @@ class Settings:
             logger.error("Settings file {} is invalid ({}); kept as {}, using defaults", path, exc, backup)
             return cls(), [f"the settings file could not be read ({exc}); it is kept as {backup.name} and "
                            "the defaults are used"]
-        problems: list[str] = []
+        problems: list[str] = [f"{name} is given more than once: the last value is used" for name in twice]
         while True:
             try:
                 settings = cls.from_dict(data)
@@ -220,6 +225,16 @@ class Settings:
         return settings, problems
 
 
+def _one_each(pairs: list[tuple[str, Any]], twice: list[str]) -> dict[str, Any]:
+    """A JSON object, noting the keys it gives twice (json keeps the last without a word)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen and key not in twice:
+            twice.append(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def _whole_number(text: str) -> int | str:
     """A JSON integer; one of more than MAX_DIGITS digits stays text, so that its field alone
     is refused (int() of 4,300+ digits raises, and would cost every other setting)."""
@@ -231,7 +246,7 @@ def _keep_aside(path: Path) -> Path:
     there already: a second bad file never overwrites the first); itself when it cannot be."""
     backup = path.with_suffix(".invalid.json")
     n = 1
-    while backup.exists() and n < 100:
+    while backup.exists() or backup.is_symlink():  # never one overwritten, however many there are
         n += 1
         backup = path.with_suffix(f".invalid-{n}.json")
     try:
