@@ -372,8 +372,16 @@ def _order(coid: str) -> Order:
                  filled_qty=10, filled_avg_price=20.0, filled_at=MORNING, reason="entry")
 
 
-def test_an_older_record_is_migrated_forward_with_a_copy_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken", [None, "text", "folder"])
+def test_an_older_record_is_migrated_forward_with_a_copy_kept(tmp_path: Path, taken: str | None) -> None:
+    """Whatever sits at the copy's name already (an earlier copy, a file, a folder) is left as
+    it is: it once got the blame for a healthy record ("file is not a database")."""
     path = tmp_path / "trader.db"
+    first = tmp_path / "trader.db.before-migration"
+    if taken == "text":
+        first.write_text("an earlier copy")
+    elif taken == "folder":
+        first.mkdir()
     storage = Storage(path)
     OrderRepository(storage).save(_order("ait-old-1"), MORNING)
     storage.db.execute_sql('ALTER TABLE "order" DROP COLUMN "reason"')  # as an older version wrote it
@@ -386,7 +394,10 @@ def test_an_older_record_is_migrated_forward_with_a_copy_kept(tmp_path: Path) ->
         assert again.db.execute_sql("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         again.close()
-    assert (tmp_path / "trader.db.before-migration").stat().st_size > 0
+    copy = first if taken is None else tmp_path / "trader.db.before-migration-2"
+    assert copy.is_file() and copy.stat().st_size > 0
+    if taken == "text":
+        assert first.read_text() == "an earlier copy"
 
 
 def test_a_newer_record_and_an_empty_file_are_refused_untouched(tmp_path: Path) -> None:

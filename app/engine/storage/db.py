@@ -121,11 +121,20 @@ class Storage:
             raise StorageError(f"{self.path} lacks columns this version needs ({', '.join(hard)}) and they "
                                "cannot be filled in: it is damaged or from another program. Move it aside.")
         backup = self.path.with_name(self.path.name + ".before-migration")
-        target = sqlite3.connect(str(backup))
+        n = 1
+        while backup.exists() or backup.is_symlink():  # an earlier copy is never overwritten
+            n += 1
+            backup = self.path.with_name(f"{self.path.name}.before-migration-{n}")
         try:
-            self.db.connection().backup(target)
-        finally:
-            target.close()
+            target = sqlite3.connect(str(backup))
+            try:
+                self.db.connection().backup(target)
+            finally:
+                target.close()
+        except sqlite3.Error as exc:  # the copy, not the record, is the trouble: said so, nothing changed
+            raise StorageError(f"{self.path} needs migrating to this version, and its copy {backup} could not be "
+                               f"written first ({exc}); the record is untouched. Free disk space or fix the "
+                               "folder's permissions, then restart.") from None
         migrator = SqliteMigrator(self.db)
         with self.db.atomic():
             migrate(*(migrator.add_column(m._meta.table_name, f.column_name, f) for m, f in missing))
