@@ -296,6 +296,20 @@ def test_headless_that_ran_on_with_a_failing_record_says_so_and_exits_non_zero(
     assert "stopped after 30 bars" in out
 
 
+def test_a_record_deleted_while_running_stops_the_trading_at_once(tmp_path: Path) -> None:
+    """Deleted mid-run, trader.db once took 35 s of trades no one would ever see (the integrity
+    check runs every five minutes); the next start then opened a fresh account."""
+    run = Run(tmp_path).start()
+    run.buy(20.0)
+    (tmp_path / "trader.db").unlink()
+    with pytest.raises(EngineHalted, match=r"trader\.db was deleted while the app ran"):
+        run.tick(20.0)
+    run.close()
+    with pytest.raises(StorageError, match=r"trader\.db is missing but its write-ahead log trader\.db-wal is there"):
+        Storage(tmp_path / "trader.db")
+    assert not (tmp_path / "trader.db").exists(), "no fresh account made in its place"
+
+
 # ------------------------------------------------------------- bounded growth
 def test_predictions_and_signals_older_than_the_retention_are_pruned_trades_and_orders_never(
         tmp_path: Path) -> None:
@@ -425,6 +439,18 @@ def test_a_database_that_is_not_a_file_is_refused_without_hanging(tmp_path: Path
     make_not_a_file(tmp_path / "trader.db", kind)
     with pytest.raises(StorageError, match=r"trader\.db is (a folder|not a regular file)"):
         Storage(tmp_path / "trader.db")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_a_home_made_read_only_is_refused_even_for_an_administrator(tmp_path: Path) -> None:
+    """chmod 555 on the home: an administrator could still write, but the user said no."""
+    Storage(tmp_path / "trader.db").close()
+    os.chmod(tmp_path, 0o555)
+    try:
+        with pytest.raises(StorageError, match=r"the folder .* is read-only"):
+            Storage(tmp_path / "trader.db")
+    finally:
+        os.chmod(tmp_path, 0o755)
 
 
 def make_not_a_file(path: Path, kind: str) -> None:

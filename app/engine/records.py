@@ -291,8 +291,15 @@ class SqlRecorder(Recorder):
     def check_health(self) -> None:
         """Every CHECK_EVERY_S seconds, SQLite's quick check of the file: damage found while
         running (a disk error, another program writing into it) stops the trading."""
+        if self.lost:
+            return
+        gone = self._storage.still_there()  # one stat: checked every time, not every five minutes
+        if gone:
+            self.lost = gone
+            logger.critical(self.lost)
+            return
         now = self._monotonic()
-        if self.lost or now - self._checked < CHECK_EVERY_S:
+        if now - self._checked < CHECK_EVERY_S:
             return
         self._checked = now
         problem = self._storage.quick_check()

@@ -51,6 +51,13 @@ class Storage:
 
     def _open(self) -> None:
         existed = self.path.exists()
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not existed and not self.path.is_symlink() and wal.is_file() and wal.stat().st_size > 0:
+            raise StorageError(
+                f"{self.path} is missing but its write-ahead log {wal.name} is there: the record was deleted or "
+                "moved, not never made. Restore it (its last writes are in that log); to start a new account "
+                f"instead, move {wal.name} and {self.path.name}-shm aside. (Not silently a fresh $100,000 account.)"
+            )
         if existed and self.path.is_file() and self.path.stat().st_size == 0:
             raise StorageError(
                 f"{self.path} is empty: it holds no trading record and no account. If the app was "
@@ -110,7 +117,17 @@ class Storage:
             self.db.close()
             hint = _hint_for(str(exc))
             raise StorageError(f"cannot open {self.path}: {exc}. {hint}") from None
+        self._file = _file_id(self.path)
         logger.info("Database open at {}", self.path)
+
+    def still_there(self) -> str:
+        """"" while the file the app opened is still at its path; else what became of it (deleted,
+        or replaced by another file): writes would go to a file no one will ever open again."""
+        now = _file_id(self.path)
+        if now == self._file:
+            return ""
+        return (f"{self.path} was deleted while the app ran" if now is None
+                else f"{self.path} was replaced by another file while the app ran")
 
     def _migrate(self, missing: list[tuple[type[pw.Model], Any]]) -> None:
         """An older record lacks columns this version stores: a copy is taken first
@@ -162,6 +179,14 @@ class Storage:
         return self.db.atomic()
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _missing_columns(db: pw.SqliteDatabase) -> list[tuple[type[pw.Model], Any]]:
     """Columns a table of this version has that the file's table lacks (tables it lacks
     altogether are created as new)."""
@@ -188,7 +213,7 @@ def _check_writable(path: Path) -> None:
         if f.exists() and (not os.access(f, os.W_OK) or not f.stat().st_mode & _ANY_WRITE):
             raise StorageError(f"{f} is read-only: the app could not record its trades: fix its permissions "
                                f"(chmod u+w '{f}') and restart.")
-    if not os.access(folder, os.W_OK):
+    if not os.access(folder, os.W_OK) or not folder.stat().st_mode & _ANY_WRITE:
         raise StorageError(f"the folder {folder} is read-only: the app could not record its trades. "
                            "Fix its permissions and restart.")
     free = shutil.disk_usage(folder).free
