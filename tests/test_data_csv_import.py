@@ -270,3 +270,17 @@ def test_day_first_dates_with_dots_or_dashes_are_read_as_slashes_are(tmp_path: P
     date_order.set("")
     path.write_text(ONE_DAY.replace("04/03/2025", f"13{sep}03{sep}2025"))
     assert {t.strftime("%Y-%m-%d") for t in read_csv(path).frame.index} == {"2025-03-13"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"bars": [' + ",".join(f'{{"t": {i}, "c": 1.5}}' for i in range(60_000)) + "]}\n",
+     "its first line is over 10,000 characters long"),
+    (",".join(f"c{i}" for i in range(300)) + "\n" + ",".join("1" for _ in range(300)) + "\n",
+     "its first line has 300 columns"),
+], ids=["minified-json", "300-columns"])
+def test_a_file_on_one_huge_line_is_refused_at_once(tmp_path: Path, content: str, message: str) -> None:
+    """Each of these once took the parser tens of seconds (and gigabytes) before a refusal."""
+    path = tmp_path / "PLTR.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        read_csv(path)

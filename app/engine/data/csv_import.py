@@ -34,6 +34,8 @@ from app.engine.data.frame import ADJ_CLOSE, INDEX_NAME, MAX_PRICE, DataError, n
 from app.engine.dates import DATE_ORDER
 
 EXAMPLES_PER_REASON = 5
+MAX_HEADER_CHARS = 10_000  # a header of bars is a few dozen names
+MAX_COLUMNS = 200  # Date, OHLCV, adjusted close, a symbol... and whatever an export adds
 MAX_FILE_BYTES = 2 * 2**30  # one import is read whole into memory; a file this large is split first
 
 _TIME_NAMES = ("datetime", "timestamp", "date_time", "time_stamp")
@@ -200,8 +202,12 @@ def _read_text(path: Path) -> str:
 def _parse_table(text: str, name: str) -> tuple[pd.DataFrame, int]:
     """Every cell as text (so bad cells become counted rejections), plus the count of
     lines with too many fields, which the parser has to skip."""
-    first = text.lstrip().split("\n", 1)[0]
+    first = text.lstrip()[:MAX_HEADER_CHARS + 1].split("\n", 1)[0]
+    if len(first) > MAX_HEADER_CHARS:  # minified JSON, a log on one line: parsing it takes minutes
+        raise DataError(f"{name} is not a CSV of bars: its first line is over {MAX_HEADER_CHARS:,} characters long")
     sep = max((",", ";", "\t", "|"), key=first.count)
+    if first.count(sep) >= MAX_COLUMNS:
+        raise DataError(f"{name} is not a CSV of bars: its first line has {first.count(sep) + 1:,} columns")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
