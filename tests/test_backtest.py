@@ -139,6 +139,74 @@ def test_cli_writes_json_and_html(tmp_path: Path, app_home: Path) -> None:
     assert page.count("<svg") == 3 and "Trades" in page
 
 
+def test_sharpe_sortino_and_drawdown_recomputed_from_the_jsons_equity(tmp_path: Path, app_home: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Anyone can check the figures: the JSON carries [time, equity, cash] at every bar, and the
+    standard formulas (README: backtest metrics) give back what the report says. Sortino's
+    downside deviation is over every bar (min(r, 0)^2), not over the losing bars only."""
+    bars = _walk(1500, seed=7)
+    csv = tmp_path / "bars.csv"
+    write_bars_csv(csv, bars)
+    from app.engine.settings import Settings
+    from app.main import main
+
+    app_home.mkdir(parents=True, exist_ok=True)
+    Settings(risk_free_rate=0.04).save(app_home / "settings.json")
+    out_json = tmp_path / "r.json"
+    assert main(["--data-dir", str(app_home), "backtest", "--symbol", "TEST", "--csv", str(csv), "--timeframe",
+                 "1m", "--strategy", "sma_cross", "--plain", "--json", str(out_json)]) == 0
+    data = json.loads(out_json.read_text())
+    m = data["metrics"]
+    times = [row[0] for row in data["equity"]]
+    eq = np.array([row[1] for row in data["equity"]])
+    cash = np.array([row[2] for row in data["equity"]])
+    assert len(eq) == 1500 and times == sorted(times) and (cash >= 0).all()
+    n = 390 * 252  # 1-minute bars in a year
+    r = np.diff(eq) / eq[:-1] - ((1 + m["risk_free_rate"]) ** (1 / n) - 1)
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std() * np.sqrt(n), rel=1e-9)
+    assert m["sortino"] == pytest.approx(r.mean() / np.sqrt((np.minimum(r, 0) ** 2).mean()) * np.sqrt(n), rel=1e-9)
+    assert m["max_drawdown"] == pytest.approx((eq / np.maximum.accumulate(eq) - 1).min(), rel=1e-12)
+    assert m["calmar"] == pytest.approx(m["cagr"] / -m["max_drawdown"])
+    assert abs(m["sortino"]) > abs(m["sharpe"]), "downside deviation is below the full deviation"
+    capsys.readouterr()
+
+
+def test_plain_mode_never_spends_more_than_the_cash_when_the_open_gaps_up() -> None:
+    """Sized on the decision bar's close and filled at the next open: an open above that close
+    once took the cash below zero (down to -$529k on PLTR). The fill now buys what the cash
+    pays for, and the rest is cancelled."""
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+    closes = [14.0 - 0.1 * i for i in range(40)] + [10.0 + 0.1 * i for i in range(160)]
+    bars = []
+    for i, c in enumerate(closes):
+        o = c * (1.08 if i % 7 == 0 else 1.0)  # gaps up now and then
+        bars.append(Bar("TEST", t0 + timedelta(minutes=i), o, max(o, c) + 0.05, min(o, c) - 0.05, c, 1000.0))
+    res = run_backtest(bars, BacktestConfig(symbol="TEST", timeframe="1m", strategy="sma_cross", plain=True,
+                                            commission_per_share=0.005))
+    assert (res.cash >= -1e-6).all(), f"cash went to {res.cash.min():,.2f}"
+    assert res.held.max() > 0, "it bought"
+
+
+def test_undefined_metrics_say_n_a_and_a_position_open_at_the_end_is_said(tmp_path: Path, app_home: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A buy that never closes once printed "win rate 0.0%" beside a +1020% return."""
+    from app.main import main
+
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+    closes = [14.0 - 0.1 * i for i in range(40)] + [10.0 + 0.1 * i for i in range(160)]  # down, then up: one buy
+    bars = [Bar("TEST", t0 + timedelta(minutes=i), c, c + 0.05, c - 0.05, c, 1000.0) for i, c in enumerate(closes)]
+    csv = tmp_path / "up.csv"
+    write_bars_csv(csv, bars)
+    out_json = tmp_path / "r.json"
+    assert main(["--data-dir", str(app_home), "backtest", "--symbol", "TEST", "--csv", str(csv), "--timeframe",
+                 "1m", "--strategy", "sma_cross", "--plain", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    m = json.loads(out_json.read_text())["metrics"]
+    assert m["trades"] == 0 and m["open_positions"] == 1 and m["total_return"] > 0
+    assert m["win_rate"] is None and m["avg_win"] is None, "undefined: null in the JSON, not 0"
+    assert "win rate n/a" in out and "open at the end: 1 position(s), marked to market" in out
+
+
 def test_cli_windows_and_commission_modes(tmp_path: Path, app_home: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     from app.main import main

@@ -106,8 +106,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
           f"({len(bars) / max(result.elapsed_seconds, 1e-9):,.0f} bars/s through the engine; the model's "
           f"answers took {result.model_seconds:.2f} s more)", file=out)
     print(f"total return {m['total_return']:+.2%} (buy and hold {m['buy_and_hold_return']:+.2%}), "
-          f"max drawdown {m['max_drawdown']:.2%}, Sharpe {m['sharpe']:.2f}, win rate "
-          f"{m['win_rate'] if m['win_rate'] == m['win_rate'] else 0:.1%}", file=out)
+          f"max drawdown {m['max_drawdown']:.2%}, Sharpe {_num(m['sharpe'])}, Sortino {_num(m['sortino'])}, "
+          f"Calmar {_num(m['calmar'])}, win rate {_num(m['win_rate'], '.1%')}", file=out)
+    if m["open_positions"]:
+        print(f"open at the end: {m['open_positions']} position(s), marked to market at the last close (in the "
+              "return, not in the win rate)", file=out)
     if len(symbols) > 1:
         for symbol, sm in result.per_symbol.items():
             print(f"  {symbol}: {sm['trades']} trades, return {sm['total_return']:+.2%} of the account, "
@@ -119,6 +122,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         Path(args.html_out).write_text(render_html(result, bars))
         print(f"wrote {args.html_out}", file=out)
     return 0
+
+
+def _num(value: float, spec: str = ".2f") -> str:
+    """A metric, or "n/a" where it is undefined (no trades, no losing bar): never a made-up 0."""
+    return format(value, spec) if math.isfinite(value) else "n/a"
 
 
 def _day(text: str) -> datetime:

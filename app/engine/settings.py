@@ -93,6 +93,7 @@ class Settings:
     # --- simulated broker and demo
     starting_cash: float = _num(100_000.0, 1_000.0, 10_000_000.0, "Paper starting cash")
     slippage_bps: float = _num(2.0, 0.0, 100.0, "Simulated slippage (bps)")
+    risk_free_rate: float = _num(0.0, 0.0, 0.2, "Risk-free rate, yearly (for Sharpe and Sortino)")
     commission_per_share: float = _num(0.0, 0.0, 0.05, "Commission per share")
     # the simulated broker, made to behave like a thin market and a slow exchange (0: off)
     sim_fill_participation: float = _num(0.0, 0.0, 1.0, "Simulated fills: share of traded volume")

@@ -43,7 +43,7 @@ GROUPS = {
     "Market and broker": ("watchlist", "timeframe", "broker", "data_source"),
     "Simulation and display": ("starting_cash", "slippage_bps", "commission_per_share", "sim_fill_participation",
                                "sim_cancel_delay_s", "demo_speed", "demo_pause_on_approval",
-                               "demo_seed", "theme", "backtest_retrain_bars"),
+                               "demo_seed", "theme", "backtest_retrain_bars", "risk_free_rate"),
 }
 
 

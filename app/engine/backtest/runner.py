@@ -56,6 +56,7 @@ class BacktestResult:
     per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)  # each symbol's sleeve, same keys
     held: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # shares per bar time and symbol
     closes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # last close per bar time and symbol
+    cash: np.ndarray = field(default_factory=lambda: np.zeros(0))  # cash at each bar time's close
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,9 @@ class BacktestResult:
                  "exit_reason": t.exit_reason}
                 for t in self.trades
             ],
+            # [time, equity, cash] at each bar time's close: the metrics can be recomputed from it
+            "equity": [[t.isoformat(), float(e), float(c)]
+                       for t, e, c in zip(self.times, self.equity, self.cash, strict=True)],
             "bars": self.bars,
             "elapsed_seconds": self.elapsed_seconds,
             "model_seconds": self.model_seconds,
@@ -115,11 +119,12 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     equity = np.asarray(cash) + (held * closes).sum(axis=1)  # marked at each close
     times = [g[0].time for g in steps]
     traded = sum(f.qty * f.price for f in broker.fills)
+    rf = settings.risk_free_rate
     metrics = compute_metrics(equity, times, records.trades, cfg.timeframe, np.asarray(held.any(axis=1)),
-                              *_first_last(bars, by_symbol), traded)
-    per_symbol = _per_symbol(symbols, by_symbol, broker.fills, records.trades, times, held, closes, cfg)
+                              *_first_last(bars, by_symbol), traded, rf, int((held[-1] != 0).sum()))
+    per_symbol = _per_symbol(symbols, by_symbol, broker.fills, records.trades, times, held, closes, cfg, rf)
     return BacktestResult(cfg, metrics, list(records.trades), equity, times, len(bars), elapsed,
-                          notes, model_seconds, symbols, per_symbol, held, closes)
+                          notes, model_seconds, symbols, per_symbol, held, closes, np.asarray(cash))
 
 
 def split_symbols(bars: list[Bar]) -> dict[str, list[Bar]]:
@@ -269,7 +274,7 @@ def _first_last(bars: list[Bar], by_symbol: dict[str, list[Bar]]) -> tuple[float
 
 def _per_symbol(symbols: tuple[str, ...], by_symbol: dict[str, list[Bar]], fills: list[Fill],
                 trades: list[Trade], times: list[datetime], held: np.ndarray, closes: np.ndarray,
-                cfg: BacktestConfig) -> dict[str, dict[str, Any]]:
+                cfg: BacktestConfig, risk_free_rate: float = 0.0) -> dict[str, dict[str, Any]]:
     """Each symbol's figures as its sleeve of the one account: the starting cash plus that
     symbol's cash flows and marked shares, so the symbols' returns add up to the portfolio's."""
     out: dict[str, dict[str, Any]] = {}
@@ -284,7 +289,7 @@ def _per_symbol(symbols: tuple[str, ...], by_symbol: dict[str, list[Bar]], fills
         own = by_symbol[symbol]
         out[symbol] = compute_metrics(equity, times, [t for t in trades if t.symbol == symbol], cfg.timeframe,
                                       held[:, k] != 0, own[0].open, own[-1].close,
-                                      sum(f.qty * f.price for f in mine))
+                                      sum(f.qty * f.price for f in mine), risk_free_rate, int(held[-1, k] != 0))
     return out
 
 

@@ -260,6 +260,17 @@ class SimulatedBroker(Broker):
         if o.side == Side.SELL and held <= 0 and o.order_type == OrderType.STOP:
             self._set(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; nothing held"))
             return None
+        cut = ""
+        if o.side == Side.BUY and held >= 0:  # a cash account: a buy never costs more than the cash
+            each = price * (1 + self._commission_rate) + self._commission
+            affordable = max(self._cash, 0.0) / each
+            affordable = affordable if qty != int(qty) else float(int(affordable + 1e-9))  # whole shares stay whole
+            if qty > affordable + 1e-9:  # sized on an earlier price (the decision bar's close) than the fill
+                if affordable < (1e-6 if qty != int(qty) else 1.0):
+                    self._set(replace(o, status=OrderStatus.REJECTED if not o.filled_qty else OrderStatus.CANCELED,
+                                      reason=o.reason + "; insufficient buying power at the fill"))
+                    return None
+                qty, cut = affordable, "; the rest cancelled: more than the cash at the fill"
         commission = qty * self._commission + qty * price * self._commission_rate
         signed = qty if o.side == Side.BUY else -qty
         self._cash -= signed * price + commission
@@ -277,8 +288,12 @@ class SimulatedBroker(Broker):
         avg = (float(o.filled_avg_price or 0.0) * o.filled_qty + price * qty) / filled
         done = qty >= left - 1e-9
         partly = OrderStatus.PENDING_CANCEL if o.status == OrderStatus.PENDING_CANCEL else OrderStatus.PARTIALLY_FILLED
-        self._set(replace(o, status=OrderStatus.FILLED if done else partly, filled_qty=filled,
-                          filled_avg_price=avg, filled_at=time))
+        if cut:  # filled as far as the cash goes; like Alpaca's canceled-after-a-partial-fill
+            self._set(replace(o, status=OrderStatus.CANCELED, filled_qty=filled, filled_avg_price=avg,
+                              filled_at=time, reason=o.reason + cut))
+        else:
+            self._set(replace(o, status=OrderStatus.FILLED if done else partly, filled_qty=filled,
+                              filled_avg_price=avg, filled_at=time))
         fill = Fill(o.client_order_id, o.symbol, o.side, qty, price, time, commission)
         self.fills.append(fill)
         return fill
