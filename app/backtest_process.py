@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.backtest.config import STRATEGIES, BacktestCancelled, BacktestConfig, commission_terms
+from app.engine.settings import Settings
 from app.engine.strategy.base import SignalModel
 from app.engine.types import TIMEFRAMES, Bar, Trade
 
@@ -47,6 +48,7 @@ class BacktestRequest:
     plain: bool = False
     models_dir: str | None = None  # where a trained ensemble lives (the app home's models/)
     retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
+    risk_free_rate: float = 0.0  # yearly, the saved setting: Sharpe and Sortino are in excess of it
 
     def config(self) -> BacktestConfig:
         per_share, rate = commission_terms(self.commission, self.commission_mode)
@@ -129,7 +131,8 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
         run_share = (TRAIN_SHARE, 1.0)
         if not progress(TRAIN_SHARE, "running the backtest"):
             raise BacktestCancelled("cancelled after training, before the first bar")
-    result = run_backtest(bars, cfg, models=models, progress=_share(progress, *run_share),
+    result = run_backtest(bars, cfg, Settings(risk_free_rate=req.risk_free_rate), models=models,
+                          progress=_share(progress, *run_share),
                           models_dir=Path(req.models_dir) if req.models_dir else None)
     result.notes[:0] = model_notes
     result.notes.extend(notes)

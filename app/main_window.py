@@ -147,6 +147,7 @@ class MainWindow(QMainWindow):
             self.backtest_tab.retrain_box.setValue(settings.backtest_retrain_bars)
         self.settings = settings
         self.account.settings = settings
+        self.backtest_tab.risk_free_rate = settings.risk_free_rate
         self.requestSettings.emit(settings)
         note = f" ({', '.join(restart)} apply at the next start)" if restart else ""
         self.status_bar.showMessage(f"Settings saved{note}", 15000)
@@ -226,6 +227,7 @@ class MainWindow(QMainWindow):
         self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash,
                                         models_dir=str(self.paths.models),
                                         retrain_every=self.settings.backtest_retrain_bars)
+        self.backtest_tab.risk_free_rate = self.settings.risk_free_rate
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -310,7 +312,7 @@ class MainWindow(QMainWindow):
         self.pause_button.setText("Resume" if paused else "Pause")
         self.approvals.set_pace(float(self.speed.currentData() or 1.0), paused)
         if paused:
-            self.status_bar.showMessage(f"Demo paused: {why}")
+            self.status_bar.showMessage(f"Demo paused: {why.split(':')[0]}")
         else:
             self.status_bar.clearMessage()
 

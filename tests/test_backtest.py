@@ -161,6 +161,7 @@ def test_sharpe_sortino_and_drawdown_recomputed_from_the_jsons_equity(tmp_path: 
     eq = np.array([row[1] for row in data["equity"]])
     cash = np.array([row[2] for row in data["equity"]])
     assert len(eq) == 1500 and times == sorted(times) and (cash >= 0).all()
+    assert m["risk_free_rate"] == 0.04, "the saved setting is the one used"
     n = 390 * 252  # 1-minute bars in a year
     r = np.diff(eq) / eq[:-1] - ((1 + m["risk_free_rate"]) ** (1 / n) - 1)
     assert m["sharpe"] == pytest.approx(r.mean() / r.std() * np.sqrt(n), rel=1e-9)
@@ -221,6 +222,8 @@ def test_cli_windows_and_commission_modes(tmp_path: Path, app_home: Path,
     assert main(base) == 0
     without = capsys.readouterr().out
     assert with_fees != without, "a commission changes the result"
+    assert "win rate, profit factor and the trades' P&L are before them" in with_fees
+    assert "before them" not in without
     assert main(base + ["--start", "2030-01-01"]) == 2
     assert "fewer than two bars" in capsys.readouterr().err
     assert main(base + ["--start", "01/02/2024"]) == 2

@@ -137,12 +137,12 @@ def test_the_counter_follows_the_panel(window) -> None:  # type: ignore[no-untyp
 
 
 # ------------------------------------------------------------ shortcuts and tooltips
-@pytest.mark.settings({"backtest_retrain_bars": 1500})
+@pytest.mark.settings({"backtest_retrain_bars": 1500, "risk_free_rate": 0.03})
 def test_the_backtest_tab_starts_from_the_saved_retrain_setting(window) -> None:  # type: ignore[no-untyped-def]
     tab = window.backtest_tab
-    assert tab.retrain_box.value() == 1500
-    window.apply_settings(window.settings.updated(backtest_retrain_bars=3000))
-    assert tab.retrain_box.value() == 3000
+    assert tab.retrain_box.value() == 1500 and tab.request().risk_free_rate == 0.03
+    window.apply_settings(window.settings.updated(backtest_retrain_bars=3000, risk_free_rate=0.05))
+    assert tab.retrain_box.value() == 3000 and tab.request().risk_free_rate == 0.05
     assert json.loads((window.paths.settings).read_text())["backtest_retrain_bars"] == 3000
 
 

@@ -85,6 +85,14 @@ def test_a_random_walk_has_no_edge_and_its_model_never_trades(trained) -> None:
     model, notes = load_signal_model(AppPaths(home), Settings(timeframe="1d"))
     assert isinstance(model, RulesModel) and model_label(model) == "rules: model has no demonstrated edge"
     assert metrics["edge_reason"] in notes[0]
+    meta_path = home / "models" / "PLTR_1d" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "edge": True}))  # the verdict flipped by hand
+    try:
+        model, notes = load_signal_model(AppPaths(home), Settings(timeframe="1d"))
+        assert isinstance(model, RulesModel) and "its saved numbers say otherwise" in notes[0]
+    finally:
+        meta_path.write_text(json.dumps(meta))
 
 
 def test_a_planted_edge_is_found_and_its_model_trades(tmp_path: Path) -> None:

@@ -81,3 +81,29 @@ def test_no_forward_return_crosses_the_close_or_reads_past_its_horizon() -> None
     later = close.copy()
     later[100:] *= 3  # rewriting later bars changes no earlier return
     assert np.array_equal(forward_returns(later, 6, y)[:94], ret[:94], equal_nan=True)
+
+
+def test_a_file_made_of_copies_of_one_stretch_is_no_edge() -> None:
+    """Out-of-sample bars that repeat the training bars (a file pasted together from scaled
+    copies) let a model score on what it memorised: once granted an edge of +215 bps a trade."""
+    rng = np.random.default_rng(5)
+    stretch = np.cumsum(rng.normal(0, 0.02, 900))
+    close = 20 * np.exp(np.concatenate([stretch, stretch + stretch[-1], stretch + 2 * stretch[-1]]))
+    from app.engine.ml.edge import repeated_share
+
+    assert repeated_share(close, 1_800) > 0.9
+    walk = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, 2_700)))
+    assert repeated_share(walk, 1_800) == 0.0
+    v = assess(oof(skill=1.5), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1, repeated=0.95)
+    assert not v.edge and "repeat sequences of its training bars" in v.reason
+
+
+def test_a_verdict_edited_by_hand_is_checked_against_the_numbers_saved_beside_it() -> None:
+    from app.engine.ml.edge import recheck
+
+    v = assess(oof(skill=0.0, scale=3.0), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    meta = {"edge": True, "out_of_sample": v.out_of_sample, "calibrator": SLOPE.to_dict()}
+    assert not v.edge and "say otherwise" in (recheck(meta) or "")
+    good = assess(oof(skill=1.5), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    assert recheck({"edge": True, "out_of_sample": good.out_of_sample, "calibrator": SLOPE.to_dict()}) is None
+    assert "missing" in (recheck({"edge": True}) or "")

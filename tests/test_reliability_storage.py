@@ -294,6 +294,8 @@ def test_headless_that_ran_on_with_a_failing_record_says_so_and_exits_non_zero(
     out = capsys.readouterr().out
     assert "error: the trading record could not be written (a prediction write failed: disk I/O error)" in out
     assert "stopped after 30 bars" in out
+    assert "note: No Alpaca API keys configured" in out, "what the window would say at start is said here too"
+    assert "note: Using the rules model" in out, "and which model trades"
 
 
 def test_a_record_deleted_while_running_stops_the_trading_at_once(tmp_path: Path) -> None:

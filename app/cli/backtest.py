@@ -70,9 +70,9 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
                          "charge 0 to 0.005; for a fraction of traded value use --commission-mode fraction)")
     if args.slippage_bps >= 1_000:
         raise ValueError(f"--slippage-bps {args.slippage_bps:g} is {args.slippage_bps / 100:g}% a fill: below 1000")
+    saved = Settings.load(paths.settings)
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to
-        saved = Settings.load(paths.settings).backtest_retrain_bars
-        args.retrain_every = saved if args.strategy == "ensemble" else 0
+        args.retrain_every = saved.backtest_retrain_bars if args.strategy == "ensemble" else 0
     check_retrain_every(args.retrain_every, args.strategy)
     # plain: no session rules, so no hours are cut either
     bars, loaded = load_portfolio(args.csv, args.symbol, args.timeframe, keep_extended=args.plain)
@@ -97,7 +97,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if len(loaded) > 1:
         for line in loaded:
             print(line, file=out)
-    result = run_backtest(bars, cfg, models_dir=paths.models)
+    # the product's rules at their defaults; from the saved settings, the risk-free rate of the metrics
+    result = run_backtest(bars, cfg, Settings(risk_free_rate=saved.risk_free_rate), models_dir=paths.models)
     for note in result.notes:
         print(f"note: {note}", file=out)
     m = result.metrics
@@ -108,6 +109,9 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     print(f"total return {m['total_return']:+.2%} (buy and hold {m['buy_and_hold_return']:+.2%}), "
           f"max drawdown {m['max_drawdown']:.2%}, Sharpe {_num(m['sharpe'])}, Sortino {_num(m['sortino'])}, "
           f"Calmar {_num(m['calmar'])}, win rate {_num(m['win_rate'], '.1%')}", file=out)
+    if cfg.commission_per_share or cfg.commission_rate:
+        print("note: the return is after commissions; win rate, profit factor and the trades' P&L are before "
+              "them (price moves only)", file=out)
     if m["open_positions"]:
         print(f"open at the end: {m['open_positions']} position(s), marked to market at the last close (in the "
               "return, not in the win rate)", file=out)

@@ -111,6 +111,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, settings: Any, install_signa
     pause = 0.0 if speed <= 0 else ctx.bot.bar_minutes * 60 / ctx.replay_ticks / speed
     if live:
         pause = float(settings.stop_check_seconds)
+    for notice in ctx.notices:  # what the window shows at start: the model in charge, records replayed...
+        out(f"note: {notice}")
     out(f"engine running: {ctx.bot.data_source} market {', '.join(settings.watchlist)}, "
         f"broker {ctx.broker.kind.value}, "
         f"{'polling every ' + str(int(pause)) + ' s' if live else 'speed ' + ('max' if pause == 0 else f'{speed:g}x')}"

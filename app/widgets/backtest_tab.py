@@ -133,6 +133,7 @@ class BacktestTab(QWidget):
         self.default_retrain = default_of("backtest_retrain_bars") if retrain_every is None else retrain_every
         self.setObjectName("backtestTab")
         self.models_dir = models_dir
+        self.risk_free_rate = 0.0  # the saved setting, for Sharpe and Sortino (the window keeps it current)
         self.outcome: BacktestOutcome | None = None
         self.running = False
         self.error = ""
@@ -294,7 +295,8 @@ class BacktestTab(QWidget):
                                self.cash_box.value(), self.commission_box.value(),
                                str(self.commission_mode.currentData()), self.slippage_box.value(),
                                self.plain_box.isChecked(), self.models_dir,
-                               self.retrain_box.value() if self.retrain_box.isEnabled() else 0)
+                               self.retrain_box.value() if self.retrain_box.isEnabled() else 0,
+                               self.risk_free_rate)
 
     def run(self) -> None:
         if self.running:

@@ -37,6 +37,8 @@ FLAT_SLOPE = 0.05  # a Platt slope at or below this maps every P(up) to about th
 RESAMPLES = 400
 SEED = 20_240_601  # the bootstrap is pinned: the same model gets the same verdict every time
 EULER_GAMMA = 0.5772156649015329
+REPEAT_WINDOW = 10  # returns in a row that real prices never repeat exactly
+MAX_REPEATED = 0.01  # test sequences seen in training above this share: the file repeats itself
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def forward_returns(close: np.ndarray, horizon: int, y: np.ndarray) -> np.ndarra
 
 
 def assess(oof: pd.DataFrame, calibrator: PlattCalibrator | None, *, threshold: float, cost_bps: float,
-           horizon: int, configs_tried: int = 1) -> EdgeVerdict:
+           horizon: int, configs_tried: int = 1, repeated: float = 0.0) -> EdgeVerdict:
     """The verdict on out-of-fold rows holding ``y``, ``ret`` (the forward return),
     ``ensemble`` (raw P(up)), ``ensemble_calibrated`` (nested, out-of-sample), ``always_up``
     and, where the ensemble has one, ``momentum``."""
@@ -71,7 +73,8 @@ def assess(oof: pd.DataFrame, calibrator: PlattCalibrator | None, *, threshold: 
     ok = np.isfinite(y) & np.isfinite(ret) & np.isfinite(raw)
     block = max(horizon, int(math.sqrt(max(ok.sum(), 1))))
     stats: dict[str, Any] = {"bars": int(ok.sum()), "bootstrap_block_bars": block, "cost_bps": cost_bps,
-                             "threshold": threshold, "configs_tried": configs_tried}
+                             "threshold": threshold, "configs_tried": configs_tried,
+                             "repeated_share": round(repeated, 4)}
     stats["auc"], stats["auc_ci"] = _with_interval(_auc, (y[ok], raw[ok]), block, rng)
     stats["rank_ic"], stats["rank_ic_ci"] = _with_interval(_rank_ic, (raw[ok], ret[ok]), block, rng)
 
@@ -97,9 +100,45 @@ def assess(oof: pd.DataFrame, calibrator: PlattCalibrator | None, *, threshold: 
     return EdgeVerdict(edge, reason, stats)
 
 
+def recheck(meta: dict[str, Any]) -> str | None:
+    """Why a saved ``edge: true`` is not borne out by the numbers saved beside it (a verdict
+    edited by hand, or a file from elsewhere), or None when they grant it."""
+    stats, cal = meta.get("out_of_sample"), meta.get("calibrator")
+    if not isinstance(stats, dict) or not isinstance(cal, dict):
+        return "its out-of-sample numbers are missing"
+    try:
+        calibrator = PlattCalibrator(float(cal["a"]), float(cal["b"]), int(cal.get("n", 0)))
+        if stats.get("repeated_share", 0.0) > MAX_REPEATED:
+            return "its test bars repeat its training bars"
+        edge, reason = _verdict(stats, calibrator)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"its out-of-sample numbers cannot be read ({exc})"
+    return None if edge else f"its saved numbers say otherwise: {reason}"
+
+
+def repeated_share(close: np.ndarray, first_test: int, window: int = REPEAT_WINDOW) -> float:
+    """The share of test-block return sequences (``window`` bars, to 6 significant digits) that
+    already appear in the training bars before them. Real prices never repeat ten returns;
+    a file built from copies of one stretch (scaled or not) does, and a model then scores on
+    what it memorised, not on anything it could know."""
+    close = np.asarray(close, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.round(np.diff(np.log(close)), 6)
+    if len(r) < 2 * window or not 0 < first_test < len(close):
+        return 0.0
+    seqs = np.lib.stride_tricks.sliding_window_view(r, window)
+    moving = np.abs(seqs).sum(axis=1) > 0  # flat stretches (a halt, no trades) repeat honestly
+    seen = {row.tobytes() for row, m in zip(seqs[: max(first_test - window, 0)], moving, strict=False) if m}
+    test = [row.tobytes() for row, m in zip(seqs[first_test:], moving[first_test:], strict=True) if m]
+    return sum(1 for t in test if t in seen) / len(test) if test else 0.0
+
+
 def _verdict(s: dict[str, Any], calibrator: PlattCalibrator | None) -> tuple[bool, str]:
+    if s.get("repeated_share", 0.0) > MAX_REPEATED:
+        return False, (f"{s['repeated_share']:.0%} of its test bars repeat sequences of its training bars: it "
+                       "scores on what it memorised (is the file made of copies?)")
     if calibrator is None:
-        return False, "too few out-of-sample bars to calibrate its P(up)"
+        return False, "its P(up) could not be calibrated (too few out-of-sample bars, or only one outcome)"
     if calibrator.a <= FLAT_SLOPE:
         return False, (f"its calibration is flat (slope {calibrator.a:.2f}): its P(up) says nothing the base "
                        "rate does not")

@@ -27,6 +27,7 @@ import pandas as pd
 from app.engine.data.features import WARMUP_BARS, compute_features, compute_features_tail
 from app.engine.data.frame import from_epoch_seconds, is_intraday
 from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle, read_metadata
+from app.engine.ml.edge import recheck
 from app.engine.ml.ensemble import combine, combine_one
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
@@ -194,7 +195,7 @@ NO_EDGE_LABEL = "rules: model has no demonstrated edge"
 def edge_of(meta: dict[str, Any]) -> str | None:
     """Why a saved model must not trade (its own out-of-sample verdict), or None when it may."""
     if meta.get("edge") is True:
-        return None
+        return recheck(meta)  # the numbers saved beside it must grant it too (a hand-edited verdict)
     if "edge" not in meta:
         return "it was saved before models were judged on their out-of-sample edge: train it again"
     return str(meta.get("edge_reason") or "its out-of-sample numbers show none")

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from app.engine.ml.dataset import Dataset, build_dataset
-from app.engine.ml.edge import EdgeVerdict, assess, forward_returns
+from app.engine.ml.edge import EdgeVerdict, assess, forward_returns, repeated_share
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine
 from app.engine.ml.factory import ModelFactory
 from app.engine.ml.metrics import (
@@ -277,8 +277,10 @@ def judge(report: WalkForwardReport, calibrator: PlattCalibrator | None, setting
     the commission per share as a share of the median price."""
     price = float(np.nanmedian(ds.close)) if len(ds) else 0.0
     commission = 2 * settings.commission_per_share / price * 1e4 if price > 0 else 0.0
+    first_test = int(ds.index.get_loc(report.oof.index[0])) if len(report.oof) else 0
     return assess(report.oof, calibrator, threshold=settings.approval_threshold,
-                  cost_bps=round(2 * settings.slippage_bps + commission, 2), horizon=ds.horizon)
+                  cost_bps=round(2 * settings.slippage_bps + commission, 2), horizon=ds.horizon,
+                  repeated=repeated_share(ds.close, first_test))
 
 
 def _scaled(progress: ProgressFn | None, lo: float, hi: float, prefix: str) -> ProgressFn | None:
