@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
-from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -75,6 +75,10 @@ class MainWindow(QMainWindow):
                  replay: Sequence[str] = ()) -> None:
         super().__init__()
         self.paths = paths
+        # Auto at the last close: the engine starts in Hybrid, and the user is asked again once it is up
+        self._resume_auto = settings.mode == TradingMode.AUTO.value
+        if self._resume_auto:
+            settings = settings.updated(mode=TradingMode.HYBRID.value)
         self.settings = settings
         self.setObjectName("mainWindow")
         self.setWindowTitle("AI Trader — SIMULATED demo market" if demo else "AI Trader — PAPER trading (Alpaca)")
@@ -294,6 +298,7 @@ class MainWindow(QMainWindow):
         self.approvals.approveRequested.connect(self.requestApprove)
         self.approvals.rejectRequested.connect(self.requestReject)
         self.mode_switch.modeChosen.connect(self.requestMode)
+        self.mode_switch.modeChosen.connect(self._keep_mode)
         self.positions.closeRequested.connect(self.requestClose)
         self.positions.adoptRequested.connect(self.adopt_position)
         self.flatten_button.clicked.connect(self.flatten_all)
@@ -323,6 +328,9 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_ready(self, info: dict[str, Any]) -> None:
         self.engine_ready = True
+        if self._resume_auto:
+            self._resume_auto = False
+            QTimer.singleShot(0, self._ask_to_resume_auto)
         self.paper_first_day = info.get("paper_first_day")
         self.chart_book.set_history(info["history"])
         self.watchlist.on_bars(info["history"])
@@ -473,6 +481,23 @@ class MainWindow(QMainWindow):
                         "broker stop below the market, trail, and are sold before the close and by FLATTEN ALL "
                         "like the app's own. Adopt them?"):
             self.requestAdopt.emit(symbol)
+
+    def _keep_mode(self, mode: str) -> None:
+        """The mode the user chose is the one the next start comes back to."""
+        self.settings = self.settings.updated(mode=mode)
+        try:
+            self.settings.save(self.paths.settings)
+        except OSError as exc:
+            self.status_bar.showMessage(f"Mode {mode} is in force, but could not be saved: {exc}", 15000)
+
+    def _ask_to_resume_auto(self) -> None:
+        if self.mode_switch.choose(TradingMode.AUTO, (
+                "Resume Auto?", "AI Trader was in Auto when it last closed: signals with confidence >= 0.80 "
+                "would execute without asking. It started in Hybrid. Resume Auto?")):
+            self.status_bar.showMessage("Auto resumed, as you confirmed", 15000)
+        else:
+            self._keep_mode(TradingMode.HYBRID.value)
+            self.status_bar.showMessage("Started in Hybrid: Auto was not resumed", 15000)
 
     def confirm(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text)

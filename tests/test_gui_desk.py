@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.events import SignalEvent
-from app.engine.types import Bar, Side, SignalStatus, TradingSignal
+from app.engine.types import Bar, Side, SignalStatus, TradingMode, TradingSignal
 from app.main import build_window
 from app.widgets.chart import CandleChart
 from app.widgets.chart_series import BarSeries, bollinger, ema
@@ -105,6 +105,33 @@ def test_time_left_is_in_the_users_seconds_not_simulated_minutes(qtbot) -> None:
     assert panel.table.item(0, 1).text() == "30 s"
     panel.set_pace(600.0, True)
     assert panel.table.item(0, 1).text() == "paused"
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_the_mode_comes_back_after_a_restart_and_auto_asks_first(qtbot, app_home: Path, answer: bool) -> None:  # type: ignore[no-untyped-def]
+    """Auto once became Hybrid at every restart without a word; it must neither vanish nor
+    resume trading unasked."""
+    app_home.mkdir(parents=True, exist_ok=True)
+    (app_home / "settings.json").write_text(json.dumps({"mode": "manual"}))
+    first = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(first)
+    first.confirm = lambda title, text: True
+    qtbot.waitUntil(lambda: first.engine_ready, timeout=30_000)
+    assert first.mode_switch.mode.value == "manual"
+    first.mode_switch.choose(TradingMode.AUTO)
+    first.close()
+    assert json.loads((app_home / "settings.json").read_text())["mode"] == "auto", "the choice is kept"
+    asked: list[str] = []
+    again = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(again)
+    again.confirm = lambda title, text: asked.append(text) or answer
+    assert again.worker.settings.mode == "hybrid", "the engine starts in Hybrid until the user says"
+    qtbot.waitUntil(lambda: bool(asked), timeout=30_000)
+    assert "was in Auto when it last closed" in asked[0]
+    qtbot.waitUntil(lambda: again.mode_switch.mode.value == ("auto" if answer else "hybrid"), timeout=5_000)
+    qtbot.waitUntil(lambda: again.worker.ctx.bot.mode.value == ("auto" if answer else "hybrid"), timeout=5_000)
+    assert json.loads((app_home / "settings.json").read_text())["mode"] == ("auto" if answer else "hybrid")
+    again.close()
 
 
 def test_notifier_counts_and_rate_limits(qtbot) -> None:  # type: ignore[no-untyped-def]

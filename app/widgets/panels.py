@@ -203,11 +203,12 @@ class ModeSwitch(QWidget):
         self.buttons[mode].setChecked(True)
         self.setStyleSheet("QPushButton:checked { background:#3d6fb4; color:white; font-weight:bold; }")
 
-    def choose(self, mode: TradingMode) -> bool:
+    def choose(self, mode: TradingMode, question: tuple[str, str] | None = None) -> bool:
         if mode == self.mode:
             return True
-        ok = mode != TradingMode.AUTO or self.confirm(  # type: ignore[operator]
-            "Switch to Auto?", "In Auto mode signals with confidence >= 0.80 execute without asking. Continue?")
+        ask = question or ("Switch to Auto?",
+                           "In Auto mode signals with confidence >= 0.80 execute without asking. Continue?")
+        ok = mode != TradingMode.AUTO or self.confirm(*ask)  # type: ignore[operator]
         if not ok:
             self.buttons[self.mode].setChecked(True)
             return False
