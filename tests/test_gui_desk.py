@@ -202,6 +202,17 @@ def test_keyboard_shortcuts_are_wired(qtbot, window) -> None:  # type: ignore[no
     with qtbot.waitSignal(w.approvals.approveRequested, timeout=2000) as approved:
         press(Qt.Key.Key_Return)
     assert approved.args == ["k2"]
+    # typing in a text field: Ctrl+Backspace deletes a word there, and rejects nothing
+    w.on_signal(SignalEvent(_signal("k3"), SignalStatus.PENDING))
+    field = w.watchlist.findChild(QLineEdit)
+    field.setText("NVDA AMD")
+    field.setFocus()
+    qtbot.waitUntil(field.hasFocus, timeout=2000)
+    rejects: list[str] = []
+    w.approvals.rejectRequested.connect(rejects.append)
+    press(Qt.Key.Key_Backspace)
+    assert rejects == [] and "k3" in w.approvals.pending, "a signal rejected while the user typed"
+    assert field.text() == "NVDA ", "the word behind the cursor is deleted, as in any text field"
     asked: list[str] = []
     w.confirm = lambda title, text: asked.append(title) is not None  # the user says No
     press(Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)

@@ -8,14 +8,19 @@ from datetime import datetime
 from PySide6.QtCore import Qt, Signal, SignalInstance
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
     QButtonGroup,
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -145,8 +150,19 @@ class ApprovalPanel(QWidget):
     def _shortcut(self, keys: str, signal: SignalInstance) -> QShortcut:
         shortcut = QShortcut(QKeySequence(keys), self)
         shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-        shortcut.activated.connect(lambda: self._act(signal))
+        shortcut.activated.connect(lambda: self._by_key(keys, signal))
         return shortcut
+
+    def _by_key(self, keys: str, signal: SignalInstance) -> None:
+        """A shortcut pressed while the user types in a text field (a filter, a ticker) is that
+        field's key, never an approval or a rejection: Ctrl+Backspace deletes the word behind."""
+        focus = QApplication.focusWidget()
+        if isinstance(focus, (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit)):
+            if keys == "Ctrl+Backspace" and isinstance(focus, QLineEdit):
+                focus.cursorWordBackward(True)
+                focus.backspace()
+            return
+        self._act(signal)
 
     def _act(self, signal: SignalInstance) -> None:
         sid = self.selected_id()
