@@ -154,9 +154,14 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
         _refuse_start(f"error: {exc}", quiet=bool(args.screenshot))
         return 2
     logs.configure(paths.logs)
+    from app.single_instance import ask_running_window, serve_raise
+
     try:
         lock = InstanceLock(paths.lock_file).acquire()
     except AlreadyRunning as exc:
+        if not args.screenshot and ask_running_window(paths.home):
+            print("AI Trader is already running: its window was brought to the front", file=sys.stderr)
+            return 0
         _refuse_start(str(exc), quiet=bool(args.screenshot))
         return EXIT_ALREADY_RUNNING
     # deferred: Qt and the window load for the window only, never for a subcommand
@@ -169,6 +174,7 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
                         replay=args.replay or ())
     window.say_settings_problems(problems)
     window.show()
+    serve_raise(window, paths.home)
     window.start_engine()
     code = 0
     if os.environ.get("AI_TRADER_STARTUP_PROBE"):  # bench/bench_startup.py: when is the window up?

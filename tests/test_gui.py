@@ -142,6 +142,27 @@ def test_second_instance_does_not_start_an_engine(app_home: Path, capsys: pytest
 
 
 
+def test_a_second_launch_brings_the_running_window_forward_and_exits_0(qtbot, app_home: Path,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second double-click once exited 3 with a line on a stderr nobody sees."""
+    from PySide6.QtWidgets import QWidget
+
+    import app.single_instance as single
+    from app.engine.instance import InstanceLock
+
+    raised: list[object] = []
+    monkeypatch.setattr(single, "bring_forward", raised.append)
+    running = QWidget()
+    qtbot.addWidget(running)
+    app_home.mkdir(parents=True, exist_ok=True)
+    with InstanceLock(app_home / "engine.lock"):  # as if that window were trading
+        single.serve_raise(running, app_home)
+        assert main(["--demo", "--data-dir", str(app_home)]) == 0
+        qtbot.waitUntil(lambda: raised == [running], timeout=5_000)
+    other = app_home.parent / "other-home"
+    assert single.server_name(other) != single.server_name(app_home), "each home its own window"
+
+
 def test_a_refused_start_is_said_in_a_dialog_when_there_is_a_screen(app_home: Path, monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Double-clicked, the app has no terminal: a start it refuses must be said on the screen."""
