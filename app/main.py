@@ -97,8 +97,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from app.cli.run import run_headless  # deferred: see build_parser
 
         return run_headless(args, paths)
-    if args.screenshot:
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.screenshot:  # offscreen, unless a platform is named (QT_QPA_PLATFORM=xcb under Xvfb)
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     return run_gui(args, paths)
 
 
@@ -154,6 +154,7 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
         _refuse_start(f"error: {exc}", quiet=bool(args.screenshot))
         return 2
     logs.configure(paths.logs)
+    # deferred: QtNetwork loads for the window only, never for a subcommand
     from app.single_instance import ask_running_window, serve_raise
 
     try:
