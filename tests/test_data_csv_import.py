@@ -284,3 +284,22 @@ def test_a_file_on_one_huge_line_is_refused_at_once(tmp_path: Path, content: str
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         read_csv(path)
+
+
+def test_an_unnamed_first_column_of_dates_is_the_time_column(tmp_path: Path) -> None:
+    """What pandas' DataFrame.to_csv() writes (backtesting.py's own GOOG.csv): once refused."""
+    path = tmp_path / "GOOG.csv"
+    path.write_text(",Open,High,Low,Close,Volume\n2004-08-19,100.0,104.06,95.96,100.34,22351900\n"
+                    "2004-08-20,101.01,109.08,100.5,108.31,11428600\n")
+    result = read_csv(path)
+    assert len(result.frame) == 2 and result.frame["close"].iloc[-1] == 108.31
+    assert str(result.frame.index[0].date()) == "2004-08-19"
+
+
+def test_backtesting_pys_own_goog_file_is_read() -> None:
+    goog = pytest.importorskip("backtesting.test").__file__
+    path = Path(goog).parent / "GOOG.csv"
+    if not path.exists():
+        pytest.skip("backtesting.py ships no GOOG.csv here")
+    result = read_csv(path)
+    assert len(result.frame) > 2_000 and result.rejected == 0

@@ -252,6 +252,8 @@ def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
             found["time_of_day"] = normal["time"]
         elif "date" in normal or "time" in normal:
             found["time"] = normal.get("date") or normal["time"]
+        elif names and _norm(names[0]) in ("", "unnamed_0", "index"):  # pandas to_csv(): dates, no name
+            found["time"] = names[0]
     for canon, aliases in (*_ALIASES.items(), ("symbol", _SYMBOL_NAMES)):
         for a in aliases:
             if a in normal:
