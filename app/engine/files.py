@@ -9,6 +9,7 @@ sentence, so a caller can refuse it with what to do.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -27,3 +28,12 @@ def not_a_file(path: Path) -> str | None:
     except OSError as exc:  # a folder on the way that cannot be searched
         return f"{path} cannot be examined ({exc.strerror or exc})"
     return None
+
+
+def unused_name(nth: Callable[[int], Path]) -> Path:
+    """The first of ``nth(1)``, ``nth(2)``... that nothing is at (not even a broken link): where
+    a copy or a file set aside goes, so that an earlier one is never overwritten."""
+    n = 1
+    while (path := nth(n)).exists() or path.is_symlink():
+        n += 1
+    return path

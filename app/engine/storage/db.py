@@ -20,7 +20,7 @@ import peewee as pw
 from loguru import logger
 from playhouse.migrate import SqliteMigrator, migrate  # type: ignore[import-untyped]
 
-from app.engine.files import not_a_file
+from app.engine.files import not_a_file, unused_name
 from app.engine.storage.models import ALL_MODELS, StateRow
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
@@ -137,11 +137,8 @@ class Storage:
         if hard:
             raise StorageError(f"{self.path} lacks columns this version needs ({', '.join(hard)}) and they "
                                "cannot be filled in: it is damaged or from another program. Move it aside.")
-        backup = self.path.with_name(self.path.name + ".before-migration")
-        n = 1
-        while backup.exists() or backup.is_symlink():  # an earlier copy is never overwritten
-            n += 1
-            backup = self.path.with_name(f"{self.path.name}.before-migration-{n}")
+        name = self.path.name + ".before-migration"
+        backup = unused_name(lambda n: self.path.with_name(name if n == 1 else f"{name}-{n}"))
         try:
             target = sqlite3.connect(str(backup))
             try:
