@@ -63,25 +63,61 @@ def reference_backtest(bars: list[Bar]) -> tuple[object, float]:
     return stats, time.perf_counter() - t0
 
 
-def _reference_trades(bars: list[Bar]) -> list[tuple[datetime, datetime, float, float]]:
+def _reference_trades(bars: list[Bar]) -> list[tuple[datetime, datetime, float, float, float]]:
     stats, _ = reference_backtest(bars)
     t = stats["_trades"]  # type: ignore[index]
-    return [(a.to_pydatetime(), b.to_pydatetime(), ep, xp)
-            for a, b, ep, xp in zip(t.EntryTime, t.ExitTime, t.EntryPrice, t.ExitPrice)]
+    return [(a.to_pydatetime(), b.to_pydatetime(), ep, xp, size)
+            for a, b, ep, xp, size in zip(t.EntryTime, t.ExitTime, t.EntryPrice, t.ExitPrice, t.Size)]
 
 
-def test_sma_cross_plain_makes_the_same_trades_as_backtesting_py() -> None:
-    bars = _walk(3000)
+def _with_ties(n: int, seed: int) -> list[Bar]:
+    """Minutes with flat stretches: 25 equal closes make the 10- and 20-bar averages exactly
+    equal, which pandas' rolling mean says as 0 and a left-to-right float sum as +-1e-14. Each
+    stretch follows a fall, so a strict comparison of that noise once bought there. Elsewhere
+    prices move in quarters, whose sums are exact in binary floats: any other tie is an exact
+    tie in both backtesters, not a coin toss of rounding."""
+    rng = np.random.default_rng(seed)
+    closes: list[float] = []
+    price = 100.0
+    while len(closes) < n:
+        closes += [price := price + 0.25 * float(rng.integers(-1, 3)) for _ in range(int(rng.integers(30, 80)))]
+        closes += [price := price - 0.25 for _ in range(12)]  # a fall, then flat at a price binary cannot hold
+        closes += [price - 0.13] * 25
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+    out, prev = [], closes[0]
+    for i, c in enumerate(closes[:n]):
+        o = prev + 0.25 * float(rng.integers(-1, 2))
+        out.append(Bar("TEST", t0 + timedelta(minutes=i), o, max(o, c) + 0.25, min(o, c) - 0.25, c, 1000.0))
+        prev = c
+    return out
+
+
+@pytest.mark.parametrize("bars", [_walk(3000), _with_ties(4000, seed=2)], ids=["random walk", "bars built to tie"])
+def test_sma_cross_plain_makes_the_same_trades_as_backtesting_py(bars: list[Bar]) -> None:
+    """Trade for trade: entry and exit times, prices and sizes (both size on the fill bar's open:
+    whole shares of the whole cash), and the same total return, max drawdown and trade count."""
     ours = run_backtest(bars, BacktestConfig(symbol="TEST", timeframe="1m", cash=1_000_000, plain=True))
+    stats, _ = reference_backtest(bars)
     ref = _reference_trades(bars)
-    mine = [(t.entry_time.replace(tzinfo=None), t.exit_time.replace(tzinfo=None), t.entry_price, t.exit_price)
-            for t in ours.trades]
+    mine = [(t.entry_time.replace(tzinfo=None), t.exit_time.replace(tzinfo=None), t.entry_price, t.exit_price,
+             t.qty) for t in ours.trades]
     assert len(ref) > 20
-    common = min(len(ref), len(mine))
-    assert abs(len(ref) - len(mine)) <= 1  # the last trade may still be open in one of them
-    for (ea, xa, epa, xpa), (eb, xb, epb, xpb) in zip(mine[:common], ref[:common]):
-        assert ea == eb and xa == xb
-        assert epa == pytest.approx(epb) and xpa == pytest.approx(xpb)
+    assert len(mine) == len(ref) == stats["# Trades"]  # type: ignore[index]
+    for (ea, xa, epa, xpa, qa), (eb, xb, epb, xpb, qb) in zip(mine, ref, strict=True):
+        assert (ea, xa) == (eb, xb)
+        assert epa == pytest.approx(epb, rel=1e-12) and xpa == pytest.approx(xpb, rel=1e-12)
+        assert qa == qb, f"size at {ea}: {qa} vs backtesting.py {qb}"
+    m = ours.metrics
+    assert m["total_return"] * 100 == pytest.approx(stats["Return [%]"], rel=1e-9)  # type: ignore[index]
+    assert m["max_drawdown"] * 100 == pytest.approx(stats["Max. Drawdown [%]"], rel=1e-9)  # type: ignore[index]
+
+
+def test_a_tie_of_the_averages_is_not_a_crossover() -> None:
+    """Flat at $100.37 after a fall: the averages meet and stay equal. No buy comes of it."""
+    from app.engine.strategy.sma_cross import SmaCrossModel
+
+    closes = np.r_[np.linspace(101.0, 100.37, 30).round(2), np.full(40, 100.37)]
+    assert (SmaCrossModel().crosses(closes) == 0).all()
 
 
 def test_product_rules_stop_a_losing_trade_and_flatten_before_the_close(nyse) -> None:  # type: ignore[no-untyped-def]
@@ -260,3 +296,22 @@ def test_momentum_strategy_trades_through_the_engine() -> None:
     assert res.trades, "momentum trades on trending simulated days"
     assert any("momentum is UNCALIBRATED" in n for n in res.notes), "its P(up) is labelled for what it is"
     assert all(t.qty * t.entry_price <= 100_000 * 0.2 + 1e-6 for t in res.trades), "risk-sized, not whole cash"
+
+
+@pytest.mark.parametrize("name, timeframe", [("SPY_5m_2024-03-26_2025-04-02.csv", "5m"),
+                                             ("PLTR_1d_2020-09-30_2026-03-31_merged.csv", "1d"),
+                                             ("daily/TSLA_1d_2020-01-02_2026-02-13_yf_adjusted.csv", "1d")])
+def test_real_bars_trade_for_trade_with_backtesting_py(shared_data: Path, name: str, timeframe: str) -> None:
+    """The issue's real files (565 SPY 5-minute trades, 35 PLTR and 42 TSLA daily): sizes matched on
+    0 of 31 PLTR trades when the app sized on the decision bar's close."""
+    from app.engine.data.portfolio import load_portfolio
+
+    bars, _ = load_portfolio([str(shared_data / name)], "X", timeframe, keep_extended=True)
+    ours = run_backtest(bars, BacktestConfig(symbol=bars[0].symbol, timeframe=timeframe, cash=1_000_000,
+                                             plain=True))
+    stats, _ = reference_backtest(bars)
+    mine = [(t.entry_time.replace(tzinfo=None), t.exit_time.replace(tzinfo=None), t.qty) for t in ours.trades]
+    assert mine == [(a, b, q) for a, b, _, _, q in _reference_trades(bars)]
+    assert ours.metrics["total_return"] * 100 == pytest.approx(stats["Return [%]"], rel=1e-9)  # type: ignore[index]
+    assert ours.metrics["max_drawdown"] * 100 == pytest.approx(stats["Max. Drawdown [%]"],  # type: ignore[index]
+                                                               rel=1e-9)

@@ -101,7 +101,8 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     steps = _steps(bars, len(symbols))
     clock = SimClock(steps[0][0].time)
     broker = SimulatedBroker(clock, cfg.cash, cfg.slippage_bps, cfg.commission_per_share,
-                             commission_rate=cfg.commission_rate, sole_owner=True)  # no one else trades here
+                             commission_rate=cfg.commission_rate, sole_owner=True,  # no one else trades here
+                             whole_cash_at_fill=cfg.plain)
     records = MemoryRecorder()
     calendar = None if cfg.plain else MarketCalendar()
     started = time.perf_counter()

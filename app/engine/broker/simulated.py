@@ -22,6 +22,7 @@ an optional :class:`PaperBook`, so a paper account survives restarts.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import uuid
 from collections.abc import Collection
@@ -73,11 +74,15 @@ class SimulatedBroker(Broker):
         participation: float | None = None,
         cancel_delay_s: float = 0.0,
         sole_owner: bool = False,
+        whole_cash_at_fill: bool = False,
     ) -> None:
         if participation is not None and not 0.0 < participation <= 1.0:
             raise ValueError(f"participation must be in (0, 1], not {participation}")
         self._clock = clock
         self._sole_owner = sole_owner  # only the engine trades here: :meth:`revision` may be trusted
+        # textbook (--plain) backtests only: a market entry buys as many whole shares as the cash
+        # pays for at the fill price, as backtesting.py sizes at the next open
+        self._whole_cash = whole_cash_at_fill
         self._revisions: dict[str, int] = {}
         self._unsaved = ""  # why the paper account's last save failed ("" when saved)
         self._participation = participation
@@ -263,6 +268,11 @@ class SimulatedBroker(Broker):
         cut = ""
         if o.side == Side.BUY and held >= 0:  # a cash account: a buy never costs more than the cash
             each = price * (1 + self._commission_rate) + self._commission
+            if self._whole_cash and held == 0 and o.order_type == OrderType.MARKET and not o.filled_qty:
+                whole = float(int(max(self._cash, 0.0) * (1 - sys.float_info.epsilon) / each))
+                if whole >= 1.0:
+                    o = replace(o, qty=whole, reason=o.reason + "; whole cash at the fill")
+                    qty = left = whole
             affordable = max(self._cash, 0.0) / each
             affordable = affordable if qty != int(qty) else float(int(affordable + 1e-9))  # whole shares stay whole
             if qty > affordable + 1e-9:  # sized on an earlier price (the decision bar's close) than the fill
