@@ -23,12 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.backtest.config import STRATEGIES, BacktestCancelled, BacktestConfig, commission_terms
+from app.engine.backtest.config import (
+    MAX_SLIPPAGE_BPS,
+    STRATEGIES,
+    BacktestCancelled,
+    BacktestConfig,
+    check_costs,
+    commission_terms,
+    describe_used,
+)
 from app.engine.settings import Settings
 from app.engine.strategy.base import SignalModel
 from app.engine.types import TIMEFRAMES, Bar, Trade
 
-__all__ = ["STRATEGIES", "TIMEFRAMES", "BacktestOutcome", "BacktestRequest", "child_main"]  # what the tab uses
+# what the tab uses
+__all__ = ["MAX_SLIPPAGE_BPS", "STRATEGIES", "TIMEFRAMES", "BacktestOutcome", "BacktestRequest", "child_main"]
 
 TRAIN_SHARE = 0.9  # of the progress bar, for a walk-forward ensemble's training: it takes minutes
 
@@ -48,7 +57,7 @@ class BacktestRequest:
     plain: bool = False
     models_dir: str | None = None  # where a trained ensemble lives (the app home's models/)
     retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
-    risk_free_rate: float = 0.0  # yearly, the saved setting: Sharpe and Sortino are in excess of it
+    settings: dict[str, Any] | None = None  # the saved settings (thresholds, weights, risk rules, risk-free rate)
 
     def config(self) -> BacktestConfig:
         per_share, rate = commission_terms(self.commission, self.commission_mode)
@@ -73,6 +82,7 @@ class BacktestOutcome:
     notes: tuple[str, ...]
     html: str  # the self-contained report, rendered in the child
     per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)  # each symbol's sleeve (a portfolio)
+    used: tuple[str, ...] = ()  # the costs and rules the run used, as the report says them
 
 
 def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list[Bar], list[str]]:
@@ -131,7 +141,9 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
         run_share = (TRAIN_SHARE, 1.0)
         if not progress(TRAIN_SHARE, "running the backtest"):
             raise BacktestCancelled("cancelled after training, before the first bar")
-    result = run_backtest(bars, cfg, Settings(risk_free_rate=req.risk_free_rate), models=models,
+    check_costs(req.commission, req.commission_mode, req.slippage_bps, req.cash)
+    saved = Settings.from_dict(req.settings) if req.settings else Settings()
+    result = run_backtest(bars, cfg, saved, models=models,
                           progress=_share(progress, *run_share),
                           models_dir=Path(req.models_dir) if req.models_dir else None)
     result.notes[:0] = model_notes
@@ -142,7 +154,8 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
         replace(req, symbol=",".join(result.symbols)), result.config, result.metrics, tuple(result.trades), eq,
         eq / np.where(peak > 0, peak, 1.0) - 1.0, _buy_and_hold(result.closes, bars, result.symbols, req.cash),
         np.array([t.timestamp() for t in result.times]), result.bars, result.elapsed_seconds, tuple(result.notes),
-        render_html(result, bars), result.per_symbol if len(result.symbols) > 1 else {})
+        render_html(result, bars), result.per_symbol if len(result.symbols) > 1 else {},
+        tuple(describe_used(result.used)))
 
 
 def _buy_and_hold(closes: np.ndarray, bars: list[Bar], symbols: tuple[str, ...], cash: float) -> np.ndarray:

@@ -151,7 +151,7 @@ class MainWindow(QMainWindow):
             self.backtest_tab.retrain_box.setValue(settings.backtest_retrain_bars)
         self.settings = settings
         self.account.settings = settings
-        self.backtest_tab.risk_free_rate = settings.risk_free_rate
+        self.backtest_tab.use_settings(settings.to_dict())
         self.requestSettings.emit(settings)
         note = f" ({', '.join(restart)} apply at the next start)" if restart else ""
         self.status_bar.showMessage(f"Settings saved{note}", 15000)
@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
         self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash,
                                         models_dir=str(self.paths.models),
                                         retrain_every=self.settings.backtest_retrain_bars)
-        self.backtest_tab.risk_free_rate = self.settings.risk_free_rate
+        self.backtest_tab.use_settings(self.settings.to_dict())
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)

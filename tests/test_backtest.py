@@ -315,3 +315,62 @@ def test_real_bars_trade_for_trade_with_backtesting_py(shared_data: Path, name: 
     assert ours.metrics["total_return"] * 100 == pytest.approx(stats["Return [%]"], rel=1e-9)  # type: ignore[index]
     assert ours.metrics["max_drawdown"] * 100 == pytest.approx(stats["Max. Drawdown [%]"],  # type: ignore[index]
                                                                rel=1e-9)
+
+
+def _cli(app_home: Path, csv: Path, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    from app.main import main
+
+    out_json = csv.with_suffix(".json")
+    code = main(["--data-dir", str(app_home), "backtest", "--symbol", "TEST", "--csv", str(csv), "--timeframe",
+                 "1m", "--json", str(out_json), *extra])
+    return code, json.loads(out_json.read_text()) if code == 0 else {}, ""
+
+
+def test_backtests_use_the_saved_settings_and_costs_unless_a_flag_says_otherwise(
+        tmp_path: Path, app_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The desk's simulated broker charges 2 bps; a backtest at 0 once turned -15.7% into +1.5%.
+    Thresholds too: momentum made the same 28 trades at a saved threshold of 0.55 as at 0.80."""
+    from app.engine.settings import Settings
+
+    bars = _walk(3000, seed=9)
+    csv = tmp_path / "bars.csv"
+    write_bars_csv(csv, bars)
+    app_home.mkdir(parents=True, exist_ok=True)
+    code, data, _ = _cli(app_home, csv, "--strategy", "sma_cross", "--plain")
+    out = capsys.readouterr().out
+    assert code == 0 and data["settings_used"]["slippage_bps"] == 2.0, "the saved setting's 2 bps by default"
+    assert "costs: slippage 2 bps a fill, commission $0 a share" in out
+    first = data["trades"][0]
+    opens = {b.time.isoformat(): b.open for b in bars}
+    assert first["entry_price"] == pytest.approx(opens[first["entry_time"]] * 1.0002), "bought 2 bps above the open"
+    code, data, _ = _cli(app_home, csv, "--strategy", "sma_cross", "--plain", "--slippage-bps", "0",
+                         "--commission", "0.005")
+    assert data["settings_used"]["slippage_bps"] == 0.0 and data["settings_used"]["commission_per_share"] == 0.005
+    assert "commission $0.005 a share" in capsys.readouterr().out
+
+    counts = []
+    for threshold in (0.55, 0.95):
+        Settings(auto_threshold=threshold, approval_threshold=0.5).save(app_home / "settings.json")
+        code, data, _ = _cli(app_home, csv, "--strategy", "momentum", "--plain")
+        assert code == 0 and data["settings_used"]["rules"].startswith("plain")
+        counts.append(data["metrics"]["trades"])
+    assert counts[0] > counts[1], f"a lower saved threshold trades more: {counts}"
+    Settings(stop_loss_pct=0.05, max_positions=3).save(app_home / "settings.json")
+    code, data, _ = _cli(app_home, csv, "--strategy", "momentum")
+    assert data["settings_used"]["stop_loss_pct"] == 0.05 and data["settings_used"]["max_positions"] == 3
+    assert "stop 5.0%" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, said", [(("--commission", "nan"), "not nan or inf"),
+                                         (("--slippage-bps", "inf"), "not nan or inf"),
+                                         (("--slippage-bps", "150"), "slippage 150 bps is 1.5% a fill: at most 100"),
+                                         (("--commission", "-1"), "not negative"),
+                                         (("--commission", "0.2", "--commission-mode", "fraction"), "20% of each"),
+                                         (("--commission-mode", "fraction"), "needs --commission")])
+def test_costs_a_backtest_cannot_mean_are_refused_in_one_line(tmp_path: Path, app_home: Path, flags: tuple[str, ...],
+                                                              said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "bars.csv"
+    write_bars_csv(csv, _walk(100))
+    code, _, _ = _cli(app_home, csv, *flags)
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and len(err.strip().splitlines()) == 1

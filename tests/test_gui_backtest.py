@@ -85,6 +85,8 @@ def test_sma_cross_run_shows_metrics_trades_and_curves(qtbot, tab: BacktestTab, 
     assert dd.max() <= 0 and dd.min() == pytest.approx(o.metrics["max_drawdown"] * 100)
     assert tab.progress.value() == 100
     assert f"{30 * 78:,} bars" in tab.status.text() and f"{trades} trades" in tab.status.text()
+    assert "costs: slippage 0 bps a fill, commission $0 a share" in tab.status.text(), "the costs used, shown"
+    assert "plain: whole cash per trade" in tab.status.text()
     assert tab.run_button.isEnabled() and not tab.cancel_button.isEnabled() and tab.export_button.isEnabled()
     assert tab.trades_model.index(0, 0).data() == "PLTR"
     first = tab.trades_model.index(0, 1).data()
@@ -170,6 +172,7 @@ def test_export_writes_the_html_report(qtbot, tab: BacktestTab, session_csv: Pat
     assert str(out) in tab.status.text()
     page = out.read_text()
     assert page.startswith("<!doctype html>") and page.count("<svg") == 3 and "rules" in page
+    assert "costs: slippage 0 bps a fill" in page and "rules: trades at confidence &gt;= 0.80" in page
     tab.export_html(str(tmp_path / "missing" / "r.html"))  # a folder that does not exist
     qtbot.waitUntil(lambda: tab.status.text().startswith("Error: cannot write"), timeout=30_000)
 

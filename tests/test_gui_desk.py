@@ -164,12 +164,20 @@ def test_the_counter_follows_the_panel(window) -> None:  # type: ignore[no-untyp
 
 
 # ------------------------------------------------------------ shortcuts and tooltips
-@pytest.mark.settings({"backtest_retrain_bars": 1500, "risk_free_rate": 0.03})
-def test_the_backtest_tab_starts_from_the_saved_retrain_setting(window) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.settings({"backtest_retrain_bars": 1500, "risk_free_rate": 0.03, "commission_per_share": 0.005})
+def test_the_backtest_tab_starts_from_the_saved_settings(window) -> None:  # type: ignore[no-untyped-def]
+    """Costs, thresholds and risk rules as the desk trades them: a run at 0 bps once turned -15.7% into +1.5%."""
     tab = window.backtest_tab
-    assert tab.retrain_box.value() == 1500 and tab.request().risk_free_rate == 0.03
+    req = tab.request()
+    assert tab.retrain_box.value() == 1500 and req.settings["risk_free_rate"] == 0.03
+    assert (req.slippage_bps, req.commission, req.commission_mode) == (2.0, 0.005, "per_share")
+    assert req.settings["auto_threshold"] == 0.80 and req.settings["stop_loss_pct"] == 0.03
+    tab.slippage_box.setValue(5.0)  # the user's own choice for this run stays while other settings change
     window.apply_settings(window.settings.updated(backtest_retrain_bars=3000, risk_free_rate=0.05))
-    assert tab.retrain_box.value() == 3000 and tab.request().risk_free_rate == 0.05
+    assert tab.retrain_box.value() == 3000 and tab.request().settings["risk_free_rate"] == 0.05
+    assert tab.request().slippage_bps == 5.0
+    window.apply_settings(window.settings.updated(slippage_bps=4.0))
+    assert tab.request().slippage_bps == 4.0, "a newly saved cost is the new starting point"
     assert json.loads((window.paths.settings).read_text())["backtest_retrain_bars"] == 3000
 
 

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.cli.options import add_date_order
-from app.engine.backtest.config import STRATEGIES, BacktestConfig, check_retrain_every, commission_terms
+from app.engine.backtest.config import (
+    STRATEGIES,
+    BacktestConfig,
+    check_costs,
+    check_retrain_every,
+    commission_terms,
+    describe_used,
+)
 from app.engine.backtest.report import render_html
 from app.engine.backtest.runner import run_backtest
 from app.engine.data.portfolio import load_portfolio
@@ -32,10 +39,11 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--start", help="first day (YYYY-MM-DD), inclusive")
     p.add_argument("--end", help="last day (YYYY-MM-DD), exclusive")
     p.add_argument("--cash", type=float, default=100_000.0)
-    p.add_argument("--commission", type=float, default=0.0,
-                   help="commission: dollars per share, or a fraction of traded value (--commission-mode)")
+    p.add_argument("--commission", type=float,
+                   help="commission: dollars per share, or a fraction of traded value (--commission-mode); "
+                        "default: the saved setting")
     p.add_argument("--commission-mode", choices=("per_share", "fraction"), default="per_share")
-    p.add_argument("--slippage-bps", type=float, default=0.0)
+    p.add_argument("--slippage-bps", type=float, help="slippage on each fill (default: the saved setting, 2)")
     p.add_argument("--plain", action="store_true",
                    help="textbook backtest: no risk limits, no session rules, whole cash per trade")
     p.add_argument("--retrain-every", type=int, metavar="N",
@@ -54,23 +62,15 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
         return 2
 
 
-MAX_PER_SHARE = 1.0  # dollars of commission a share: 200 times what US brokers charge
-
-
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
-    if not all(math.isfinite(v) for v in (args.cash, args.commission, args.slippage_bps)):
-        raise ValueError("--cash, --commission and --slippage-bps must be numbers (not nan or inf)")
-    if args.cash <= 0 or args.commission < 0 or args.slippage_bps < 0:
-        raise ValueError("--cash must be positive; --commission and --slippage-bps not negative")
-    if args.commission_mode == "fraction" and args.commission >= 0.1:
-        raise ValueError(f"--commission {args.commission:g} with --commission-mode fraction is "
-                         f"{args.commission:.0%} of each trade: a fraction below 0.1 (0.001 is 0.1%)")
-    if args.commission_mode == "per_share" and args.commission > MAX_PER_SHARE:
-        raise ValueError(f"--commission {args.commission:g} dollars a share: at most {MAX_PER_SHARE:g} (US brokers "
-                         "charge 0 to 0.005; for a fraction of traded value use --commission-mode fraction)")
-    if args.slippage_bps >= 1_000:
-        raise ValueError(f"--slippage-bps {args.slippage_bps:g} is {args.slippage_bps / 100:g}% a fill: below 1000")
-    saved = Settings.load(paths.settings)
+    saved = Settings.load(paths.settings)  # thresholds, weights, risk rules and costs, as the desk trades
+    if args.commission is None:
+        if args.commission_mode == "fraction":
+            raise ValueError("--commission-mode fraction needs --commission (the saved setting is per share)")
+        args.commission = saved.commission_per_share
+    if args.slippage_bps is None:
+        args.slippage_bps = saved.slippage_bps
+    check_costs(args.commission, args.commission_mode, args.slippage_bps, args.cash)
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to
         args.retrain_every = saved.backtest_retrain_bars if args.strategy == "ensemble" else 0
     check_retrain_every(args.retrain_every, args.strategy)
@@ -97,10 +97,11 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if len(loaded) > 1:
         for line in loaded:
             print(line, file=out)
-    # the product's rules at their defaults; from the saved settings, the risk-free rate of the metrics
-    result = run_backtest(bars, cfg, Settings(risk_free_rate=saved.risk_free_rate), models_dir=paths.models)
+    result = run_backtest(bars, cfg, saved, models_dir=paths.models)
     for note in result.notes:
         print(f"note: {note}", file=out)
+    for line in describe_used(result.used):
+        print(line, file=out)
     m = result.metrics
     of = f" of {len(symbols)} symbols" if len(symbols) > 1 else ""
     print(f"{len(bars):,} bars{of}, {m['trades']} trades in {result.elapsed_seconds:.2f} s "

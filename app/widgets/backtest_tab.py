@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.backtest_process import STRATEGIES, TIMEFRAMES, BacktestOutcome, BacktestRequest
+from app.backtest_process import MAX_SLIPPAGE_BPS, STRATEGIES, TIMEFRAMES, BacktestOutcome, BacktestRequest
 from app.engine.settings import default_of, field_bounds
 from app.engine.types import NY, Trade
 from app.widgets.backtest_job import BacktestJob, BacktestThread
@@ -133,7 +133,7 @@ class BacktestTab(QWidget):
         self.default_retrain = default_of("backtest_retrain_bars") if retrain_every is None else retrain_every
         self.setObjectName("backtestTab")
         self.models_dir = models_dir
-        self.risk_free_rate = 0.0  # the saved setting, for Sharpe and Sortino (the window keeps it current)
+        self.settings: dict[str, Any] = {}  # the saved settings a run uses (the window keeps them current)
         self.outcome: BacktestOutcome | None = None
         self.running = False
         self.error = ""
@@ -209,7 +209,7 @@ class BacktestTab(QWidget):
         self.commission_mode.addItem("fraction", "fraction")
         form.addRow("Commission", _row(self.commission_box, self.commission_mode))
         self.slippage_box = _spin("backtestSlippage", "Slippage on each fill, in basis points (1 bp = 0.01%)",
-                                  0.0, 1000.0, 1, 0.0, 1.0, suffix=" bps")
+                                  0.0, MAX_SLIPPAGE_BPS, 1, 0.0, 1.0, suffix=" bps")
         form.addRow("Slippage", self.slippage_box)
         self.plain_box = _named(QCheckBox("Plain (textbook)"), "backtestPlain",
                                 "No risk limits, stops or session rules; the whole cash in each trade")
@@ -296,7 +296,18 @@ class BacktestTab(QWidget):
                                str(self.commission_mode.currentData()), self.slippage_box.value(),
                                self.plain_box.isChecked(), self.models_dir,
                                self.retrain_box.value() if self.retrain_box.isEnabled() else 0,
-                               self.risk_free_rate)
+                               self.settings or None)
+
+    def use_settings(self, settings: dict[str, Any]) -> None:
+        """The saved settings: a run trades with their thresholds, weights and risk rules, and the
+        cost boxes start at their slippage and commission (a per-share commission)."""
+        changed = not self.settings or any(self.settings.get(k) != settings.get(k)
+                                           for k in ("slippage_bps", "commission_per_share"))
+        self.settings = dict(settings)
+        if changed:
+            self.slippage_box.setValue(float(settings.get("slippage_bps", 0.0)))
+            self.commission_mode.setCurrentIndex(self.commission_mode.findData("per_share"))
+            self.commission_box.setValue(float(settings.get("commission_per_share", 0.0)))
 
     def run(self) -> None:
         if self.running:
@@ -369,8 +380,14 @@ class BacktestTab(QWidget):
         self.progress.setRange(0, 100)
         self.progress.setValue(100)
         rate = o.bars / max(o.elapsed_seconds, 1e-9)
-        self._say(f"{o.bars:,} bars, {m['trades']} trades in {o.elapsed_seconds:.2f} s ({rate:,.0f} bars/s). "
-                  f"Return {m['total_return']:+.2%} vs buy and hold {m['buy_and_hold_return']:+.2%}.",
+        held = int(m.get("open_positions") or 0)
+        flagged = [n for n in o.notes if any(w in n for w in FLAGS)]
+        self._say("\n".join([f"{o.bars:,} bars, {m['trades']} trades in {o.elapsed_seconds:.2f} s "
+                             f"({rate:,.0f} bars/s). Return {m['total_return']:+.2%} vs buy and hold "
+                             f"{m['buy_and_hold_return']:+.2%}.",
+                             *([f"Open at the end: {held} position(s), marked to market at the last close."]
+                               if held else []),
+                             *flagged, *o.used]),
                   tip="\n".join(o.notes))
         self._end_run()
 
@@ -417,6 +434,9 @@ class BacktestTab(QWidget):
         self.status.setText(text)
         self.status.setToolTip(tip or text)
         self.status.setStyleSheet("color:#ef5350; font-weight:bold;" if error else "")
+
+
+FLAGS = ("IN-SAMPLE", "NO DEMONSTRATED EDGE", "UNCALIBRATED")  # notes that change what a result means: shown
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:

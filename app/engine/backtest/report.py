@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from app.engine.backtest.config import describe_used
 from app.engine.backtest.runner import BacktestResult
 from app.engine.types import Bar, Trade
 
@@ -97,6 +98,10 @@ def render_html(result: BacktestResult, bars: Sequence[Bar]) -> str:
         f"<td class={'pos' if t.pnl > 0 else 'neg'}>{t.pnl:+,.2f}</td><td>{html.escape(t.exit_reason)}</td></tr>"
         for t in result.trades[:2000])
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    used = "".join(f"<li>{html.escape(n)}</li>" for n in describe_used(result.used)) if result.used else ""
+    held = int(result.metrics.get("open_positions", 0) or 0)
+    open_line = (f"<p><b>Open at the end: {held} position(s)</b>, marked to market at the last close: in the "
+                 "return and the equity, not in the trades, win rate or profit factor.</p>" if held else "")
     mode = "plain (no risk limits, no session rules, whole cash per trade)" if cfg.plain else \
         "product rules (risk limits, stops, session and end-of-day rules)"
     what = "bars" if len(by_symbol) < 2 else f"bars of {len(by_symbol)} symbols on one account"
@@ -109,8 +114,9 @@ th{{text-align:left;color:#aaa}}.pos{{color:#26a69a}}.neg{{color:#ef5350}}figcap
 <body><h1>Backtest: {html.escape(", ".join(sorted(by_symbol)))} {html.escape(cfg.timeframe)},
 strategy {html.escape(cfg.strategy)}</h1>
 <p>{result.bars:,} {what} from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC;
-{mode}; cash {cfg.cash:,.0f}; slippage {cfg.slippage_bps:g} bps; commission {cfg.commission_per_share:g}/share
-+ {cfg.commission_rate:g} of value. Engine time {result.elapsed_seconds:.2f} s.</p>
+{mode}; cash {cfg.cash:,.0f}. Engine time {result.elapsed_seconds:.2f} s.</p>
+<ul class=used>{used}</ul>
+{open_line}
 <ul>{notes}</ul>
 <h2>Metrics</h2><table>{rows}</table>
 {_per_symbol_table(result.per_symbol)}

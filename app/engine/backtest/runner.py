@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.backtest.config import BacktestCancelled, BacktestConfig
+from app.engine.backtest.config import BacktestCancelled, BacktestConfig, settings_used
 from app.engine.backtest.metrics import compute_metrics
 from app.engine.backtest.strategies import make_model
 from app.engine.bot import TradingBot
@@ -57,10 +57,12 @@ class BacktestResult:
     held: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # shares per bar time and symbol
     closes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # last close per bar time and symbol
     cash: np.ndarray = field(default_factory=lambda: np.zeros(0))  # cash at each bar time's close
+    used: dict[str, Any] = field(default_factory=dict)  # the costs and rules it ran with (settings_used)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "config": self.config.__dict__,
+            "settings_used": self.used,
             "symbols": list(self.symbols),
             "metrics": _jsonable_dict(self.metrics),
             "per_symbol": {s: _jsonable_dict(m) for s, m in self.per_symbol.items()},
@@ -125,7 +127,8 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                               *_first_last(bars, by_symbol), traded, rf, int((held[-1] != 0).sum()))
     per_symbol = _per_symbol(symbols, by_symbol, broker.fills, records.trades, times, held, closes, cfg, rf)
     return BacktestResult(cfg, metrics, list(records.trades), equity, times, len(bars), elapsed,
-                          notes, model_seconds, symbols, per_symbol, held, closes, np.asarray(cash))
+                          notes, model_seconds, symbols, per_symbol, held, closes, np.asarray(cash),
+                          settings_used(cfg, settings))
 
 
 def split_symbols(bars: list[Bar]) -> dict[str, list[Bar]]:
