@@ -18,8 +18,10 @@ from app.engine.backtest.config import (
     check_retrain_every,
     commission_terms,
     describe_used,
+    settings_used,
 )
-from app.engine.backtest.report import render_html
+from app.engine.backtest.optimize import MAXIMIZE, check_grid, optimize, parse_param
+from app.engine.backtest.report import render_html, render_optimization_html
 from app.engine.backtest.runner import run_backtest
 from app.engine.data.portfolio import load_portfolio
 from app.engine.paths import AppPaths
@@ -49,6 +51,16 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--retrain-every", type=int, metavar="N",
                    help="ensemble only: walk forward, retraining every N bars on earlier bars only "
                         "(slow: one training per block); 0 uses the saved model (default: the setting)")
+    p.add_argument("--optimize", action="append", metavar="NAME=START:STOP:STEP", default=[],
+                   help="search a grid (repeat per parameter): fast=5:30:5, slow=20:100:10 (sma_cross), or a "
+                        "risk setting such as stop_loss_pct=0.02:0.05:0.01; walked forward (--folds)")
+    p.add_argument("--maximize", default="sharpe", choices=MAXIMIZE, help="what the search maximises")
+    p.add_argument("--folds", type=int, default=4,
+                   help="walk-forward folds of the search: each picks the best on --train-blocks blocks and "
+                        "trades it on the next (0: the in-sample grid only)")
+    p.add_argument("--train-blocks", type=int, default=3, help="in-sample blocks of each fold (each as long as "
+                                                                  "its out-of-sample block)")
+    p.add_argument("--workers", type=int, help="processes for the search (default: one per core)")
     p.add_argument("--json", dest="json_out", help="write metrics, trades, bars and elapsed_seconds here")
     p.add_argument("--html", dest="html_out", help="write a self-contained HTML report here")
     return p
@@ -97,6 +109,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if len(loaded) > 1:
         for line in loaded:
             print(line, file=out)
+    if args.optimize:
+        return _optimize(args, bars, cfg, saved, paths, out)
     result = run_backtest(bars, cfg, saved, models_dir=paths.models)
     for note in result.notes:
         print(f"note: {note}", file=out)
@@ -125,6 +139,57 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         print(f"wrote {args.json_out}", file=out)
     if args.html_out:
         Path(args.html_out).write_text(render_html(result, bars))
+        print(f"wrote {args.html_out}", file=out)
+    return 0
+
+
+def _optimize(args: argparse.Namespace, bars: list[Any], cfg: BacktestConfig, saved: Settings, paths: AppPaths,
+              out: TextIO) -> int:
+    """The grid, walked forward: the out-of-sample result first, the in-sample best beside it."""
+    params = [parse_param(text, cfg.strategy) for text in args.optimize]
+    combos = check_grid(params)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise ValueError(f"--workers {args.workers}: 1 to 64")
+    print(f"optimising {args.maximize} over {combos} combinations of "
+          + ", ".join(f"{p.name} ({len(p.values)} values)" for p in params)
+          + (f", walked forward over {args.folds} folds" if args.folds else " (in-sample only: --folds 0)"),
+          file=out, flush=True)
+    opt = optimize(bars, cfg, saved, params, args.maximize, args.folds, args.train_blocks, args.workers,
+                   models_dir=paths.models)
+    used = settings_used(cfg, saved.updated(mode="auto", slippage_bps=cfg.slippage_bps))
+    for line in describe_used(used):
+        print(line, file=out)
+    if opt.skipped:
+        print(f"note: {len(opt.skipped)} combination(s) refused by the rules, e.g. {opt.skipped[0]}", file=out)
+    print(f"{opt.tried} combinations run in {opt.seconds:.1f} s on {opt.workers} process(es)", file=out)
+    best, m = opt.best, opt.best_metrics
+    chosen = ", ".join(f"{k}={v:g}" for k, v in best.items())
+    print(f"IN-SAMPLE best ({chosen}): return {m['total_return']:+.2%}, {args.maximize.replace('_', ' ')} "
+          f"{_num(float(m[args.maximize]))}, max drawdown {m['max_drawdown']:.2%}, {m['trades']} trades: the best of "
+          f"{opt.tried} tries on the bars it is scored on, not a forecast", file=out)
+    deflated = "n/a" if opt.deflated_sharpe is None else f"{opt.deflated_sharpe:.2f}"
+    print(f"deflated Sharpe ratio {deflated}: P(true Sharpe > 0) after {opt.tried} tries (0.95 would be evidence)",
+          file=out)
+    for k, f in enumerate(opt.folds, start=1):
+        tm = f.test_metrics
+        said = (f"return {tm['total_return']:+.2%}, Sharpe {_num(float(tm['sharpe']))}, {tm['trades']} trades"
+                if "total_return" in tm else f"refused: {tm.get('refused', '?')}")
+        print(f"  fold {k}: chose {', '.join(f'{a}={v:g}' for a, v in f.best.items())} on "
+              f"{f.train[0]:%Y-%m-%d}..{f.train[1]:%Y-%m-%d}; out of sample "
+              f"{f.test[0]:%Y-%m-%d}..{f.test[1]:%Y-%m-%d}: {said}", file=out)
+    if opt.oos_metrics:
+        o = opt.oos_metrics
+        print(f"walk-forward (out of sample, stitched): return {o['total_return']:+.2%}, Sharpe {_num(o['sharpe'])}, "
+              f"max drawdown {o['max_drawdown']:.2%}, {o['trades']} trades "
+              f"(buy and hold {o['buy_and_hold_return']:+.2%})", file=out)
+    if args.json_out:
+        doc = {"config": cfg.__dict__, "settings_used": used, "bars": len(bars), "optimization": opt.to_json()}
+        Path(args.json_out).write_text(json.dumps(doc, indent=2))
+        print(f"wrote {args.json_out}", file=out)
+    if args.html_out:
+        first, last = min(b.time for b in bars), max(b.time for b in bars)
+        Path(args.html_out).write_text(render_optimization_html(opt, cfg, used, len(bars), f"{first:%Y-%m-%d %H:%M}",
+                                                                f"{last:%Y-%m-%d %H:%M}"))
         print(f"wrote {args.html_out}", file=out)
     return 0
 

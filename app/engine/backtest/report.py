@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.engine.backtest.config import describe_used
+from app.engine.backtest.config import BacktestConfig, describe_used
+from app.engine.backtest.optimize import Optimization
 from app.engine.backtest.runner import BacktestResult
 from app.engine.types import Bar, Trade
 
@@ -126,3 +127,82 @@ strategy {html.escape(cfg.strategy)}</h1>
 <h2>Trades ({len(result.trades)})</h2>
 <table><tr><th>Symbol</th><th>Entry</th><th>Exit</th><th>Qty</th><th>Entry price</th><th>Exit price</th>
 <th>P&amp;L</th><th>Exit reason</th></tr>{trades}</table></body></html>"""
+
+
+def heat_color(score: float, lo: float, hi: float) -> str:
+    """Red (worst) through dark to green (best); grey where nothing ran."""
+    if not np.isfinite(score):
+        return "#2a2d33"
+    t = 0.5 if hi <= lo else (score - lo) / (hi - lo)
+    red, green = (int(200 * (1 - t)) + 30, int(170 * t) + 30)
+    return f"#{red:02x}{green:02x}40"
+
+
+def _heatmap_table(opt: Optimization) -> str:
+    x, y, xs, ys, grid = opt.heatmap()
+    finite = grid[np.isfinite(grid)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    head = "".join(f"<th>{v:g}</th>" for v in xs)
+    body = ""
+    for i, yv in enumerate(ys):
+        cells = "".join(f'<td style="background:{heat_color(v, lo, hi)}">'
+                        f'{"" if not np.isfinite(v) else f"{v:.2f}"}</td>' for v in grid[i])
+        label = f"{html.escape(y)} {yv:g}" if y else ""
+        body += f"<tr><th>{label}</th>{cells}</tr>"
+    return (f"<h2>Heatmap: IN-SAMPLE {html.escape(opt.maximize)}</h2>"
+            f"<p>Each cell: the {html.escape(opt.maximize)} on all the bars"
+            + (f" (the best over {', '.join(p.name for p in opt.params[2:])})" if len(opt.params) > 2 else "")
+            + ". Grey: refused by the settings' rules or undefined.</p>"
+            f'<table class=heat><tr><th>{html.escape(x)} &rarr;</th>{head}</tr>{body}</table>')
+
+
+def render_optimization_html(opt: Optimization, cfg: BacktestConfig, used: dict[str, object], bars: int,
+                             first: str, last: str) -> str:
+    """The search's report: the walk-forward result first (the honest one), the in-sample best
+    beside it, labelled, the heatmap, and each fold."""
+    def params(p: dict[str, float]) -> str:
+        return html.escape(", ".join(f"{k}={v:g}" for k, v in p.items()))
+
+    oos = opt.oos_metrics
+    keys = [k for k in ("total_return", "sharpe", "sortino", "calmar", "max_drawdown", "trades", "buy_and_hold_return")
+            if k in opt.best_metrics]
+    rows = "".join(f"<tr><th>{k.replace('_', ' ')}</th><td>{_fmt(k, oos[k]) if k in oos else 'n/a'}</td>"
+                   f"<td>{_fmt(k, opt.best_metrics[k])}</td></tr>" for k in keys)
+    folds = "".join(
+        f"<tr><td>{k + 1}</td><td>{f.train[0]:%Y-%m-%d} .. {f.train[1]:%Y-%m-%d}</td><td>{params(f.best)}</td>"
+        f"<td>{_fmt(opt.maximize, f.train_score)}</td><td>{f.test[0]:%Y-%m-%d} .. {f.test[1]:%Y-%m-%d}</td>"
+        f"<td>{_fmt('total_return', f.test_metrics.get('total_return', float('nan')))}</td>"
+        f"<td>{_fmt('sharpe', f.test_metrics.get('sharpe', float('nan')))}</td></tr>"
+        for k, f in enumerate(opt.folds))
+    deflated = ("n/a" if opt.deflated_sharpe is None else f"{opt.deflated_sharpe:.2f}")
+    walk = (f"<h2>Walk-forward, out of sample ({len(opt.folds)} folds)</h2>"
+            f"<table><tr><th>Fold</th><th>In-sample bars</th><th>Chosen</th><th>In-sample {opt.maximize}</th>"
+            f"<th>Out-of-sample bars</th><th>Return</th><th>Sharpe</th></tr>{folds}</table>"
+            + (_svg("Stitched out-of-sample equity", _polyline(opt.oos_equity, "#42a5f5", float(opt.oos_equity.min()),
+                                                                 float(opt.oos_equity.max())),
+                    float(opt.oos_equity.min()), float(opt.oos_equity.max())) if len(opt.oos_equity) > 1 else "")
+            if opt.folds else "<p>No walk-forward (--folds 0): only the in-sample grid, which says nothing of "
+                              "the future.</p>")
+    used_lines = "".join(f"<li>{html.escape(n)}</li>" for n in describe_used(dict(used)))
+    ranges = ", ".join(f"{p.name} {min(p.values):g}..{max(p.values):g}" for p in opt.params)
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Optimisation {html.escape(cfg.symbol)} {html.escape(cfg.strategy)}</title>
+<style>body{{font-family:sans-serif;background:#15171b;color:#dcdfe4;max-width:1000px;margin:auto;padding:16px}}
+table{{border-collapse:collapse;margin:8px 0}}td,th{{padding:3px 8px;border-bottom:1px solid #333;text-align:right}}
+th{{text-align:left;color:#aaa}}.heat td{{color:#fff;min-width:42px;text-align:center}}.warn{{color:#ffb74d}}
+figcaption{{color:#aaa}}</style></head>
+<body><h1>Optimisation: {html.escape(cfg.symbol)} {html.escape(cfg.timeframe)},
+strategy {html.escape(cfg.strategy)}</h1>
+<p>{bars:,} bars from {html.escape(first)} to {html.escape(last)}; maximising {html.escape(opt.maximize)} over
+{opt.tried} combinations ({html.escape(ranges)})
+in {opt.seconds:.1f} s on {opt.workers} process(es).</p>
+<ul>{used_lines}</ul>
+<h2>Result</h2>
+<table><tr><th></th><th>Walk-forward (out of sample)</th><th class=warn>IN-SAMPLE best: {params(opt.best)}</th></tr>
+{rows}</table>
+<p class=warn>IN-SAMPLE: the best of {opt.tried} tries on the same bars it is scored on; its figures measure the
+luck of the draw. Deflated Sharpe ratio {deflated}: the probability that its true Sharpe is above zero once
+{opt.tried} tries are allowed for (0.95 or more would be evidence).</p>
+{walk}
+{_heatmap_table(opt)}
+</body></html>"""
