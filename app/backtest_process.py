@@ -25,19 +25,22 @@ import numpy as np
 
 from app.engine.backtest.config import (
     MAX_SLIPPAGE_BPS,
+    MAXIMIZE,
     STRATEGIES,
     BacktestCancelled,
     BacktestConfig,
     check_costs,
     commission_terms,
     describe_used,
+    heat_color,
 )
 from app.engine.settings import Settings
 from app.engine.strategy.base import SignalModel
 from app.engine.types import TIMEFRAMES, Bar, Trade
 
 # what the tab uses
-__all__ = ["MAX_SLIPPAGE_BPS", "STRATEGIES", "TIMEFRAMES", "BacktestOutcome", "BacktestRequest", "child_main"]
+__all__ = ["MAXIMIZE", "MAX_SLIPPAGE_BPS", "STRATEGIES", "TIMEFRAMES", "BacktestOutcome", "BacktestRequest",
+           "child_main", "heat_color"]
 
 TRAIN_SHARE = 0.9  # of the progress bar, for a walk-forward ensemble's training: it takes minutes
 
@@ -58,6 +61,9 @@ class BacktestRequest:
     models_dir: str | None = None  # where a trained ensemble lives (the app home's models/)
     retrain_every: int = 0  # ensemble: 0 = the saved model; N = walk forward, retrained every N bars
     settings: dict[str, Any] | None = None  # the saved settings (thresholds, weights, risk rules, risk-free rate)
+    optimize: tuple[str, ...] = ()  # "NAME=START:STOP:STEP" each: a grid search, walked forward
+    maximize: str = "sharpe"
+    folds: int = 4  # walk-forward folds of a search (0: in-sample only)
 
     def config(self) -> BacktestConfig:
         per_share, rate = commission_terms(self.commission, self.commission_mode)
@@ -83,6 +89,7 @@ class BacktestOutcome:
     html: str  # the self-contained report, rendered in the child
     per_symbol: dict[str, dict[str, Any]] = field(default_factory=dict)  # each symbol's sleeve (a portfolio)
     used: tuple[str, ...] = ()  # the costs and rules the run used, as the report says them
+    optimization: dict[str, Any] | None = None  # a search's figures (Optimization.to_json), else None
 
 
 def load_bars(path: str, symbol: str, timeframe: str, plain: bool) -> tuple[list[Bar], list[str]]:
@@ -126,6 +133,8 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
     bars, notes = load_bars(req.csv_path, req.symbol, req.timeframe, req.plain)
     if not progress(0.0):
         raise BacktestCancelled("cancelled before the first bar")
+    if req.optimize:
+        return _optimize(req, bars, notes, progress)
     cfg, run_share = req.config(), (0.0, 1.0)
     models: dict[str, SignalModel] = {}
     model_notes: list[str] = []
@@ -156,6 +165,45 @@ def run_request(req: BacktestRequest, progress: Any) -> BacktestOutcome:
         np.array([t.timestamp() for t in result.times]), result.bars, result.elapsed_seconds, tuple(result.notes),
         render_html(result, bars), result.per_symbol if len(result.symbols) > 1 else {},
         tuple(describe_used(result.used)))
+
+
+def _optimize(req: BacktestRequest, bars: list[Bar], notes: list[str], progress: Any) -> BacktestOutcome:
+    """A grid search walked forward: the curve is the stitched out-of-sample equity."""
+    # deferred: the engine loads in the backtest's child process, not at the window's start-up
+    from app.engine.backtest.config import settings_used
+    from app.engine.backtest.optimize import check_grid, optimize, parse_param
+    from app.engine.backtest.report import render_optimization_html
+
+    cfg = req.config()
+    check_costs(req.commission, req.commission_mode, req.slippage_bps, req.cash)
+    saved = Settings.from_dict(req.settings) if req.settings else Settings()
+    params = [parse_param(t, cfg.strategy) for t in req.optimize]
+    check_grid(params)
+    opt = optimize(bars, cfg, saved, params, req.maximize, req.folds,
+                   models_dir=Path(req.models_dir) if req.models_dir else None, progress=progress)
+    used = settings_used(cfg, saved)
+    eq = opt.oos_equity if len(opt.oos_equity) > 1 else np.full(2, req.cash)
+    times = opt.oos_times if len(opt.oos_equity) > 1 else [bars[0].time, bars[-1].time]
+    first, last = min(b.time for b in bars), max(b.time for b in bars)
+    close_at: dict[Any, list[float]] = {}
+    for b in bars:
+        close_at.setdefault(b.time, []).append(b.close)
+    marks = np.array([float(np.mean(close_at.get(t, [np.nan]))) for t in times])
+    hold = req.cash * marks / marks[0] if len(marks) and np.isfinite(marks[0]) and marks[0] > 0 else eq
+    peak = np.maximum.accumulate(eq)
+    chosen = ", ".join(f"{k}={v:g}" for k, v in opt.best.items())
+    fold_notes = [f"fold {k}: chose {', '.join(f'{a}={v:g}' for a, v in f.best.items())} on "
+                  f"{f.train[0]:%Y-%m-%d}..{f.train[1]:%Y-%m-%d}, traded {f.test[0]:%Y-%m-%d}..{f.test[1]:%Y-%m-%d}"
+                  for k, f in enumerate(opt.folds, start=1)]
+    deflated = "n/a" if opt.deflated_sharpe is None else f"{opt.deflated_sharpe:.2f}"
+    said = [f"IN-SAMPLE best of {opt.tried} combinations: {chosen} (deflated Sharpe {deflated}; 0.95 would be "
+            "evidence)", *fold_notes, *(f"refused: {s}" for s in opt.skipped[:3]), *notes]
+    return BacktestOutcome(
+        replace(req, symbol=cfg.symbol), cfg, opt.oos_metrics or opt.best_metrics, (), eq,
+        eq / np.where(peak > 0, peak, 1.0) - 1.0, np.asarray(hold, dtype=float),
+        np.array([t.timestamp() for t in times]), len(bars), opt.seconds, tuple(said),
+        render_optimization_html(opt, cfg, used, len(bars), f"{first:%Y-%m-%d %H:%M}", f"{last:%Y-%m-%d %H:%M}"),
+        {}, tuple(describe_used(used)), opt.to_json())
 
 
 def _buy_and_hold(closes: np.ndarray, bars: list[Bar], symbols: tuple[str, ...], cash: float) -> np.ndarray:

@@ -230,3 +230,29 @@ def test_the_window_stays_responsive_while_a_backtest_runs(qtbot, app_home: Path
     assert not w.backtest_tab.worker.thread.isRunning(), "backtest thread left running after close"
     assert not w.backtest_tab.job.process.is_alive(), "backtest process left running after close"
     assert not w.engine.thread.isRunning()
+
+
+def test_an_optimisation_shows_walk_forward_beside_in_sample_and_a_heatmap(qtbot, tab: BacktestTab,  # type: ignore[no-untyped-def]
+                                                                          session_csv: Path, tmp_path: Path) -> None:
+    tab.csv_edit.setText(str(session_csv))
+    tab.strategy_box.setCurrentText("sma_cross")
+    tab.plain_box.setChecked(True)
+    tab.optimize_edit.setText("fast=5:15:5 slow=20:30:10")
+    tab.folds_box.setValue(2)
+    _run(qtbot, tab, timeout=120_000)
+    assert tab.error == "", tab.error
+    opt = tab.outcome.optimization
+    assert opt is not None and opt["combinations"] == 6 and len(opt["walk_forward"]["folds"]) == 2
+    assert (tab.heatmap.rowCount(), tab.heatmap.columnCount()) == (2, 3)
+    assert tab.heatmap.horizontalHeaderItem(0).text() == "5" and tab.heatmap.verticalHeaderItem(1).text() == "slow 30"
+    assert tab.result_tabs.tabText(2) == "Heatmap (fast across, slow down)"
+    cells = [tab.heatmap.item(i, j).text() for i in range(2) for j in range(3)]
+    assert all(c for c in cells), "every combination was run and scored"
+    assert tab.result_tabs.currentWidget() is tab.heatmap, "the heatmap is shown"
+    assert tab.metrics_table.horizontalHeaderItem(2).text().startswith("IN-SAMPLE fast=")
+    text = tab.status.text()
+    assert "Walk-forward (out of sample, 2 folds): return" in text and "IN-SAMPLE best (fast=" in text
+    x, y = tab.equity_curve.getOriginalDataset()
+    assert len(y) == len(opt["walk_forward"]["equity"]), "the curve is the stitched out-of-sample equity"
+    assert "Heatmap: IN-SAMPLE sharpe" in tab.outcome.html
+    assert any(label.text == "walk-forward (out of sample)" for _, label in tab.equity_plot.legend.items)

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from app.cli.options import add_date_order
 from app.engine.backtest.config import (
+    MAXIMIZE,
     STRATEGIES,
     BacktestConfig,
     check_costs,
@@ -20,7 +21,7 @@ from app.engine.backtest.config import (
     describe_used,
     settings_used,
 )
-from app.engine.backtest.optimize import MAXIMIZE, check_grid, optimize, parse_param
+from app.engine.backtest.optimize import check_grid, optimize, parse_param
 from app.engine.backtest.report import render_html, render_optimization_html
 from app.engine.backtest.runner import run_backtest
 from app.engine.data.portfolio import load_portfolio

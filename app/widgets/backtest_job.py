@@ -74,8 +74,10 @@ class BacktestJob(QObject):
     def run(self, req: BacktestRequest) -> None:
         receiver, sender = self._ctx.Pipe(duplex=False)
         try:
+            # a search runs its grid on a pool of its own, which a daemonic process may not have;
+            # it is still stopped with the window (cancel, then terminate in _reap)
             self.process = self._ctx.Process(target=child_main, args=(req, sender, self._cancel),
-                                             name="backtest", daemon=True)
+                                             name="backtest", daemon=not req.optimize)
             self.process.start()
         except Exception as exc:  # noqa: BLE001 - e.g. a script without the ``if __name__ == "__main__"`` guard
             logger.exception("Backtest process did not start")

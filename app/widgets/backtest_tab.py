@@ -41,7 +41,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.backtest_process import MAX_SLIPPAGE_BPS, STRATEGIES, TIMEFRAMES, BacktestOutcome, BacktestRequest
+from app.backtest_process import (
+    MAX_SLIPPAGE_BPS,
+    MAXIMIZE,
+    STRATEGIES,
+    TIMEFRAMES,
+    BacktestOutcome,
+    BacktestRequest,
+    heat_color,
+)
 from app.engine.settings import default_of, field_bounds
 from app.engine.types import NY, Trade
 from app.widgets.backtest_job import BacktestJob, BacktestThread
@@ -214,6 +222,21 @@ class BacktestTab(QWidget):
         self.plain_box = _named(QCheckBox("Plain (textbook)"), "backtestPlain",
                                 "No risk limits, stops or session rules; the whole cash in each trade")
         form.addRow("", self.plain_box)
+        self.optimize_edit = _named(QLineEdit(), "backtestOptimize",
+                                    "Search a grid instead of one run: NAME=START:STOP:STEP, separated by spaces "
+                                    "(fast and slow for sma_cross, or a risk setting such as "
+                                    "stop_loss_pct=0.02:0.05:0.01). Walked forward: each fold picks the best on "
+                                    "earlier bars and trades it on the next block. Empty: one run")
+        self.optimize_edit.setPlaceholderText("fast=5:30:5 slow=20:100:10")
+        form.addRow("Optimise", self.optimize_edit)
+        self.maximize_box = _named(QComboBox(), "backtestMaximize", "What the search maximises")
+        self.maximize_box.addItems(MAXIMIZE)
+        self.folds_box = _named(QSpinBox(), "backtestFolds", "Walk-forward folds (0: in-sample only, which says "
+                                "nothing of the future)")
+        self.folds_box.setRange(0, 20)
+        self.folds_box.setValue(4)
+        self.folds_box.setSuffix(" folds")
+        form.addRow("Maximise", _row(self.maximize_box, self.folds_box))
         self.run_button = _named(QPushButton("Run"), "backtestRun", "Run the backtest (in the background)")
         self.cancel_button = _named(QPushButton("Cancel"), "backtestCancel", "Stop the running backtest")
         self.cancel_button.setEnabled(False)
@@ -277,8 +300,14 @@ class BacktestTab(QWidget):
         self.trades_view.setModel(self.trades_model)
         self.trades_view.verticalHeader().hide()
         self.trades_view.horizontalHeader().setStretchLastSection(True)
+        self.heatmap = QTableWidget(0, 0)
+        self.heatmap.setObjectName("backtestHeatmap")
+        self.heatmap.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.heatmap.setToolTip("An optimisation's IN-SAMPLE score for each combination of its first two "
+                                "parameters (the best over any others); grey: refused or undefined")
         self.result_tabs.addTab(self.metrics_table, "Metrics")
         self.result_tabs.addTab(self.trades_view, "Trades")
+        self.result_tabs.addTab(self.heatmap, "Heatmap")
         return self.result_tabs
 
     # ------------------------------------------------------------ actions
@@ -296,7 +325,8 @@ class BacktestTab(QWidget):
                                str(self.commission_mode.currentData()), self.slippage_box.value(),
                                self.plain_box.isChecked(), self.models_dir,
                                self.retrain_box.value() if self.retrain_box.isEnabled() else 0,
-                               self.settings or None)
+                               self.settings or None, tuple(self.optimize_edit.text().split()),
+                               self.maximize_box.currentText(), self.folds_box.value())
 
     def use_settings(self, settings: dict[str, Any]) -> None:
         """The saved settings: a run trades with their thresholds, weights and risk rules, and the
@@ -374,7 +404,11 @@ class BacktestTab(QWidget):
         self.dd_plot.setLabel("left", "Drawdown %")
         self.equity_plot.enableAutoRange()
         self.dd_plot.enableAutoRange()
-        self._show_metrics(m, o.per_symbol)
+        self._name_curve("walk-forward (out of sample)" if o.optimization is not None else "strategy")
+        if o.optimization is not None:
+            self._show_search(o)
+        else:
+            self._show_metrics(m, o.per_symbol)
         self.trades_model.set_trades(list(o.trades))
         self.export_button.setEnabled(True)
         self.progress.setRange(0, 100)
@@ -382,6 +416,10 @@ class BacktestTab(QWidget):
         rate = o.bars / max(o.elapsed_seconds, 1e-9)
         held = int(m.get("open_positions") or 0)
         flagged = [n for n in o.notes if any(w in n for w in FLAGS)]
+        if o.optimization is not None:
+            self._say_search(o)
+            self._end_run()
+            return
         self._say("\n".join([f"{o.bars:,} bars, {m['trades']} trades in {o.elapsed_seconds:.2f} s "
                              f"({rate:,.0f} bars/s). Return {m['total_return']:+.2%} vs buy and hold "
                              f"{m['buy_and_hold_return']:+.2%}.",
@@ -390,6 +428,69 @@ class BacktestTab(QWidget):
                              *flagged, *o.used]),
                   tip="\n".join(o.notes))
         self._end_run()
+
+    def _name_curve(self, name: str) -> None:
+        legend = self.equity_plot.legend
+        for sample, label in legend.items if legend is not None else ():
+            if sample.item is self.equity_curve:
+                label.setText(name)
+
+    def _say_search(self, o: BacktestOutcome) -> None:
+        opt = o.optimization or {}
+        best = opt["in_sample_best"]
+        chosen = ", ".join(f"{k}={v:g}" for k, v in best["params"].items())
+        oos = opt["walk_forward"]["out_of_sample"]
+        walked = (f"Walk-forward (out of sample, {len(opt['walk_forward']['folds'])} folds): return "
+                  f"{format_metric('total_return', oos.get('total_return'))}, Sharpe "
+                  f"{format_metric('sharpe', oos.get('sharpe'))}." if oos else
+                  "No walk-forward (0 folds): the in-sample grid says nothing of the future.")
+        self._say("\n".join([f"{opt['combinations']} combinations in {opt['seconds']:.1f} s. " + walked,
+                             f"IN-SAMPLE best ({chosen}): return "
+                             f"{format_metric('total_return', best['metrics'].get('total_return'))}, "
+                             f"{opt['maximize']} {format_metric(opt['maximize'], best['metrics'].get(opt['maximize']))}"
+                             f": the best of {opt['combinations']} tries on the bars it is scored on.",
+                             *o.notes[:1], *o.used]),
+                  tip="\n".join(o.notes))
+
+    def _show_search(self, o: BacktestOutcome) -> None:
+        """Walk-forward beside the IN-SAMPLE best, and the heatmap."""
+        opt = o.optimization or {}
+        best = opt["in_sample_best"]
+        chosen = ", ".join(f"{k}={v:g}" for k, v in best["params"].items())
+        oos = opt["walk_forward"]["out_of_sample"]
+        keys = list(best["metrics"])
+        self.metrics_table.setColumnCount(3)
+        self.metrics_table.setHorizontalHeaderLabels(("Metric", "Walk-forward", f"IN-SAMPLE {chosen}"))
+        self.metrics_table.setRowCount(len(keys))
+        for row, key in enumerate(keys):
+            self.metrics_table.setItem(row, 0, QTableWidgetItem(key.replace("_", " ")))
+            for c, figures in enumerate((oos, best["metrics"]), start=1):
+                value = figures.get(key)
+                item = QTableWidgetItem(format_metric(key, float("nan") if value is None else value)
+                                        if key in figures else "")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.metrics_table.setItem(row, c, item)
+        heat = opt["heatmap"]
+        values = np.array([[np.nan if v is None else v for v in row] for row in heat["values"]], dtype=float)
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        self.heatmap.setRowCount(len(heat["ys"]))
+        self.heatmap.setColumnCount(len(heat["xs"]))
+        self.heatmap.setHorizontalHeaderLabels([f"{v:g}" for v in heat["xs"]])  # the columns: named on the tab
+        self.heatmap.setVerticalHeaderLabels([f"{heat['y']} {v:g}" if heat["y"] else opt["maximize"]
+                                              for v in heat["ys"]])
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                v = values[i, j]
+                item = QTableWidgetItem("" if not np.isfinite(v) else f"{v:.2f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                item.setBackground(QColor(heat_color(v, lo, hi)))
+                item.setForeground(QColor("#ffffff"))
+                self.heatmap.setItem(i, j, item)
+        self.heatmap.resizeColumnsToContents()
+        across = f"{heat['x']} across" + (f", {heat['y']} down" if heat["y"] else "")
+        self.result_tabs.setTabText(self.result_tabs.indexOf(self.heatmap), f"Heatmap ({across})")
+        self.result_tabs.setCurrentWidget(self.heatmap)
 
     def _show_metrics(self, m: dict[str, Any], per_symbol: dict[str, dict[str, Any]]) -> None:
         """The portfolio's figures, then each symbol's (its sleeve of the one account)."""

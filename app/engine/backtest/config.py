@@ -10,6 +10,8 @@ from typing import Any
 from app.engine.settings import MIN_RETRAIN_BARS, Settings, field_bounds
 
 STRATEGIES = ("sma_cross", "momentum", "rules", "ensemble")
+STRATEGY_PARAMS = {"sma_cross": ("fast", "slow")}  # a strategy's own parameters an optimisation may search
+MAXIMIZE = ("sharpe", "sortino", "calmar", "total_return", "profit_factor", "win_rate")  # what it may maximise
 
 
 class BacktestCancelled(RuntimeError):
@@ -104,3 +106,12 @@ def describe_used(used: dict[str, Any]) -> list[str]:
                  + (f"flat {used['flatten_minutes_before_close']} min before the close" if used["eod_flatten"]
                     else "held overnight"))
     return lines
+
+
+def heat_color(score: float, lo: float, hi: float) -> str:
+    """Red (worst) through dark to green (best); grey where nothing ran."""
+    if not math.isfinite(score):
+        return "#2a2d33"
+    t = 0.5 if hi <= lo else (score - lo) / (hi - lo)
+    red, green = (int(200 * (1 - t)) + 30, int(170 * t) + 30)
+    return f"#{red:02x}{green:02x}40"

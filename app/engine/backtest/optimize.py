@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.backtest.config import RULES, BacktestCancelled, BacktestConfig
+from app.engine.backtest.config import MAXIMIZE, RULES, STRATEGY_PARAMS, BacktestCancelled, BacktestConfig
 from app.engine.backtest.metrics import compute_metrics
 from app.engine.backtest.runner import run_backtest, split_symbols
 from app.engine.backtest.strategies import make_model
@@ -42,8 +42,6 @@ from app.engine.strategy.base import SignalModel
 from app.engine.strategy.sma_cross import SmaCrossModel
 from app.engine.types import Bar
 
-STRATEGY_PARAMS = {"sma_cross": ("fast", "slow")}  # a strategy's own parameters, besides the settings
-MAXIMIZE = ("sharpe", "sortino", "calmar", "total_return", "profit_factor", "win_rate")
 MAX_COMBINATIONS = 2_000
 MAX_VALUES = 200  # of one parameter
 

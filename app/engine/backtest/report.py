@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.engine.backtest.config import BacktestConfig, describe_used
+from app.engine.backtest.config import BacktestConfig, describe_used, heat_color
 from app.engine.backtest.optimize import Optimization
 from app.engine.backtest.runner import BacktestResult
 from app.engine.types import Bar, Trade
@@ -127,15 +127,6 @@ strategy {html.escape(cfg.strategy)}</h1>
 <h2>Trades ({len(result.trades)})</h2>
 <table><tr><th>Symbol</th><th>Entry</th><th>Exit</th><th>Qty</th><th>Entry price</th><th>Exit price</th>
 <th>P&amp;L</th><th>Exit reason</th></tr>{trades}</table></body></html>"""
-
-
-def heat_color(score: float, lo: float, hi: float) -> str:
-    """Red (worst) through dark to green (best); grey where nothing ran."""
-    if not np.isfinite(score):
-        return "#2a2d33"
-    t = 0.5 if hi <= lo else (score - lo) / (hi - lo)
-    red, green = (int(200 * (1 - t)) + 30, int(170 * t) + 30)
-    return f"#{red:02x}{green:02x}40"
 
 
 def _heatmap_table(opt: Optimization) -> str:
