@@ -363,7 +363,7 @@ def test_backtests_use_the_saved_settings_and_costs_unless_a_flag_says_otherwise
 
 @pytest.mark.parametrize("flags, said", [(("--commission", "nan"), "not nan or inf"),
                                          (("--slippage-bps", "inf"), "not nan or inf"),
-                                         (("--slippage-bps", "150"), "slippage 150 bps is 1.5% a fill: at most 100"),
+                                         (("--slippage-bps", "150"), "150 bps is 1.5% a fill: at most 100"),
                                          (("--commission", "-1"), "not negative"),
                                          (("--commission", "0.2", "--commission-mode", "fraction"), "20% of each"),
                                          (("--commission-mode", "fraction"), "needs --commission")])

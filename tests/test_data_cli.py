@@ -364,4 +364,4 @@ def test_small_command_line_gaps_are_refused_with_the_reason(tmp_path: Path, app
     assert "--start 2024-02-01 is not before --end 2024-01-01" in capsys.readouterr().err
     for commission in ("5", "1e308"):  # dollars a share: once printed "total return -inf%" and exit 0
         assert main([*home, "backtest", "--csv", str(good), "--timeframe", "1d", "--commission", commission]) == 2
-        assert f"commission {float(commission):g} dollars a share: at most 1" in capsys.readouterr().err
+        assert f"--commission {float(commission):g} dollars a share: at most 1" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         args.commission = saved.commission_per_share
     if args.slippage_bps is None:
         args.slippage_bps = saved.slippage_bps
-    check_costs(args.commission, args.commission_mode, args.slippage_bps, args.cash)
+    check_costs(args.commission, args.commission_mode, args.slippage_bps, args.cash, flags=True)
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to
         args.retrain_every = saved.backtest_retrain_bars if args.strategy == "ensemble" else 0
     check_retrain_every(args.retrain_every, args.strategy)

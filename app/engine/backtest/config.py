@@ -53,20 +53,22 @@ MAX_FRACTION = 0.1  # of traded value: 10% a trade
 MAX_SLIPPAGE_BPS = 100.0  # 1% a fill: the setting's own bound
 
 
-def check_costs(commission: float, mode: str, slippage_bps: float, cash: float = 1.0) -> None:
-    """One line for costs a backtest cannot mean: nan or inf, negative, or past the bounds."""
+def check_costs(commission: float, mode: str, slippage_bps: float, cash: float = 1.0, flags: bool = False) -> None:
+    """One line for costs a backtest cannot mean: nan or inf, negative, or past the bounds.
+    ``flags``: name them as the command line's flags (--commission), else in words."""
+    cash_, fee, slip = ("--cash", "--commission", "--slippage-bps") if flags else ("cash", "commission", "slippage")
     if not all(math.isfinite(v) for v in (cash, commission, slippage_bps)):
-        raise ValueError("cash, commission and slippage must be numbers (not nan or inf)")
+        raise ValueError(f"{cash_}, {fee} and {slip} must be numbers (not nan or inf)")
     if cash <= 0 or commission < 0 or slippage_bps < 0:
-        raise ValueError("cash must be positive; commission and slippage not negative")
+        raise ValueError(f"{cash_} must be positive; {fee} and {slip} not negative")
     if mode == "fraction" and commission >= MAX_FRACTION:
-        raise ValueError(f"commission {commission:g} as a fraction is {commission:.0%} of each trade: a fraction "
+        raise ValueError(f"{fee} {commission:g} as a fraction is {commission:.0%} of each trade: a fraction "
                          f"below {MAX_FRACTION:g} (0.001 is 0.1%)")
     if mode == "per_share" and commission > MAX_PER_SHARE:
-        raise ValueError(f"commission {commission:g} dollars a share: at most {MAX_PER_SHARE:g} (US brokers charge "
+        raise ValueError(f"{fee} {commission:g} dollars a share: at most {MAX_PER_SHARE:g} (US brokers charge "
                          "0 to 0.005; for a fraction of traded value use the fraction mode)")
     if slippage_bps > MAX_SLIPPAGE_BPS:
-        raise ValueError(f"slippage {slippage_bps:g} bps is {slippage_bps / 100:g}% a fill: at most "
+        raise ValueError(f"{slip} {slippage_bps:g} bps is {slippage_bps / 100:g}% a fill: at most "
                          f"{MAX_SLIPPAGE_BPS:g} bps")
 
 

@@ -11,8 +11,9 @@ gap.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -208,7 +209,12 @@ def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
     p = df[list(PRICES)].to_numpy(dtype="float64")
     c, top, bottom = p[:, 3], p.max(axis=1), p.min(axis=1)
     bad = np.zeros(n, dtype=bool)
-    for run in range(1, min(SPIKE_RUN, n - 2) + 1):
+    # A run's first bar is off its left close by more than spike / sqrt(1.5) (that close and the
+    # right one agree within 1.5x): with no such bar anywhere, no run need be looked for.
+    least = rep.spike / math.sqrt(1.5)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jumps = bool(((top[1:] > c[:-1] * least) | (bottom[1:] < c[:-1] / least)).any())
+    for run in range(1, min(SPIKE_RUN, n - 2) + 1) if jumps else ():
         prev, nxt = c[: n - run - 1], c[run + 1:]  # the closes bracketing the run starting at each bar
         agree = np.maximum(prev, nxt) / np.minimum(prev, nxt) < 1.5
         ref = np.sqrt(prev * nxt)[:, None]
@@ -271,24 +277,30 @@ def _detect_splits(df: pd.DataFrame) -> list[tuple[pd.Timestamp, float]]:
     return out
 
 
-def _session_table(idx: pd.DatetimeIndex, cal: MarketCalendar) -> tuple[np.ndarray, np.ndarray]:
-    """Each bar's session open and close in epoch seconds (-1 on a closed day)."""
-    days = idx.tz_convert(NY).normalize()
-    codes, uniques = pd.factorize(days)
-    opens = np.full(len(uniques), -1, dtype="int64")
-    closes = np.full(len(uniques), -1, dtype="int64")
-    for k, day in enumerate(uniques):
-        s = cal.session(day.date())
+def _session_table(secs: np.ndarray, cal: MarketCalendar) -> tuple[np.ndarray, np.ndarray]:
+    """For each bar start (epoch seconds, sorted), the open and close of the first session that
+    closes after it (-1 past the last). A bar inside a session gets that session; one on a closed
+    day or after a close gets the next one, which it cannot overlap (the gap is hours; bars are at
+    most an hour long)."""
+    first = datetime.fromtimestamp(int(secs[0]), NY).date()
+    last = datetime.fromtimestamp(int(secs[-1]), NY).date()
+    spans = []
+    day = first
+    while day <= last:
+        s = cal.session(day)
         if s is not None:
-            opens[k], closes[k] = int(s.open.timestamp()), int(s.close.timestamp())
-    return opens[codes], closes[codes]
+            spans.append((int(s.open.timestamp()), int(s.close.timestamp())))
+        day += timedelta(days=1)
+    table = np.array([*spans, (-1, -1)], dtype="int64")
+    k = np.searchsorted(table[:-1, 1], secs, side="right")  # past the last session: the (-1, -1) row
+    return table[k, 0], table[k, 1]
 
 
 def _regular_hours(df: pd.DataFrame, step: int, cal: MarketCalendar,
                    rep: CleanReport) -> pd.DataFrame:
     """Keep bars that overlap the session (an hourly 09:00 bar covers 09:30)."""
     secs = epoch_seconds(df.index)
-    opens, closes = _session_table(df.index, cal)
+    opens, closes = _session_table(secs, cal)
     inside = (opens >= 0) & (secs < closes) & (secs + step > opens)
     rep.extended_hours = int((~inside).sum())
     return df[inside]
@@ -301,7 +313,7 @@ def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanRepo
     start_day = df.index[0].tz_convert(NY).date()
     end_day = df.index[-1].tz_convert(NY).date()
     offset = _grid_offset(secs, step)
-    have = np.unique(secs)
+    have = secs  # sorted and distinct: _order made it so
     missing: list[np.ndarray] = []
     day = start_day
     while day <= end_day:
@@ -335,8 +347,7 @@ def _grid_offset(secs: np.ndarray, step: int) -> int:
     """Where this source starts its bars within a step (09:30 vs 09:00 for hourly bars)."""
     if step >= 86400 or len(secs) == 0:
         return 0
-    values, counts = np.unique(secs % step, return_counts=True)
-    return int(values[np.argmax(counts)])
+    return int(np.argmax(np.bincount(secs % step)))  # the commonest start within a step
 
 
 def _gap_ranges(gaps: np.ndarray, step: int) -> list[str]:

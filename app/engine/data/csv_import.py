@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,8 +129,7 @@ def column_symbols(path: str | Path) -> list[str]:
 
 
 def _load(path: Path) -> _Table:
-    text = _read_text(path)
-    raw, malformed = _parse_table(text, path.name)
+    raw, malformed = _parse_table(_read_source(path), path.name)
     raw, header_lines = _unstack_yfinance_header(raw)
     columns = _find_columns(list(raw.columns), path.name)
     if raw.empty:
@@ -165,59 +165,134 @@ def _part(table: _Table, symbols: pd.Series, symbol: str, first: bool) -> Import
 
 
 # ---------------------------------------------------------------- reading
-def _read_text(path: Path) -> str:
+HEAD_BYTES = 1 << 16  # what is read before the parser: the first line's checks, the binary check
+
+
+class _Source:
+    """A file read by the C parser from its path, as ``pandas.read_csv`` does (twice as fast as
+    from a buffer); only its head is read here first, for the checks. A file that is not UTF-8
+    (Latin-1, UTF-16) is read whole and decoded."""
+
+    def __init__(self, path: Path, head: bytes, size: int) -> None:
+        self.path, self.size, self._head = path, size, head
+        self.utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))  # Excel's "Unicode text" export
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            data = _read_bytes(self.path)
+            if self.utf16:
+                text = data.decode("utf-16", errors="replace")
+            else:
+                try:
+                    text = data.decode("utf-8-sig")
+                except UnicodeDecodeError:
+                    text = data.decode("latin-1")  # numbers and names survive; only odd symbols don't
+            self._text = text.lstrip("\ufeff")
+        return self._text
+
+    def head(self) -> str:
+        """The start of the text: enough for the first line's checks."""
+        if self.utf16:
+            return self.text[: MAX_HEADER_CHARS + 2]
+        return self._head.decode("utf-8-sig", errors="replace").lstrip("\ufeff")
+
+    def newlines(self) -> int:
+        """Line ends in the file (and one for a last line without one): each line at most once."""
+        if self._text is not None or self.utf16:
+            return self.text.count("\n") + (not self.text.endswith("\n"))
+        count, last = 0, b""
+        try:
+            with self.path.open("rb") as f:  # in 4 MB chunks: no copy of the whole file
+                while chunk := f.read(1 << 22):
+                    count, last = count + chunk.count(b"\n"), chunk[-1:]
+        except OSError as exc:
+            raise DataError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        return count + (last != b"\n")
+
+    def whole(self) -> bool:
+        return self.size <= len(self._head)
+
+
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(limit)
+    except FileNotFoundError:
+        raise DataError(f"cannot read {path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_source(path: Path) -> _Source:
     try:
         if path.is_dir():
             raise DataError(f"cannot read {path}: it is a folder, not a CSV file")
         if path.exists() and not path.is_file():  # a pipe or a device: reading it could wait forever
             raise DataError(f"cannot read {path}: it is not a regular file (a pipe or a device), not a CSV file")
         size = path.stat().st_size
-        if size == 0:  # also /proc and /sys files, which say 0 and may wait forever when read
-            raise DataError(f"{path.name} is empty")
-        if size > MAX_FILE_BYTES:
-            raise DataError(f"{path.name} is {size / 2**30:.1f} GB: more than the {MAX_FILE_BYTES / 2**30:.0f} GB "
-                            "one import reads into memory; split it by year or by symbol")
-        data = path.read_bytes()
-    except DataError:
-        raise
     except FileNotFoundError:
         raise DataError(f"cannot read {path}: no such file") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = data.decode("utf-16", errors="replace")  # Excel's "Unicode text" export
-    elif b"\x00" in data[:4096]:
-        raise DataError(f"cannot read {path.name}: it is a binary file, not a CSV")
-    else:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("latin-1")  # numbers and names survive; only odd symbols don't
-    text = text.lstrip("\ufeff")
-    if not text.strip():
+    if size == 0:  # also /proc and /sys files, which say 0 and may wait forever when read
         raise DataError(f"{path.name} is empty")
-    return text
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"{path.name} is {size / 2**30:.1f} GB: more than the {MAX_FILE_BYTES / 2**30:.0f} GB "
+                        "one import reads into memory; split it by year or by symbol")
+    src = _Source(path, _read_bytes(path, HEAD_BYTES), size)
+    if not src.utf16 and b"\x00" in src._head[:4096]:
+        raise DataError(f"cannot read {path.name}: it is a binary file, not a CSV")
+    if not src.head().strip() and (src.whole() or not src.text.strip()):
+        raise DataError(f"{path.name} is empty")
+    return src
 
 
-def _parse_table(text: str, name: str) -> tuple[pd.DataFrame, int]:
-    """Every cell as text (so bad cells become counted rejections), plus the count of
-    lines with too many fields, which the parser has to skip."""
-    first = text.lstrip()[:MAX_HEADER_CHARS + 1].split("\n", 1)[0]
+def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
+    """The cells, plus the count of lines with too many fields, which the parser has to skip.
+    Price and volume columns whose every cell is a number come as numbers (one pass of the C
+    parser, as ``pandas.read_csv``); any other column, and every column of a file whose header
+    is not plain, comes as text, so bad cells become counted rejections."""
+    first = src.head().lstrip()[:MAX_HEADER_CHARS + 1].split("\n", 1)[0]
     if len(first) > MAX_HEADER_CHARS:  # minified JSON, a log on one line: parsing it takes minutes
         raise DataError(f"{name} is not a CSV of bars: its first line is over {MAX_HEADER_CHARS:,} characters long")
     sep = max((",", ";", "\t", "|"), key=first.count)
     if first.count(sep) >= MAX_COLUMNS:
         raise DataError(f"{name} is not a CSV of bars: its first line has {first.count(sep) + 1:,} columns")
+    options: dict[str, Any] = {"sep": sep, "dtype": _text_columns(first, sep, name), "keep_default_na": False,
+                               "skipinitialspace": True, "skip_blank_lines": True, "on_bad_lines": "skip"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                              skipinitialspace=True, skip_blank_lines=True, on_bad_lines="skip")
+            try:
+                if src.utf16 or src.head().startswith("\ufeff"):  # UTF-16, or a second byte-order mark
+                    raise UnicodeDecodeError("utf-8", b"", 0, 1, "read from the decoded text")
+                # "skip", not "warn": only then does pandas 3 read the file on several threads
+                raw = pd.read_csv(src.path, encoding="utf-8-sig", **options)
+            except UnicodeDecodeError:  # not UTF-8 (Latin-1, UTF-16): from the decoded text
+                raw = pd.read_csv(io.StringIO(src.text), **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {name}: {msg}") from None
-    lines = sum(1 for ln in text.splitlines() if ln.strip()) - 1
-    return raw, max(0, lines - len(raw))
+    if src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
+        return raw, 0
+    return raw, max(0, sum(1 for ln in src.text.splitlines() if ln.strip()) - 1 - len(raw))
+
+
+def _text_columns(first: str, sep: str, name: str) -> type[str] | dict[str, type[str]]:
+    """Which columns to read as text: all of them (str) unless the header is a plain one whose
+    price and volume columns are found; then all but those, which the parser reads as numbers
+    where every cell is one (a column with any other cell still comes as text)."""
+    names = [n.strip().strip('"') for n in first.rstrip("\r").split(sep)]
+    if len(set(names)) != len(names):
+        return str
+    try:
+        found = _find_columns(names, name)
+    except DataError:
+        return str  # a yfinance three-line header, or a file to be refused with the careful path's words
+    numeric = {found[c] for c in ("open", "high", "low", "close", "volume", ADJ_CLOSE) if c in found}
+    return {n: str for n in names if n not in numeric}
 
 
 def _unstack_yfinance_header(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -274,7 +349,8 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
     reason = np.full(n, "", dtype=object)
 
     def reject(mask: np.ndarray, why: str) -> None:
-        reason[mask & (reason == "")] = why
+        if mask.any():  # most files: no cell is rejected, and no pass over the reasons is paid
+            reason[mask & (reason == "")] = why
 
     time_text = raw[columns["time"]].astype(str)
     if "time_of_day" in columns:
@@ -292,8 +368,9 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
         values[canon] = _numeric(raw[columns[canon]], canon, reject)
 
     keep = reason == ""
-    idx = pd.DatetimeIndex(times[keep], name=INDEX_NAME)
-    frame = pd.DataFrame({c: v[keep] for c, v in values.items()}, index=idx)
+    every = bool(keep.all())  # most files: no copies made to drop nothing
+    idx = pd.DatetimeIndex(times if every else times[keep], name=INDEX_NAME)
+    frame = pd.DataFrame({c: v if every else v[keep] for c, v in values.items()}, index=idx)
     reasons: Counter[str] = Counter()
     examples: dict[str, list[int]] = {}
     for i in np.flatnonzero(~keep):
@@ -309,8 +386,11 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
 
 def _numeric(col: pd.Series, name: str, reject: Callable[[np.ndarray, str], None]) -> np.ndarray:
     """Text -> float, rejecting (in order) missing, text, infinite, non-positive, huge."""
-    arr = np.array(pd.to_numeric(col, errors="coerce"), dtype="float64")  # a writable copy
-    nan = np.isnan(arr)
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        arr: np.ndarray = np.array(col.to_numpy(dtype="float64"), dtype="float64")  # numbers, as the parser read them
+    else:
+        arr = np.array(pd.to_numeric(col, errors="coerce"), dtype="float64")  # a writable copy
+    nan = np.isnan(arr)  # "nan" is a number to the parser: a missing price all the same
     na_text = np.zeros(len(arr), dtype=bool)
     if nan.any():  # only odd cells pay for the string work
         odd = col[nan].astype(str).str.strip()
@@ -338,7 +418,11 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     New York midnight, as yfinance and Alpaca stamp daily bars); 9-13 digit
     numbers are epoch seconds (or milliseconds).
     """
-    s = values.fillna("").astype(str).str.strip().reset_index(drop=True)
+    s = values.fillna("").astype(str).reset_index(drop=True)
+    fast = _uniform_iso(s)  # most files: every cell clean ISO-8601, read in one call without stripping
+    if fast is not None:
+        return fast
+    s = s.str.strip()
     fast = _uniform_iso(s)
     if fast is not None:
         return fast

@@ -71,12 +71,14 @@ def infer_timeframe(frame: pd.DataFrame) -> str | None:
     """The timeframe the bars' spacing says they are, or None when it cannot tell."""
     if len(frame) < 3:
         return None
-    gaps = np.diff(np.unique(epoch_seconds(frame.index)))
-    gaps = gaps[(gaps > 0) & (gaps <= 86400)]  # overnight and weekend jumps say nothing
+    secs = epoch_seconds(frame.index)
+    if (np.diff(secs) < 0).any():  # sorted already in nearly every file: no sort paid
+        secs = np.sort(secs)
+    gaps = np.diff(secs)
+    gaps = gaps[(gaps > 0) & (gaps <= 86400)]  # overnight and weekend jumps say nothing (nor duplicates)
     if len(gaps) == 0:
         return None
-    values, counts = np.unique(gaps, return_counts=True)
-    typical = int(values[np.argmax(counts)])
+    typical = int(np.argmax(np.bincount(gaps)))  # the commonest spacing
     return next((tf.name for tf in TIMEFRAMES.values() if tf.seconds == typical), None)
 
 
