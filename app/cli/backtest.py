@@ -23,7 +23,7 @@ from app.engine.backtest.config import (
 )
 from app.engine.backtest.optimize import check_grid, optimize, parse_param
 from app.engine.backtest.report import render_html, render_optimization_html
-from app.engine.backtest.runner import run_backtest
+from app.engine.backtest.runner import run_backtest, write_json
 from app.engine.data.portfolio import load_portfolio
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
             print(f"  {symbol}: {sm['trades']} trades, return {sm['total_return']:+.2%} of the account, "
                   f"buy and hold {sm['buy_and_hold_return']:+.2%}", file=out)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result.to_json(), indent=2))
+        write_json(result.to_json(), Path(args.json_out))
         print(f"wrote {args.json_out}", file=out)
     if args.html_out:
         Path(args.html_out).write_text(render_html(result, bars))

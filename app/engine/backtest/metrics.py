@@ -75,8 +75,7 @@ def _ratio(mean: float, dev: float, per_year: int) -> float:
 
 
 def _longest_underwater(dd: np.ndarray) -> int:
-    longest = run = 0
-    for under in dd < 0:
-        run = run + 1 if under else 0
-        longest = max(longest, run)
-    return longest
+    """The longest run of bars below a peak."""
+    under = np.r_[False, np.asarray(dd) < 0, False].astype(np.int8)
+    edges = np.flatnonzero(np.diff(under))  # starts and ends of the runs, in pairs
+    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
