@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -174,8 +175,12 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     window = MainWindow(paths, settings, demo=_demo_mode(args, paths, settings),
                         replay=args.replay or ())
     window.say_settings_problems(problems)
-    window.show()
+    if app.platformName() == "offscreen":
+        window.show()  # no screen to fit: the picture at the window's own size
+    else:
+        window.show_fitted()
     serve_raise(window, paths.home)
+    _close_on_terminate(window)
     window.start_engine()
     code = 0
     if os.environ.get("AI_TRADER_STARTUP_PROBE"):  # bench/bench_startup.py: when is the window up?
@@ -195,6 +200,23 @@ def run_gui(args: argparse.Namespace, paths: AppPaths) -> int:
     run_event_loop(app)
     lock.release()
     return code
+
+
+def _close_on_terminate(window: object) -> None:
+    """SIGTERM (a logout, ``kill``) and Ctrl+C close the window as its Quit does: the layout is
+    saved and the engine stops cleanly. Python runs signal handlers only between its own
+    bytecodes, so a timer gives it a moment four times a second while Qt waits for events."""
+    # deferred: Qt loads for the window only, never for a subcommand
+    from PySide6.QtCore import QTimer
+
+    def close(_signum: int, _frame: object) -> None:
+        QTimer.singleShot(0, window.close)  # type: ignore[attr-defined]
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, close)
+    tick = QTimer(window)  # type: ignore[arg-type]
+    tick.timeout.connect(lambda: None)
+    tick.start(250)
 
 
 def _refuse_start(text: str, quiet: bool) -> None:

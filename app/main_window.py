@@ -14,11 +14,13 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QMessageBox,
     QPushButton,
     QTabWidget,
     QToolBar,
+    QToolButton,
     QWidget,
 )
 
@@ -58,6 +60,12 @@ class LogBridge(QObject):
 FROM_FILE = "as the file says (its symbol column, else its name)"
 
 
+DEFAULT_SIZE = (1400, 860)  # the first-run window, where the screen has room
+LAYOUT_VERSION = 2  # of the docks' arrangement: a saved state of another version is not restored
+RIGHT_COLUMN = 290  # px: the first-run layout's right column (watchlist, account, approvals)
+BOTTOM_ROW = 120  # px: the first-run layout's positions and record, under the chart
+
+
 class MainWindow(QMainWindow):
     requestApprove = Signal(str)
     requestReject = Signal(str)
@@ -82,7 +90,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.setObjectName("mainWindow")
         self.setWindowTitle("AI Trader — SIMULATED demo market" if demo else "AI Trader — PAPER trading (Alpaca)")
-        self.resize(1400, 860)
+        self.resize(*DEFAULT_SIZE)
         self.status: EngineStatus | None = None
         self.engine_ready = False
         self.paper_first_day: str | None = None
@@ -188,10 +196,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.chart)
         self.status_bar = TradingStatusBar(self)
         self.setStatusBar(self.status_bar)
-        bar = QToolBar("Trading")
+        self.trading_bar = bar = QToolBar("Trading")
         bar.setObjectName("tradingToolbar")
         bar.setMovable(False)
-        self.addToolBar(bar)
+        # beside the File menu, in its row: a line of the window's height goes to the chart
+        self.menuBar().setCornerWidget(bar, Qt.Corner.TopRightCorner)
         self.banner = QLabel("  SIMULATED MARKET — demo data, not real prices  ")
         self.banner.setObjectName("simBanner")
         self.banner.setStyleSheet("background:#ef6c00; color:white; font-weight:bold; padding:4px;")
@@ -241,9 +250,12 @@ class MainWindow(QMainWindow):
         return dock
 
     def _build_docks(self) -> None:
+        """The first-run layout (a saved one replaces it): the chart in the middle with most of the
+        window (55% or more at 1280x720); on the right the watchlist, the account and the signals
+        awaiting approval; under the chart, short, the positions and the record."""
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
-        watch_dock = self._dock("Watchlist", "watchlistDock", self.watchlist, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._dock("Account && risk", "accountDock", self.account, right)
+        watch_dock = self._dock("Watchlist", "watchlistDock", self.watchlist, right)
+        account_dock = self._dock("Account && risk", "accountDock", self.account, right)
         self.approval_dock = self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
         self.notifier = ApprovalNotifier(self.approval_dock, self)
         self.approvals.pendingCountChanged.connect(self.notifier.set_count)
@@ -258,11 +270,42 @@ class MainWindow(QMainWindow):
                                   watchlist=self.settings.watchlist)
         self.model_tab.trained.connect(self.on_model_trained)
         self.tabs.addTab(self.model_tab, "Model")
+        # one filter for the record's tables, beside their tabs: no row of its own in a short dock
+        self.record_filter = QLineEdit()
+        self.record_filter.setObjectName("recordFilter")
+        self.record_filter.setPlaceholderText("Filter…")
+        self.record_filter.setToolTip("Show only the rows of this table containing this text")
+        self.record_filter.setClearButtonEnabled(True)
+        for clear in self.record_filter.findChildren(QToolButton):
+            clear.setToolTip("Clear the filter")
+        self.record_filter.setMaximumWidth(220)
+        self.tabs.setCornerWidget(self.record_filter, Qt.Corner.TopRightCorner)
+        for table in (self.orders, self.trades):
+            table.filter.hide()
+        self.record_filter.textChanged.connect(self._filter_record)
+        self.tabs.currentChanged.connect(self._on_record_tab)
         record_dock = self._dock("Record", "recordDock", self.tabs, bottom)
-        # a first-run layout; a saved one (QSettings) replaces it
-        self.resizeDocks([positions_dock, record_dock], [560, 840], Qt.Orientation.Horizontal)
-        self.resizeDocks([watch_dock], [380], Qt.Orientation.Horizontal)
-        self.resizeDocks([positions_dock], [240], Qt.Orientation.Vertical)  # the chart gets the height
+        # the right column runs the window's full height; the bottom docks sit under the chart only
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        for widget in (self.tabs, self.positions):  # their contents scroll: they never force the height
+            widget.setMinimumHeight(60)
+        self.resizeDocks([watch_dock, account_dock, self.approval_dock], [150, 200, 250], Qt.Orientation.Vertical)
+        self.resizeDocks([watch_dock], [RIGHT_COLUMN], Qt.Orientation.Horizontal)
+        self.resizeDocks([positions_dock, record_dock], [2, 3], Qt.Orientation.Horizontal)
+        self.resizeDocks([positions_dock], [BOTTOM_ROW], Qt.Orientation.Vertical)
+
+    def _filter_record(self, text: str) -> None:
+        current = self.tabs.currentWidget()
+        if current in (self.orders, self.trades):
+            current.filter.setText(text)
+
+    def _on_record_tab(self, _index: int) -> None:
+        current = self.tabs.currentWidget()
+        table = current if current in (self.orders, self.trades) else None
+        self.record_filter.setEnabled(table is not None)
+        self.record_filter.blockSignals(True)
+        self.record_filter.setText(table.filter.text() if table is not None else "")
+        self.record_filter.blockSignals(False)
 
     def _connect(self) -> None:
         w = self.worker
@@ -395,6 +438,7 @@ class MainWindow(QMainWindow):
         self.held = {p.symbol: p.qty for p in e.positions}
         self.chart_book.positions(e.positions)
         self.watchlist.on_positions(e.positions)
+        self.approvals.set_account(self.settings, e.account.equity, e.account.buying_power)
 
     @Slot(object)
     def on_status(self, s: EngineStatus) -> None:
@@ -508,19 +552,35 @@ class MainWindow(QMainWindow):
         return QSettings(str(self.paths.home / "window.ini"), QSettings.Format.IniFormat)
 
     def _restore_layout(self) -> None:
+        """The layout the user left, when it was saved by this layout's version (an older one put
+        the watchlist on the left and the chart in a third of the window: the new default wins)."""
         qs = self._qsettings()
         geometry, state = qs.value("geometry"), qs.value("state")
+        self.layout_restored = isinstance(geometry, QByteArray)
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        if isinstance(state, QByteArray) and str(qs.value("layout_version", "")) == str(LAYOUT_VERSION):
+            self.restoreState(state, LAYOUT_VERSION)
         tab = qs.value("tab", 0)
         self.tabs.setCurrentIndex(int(tab) if isinstance(tab, (int, str)) and str(tab).isdigit() else 0)
+
+    def show_fitted(self) -> None:
+        """Shown at its default size where the screen has room, else maximized: on a 1280x720 or
+        1366x768 screen the whole window, status bar included, stays on the screen. A size the
+        user left (saved) is kept."""
+        screen = self.screen()
+        room = screen.availableGeometry() if screen is not None else None
+        if not self.layout_restored and room is not None and (room.width() < DEFAULT_SIZE[0]
+                                                              or room.height() < DEFAULT_SIZE[1]):
+            self.showMaximized()
+        else:
+            self.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         qs = self._qsettings()
         qs.setValue("geometry", self.saveGeometry())
-        qs.setValue("state", self.saveState())
+        qs.setValue("state", self.saveState(LAYOUT_VERSION))
+        qs.setValue("layout_version", LAYOUT_VERSION)
         qs.setValue("tab", self.tabs.currentIndex())
         self.shutdown()
         super().closeEvent(event)

@@ -407,3 +407,21 @@ def test_exec_arguments_are_quoted_per_the_spec(tmp_path: Path) -> None:
         exec_arg("/a\nb")
     text = launcher_text(Path("/p y/python"), Path("/q/main.py"), Path("/q/icon.png"), Path("/q"))
     assert 'Exec="/p y/python" /q/main.py' in text and "#" not in text
+
+
+# ------------------------------------------------------------ a laptop screen
+def _area(widget) -> int:  # type: ignore[no-untyped-def]
+    return widget.width() * widget.height()
+
+
+def test_the_window_fits_1280x720_with_the_chart_taking_most_of_it(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    """It once needed 918x837: the status bar fell off a 720-line screen, and the chart had 30%."""
+    w = window
+    hint = w.minimumSizeHint()
+    assert hint.height() <= 680 and hint.width() <= 1280, f"minimum {hint.width()}x{hint.height()}"
+    w.resize(1280, 720)
+    qtbot.waitUntil(lambda: w.height() == 720, timeout=5_000)
+    assert w.statusBar().isVisible() and w.statusBar().geometry().bottom() < 720, "the status bar is on screen"
+    share = _area(w.chart) / _area(w)
+    assert share >= 0.55, f"the chart has {share:.0%} of the window"
+    assert w.record_filter.isVisible() and not w.orders.filter.isVisible(), "one filter, beside the record's tabs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -93,13 +94,24 @@ class ApprovalPanel(QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         layout.addWidget(self.table)
+        # the selected signal in full, wrapped: nothing of it behind a scrollbar however narrow the dock
+        self.detail = QLabel("")
+        self.detail.setObjectName("approvalDetail")
+        self.detail.setWordWrap(True)
+        self.detail.setTextFormat(Qt.TextFormat.RichText)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.detail)
+        self.table.currentCellChanged.connect(lambda *_: self._show_detail())
+        self.settings: Settings | None = None  # the risk rules, for the stop and the size to expect
+        self.equity = 0.0
+        self.buying_power = 0.0
         row = QHBoxLayout()
-        self.approve_button = QPushButton("Approve (Ctrl+Enter)")
+        self.approve_button = QPushButton("Approve")
         self.approve_button.setObjectName("approveButton")
-        self.approve_button.setToolTip("Execute the selected signal after re-checking price and risk")
-        self.reject_button = QPushButton("Reject (Ctrl+Backspace)")
+        self.approve_button.setToolTip("Execute the selected signal after re-checking price and risk (Ctrl+Enter)")
+        self.reject_button = QPushButton("Reject")
         self.reject_button.setObjectName("rejectButton")
-        self.reject_button.setToolTip("Discard the selected signal")
+        self.reject_button.setToolTip("Discard the selected signal (Ctrl+Backspace)")
         row.addWidget(self.approve_button)
         row.addWidget(self.reject_button)
         layout.addLayout(row)
@@ -126,6 +138,50 @@ class ApprovalPanel(QWidget):
             if now >= sig.expires_at:
                 del self.pending[sid]
         self._refresh()
+
+    def set_account(self, settings: Settings, equity: float, buying_power: float) -> None:
+        """The rules and the account a signal would be sized against (for the card's estimate)."""
+        self.settings, self.equity, self.buying_power = settings, equity, buying_power
+        self._show_detail()
+
+    def estimate(self, sig: TradingSignal) -> tuple[float | None, float | None]:
+        """(shares, stop) a buy would take at the signal's price by the risk rules' sizing (risk
+        budget over the stop distance, capped by the position size and buying power); the
+        engine sizes it again, at the then price, on approval. None where not known."""
+        s = self.settings
+        if s is None or sig.side.value != "BUY" or sig.price <= 0:
+            return None, None
+        stop = sig.price * (1 - s.stop_loss_pct)
+        if self.equity <= 0:
+            return None, stop
+        qty = min(self.equity * s.risk_per_trade / (sig.price * s.stop_loss_pct),
+                  self.equity * s.max_position_pct / sig.price, max(self.buying_power, 0.0) / sig.price)
+        return float(int(qty)), stop
+
+    def card(self, sig: TradingSignal) -> str:
+        """Everything the user decides on, in words (rich text)."""
+        price = self.prices.get(sig.symbol)
+        move = f" ({price / sig.price - 1:+.2%})" if price and sig.price else ""
+        now = f"{price:,.2f}{move}" if price else "not known yet"
+        qty, stop = self.estimate(sig)
+        size = f"about {qty:,.0f} shares" if qty is not None else ("all held" if sig.side.value == "SELL" else "-")
+        votes = ", ".join(f"{n} {p:.2f}" for n, p in sig.votes) or "-"
+        reasons = "; ".join(sig.reasons) or "-"
+        rows = [("Signal", f"<b>{html.escape(f'{sig.side.value} {sig.symbol}')}</b>, {html.escape(size)}"),
+                ("Price", html.escape(f"{sig.price:,.2f} then, now {now}")),
+                ("Stop", f"{stop:,.2f}" if stop is not None else "-"),
+                ("Confidence", f"{sig.confidence:.2f}"),
+                ("Votes (P(up))", html.escape(votes)),
+                ("Reasons", html.escape(reasons)),
+                ("Time left", html.escape(self.time_left(sig)))]
+        return "<table>" + "".join(f"<tr><td style='color:#9aa0a6;padding-right:6px'>{k}</td><td>{v}</td></tr>"
+                                   for k, v in rows) + "</table>"
+
+    def _show_detail(self) -> None:
+        sid = self.selected_id()
+        sig = self.pending.get(sid) if sid else None
+        self.detail.setText(self.card(sig) if sig is not None else "")
+        self.detail.setVisible(sig is not None)
 
     def set_pace(self, speed: float, paused: bool) -> None:
         """How fast the engine's clock runs against the wall's: the time left is shown in
@@ -181,6 +237,7 @@ class ApprovalPanel(QWidget):
                      f"{sig.price:.2f}", now_price, "; ".join(sig.reasons))
             for c, text in enumerate(cells):
                 self.table.setItem(r, c, QTableWidgetItem(text))
+        self._show_detail()
         has = bool(self.pending)
         self.approve_button.setEnabled(has)
         self.reject_button.setEnabled(has)

@@ -53,7 +53,7 @@ class WatchlistPanel(QWidget):
     def __init__(self, symbols: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("watchlistPanel")
-        self.setMinimumWidth(400)  # every column in view, P&L included
+        self.setMinimumWidth(220)  # a narrow column scrolls sideways; the header's menu hides columns
         self.rows: dict[str, _Row] = {}
         self.selected = symbols[0] if symbols else ""
         layout = QVBoxLayout(self)
@@ -64,7 +64,7 @@ class WatchlistPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # seven columns in a side dock
         header.setSectionResizeMode(len(self.HEADERS) - 1, QHeaderView.ResizeMode.Stretch)  # P&L takes the rest
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)

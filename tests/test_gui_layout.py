@@ -1,0 +1,68 @@
+"""The desk on a laptop screen: what fits at 1280x720, what an approval shows, what a restart keeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from test_gui_desk import T0
+
+from app.engine.events import SignalEvent
+from app.engine.settings import Settings
+from app.engine.types import Side, SignalStatus, TradingSignal
+from app.widgets.panels import ApprovalPanel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_an_approval_shows_everything_to_decide_on_without_scrolling(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """Behind a scrollbar in a seven-column table, the votes, the prices and the reasons went unread."""
+    panel = ApprovalPanel()
+    qtbot.addWidget(panel)
+    panel.resize(290, 300)  # the right column's width at 1280x720
+    panel.show()
+    panel.set_account(Settings(), 100_000.0, 100_000.0)
+    sig = TradingSignal("PLTR", Side.BUY, 0.76, 25.5, T0, T0 + timedelta(minutes=5),
+                        ("fast SMA crossed above slow", "volume up"), (("lstm", 0.74), ("momentum", 0.8)), "card1")
+    panel.tick(T0, {"PLTR": 25.6})
+    panel.set_pace(600.0, False)
+    panel.on_signal(SignalEvent(sig, SignalStatus.PENDING))
+    text = panel.detail.text()
+    # 2% of $100k at risk over a 3% stop at $25.50 is 2,614 shares; 20% of equity caps it at 784
+    for said in ("BUY PLTR", "about 784 shares", "25.50 then, now 25.60 (+0.39%)", "Stop", "24.73",
+                 "0.76", "lstm 0.74, momentum 0.80", "fast SMA crossed above slow; volume up"):
+        assert said in text, f"{said!r} not on the card"
+    assert "Time left</td><td>0 s" in text or "Time left</td><td>1 s" in text, "5 simulated minutes at 600x"
+    assert panel.detail.isVisible() and panel.detail.height() > 0
+    assert panel.detail.sizeHint().width() <= 290 or panel.detail.wordWrap(), "wrapped to the column"
+    panel.on_signal(SignalEvent(sig, SignalStatus.EXPIRED))
+    assert not panel.detail.isVisible(), "no card without a signal"
+
+
+def test_sigterm_closes_the_window_as_quit_does_and_keeps_the_layout(tmp_path: Path) -> None:
+    """A logout or ``kill`` once lost the layout: the window was never closed."""
+    home = tmp_path / "home"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "AI_TRADER_STARTUP_PROBE": "1"}
+    proc = subprocess.Popen([sys.executable, "main.py", "--demo", "--data-dir", str(home)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("window-shown") or not line:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    qs = QSettings(str(home / "window.ini"), QSettings.Format.IniFormat)
+    assert qs.value("state") is not None and str(qs.value("layout_version")) == "2", "the layout was saved"
