@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -66,6 +68,29 @@ RIGHT_COLUMN = 290  # px: the first-run layout's right column (watchlist, accoun
 BOTTOM_ROW = 120  # px: the first-run layout's positions and record, under the chart
 
 
+def model_saved_message(folder: str, settings: Settings) -> str:
+    """The line after a training: saved where, and whether the desk will trade it."""
+    # deferred: the model's module loads when a training ends, not at the window's start-up
+    from app.engine.ml.artifacts import META
+
+    try:
+        meta = json.loads((Path(folder) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    symbol, timeframe = str(meta.get("symbol", "?")), str(meta.get("timeframe", "?"))
+    where = f"New {symbol} {timeframe} model saved in {folder}"
+    if timeframe != settings.timeframe:
+        return (f"{where}. The desk trades {settings.timeframe} bars, so it does not use this model (the "
+                f"timeframe setting would have to be {timeframe}).")
+    if symbol not in settings.watchlist:
+        return f"{where}. {symbol} is not on the watchlist, so the desk does not use it."
+    if meta.get("edge") is not True:
+        why = meta.get("edge_reason") or "its out-of-sample numbers show none"
+        return (f"{where}. It has no demonstrated edge ({why}): the desk keeps trading {symbol} with its rules "
+                "model. The Model tab says why.")
+    return f"{where}: the desk trades {symbol} with it from the next start."
+
+
 class MainWindow(QMainWindow):
     requestApprove = Signal(str)
     requestReject = Signal(str)
@@ -113,8 +138,6 @@ class MainWindow(QMainWindow):
             self.speed.setEnabled(False)
             self.pause_button.setEnabled(False)
         if replay:
-            from pathlib import Path
-
             names = ", ".join(Path(spec).name for spec in replay)
             self.banner.setText(f"  REPLAY of {names}: recorded bars, simulated broker  ")
             self.setWindowTitle(f"AI Trader — REPLAY of {names} (simulated broker)")
@@ -166,7 +189,9 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def on_model_trained(self, folder: str) -> None:
-        self.status_bar.showMessage(f"New model saved in {folder}: it trades from the next start", 20000)
+        """What the new model will do, said truly: one for another timeframe or symbol is not used
+        by this desk, and one without a demonstrated edge never trades (the rules model does)."""
+        self.status_bar.showMessage(model_saved_message(folder, self.settings), 30000)
 
     def import_csv(self) -> None:
         from PySide6.QtWidgets import QFileDialog, QInputDialog

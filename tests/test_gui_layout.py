@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QSettings
 from test_gui_desk import T0
 
@@ -66,3 +68,20 @@ def test_sigterm_closes_the_window_as_quit_does_and_keeps_the_layout(tmp_path: P
             proc.kill()
     qs = QSettings(str(home / "window.ini"), QSettings.Format.IniFormat)
     assert qs.value("state") is not None and str(qs.value("layout_version")) == "2", "the layout was saved"
+
+
+@pytest.mark.parametrize("meta, said", [
+    ({"symbol": "PLTR", "timeframe": "1d", "edge": True}, "The desk trades 5m bars, so it does not use this model"),
+    ({"symbol": "TSLA", "timeframe": "5m", "edge": True}, "TSLA is not on the watchlist"),
+    ({"symbol": "PLTR", "timeframe": "5m", "edge": False, "edge_reason": "Brier no better than the base rate"},
+     "no demonstrated edge (Brier no better than the base rate): the desk keeps trading PLTR with its rules"),
+    ({"symbol": "PLTR", "timeframe": "5m", "edge": True}, "the desk trades PLTR with it from the next start"),
+])
+def test_a_saved_model_is_announced_for_what_it_will_do(tmp_path: Path, meta: dict, said: str) -> None:  # type: ignore[type-arg]
+    """"New model saved: it trades from the next start" once came for a 1d model on a 5m desk, and
+    for a model without an edge, which then said "rules fallback" after the restart."""
+    from app.main_window import model_saved_message
+
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    text = model_saved_message(str(tmp_path), Settings(timeframe="5m", watchlist=["PLTR"]))
+    assert said in text, text

@@ -3,7 +3,7 @@ nothing, and what it holds stays protected by the broker's own stop order."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from conftest import utc
@@ -76,3 +76,19 @@ def test_not_stale_outside_market_hours(nyse: MarketCalendar) -> None:
     assert not desk.bot.data_stale()
     desk.clock.set(utc(2025, 3, 5, 14, 45))  # 09:45 next day, no bar since yesterday: stale
     assert desk.bot.data_stale()
+
+
+def test_yesterdays_last_bar_is_not_late_before_todays_first_could_close(nyse: MarketCalendar) -> None:
+    """A red STALE once showed at every start and through the first bar: the history ends at
+    yesterday's close, and the day's first bar cannot close before 09:35."""
+    monday, tuesday = nyse.session(date(2025, 3, 3)), nyse.session(date(2025, 3, 4))
+    assert monday is not None and tuesday is not None
+    desk = Desk("hybrid", start=monday.close - 2 * BAR, calendar=nyse)
+    desk.bar(monday.close - 2 * BAR, 20.0)
+    desk.bar(monday.close - BAR, 20.0)  # the day's last bar ends at the close
+    desk.clock.set(tuesday.open + timedelta(minutes=1))
+    assert not desk.bot.data_stale() and not desk.bot.status().data_stale, "09:31: nothing is late yet"
+    desk.clock.set(tuesday.open + 2 * BAR)
+    assert not desk.bot.data_stale(), "09:40: the 09:30 bar may still be on its way"
+    desk.clock.set(tuesday.open + 2 * BAR + timedelta(seconds=1))
+    assert desk.bot.data_stale(), "past two bars of the session without one: late"

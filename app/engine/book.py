@@ -164,17 +164,21 @@ class Book:
         )
 
     def data_stale(self, symbol: str | None = None) -> bool:
-        """Whether a feed is late (two bars) while the market is open: ``symbol``'s, or any."""
+        """Whether a feed is late (two bars) while the market is open: ``symbol``'s, or any.
+        Late is counted from this session's open at the earliest: yesterday's last bar is not
+        late at 09:31, when the day's first bar has not had time to close (a red STALE once
+        showed at every start and through the first bar)."""
         if self.calendar is None or not self.intraday:
             return False
         now = self.clock.now()
-        if not self.calendar.is_open(now):
+        session = self.calendar.session_at(now)
+        if session is None:
             return False
         limit = 2 * self.bar_delta
         if symbol is not None:
             end = self.last_bar_end.get(symbol)
-            return end is not None and now - end > limit
-        return any(now - end > limit for end in self.last_bar_end.values())
+            return end is not None and now - max(end, session.open) > limit
+        return any(now - max(end, session.open) > limit for end in self.last_bar_end.values())
 
     def next_open(self) -> datetime | None:
         """When a daily-bar entry decided while the market is closed may go out: the next
