@@ -30,13 +30,13 @@ from app.engine.events import AlertEvent, PortfolioEvent, PredictionEvent, Signa
 from app.engine.live_gate import live_gate
 from app.engine.paths import AppPaths
 from app.engine.secrets import ApiKeys
-from app.engine.settings import Settings, SettingsError
+from app.engine.settings import Settings, SettingsError, in_words
 from app.engine.types import TIMEFRAMES, EngineStatus, Order, SignalStatus, Trade, TradingMode, timeframe_of
 from app.widgets.backtest_tab import BacktestTab
 from app.widgets.chart import CandleChart
 from app.widgets.chart_book import ChartBook
 from app.widgets.model_tab import ModelTab
-from app.widgets.notifications import ApprovalNotifier
+from app.widgets.notifications import ApprovalNotifier, NoticeList
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
 from app.widgets.positions import PositionsTable
 from app.widgets.settings_dialog import SettingsDialog
@@ -185,13 +185,13 @@ class MainWindow(QMainWindow):
         self.backtest_tab.use_settings(settings.to_dict())
         self.requestSettings.emit(settings)
         note = f" ({', '.join(restart)} apply at the next start)" if restart else ""
-        self.status_bar.showMessage(f"Settings saved{note}", 15000)
+        self.notify(f"Settings saved{note}")
 
     @Slot(str)
     def on_model_trained(self, folder: str) -> None:
         """What the new model will do, said truly: one for another timeframe or symbol is not used
         by this desk, and one without a demonstrated edge never trades (the rules model does)."""
-        self.status_bar.showMessage(model_saved_message(folder, self.settings), 30000)
+        self.notify(model_saved_message(folder, self.settings), timeout_ms=30_000)
 
     def import_csv(self) -> None:
         from PySide6.QtWidgets import QFileDialog, QInputDialog
@@ -262,6 +262,7 @@ class MainWindow(QMainWindow):
         self.orders = OrdersTable()
         self.trades = TradesTable()
         self.log_view = LogView()
+        self.notices = NoticeList()
         self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash,
                                         models_dir=str(self.paths.models),
                                         retrain_every=self.settings.backtest_retrain_bars)
@@ -290,6 +291,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.orders, "Orders")
         self.tabs.addTab(self.trades, "Trades")
         self.tabs.addTab(self.log_view, "Log")
+        self.tabs.addTab(self.notices, "Notices")
+        self.backtest_tab.runFinished.connect(self._backtest_done)
         self.tabs.addTab(self.backtest_tab, "Backtest")
         self.model_tab = ModelTab(self.paths, self.settings.symbol, self.settings.timeframe,
                                   watchlist=self.settings.watchlist)
@@ -318,6 +321,21 @@ class MainWindow(QMainWindow):
         self.resizeDocks([watch_dock], [RIGHT_COLUMN], Qt.Orientation.Horizontal)
         self.resizeDocks([positions_dock, record_dock], [2, 3], Qt.Orientation.Horizontal)
         self.resizeDocks([positions_dock], [BOTTOM_ROW], Qt.Orientation.Vertical)
+
+    def notify(self, text: str, kind: str = "info", timeout_ms: int = 15_000, log: bool = True) -> None:
+        """A result or an error for the user: in the Notices list with its time and whole text,
+        in the Log tab (``log``: unless the engine logged it already), and for a while in the
+        status bar. Settings are named by their labels, not their internal names."""
+        text = in_words(text)
+        self.notices.add(datetime.now(), kind, text)
+        if log:
+            logger.log({"error": "ERROR", "warning": "WARNING"}.get(kind, "INFO"), "Notice: {}", text)
+        self.status_bar.showMessage(text, timeout_ms)
+
+    def _backtest_done(self) -> None:
+        tab = self.backtest_tab
+        text = " ".join(tab.status.text().split("\n")[:2])
+        self.notify(f"Backtest: {text}", "error" if tab.error else "info", timeout_ms=20_000)
 
     def _filter_record(self, text: str) -> None:
         current = self.tabs.currentWidget()
@@ -411,7 +429,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def on_failed(self, message: str) -> None:
-        self.status_bar.showMessage(f"Engine not started: {message}")
+        self.notify(f"Engine not started: {message}", "error", timeout_ms=0)
         QMessageBox.critical(self, "AI Trader cannot trade", message) if not _offscreen() else None
 
     @property
@@ -437,6 +455,10 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_signal(self, e: SignalEvent) -> None:
         waiting = e.status == SignalStatus.PENDING and e.signal.signal_id not in self.approvals.pending
+        if e.status == SignalStatus.EXPIRED and e.signal.signal_id in self.approvals.pending:
+            sig = e.signal
+            self.notify(f"Signal expired: {sig.side.value} {sig.symbol} at {sig.price:,.2f} (confidence "
+                        f"{sig.confidence:.2f}) was not approved in time; nothing was traded", "warning")
         self.approvals.on_signal(e)
         if waiting:
             self.notifier.notify_pending(e.signal)
@@ -474,7 +496,9 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_alert(self, e: AlertEvent) -> None:
         self.alerts.append(e)
-        self.status_bar.showMessage(e.message, 15000)
+        # the engine logged its own alerts; an import's result and the settings' problems it did not
+        self.notify(e.message, e.level if e.level in ("error", "warning") else "info",
+                    log="import" in e.message.lower() or e.message.startswith("Settings:"))
 
     @Slot(str, bool)
     def on_record_problem(self, message: str, halted: bool) -> None:
@@ -485,13 +509,13 @@ class MainWindow(QMainWindow):
         self.banner.setText(f"  {head}  ")
         self.banner.setToolTip(message)
         self.banner.setStyleSheet("background:#b71c1c; color:white; font-weight:bold; padding:4px;")
-        self.status_bar.showMessage(message)
+        self.notify(message, "error", timeout_ms=0)
         if halted and not _offscreen():
             QMessageBox.critical(self, "AI Trader stopped trading", message)
 
     @Slot(object)
     def on_flatten_report(self, lines: list[str]) -> None:
-        self.status_bar.showMessage("Flatten all: " + " | ".join(lines), 20000)
+        self.notify("Flatten all: " + " | ".join(lines), timeout_ms=30_000)
 
     def say_settings_problems(self, problems: list[str]) -> None:
         """What was wrong with the settings file at start: in the status bar and the alerts,
@@ -508,7 +532,7 @@ class MainWindow(QMainWindow):
         if symbol not in self.settings.watchlist:
             return
         if len(self.settings.watchlist) == 1:  # refused before asking, and before closing anything
-            self.status_bar.showMessage(f"{symbol} is the only symbol: add another before removing it", 15000)
+            self.notify(f"{symbol} is the only symbol: add another before removing it", "warning")
             return
         qty = self.held.get(symbol, 0.0)
         if qty and not self.confirm(f"Remove {symbol}?", f"{symbol} holds {qty:g} shares. Close the position at "
@@ -522,7 +546,7 @@ class MainWindow(QMainWindow):
         try:
             settings = self.settings.updated(watchlist=symbols)
         except SettingsError as exc:
-            self.status_bar.showMessage(f"Watchlist unchanged: {exc}", 15000)
+            self.notify(f"Watchlist unchanged: {exc}", "warning")
             if not _offscreen():
                 QMessageBox.warning(self, "Watchlist", str(exc))
             return
@@ -557,16 +581,16 @@ class MainWindow(QMainWindow):
         try:
             self.settings.save(self.paths.settings)
         except OSError as exc:
-            self.status_bar.showMessage(f"Mode {mode} is in force, but could not be saved: {exc}", 15000)
+            self.notify(f"Mode {mode} is in force, but could not be saved: {exc}", "warning")
 
     def _ask_to_resume_auto(self) -> None:
         if self.mode_switch.choose(TradingMode.AUTO, (
                 "Resume Auto?", "AI Trader was in Auto when it last closed: signals with confidence >= 0.80 "
                 "would execute without asking. It started in Hybrid. Resume Auto?")):
-            self.status_bar.showMessage("Auto resumed, as you confirmed", 15000)
+            self.notify("Auto resumed, as you confirmed")
         else:
             self._keep_mode(TradingMode.HYBRID.value)
-            self.status_bar.showMessage("Started in Hybrid: Auto was not resumed", 15000)
+            self.notify("Started in Hybrid: Auto was not resumed")
 
     def confirm(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text)

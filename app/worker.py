@@ -225,7 +225,8 @@ class EngineWorker(QObject):
             return
         try:
             summaries = import_file(self.ctx.storage, path, timeframe, symbol or None,
-                                    spike=self.settings.bad_print_factor)
+                                    spike=self.settings.bad_print_factor,
+                                    hint="choose {tf} as the timeframe when you import it")
         except (DataError, OSError) as exc:
             self.alertRaised.emit(AlertEvent("error", f"Import failed: {exc}"))
             return

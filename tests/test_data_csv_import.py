@@ -303,3 +303,12 @@ def test_backtesting_pys_own_goog_file_is_read() -> None:
         pytest.skip("backtesting.py ships no GOOG.csv here")
     result = read_csv(path)
     assert len(result.frame) > 2_000 and result.rejected == 0
+
+
+def test_a_quote_never_closed_is_said_in_words(tmp_path: Path) -> None:
+    """The parser said "C error: EOF inside string starting at row 2"."""
+    path = tmp_path / "PLTR.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n2024-01-02 14:30:00+00:00,1,2,0.5,1.5,100\n"
+                    '2024-01-02 14:31:00+00:00,"1,2,0.5,1.5,100\n2024-01-02 14:32:00+00:00,1,2,0.5,1.5,100\n')
+    with pytest.raises(DataError, match=r'a quote \(\"\) opened on line 3 is never closed'):
+        read_csv(path)

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.engine.events import SignalEvent
+from app.engine.events import AlertEvent, SignalEvent
 from app.engine.types import Bar, Side, SignalStatus, TradingMode, TradingSignal
 from app.main import build_window
 from app.widgets.chart import CandleChart
@@ -425,3 +425,32 @@ def test_the_window_fits_1280x720_with_the_chart_taking_most_of_it(qtbot, window
     share = _area(w.chart) / _area(w)
     assert share >= 0.55, f"the chart has {share:.0%} of the window"
     assert w.record_filter.isVisible() and not w.orders.filter.isVisible(), "one filter, beside the record's tabs"
+
+
+# ------------------------------------------------------------ notices
+def test_every_result_is_kept_with_its_time_and_full_text(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    """A second flatten once overwrote the first's report in the status bar; a failed import never
+    reached the Log tab; messages named settings by their internal names."""
+    w = window
+    w.on_flatten_report(["sold 10 PLTR at 25.10", "cancelled 1 stop"])
+    w.on_flatten_report(["nothing to close"])
+    long_error = "Import failed: bars.csv: cannot read bars.csv: C error: EOF inside string starting at row 7 " * 3
+    w.on_alert(AlertEvent("error", long_error))
+    w.notify("max_position_pct must be at most 1", "warning")
+    texts = w.notices.texts()
+    assert texts[3] == "Flatten all: sold 10 PLTR at 25.10 | cancelled 1 stop", "the first report is still there"
+    assert texts[2] == "Flatten all: nothing to close"
+    assert texts[1] == long_error, "the whole text, not 60 characters of it"
+    assert texts[0] == '"Max position size" must be at most 1', "the label the settings dialog shows"
+    qtbot.waitUntil(lambda: any("Import failed: bars.csv" in line for _, line in w.log_view.lines), timeout=5_000)
+    assert w.statusBar().currentMessage().startswith('"Max position size"'), "the status bar shows the latest"
+    assert w.notices.table.item(1, 1).text() == "error"
+
+
+@pytest.mark.settings({"mode": "manual"})
+def test_an_expired_signal_says_so(window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    w.on_signal(SignalEvent(_signal("gone"), SignalStatus.PENDING))
+    w.on_signal(SignalEvent(_signal("gone"), SignalStatus.EXPIRED))
+    assert "gone" not in w.approvals.pending
+    assert w.notices.texts()[0].startswith("Signal expired: BUY PLTR at 25.50 (confidence 0.75) was not approved")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,18 @@ def field_bounds(name: str) -> dict[str, Any]:
         if f.name == name:
             return dict(f.metadata)
     raise KeyError(name)
+
+
+def in_words(text: str) -> str:
+    """``text`` with each setting's internal name (``max_position_pct``) replaced by the label the
+    user knows it by ("Max position size"), quoted: messages speak the settings dialog's words."""
+    # names with an underscore only: "mode" or "symbol" in a sentence is English, not a field name
+    labels = {f.name: f.metadata.get("label") for f in fields(Settings) if "_" in f.name and f.metadata.get("label")}
+    if not any(name in text for name in labels):
+        return text
+    names = "|".join(sorted(map(re.escape, labels), key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.-])({names})(?!\w)")
+    return pattern.sub(lambda m: f'"{labels[m.group(1)]}"', text)
 
 
 def default_of(name: str) -> Any:

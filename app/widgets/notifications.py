@@ -13,10 +13,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from PySide6.QtCore import QObject, Slot
-from PySide6.QtGui import QGuiApplication, QIcon
-from PySide6.QtWidgets import QApplication, QDockWidget, QSystemTrayIcon, QWidget
+from PySide6.QtGui import QColor, QGuiApplication, QIcon
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QHeaderView,
+    QSystemTrayIcon,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.engine.types import NY, TradingSignal
 
@@ -80,3 +90,48 @@ class ApprovalNotifier(QObject):
         self.window.raise_()
         self.window.activateWindow()
         self.dock.raise_()
+
+
+MAX_NOTICES = 500
+
+
+class NoticeList(QWidget):
+    """Every result the desk reports (imports, flatten reports, backtests, trainings, expired
+    signals, errors), newest first, with its time and its whole text: the status bar shows only
+    the latest, for a while, and cuts a long one short."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("noticeList")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.table = QTableWidget(0, 3)
+        self.table.setObjectName("noticeTable")
+        self.table.setHorizontalHeaderLabels(("Time", "Kind", "What happened"))
+        self.table.verticalHeader().hide()
+        self.table.setWordWrap(True)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.table.setToolTip("Every result and error, with its full text (select and Ctrl+C to copy)")
+        layout.addWidget(self.table)
+
+    def add(self, when: datetime, kind: str, text: str) -> None:
+        self.table.insertRow(0)
+        for c, value in enumerate((f"{when:%H:%M:%S}", kind, text)):
+            item = QTableWidgetItem(value)
+            item.setToolTip(text)
+            if kind in ("error", "warning"):
+                item.setForeground(QColor("#ef5350" if kind == "error" else "#ffb74d"))
+            self.table.setItem(0, c, item)
+        self.table.resizeRowToContents(0)
+        while self.table.rowCount() > MAX_NOTICES:
+            self.table.removeRow(self.table.rowCount() - 1)
+
+    def texts(self) -> list[str]:
+        """The notices' texts, newest first."""
+        items = (self.table.item(r, 2) for r in range(self.table.rowCount()))
+        return [item.text() for item in items if item is not None]

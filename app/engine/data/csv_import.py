@@ -273,11 +273,25 @@ def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
             except UnicodeDecodeError:  # not UTF-8 (Latin-1, UTF-16): from the decoded text
                 raw = pd.read_csv(io.StringIO(src.text), **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {name}: {msg}") from None
+        raise DataError(f"cannot read {name}: {_parser_words(exc)}") from None
     if src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
         return raw, 0
     return raw, max(0, sum(1 for ln in src.text.splitlines() if ln.strip()) - 1 - len(raw))
+
+
+def _parser_words(exc: Exception) -> str:
+    """The parser's complaint in a user's words ("C error: EOF inside string starting at row 7")."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    quote = re.search(r"EOF inside string starting at row (\d+)", msg)
+    if quote:
+        return (f"a quote (\") opened on line {int(quote.group(1)) + 1} is never closed, so the rest of the "
+                "file reads as one cell: fix or remove that quote")
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+    if fields:
+        return (f"line {fields.group(2)} has {fields.group(3)} fields where the header has {fields.group(1)}")
+    if "No columns to parse" in msg:
+        return "it holds no columns (an empty or blank file)"
+    return msg
 
 
 def _text_columns(first: str, sep: str, name: str) -> type[str] | dict[str, type[str]]:

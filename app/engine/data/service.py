@@ -167,11 +167,13 @@ def load_bars(path: str | Path, symbol: str, timeframe: str,
 
 def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str | None = None,
                 rename: bool = False, calendar: MarketCalendar | None = None,
-                keep_extended: bool = False, replace: bool = False, spike: float = SPIKE) -> list[ImportSummary]:
+                keep_extended: bool = False, replace: bool = False, spike: float = SPIKE,
+                hint: str = "import it with") -> list[ImportSummary]:
     """Import a CSV as ``data import`` does: each stock of a symbol column under its own
     ticker, else the whole file under ``symbol`` or the one its name says. Bars the file
     calls SPY are never stored as PLTR unless ``rename``; every part is read and cleaned
-    before any is stored, so a refused file leaves the cache as it was."""
+    before any is stored, so a refused file leaves the cache as it was. ``hint``: how to ask
+    for the timeframe the file holds ("{tf}"), in the words of the command line or the window."""
     wanted = normalize_symbol(symbol) if symbol else None
     check_timeframe(timeframe)
     parts = read_csv_each(path)
@@ -179,7 +181,7 @@ def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str 
     name, named = Path(path).name, named_in_file(path)[0]
     targets: dict[str | None, str] = (_column_targets(name, held, named, wanted, rename) if held
                                       else {None: _name_target(name, named, wanted, rename)})
-    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended, replace, spike)
+    return _store(storage, path, timeframe, parts, targets, calendar, keep_extended, replace, spike, hint)
 
 
 def _name_target(name: str, named: str | None, wanted: str | None, rename: bool) -> str:
@@ -220,10 +222,11 @@ def _column_targets(name: str, held: list[str], named: str | None, wanted: str |
 
 def _store(storage: Storage, path: str | Path, timeframe: str, parts: list[ImportResult],
            targets: dict[str | None, str], calendar: MarketCalendar | None,
-           keep_extended: bool, replace: bool = False, spike: float = SPIKE) -> list[ImportSummary]:
+           keep_extended: bool, replace: bool = False, spike: float = SPIKE,
+           hint: str = "import it with") -> list[ImportSummary]:
     """Clean every part first, then store: one part's refusal stores nothing."""
-    ready = [(targets[r.symbol], r, _clean_checked(r, path, timeframe, calendar, keep_extended, "import it with",
-                                                   spike)) for r in parts if r.symbol in targets]
+    ready = [(targets[r.symbol], r, _clean_checked(r, path, timeframe, calendar, keep_extended, hint, spike))
+             for r in parts if r.symbol in targets]
     if not replace:
         for symbol, _, cleaned in ready:
             _check_overlap(storage, path, symbol, timeframe, cleaned.frame)
