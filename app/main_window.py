@@ -420,6 +420,10 @@ class MainWindow(QMainWindow):
         self.paper_first_day = info.get("paper_first_day")
         self.chart_book.set_history(info["history"])
         self.watchlist.on_bars(info["history"])
+        for o in info.get("orders", ()):  # the day so far: a restart keeps the tables and the fills
+            self.on_order(o)
+        for t in info.get("trades", ()):
+            self.trades.on_trade(t)
         for notice in info["notices"]:
             self.on_alert(AlertEvent("warning", notice))
         # Everything loaded so far (modules, the engine, the history) lives as long as the app:
@@ -612,6 +616,14 @@ class MainWindow(QMainWindow):
             self.restoreState(state, LAYOUT_VERSION)
         tab = qs.value("tab", 0)
         self.tabs.setCurrentIndex(int(tab) if isinstance(tab, (int, str)) and str(tab).isdigit() else 0)
+        factor = str(qs.value("chart/factor", ""))
+        index = self.chart.timeframe.findData(int(factor)) if factor.isdigit() else -1
+        if index >= 0:
+            self.chart.timeframe.setCurrentIndex(index)
+        shown = qs.value("chart/overlays")
+        if isinstance(shown, str):  # "sma,ema"; "" when none was on
+            for name, box in self.chart.overlay_boxes.items():
+                box.setChecked(name in shown.split(","))
 
     def show_fitted(self) -> None:
         """Shown at its default size where the screen has room, else maximized: on a 1280x720 or
@@ -631,6 +643,8 @@ class MainWindow(QMainWindow):
         qs.setValue("state", self.saveState(LAYOUT_VERSION))
         qs.setValue("layout_version", LAYOUT_VERSION)
         qs.setValue("tab", self.tabs.currentIndex())
+        qs.setValue("chart/factor", str(self.chart.timeframe.currentData()))
+        qs.setValue("chart/overlays", ",".join(n for n, box in self.chart.overlay_boxes.items() if box.isChecked()))
         self.shutdown()
         super().closeEvent(event)
 

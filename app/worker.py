@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from datetime import time as dt_time
 from typing import Any
 
 from loguru import logger
@@ -37,7 +38,7 @@ from app.engine.events import (
 from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
-from app.engine.types import TradingMode
+from app.engine.types import NY, TradingMode
 
 TICK_FLUSH_MS = 100
 MIN_TIMER_MS = 10
@@ -103,7 +104,9 @@ class EngineWorker(QObject):
             logger.exception("Engine failed to start")
             self.failed.emit(str(exc))
             return
+        orders, trades = self.ctx.records.day_record(_day_start(self.ctx.clock.now()))
         self.ready.emit({"history": tuple(getattr(self.ctx, "history", ())),
+                         "orders": tuple(orders), "trades": tuple(trades),
                          "notices": tuple(self.ctx.notices), "settings": self.settings,
                          "paper_first_day": self.ctx.records.state_get(PAPER_FIRST_DAY_KEY)})
         self._pushed.connect(self._on_pushed)
@@ -366,3 +369,9 @@ class EngineThread:
         QMetaObject.invokeMethod(self.worker, "stop", Qt.ConnectionType.BlockingQueuedConnection)
         self.thread.quit()
         self.thread.wait(timeout_ms)
+
+
+def _day_start(now: datetime) -> datetime:
+    """The start of ``now``'s New York day: what "today's" orders and trades count from."""
+    day = now.astimezone(NY).date()
+    return datetime.combine(day, dt_time(0), NY).astimezone(UTC)

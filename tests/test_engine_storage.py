@@ -415,3 +415,29 @@ def test_a_newer_record_and_an_empty_file_are_refused_untouched(tmp_path: Path) 
     with pytest.raises(StorageError, match="is empty"):
         Storage(empty)
     assert empty.stat().st_size == 0, "not silently made a fresh account"
+
+
+def test_todays_orders_and_trades_are_read_back_after_a_restart(tmp_path: Path) -> None:
+    """The desk's tables came back empty after a restart, the working stop order included."""
+    from app.engine.storage import Storage
+
+    day = utc(2025, 3, 4, 5, 0)  # New York midnight of Tuesday 4 March
+    yesterday, today = utc(2025, 3, 3, 15, 0), utc(2025, 3, 4, 15, 0)
+
+    def order(coid: str, when: datetime, status: OrderStatus, kind: OrderType = OrderType.MARKET) -> Order:
+        return Order(coid, SYMBOL, Side.BUY if kind == OrderType.MARKET else Side.SELL, 10, kind, status, when,
+                     stop_price=19.0 if kind == OrderType.STOP else None)
+
+    storage = Storage(tmp_path / "trader.db")
+    records = SqlRecorder(storage, tmp_path / "backup.jsonl")
+    records.order(order("old-entry", yesterday, OrderStatus.FILLED), yesterday)
+    records.order(order("old-stop", yesterday, OrderStatus.NEW, OrderType.STOP), yesterday)  # still working
+    records.order(order("new-entry", today, OrderStatus.FILLED), today)
+    records.trade(Trade(SYMBOL, 10, yesterday - timedelta(hours=1), yesterday, 20.0, 21.0, 10.0, "end of day"))
+    records.trade(Trade(SYMBOL, 10, today - timedelta(hours=1), today, 20.0, 19.5, -5.0, "stop loss"))
+    storage.close()
+
+    again = SqlRecorder(Storage(tmp_path / "trader.db"), tmp_path / "backup.jsonl")
+    orders, trades = again.day_record(day)
+    assert [o.client_order_id for o in orders] == ["old-stop", "new-entry"], "today's, and the stop still working"
+    assert [t.exit_reason for t in trades] == ["stop loss"], "today's trades only"

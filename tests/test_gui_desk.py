@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.events import AlertEvent, SignalEvent
-from app.engine.types import Bar, Side, SignalStatus, TradingMode, TradingSignal
+from app.engine.types import Bar, Order, OrderStatus, OrderType, Side, SignalStatus, Trade, TradingMode, TradingSignal
 from app.main import build_window
 from app.widgets.chart import CandleChart
 from app.widgets.chart_series import BarSeries, bollinger, ema
@@ -454,3 +454,29 @@ def test_an_expired_signal_says_so(window) -> None:  # type: ignore[no-untyped-d
     w.on_signal(SignalEvent(_signal("gone"), SignalStatus.EXPIRED))
     assert "gone" not in w.approvals.pending
     assert w.notices.texts()[0].startswith("Signal expired: BUY PLTR at 25.50 (confidence 0.75) was not approved")
+
+
+def test_a_restart_brings_back_the_chart_as_left_and_the_days_record(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Timeframe and overlays were lost at every restart, and today's orders and trades with them."""
+    app_home.mkdir(parents=True, exist_ok=True)
+    first = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(first)
+    qtbot.waitUntil(lambda: first.engine_ready, timeout=30_000)
+    first.chart.timeframe.setCurrentIndex(1)
+    first.chart.overlay_boxes["sma"].setChecked(False)
+    first.chart.overlay_boxes["bb"].setChecked(True)
+    factor = first.chart.timeframe.currentData()
+    first.close()
+    again = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: again.engine_ready, timeout=30_000)
+    assert again.chart.timeframe.currentData() == factor
+    assert {n for n, b in again.chart.overlay_boxes.items() if b.isChecked()} == {"bb"}
+    stop = Order("sim-stop-1", "PLTR", Side.SELL, 10, OrderType.STOP, OrderStatus.NEW, T0, stop_price=24.0)
+    trade = Trade("PLTR", 10, T0, T0 + timedelta(minutes=30), 25.0, 25.5, 5.0, "exit on SELL signal")
+    again.on_ready({"history": (), "notices": (), "orders": (stop,), "trades": (trade,)})
+    assert again.orders.table.rowCount() >= 1 and again.orders.table.item(0, 1).text() == "PLTR"
+    assert any(again.orders.table.item(r, c) and "24.00" in again.orders.table.item(r, c).text()
+               for r in range(again.orders.table.rowCount()) for c in range(again.orders.table.columnCount()))
+    assert again.trades.table.rowCount() == 1
+    again.close()

@@ -65,6 +65,12 @@ class Recorder:
     def has_open_orders(self) -> bool:
         return bool(self._open)
 
+    def day_record(self, start: datetime) -> tuple[list[Order], list[Trade]]:
+        """The orders placed (and every one still open) and the trades closed from ``start`` on,
+        oldest first: what the desk shows again after a restart."""
+        orders = [o for o in self.orders.values() if o.created_at >= start or o.status.is_open]
+        return sorted(orders, key=lambda o: o.created_at), [t for t in self.trades if t.exit_time >= start]
+
     # trades, signals, predictions
     def trade(self, trade: Trade) -> None:
         self.trades.append(trade)
@@ -196,6 +202,13 @@ class SqlRecorder(Recorder):
 
     def get_order(self, client_order_id: str) -> Order | None:
         return self.orders.get(client_order_id) or self._orders.get(client_order_id)
+
+    def day_record(self, start: datetime) -> tuple[list[Order], list[Trade]]:
+        try:
+            return self._orders.since(start), self._trades.since(start)
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be read: the desk starts with empty tables
+            logger.warning("Could not read today's orders and trades back: {}", exc)
+            return super().day_record(start)
 
     def trade(self, trade: Trade) -> None:
         super().trade(trade)

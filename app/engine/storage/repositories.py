@@ -232,6 +232,12 @@ class OrderRepository:
         q = OrderRow.select().order_by(OrderRow.created_at.desc()).limit(limit)
         return [_order(r) for r in q]
 
+    def since(self, start: datetime, limit: int = 2_000) -> list[Order]:
+        """Orders placed from ``start`` on, and every order still open, oldest first."""
+        q = (OrderRow.select().where((OrderRow.created_at >= start) | OrderRow.status.in_(_OPEN_STATUSES))
+             .order_by(OrderRow.created_at.desc()).limit(limit))
+        return [_order(r) for r in reversed(list(q))]
+
     def count(self) -> int:
         return OrderRow.select().count()
 
@@ -267,6 +273,11 @@ class TradeRepository:
 
     def all(self) -> list[Trade]:
         return [_trade(r) for r in TradeRow.select().order_by(TradeRow.exit_time)]
+
+    def since(self, start: datetime, limit: int = 2_000) -> list[Trade]:
+        """Trades closed from ``start`` on, oldest first."""
+        q = TradeRow.select().where(TradeRow.exit_time >= start).order_by(TradeRow.exit_time.desc()).limit(limit)
+        return [_trade(r) for r in reversed(list(q))]
 
     def first_time(self) -> datetime | None:
         r = TradeRow.select(pw.fn.MIN(TradeRow.exit_time)).scalar()
