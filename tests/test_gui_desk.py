@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -480,3 +480,23 @@ def test_a_restart_brings_back_the_chart_as_left_and_the_days_record(qtbot, app_
                for r in range(again.orders.table.rowCount()) for c in range(again.orders.table.columnCount()))
     assert again.trades.table.rowCount() == 1
     again.close()
+
+
+def test_the_chart_tags_the_last_price_keeps_stops_in_view_and_crosses_the_mouse(qtbot) -> None:  # type: ignore[no-untyped-def]
+    chart = CandleChart()
+    qtbot.addWidget(chart)
+    chart.resize(900, 500)
+    chart.show()
+    bars = _bars(120)
+    chart.set_history(bars)
+    assert chart.last_line.isVisible() and chart.last_line.value() == pytest.approx(bars[-1].close)
+    assert chart.last_line.label.toPlainText() == f"{bars[-1].close:.2f}", "the tag says the last price"
+    low = min(b.low for b in bars)
+    chart.set_stops([(low * 0.9, False)])  # below every candle in view
+    y0, y1 = chart.price.vb.viewRange()[1]
+    assert y0 <= low * 0.9 <= y1, "the stop line is inside the view, not off its edge"
+    centre = chart.price.vb.mapViewToScene(QPointF(100, (y0 + y1) / 2))
+    chart._on_mouse(centre)
+    assert chart.hline.isVisible() and chart.hline.value() == pytest.approx((y0 + y1) / 2, rel=1e-6)
+    assert chart.hline.label.toPlainText() == f"{(y0 + y1) / 2:.2f}", "the crosshair says the price"
+    assert chart.vline.value() == 100

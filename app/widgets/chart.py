@@ -161,6 +161,19 @@ class CandleChart(QWidget):
         self.stop_lines: list[pg.InfiniteLine] = []
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", width=1))
         self.price.addItem(self.vline, ignoreBounds=True)
+        # the full crosshair: the horizontal line says the price under the mouse, at the right edge
+        self.hline = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#888", width=1),
+                                     label="{value:.2f}", labelOpts={"position": 0.98, "color": "#ddd",
+                                                                     "fill": pg.mkBrush(40, 44, 52, 220)})
+        self.price.addItem(self.hline, ignoreBounds=True)
+        self.hline.hide()
+        # the last price, tagged at the right edge: where the market is, whatever is scrolled to
+        self.last_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#42a5f5", width=1,
+                                                                              style=Qt.PenStyle.DotLine),
+                                         label="{value:.2f}", labelOpts={"position": 0.98, "color": "#fff",
+                                                                         "fill": pg.mkBrush("#1565c0")})
+        self.price.addItem(self.last_line, ignoreBounds=True)
+        self.last_line.hide()
 
     def _stop_following(self, *_: object) -> None:
         self._follow = False
@@ -281,9 +294,11 @@ class CandleChart(QWidget):
             color = "#ffa726" if trailing else "#ef5350"
             line = pg.InfiniteLine(price, angle=0, pen=pg.mkPen(color, style=Qt.PenStyle.DashLine),
                                    label=("trailing " if trailing else "stop ") + f"{price:.2f}",
-                                   labelOpts={"color": color, "position": 0.05})
+                                   labelOpts={"color": color, "position": 0.12})  # clear of the price axis
             self.price.addItem(line)
             self.stop_lines.append(line)
+        if stops and self._follow:
+            self._redraw()  # the view takes the new stop in
 
     # ------------------------------------------------------------ drawing
     def _index_of(self, time: datetime) -> int | None:
@@ -322,7 +337,13 @@ class CandleChart(QWidget):
                 n = len(d)
                 lo = max(0, n - FOLLOW_CANDLES)
                 self.price.setXRange(lo, n + 2, padding=0)
-                self.price.setYRange(float(np.nanmin(d[lo:, L])), float(np.nanmax(d[lo:, H])), padding=0.05)
+                low, high = float(np.nanmin(d[lo:, L])), float(np.nanmax(d[lo:, H]))
+                stops = [p for p, _ in self._stops if p > 0]  # a position's stops stay in view
+                self.price.setYRange(min([low, *stops]), max([high, *stops]), padding=0.05)
+            last = float(d[-1, C])
+            if np.isfinite(last):
+                self.last_line.show()  # first: a hidden line's label does not follow its value
+                self.last_line.setPos(last)
             self._fit_volume()
         finally:
             self._redrawing = False
@@ -369,8 +390,11 @@ class CandleChart(QWidget):
     def _on_mouse(self, pos: QPointF) -> None:
         if not self.price.sceneBoundingRect().contains(pos):
             return
-        i = int(round(self.price.vb.mapSceneToView(pos).x()))
+        point = self.price.vb.mapSceneToView(pos)
+        i = int(round(point.x()))
         self.vline.setPos(i)
+        self.hline.show()
+        self.hline.setPos(point.y())
         t = self.time_at(i)
         if t is not None and self.bars:
             o, h, lo, c, v = self.view.ohlcv[i].tolist()
