@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from alpaca_server import AlpacaServer
-from PySide6.QtWidgets import QDialogButtonBox, QLineEdit
+from PySide6.QtWidgets import QDialogButtonBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 from app.engine.broker.alpaca import check_connection
 from app.engine.live_gate import CONFIRM_PHRASE, live_gate
@@ -28,34 +28,61 @@ def _save_button(dlg: SettingsDialog):  # type: ignore[no-untyped-def]
     return dlg.buttons.button(QDialogButtonBox.StandardButton.Save)
 
 
-def _set(dlg: SettingsDialog, name: str, text: str) -> None:
+def _set(dlg: SettingsDialog, name: str, value: str | float) -> None:
     editor = dlg.editors[name]
-    assert isinstance(editor, QLineEdit)
-    editor.setText(text)
+    if isinstance(editor, QLineEdit):
+        editor.setText(str(value))
+    else:
+        assert isinstance(editor, (QSpinBox, QDoubleSpinBox)), type(editor)
+        editor.setValue(value)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name, text, reason", [
-    ("risk_per_trade", "0.5", "above the maximum"),
-    ("max_positions", "abc", "not a valid int"),
-    ("daily_loss_limit", "-1", "below the minimum"),
-    ("weight_lstm", "0.9", "must sum to 1"),
-    ("watchlist", "PLTR, ＮＶＤＡ", "full-width"),
-    ("watchlist", "PLTR, PLTR", "listed twice"),
+@pytest.mark.parametrize("name, value, reason, label", [
+    ("weight_lstm", 0.9, "must sum to 1", "LSTM weight"),
+    ("approval_threshold", 0.9, 'must not exceed "Execute at confidence"', "Ask approval at confidence"),
+    ("trailing_pct", 6.0, 'must be smaller than "Trailing stop starts at gain"', "Trailing distance"),
+    ("watchlist", "PLTR, ＮＶＤＡ", "full-width", "Watchlist"),
+    ("watchlist", "PLTR, PLTR", "listed twice", "Watchlist"),
 ])
-def test_invalid_values_cannot_be_saved_and_say_why(dialog, name: str, text: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_values_cannot_be_saved_and_say_why_in_the_dialogs_words(  # type: ignore[no-untyped-def]
+        dialog, name: str, value: str | float, reason: str, label: str) -> None:
     assert _save_button(dialog).isEnabled()
-    _set(dialog, name, text)
+    _set(dialog, name, value)
     assert not _save_button(dialog).isEnabled()
-    assert reason in dialog.error.text()
+    assert reason in dialog.error.text() and label in dialog.error.text(), dialog.error.text()
+    assert "_" not in dialog.error.text().split(":", 1)[1], "no internal names"
     shown = "".join(label.text() for label in dialog.reasons.values())
     assert reason in shown
 
 
-def test_a_valid_change_is_saved(dialog, qtbot) -> None:  # type: ignore[no-untyped-def]
-    _set(dialog, "stop_loss_pct", "0.04")
+def test_percentages_are_typed_as_percentages_within_the_settings_bounds(dialog, qtbot) -> None:  # type: ignore[no-untyped-def]
+    """"5" and "5%" were both refused for 5% while the window said "20% limit"."""
+    box = dialog.editors["max_position_pct"]
+    assert isinstance(box, QDoubleSpinBox) and box.suffix() == " %" and box.value() == 20.0
+    assert (box.minimum(), box.maximum()) == (1.0, 100.0), "the setting's 0.01 to 1.0, as percentages"
+    box.setValue(500.0)
+    assert box.value() == 100.0, "out of range cannot be typed"
+    assert isinstance(dialog.editors["max_positions"], QSpinBox)
+    assert dialog.editors["stop_check_seconds"].suffix() == " s"  # type: ignore[attr-defined]
+    assert dialog.editors["slippage_bps"].suffix() == " bps"  # type: ignore[attr-defined]
+    assert dialog.editors["starting_cash"].prefix() == "$"  # type: ignore[attr-defined]
+    _set(dialog, "stop_loss_pct", 4.0)
+    _set(dialog, "max_position_pct", 5.0)
     with qtbot.waitSignal(dialog.settingsSaved) as blocker:
         dialog.save()
-    assert blocker.args[0].stop_loss_pct == 0.04
+    assert blocker.args[0].stop_loss_pct == 0.04 and blocker.args[0].max_position_pct == 0.05
+
+
+def test_a_value_finer_than_the_box_shows_is_kept_when_untouched(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dlg = SettingsDialog(Settings(risk_per_trade=0.0123456), tmp_path / ".env")
+    qtbot.addWidget(dlg)
+    assert dlg.validate() is not None and dlg.validate().risk_per_trade == 0.0123456  # type: ignore[union-attr]
+
+
+def test_the_dialog_fits_a_720_line_screen(dialog) -> None:  # type: ignore[no-untyped-def]
+    dialog.show()
+    assert dialog.minimumSizeHint().height() <= 600 and dialog.height() <= 680
+    assert [dialog.pages.tabText(i) for i in range(dialog.pages.count())][:2] == ["Risk", "Signals"]
 
 
 def test_keys_are_stored_owner_only_and_shown_masked(dialog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -113,7 +140,7 @@ def test_window_saves_settings_file(qtbot, app_home: Path) -> None:  # type: ign
         qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
         dlg = w.open_settings()
         assert dlg.objectName() == "settingsDialog"
-        dlg.editors["max_round_trips"].setText("7")  # type: ignore[attr-defined]
+        dlg.editors["max_round_trips"].setValue(7)  # type: ignore[attr-defined]
         dlg.save()
         assert json.loads((app_home / "settings.json").read_text())["max_round_trips"] == 7
         assert "7" in w.account.settings.max_round_trips.__str__()

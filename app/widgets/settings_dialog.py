@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -26,12 +27,14 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
+    QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.engine.secrets import ApiKeys, Secret, load_keys, save_keys
-from app.engine.settings import Settings, SettingsError, field_bounds
+from app.engine.settings import Settings, SettingsError, field_bounds, in_words
 
 GROUPS = {
     "Risk": ("risk_per_trade", "max_positions", "max_position_pct", "max_exposure_pct", "daily_loss_limit",
@@ -45,6 +48,25 @@ GROUPS = {
                                "sim_cancel_delay_s", "demo_speed", "demo_pause_on_approval",
                                "demo_seed", "theme", "backtest_retrain_bars", "risk_free_rate"),
 }
+
+
+# how a number is shown and typed: (scale from the setting to the box, suffix, decimals, step).
+# A fraction is typed as a percentage: "5" in a box that says % is 5%, which the file keeps as 0.05.
+PERCENT = (100.0, " %", 2, 0.25)
+UNITS: dict[str, tuple[float, str, int, float]] = {
+    **dict.fromkeys(("risk_per_trade", "max_position_pct", "max_exposure_pct", "daily_loss_limit", "stop_loss_pct",
+                     "trailing_start_pct", "trailing_pct", "take_profit_pct", "max_price_move_pct",
+                     "risk_free_rate", "sim_fill_participation"), PERCENT),
+    "auto_threshold": (1.0, "", 2, 0.01), "approval_threshold": (1.0, "", 2, 0.01),
+    "weight_lstm": (1.0, "", 2, 0.05), "weight_rf": (1.0, "", 2, 0.05), "weight_momentum": (1.0, "", 2, 0.05),
+    "bad_print_factor": (1.0, " x", 1, 0.5), "demo_speed": (1.0, " x", 0, 100.0),
+    "starting_cash": (1.0, "", 0, 1_000.0), "commission_per_share": (1.0, "", 4, 0.001),
+    "slippage_bps": (1.0, " bps", 1, 0.5), "sim_cancel_delay_s": (1.0, " s", 1, 1.0),
+}
+PREFIX = {"starting_cash": "$", "commission_per_share": "$"}
+INT_SUFFIX = {"stop_check_seconds": " s", "no_entry_minutes_before_close": " min",
+              "flatten_minutes_before_close": " min", "record_retention_days": " days",
+              "backtest_retrain_bars": " bars", "max_round_trips": " a day"}
 
 
 ConnectionCheck = Callable[[ApiKeys, "str | None"], str]  # (keys, server URL) -> what to show
@@ -82,22 +104,23 @@ class SettingsDialog(QDialog):
         self.alpaca_url = alpaca_url
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
-        self.resize(640, 720)
+        self.resize(640, 560)
         self.settings = settings
         self.env_file = env_file
         self.editors: dict[str, QWidget] = {}
         self.reasons: dict[str, QLabel] = {}
         outer = QVBoxLayout(self)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        body = QWidget()
-        column = QVBoxLayout(body)
+        # one page per group: the dialog fits a 720-line screen (each page scrolls if it must)
+        self.pages = QTabWidget()
+        self.pages.setObjectName("settingsPages")
         for title, names in GROUPS.items():
-            box = QGroupBox(title)
+            box = QWidget()
             form = QFormLayout(box)
             for name in names:
                 form.addRow(field_bounds(name).get("label", name), self._editor(name))
-            column.addWidget(box)
+            self.pages.addTab(_scrolling(box), title)
+        keys = QWidget()
+        column = QVBoxLayout(keys)
         column.addWidget(self._keys_box())
         gate = QGroupBox("Live trading gate")
         gate_form = QFormLayout(gate)
@@ -107,8 +130,9 @@ class SettingsDialog(QDialog):
         self.live_phrase.textChanged.connect(self.validate)
         gate_form.addRow("Confirmation phrase", self.live_phrase)
         column.addWidget(gate)
-        scroll.setWidget(body)
-        outer.addWidget(scroll)
+        column.addStretch(1)
+        self.pages.addTab(_scrolling(keys), "Keys and live trading")
+        outer.addWidget(self.pages)
         self.error = QLabel("")
         self.error.setObjectName("settingsError")
         self.error.setStyleSheet("color:#ef5350")
@@ -133,13 +157,34 @@ class SettingsDialog(QDialog):
             editor.addItems(list(meta["choices"]))
             editor.setCurrentText(str(value))
             editor.currentTextChanged.connect(self.validate)
+        elif kind == "int" and "min" in meta:
+            editor = QSpinBox()
+            editor.setRange(int(meta["min"]), int(meta["max"]))
+            editor.setSuffix(INT_SUFFIX.get(name, ""))
+            editor.setValue(int(value))
+            editor.setGroupSeparatorShown(True)
+            editor.valueChanged.connect(self.validate)
+        elif kind == "float" and "min" in meta:
+            scale, suffix, decimals, step = UNITS.get(name, (1.0, "", 4, 0.01))
+            editor = QDoubleSpinBox()
+            editor.setDecimals(decimals)
+            editor.setRange(float(meta["min"]) * scale, float(meta["max"]) * scale)
+            editor.setSingleStep(step)
+            editor.setSuffix(suffix)
+            editor.setPrefix(PREFIX.get(name, ""))
+            editor.setGroupSeparatorShown(True)
+            editor.setValue(float(value) * scale)
+            editor.valueChanged.connect(self.validate)
         else:
             text = ", ".join(value) if isinstance(value, tuple) else str(value)  # a watchlist: "PLTR, NVDA"
             editor = QLineEdit(f"{value:g}" if isinstance(value, float) else text)
             editor.textChanged.connect(self.validate)
         editor.setObjectName(f"setting_{name}")
         if "min" in meta:
-            editor.setToolTip(f"{meta['label']}: from {meta['min']:g} to {meta['max']:g}")
+            scale, suffix, decimals, _ = UNITS.get(name, (1.0, INT_SUFFIX.get(name, ""), 0 if kind == "int" else 4,
+                                                           1.0))
+            lo, hi = (f"{PREFIX.get(name, '')}{meta[k] * scale:,.{decimals}f}{suffix}" for k in ("min", "max"))
+            editor.setToolTip(f"{meta['label']}: from {lo} to {hi}")
         else:
             editor.setToolTip(str(meta.get("label", name)))
         reason = QLabel("")
@@ -185,6 +230,15 @@ class SettingsDialog(QDialog):
                 out[name] = editor.isChecked()
             elif isinstance(editor, QComboBox):
                 out[name] = editor.currentText()
+            elif isinstance(editor, QSpinBox):
+                out[name] = editor.value()
+            elif isinstance(editor, QDoubleSpinBox):
+                scale = UNITS.get(name, (1.0,))[0]
+                saved = float(getattr(self.settings, name))
+                if round(saved * scale, editor.decimals()) == editor.value():
+                    out[name] = saved  # untouched: kept to the last digit, not to the box's decimals
+                else:
+                    out[name] = round(editor.value() / scale, 10)  # 5 % -> 0.05 (not 0.05000000000000001)
             else:
                 out[name] = editor.text().strip()  # type: ignore[attr-defined]
         return out
@@ -197,8 +251,9 @@ class SettingsDialog(QDialog):
             candidate = Settings.from_dict(self.values())
         except SettingsError as exc:
             if exc.name in self.reasons:
-                self.reasons[exc.name].setText(exc.reason)
-            self.error.setText(f"Cannot save: {exc}")
+                self.reasons[exc.name].setText(in_words(exc.reason))
+            named = str(field_bounds(exc.name).get("label", exc.name)) if exc.name in self.editors else exc.name
+            self.error.setText(f"Cannot save: {named}: {in_words(exc.reason)}")
             self.buttons.button(QDialogButtonBox.StandardButton.Save).setEnabled(False)
             return None
         if candidate.broker == "alpaca-live":
@@ -259,6 +314,14 @@ class SettingsDialog(QDialog):
     def _tested(self, message: str) -> None:
         self.test_button.setEnabled(True)
         self.test_result.setText(message)
+
+
+def _scrolling(page: QWidget) -> QScrollArea:
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setWidget(page)
+    return scroll
 
 
 def _running_loop() -> Any:
