@@ -37,6 +37,7 @@ from app.widgets.chart import CandleChart
 from app.widgets.chart_book import ChartBook
 from app.widgets.model_tab import ModelTab
 from app.widgets.notifications import ApprovalNotifier, NoticeList
+from app.widgets.order_ticket import OrderTicket
 from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, ModeSwitch
 from app.widgets.positions import PositionsTable
 from app.widgets.settings_dialog import SettingsDialog
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
     requestSettings = Signal(object)
     requestImport = Signal(str, str, str)
     requestConfirmLive = Signal()
+    requestManualOrder = Signal(str, str, float, float)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
                  replay: Sequence[str] = ()) -> None:
@@ -121,6 +123,7 @@ class MainWindow(QMainWindow):
         self.paper_first_day: str | None = None
         self.alerts: list[AlertEvent] = []
         self.held: dict[str, float] = {}  # shares per symbol, from the latest portfolio
+        self.ticket: OrderTicket | None = None
         self._build_menu()
         self._build_widgets()
         self._build_docks()
@@ -154,12 +157,28 @@ class MainWindow(QMainWindow):
 
         menu = self.menuBar().addMenu("&File")
         for text, shortcut, slot in (("&Import CSV…", "Ctrl+I", self.import_csv),
+                                     ("&Order ticket…", "Ctrl+T", self.open_ticket),
                                      ("&Settings…", "Ctrl+,", self.open_settings),
                                      ("&Quit", "Ctrl+Q", self.close)):
             action = QAction(text, self)
             action.setShortcut(QKeySequence(shortcut))
             action.triggered.connect(slot)
             menu.addAction(action)
+
+    def open_ticket(self) -> OrderTicket:
+        """The order ticket for the charted symbol (Ctrl+T): checked by the engine's risk rules."""
+        ticket = OrderTicket(self.settings.watchlist, self.chart_book.prices, self.settings, self.chart_symbol, self)
+        ticket.sendRequested.connect(self.requestManualOrder)
+        self.ticket = ticket
+        ticket.open()
+        return ticket
+
+    @Slot(str)
+    def on_manual_order(self, text: str) -> None:
+        refused = "refused" in text or "nothing held" in text or "no price" in text
+        self.notify(f"Order ticket: {text}", "warning" if refused else "info")
+        if self.ticket is not None:
+            self.ticket.answered(text)
 
     def open_settings(self) -> SettingsDialog:
         dlg = SettingsDialog(self.settings, self.paths.env_file, self, live_check=self._live_check,
@@ -381,6 +400,8 @@ class MainWindow(QMainWindow):
         self.requestSettings.connect(w.applySettings)
         self.requestImport.connect(w.importCsv)
         self.requestConfirmLive.connect(w.confirmLive)
+        self.requestManualOrder.connect(w.manualOrder)
+        w.manualOrderDone.connect(self.on_manual_order)
         self.approvals.approveRequested.connect(self.requestApprove)
         self.approvals.rejectRequested.connect(self.requestReject)
         self.mode_switch.modeChosen.connect(self.requestMode)

@@ -38,7 +38,7 @@ from app.engine.events import (
 from app.engine.live_gate import LIVE_CONFIRMED_KEY, PAPER_FIRST_DAY_KEY
 from app.engine.paths import AppPaths
 from app.engine.settings import Settings
-from app.engine.types import NY, TradingMode
+from app.engine.types import NY, Side, TradingMode
 
 TICK_FLUSH_MS = 100
 MIN_TIMER_MS = 10
@@ -57,6 +57,7 @@ class EngineWorker(QObject):
     statusChanged = Signal(object)  # EngineStatus
     alertRaised = Signal(object)  # AlertEvent
     flattenReported = Signal(object)  # list[str]
+    manualOrderDone = Signal(str)  # the engine's word on an order from the ticket
     watchlistChanged = Signal(object)  # tuple[str, ...]: what the engine trades now
     recordProblem = Signal(str, bool)  # the record cannot be written: what to do; True once trading stopped
     pausedChanged = Signal(bool, str)  # the demo's clock stopped (True, and why) or runs again (False)
@@ -164,6 +165,14 @@ class EngineWorker(QObject):
     def flattenAll(self) -> None:
         if self.ctx:
             self.flattenReported.emit(self.ctx.bot.flatten_all())
+
+    @Slot(str, str, float, float)
+    def manualOrder(self, symbol: str, side: str, shares: float, dollars: float) -> None:
+        """An order from the ticket, judged by the risk rules (``shares`` or ``dollars``: 0 = not given)."""
+        if not self.ctx:
+            return
+        text = self.ctx.bot.manual_order(symbol, Side(side), shares or None, dollars or None)
+        self.manualOrderDone.emit(text)
 
     @Slot(str)
     def closePosition(self, symbol: str) -> None:

@@ -500,3 +500,28 @@ def test_the_chart_tags_the_last_price_keeps_stops_in_view_and_crosses_the_mouse
     assert chart.hline.isVisible() and chart.hline.value() == pytest.approx((y0 + y1) / 2, rel=1e-6)
     assert chart.hline.label.toPlainText() == f"{(y0 + y1) / 2:.2f}", "the crosshair says the price"
     assert chart.vline.value() == 100
+
+
+# ------------------------------------------------------------ the order ticket
+@pytest.mark.settings({"mode": "manual", "max_position_pct": 0.05})
+def test_the_order_ticket_is_judged_by_the_risk_rules(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    """A buy bigger than the risk rules size is refused with the reason, in the ticket and the notices."""
+    w = window
+    qtbot.waitUntil(lambda: bool(w.chart_book.prices.get("PLTR")), timeout=30_000)
+    keys = {s.key().toString() for s in w.findChildren(QShortcut)} | {
+        a.shortcut().toString() for a in w.menuBar().actions()[0].menu().actions()}
+    assert "Ctrl+T" in keys
+    ticket = w.open_ticket()
+    assert ticket.symbol.currentText() == "PLTR" and "broker stop at" in ticket.preview.text()
+    ticket.quantity.setValue(1_000_000)
+    ticket.send()
+    qtbot.waitUntil(lambda: "refused" in ticket.answer.text(), timeout=10_000)
+    assert "more than the" in ticket.answer.text() and "5% of equity in one position" in ticket.answer.text()
+    assert w.notices.texts()[0].startswith("Order ticket: PLTR: refused")
+    ticket.quantity.setValue(1)
+    ticket.send()
+    qtbot.waitUntil(lambda: "manual buy 1" in ticket.answer.text() or "refused" in ticket.answer.text(),
+                    timeout=10_000)
+    market_open = bool(w.status and w.status.market_open)
+    assert ("manual buy 1" in ticket.answer.text()) == market_open, ticket.answer.text()
+    ticket.close()

@@ -267,6 +267,13 @@ class TradingBot:
     def close_position(self, symbol: str) -> str:
         return self.core.close_position(symbol)
 
+    def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
+        """The order ticket: a market buy of ``qty`` shares or ``amount`` dollars, or a sell of the
+        holding, through the same risk rules as every entry; what happened, in words."""
+        out = self.core.manual_order(symbol, side, qty, amount)
+        self._publish_cycle()
+        return out
+
     def adopt(self, symbol: str) -> str:
         return self.core.adopt(symbol)
 

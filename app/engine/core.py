@@ -245,6 +245,11 @@ class ExecutionCore:
         for coid in [c for c, q in self.router.queue.items() if q.order.side == Side.BUY]:
             self.router.drop(coid, reason)
 
+    def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
+        """The order ticket's order, judged by the risk rules like any entry (see Entries.manual)."""
+        self._watch_record()
+        return self.entries.manual(symbol, side, qty, amount)
+
     def close_position(self, symbol: str) -> str:
         return self.exits.exit(symbol, "closed by the user")
 

@@ -89,6 +89,57 @@ class Entries:
         for sid in list(self.pending):
             self._done(self.pending.pop(sid), SignalStatus.EXPIRED, reason)
 
+    # ------------------------------------------------------------ the user's own orders
+    def manual(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
+        """An order from the order ticket: a market buy of ``qty`` shares (or ``amount`` dollars'
+        worth at the last price), or a market sell of the holding. The same risk rules judge it as
+        any signal's entry (market hours, breaker, stale data, positions, sizes, buying power); a
+        buy larger than they would size is refused with both numbers, never trimmed in silence.
+        The bought shares get their broker stop from the risk settings like every position.
+        Recorded as a signal ("manual order") with what became of it."""
+        book = self.book
+        now = book.clock.now()
+        price = book.last_prices.get(symbol)
+        if price is None or not (math.isfinite(price) and price > 0):
+            return f"{symbol}: no price yet, so no order (wait for the first bar)"
+        sig = TradingSignal(symbol, side, 1.0, price, now, now + book.bar_delta, ("manual order",), (),
+                            f"{symbol}-{now:%Y%m%dT%H%M%S}-{side.value}-manual")
+        if side == Side.SELL:
+            if book.held(symbol) <= 0:
+                self._done(sig, SignalStatus.REFUSED, "manual sell: nothing held")
+                return f"{symbol}: nothing held to sell"
+            result = self.exits.exit(symbol, "manual sell", signal_id=sig.signal_id)
+            self._done(sig, SignalStatus.EXECUTED, result)
+            return result
+        want = float(qty) if qty is not None else (amount or 0.0) / price
+        want = want if book.settings.fractional else float(math.floor(want + 1e-9))
+        if not (math.isfinite(want) and want > 0):
+            why = "less than one share" if amount else "a quantity above 0 is needed"
+            self._done(sig, SignalStatus.REFUSED, f"manual buy: {why}")
+            return f"{symbol}: {why}"
+        if book.committed(symbol) > 0:
+            why = "already holding" if book.held(symbol) > 0 else "an entry is already working"
+            self._done(sig, SignalStatus.REFUSED, f"manual buy: {why}")
+            return f"{symbol}: {why}"
+        ctx = book.risk_context(symbol, Side.BUY)
+        decision = risk.check_entry(ctx, book.settings)
+        if not decision.accepted:
+            self._done(sig, SignalStatus.REFUSED, f"manual buy refused: {decision.reason}")
+            return f"{symbol}: refused by the risk rules: {decision.reason}"
+        if want > decision.qty + 1e-9:
+            why = (f"{want:g} shares is more than the {decision.qty:g} the risk rules allow at {price:,.2f} "
+                   f"({book.settings.risk_per_trade:.1%} of equity at risk over a {book.settings.stop_loss_pct:.1%} "
+                   f"stop, at most {book.settings.max_position_pct:.0%} of equity in one position)")
+            self._done(sig, SignalStatus.REFUSED, f"manual buy refused: {why}")
+            return f"{symbol}: refused: {why}"
+        order = Order(f"{OWN_PREFIX}{sig.signal_id}-entry", symbol, Side.BUY, want, OrderType.MARKET,
+                      OrderStatus.INTENT, now, reason="manual entry", signal_id=sig.signal_id)
+        placed = self.fills.placed(book.router.place(order, expires_at=sig.expires_at, revalidate=self.revalidate))
+        status = SignalStatus.EXECUTED if placed.status != OrderStatus.REJECTED else SignalStatus.REFUSED
+        detail = f"manual buy {want:g} ({placed.status.label})"
+        self._done(sig, status, detail)
+        return f"{symbol}: {detail}"
+
     # ------------------------------------------------------------ signals
     def submit(self, sig: TradingSignal) -> None:
         """A signal from a symbol's pipeline: executed, asked about, or recorded as why not."""
@@ -164,7 +215,10 @@ class Entries:
         """A queued entry, before another attempt: still allowed, and how big now?"""
         ctx = self.book.risk_context(order.symbol, order.side, order.client_order_id)
         d = risk.check_entry(ctx, self.book.settings)
-        return replace(order, qty=d.qty) if d.accepted else None
+        if not d.accepted:
+            return None
+        # the user's own order is never made bigger than asked: only smaller, where the rules say so
+        return replace(order, qty=min(order.qty, d.qty) if order.reason == "manual entry" else d.qty)
 
     def _done(self, sig: TradingSignal, status: SignalStatus, detail: str) -> None:
         self.book.records.signal(sig, status, detail, self.book.clock.now())

@@ -1,0 +1,132 @@
+"""The order ticket: a market buy by shares or dollars, or a sell of the holding.
+
+The ticket only asks: the engine judges the order by the same risk rules as a model's
+entry (market hours, the breaker, positions, sizes, buying power) and answers in words,
+shown here and in the Notices. The stop is not typed: every position gets its broker
+stop from the risk settings, and the ticket says where it will be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.engine.settings import Settings
+
+
+class OrderTicket(QDialog):
+    """``sendRequested(symbol, side, shares, dollars)``: one of shares and dollars is 0."""
+
+    sendRequested = Signal(str, str, float, float)
+
+    def __init__(self, symbols: Sequence[str], prices: Mapping[str, float], settings: Settings,
+                 symbol: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("orderTicket")
+        self.setWindowTitle("Order ticket")
+        self.prices = prices
+        self.settings = settings
+        outer = QVBoxLayout(self)
+        form = QFormLayout()
+        self.symbol = QComboBox()
+        self.symbol.setObjectName("ticketSymbol")
+        self.symbol.setToolTip("A symbol of the watchlist")
+        self.symbol.addItems(list(symbols))
+        if symbol in symbols:
+            self.symbol.setCurrentText(symbol)
+        form.addRow("Symbol", self.symbol)
+        self.side = QComboBox()
+        self.side.setObjectName("ticketSide")
+        self.side.setToolTip("Buy opens a position (long only); Sell closes the whole holding")
+        self.side.addItems(["BUY", "SELL"])
+        form.addRow("Side", self.side)
+        self.unit = QComboBox()
+        self.unit.setObjectName("ticketUnit")
+        self.unit.setToolTip("Buy a number of shares, or as many whole shares as a dollar amount pays for")
+        self.unit.addItems(["shares", "dollars"])
+        self.quantity = QDoubleSpinBox()
+        self.quantity.setObjectName("ticketSize")
+        self.quantity.setToolTip("How much to buy; the risk rules may refuse more than they would size")
+        self.quantity.setRange(0.0, 10_000_000.0)
+        self.quantity.setDecimals(0)
+        self.quantity.setGroupSeparatorShown(True)
+        row = QHBoxLayout()
+        row.addWidget(self.quantity, 1)
+        row.addWidget(self.unit)
+        form.addRow("Quantity", row)
+        self.type_label = QLabel("market (limit orders: not yet)")
+        self.type_label.setToolTip("Filled at the next price; a limit price is not offered yet")
+        form.addRow("Type", self.type_label)
+        outer.addLayout(form)
+        self.preview = QLabel("")
+        self.preview.setObjectName("ticketPreview")
+        self.preview.setWordWrap(True)
+        outer.addWidget(self.preview)
+        self.answer = QLabel("")
+        self.answer.setObjectName("ticketResult")
+        self.answer.setWordWrap(True)
+        outer.addWidget(self.answer)
+        buttons = QHBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("ticketSend")
+        self.send_button.setToolTip("Send the order: the engine checks it against the risk rules first")
+        self.send_button.setDefault(True)
+        close = QPushButton("Close")
+        close.setToolTip("Close the ticket")
+        buttons.addStretch(1)
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(close)
+        outer.addLayout(buttons)
+        self.send_button.clicked.connect(self.send)
+        close.clicked.connect(self.reject)
+        for w in (self.symbol, self.side, self.unit):
+            w.currentTextChanged.connect(self._update)
+        self.quantity.valueChanged.connect(self._update)
+        self._update()
+
+    def _update(self, *_: object) -> None:
+        selling = self.side.currentText() == "SELL"
+        self.quantity.setEnabled(not selling)
+        self.unit.setEnabled(not selling)
+        self.quantity.setDecimals(2 if self.unit.currentText() == "dollars" else 0)
+        self.quantity.setPrefix("$" if self.unit.currentText() == "dollars" else "")
+        price = self.prices.get(self.symbol.currentText())
+        if selling:
+            self.preview.setText("Sells the whole holding at market; its stop is cancelled first.")
+            self.send_button.setEnabled(True)
+            return
+        if not price:
+            self.preview.setText("No price yet for this symbol.")
+            self.send_button.setEnabled(False)
+            return
+        shares = self.quantity.value() if self.unit.currentText() == "shares" else int(self.quantity.value() / price)
+        stop = price * (1 - self.settings.stop_loss_pct)
+        self.preview.setText(f"About {shares:,.0f} shares at {price:,.2f} (${shares * price:,.0f}); broker stop at "
+                             f"{stop:,.2f} ({self.settings.stop_loss_pct:.1%} below), trailing from "
+                             f"+{self.settings.trailing_start_pct:.1%}.")
+        self.send_button.setEnabled(shares > 0)
+
+    def send(self) -> None:
+        side = self.side.currentText()
+        shares = self.quantity.value() if side == "BUY" and self.unit.currentText() == "shares" else 0.0
+        dollars = self.quantity.value() if side == "BUY" and self.unit.currentText() == "dollars" else 0.0
+        self.answer.setText("sent to the engine…")
+        self.sendRequested.emit(self.symbol.currentText(), side, shares, dollars)
+
+    def answered(self, text: str) -> None:
+        """The engine's word on the order: sent, or refused and why."""
+        refused = "refused" in text or "nothing held" in text or "no price" in text
+        self.answer.setStyleSheet("color:#ef5350" if refused else "color:#26a69a")
+        self.answer.setText(text)
