@@ -42,7 +42,7 @@ from app.widgets.panels import AccountSummary, ApprovalPanel, FlattenAllButton, 
 from app.widgets.positions import PositionsTable
 from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.status import TradingStatusBar
-from app.widgets.tables import LogView, OrdersTable, TradesTable
+from app.widgets.tables import LogView, OrdersTable, TradesTable, configurable_columns
 from app.widgets.watchlist import WatchlistPanel
 from app.worker import EngineThread, EngineWorker
 
@@ -332,6 +332,8 @@ class MainWindow(QMainWindow):
         self.record_filter.textChanged.connect(self._filter_record)
         self.tabs.currentChanged.connect(self._on_record_tab)
         record_dock = self._dock("Record", "recordDock", self.tabs, bottom)
+        for view in self.column_tables().values():
+            configurable_columns(view)
         # the right column runs the window's full height; the bottom docks sit under the chart only
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         for widget in (self.tabs, self.positions):  # their contents scroll: they never force the height
@@ -355,6 +357,12 @@ class MainWindow(QMainWindow):
         tab = self.backtest_tab
         text = " ".join(tab.status.text().split("\n")[:2])
         self.notify(f"Backtest: {text}", "error" if tab.error else "info", timeout_ms=20_000)
+
+    def column_tables(self) -> dict[str, Any]:
+        """The tables whose columns the user shows, hides, sizes and orders (kept across restarts)."""
+        return {"watchlist": self.watchlist.table, "positions": self.positions, "orders": self.orders.table,
+                "trades": self.trades.table, "approvals": self.approvals.table, "notices": self.notices.table,
+                "backtest_trades": self.backtest_tab.trades_view}
 
     def _filter_record(self, text: str) -> None:
         current = self.tabs.currentWidget()
@@ -637,6 +645,10 @@ class MainWindow(QMainWindow):
             self.restoreState(state, LAYOUT_VERSION)
         tab = qs.value("tab", 0)
         self.tabs.setCurrentIndex(int(tab) if isinstance(tab, (int, str)) and str(tab).isdigit() else 0)
+        for name, view in self.column_tables().items():
+            state = qs.value(f"columns/{name}")
+            if isinstance(state, QByteArray):
+                view.horizontalHeader().restoreState(state)
         factor = str(qs.value("chart/factor", ""))
         index = self.chart.timeframe.findData(int(factor)) if factor.isdigit() else -1
         if index >= 0:
@@ -665,6 +677,8 @@ class MainWindow(QMainWindow):
         qs.setValue("layout_version", LAYOUT_VERSION)
         qs.setValue("tab", self.tabs.currentIndex())
         qs.setValue("chart/factor", str(self.chart.timeframe.currentData()))
+        for name, view in self.column_tables().items():
+            qs.setValue(f"columns/{name}", view.horizontalHeader().saveState())
         qs.setValue("chart/overlays", ",".join(n for n, box in self.chart.overlay_boxes.items() if box.isChecked()))
         self.shutdown()
         super().closeEvent(event)

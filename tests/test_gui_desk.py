@@ -525,3 +525,29 @@ def test_the_order_ticket_is_judged_by_the_risk_rules(qtbot, window) -> None:  #
     market_open = bool(w.status and w.status.market_open)
     assert ("manual buy 1" in ticket.answer.text()) == market_open, ticket.answer.text()
     ticket.close()
+
+
+def test_every_tables_columns_can_be_hidden_and_stay_so_after_a_restart(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Positions hid Stop, P&L % and Trailing behind a scrollbar, and nothing could be shown or hidden."""
+    app_home.mkdir(parents=True, exist_ok=True)
+    first = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(first)
+    qtbot.waitUntil(lambda: first.engine_ready, timeout=30_000)
+    for name, view in first.column_tables().items():
+        header = view.horizontalHeader()
+        assert header.contextMenuPolicy() == Qt.ContextMenuPolicy.CustomContextMenu, name
+    header = first.positions.horizontalHeader()
+    header.customContextMenuRequested.emit(header.rect().center())
+    menu = first.positions.property("columnMenu")
+    actions = menu.actions()
+    assert [a.text() for a in actions][:2] == ["Symbol", "Qty"]
+    actions[1].setChecked(False)  # hide Qty
+    assert header.isSectionHidden(1)
+    header.resizeSection(0, 140)
+    first.close()
+    again = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: again.engine_ready, timeout=30_000)
+    kept = again.positions.horizontalHeader()
+    assert kept.isSectionHidden(1) and kept.sectionSize(0) == 140, "hidden and sized as left"
+    again.close()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -19,6 +22,33 @@ from PySide6.QtWidgets import (
 from app.engine.types import NY, Order, Trade
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def configurable_columns(view: QTableView) -> None:
+    """Every column of ``view`` can be hidden and shown again from its header's right-click menu
+    (at least one stays), resized by dragging, and moved; the window saves the header's state."""
+    header = view.horizontalHeader()
+    header.setSectionsMovable(True)
+    header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+    header.setToolTip("Right-click to show or hide columns; drag an edge to resize, a title to move")
+
+    def menu(pos: QPoint) -> None:
+        model = view.model()
+        if model is None:
+            return
+        chooser = QMenu(view)
+        shown = [c for c in range(header.count()) if not header.isSectionHidden(c)]
+        for c in range(header.count()):
+            title = str(model.headerData(c, Qt.Orientation.Horizontal) or f"column {c + 1}")
+            action = chooser.addAction(title)
+            action.setCheckable(True)
+            action.setChecked(not header.isSectionHidden(c))
+            action.setEnabled(header.isSectionHidden(c) or len(shown) > 1)  # never the last one
+            action.toggled.connect(lambda on, c=c: header.setSectionHidden(c, not on))
+        chooser.popup(header.mapToGlobal(pos))
+        view.setProperty("columnMenu", chooser)  # kept alive while shown; found by tests
+
+    header.customContextMenuRequested.connect(menu)
 
 
 class RecordTable(QWidget):
@@ -53,7 +83,9 @@ class RecordTable(QWidget):
                 self.table.removeRow(len(self._keys) - 1)
                 self._keys.pop()
         for c, text in enumerate(cells):
-            self.table.setItem(row, c, QTableWidgetItem(text))
+            item = QTableWidgetItem(text)
+            item.setToolTip(text)  # a narrow column elides: the whole text on hover
+            self.table.setItem(row, c, item)
         self._apply_filter(self.filter.text())
 
     def _apply_filter(self, text: str) -> None:
