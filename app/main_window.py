@@ -31,7 +31,7 @@ from app.engine.live_gate import live_gate
 from app.engine.paths import AppPaths
 from app.engine.secrets import ApiKeys
 from app.engine.settings import Settings, SettingsError, in_words
-from app.engine.types import TIMEFRAMES, EngineStatus, Order, SignalStatus, Trade, TradingMode, timeframe_of
+from app.engine.types import NY, TIMEFRAMES, EngineStatus, Order, SignalStatus, Trade, TradingMode, timeframe_of
 from app.widgets.backtest_tab import BacktestTab
 from app.widgets.chart import CandleChart
 from app.widgets.chart_book import ChartBook
@@ -452,7 +452,7 @@ class MainWindow(QMainWindow):
         for o in info.get("orders", ()):  # the day so far: a restart keeps the tables and the fills
             self.on_order(o)
         for t in info.get("trades", ()):
-            self.trades.on_trade(t)
+            self.on_trade(t)
         for notice in info["notices"]:
             self.on_alert(AlertEvent("warning", notice))
         # Everything loaded so far (modules, the engine, the history) lives as long as the app:
@@ -509,11 +509,12 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_trade(self, t: Trade) -> None:
         self.trades.on_trade(t)
+        self.account.add_trade(t, (self.status.now if self.status else t.exit_time).astimezone(NY).date())
 
     @Slot(object)
     def on_portfolio(self, e: PortfolioEvent) -> None:
         breaker = bool(self.status and self.status.circuit_breaker)
-        self.account.update_from(e, breaker)
+        self.account.update_from(e, breaker, self.status.now if self.status else None)
         self.positions.set_positions(e.positions, self.status.now if self.status else None, e.foreign)
         self.held = {p.symbol: p.qty for p in e.positions}
         self.chart_book.positions(e.positions)

@@ -85,3 +85,30 @@ def test_a_saved_model_is_announced_for_what_it_will_do(tmp_path: Path, meta: di
     (tmp_path / "metadata.json").write_text(json.dumps(meta))
     text = model_saved_message(str(tmp_path), Settings(timeframe="5m", watchlist=["PLTR"]))
     assert said in text, text
+
+
+def test_the_days_pnl_is_drawn_as_it_goes_and_split_by_symbol(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.engine.events import PortfolioEvent
+    from app.engine.types import Account, Position, Trade
+    from app.widgets.panels import AccountSummary
+
+    panel = AccountSummary(Settings())
+    qtbot.addWidget(panel)
+    start = 100_000.0
+    held = (Position("PLTR", 100, 25.0, 25.5, T0),)
+    for k, equity in enumerate((100_000.0, 100_080.0, 99_950.0, 100_120.0)):
+        panel.update_from(PortfolioEvent(Account(equity, equity, equity, start), held, 0.0, 0), False,
+                          T0 + timedelta(minutes=5 * k))
+    x, y = panel.day_curve.curve.getData()
+    assert list(y) == [0.0, 80.0, -50.0, 120.0] and len(x) == 4, "every update of the day, in order"
+    panel.add_trade(Trade("NVDA", 10, T0, T0 + timedelta(minutes=20), 100.0, 104.0, 40.0, "exit"), T0.date())
+    panel.add_trade(Trade("NVDA", 10, T0 - timedelta(days=1), T0 - timedelta(days=1), 100.0, 90.0, -100.0, "x"),
+                    T0.date())  # yesterday's: not today's P&L
+    panel.update_from(PortfolioEvent(Account(start, start, start, start), held, 0.0, 0), False,
+                      T0 + timedelta(minutes=25))
+    text = panel.by_symbol.text()
+    assert "<b>NVDA</b>" in text and "realised +40.00, open +0.00" in text
+    assert "<b>PLTR</b>" in text and "realised +0.00, open +50.00" in text
+    panel.update_from(PortfolioEvent(Account(start, start, start, start), (), 0.0, 0), False,
+                      T0 + timedelta(days=1))
+    assert len(panel.day_curve.times) == 1 and panel.by_symbol.text() == "", "a new day starts again"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 
+import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, SignalInstance
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -28,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.events import PortfolioEvent, SignalEvent
 from app.engine.settings import Settings
-from app.engine.types import SignalStatus, TradingMode, TradingSignal
+from app.engine.types import NY, SignalStatus, Trade, TradingMode, TradingSignal
 
 
 class AccountSummary(QWidget):
@@ -53,9 +54,35 @@ class AccountSummary(QWidget):
         self.loss_gauge.setRange(0, 100)
         self.loss_gauge.setFormat("%p% of daily loss limit")
         form.addRow("Loss vs limit", self.loss_gauge)
+        self.day_curve = DayPnlCurve()
+        form.addRow(self.day_curve)
+        self.by_symbol = QLabel("")
+        self.by_symbol.setObjectName("pnlBySymbol")
+        self.by_symbol.setWordWrap(True)
+        self.by_symbol.setToolTip("Each symbol's P&L today: realised (closed trades) and open (held, at the "
+                                  "last price)")
+        form.addRow(self.by_symbol)
+        self.realised: dict[str, float] = {}  # today's closed trades' P&L, by symbol
 
-    def update_from(self, e: PortfolioEvent, breaker: bool) -> None:
+    def add_trade(self, t: Trade, today: date) -> None:
+        """A closed trade: counted in its symbol's realised P&L when it closed today (New York)."""
+        if t.exit_time.astimezone(NY).date() == today:
+            self.realised[t.symbol] = self.realised.get(t.symbol, 0.0) + t.pnl
+
+    def update_from(self, e: PortfolioEvent, breaker: bool, now: datetime | None = None) -> None:
         a, s = e.account, self.settings
+        if now is not None:
+            if self.day_curve.day is not None and now.astimezone(NY).date() != self.day_curve.day:
+                self.realised.clear()  # a new day: yesterday's trades are not today's P&L
+            self.day_curve.add(now, a.day_pnl)
+        opened = {p.symbol: p.qty * (p.last_price - p.avg_price) for p in e.positions}
+        parts = []
+        for n in sorted(set(self.realised) | set(opened)):
+            done, held = self.realised.get(n, 0.0), opened.get(n, 0.0)
+            color = "#26a69a" if done + held >= 0 else "#ef5350"
+            parts.append(f"<b>{n}</b> <span style='color:{color}'>{done + held:+,.2f}</span> "
+                         f"(realised {done:+,.2f}, open {held:+,.2f})")
+        self.by_symbol.setText("<br>".join(parts))
         self.labels["equity"].setText(f"${a.equity:,.2f}")
         self.labels["cash"].setText(f"${a.cash:,.2f}")
         self.labels["buying_power"].setText(f"${a.buying_power:,.2f}")
@@ -66,6 +93,48 @@ class AccountSummary(QWidget):
         self.labels["breaker"].setText("<b style='color:#ef5350'>TRIPPED: no new entries</b>" if breaker else "armed")
         used = max(0.0, -a.day_pnl_pct) / s.daily_loss_limit if s.daily_loss_limit else 0.0
         self.loss_gauge.setValue(int(min(used, 1.0) * 100))
+
+
+class DayPnlCurve(pg.PlotWidget):
+    """Today's P&L (equity less the day's starting equity) as it went: a step line from the
+    first update of the New York day; it starts again with the next day."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, axisItems={"bottom": pg.DateAxisItem()})
+        self.setObjectName("dayPnlCurve")
+        self.setToolTip("Today's P&L: equity less the day's starting equity, as it went")
+        self.setMinimumHeight(60)
+        self.setMaximumHeight(110)
+        self.hideButtons()
+        self.setMenuEnabled(False)
+        self.showGrid(x=False, y=True, alpha=0.2)
+        self.getAxis("left").setWidth(52)
+        self.addItem(pg.InfiniteLine(0.0, angle=0, pen=pg.mkPen("#666", style=Qt.PenStyle.DashLine)))
+        self.curve = self.plot([], [], pen=pg.mkPen("#42a5f5", width=1.5), stepMode="left")
+        self.day: date | None = None
+        self.times: list[float] = []
+        self.values: list[float] = []
+
+    def add(self, now: datetime, pnl: float) -> None:
+        day = now.astimezone(NY).date()
+        if day != self.day:
+            self.day, self.times, self.values = day, [], []
+        t = now.timestamp()
+        if self.times and t <= self.times[-1]:
+            self.values[-1] = pnl  # the same moment again: the latest word
+        else:
+            self.times.append(t)
+            self.values.append(pnl)
+        if len(self.times) > MAX_DAY_POINTS:  # a long day at demo speed: every other point of the first half
+            half = len(self.times) // 2
+            self.times = self.times[:half:2] + self.times[half:]
+            self.values = self.values[:half:2] + self.values[half:]
+        if len(self.times) > 1:
+            self.curve.setData(self.times, self.values, stepMode="left")
+        self.curve.setPen(pg.mkPen("#26a69a" if pnl >= 0 else "#ef5350", width=1.5))
+
+
+MAX_DAY_POINTS = 5_000
 
 
 class ApprovalPanel(QWidget):
