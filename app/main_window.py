@@ -67,6 +67,8 @@ DEFAULT_SIZE = (1400, 860)  # the first-run window, where the screen has room
 LAYOUT_VERSION = 2  # of the docks' arrangement: a saved state of another version is not restored
 RIGHT_COLUMN = 290  # px: the first-run layout's right column (watchlist, account, approvals)
 BOTTOM_ROW = 120  # px: the first-run layout's positions and record, under the chart
+SMALL_SCREEN_HEIGHT = 860  # px available: below it the right column's account and approvals are tabbed
+APPROVAL_ROOM = 330  # px the approval dock grows to when a signal waits: the card in full
 
 
 def model_saved_message(folder: str, settings: Settings) -> str:
@@ -300,7 +302,7 @@ class MainWindow(QMainWindow):
         awaiting approval; under the chart, short, the positions and the record."""
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         watch_dock = self._dock("Watchlist", "watchlistDock", self.watchlist, right)
-        account_dock = self._dock("Account && risk", "accountDock", self.account, right)
+        self.account_dock = account_dock = self._dock("Account && risk", "accountDock", self.account, right)
         self.approval_dock = self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
         self.notifier = ApprovalNotifier(self.approval_dock, self)
         self.approvals.pendingCountChanged.connect(self.notifier.set_count)
@@ -495,6 +497,11 @@ class MainWindow(QMainWindow):
         self.approvals.on_signal(e)
         if waiting:
             self.notifier.notify_pending(e.signal)
+            if self.tabifiedDockWidgets(self.approval_dock):
+                self.approval_dock.raise_()  # a small screen: the card takes the account's tab while it waits
+            elif self.approval_dock.height() < APPROVAL_ROOM and not self.approval_dock.isFloating():
+                # room for the card: taken from the docks beside it, given back by the user's hand only
+                self.resizeDocks([self.approval_dock], [APPROVAL_ROOM], Qt.Orientation.Vertical)
         self.watchlist.on_signal(e)
         bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
         self.chart_book.marker(e.signal.symbol, bar_time, e.signal.price, e.status.chart_marker, e.signal.signal_id)
@@ -667,9 +674,16 @@ class MainWindow(QMainWindow):
         room = screen.availableGeometry() if screen is not None else None
         if not self.layout_restored and room is not None and (room.width() < DEFAULT_SIZE[0]
                                                               or room.height() < DEFAULT_SIZE[1]):
+            if room.height() < SMALL_SCREEN_HEIGHT:  # the account and the approvals share one place, tabbed
+                self.tabifyDockWidget(self.account_dock, self.approval_dock)
+                self.account_dock.raise_()
             self.showMaximized()
-        else:
-            self.show()
+            return
+        if not self.layout_restored and room is not None:  # a big screen: most of it, centred
+            width, height = int(room.width() * 0.92), int(room.height() * 0.92)
+            self.resize(width, height)
+            self.move(room.x() + (room.width() - width) // 2, room.y() + (room.height() - height) // 2)
+        self.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         qs = self._qsettings()

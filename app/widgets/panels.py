@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QTextEdit,
@@ -162,6 +163,7 @@ class ApprovalPanel(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMaximumHeight(96)  # a list to pick from: the card below gets the room
         layout.addWidget(self.table)
         # the selected signal in full, wrapped: nothing of it behind a scrollbar however narrow the dock
         self.detail = QLabel("")
@@ -169,7 +171,17 @@ class ApprovalPanel(QWidget):
         self.detail.setWordWrap(True)
         self.detail.setTextFormat(Qt.TextFormat.RichText)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.detail)
+        self.detail.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        # in a frameless scroller: however long the reasons, the card never makes the window taller
+        # than the screen (a dock squeezed below the card's height scrolls, it does not push)
+        self.card_area = QScrollArea()
+        self.card_area.setObjectName("approvalCard")
+        self.card_area.setWidgetResizable(True)
+        self.card_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.card_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.card_area.setMinimumHeight(40)
+        self.card_area.setWidget(self.detail)
+        layout.addWidget(self.card_area, 1)
         self.table.currentCellChanged.connect(lambda *_: self._show_detail())
         self.settings: Settings | None = None  # the risk rules, for the stop and the size to expect
         self.equity = 0.0
@@ -251,6 +263,7 @@ class ApprovalPanel(QWidget):
         sig = self.pending.get(sid) if sid else None
         self.detail.setText(self.card(sig) if sig is not None else "")
         self.detail.setVisible(sig is not None)
+        self.card_area.setVisible(sig is not None)
 
     def set_pace(self, speed: float, paused: bool) -> None:
         """How fast the engine's clock runs against the wall's: the time left is shown in
