@@ -177,7 +177,7 @@ def _optimize(req: BacktestRequest, bars: list[Bar], notes: list[str], progress:
     cfg = req.config()
     check_costs(req.commission, req.commission_mode, req.slippage_bps, req.cash)
     saved = Settings.from_dict(req.settings) if req.settings else Settings()
-    params = [parse_param(t, cfg.strategy) for t in req.optimize]
+    params = [parse_param(t, cfg.strategy, cfg.plain) for t in req.optimize]
     check_grid(params)
     opt = optimize(bars, cfg, saved, params, req.maximize, req.folds,
                    models_dir=Path(req.models_dir) if req.models_dir else None, progress=progress)
@@ -196,6 +196,7 @@ def _optimize(req: BacktestRequest, bars: list[Bar], notes: list[str], progress:
                   f"{f.train[0]:%Y-%m-%d}..{f.train[1]:%Y-%m-%d}, traded {f.test[0]:%Y-%m-%d}..{f.test[1]:%Y-%m-%d}"
                   for k, f in enumerate(opt.folds, start=1)]
     deflated = "n/a" if opt.deflated_sharpe is None else f"{opt.deflated_sharpe:.2f}"
+    notes = [*opt.notes, *notes]
     said = [f"IN-SAMPLE best of {opt.tried} combinations: {chosen} (deflated Sharpe {deflated}; 0.95 would be "
             "evidence)", *fold_notes, *(f"refused: {s}" for s in opt.skipped[:3]), *notes]
     return BacktestOutcome(

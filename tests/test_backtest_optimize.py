@@ -125,3 +125,50 @@ def test_cli_reports_out_of_sample_beside_in_sample_with_a_heatmap(tmp_path: Pat
     assert main(["--data-dir", str(app_home), "backtest", "--csv", str(csv), "--timeframe", "1m",
                  "--optimize", "fast=1:200:1", "--optimize", "slow=2:200:1"]) == 2
     assert "combinations: at most 2,000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, plain, said", [
+    ("fast=5:30:5e-324", False, "more than 200 values"),
+    ("stop_loss_pct=0.005:0.2:1e-320", False, "more than 200 values"),
+    ("fast=5,10,5,,", False, "an empty value"),
+    ("stop_loss_pct=0.01:0.05:0.01", True, "a plain backtest has no stops"),
+    ("weight_lstm=0.1:0.5:0.1", False, "only the ensemble has weights"),
+])
+def test_review_grids_are_refused_in_one_line(text: str, plain: bool, said: str) -> None:
+    """An outside review crashed a tiny step (OverflowError) and searched settings that change nothing."""
+    with pytest.raises(ValueError, match=said):
+        parse_param(text, "sma_cross", plain)
+
+
+def test_a_profit_factor_with_no_losing_trade_ranks_first_and_says_inf() -> None:
+    from app.engine.backtest.optimize import _score
+
+    assert _score({"profit_factor": float("inf")}, "profit_factor") > _score({"profit_factor": 9.0}, "profit_factor")
+    assert _score({"profit_factor": float("nan")}, "profit_factor") == float("-inf")
+
+
+def test_a_portfolios_walk_forward_buy_and_hold_is_an_equal_weight_basket() -> None:
+    """It once divided one symbol's last close by another's first open (+1822% for SPY and PLTR)."""
+    from app.engine.backtest.optimize import _basket
+    from app.engine.types import Bar
+
+    t0 = _walk(2)[0].time
+    bars = [Bar("AAA", t0, 10.0, 10, 10, 10.0, 1), Bar("BBB", t0, 100.0, 100, 100, 100.0, 1),
+            Bar("AAA", t0 + (t0 - t0).__class__(minutes=1), 20.0, 20, 20, 20.0, 1),
+            Bar("BBB", t0 + (t0 - t0).__class__(minutes=1), 110.0, 110, 110, 110.0, 1)]
+    first, last = _basket(bars)
+    assert last / first - 1 == pytest.approx((2.0 + 1.1) / 2 - 1), "the mean of +100% and +10%"
+
+
+def test_the_search_passes_on_the_models_own_notes(tmp_path: Path, app_home: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Momentum's UNCALIBRATED note (and a saved model's IN-SAMPLE) were dropped by --optimize."""
+    from app.main import main
+
+    csv = tmp_path / "TEST.csv"
+    write_bars_csv(csv, _walk(1500, seed=8))
+    assert main(["--data-dir", str(app_home), "backtest", "--csv", str(csv), "--timeframe", "1m", "--plain",
+                 "--strategy", "momentum", "--optimize", "auto_threshold=0.6:0.8:0.1", "--folds", "2",
+                 "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "note: momentum is UNCALIBRATED" in out and "0% of the runs done" in out

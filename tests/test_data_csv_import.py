@@ -312,3 +312,29 @@ def test_a_quote_never_closed_is_said_in_words(tmp_path: Path) -> None:
                     '2024-01-02 14:31:00+00:00,"1,2,0.5,1.5,100\n2024-01-02 14:32:00+00:00,1,2,0.5,1.5,100\n')
     with pytest.raises(DataError, match=r'a quote \(\"\) opened on line 3 is never closed'):
         read_csv(path)
+
+
+@pytest.mark.parametrize("rows", [
+    ["2020-01-02,1,2,0.5,1.5,100,x,y", "2020-01-03,1,2,0.5,1.5,100"],  # two extra fields on the first row
+    ["2020-01-02,1,2,0.5,1.5,100,", "2020-01-03,1,2,0.5,1.5,100,"],  # a trailing comma on every row (Excel)
+])
+def test_extra_fields_never_turn_the_dates_into_an_index(tmp_path: Path, rows: list[str]) -> None:
+    """An outside review got a TypeError traceback, and "invalid literal for int()" for trailing commas."""
+    path = tmp_path / "SPY.csv"
+    path.write_text("date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    r = read_csv(path)
+    assert r.accepted == 2 and list(r.frame["close"]) == [1.5, 1.5]
+    assert str(r.frame.index[0].date()) == "2020-01-02"
+
+
+def test_new_york_offsets_and_epoch_seconds_read_as_the_careful_path_does(tmp_path: Path) -> None:
+    times = pd.date_range("2024-03-08 14:30", periods=6, freq="1D", tz="UTC")  # across the DST change
+    ny = tmp_path / "NY.csv"
+    ny.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{t.tz_convert('America/New_York').isoformat()},1,2,0.5,1.5,100\n" for t in times))
+    epoch = tmp_path / "EP.csv"
+    epoch.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{int(t.timestamp())},1,2,0.5,1.5,100\n" for t in times))
+    for path in (ny, epoch):
+        got = read_csv(path).frame.index
+        assert list(got) == list(times), path.name

@@ -73,6 +73,9 @@ def run_backtest_command(args: argparse.Namespace, paths: AppPaths, out: TextIO 
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped (Ctrl+C): nothing was written", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
@@ -84,6 +87,10 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if args.slippage_bps is None:
         args.slippage_bps = saved.slippage_bps
     check_costs(args.commission, args.commission_mode, args.slippage_bps, args.cash, flags=True)
+    for flag, target in (("--json", args.json_out), ("--html", args.html_out)):
+        folder = Path(target).expanduser().parent if target else None
+        if folder is not None and not folder.is_dir():  # said now, not after a long run
+            raise ValueError(f"{flag} {target}: no folder {folder}")
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to
         args.retrain_every = saved.backtest_retrain_bars if args.strategy == "ensemble" else 0
     check_retrain_every(args.retrain_every, args.strategy)
@@ -107,9 +114,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     if cfg.retrain_every:
         print(f"training the ensemble every {cfg.retrain_every} bars (walk-forward): this takes a while",
               file=out, flush=True)
-    if len(loaded) > 1:
-        for line in loaded:
-            print(line, file=out)
+    for line in loaded:  # one file too: its rows read and rejected are said
+        print(line, file=out)
     if args.optimize:
         return _optimize(args, bars, cfg, saved, paths, out)
     result = run_backtest(bars, cfg, saved, models_dir=paths.models)
@@ -147,16 +153,30 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
 def _optimize(args: argparse.Namespace, bars: list[Any], cfg: BacktestConfig, saved: Settings, paths: AppPaths,
               out: TextIO) -> int:
     """The grid, walked forward: the out-of-sample result first, the in-sample best beside it."""
-    params = [parse_param(text, cfg.strategy) for text in args.optimize]
+    params = [parse_param(text, cfg.strategy, cfg.plain) for text in args.optimize]
     combos = check_grid(params)
     if args.workers is not None and not 1 <= args.workers <= 64:
         raise ValueError(f"--workers {args.workers}: 1 to 64")
+    told = [-1]
+
+    def progress(fraction: float) -> bool:  # a long grid says how far it is, every tenth
+        tenth = int(fraction * 10)
+        if tenth != told[0] and tenth < 10:
+            told[0] = tenth
+            print(f"  {tenth * 10}% of the runs done", file=out, flush=True)
+        return True
+
     print(f"optimising {args.maximize} over {combos} combinations of "
           + ", ".join(f"{p.name} ({len(p.values)} values)" for p in params)
           + (f", walked forward over {args.folds} folds" if args.folds else " (in-sample only: --folds 0)"),
           file=out, flush=True)
     opt = optimize(bars, cfg, saved, params, args.maximize, args.folds, args.train_blocks, args.workers,
-                   models_dir=paths.models)
+                   models_dir=paths.models, progress=progress)
+    for note in opt.notes:
+        print(f"note: {note}", file=out)
+    if any("IN-SAMPLE" in n for n in opt.notes):
+        print("note: the saved model was trained on these bars, so no block below is truly out of sample",
+              file=out)
     used = settings_used(cfg, saved.updated(mode="auto", slippage_bps=cfg.slippage_bps))
     for line in describe_used(used):
         print(line, file=out)
@@ -165,8 +185,9 @@ def _optimize(args: argparse.Namespace, bars: list[Any], cfg: BacktestConfig, sa
     print(f"{opt.tried} combinations run in {opt.seconds:.1f} s on {opt.workers} process(es)", file=out)
     best, m = opt.best, opt.best_metrics
     chosen = ", ".join(f"{k}={v:g}" for k, v in best.items())
+    figure = _figure(args.maximize, float(m[args.maximize]))
     print(f"IN-SAMPLE best ({chosen}): return {m['total_return']:+.2%}, {args.maximize.replace('_', ' ')} "
-          f"{_num(float(m[args.maximize]))}, max drawdown {m['max_drawdown']:.2%}, {m['trades']} trades: the best of "
+          f"{figure}, max drawdown {m['max_drawdown']:.2%}, {m['trades']} trades: the best of "
           f"{opt.tried} tries on the bars it is scored on, not a forecast", file=out)
     deflated = "n/a" if opt.deflated_sharpe is None else f"{opt.deflated_sharpe:.2f}"
     print(f"deflated Sharpe ratio {deflated}: P(true Sharpe > 0) after {opt.tried} tries (0.95 would be evidence)",
@@ -193,6 +214,14 @@ def _optimize(args: argparse.Namespace, bars: list[Any], cfg: BacktestConfig, sa
                                                                 f"{last:%Y-%m-%d %H:%M}"))
         print(f"wrote {args.html_out}", file=out)
     return 0
+
+
+def _figure(name: str, value: float) -> str:
+    """A maximised figure as the report says it: rates as percentages, a profit factor with no
+    losing trade as "inf"."""
+    if value == math.inf:
+        return "inf (no losing trade)"
+    return _num(value, "+.2%" if name == "total_return" else ".1%" if name == "win_rate" else ".2f")
 
 
 def _num(value: float, spec: str = ".2f") -> str:

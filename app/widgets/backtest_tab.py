@@ -472,6 +472,7 @@ class BacktestTab(QWidget):
                 self.metrics_table.setItem(row, c, item)
         heat = opt["heatmap"]
         values = np.array([[np.nan if v is None else v for v in row] for row in heat["values"]], dtype=float)
+        values[np.array([[v == "inf" for v in row] for row in heat["values"]], dtype=bool)] = np.inf
         finite = values[np.isfinite(values)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         self.heatmap.setRowCount(len(heat["ys"]))
@@ -482,7 +483,7 @@ class BacktestTab(QWidget):
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 v = values[i, j]
-                item = QTableWidgetItem("" if not np.isfinite(v) else f"{v:.2f}")
+                item = QTableWidgetItem("inf" if v == np.inf else "" if not np.isfinite(v) else f"{v:.2f}")
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 item.setBackground(QColor(heat_color(v, lo, hi)))
                 item.setForeground(QColor("#ffffff"))

@@ -65,7 +65,7 @@ def check_costs(commission: float, mode: str, slippage_bps: float, cash: float =
         raise ValueError(f"{fee} {commission:g} as a fraction is {commission:.0%} of each trade: a fraction "
                          f"below {MAX_FRACTION:g} (0.001 is 0.1%)")
     if mode == "per_share" and commission > MAX_PER_SHARE:
-        raise ValueError(f"{fee} {commission:g} dollars a share: at most {MAX_PER_SHARE:g} (US brokers charge "
+        raise ValueError(f"{fee} {commission:.10g} dollars a share: at most {MAX_PER_SHARE:g} (US brokers charge "
                          "0 to 0.005; for a fraction of traded value use the fraction mode)")
     if slippage_bps > MAX_SLIPPAGE_BPS:
         raise ValueError(f"{slip} {slippage_bps:g} bps is {slippage_bps / 100:g}% a fill: at most "
@@ -112,6 +112,8 @@ def describe_used(used: dict[str, Any]) -> list[str]:
 
 def heat_color(score: float, lo: float, hi: float) -> str:
     """Red (worst) through dark to green (best); grey where nothing ran."""
+    if score == float("inf"):
+        return "#1e9e50"  # no losing trade: at least as good as the best finite cell
     if not math.isfinite(score):
         return "#2a2d33"
     t = 0.5 if hi <= lo else (score - lo) / (hi - lo)

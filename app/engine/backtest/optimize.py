@@ -77,6 +77,7 @@ class Optimization:
     oos_equity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     workers: int = 1
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # the model's own word (IN-SAMPLE, no edge, uncalibrated)
 
     def heatmap(self) -> tuple[str, str, list[float], list[float], np.ndarray]:
         """The score over the first two parameters (the best over any others, as backtesting.py's
@@ -87,7 +88,7 @@ class Optimization:
         for combo, score in self.scores.items():
             i = yp.values.index(combo[1]) if len(self.params) > 1 else 0
             j = xp.values.index(combo[0])
-            if math.isfinite(score) and not score <= grid[i, j]:
+            if score > float("-inf") and not score <= grid[i, j]:  # +inf: a profit factor with no loss
                 grid[i, j] = score
         return xp.name, yp.name, list(xp.values), list(yp.values), grid
 
@@ -110,24 +111,39 @@ class Optimization:
                 "equity": [[t.isoformat(), float(e)] for t, e in zip(self.oos_times, self.oos_equity, strict=True)],
             },
             "heatmap": {"x": x, "y": y, "xs": xs, "ys": ys,
-                        "values": [[_finite(v) for v in row] for row in grid.tolist()]},
+                        # JSON has no infinity: a profit factor with no losing trade is the string "inf"
+                        "values": [["inf" if v == float("inf") else _finite(v) for v in row]
+                                   for row in grid.tolist()]},
             "workers": self.workers,
             "seconds": self.seconds,
         }
 
 
-def parse_param(text: str, strategy: str) -> Param:
+def searchable(strategy: str, plain: bool) -> list[str]:
+    """The settings a search may vary for this strategy: the ones that change what it does."""
+    names = [n for n in RULES if isinstance(getattr(Settings(), n), (int, float))
+             and not isinstance(getattr(Settings(), n), bool)]
+    if strategy != "ensemble":
+        names = [n for n in names if not n.startswith("weight_")]
+    if plain:  # the whole cash, no stops or limits: only the signal's threshold still matters
+        names = [n for n in names if n == "auto_threshold"]
+    return names
+
+
+def parse_param(text: str, strategy: str, plain: bool = False) -> Param:
     """``name=start:stop:step`` (stop included), ``name=a,b,c`` or ``name=value``."""
     name, sep, spec = text.partition("=")
     name = name.strip()
     if not sep or not spec.strip():
         raise ValueError(f"--optimize {text!r}: NAME=START:STOP:STEP, e.g. fast=5:30:5")
     own = STRATEGY_PARAMS.get(strategy, ())
-    numeric = [n for n in RULES if isinstance(getattr(Settings(), n), (int, float))
-               and not isinstance(getattr(Settings(), n), bool)]
+    numeric = searchable(strategy, plain)
     if name not in own and name not in numeric:
         choices = ", ".join([*own, *numeric])
-        raise ValueError(f"--optimize {name}: not a parameter of {strategy}; one of {choices}")
+        why = (" (a plain backtest has no stops, limits or session rules)" if plain and name in RULES
+               else " (only the ensemble has weights)" if name.startswith("weight_") else "")
+        raise ValueError(f"--optimize {name}: not a parameter of {strategy}{' --plain' if plain else ''}{why}; "
+                         f"one of {choices}")
     try:
         if ":" in spec:
             parts = [float(p) for p in spec.split(":")]
@@ -136,12 +152,17 @@ def parse_param(text: str, strategy: str) -> Param:
             start, stop, step = parts
             if not all(math.isfinite(p) for p in parts) or step <= 0 or stop < start:
                 raise ValueError
-            count = math.floor((stop - start) / step + 1e-9) + 1
-            if count > MAX_VALUES:
-                raise ValueError(f"--optimize {name}: {count:,} values; at most {MAX_VALUES}")
+            span = (stop - start) / step
+            if not math.isfinite(span) or span + 1 > MAX_VALUES:
+                raise ValueError(f"--optimize {name}: {start:g} to {stop:g} in steps of {step:g} is more than "
+                                 f"{MAX_VALUES} values; at most {MAX_VALUES}")
+            count = math.floor(span + 1e-9) + 1
             values = [round(start + k * step, 10) for k in range(count)]
         else:
-            values = [float(p) for p in spec.split(",")]
+            cells = [p.strip() for p in spec.split(",")]
+            if not all(cells):
+                raise ValueError(f"--optimize {name}: an empty value in {spec!r}")
+            values = [float(p) for p in cells]
     except ValueError as exc:
         if str(exc):
             raise
@@ -181,6 +202,11 @@ _shared: dict[str, Any] = {}
 def _setup(bars: list[Bar], cfg: BacktestConfig, settings: dict[str, Any], base_models: dict[str, SignalModel],
            ) -> None:
     """Each process's copy of what every run shares (sent once, not with every run)."""
+    if mp.parent_process() is not None:  # a pool's process: problems only, as the command's own logging
+        # deferred: the log set-up, in the search's worker processes only
+        from app.engine import logs
+
+        logs.configure_simulation()
     _shared.update(bars=bars, cfg=cfg, settings=Settings.from_dict(settings), models=base_models, cache={})
 
 
@@ -239,14 +265,15 @@ def optimize(bars: list[Bar], cfg: BacktestConfig, settings: Settings, params: S
     times = sorted({b.time for b in bars})
     blocks = folds + train_blocks if folds else 1
     if len(times) < 50 * blocks:
-        raise ValueError(f"{len(times):,} bar times are too few for {folds} walk-forward folds of "
-                         f"{train_blocks}+1 blocks (50 bars a block at least); use fewer --folds")
+        what = (f"{folds} walk-forward folds of {train_blocks}+1 blocks (50 bars a block at least); use fewer "
+                "--folds" if folds else "a search (50 bars at least)")
+        raise ValueError(f"{len(times):,} bar times are too few for {what}")
     started = time.perf_counter()
     bars = sorted(bars, key=lambda b: (b.time, b.symbol))
     cut = [bisect_time(bars, times[len(times) * k // blocks]) for k in range(blocks)] + [len(bars)]
     names = tuple(p.name for p in params)
     combos = list(itertools.product(*(p.values for p in params)))
-    base_models, _ = _base_models(bars, cfg, settings, models_dir, names)
+    base_models, notes = _base_models(bars, cfg, settings, models_dir, names)
     # every task: the whole grid on all the bars, then each fold's grid on its in-sample blocks
     tasks = [(names, c, 0, len(bars)) for c in combos]
     for k in range(folds):
@@ -265,7 +292,7 @@ def optimize(bars: list[Bar], cfg: BacktestConfig, settings: Settings, params: S
     best_equity = np.asarray(grid[combos.index(best_combo)][2])
     deflated = _deflated(best_equity, len(scores))
     out = Optimization(maximize, list(params), len(scores), skipped, scores, dict(zip(names, best_combo, strict=True)),
-                       best_metrics, deflated, workers=n_workers)
+                       best_metrics, deflated, workers=n_workers, notes=notes)
     if folds:
         oos = [(names, _best_of(combos, results[len(combos) * (k + 1): len(combos) * (k + 2)], maximize),
                 cut[k + train_blocks], cut[k + train_blocks + 1]) for k in range(folds)]
@@ -332,6 +359,8 @@ def _map(tasks: list[Any], workers: int, shared: tuple[Any, ...], progress: Call
 def _score(metrics: dict[str, Any] | None, maximize: str) -> float:
     """The figure to maximise; undefined (no trades, no losing bar) ranks last."""
     v = float((metrics or {}).get(maximize, float("nan")))
+    if v == float("inf"):
+        return v  # a profit factor with no losing trade: the most there is (said "inf" in the report)
     return v if math.isfinite(v) else float("-inf")
 
 
@@ -376,13 +405,22 @@ def _walk(out: Optimization, bars: list[Bar], cfg: BacktestConfig, settings: Set
         scale = float(eq_arr[-1])
     out.oos_times, out.oos_equity = times, np.asarray(equity)
     if len(equity) > 1:
-        first = bars[cut[train_blocks]]
-        last = bars[cut[-1] - 1]
+        first_open, last_close = _basket(bars[cut[train_blocks]:])
         out.oos_metrics = compute_metrics(out.oos_equity, times, [], cfg.timeframe, np.zeros(len(equity), bool),
-                                          first.open, last.close, 0.0, settings.risk_free_rate)
+                                          first_open, last_close, 0.0, settings.risk_free_rate)
         out.oos_metrics["trades"] = sum(int(f.test_metrics.get("trades", 0)) for f in out.folds)
         for key in ("win_rate", "profit_factor", "avg_win", "avg_loss", "exposure", "turnover"):
             out.oos_metrics.pop(key, None)  # per fold, in the folds' own figures
+
+
+def _basket(bars: list[Bar]) -> tuple[float, float]:
+    """Buy and hold over ``bars`` as (first open, last close): one symbol's own, or an equal-weight
+    basket's growth (1, mean of each symbol's last close / first open), as the plain report does."""
+    by_symbol = split_symbols(bars)
+    if len(by_symbol) == 1:
+        own = next(iter(by_symbol.values()))
+        return own[0].open, own[-1].close
+    return 1.0, float(np.mean([b[-1].close / b[0].open for b in by_symbol.values()]))
 
 
 def _finite(v: Any) -> Any:

@@ -137,7 +137,7 @@ def _heatmap_table(opt: Optimization) -> str:
     body = ""
     for i, yv in enumerate(ys):
         cells = "".join(f'<td style="background:{heat_color(v, lo, hi)}">'
-                        f'{"" if not np.isfinite(v) else f"{v:.2f}"}</td>' for v in grid[i])
+                        f'{"inf" if v == np.inf else "" if not np.isfinite(v) else f"{v:.2f}"}</td>' for v in grid[i])
         label = f"{html.escape(y)} {yv:g}" if y else ""
         body += f"<tr><th>{label}</th>{cells}</tr>"
     return (f"<h2>Heatmap: IN-SAMPLE {html.escape(opt.maximize)}</h2>"

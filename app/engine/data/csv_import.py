@@ -261,7 +261,10 @@ def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
     if first.count(sep) >= MAX_COLUMNS:
         raise DataError(f"{name} is not a CSV of bars: its first line has {first.count(sep) + 1:,} columns")
     options: dict[str, Any] = {"sep": sep, "dtype": _text_columns(first, sep, name), "keep_default_na": False,
-                               "skipinitialspace": True, "skip_blank_lines": True, "on_bad_lines": "skip"}
+                               "skipinitialspace": True, "skip_blank_lines": True, "on_bad_lines": "skip",
+                               # never the leading columns as an index, when the first row (or every row:
+                               # a trailing comma) has more fields than the header: that once crashed
+                               "index_col": False}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -440,6 +443,9 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     fast = _uniform_iso(s)
     if fast is not None:
         return fast
+    fast = _all_epoch(s) if re.fullmatch(_EPOCH, s.iloc[0]) else _all_zoned(s)
+    if fast is not None:
+        return fast
     s = _slash_dates_to_iso(s)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
     epoch = s.str.fullmatch(_EPOCH)
@@ -532,6 +538,31 @@ def _uniform_iso(s: pd.Series) -> pd.DatetimeIndex | None:
         if got.isna().any():
             return None
     return pd.DatetimeIndex(got.dt.tz_convert("UTC"), name=INDEX_NAME).as_unit("ns")
+
+
+def _all_epoch(s: pd.Series) -> pd.DatetimeIndex | None:
+    """Every cell epoch seconds (or milliseconds), in one vectorised pass; None when one is not."""
+    num = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64")
+    if not np.isfinite(num).all() or not ((num >= 1e8) & (num < 1e13)).all():
+        return None
+    secs = np.where(num < 1e11, num, num / 1000.0)  # 13 digits: milliseconds
+    return pd.DatetimeIndex(pd.to_datetime(secs, unit="s", utc=True), name=INDEX_NAME).as_unit("ns")
+
+
+def _all_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
+    """Every cell ISO-8601 with its own offset (New York's -05:00 and -04:00 across a year), read
+    in one call; None when a cell lacks a zone or does not parse (the careful path decides)."""
+    if not s.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).all():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = _fit_ns(pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce"))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if got.isna().any():
+        return None
+    return pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
 
 
 def _to_datetime(s: pd.Series, utc: bool) -> pd.Series:
