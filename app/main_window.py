@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
     requestImport = Signal(str, str, str)
     requestConfirmLive = Signal()
     requestManualOrder = Signal(str, str, float, float)
+    requestMoveStop = Signal(str, float, bool)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,
                  replay: Sequence[str] = ()) -> None:
@@ -126,6 +127,7 @@ class MainWindow(QMainWindow):
         self.alerts: list[AlertEvent] = []
         self.held: dict[str, float] = {}  # shares per symbol, from the latest portfolio
         self.ticket: OrderTicket | None = None
+        self.entries: dict[str, float] = {}  # each held symbol's entry price, for a dragged stop's check
         self._build_menu()
         self._build_widgets()
         self._build_docks()
@@ -174,6 +176,23 @@ class MainWindow(QMainWindow):
         self.ticket = ticket
         ticket.open()
         return ticket
+
+    @Slot(float, float)
+    def on_stop_dragged(self, was: float, to: float) -> None:
+        """A stop line dropped at ``to``: the engine checks it; one looser than the initial stop asks first."""
+        symbol = self.chart_symbol
+        entry = self.entries.get(symbol)
+        if entry is None:
+            return
+        floor = entry * (1 - self.settings.stop_loss_pct)
+        looser = to < floor - 1e-9
+        if looser and not self.confirm(
+                "Loosen the stop?", f"{to:,.2f} is below the initial stop {floor:,.2f} "
+                f"({self.settings.stop_loss_pct:.1%} under the entry at {entry:,.2f}): more than the risk rules "
+                "planned could be lost. Move the stop there?"):
+            self.notify(f"{symbol}: stop left at {was:,.2f}")
+            return
+        self.requestMoveStop.emit(symbol, to, looser)
 
     @Slot(str)
     def on_manual_order(self, text: str) -> None:
@@ -411,6 +430,8 @@ class MainWindow(QMainWindow):
         self.requestImport.connect(w.importCsv)
         self.requestConfirmLive.connect(w.confirmLive)
         self.requestManualOrder.connect(w.manualOrder)
+        self.requestMoveStop.connect(w.moveStop)
+        self.chart.stopDragged.connect(self.on_stop_dragged)
         w.manualOrderDone.connect(self.on_manual_order)
         self.approvals.approveRequested.connect(self.requestApprove)
         self.approvals.rejectRequested.connect(self.requestReject)
@@ -524,6 +545,7 @@ class MainWindow(QMainWindow):
         self.account.update_from(e, breaker, self.status.now if self.status else None)
         self.positions.set_positions(e.positions, self.status.now if self.status else None, e.foreign)
         self.held = {p.symbol: p.qty for p in e.positions}
+        self.entries = {p.symbol: p.avg_price for p in e.positions}
         self.chart_book.positions(e.positions)
         self.watchlist.on_positions(e.positions)
         self.approvals.set_account(self.settings, e.account.equity, e.account.buying_power)

@@ -174,6 +174,13 @@ class EngineWorker(QObject):
         text = self.ctx.bot.manual_order(symbol, Side(side), shares or None, dollars or None)
         self.manualOrderDone.emit(text)
 
+    @Slot(str, float, bool)
+    def moveStop(self, symbol: str, stop: float, looser_ok: bool) -> None:
+        """A stop dragged on the chart, re-validated by the engine."""
+        if self.ctx:
+            text = self.ctx.bot.move_stop(symbol, stop, looser_ok)
+            self.alertRaised.emit(AlertEvent("warning" if "refused" in text else "info", text))
+
     @Slot(str)
     def closePosition(self, symbol: str) -> None:
         if self.ctx:

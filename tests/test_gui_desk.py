@@ -551,3 +551,34 @@ def test_every_tables_columns_can_be_hidden_and_stay_so_after_a_restart(qtbot, a
     kept = again.positions.horizontalHeader()
     assert kept.isSectionHidden(1) and kept.sectionSize(0) == 140, "hidden and sized as left"
     again.close()
+
+
+def test_a_stop_line_dragged_on_the_chart_asks_the_engine(qtbot) -> None:  # type: ignore[no-untyped-def]
+    chart = CandleChart()
+    qtbot.addWidget(chart)
+    chart.set_history(_bars(60))
+    chart.set_stops([(29.0, False)])
+    (line,) = chart.stop_lines
+    assert line.movable
+    line.setValue(29.4)
+    with qtbot.waitSignal(chart.stopDragged) as blocker:
+        line.sigPositionChangeFinished.emit(line)
+    assert blocker.args == [29.0, 29.4]
+    assert line.value() == 29.0, "the line stays where the stop is until the engine has moved it"
+
+
+@pytest.mark.parametrize("confirmed", [True, False])
+def test_a_stop_dragged_below_the_initial_stop_asks_first(qtbot, window, confirmed: bool) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    w.entries = {"PLTR": 20.0}  # held at 20: the initial stop is 19.40
+    asked: list[str] = []
+    w.confirm = lambda title, text: asked.append(text) or confirmed
+    sent: list[tuple[str, float, bool]] = []
+    w.requestMoveStop.connect(lambda s, p, ok: sent.append((s, p, ok)))
+    w.on_stop_dragged(19.4, 19.8)  # tighter: no question
+    assert sent == [("PLTR", 19.8, False)] and not asked
+    w.on_stop_dragged(19.8, 18.5)
+    assert "below the initial stop 19.40" in asked[0]
+    assert sent[1:] == ([("PLTR", 18.5, True)] if confirmed else [])
+    if not confirmed:
+        assert w.notices.texts()[0] == "PLTR: stop left at 19.80"

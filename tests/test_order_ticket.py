@@ -71,3 +71,23 @@ def test_a_manual_sell_closes_the_holding_and_its_stop_goes(nyse: MarketCalendar
 def test_no_price_no_order(nyse: MarketCalendar) -> None:
     desk = Desk("manual", calendar=nyse)
     assert "no price yet" in desk.bot.manual_order(SYMBOL, Side.BUY, qty=1)
+
+
+def test_a_dragged_stop_is_revalidated_and_the_broker_stop_follows(nyse: MarketCalendar) -> None:
+    """Never above the market for a long; never looser than the initial stop without confirmation."""
+    desk = _desk(nyse)
+    desk.buy(20.0)
+    (stop,) = desk.broker_orders(Side.SELL, OrderType.STOP)
+    assert stop.stop_price == pytest.approx(19.4)
+    assert "stop moved from 19.40 to 19.70" in desk.bot.move_stop(SYMBOL, 19.7)
+    (stop,) = desk.broker_orders(Side.SELL, OrderType.STOP)
+    assert stop.stop_price == pytest.approx(19.7), "the broker's stop follows at once"
+    said = desk.bot.move_stop(SYMBOL, 20.5)
+    assert "not below the market (20.00): it would sell at once" in said
+    said = desk.bot.move_stop(SYMBOL, 19.0)
+    assert "looser than the initial stop 19.40" in said and "confirm" in said
+    assert desk.broker_orders(Side.SELL, OrderType.STOP)[0].stop_price == pytest.approx(19.7), "unchanged"
+    assert "stop moved from 19.70 to 19.00" in desk.bot.move_stop(SYMBOL, 19.0, looser_ok=True)
+    assert desk.broker_orders(Side.SELL, OrderType.STOP)[0].stop_price == pytest.approx(19.0)
+    desk.tick(18.9)
+    assert desk.position is None and desk.records.trades[-1].exit_reason == "stop loss", "the moved stop sells"

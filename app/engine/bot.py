@@ -267,6 +267,13 @@ class TradingBot:
     def close_position(self, symbol: str) -> str:
         return self.core.close_position(symbol)
 
+    def move_stop(self, symbol: str, stop: float, looser_ok: bool = False) -> str:
+        """A stop dragged on the chart: below the market, and looser than the initial stop only when
+        the user confirmed; what happened, in words."""
+        out = self.core.move_stop(symbol, stop, looser_ok)
+        self._publish_cycle()
+        return out
+
     def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
         """The order ticket: a market buy of ``qty`` shares or ``amount`` dollars, or a sell of the
         holding, through the same risk rules as every entry; what happened, in words."""

@@ -250,6 +250,11 @@ class ExecutionCore:
         self._watch_record()
         return self.entries.manual(symbol, side, qty, amount)
 
+    def move_stop(self, symbol: str, stop: float, looser_ok: bool = False) -> str:
+        """The user's hand on a position's stop, re-validated (see Exits.move_stop)."""
+        self._watch_record()
+        return self.exits.move_stop(symbol, stop, looser_ok)
+
     def close_position(self, symbol: str) -> str:
         return self.exits.exit(symbol, "closed by the user")
 

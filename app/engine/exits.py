@@ -7,6 +7,7 @@ user hands to the app. None of it waits for approval, in any mode.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import timedelta
 
@@ -266,6 +267,33 @@ class Exits:
         kind = "trailing stop" if p.trailing_active else "stop loss"
         return Order(book.router.new_id(p.symbol, "stop"), p.symbol, Side.SELL, p.qty, OrderType.STOP,
                      OrderStatus.INTENT, book.clock.now(), stop_price=p.stop_price, reason=f"exit: {kind}")
+
+    # ----------------------------------------------------------- the user's hand
+    def move_stop(self, symbol: str, stop: float, looser_ok: bool = False) -> str:
+        """The user moves a position's stop (dragged on the chart). Re-validated here: a long's
+        stop must be below the market (at or above it, the stop would sell at once), and one
+        below the initial stop (entry less ``stop_loss_pct``) only with ``looser_ok``, the user's
+        confirmation. The broker's stop follows at once (replaced, as a trailing stop is); the
+        trailing rule may raise it again later, never lower it."""
+        book = self.book
+        p = book.position(symbol)
+        if p is None or p.qty <= 0:
+            return f"{symbol}: nothing held, no stop to move"
+        price = book.last_prices.get(symbol)
+        if not (math.isfinite(stop) and stop > 0):
+            return f"{symbol}: refused: a stop must be a price above 0"
+        if price is None or stop >= price:
+            return (f"{symbol}: refused: a stop at {stop:,.2f} is not below the market"
+                    + (f" ({price:,.2f}): it would sell at once" if price is not None else " (no price yet)"))
+        floor = risk.initial_stop(p.avg_price, book.settings)
+        if stop < floor - 1e-9 and not looser_ok:
+            return (f"{symbol}: refused: {stop:,.2f} is looser than the initial stop {floor:,.2f} "
+                    f"({book.settings.stop_loss_pct:.1%} below the entry at {p.avg_price:,.2f}); confirm to move it "
+                    "there")
+        old = p.stop_price
+        book.records.position(replace(p, stop_price=round(stop, 2)))
+        self.keep_protected(symbol)
+        return f"{symbol}: stop moved from {old:,.2f} to {stop:,.2f}" if old else f"{symbol}: stop set at {stop:,.2f}"
 
     # ----------------------------------------------------------- adopting
     def adopt(self, symbol: str) -> str:

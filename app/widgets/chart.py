@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.engine.types import NY, Bar
@@ -58,6 +58,8 @@ class TimeAxis(pg.AxisItem):
 
 class CandleChart(QWidget):
     """Candles with volume below and the ensemble's P(up) beneath that."""
+
+    stopDragged = Signal(float, float)  # (the stop's price, where the user dropped it): to be re-validated
 
     def __init__(self, bar_minutes: int = 5, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -293,12 +295,25 @@ class CandleChart(QWidget):
         for price, trailing in stops:
             color = "#ffa726" if trailing else "#ef5350"
             line = pg.InfiniteLine(price, angle=0, pen=pg.mkPen(color, style=Qt.PenStyle.DashLine),
+                                   movable=True, hoverPen=pg.mkPen(color, width=3),
                                    label=("trailing " if trailing else "stop ") + f"{price:.2f}",
                                    labelOpts={"color": color, "position": 0.12})  # clear of the price axis
+            line.setToolTip("Drag to move this stop: it is checked (below the market; looser than the "
+                            "initial stop only when you confirm) and the broker's stop follows")
+            line.sigPositionChangeFinished.connect(lambda ln, was=price: self._stop_dropped(ln, was))
             self.price.addItem(line)
             self.stop_lines.append(line)
         if stops and self._follow:
             self._redraw()  # the view takes the new stop in
+
+    def _stop_dropped(self, line: pg.InfiniteLine, was: float) -> None:
+        """The line goes back where the stop is; it moves when the engine has moved the stop."""
+        dropped = float(line.value())
+        line.blockSignals(True)
+        line.setValue(was)
+        line.blockSignals(False)
+        if abs(dropped - was) >= 0.005:
+            self.stopDragged.emit(was, round(dropped, 2))
 
     # ------------------------------------------------------------ drawing
     def _index_of(self, time: datetime) -> int | None:
