@@ -320,7 +320,7 @@ class MainWindow(QMainWindow):
         window (55% or more at 1280x720); on the right the watchlist, the account and the signals
         awaiting approval; under the chart, short, the positions and the record."""
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
-        watch_dock = self._dock("Watchlist", "watchlistDock", self.watchlist, right)
+        self.watch_dock = watch_dock = self._dock("Watchlist", "watchlistDock", self.watchlist, right)
         self.account_dock = account_dock = self._dock("Account && risk", "accountDock", self.account, right)
         self.approval_dock = self._dock("Signals awaiting approval", "approvalDock", self.approvals, right)
         self.notifier = ApprovalNotifier(self.approval_dock, self)
@@ -705,6 +705,11 @@ class MainWindow(QMainWindow):
             width, height = int(room.width() * 0.92), int(room.height() * 0.92)
             self.resize(width, height)
             self.move(room.x() + (room.width() - width) // 2, room.y() + (room.height() - height) // 2)
+            self.show()
+            # the right column wider and the watchlist taller where there is room (every column, ten rows)
+            self.resizeDocks([self.watch_dock], [min(420, int(width * 0.24))], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.watch_dock, self.account_dock], [int(height * 0.3), 250], Qt.Orientation.Vertical)
+            return
         self.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
