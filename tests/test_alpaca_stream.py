@@ -43,8 +43,13 @@ def test_a_fill_pushed_by_the_stream_is_booked_and_protected_without_a_poll(
     reads = order_reads(alpaca_server)
 
     alpaca_server.fill_open_orders(20.0, SYMBOL)
-    pushed.wait(seen + 1)
-    desk.bot.on_trade_updates()  # what the desk's worker does when the stream says so
+    # the entry's own "new" update may still be on its way (a loaded host): each push is applied as
+    # the desk's worker does, until the fill's has come
+    for k in range(1, 4):
+        pushed.wait(seen + k)
+        desk.bot.on_trade_updates()  # what the desk's worker does when the stream says so
+        if desk.position is not None:
+            break
 
     assert desk.position is not None and desk.position.qty == float(entry["qty"])
     assert desk.stop_cover() == desk.held() == float(entry["qty"]), "the pushed fill got no stop"
