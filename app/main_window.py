@@ -127,10 +127,13 @@ class MainWindow(QMainWindow):
         self.alerts: list[AlertEvent] = []
         self.held: dict[str, float] = {}  # shares per symbol, from the latest portfolio
         self.ticket: OrderTicket | None = None
+        self.closing = False  # set as the window closes: a question it was asking goes unanswered
         self.entries: dict[str, float] = {}  # each held symbol's entry price, for a dragged stop's check
         self._build_menu()
         self._build_widgets()
         self._build_docks()
+        # never narrower than the File menu beside the whole trading bar (banner, mode, speed, FLATTEN ALL)
+        self.setMinimumWidth(self.trading_bar.sizeHint().width() + 80)
         self._restore_layout()
         self.approvals.set_pace(float(self.speed.currentData()) if demo else 1.0, False)
         if not demo and settings.broker == "alpaca-live":
@@ -651,6 +654,8 @@ class MainWindow(QMainWindow):
                 "Resume Auto?", "AI Trader was in Auto when it last closed: signals with confidence >= 0.80 "
                 "would execute without asking. It started in Hybrid. Resume Auto?")):
             self.notify("Auto resumed, as you confirmed")
+        elif self.closing:  # closed (a logout, SIGTERM) while asking: no answer, the saved Auto stays
+            return
         else:
             self._keep_mode(TradingMode.HYBRID.value)
             self.notify("Started in Hybrid: Auto was not resumed")
@@ -713,6 +718,7 @@ class MainWindow(QMainWindow):
         self.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.closing = True
         qs = self._qsettings()
         qs.setValue("geometry", self.saveGeometry())
         qs.setValue("state", self.saveState(LAYOUT_VERSION))

@@ -34,7 +34,7 @@ def test_a_buy_by_dollar_amount_buys_whole_shares_of_it(nyse: MarketCalendar) ->
 
 
 @pytest.mark.parametrize("settings, qty, said", [
-    ({}, 2_000, "2000 shares is more than the 1000 the risk rules allow at 20.00"),  # 20% of $100k
+    ({}, 2_000, "2,000 shares is more than the 1,000 the risk rules allow at 20.00"),  # 20% of $100k
     ({"max_positions": 1}, 10, None),
 ])
 def test_a_buy_the_rules_forbid_is_refused_with_the_reason_and_nothing_is_sent(
@@ -91,3 +91,15 @@ def test_a_dragged_stop_is_revalidated_and_the_broker_stop_follows(nyse: MarketC
     assert desk.broker_orders(Side.SELL, OrderType.STOP)[0].stop_price == pytest.approx(19.0)
     desk.tick(18.9)
     assert desk.position is None and desk.records.trades[-1].exit_reason == "stop loss", "the moved stop sells"
+
+
+def test_a_manual_sell_waits_for_the_open_rather_than_strip_the_stop_overnight(nyse: MarketCalendar) -> None:
+    """A review found a market sell sent at 18:00, sitting at the broker all night, the stop cancelled for it."""
+    desk = Desk("manual", start=utc(2025, 3, 4, 20, 25), calendar=nyse)  # 15:25 New York
+    desk.close_bar(20.0, p_up=0.5)
+    desk.buy(20.0)
+    desk.clock.set(utc(2025, 3, 4, 23, 0))  # 18:00: closed
+    said = desk.bot.manual_order(SYMBOL, Side.SELL)
+    assert "refused: the market is closed" in said and "keeps its broker stop" in said
+    assert desk.broker_orders(Side.SELL, OrderType.STOP), "the stop still protects the shares"
+    assert not desk.broker_orders(Side.SELL), "no market sell waits at the broker"

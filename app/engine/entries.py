@@ -108,6 +108,11 @@ class Entries:
             if book.held(symbol) <= 0:
                 self._done(sig, SignalStatus.REFUSED, "manual sell: nothing held")
                 return f"{symbol}: nothing held to sell"
+            if book.calendar is not None and not book.calendar.is_open(now):
+                why = ("the market is closed: a market sell would wait at the broker until the open, and its "
+                       "stop would be cancelled for it; the position keeps its broker stop (sell after the open)")
+                self._done(sig, SignalStatus.REFUSED, f"manual sell refused: {why}")
+                return f"{symbol}: refused: {why}"
             result = self.exits.exit(symbol, "manual sell", signal_id=sig.signal_id)
             self._done(sig, SignalStatus.EXECUTED, result)
             return result
@@ -127,7 +132,8 @@ class Entries:
             self._done(sig, SignalStatus.REFUSED, f"manual buy refused: {decision.reason}")
             return f"{symbol}: refused by the risk rules: {decision.reason}"
         if want > decision.qty + 1e-9:
-            why = (f"{want:g} shares is more than the {decision.qty:g} the risk rules allow at {price:,.2f} "
+            why = (f"{_shares(want)} shares is more than the {_shares(decision.qty)} the risk rules allow at "
+                   f"{price:,.2f} "
                    f"({book.settings.risk_per_trade:.1%} of equity at risk over a {book.settings.stop_loss_pct:.1%} "
                    f"stop, at most {book.settings.max_position_pct:.0%} of equity in one position)")
             self._done(sig, SignalStatus.REFUSED, f"manual buy refused: {why}")
@@ -136,7 +142,7 @@ class Entries:
                       OrderStatus.INTENT, now, reason="manual entry", signal_id=sig.signal_id)
         placed = self.fills.placed(book.router.place(order, expires_at=sig.expires_at, revalidate=self.revalidate))
         status = SignalStatus.EXECUTED if placed.status != OrderStatus.REJECTED else SignalStatus.REFUSED
-        detail = f"manual buy {want:g} ({placed.status.label})"
+        detail = f"manual buy {_shares(want)} ({placed.status.label})"
         self._done(sig, status, detail)
         return f"{symbol}: {detail}"
 
@@ -224,3 +230,8 @@ class Entries:
         self.book.records.signal(sig, status, detail, self.book.clock.now())
         if self.book.bus.active:
             self.book.bus.publish(SignalEvent(sig, status, detail))
+
+
+def _shares(qty: float) -> str:
+    """A number of shares as people write it: 10,000,000 (not 1e+07), 12.5 where fractional."""
+    return f"{qty:,.0f}" if qty == int(qty) else f"{qty:,.4f}".rstrip("0")

@@ -306,6 +306,12 @@ class CandleChart(QWidget):
         if stops and self._follow:
             self._redraw()  # the view takes the new stop in
 
+    def set_last_price(self, price: float) -> None:
+        """The last-price tag at ``price`` (the latest trade: the forming bar's close, else the last bar's)."""
+        if np.isfinite(price) and price > 0:
+            self.last_line.show()  # first: a hidden line's label does not follow its value
+            self.last_line.setPos(price)
+
     def _stop_dropped(self, line: pg.InfiniteLine, was: float) -> None:
         """The line goes back where the stop is; it moves when the engine has moved the stop."""
         dropped = float(line.value())
@@ -351,14 +357,11 @@ class CandleChart(QWidget):
             if self._follow:
                 n = len(d)
                 lo = max(0, n - FOLLOW_CANDLES)
-                self.price.setXRange(lo, n + 2, padding=0)
+                self.price.setXRange(lo, n + 7, padding=0)  # room at the right for the last-price tag
                 low, high = float(np.nanmin(d[lo:, L])), float(np.nanmax(d[lo:, H]))
                 stops = [p for p, _ in self._stops if p > 0]  # a position's stops stay in view
                 self.price.setYRange(min([low, *stops]), max([high, *stops]), padding=0.05)
-            last = float(d[-1, C])
-            if np.isfinite(last):
-                self.last_line.show()  # first: a hidden line's label does not follow its value
-                self.last_line.setPos(last)
+            self.set_last_price(float(d[-1, C]))
             self._fit_volume()
         finally:
             self._redrawing = False

@@ -49,6 +49,7 @@ class ChartBook:
         self.prices[bar.symbol] = bar.close
         if bar.symbol == self.symbol:
             self.chart.set_forming(bar)
+            self.chart.set_last_price(bar.close)  # the tag says the latest trade, as the watchlist does
 
     def prediction(self, symbol: str, time: datetime, p_up: float) -> None:
         self.predictions.setdefault(symbol, deque(maxlen=KEEP_PREDICTIONS)).append((time, p_up))
@@ -81,6 +82,8 @@ class ChartBook:
         self.symbol = symbol
         self.chart.symbol_label.setText(symbol)
         self.chart.set_history(list(self.bars.get(symbol, ())))
+        if symbol in self.prices:
+            self.chart.set_last_price(self.prices[symbol])
         self.chart.set_annotations(list(self.predictions.get(symbol, ())),
                                    list(self.markers.get(symbol, {}).values()))
         self.chart.set_stops(self.stops.get(symbol, []))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -94,6 +94,9 @@ class OrderTicket(QDialog):
         for w in (self.symbol, self.side, self.unit):
             w.currentTextChanged.connect(self._update)
         self.quantity.valueChanged.connect(self._update)
+        self._refresh = QTimer(self)  # the preview follows the price while the ticket is open
+        self._refresh.timeout.connect(self._update)
+        self._refresh.start(1000)
         self._update()
 
     def _update(self, *_: object) -> None:

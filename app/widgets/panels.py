@@ -88,7 +88,8 @@ class AccountSummary(QWidget):
         self.labels["cash"].setText(f"${a.cash:,.2f}")
         self.labels["buying_power"].setText(f"${a.buying_power:,.2f}")
         color = "#26a69a" if a.day_pnl >= 0 else "#ef5350"
-        self.labels["day_pnl"].setText(f"<span style='color:{color}'>{a.day_pnl:+,.2f} ({a.day_pnl_pct:+.2%})</span>")
+        pct = a.day_pnl_pct if abs(a.day_pnl_pct) >= 5e-5 else 0.0  # no "-0.00%"
+        self.labels["day_pnl"].setText(f"<span style='color:{color}'>{a.day_pnl:+,.2f} ({pct:+.2%})</span>")
         self.labels["exposure"].setText(f"{e.exposure_pct:.1%} of {s.max_exposure_pct:.0%} limit")
         self.labels["round_trips"].setText(f"{e.round_trips_today} of {s.max_round_trips}")
         self.labels["breaker"].setText("<b style='color:#ef5350'>TRIPPED: no new entries</b>" if breaker else "armed")
@@ -120,6 +121,9 @@ class DayPnlCurve(pg.PlotWidget):
         day = now.astimezone(NY).date()
         if day != self.day:
             self.day, self.times, self.values = day, [], []
+            offset = now.astimezone(NY).utcoffset()
+            if offset is not None:  # the axis in New York time, as every clock of the app (not the machine's)
+                self.getAxis("bottom").utcOffset = -offset.total_seconds()
         t = now.timestamp()
         if self.times and t <= self.times[-1]:
             self.values[-1] = pnl  # the same moment again: the latest word
