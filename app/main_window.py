@@ -364,7 +364,7 @@ class MainWindow(QMainWindow):
             widget.setMinimumHeight(60)
         self.resizeDocks([watch_dock, account_dock, self.approval_dock], [150, 200, 250], Qt.Orientation.Vertical)
         self.resizeDocks([watch_dock], [RIGHT_COLUMN], Qt.Orientation.Horizontal)
-        self.resizeDocks([positions_dock, record_dock], [2, 3], Qt.Orientation.Horizontal)
+        self.resizeDocks([positions_dock, record_dock], [9, 11], Qt.Orientation.Horizontal)
         self.resizeDocks([positions_dock], [BOTTOM_ROW], Qt.Orientation.Vertical)
 
     def notify(self, text: str, kind: str = "info", timeout_ms: int = 15_000, log: bool = True) -> None:

@@ -88,6 +88,8 @@ class PositionsTable(QTableView):
         self.setModel(self.model_)
         self.verticalHeader().hide()
         self.horizontalHeader().setStretchLastSection(True)
+        self.horizontalHeader().setMinimumSectionSize(30)
+        self.horizontalHeader().setDefaultSectionSize(54)  # nine columns in a short dock: narrow, elided
         self.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._menu)

@@ -68,6 +68,8 @@ class RecordTable(QWidget):
         self.table.setHorizontalHeaderLabels(headers)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setMinimumSectionSize(30)
+        self.table.horizontalHeader().setDefaultSectionSize(66)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         layout.addWidget(self.table)
         self._keys: list[str] = []
