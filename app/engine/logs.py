@@ -81,7 +81,7 @@ def configure(log_dir: Path, console_level: str = "WARNING",
         logger.remove()
         logger.configure(patcher=_patch)
         fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level:<8} | {thread.name} | {name}:{line} | {message}"
-        logger.add(sys.stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
+        logger.add(_stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
                    diagnose=False, backtrace=False)
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +111,13 @@ def configure(log_dir: Path, console_level: str = "WARNING",
         logger.add(lambda m: on_error(str(m.record["message"])), level="ERROR", format="{message}")
 
 
+def _stderr(message: str) -> None:
+    """The console sink writes to whatever ``sys.stderr`` is now, not the stream it was when the
+    sink was added (a test harness swaps it, and the one kept would be closed)."""
+    with contextlib.suppress(ValueError, OSError):  # no console (closed, detached): the log files have it
+        sys.stderr.write(message)
+
+
 def configure_simulation(console_level: str = "WARNING") -> None:
     """Logging for a backtest: problems to stderr only. Its simulated fills are
     not the desk's record, so they never reach ``trades.log`` or ``trading_bot.log``."""
@@ -118,7 +125,7 @@ def configure_simulation(console_level: str = "WARNING") -> None:
     _configured = False  # the desk's sinks are gone: a later configure() adds them again
     logger.remove()
     logger.configure(patcher=_patch)
-    logger.add(sys.stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
+    logger.add(_stderr, level=console_level, format="{time:HH:mm:ss} {level} {message}",
                diagnose=False, backtrace=False)
     _install_hooks()
 
