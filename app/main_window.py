@@ -526,6 +526,11 @@ class MainWindow(QMainWindow):
             elif self.approval_dock.height() < APPROVAL_ROOM and not self.approval_dock.isFloating():
                 # room for the card: taken from the docks beside it, given back by the user's hand only
                 self.resizeDocks([self.approval_dock], [APPROVAL_ROOM], Qt.Orientation.Vertical)
+                if (self.approval_dock.height() < APPROVAL_ROOM - 40 and not self.account_dock.isFloating()
+                        and self.dockWidgetArea(self.account_dock) == self.dockWidgetArea(self.approval_dock)):
+                    # still no room (a short window): the account steps behind a tab while the signal waits
+                    self.tabifyDockWidget(self.account_dock, self.approval_dock)
+                    self.approval_dock.raise_()
         self.watchlist.on_signal(e)
         bar_time = e.signal.time - timeframe_of(self.settings.timeframe).delta
         self.chart_book.marker(e.signal.symbol, bar_time, e.signal.price, e.status.chart_marker, e.signal.signal_id)

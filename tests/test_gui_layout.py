@@ -112,3 +112,23 @@ def test_the_days_pnl_is_drawn_as_it_goes_and_split_by_symbol(qtbot) -> None:  #
     panel.update_from(PortfolioEvent(Account(start, start, start, start), (), 0.0, 0), False,
                       T0 + timedelta(days=1))
     assert len(panel.day_curve.times) == 1 and panel.by_symbol.text() == "", "a new day starts again"
+
+
+def test_a_short_window_makes_room_for_the_card_when_a_signal_waits(qtbot, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """At 1280x701 with the account and the approvals stacked, the card was cut after two lines."""
+    from app.engine.events import SignalEvent as Event
+    from app.main import build_window
+
+    app_home.mkdir(parents=True, exist_ok=True)
+    w = build_window(["--demo", "--data-dir", str(app_home)])
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.engine_ready, timeout=30_000)
+    w.resize(1280, 701)
+    qtbot.wait(50)
+    sig = TradingSignal("PLTR", Side.BUY, 0.75, 25.5, T0, T0 + timedelta(days=36_500), ("a reason",), (), "short1")
+    w.on_signal(Event(sig, SignalStatus.PENDING))
+    qtbot.wait(50)
+    assert w.approval_dock.height() >= 290 or w.tabifiedDockWidgets(w.approval_dock), "room for the card"
+    assert w.approvals.card_area.height() >= min(w.approvals.detail.sizeHint().height(), 200)
+    w.close()
