@@ -106,12 +106,12 @@ def test_every_timeframe_is_known_to_every_vendor_table() -> None:
     source, the label horizon and the fetch window know it too (CONTRIBUTING.md)."""
     from app.engine.data.service import DEFAULT_FETCH_DAYS
     from app.engine.data.sources import ALPACA_TIMEFRAME, YF_INTERVAL
-    from app.engine.ml.dataset import default_horizon
+    from app.engine.ml.dataset import session_reach
     from app.engine.settings import field_bounds
     from app.engine.types import TIMEFRAMES
 
     names = set(TIMEFRAMES)
     assert set(YF_INTERVAL) == names and set(ALPACA_TIMEFRAME) == names and set(DEFAULT_FETCH_DAYS) == names
     assert set(field_bounds("timeframe")["choices"]) == names
-    assert {n: default_horizon(n) for n in names} == {"1m": 30, "5m": 6, "15m": 2, "1h": 1, "1d": 1}
+    assert {n: session_reach(n) for n in names} == {"1m": 390, "5m": 78, "15m": 26, "1h": 6, "1d": 1}
     assert [tf.bars_per_session for tf in TIMEFRAMES.values()] == [390, 78, 26, 7, 1]

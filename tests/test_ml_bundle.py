@@ -49,11 +49,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, pd.
     frame = daily_frame()
     ds = build_dataset(frame, "1d")
     ens = ModelFactory.build("ensemble", SETTINGS, lstm={"small": True},
-                             random_forest={"n_estimators": 10})
+                             random_forest={"n_estimators": 10}, hist_gb={"max_iter": 10})
     ens.fit(ds.X, ds.y)  # type: ignore[union-attr]
     ens.calibrator = PlattCalibrator(0.8, 0.05, 250)  # type: ignore[union-attr]
     info = {"symbol": "PLTR", "timeframe": "1d", "horizon": 1, "last_label": frame.index[-2].isoformat(),
-            "edge": True, "edge_reason": "granted for these tests of loading",
+            "edge": True, "edge_reason": "granted for these tests of loading", "labels": "trade",
+            "payoff": {"win_bps": 150.0, "loss_bps": -120.0},
             "out_of_sample": {"rank_ic": 0.1, "rank_ic_ci": [0.05, 0.15], "trades": 40, "expectancy_bps": 10.0,
                               "rules_expectancy_bps": -1.0, "threshold": 0.7, "rules": "momentum"}}
     folder = save_bundle(tmp_path_factory.mktemp("models") / "PLTR_1d", ens, info, {"note": "test"})  # type: ignore[arg-type]
@@ -79,7 +80,7 @@ def rehash(folder: Path, name: str) -> None:
 def test_round_trip_keeps_every_prediction(trained, bundle: Path) -> None:
     _, ens, frame = trained
     loaded = load_bundle(bundle, symbol="PLTR", timeframe="1d")
-    assert set(loaded.components) == {"lstm", "random_forest", "momentum"} and not loaded.problems
+    assert set(loaded.components) == {"lstm", "random_forest", "hist_gb", "momentum"} and not loaded.problems
     meta = loaded.meta
     assert meta["features"] == build_dataset(frame, "1d").columns and meta["horizon"] == 1
     assert set(meta["components"]["lstm"]["files"]) == {"lstm.keras", "lstm_scaler.joblib"}
@@ -87,7 +88,11 @@ def test_round_trip_keeps_every_prediction(trained, bundle: Path) -> None:
     preds = predict_frame(loaded, frame, WEIGHTS)
     ours = ens.predict_proba(build_dataset(frame, "1d").X)
     assert np.allclose(preds["p_up"].to_numpy(), ours[np.isfinite(ours)], atol=1e-12)
-    assert (preds["confidence"] >= 0.5).all() and set(preds["signal"]) <= {"BUY", "SELL"}
+    # the chance the primary rule's long makes money: a buy where the rule calls one and it is
+    # above one half, else nothing (the model never sells)
+    assert (preds["confidence"] == preds["p_up"]).all() and set(preds["signal"]) <= {"BUY", "HOLD"}
+    buys = preds["signal"] == "BUY"
+    assert buys.any() and (preds["primary"][buys] & (preds["p_up"][buys] > 0.5)).all()
 
 
 def test_changed_file_is_left_out_without_being_unpickled(bundle: Path) -> None:
@@ -102,12 +107,12 @@ def test_corrupt_keras_file_leaves_out_the_lstm_only(bundle: Path, trained) -> N
     (bundle / "lstm.keras").write_bytes(b"PK\x03\x04 this is not a keras archive")
     rehash(bundle, "lstm.keras")
     loaded = load_bundle(bundle)
-    assert set(loaded.components) == {"random_forest", "momentum"}
+    assert set(loaded.components) == {"random_forest", "hist_gb", "momentum"}
     assert "unreadable" in loaded.problems["lstm"]
     out = EnsembleSignalModel(loaded, WEIGHTS).predict(np.array([1.0]), frame_to_bars(trained[2], "PLTR"))
-    assert out is not None and [k for k, _ in out.votes] == ["random_forest", "momentum"]
+    assert out is not None and [k for k, _ in out.votes] == ["random_forest", "hist_gb", "momentum"]
     assert any(r.startswith("lstm left out") for r in out.reasons)
-    assert "weights renormalised: rf 0.60, mom 0.40" in out.reasons
+    assert "weights renormalised: rf 0.37, gb 0.37, mom 0.25" in out.reasons
 
 
 def test_truncated_joblib_is_a_clear_error(bundle: Path) -> None:
@@ -128,6 +133,16 @@ def test_feature_mismatch_refuses_the_bundle_and_falls_back_to_rules(bundle: Pat
     assert isinstance(model, RulesModel) and "other features" in notes[0]
 
 
+def test_a_model_of_the_next_close_saved_before_trade_labels_never_trades(bundle: Path) -> None:
+    """Its P(up) is not the chance the bot's trade makes money: the edge it was granted was
+    judged on another question."""
+    meta = json.loads((bundle / "metadata.json").read_text())
+    del meta["labels"]
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    model, notes = load_signal_model(AppPaths(bundle.parent.parent), SETTINGS)
+    assert isinstance(model, RulesModel) and "saved before trade labels" in notes[0]
+
+
 def test_damaged_metadata_or_calibrator_refuses_the_bundle(bundle: Path) -> None:
     (bundle / "calibrator.joblib").write_bytes(b"\x80\x04")
     with pytest.raises(ArtifactError, match="calibrator"):
@@ -146,7 +161,7 @@ def test_load_signal_model_picks_the_settings_bundle(bundle: Path) -> None:
     model, notes = load_signal_model(AppPaths(bundle.parent.parent), SETTINGS)
     assert isinstance(model, EnsembleSignalModel) and notes == []
     model.update_settings(SETTINGS.updated(weight_lstm=0.0, weight_rf=0.5, weight_momentum=0.5))
-    assert model.weights == {"lstm": 0.0, "random_forest": 0.5, "momentum": 0.5}
+    assert model.weights == {"lstm": 0.0, "random_forest": 0.5, "hist_gb": 0.3, "momentum": 0.5}
     with pytest.raises(ArtifactError, match="for 1d bars, not 5m"):
         load_bundle(bundle, timeframe="5m")
 
@@ -166,9 +181,12 @@ def test_live_prediction_matches_the_batch_prediction(live: EnsembleSignalModel,
         out = live.predict(closes[: t + 1], bars[: t + 1])
         assert out is not None and out.version.startswith("ensemble-")
         assert out.p_up == pytest.approx(batch["p_up"].iloc[t - len(bars)], abs=1e-6)
-        assert [k for k, _ in out.votes] == ["lstm", "random_forest", "momentum"]
-    assert out.reasons[0].startswith("ensemble P(up)") and "calibrated on 250" in out.reasons[0]
-    assert out.confidence == max(out.p_up, 1 - out.p_up)
+        assert [k for k, _ in out.votes] == ["lstm", "random_forest", "hist_gb", "momentum"]
+        assert out.long_only and out.tradeable == bool(batch["primary"].iloc[t - len(bars)])
+        assert out.expected_bps == pytest.approx(150 * out.p_up - 120 * (1 - out.p_up), abs=0.01)
+        assert out.expected_bps == pytest.approx(batch["expected_bps"].iloc[t - len(bars)], abs=0.01)
+    assert out.reasons[0].startswith("primary rule: SMA10") and "calibrated on 250" in out.reasons[1]
+    assert out.confidence == out.p_up, "the chance the trade makes money, not max(p, 1 - p)"
 
 
 def test_live_adapter_falls_back_to_rules_and_says_why(live: EnsembleSignalModel, trained) -> None:

@@ -25,15 +25,17 @@ from app.engine.strategy.rules import RulesModel
 
 
 def write_daily_csv(path: Path, n: int = 520, seed: int = 11, planted: float = 0.0) -> pd.DataFrame:
-    """A random walk; with ``planted`` > 0, each day's return carries that share of the
-    day before's (a momentum a model can learn)."""
+    """A random walk that moves in the session (each day opens near the last close); with
+    ``planted`` > 0, each day's move carries that share of the day before's (a momentum a model
+    can learn, and the bot's trade, from the next open to its close, can collect)."""
     rng = np.random.default_rng(seed)
     days = pd.bdate_range("2021-06-01", periods=n)
     r = rng.normal(0.0004, 0.02, n)
     for t in range(1, n):
         r[t] += planted * r[t - 1]
-    close = 25 * np.exp(np.cumsum(r))
-    open_ = close * np.exp(rng.normal(0, 0.004, n))
+    gap = rng.normal(0, 0.002, n)
+    close = 25 * np.exp(np.cumsum(r + gap))
+    open_ = close * np.exp(-r)
     df = pd.DataFrame({"Date": days.strftime("%Y-%m-%d"), "Open": open_,
                        "High": np.maximum(open_, close) * 1.012, "Low": np.minimum(open_, close) * 0.988,
                        "Close": close, "Volume": rng.integers(1_000_000, 4_000_000, n)})
@@ -109,7 +111,9 @@ def test_a_planted_edge_is_found_and_its_model_trades(tmp_path: Path) -> None:
     assert isinstance(model, EnsembleSignalModel)
     bars = frame_to_bars(load_csv_bars(csv, "1d"), "PLTR")
     calls = [model.predict(np.array([b.close for b in bars[: i + 1]]), bars[: i + 1]) for i in range(900, 1_000)]
-    assert sum(1 for c in calls if c is not None and c.p_up >= 0.7) >= 3, "it reaches the approval threshold"
+    buys = [c for c in calls if c is not None and c.tradeable and c.confidence >= 0.7]
+    assert len(buys) >= 3 and all(c.expected_bps > 0 for c in buys), "it reaches the approval threshold"
+    assert metrics["info"]["weights"]["hist_gb"] > 0, "weights chosen by out-of-sample log loss"
 
 
 def test_predict_writes_one_object_per_bar(trained, tmp_path: Path) -> None:
@@ -121,10 +125,12 @@ def test_predict_writes_one_object_per_bar(trained, tmp_path: Path) -> None:
     rows = json.loads(out_file.read_text())
     assert out.startswith(f"wrote {len(rows)} predictions") and 400 < len(rows) < 520
     first = rows[0]
-    assert set(first) == {"timestamp", "p_lstm", "p_rf", "p_momentum", "p_up", "confidence", "signal"}
-    for r in rows:
-        assert r["confidence"] == pytest.approx(max(r["p_up"], 1 - r["p_up"]), abs=2e-6)
-        assert r["signal"] == ("BUY" if r["p_up"] > 0.5 else "SELL")
+    assert set(first) == {"timestamp", "p_lstm", "p_rf", "p_hist_gb", "p_momentum", "p_up", "confidence",
+                          "primary_buy", "expected_bps", "signal"}
+    for r in rows:  # P(the primary rule's long makes money): a buy where the rule calls one, never a sell
+        assert r["confidence"] == pytest.approx(r["p_up"], abs=2e-6)
+        assert r["signal"] == ("BUY" if r["primary_buy"] and r["p_up"] > 0.5 else "HOLD")
+    assert {r["signal"] for r in rows} == {"BUY", "HOLD"}
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
 
 
@@ -148,7 +154,7 @@ def test_a_bars_prediction_does_not_depend_on_later_bars(trained, tmp_path: Path
     (["train", "--symbol", "PLTR", "--csv", "missing.csv", "--timeframe", "1d"], "no such file"),
     (["train", "--symbol", "PLTR", "--timeframe", "1d", "--source", "cache"], "no PLTR 1d bars"),
     (["train", "--symbol", "PL TR", "--csv", "x.csv"], "is not a ticker symbol"),
-    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--horizon", "0"], "--horizon 0: the label looks at least 1"),
+    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--horizon", "0"], "--horizon 0: a time stop"),
     (["train", "--symbol", "PLTR", "--csv", "x.csv", "--folds", "0"], "--folds 0"),
 ])
 def test_failures_are_one_line_without_traceback(tmp_path: Path, argv: list[str], message: str) -> None:

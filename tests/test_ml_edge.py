@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from app.engine.ml.dataset import make_labels
-from app.engine.ml.edge import MIN_TRADES, assess, deflated_sharpe, forward_returns
+from app.engine.ml.edge import MIN_TRADES, assess, deflated_sharpe
 from app.engine.ml.ensemble import PlattCalibrator
 
 SLOPE = PlattCalibrator(1.2, 0.0, 1_000)
 
 
-def oof(n: int = 2_000, skill: float = 0.0, seed: int = 1, scale: float = 1.0) -> pd.DataFrame:
-    """Out-of-fold rows: forward returns of 1% sd, and a P(up) that reads them with ``skill``."""
+def oof(n: int = 2_000, skill: float = 0.0, seed: int = 1, scale: float = 1.0, mean: float = 0.0,
+        payoff: tuple[float, float] = (80.0, -80.0)) -> pd.DataFrame:
+    """Out-of-fold rows of the primary rule's trades: returns after costs of 1% sd, and a
+    P(profit) that reads them with ``skill``; the expected return from the stated payoff."""
     rng = np.random.default_rng(seed)
-    ret = rng.normal(0.0, 0.01, n)
+    ret = rng.normal(mean, 0.01, n)
     z = skill * ret / 0.01 + rng.normal(0.0, 1.0, n)
     p = 1 / (1 + np.exp(-scale * z))
     cal = p.copy()
     cal[: n // 4] = np.nan  # the first fold has no calibration of its own
-    return pd.DataFrame({"y": (ret > 0).astype(float), "ret": ret, "ensemble": p, "ensemble_calibrated": cal,
-                         "always_up": 0.5, "momentum": 1 / (1 + np.exp(-rng.normal(0, 1, n)))})
+    return pd.DataFrame({"y": (ret > 0).astype(float), "ret": ret, "primary": True, "ensemble": p,
+                         "ensemble_calibrated": cal, "expected_bps": cal * payoff[0] + (1 - cal) * payoff[1],
+                         "always_up": 0.5})
 
 
 def test_a_planted_edge_is_granted_with_its_numbers() -> None:
@@ -51,16 +52,45 @@ def test_a_flat_calibrator_is_no_edge_whatever_else_it_shows() -> None:
 
 def test_too_few_gated_trades_or_costs_that_eat_the_edge_are_no_edge() -> None:
     shy = assess(oof(skill=1.5, scale=0.15), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
-    assert not shy.edge and "out-of-sample bars reach P(up) 70%" in shy.reason
-    costly = assess(oof(skill=1.5), SLOPE, threshold=0.7, cost_bps=500.0, horizon=1)
-    assert not costly.edge and "no profit" in costly.reason
+    assert not shy.edge and "out-of-sample trades reach P(profit) 70%" in shy.reason
+    costly = oof(skill=1.5)
+    costly["ret"] -= 0.05  # costs that eat every trade (the labels' returns are after costs)
+    v = assess(costly, SLOPE, threshold=0.7, cost_bps=500.0, horizon=1)
+    assert not v.edge and "no profit" in v.reason
 
 
-def test_no_better_than_the_rule_without_the_model_is_no_edge() -> None:
-    rows = oof(skill=1.5)
-    rows["momentum"] = np.where(rows["ret"] > 0.005, 0.9, 0.1)  # the rule alone knows the big moves ahead
+def test_a_trade_expected_to_lose_after_costs_never_counts() -> None:
+    """However high its P(profit), a trade whose wins pay nothing after costs expects a loss: none counts."""
+    v = assess(oof(skill=1.5, payoff=(0.0, -100.0)), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    assert v.out_of_sample["trades"] == 0 and not v.edge and "positive expected return" in v.reason
+
+
+def test_no_better_than_the_primary_rule_alone_is_no_edge() -> None:
+    rows = oof(mean=0.002)
+    ret = rows["ret"].to_numpy()
+    p = np.where(ret < 0, 0.1, np.where(ret < 0.003, 0.9, 0.5))  # it picks the small winners only
+    rows["ensemble"] = p
+    rows["ensemble_calibrated"] = np.where(rows["ensemble_calibrated"].notna(), p, np.nan)
+    rows["expected_bps"] = rows["ensemble_calibrated"] * 80 - (1 - rows["ensemble_calibrated"]) * 80
     v = assess(rows, SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    s = v.out_of_sample
+    assert s["rank_ic_ci"][0] > 0 and s["trades"] >= MIN_TRADES and s["expectancy_bps"] > 0
     assert not v.edge and "no better than the rule without it" in v.reason
+
+
+def test_only_the_primary_rule_s_bars_are_judged() -> None:
+    rows = oof(skill=1.5)
+    rows["primary"] = np.arange(len(rows)) % 2 == 0
+    v = assess(rows, SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    assert v.out_of_sample["bars"] == len(rows) // 2 and v.out_of_sample["rules_trades"] <= len(rows) // 2
+
+
+def test_every_score_carries_its_interval_and_its_constant_baseline() -> None:
+    s = assess(oof(skill=1.5), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1).out_of_sample
+    for name in ("auc", "ic", "rank_ic", "brier", "log_loss"):
+        lo, hi = s[f"{name}_ci"]
+        assert lo is not None and lo <= s[name] <= hi, name
+    assert s["brier"] < s["brier_constant_baseline"] and s["log_loss"] < s["log_loss_constant_baseline"]
 
 
 def test_the_deflated_sharpe_falls_as_more_configurations_were_tried() -> None:
@@ -68,19 +98,6 @@ def test_the_deflated_sharpe_falls_as_more_configurations_were_tried() -> None:
     one, many = deflated_sharpe(r, 1), deflated_sharpe(r, 1_000)
     assert one is not None and many is not None and 0 < many < one < 1
     assert deflated_sharpe(np.array([1.0, 1.0]), 1) is None
-
-
-def test_no_forward_return_crosses_the_close_or_reads_past_its_horizon() -> None:
-    idx = pd.date_range("2025-03-04 14:30", periods=78, freq="5min", tz="UTC").append(
-        pd.date_range("2025-03-05 14:30", periods=78, freq="5min", tz="UTC"))
-    close = np.linspace(10, 20, len(idx))
-    y = make_labels(close, 6, idx, intraday=True)
-    ret = forward_returns(close, 6, y)
-    assert np.isnan(ret[72:78]).all() and np.isnan(ret[-6:]).all(), "the last six of a session read tomorrow"
-    assert ret[0] == pytest.approx(close[6] / close[0] - 1)
-    later = close.copy()
-    later[100:] *= 3  # rewriting later bars changes no earlier return
-    assert np.array_equal(forward_returns(later, 6, y)[:94], ret[:94], equal_nan=True)
 
 
 def test_a_file_made_of_copies_of_one_stretch_is_no_edge() -> None:

@@ -52,7 +52,8 @@ def add_ml_parsers(subparsers: Any) -> None:
     src.add_argument("--source", choices=SOURCE_CHOICES, default=None,
                      help="bars from a data source via the local cache (default: auto)")
     train.add_argument("--timeframe", default="5m", choices=timeframes)
-    train.add_argument("--horizon", type=int, help="bars ahead the label looks (default: 6 for 5m, 1 for 1d)")
+    train.add_argument("--horizon", type=int, help="a time stop in bars on the labelled trades, for research "
+                       "(default: none; a trade ends at its stop, trailing stop, take-profit or the flatten)")
     train.add_argument("--folds", type=int, default=5, help="walk-forward test folds (default 5)")
     train.add_argument("--json", metavar="FILE", help="write the walk-forward metrics as JSON")
     train.add_argument("--small", action="store_true", help=argparse.SUPPRESS)  # tiny models: smoke tests
@@ -98,7 +99,7 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
 
     symbol = normalize_symbol(args.symbol)
     if args.horizon is not None and args.horizon < 1:
-        raise DataError(f"--horizon {args.horizon}: the label looks at least 1 bar ahead")
+        raise DataError(f"--horizon {args.horizon}: a time stop on the labelled trades must be at least 1 bar")
     if args.folds < 1:
         raise DataError(f"--folds {args.folds}: the walk-forward needs at least 1 test fold")
     frame, label = _bars(args, paths, symbol, clock, probe, out)
@@ -199,8 +200,9 @@ def prediction_records(preds: pd.DataFrame) -> list[dict[str, Any]]:
         return round(float(v), 6) if math.isfinite(v) else None
 
     return [{"timestamp": ts.isoformat(), "p_lstm": num(r.p_lstm), "p_rf": num(r.p_random_forest),
-             "p_momentum": num(r.p_momentum), "p_up": num(r.p_up), "confidence": num(r.confidence),
-             "signal": r.signal}
+             "p_hist_gb": num(r.p_hist_gb), "p_momentum": num(r.p_momentum), "p_up": num(r.p_up),
+             "confidence": num(r.confidence), "primary_buy": bool(r.primary),
+             "expected_bps": num(r.expected_bps), "signal": r.signal}
             for ts, r in zip(preds.index, preds.itertuples(index=False), strict=True)]
 
 

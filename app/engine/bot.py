@@ -165,7 +165,9 @@ class TradingBot:
                 now: datetime) -> TradingSignal | None:
         """The signal a model's call makes; none for a backtest's calls that could never trade
         (it keeps no record of them)."""
-        if out is None or (not self.record_quiet_signals and out.confidence < self.settings.approval_threshold):
+        if out is None or not out.tradeable:
+            return None  # a meta-labelling model's primary rule calls no trade: nothing to ask
+        if not self.record_quiet_signals and out.confidence < self.settings.approval_threshold:
             return None
         sig = pipeline.signal(bar, out, now, self.core.book.bar_delta)
         if sig.side == Side.BUY and bar.symbol in self.removed:

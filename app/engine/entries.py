@@ -158,6 +158,10 @@ class Entries:
             why = "already holding" if held > 0 else "an entry is already working"
             book.records.signal(sig, SignalStatus.SKIPPED, why, sig.time)
             return
+        if sig.side == Side.BUY and sig.expected_bps is not None and not sig.expected_bps > 0:
+            why = f"expected return after costs {sig.expected_bps:+.1f} bps: no trade at or below 0"
+            book.records.signal(sig, SignalStatus.SKIPPED, why, sig.time)
+            return
         decision = self.policy.decide(sig.confidence)
         if decision == Decision.IGNORE:
             book.records.signal(sig, SignalStatus.BELOW_THRESHOLD, f"confidence {sig.confidence:.2f}", sig.time)

@@ -62,8 +62,8 @@ class SignalPipeline:
     @staticmethod
     def signal(bar: Bar, out: ModelOutput, now: datetime, bar_delta: timedelta) -> TradingSignal:
         """The signal a model's call makes, good until the end of the next bar."""
-        side = Side.BUY if out.p_up > 0.5 else Side.SELL
+        side = Side.BUY if out.long_only or out.p_up > 0.5 else Side.SELL
         expires = bar.time + 2 * bar_delta
         sid = f"{bar.symbol}-{bar.time:%Y%m%dT%H%M}-{side.value}"
         return TradingSignal(bar.symbol, side, round(out.confidence, 4), bar.close, now, expires,
-                             out.reasons, out.votes, sid)
+                             out.reasons, out.votes, sid, out.expected_bps)

@@ -85,6 +85,7 @@ class Settings:
     mode: str = _choice("hybrid", ("manual", "hybrid", "auto"), "Trading mode")
     weight_lstm: float = _num(0.5, 0.0, 1.0, "LSTM weight")
     weight_rf: float = _num(0.3, 0.0, 1.0, "Random forest weight")
+    weight_hist_gb: float = _num(0.3, 0.0, 1.0, "Gradient boosting weight")
     weight_momentum: float = _num(0.2, 0.0, 1.0, "Momentum weight")
     # --- market
     watchlist: tuple[str, ...] = field(default=("PLTR",), metadata={"label": "Watchlist"})
@@ -137,7 +138,8 @@ class Settings:
 
     def ensemble_weights(self) -> dict[str, float]:
         """The ensemble's weight per component, by the component's name."""
-        return {"lstm": self.weight_lstm, "random_forest": self.weight_rf, "momentum": self.weight_momentum}
+        return {"lstm": self.weight_lstm, "random_forest": self.weight_rf, "hist_gb": self.weight_hist_gb,
+                "momentum": self.weight_momentum}
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:

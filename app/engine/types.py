@@ -174,6 +174,7 @@ class TradingSignal:
     reasons: tuple[str, ...] = ()
     votes: tuple[tuple[str, float], ...] = ()  # (model name, P(up))
     signal_id: str = ""
+    expected_bps: float | None = None  # the trade's expected return after costs, when the model states one
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,8 @@ def settings_used(cfg: BacktestConfig, settings: Settings) -> dict[str, Any]:
     return used | {name: getattr(settings, name) for name in RULES}
 
 
-RULES = ("auto_threshold", "weight_lstm", "weight_rf", "weight_momentum", "risk_per_trade", "max_positions",
+RULES = ("auto_threshold", "weight_lstm", "weight_rf", "weight_hist_gb", "weight_momentum", "risk_per_trade",
+         "max_positions",
          "max_position_pct", "max_exposure_pct", "daily_loss_limit", "stop_loss_pct", "trailing_start_pct",
          "trailing_pct", "eod_flatten", "flatten_minutes_before_close")
 
@@ -99,8 +100,8 @@ def describe_used(used: dict[str, Any]) -> list[str]:
              f"risk-free rate {used['risk_free_rate']:.2%} a year"]
     if "rules" in used:
         return [*lines, used["rules"]]
-    weights = "/".join(f"{used[k]:g}" for k in ("weight_lstm", "weight_rf", "weight_momentum"))
-    lines.append(f"rules: trades at confidence >= {used['auto_threshold']:.2f} (weights LSTM/forest/momentum "
+    weights = "/".join(f"{used[k]:g}" for k in ("weight_lstm", "weight_rf", "weight_hist_gb", "weight_momentum"))
+    lines.append(f"rules: trades at confidence >= {used['auto_threshold']:.2f} (weights LSTM/forest/boosting/momentum "
                  f"{weights}); risk {used['risk_per_trade']:.1%} a trade, at most {used['max_positions']} "
                  f"positions of {used['max_position_pct']:.0%}, exposure {used['max_exposure_pct']:.0%}, "
                  f"daily loss limit {used['daily_loss_limit']:.1%}; stop {used['stop_loss_pct']:.1%}, "

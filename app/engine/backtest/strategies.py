@@ -72,7 +72,10 @@ def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: Pat
         notes.append("IN-SAMPLE: this window overlaps the model's training data; the result says "
                      "nothing about future performance")
     times = [t.to_pydatetime() for t in frame.index]
-    return PrecomputedModel.from_probabilities("ensemble", times, frame["p_up"].to_numpy(), "ensemble"), notes
+    model = PrecomputedModel.from_trade_chances("ensemble", times, frame["p_up"].to_numpy(),
+                                                frame["primary"].to_numpy(), frame["expected_bps"].to_numpy(),
+                                                "ensemble")
+    return model, notes
 
 
 def walk_forward_ensemble_model(bars: list[Bar], timeframe: str, symbol: str, settings: Settings,
@@ -99,7 +102,8 @@ def walk_forward_ensemble_model(bars: list[Bar], timeframe: str, symbol: str, se
         raise BacktestCancelled("cancelled while training the walk-forward models") from None
     p_up, raw_bars = out_of_sample_p_up(report.oof)
     times = [t.to_pydatetime() for t in report.oof.index]
-    model = PrecomputedModel.from_probabilities("ensemble", times, p_up, f"ensemble-wf{retrain_every}")
+    model = PrecomputedModel.from_trade_chances("ensemble", times, p_up, report.oof["primary"].to_numpy(),
+                                                report.oof["expected_bps"].to_numpy(), f"ensemble-wf{retrain_every}")
     return model, _walk_forward_notes(report, ds.index, retrain_every, first, raw_bars,
                                       config.min_calibration)
 
@@ -121,12 +125,13 @@ def _walk_forward_notes(report: WalkForwardReport, index: pd.DatetimeIndex, ever
     notes = [f"walk-forward: {retrains}, every {every} bars (expanding window); the first "
              f"model is trained on {str(index[0])[:10]} .. {str(index[first - 1])[:10]} ({first} bars), "
              f"which are not traded",
-             f"each bar's P(up) comes from a model trained only on earlier bars (labels purged by the "
-             f"horizon, {report.horizon} bars); no saved model is used",
+             f"each bar's P(trade profitable) comes from a model trained only on earlier bars (labels "
+             f"purged where their trade reads into the block, embargo {report.embargo} bars); no saved "
+             f"model is used",
              f"{len(report.oof):,} out-of-sample bars ({folds[0]['test_start'][:10]} .. "
              f"{folds[-1]['test_end'][:10]}), trained in {report.seconds:.1f} s"]
     if raw_bars:
-        notes.append(f"{raw_bars:,} bars use the uncalibrated ensemble P(up): the first block has no "
+        notes.append(f"{raw_bars:,} bars use the uncalibrated ensemble P: the first block has no "
                      f"calibrator yet (each block's Platt map is fit on the earlier blocks' "
                      f"out-of-sample predictions, {min_calibration} at least)")
     skipped: dict[str, int] = {}

@@ -34,7 +34,7 @@ from typing import Any
 from app.engine.ml.dataset import feature_list
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator
 from app.engine.ml.lstm import LSTMModel, configure_tensorflow
-from app.engine.ml.models import COMPONENTS, Model, MomentumModel, RandomForestModel
+from app.engine.ml.models import COMPONENTS, HistGradientBoostingModel, Model, MomentumModel, RandomForestModel
 
 FORMAT = 1
 META = "metadata.json"
@@ -85,9 +85,9 @@ def save_bundle(folder: Path, ensemble: Ensemble, info: dict[str, Any],
             joblib.dump({"columns": model.columns, "mean": model.mean.tolist(),  # type: ignore[attr-defined]
                          "std": model.std.tolist()}, tmp / "lstm_scaler.joblib")  # type: ignore[attr-defined]
             files = ["lstm.keras", "lstm_scaler.joblib"]
-        elif name == "random_forest":
-            joblib.dump(model.forest, tmp / "random_forest.joblib")  # type: ignore[attr-defined]
-            files = ["random_forest.joblib"]
+        elif name in ("random_forest", "hist_gb"):
+            joblib.dump(model.forest, tmp / f"{name}.joblib")  # type: ignore[attr-defined]
+            files = [f"{name}.joblib"]
         comps[name] = {"params": model.params(), "files": {f: sha256(tmp / f) for f in files},
                        "trained_until": info.get("last_label")}
     cal: dict[str, Any] | None = None
@@ -232,6 +232,12 @@ def _load_component(folder: Path, name: str, spec: dict[str, Any], meta: dict[st
             model = RandomForestModel(columns, lags=tuple(params.get("lags", (1, 3))))
             model.set_forest(joblib.load(paths["random_forest.joblib"]))
             return model
+        if name == "hist_gb":
+            import joblib  # deferred: as the forest's
+
+            boost = HistGradientBoostingModel(columns, lags=tuple(params.get("lags", (1, 3))))
+            boost.set_forest(joblib.load(paths["hist_gb.joblib"]))
+            return boost
         if name == "lstm":
             return _load_lstm(paths, params, columns, int(meta["horizon"]))
     except ArtifactError:

@@ -1,76 +1,50 @@
-"""From clean bars to what the models learn from: features, the label and its horizon.
+"""From clean bars to what the models learn from: features, the label and what it reads.
 
-The label
----------
-``y[t] = 1`` when the close ``h`` bars after bar ``t`` is strictly above the
-close of bar ``t`` (a tie counts as "not up"), so the models' P(up) is
-exactly the probability the bot acts on. The last ``h`` bars have no label
-yet (NaN). On intraday bars a label whose horizon crosses the session close
-is NaN too: the bot flattens before the close, so an overnight gap is a move
-it can never hold and must not learn from.
+The label is the bot's own trade (see :mod:`app.engine.ml.labels`): ``y[t] = 1`` when a
+long entered at the open after bar ``t`` and walked with the desk's stop, trailing stop,
+take-profit and end-of-day flatten ended with a return above its costs. ``ret`` keeps that
+return, ``exit_pos`` the bar it ended in, and ``primary`` whether the transparent primary
+rule (10-bar SMA above 20-bar) called a buy at ``t``: the models meta-label that rule, so
+their calibrated probability is "how often such a trade made money". Intraday labels
+never cross the session's close; daily bars hold from the next open to that day's close.
 
-The horizon
------------
-* ``5m``: **6 bars (30 minutes)**. On the PLTR 5-minute history the next-bar
-  move is ~37 bps (one standard deviation) and dominated by bid-ask bounce and
-  order-flow noise; 30 minutes roughly triples the typical move (~90 bps),
-  so a correct call clears the simulated round-trip cost (2 x 2 bps) many
-  times over. It also stays well inside a 78-bar session (only the last six
-  bars of a day lose their label), fits between the 3 % initial stop and the
-  end-of-day flatten, and still leaves ~4,400 labelled bars in 60 sessions.
-  Longer horizons (1-2 hours) overlap more (fewer independent labels) and
-  need wider purge gaps in walk-forward testing.
-* ``1d``: **1 bar** (tomorrow's close). The bot re-decides on every bar, and
-  with ~1,400 daily bars a longer, overlapping label would leave few
-  independent samples.
-* ``1m``/``15m``: 30 minutes as well (30 and 2 bars); ``1h``: one bar.
+``horizon`` is how far any label reads past its bar (the purge the walk-forward needs);
+``train --horizon N`` adds a time stop of N bars to the trades, for research: the desk
+holds to its exits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from app.engine.clock import NY
 from app.engine.data.features import compute_features, feature_columns
 from app.engine.data.frame import DataError, check_timeframe, is_intraday
 from app.engine.data.service import read_clean
+from app.engine.ml.labels import TradeRules, primary_signal, trade_outcomes
 from app.engine.types import timeframe_of
 
-HORIZON_SECONDS = 30 * 60  # intraday labels look 30 minutes ahead (README: the label)
+if TYPE_CHECKING:
+    from app.engine.settings import Settings
+
+SESSION_SECONDS = int(6.5 * 3600)  # a regular NYSE session
 
 
-def default_horizon(timeframe: str) -> int:
+def session_reach(timeframe: str) -> int:
+    """The most bars a label can read ahead before the data says: a regular session's bars
+    intraday (trades are flattened by its close), one bar on daily and longer bars."""
     seconds = check_timeframe(timeframe)
-    return max(1, HORIZON_SECONDS // seconds) if timeframe_of(timeframe).intraday else 1
+    return max(1, SESSION_SECONDS // seconds) if timeframe_of(timeframe).intraday else 1
 
 
 def feature_list(timeframe: str) -> list[str]:
     """The feature columns the data layer computes for this timeframe (a copy)."""
 
     return list(feature_columns(is_intraday(timeframe)))
-
-
-def make_labels(close: np.ndarray, horizon: int, index: pd.DatetimeIndex | None = None,
-                intraday: bool = False) -> np.ndarray:
-    """1.0 / 0.0 for "the close ``horizon`` bars ahead is above this close", NaN
-    where that close is not known yet or (intraday) lies in another session."""
-    if horizon < 1:
-        raise ValueError("horizon must be at least one bar")
-    close = np.asarray(close, dtype="float64")
-    n = len(close)
-    y = np.full(n, np.nan)
-    if n <= horizon:
-        return y
-    y[: n - horizon] = (close[horizon:] > close[: n - horizon]).astype("float64")
-    if intraday and index is not None:
-        days = pd.DatetimeIndex(index).tz_convert(NY).normalize().asi8
-        crosses = days[horizon:] != days[: n - horizon]
-        y[: n - horizon][crosses] = np.nan
-    return y
 
 
 @dataclass(frozen=True)
@@ -87,8 +61,12 @@ class Dataset:
     y: np.ndarray
     close: np.ndarray
     columns: list[str]
-    horizon: int
+    horizon: int  # the most bars a label reads past its own (the purge)
     timeframe: str
+    ret: np.ndarray  # the labelled trade's return after costs (a fraction; NaN where unknown)
+    exit_pos: np.ndarray  # the bar each labelled trade ended in (-1 where unknown)
+    primary: np.ndarray  # the primary rule calls a buy at this bar's close
+    rules: TradeRules
 
     def __len__(self) -> int:
         return len(self.index)
@@ -98,17 +76,29 @@ class Dataset:
         return int(np.isfinite(self.y).sum())
 
 
-def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = None) -> Dataset:
-    """Features (strictly causal, from the data layer) and labels for a clean frame."""
+def rules_for(frame: pd.DataFrame, settings: Settings, horizon: int | None = None) -> TradeRules:
+    """The desk's exits and costs for labels on ``frame`` (commission per share as a share of
+    its median close), with an optional time stop of ``horizon`` bars."""
+    price = float(np.nanmedian(frame["close"].to_numpy(dtype="float64"))) if len(frame) else 0.0
+    return TradeRules.from_settings(settings, price, horizon)
 
+
+def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = None,
+                  rules: TradeRules | None = None) -> Dataset:
+    """Features (strictly causal, from the data layer) and trade labels for a clean frame;
+    ``rules`` default to the desk's default exits and costs."""
+    if horizon is not None and horizon < 1:
+        raise ValueError("a time stop must be at least one bar")
     intraday = is_intraday(timeframe)
-    h = horizon or default_horizon(timeframe)
+    rules = rules or TradeRules(max_bars=horizon)
+    if horizon is not None and rules.max_bars != horizon:
+        rules = replace(rules, max_bars=horizon)
     feats = compute_features(frame, intraday)
     columns = feature_list(timeframe)
     close = frame["close"].to_numpy(dtype="float64")
-    index = pd.DatetimeIndex(frame.index)
-    y = make_labels(close, h, index, intraday)
-    return Dataset(index, feats[columns].to_numpy(dtype="float64"), y, close, columns, h, timeframe)
+    out = trade_outcomes(frame, intraday, rules)
+    return Dataset(pd.DatetimeIndex(frame.index), feats[columns].to_numpy(dtype="float64"), out.win, close,
+                   columns, out.reach, timeframe, out.ret, out.exit_pos, primary_signal(close), rules)
 
 
 def load_csv_bars(path: str | Path, timeframe: str, symbol: str | None = None) -> pd.DataFrame:

@@ -1,17 +1,18 @@
 """Does a trained model have an edge a trader can act on? Its own out-of-sample numbers say.
 
 Every figure here comes from the walk-forward's out-of-fold bars (see :mod:`train`): the
-model never saw them. A model is granted an edge only when all of these hold:
+model never saw them, and only the primary rule's buys count (the trades the model is asked
+about; see :mod:`labels`). A model is granted an edge only when all of these hold:
 
 * its calibration map is not flat: a Platt slope near 0 states the base rate on every bar,
   a constant that must never trade;
-* its rank information coefficient (Spearman's correlation of the raw ensemble P(up) with
-  the forward return the label reads) has a 95% interval above 0, from a moving-block
-  bootstrap (blocks of at least the label's horizon, since neighbouring labels overlap);
-* at least ``MIN_TRADES`` out-of-sample bars reach the approval threshold (the app trades
-  long only: P(up) >= 0.70 is a buy), and those trades made money after costs on average;
-* and more than the ungated rule did on the same bars (the momentum component's own call,
-  P(up) > 0.5, or buying every bar when there is none).
+* its rank information coefficient (Spearman's correlation of the raw ensemble P(profit)
+  with the trade's return after costs) has a 95% interval above 0, from a moving-block
+  bootstrap (blocks of at least the trades' reach, since neighbouring trades overlap);
+* at least ``MIN_TRADES`` out-of-sample trades reach the approval threshold with a positive
+  expected return after costs (P(profit) >= 0.70 by default), and those trades made money
+  after costs on average;
+* and more than the primary rule did alone, ungated, on the same bars.
 
 Otherwise the verdict is ``edge: false`` with the first reason that failed, and the app
 trades its rules model instead. The deflated Sharpe ratio (Bailey and Lopez de Prado,
@@ -51,47 +52,42 @@ class EdgeVerdict:
         return {"edge": self.edge, "edge_reason": self.reason, "out_of_sample": self.out_of_sample}
 
 
-def forward_returns(close: np.ndarray, horizon: int, y: np.ndarray) -> np.ndarray:
-    """The return each label reads (close ``horizon`` bars on over this close, less 1); NaN
-    where the label is (not known yet, or across the session close)."""
-    close = np.asarray(close, dtype="float64")
-    out = np.full(len(close), np.nan)
-    if len(close) > horizon:
-        out[: len(close) - horizon] = close[horizon:] / close[: len(close) - horizon] - 1.0
-    out[~np.isfinite(y)] = np.nan
-    return out
-
-
 def assess(oof: pd.DataFrame, calibrator: PlattCalibrator | None, *, threshold: float, cost_bps: float,
            horizon: int, configs_tried: int = 1, repeated: float = 0.0) -> EdgeVerdict:
-    """The verdict on out-of-fold rows holding ``y``, ``ret`` (the forward return),
-    ``ensemble`` (raw P(up)), ``ensemble_calibrated`` (nested, out-of-sample), ``always_up``
-    and, where the ensemble has one, ``momentum``."""
+    """The verdict on out-of-fold rows holding ``y`` (the trade ended profitable), ``ret`` (its
+    return after costs), ``primary`` (the primary rule's buy), ``ensemble`` (raw P),
+    ``ensemble_calibrated`` (nested, out-of-sample), ``expected_bps`` and ``always_up``. Every
+    figure is on the primary rule's bars: the trades the model is asked about."""
     rng = np.random.default_rng(SEED)
     y, ret = oof["y"].to_numpy(dtype="float64"), oof["ret"].to_numpy(dtype="float64")
     raw = oof["ensemble"].to_numpy(dtype="float64")
-    ok = np.isfinite(y) & np.isfinite(ret) & np.isfinite(raw)
+    primary = oof["primary"].to_numpy(dtype=bool) if "primary" in oof else np.ones(len(oof), dtype=bool)
+    ok = np.isfinite(y) & np.isfinite(ret) & np.isfinite(raw) & primary
     block = max(horizon, int(math.sqrt(max(ok.sum(), 1))))
     stats: dict[str, Any] = {"bars": int(ok.sum()), "bootstrap_block_bars": block, "cost_bps": cost_bps,
                              "threshold": threshold, "configs_tried": configs_tried,
                              "repeated_share": round(repeated, 4)}
     stats["auc"], stats["auc_ci"] = _with_interval(_auc, (y[ok], raw[ok]), block, rng)
+    stats["ic"], stats["ic_ci"] = _with_interval(_ic, (raw[ok], ret[ok]), block, rng)
     stats["rank_ic"], stats["rank_ic_ci"] = _with_interval(_rank_ic, (raw[ok], ret[ok]), block, rng)
 
     cal = oof["ensemble_calibrated"].to_numpy(dtype="float64")
     rows = ok & np.isfinite(cal)  # fold 1 has no calibration of its own: left out
+    base = oof["always_up"].to_numpy(dtype="float64")
     stats["calibrated_bars"] = int(rows.sum())
     stats["ece"] = expected_calibration_error(y[rows], cal[rows]) if rows.any() else None
-    base = oof["always_up"].to_numpy(dtype="float64")
     stats["ece_constant_baseline"] = expected_calibration_error(y[rows], base[rows]) if rows.any() else None
-    net = ret * 1e4 - cost_bps
-    gated = rows & (cal >= threshold)
+    for name, fn in (("brier", _brier), ("log_loss", _log_loss)):
+        stats[name], stats[f"{name}_ci"] = _with_interval(fn, (y[rows], cal[rows]), block, rng)
+        stats[f"{name}_constant_baseline"] = _round(fn(y[rows], base[rows]))
+    net = ret * 1e4  # the labels' returns are after costs already
+    expected = oof["expected_bps"].to_numpy(dtype="float64") if "expected_bps" in oof else net * np.nan
+    gated = rows & (cal >= threshold) & (expected > 0)
     stats["trades"] = int(gated.sum())
     stats["expectancy_bps"] = _mean(net[gated])
-    mom = oof["momentum"].to_numpy(dtype="float64") if "momentum" in oof else np.full(len(oof), np.nan)
-    has_rule = bool(np.isfinite(mom[rows]).any())
-    ruled = rows & (mom > 0.5) if has_rule else rows
-    stats["rules"] = "momentum, ungated (P(up) > 0.5)" if has_rule else "buy every bar"
+    stats["expected_bps_stated"] = _mean(expected[gated])
+    ruled = rows  # the primary rule alone, ungated, on the same bars
+    stats["rules"] = "the primary rule, ungated (SMA10 above SMA20)"
     stats["rules_trades"] = int(ruled.sum())
     stats["rules_expectancy_bps"] = _mean(net[ruled])
     stats["deflated_sharpe"] = deflated_sharpe(net[gated], configs_tried)
@@ -136,9 +132,9 @@ def _verdict(s: dict[str, Any], calibrator: PlattCalibrator | None) -> tuple[boo
         return False, (f"{s['repeated_share']:.0%} of its test bars repeat sequences of its training bars: it "
                        "scores on what it memorised (is the file made of copies?)")
     if calibrator is None:
-        return False, "its P(up) could not be calibrated (too few out-of-sample bars, or only one outcome)"
+        return False, "its P could not be calibrated (too few out-of-sample trades, or only one outcome)"
     if calibrator.a <= FLAT_SLOPE:
-        return False, (f"its calibration is flat (slope {calibrator.a:.2f}): its P(up) says nothing the base "
+        return False, (f"its calibration is flat (slope {calibrator.a:.2f}): its P says nothing the base "
                        "rate does not")
     ic, (lo, hi) = s["rank_ic"], s["rank_ic_ci"]
     if ic is None or lo is None or lo <= 0:
@@ -146,13 +142,14 @@ def _verdict(s: dict[str, Any], calibrator: PlattCalibrator | None) -> tuple[boo
     trades, exp, rules = s["trades"], s["expectancy_bps"], s["rules_expectancy_bps"]
     pct = f"{s['threshold']:.0%}"
     if trades < MIN_TRADES:
-        return False, f"only {trades} out-of-sample bars reach P(up) {pct} (at least {MIN_TRADES} needed to judge)"
+        return False, (f"only {trades} out-of-sample trades reach P(profit) {pct} with a positive expected "
+                       f"return (at least {MIN_TRADES} needed to judge)")
     if exp is None or exp <= 0:
-        return False, f"its {trades} trades at P(up) {pct} made {_f(exp, 1)} bps each after costs: no profit"
+        return False, f"its {trades} trades at P(profit) {pct} made {_f(exp, 1)} bps each after costs: no profit"
     if rules is not None and exp <= rules:
-        return False, (f"its {trades} trades at P(up) {pct} made {exp:+.1f} bps each after costs, no better "
+        return False, (f"its {trades} trades at P(profit) {pct} made {exp:+.1f} bps each after costs, no better "
                        f"than the rule without it ({s['rules']}: {rules:+.1f} bps)")
-    return True, (f"rank IC {ic:.3f} [{lo:.3f}, {hi:.3f}]; {trades} trades at P(up) {pct} made {exp:+.1f} bps "
+    return True, (f"rank IC {ic:.3f} [{lo:.3f}, {hi:.3f}]; {trades} trades at P(profit) {pct} made {exp:+.1f} bps "
                   f"each after costs, against {_f(rules, 1)} for the rule without it")
 
 
@@ -184,7 +181,7 @@ def _with_interval(stat: Any, arrays: tuple[np.ndarray, ...], block: int,
     n = len(arrays[0])
     value = stat(*arrays) if n else None
     if value is None or n < 2 * block:
-        return value, [None, None]
+        return _round(value), [None, None]
     starts = rng.integers(0, n - block + 1, size=(RESAMPLES, math.ceil(n / block)))
     draws = []
     for row in starts:
@@ -195,7 +192,7 @@ def _with_interval(stat: Any, arrays: tuple[np.ndarray, ...], block: int,
     if len(draws) < RESAMPLES // 2:
         return value, [None, None]
     lo, hi = np.percentile(draws, [2.5, 97.5])
-    return value, [round(float(lo), 4), round(float(hi), 4)]
+    return _round(value), [round(float(lo), 4), round(float(hi), 4)]
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
@@ -205,6 +202,27 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
     pos = y == 1
     n1, n0 = int(pos.sum()), int((~pos).sum())
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _ic(p: np.ndarray, r: np.ndarray) -> float | None:
+    if len(p) < 2 or p.std() == 0 or r.std() == 0:
+        return None
+    return float(np.corrcoef(p, r)[0, 1])
+
+
+def _brier(y: np.ndarray, p: np.ndarray) -> float | None:
+    return float(np.mean((p - y) ** 2)) if len(y) else None
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float | None:
+    if not len(y):
+        return None
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _rank_ic(p: np.ndarray, r: np.ndarray) -> float | None:

@@ -23,7 +23,7 @@ import numpy as np
 from app.engine.ml.models import Model, ProgressFn, TrainingCancelled
 
 # share of an ensemble fit's progress bar each component gets (the LSTM is the slow one)
-_FIT_SHARE = {"lstm": 0.85, "random_forest": 0.14, "momentum": 0.01}
+_FIT_SHARE = {"lstm": 0.80, "random_forest": 0.12, "hist_gb": 0.07, "momentum": 0.01}
 
 
 def combine(parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -98,6 +98,35 @@ class PlattCalibrator:
         if d.get("method") != "platt":
             raise ValueError(f"unknown calibration method {d.get('method')!r}")
         return cls(float(d["a"]), float(d["b"]), int(d.get("n", 0)))
+
+
+def fit_weights(parts: Mapping[str, np.ndarray], y: np.ndarray, prior: Mapping[str, float],
+                min_rows: int = 100) -> dict[str, float] | None:
+    """The convex weights of the components that minimise the log loss of their weighted mean
+    on out-of-sample rows (stacking on the simplex); None with fewer than ``min_rows`` rows
+    every component answers. The prior weights start the search and break ties."""
+    from scipy.optimize import minimize  # deferred: scipy loads with the models, not the app
+
+    names = [k for k in parts if prior.get(k, 0.0) > 0 or len(parts) == 1]
+    y = np.asarray(y, dtype="float64")
+    ok = np.isfinite(y)
+    for k in names:
+        ok &= np.isfinite(parts[k])
+    if ok.sum() < min_rows or not names or len(np.unique(y[ok])) < 2:
+        return None
+    P = np.clip(np.column_stack([parts[k][ok] for k in names]), 1e-6, 1 - 1e-6)
+    t = y[ok]
+
+    def loss(z: np.ndarray) -> float:
+        w = np.exp(z - z.max())
+        p = P @ (w / w.sum())
+        return float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)))
+
+    start = np.log(np.array([max(prior.get(k, 0.0), 1e-3) for k in names]))
+    z = minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 400}).x
+    w = np.exp(z - z.max())
+    w = w / w.sum()
+    return {k: round(float(v), 4) for k, v in zip(names, w, strict=True)}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.engine.ml.dataset import default_horizon, feature_list
+from app.engine.ml.dataset import feature_list, session_reach
 from app.engine.ml.ensemble import Ensemble
 from app.engine.ml.lstm import LSTMModel
-from app.engine.ml.models import COMPONENTS, Model, MomentumModel, RandomForestModel
+from app.engine.ml.models import COMPONENTS, HistGradientBoostingModel, Model, MomentumModel, RandomForestModel
 from app.engine.settings import Settings
 from app.engine.strategy.base import SignalModel
 from app.engine.strategy.rules import RulesModel
@@ -27,13 +27,13 @@ class ModelFactory:
     model's constructor (tests pass tiny sizes; ``small=True`` for the LSTM).
     """
 
-    NAMES: tuple[str, ...] = ("lstm", "random_forest", "momentum", "ensemble", "rules")
+    NAMES: tuple[str, ...] = ("lstm", "random_forest", "hist_gb", "momentum", "ensemble", "rules")
 
     @staticmethod
     def build(name: str, settings: Settings, *, columns: Sequence[str] | None = None,
               horizon: int | None = None, **overrides: Any) -> Model | SignalModel:
         cols = list(columns) if columns is not None else feature_list(settings.timeframe)
-        h = horizon or default_horizon(settings.timeframe)
+        h = horizon or session_reach(settings.timeframe)
         if name == "rules":
             return RulesModel()
         if name in COMPONENTS:
@@ -49,4 +49,6 @@ def _component(name: str, columns: list[str], horizon: int, overrides: dict[str,
         return MomentumModel(columns, **overrides)
     if name == "random_forest":
         return RandomForestModel(columns, **overrides)
+    if name == "hist_gb":
+        return HistGradientBoostingModel(columns, **overrides)
     return LSTMModel(columns, horizon=horizon, **overrides)

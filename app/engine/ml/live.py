@@ -29,6 +29,7 @@ from app.engine.data.frame import from_epoch_seconds, is_intraday
 from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle, read_metadata
 from app.engine.ml.edge import recheck
 from app.engine.ml.ensemble import combine, combine_one
+from app.engine.ml.labels import LABELS, PRIMARY_FAST, PRIMARY_SLOW, primary_signal
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
 from app.engine.types import Bar, timeframe_of
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from app.engine.settings import Settings
 
 LIVE_WINDOW = 400
-SHORT = {"lstm": "lstm", "random_forest": "rf", "momentum": "mom"}
+SHORT = {"lstm": "lstm", "random_forest": "rf", "hist_gb": "gb", "momentum": "mom"}
 
 
 def default_max_age(timeframe: str) -> timedelta:
@@ -122,7 +123,10 @@ class EnsembleSignalModel(SignalModel):
                  window: int = LIVE_WINDOW) -> None:
 
         self.bundle = bundle
-        self.weights = dict(weights)
+        self.learned = learned_weights(bundle.meta)
+        self.weights = self.learned or dict(weights)
+        payoff = bundle.meta.get("payoff") or {}
+        self.payoff = (float(payoff["win_bps"]), float(payoff["loss_bps"])) if payoff else None
         self.fallback = fallback or RulesModel()
         self.max_age = max_age if max_age is not None else default_max_age(bundle.timeframe)
         self.window = window
@@ -134,8 +138,10 @@ class EnsembleSignalModel(SignalModel):
         self._until = {n: _parse_time(bundle.trained_until(n)) for n in bundle.components}
 
     def update_settings(self, settings: Settings) -> None:
-        """New ensemble weights take effect from the next bar."""
-        self.weights = settings.ensemble_weights()
+        """New ensemble weights take effect from the next bar, unless the model learned its own
+        (by out-of-sample log loss): those are part of what was measured."""
+        if self.learned is None:
+            self.weights = settings.ensemble_weights()
 
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if not bars:
@@ -172,15 +178,22 @@ class EnsembleSignalModel(SignalModel):
         if raw is None:
             return self._fallback(closes, "no ensemble component available (" + "; ".join(notes) + ")")
         cal = self.bundle.calibrator
-        p_up = cal.apply_one(raw) if cal is not None else raw
+        p = cal.apply_one(raw) if cal is not None else raw
+        fires, rule = primary_call(closes)
+        expected = (p * self.payoff[0] + (1 - p) * self.payoff[1]) if self.payoff else None
         mix = ", ".join(f"{SHORT.get(k, k)} {w:.2f}" for k, w in used.items())
         renorm = " renormalised" if set(used) != {k for k, w in self.weights.items() if w > 0} else ""
-        head = (f"ensemble P(up) {p_up:.2f} (raw {raw:.2f}, Platt-calibrated on {cal.n} out-of-sample bars)"
-                if cal is not None else f"ensemble P(up) {p_up:.2f} (not calibrated)")
-        reasons = [head, f"weights{renorm}: {mix}"]
-        reasons += [self.bundle.components[k].describe(p) for k, p in parts.items()]
-        votes = tuple((k, round(p, 4)) for k, p in parts.items())
-        return ModelOutput(float(p_up), votes, tuple(reasons + notes), self.version)
+        learned = " (by out-of-sample log loss)" if self.learned else ""
+        head = (f"P(trade profitable) {p:.2f} (raw {raw:.2f}, Platt-calibrated on {cal.n} out-of-sample "
+                f"trades)" if cal is not None else f"P(trade profitable) {p:.2f} (not calibrated)")
+        reasons = [f"primary rule: {rule}", head]
+        if expected is not None:
+            reasons.append(f"expected return after costs {expected:+.1f} bps")
+        reasons += [f"weights{learned}{renorm}: {mix}"]
+        reasons += [self.bundle.components[k].describe(v) for k, v in parts.items()]
+        votes = tuple((k, round(v, 4)) for k, v in parts.items())
+        return ModelOutput(float(p), votes, tuple(reasons + notes), self.version, long_only=True,
+                           tradeable=fires, expected_bps=None if expected is None else round(expected, 2))
 
     def _fallback(self, closes: np.ndarray, why: str) -> ModelOutput | None:
         out = self.fallback.predict(closes)
@@ -192,12 +205,36 @@ class EnsembleSignalModel(SignalModel):
 NO_EDGE_LABEL = "rules: model has no demonstrated edge"
 
 
+def primary_call(closes: np.ndarray) -> tuple[bool, str]:
+    """The primary rule at the last close: (a buy?, in words)."""
+    if len(closes) < PRIMARY_SLOW:
+        return False, f"fewer than {PRIMARY_SLOW} closes: no call"
+    buy = bool(primary_signal(closes[-PRIMARY_SLOW:])[-1])
+    fast, slow = float(closes[-PRIMARY_FAST:].mean()), float(closes[-PRIMARY_SLOW:].mean())
+    where, verdict = ("above", "buy") if buy else ("not above", "no entry")
+    return buy, f"SMA{PRIMARY_FAST} {fast:.2f} {where} SMA{PRIMARY_SLOW} {slow:.2f}: {verdict}"
+
+
+def learned_weights(meta: dict[str, Any]) -> dict[str, float] | None:
+    """The ensemble weights a model chose by out-of-sample log loss, when it saved them."""
+    w = meta.get("weights")
+    if not isinstance(w, dict) or not w:
+        return None
+    try:
+        out = {str(k): float(v) for k, v in w.items()}
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) and v >= 0 for v in out.values()) and sum(out.values()) > 0 else None
+
+
 def edge_of(meta: dict[str, Any]) -> str | None:
     """Why a saved model must not trade (its own out-of-sample verdict), or None when it may."""
-    if meta.get("edge") is True:
+    if meta.get("edge") is True and meta.get("labels") == LABELS:
         return recheck(meta)  # the numbers saved beside it must grant it too (a hand-edited verdict)
     if "edge" not in meta:
         return "it was saved before models were judged on their out-of-sample edge: train it again"
+    if meta.get("labels") != LABELS:
+        return "it predicts the next close, not the bot's trade (saved before trade labels): train it again"
     return str(meta.get("edge_reason") or "its out-of-sample numbers show none")
 
 
@@ -234,16 +271,21 @@ def load_signal_model(paths: AppPaths, settings: Settings) -> tuple[SignalModel,
 def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
     """Batch predictions for every bar of a clean frame (rows without enough history
     dropped). Each row uses only bars up to its own: appending bars later in
-    the file never changes an earlier row."""
+    the file never changes an earlier row. ``p_up`` is the calibrated chance that the primary
+    rule's long entered after the bar ends profitable; ``signal`` is BUY where the rule calls
+    a buy and that chance is above one half, else HOLD (the model never sells)."""
 
     X = compute_features(frame, is_intraday(bundle.timeframe))[bundle.columns].to_numpy(dtype="float64")
     parts = {name: m.predict_proba(X) for name, m in bundle.components.items()}
-    raw = combine(parts, weights)
-    p_up = bundle.calibrator.apply(raw) if bundle.calibrator is not None else raw
+    raw = combine(parts, learned_weights(bundle.meta) or weights)
+    p = bundle.calibrator.apply(raw) if bundle.calibrator is not None else raw
     out = pd.DataFrame({f"p_{k}": parts.get(k, np.full(len(X), np.nan))
-                        for k in ("lstm", "random_forest", "momentum")}, index=frame.index)
+                        for k in ("lstm", "random_forest", "hist_gb", "momentum")}, index=frame.index)
     out["p_raw"] = raw
-    out["p_up"] = p_up
-    out["confidence"] = np.maximum(p_up, 1 - p_up)
-    out["signal"] = np.where(p_up > 0.5, "BUY", "SELL")
-    return out[np.isfinite(p_up)]
+    out["p_up"] = p
+    out["confidence"] = p
+    out["primary"] = primary_signal(frame["close"].to_numpy(dtype="float64"))
+    pay = bundle.meta.get("payoff") or {}
+    out["expected_bps"] = (p * float(pay["win_bps"]) + (1 - p) * float(pay["loss_bps"])) if pay else np.nan
+    out["signal"] = np.where(out["primary"] & (p > 0.5), "BUY", "HOLD")
+    return out[np.isfinite(p)]

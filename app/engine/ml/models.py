@@ -1,4 +1,4 @@
-"""The Model port and its implementations: LSTM, random forest, momentum.
+"""The Model port and its implementations: LSTM, random forest, gradient boosting, momentum.
 
 Every model speaks the same small language so the ensemble, the walk-forward
 trainer and the live adapter never care which one they hold:
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 ProgressFn = Callable[[float, str], bool]  # (fraction done, message) -> keep going?
-COMPONENTS: tuple[str, ...] = ("lstm", "random_forest", "momentum")
+COMPONENTS: tuple[str, ...] = ("lstm", "random_forest", "hist_gb", "momentum")
 
 
 class TrainingCancelled(Exception):
@@ -200,6 +200,66 @@ class RandomForestModel(Model):
     def params(self) -> dict[str, Any]:
         return {"lags": list(self.lags), "n_estimators": self.n_estimators,
                 "max_depth": self.max_depth, "min_samples_leaf": self.min_samples_leaf,
+                "seed": self.seed}
+
+
+class HistGradientBoostingModel(RandomForestModel):
+    """scikit-learn's histogram gradient boosting on the same lagged design as the forest.
+
+    Small and strongly regularised (shallow trees, large leaves, L2, early stopping on a
+    held-out tail in time order is not offered by sklearn, so a fixed, small number of
+    rounds at a low rate): boosting fits noise fast on a few thousand labels.
+    """
+
+    name = "hist_gb"
+
+    def __init__(self, columns: Sequence[str], lags: tuple[int, ...] = (1, 3), max_iter: int = 150,
+                 learning_rate: float = 0.04, max_depth: int = 3, min_samples_leaf: int = 40,
+                 l2: float = 1.0, seed: int = 42) -> None:
+        super().__init__(columns, lags=lags, min_samples_leaf=min_samples_leaf, seed=seed)
+        self.max_iter, self.learning_rate, self.max_depth, self.l2 = max_iter, learning_rate, max_depth, l2
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, progress: ProgressFn | None = None) -> Model:
+        from sklearn.ensemble import HistGradientBoostingClassifier  # deferred: sklearn loads with training
+
+        D = self.design(X)
+        y = np.asarray(y, dtype="float64")
+        mask = finite_rows(D) & np.isfinite(y)
+        if mask.sum() < 4 * self.min_samples_leaf or len(np.unique(y[mask])) < 2:
+            raise ValueError(f"gradient boosting needs more labelled rows of both outcomes (has {int(mask.sum())})")
+        clf = HistGradientBoostingClassifier(
+            max_iter=self.max_iter, learning_rate=self.learning_rate, max_depth=self.max_depth,
+            min_samples_leaf=self.min_samples_leaf, l2_regularization=self.l2, early_stopping=False,
+            random_state=self.seed)
+        clf.fit(D[mask], y[mask].astype(int))
+        self.forest = clf
+        return self
+
+    def set_forest(self, forest: Any) -> None:
+        self.forest = forest
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if self.forest is None:
+            raise RuntimeError("gradient boosting is not trained")
+        D = self.design(X)
+        out = np.full(len(D), np.nan)
+        mask = finite_rows(D)
+        if mask.any():
+            out[mask] = self.forest.predict_proba(D[mask])[:, 1]
+        return out
+
+    def predict_last(self, X: np.ndarray) -> float:
+        if self.forest is None:
+            raise RuntimeError("gradient boosting is not trained")
+        X = np.asarray(X, dtype="float64")
+        if len(X) < self.lookback:
+            return float("nan")
+        row = np.concatenate([X[-1]] + [X[-1 - lag] for lag in self.lags])
+        return float(self.forest.predict_proba(row[None, :])[0, 1]) if np.isfinite(row).all() else float("nan")
+
+    def params(self) -> dict[str, Any]:
+        return {"lags": list(self.lags), "max_iter": self.max_iter, "learning_rate": self.learning_rate,
+                "max_depth": self.max_depth, "min_samples_leaf": self.min_samples_leaf, "l2": self.l2,
                 "seed": self.seed}
 
 

@@ -23,6 +23,7 @@ often (see :func:`app.engine.backtest.strategies.walk_forward_ensemble_model`).
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.engine.ml.dataset import Dataset, build_dataset
-from app.engine.ml.edge import EdgeVerdict, assess, forward_returns, repeated_share
-from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine
+from app.engine.ml.dataset import Dataset, build_dataset, rules_for
+from app.engine.ml.edge import EdgeVerdict, assess, repeated_share
+from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine, fit_weights
 from app.engine.ml.factory import ModelFactory
+from app.engine.ml.labels import LABELS, PRIMARY_RULE
 from app.engine.ml.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
 
 REPORTED: tuple[str, ...] = (*COMPONENTS, "ensemble", "ensemble_calibrated", "always_up")
 EnsembleFactory = Callable[[list[str], int], Ensemble]  # (feature columns, horizon) -> untrained
+EMBARGO_SHARE = 0.01
 SMALL_OVERRIDES: dict[str, dict[str, Any]] = {"lstm": {"small": True},
-                                              "random_forest": {"n_estimators": 20}}
+                                              "random_forest": {"n_estimators": 20},
+                                              "hist_gb": {"max_iter": 30}}
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrainConfig:
     retrain_every: int | None = None  # None: ``folds`` equal blocks; N: a new block every N bars
     first_train_bars: int | None = None  # the first training window in bars (None: first_train_frac)
     min_calibration: int = 100  # OOF samples a calibrator needs
+    embargo: int | None = None  # bars left out before each test block (None: 1% of the bars)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-component constructor args
 
 
@@ -73,15 +78,18 @@ class WalkForwardReport:
     calibration: dict[str, Any]
     oof: pd.DataFrame = field(repr=False)
     seconds: float = 0.0
+    embargo: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"horizon": self.horizon, "purge_bars": self.horizon, "folds": self.folds,
+        return {"horizon": self.horizon, "purge_bars": self.horizon, "embargo_bars": self.embargo,
+                "folds": self.folds,
                 "overall": self.overall, "calibration": self.calibration,
                 "seconds": round(self.seconds, 2)}
 
     def lines(self) -> list[str]:
-        out = [f"walk-forward: {len(self.folds)} folds, expanding window, purge {self.horizon} bars, "
-               f"{len(self.oof)} out-of-sample bars"]
+        out = [f"walk-forward: {len(self.folds)} folds, expanding window, labels purged where "
+               f"their trade reads into a test block, embargo {self.embargo} bars, {len(self.oof)} "
+               f"out-of-sample bars, {int(self.oof['primary'].sum())} of them the primary rule's buys"]
         for f in self.folds:
             ens, up = f["metrics"]["ensemble"], f["metrics"]["always_up"]
             out.append(f"  fold {f['fold']}: train {f['train_start'][:10]}..{f['train_end'][:10]} "
@@ -148,12 +156,39 @@ def block_edges(n: int, config: TrainConfig) -> list[tuple[int, int]]:
     return every_n_edges(n, config.retrain_every, first)
 
 
-def purged_labels(y: np.ndarray, test_start: int, horizon: int) -> np.ndarray:
-    """Training labels for a block starting at ``test_start``: those that read a
-    close inside the block (the last ``horizon`` before it) are blanked."""
-    out = np.asarray(y[:test_start], dtype="float64").copy()
-    out[max(0, test_start - horizon):] = np.nan
+def purged_labels(ds: Dataset, test_start: int, embargo: int = 0) -> np.ndarray:
+    """Training labels for a block starting at ``test_start``: a label whose trade ends at or
+    after the block's first bar reads prices inside it and is blanked (the purge), and so are
+    the ``embargo`` labels before the block (features of neighbouring bars are correlated)."""
+    out = np.asarray(ds.y[:test_start], dtype="float64").copy()
+    out[ds.exit_pos[:test_start] >= test_start] = np.nan
+    if embargo > 0:
+        out[max(0, test_start - embargo):] = np.nan
     return out
+
+
+def embargo_bars(n: int) -> int:
+    """Lopez de Prado's rule of thumb: about 1% of the bars."""
+    return int(math.ceil(EMBARGO_SHARE * n))
+
+
+def payoff(ret: np.ndarray, y: np.ndarray, primary: np.ndarray) -> tuple[float, float] | None:
+    """(the mean return of the primary rule's winning trades, of its losing ones) among the
+    labelled rows given; None when either kind is missing."""
+    ok = np.isfinite(y) & np.isfinite(ret) & primary
+    wins, losses = ret[ok & (y == 1)], ret[ok & (y == 0)]
+    if not len(wins) or not len(losses):
+        return None
+    return float(wins.mean()), float(losses.mean())
+
+
+def expected_bps(p: np.ndarray, pay: tuple[float, float] | None) -> np.ndarray:
+    """A trade's expected return after costs, in bps, from its calibrated P(profitable) and the
+    mean winning and losing trade: p * win + (1 - p) * loss."""
+    p = np.asarray(p, dtype="float64")
+    if pay is None:
+        return np.full(len(p), np.nan)
+    return (p * pay[0] + (1 - p) * pay[1]) * 1e4
 
 
 def build_ensemble(settings: Settings, config: TrainConfig, columns: list[str], horizon: int) -> Ensemble:
@@ -167,75 +202,97 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
                  progress: ProgressFn | None = None,
                  factory: EnsembleFactory | None = None) -> WalkForwardReport:
     """Out-of-fold predictions and metrics; ``factory`` builds each fold's fresh,
-    untrained ensemble (default: the settings' ensemble)."""
+    untrained ensemble (default: the settings' ensemble). Each block's ensemble weights,
+    calibration and payoff come from earlier blocks only."""
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
     edges = block_edges(len(ds), config)
-    h = ds.horizon
+    embargo = embargo_bars(len(ds)) if config.embargo is None else config.embargo
     work = np.array([a for a, _ in edges], dtype=float)
     done = np.concatenate([[0.0], np.cumsum(work)]) / work.sum()
     blocks: list[pd.DataFrame] = []
     folds: list[dict[str, Any]] = []
-    fwd = forward_returns(ds.close, h, ds.y)
     for k, (a, b) in enumerate(edges):
         sub = _scaled(progress, done[k], done[k + 1], f"fold {k + 1}/{len(edges)}: ")
-        y_train = purged_labels(ds.y, a, h)
-        ens = make(ds.columns, h)
+        y_train = purged_labels(ds, a, embargo)
+        ens = make(ds.columns, ds.horizon)
         ens.fit(ds.X[:a], y_train, progress=sub)
         ctx = max(0, a - ens.lookback + 1)
         parts = {name: p[a - ctx:] for name, p in ens.predict_parts(ds.X[ctx:b]).items()}
-        block = pd.DataFrame({"y": ds.y[a:b], "ret": fwd[a:b]}, index=ds.index[a:b])
+        block = pd.DataFrame({"y": ds.y[a:b], "ret": ds.ret[a:b], "primary": ds.primary[a:b],
+                              "exit": ds.exit_pos[a:b]}, index=ds.index[a:b])
         for name in COMPONENTS:
             block[name] = parts.get(name, np.full(b - a, np.nan))
-        block["ensemble"] = combine(parts, ens.weights)
-        block["always_up"] = float(np.nanmean(y_train))
-        block["ensemble_calibrated"] = _nested_calibration(blocks, block["ensemble"], config, h)
+        seen = _seen(blocks, a)
+        weights = (learn_weights(seen, ens.weights, config) if seen is not None else None) or ens.weights
+        block["ensemble"] = combine(parts, weights)
+        block["always_up"] = float(np.nanmean(y_train[ds.primary[:a]])) if ds.primary[:a].any() else np.nan
+        nested = fit_calibrator(seen, config, weights) if seen is not None else None
+        block["ensemble_calibrated"] = nested.apply(block["ensemble"].to_numpy()) if nested else np.nan
+        pay = payoff(ds.ret[:a], y_train, ds.primary[:a])
+        block["expected_bps"] = expected_bps(block["ensemble_calibrated"].to_numpy(), pay)
         block["fold"] = k + 1
         blocks.append(block)
         folds.append({"fold": k + 1, "train_start": str(ds.index[0]), "train_end": str(ds.index[a - 1]),
                       "test_start": str(ds.index[a]), "test_end": str(ds.index[b - 1]),
                       "train_labels": int(np.isfinite(y_train).sum()), "skipped": dict(ens.skipped),
-                      "metrics": _score(block)})
+                      "weights": dict(weights), "metrics": _score(block)})
     oof = pd.concat(blocks)
     final = fit_calibrator(oof, config)
-    cal = {"method": "platt", "ece_raw": expected_calibration_error(oof["y"], oof["ensemble"]),
-           "ece_walk_forward": expected_calibration_error(oof["y"], oof["ensemble_calibrated"]),
-           "reliability": reliability_table(oof["y"], oof["ensemble_calibrated"]),
-           "reliability_raw": reliability_table(oof["y"], oof["ensemble"]),
+    cand = oof[oof["primary"]]
+    cal = {"method": "platt", "ece_raw": expected_calibration_error(cand["y"], cand["ensemble"]),
+           "ece_walk_forward": expected_calibration_error(cand["y"], cand["ensemble_calibrated"]),
+           "reliability": reliability_table(cand["y"], cand["ensemble_calibrated"]),
+           "reliability_raw": reliability_table(cand["y"], cand["ensemble"]),
            **(final.to_dict() if final else {"note": "too few out-of-fold bars to calibrate"})}
     if final is not None:
-        in_sample = final.apply(oof["ensemble"].to_numpy())
-        cal["ece_final_in_sample"] = expected_calibration_error(oof["y"], in_sample)
-    return WalkForwardReport(h, folds, _score(oof), cal, oof, time.perf_counter() - started)
+        in_sample = final.apply(cand["ensemble"].to_numpy())
+        cal["ece_final_in_sample"] = expected_calibration_error(cand["y"], in_sample)
+    return WalkForwardReport(ds.horizon, folds, _score(oof), cal, oof, time.perf_counter() - started,
+                             embargo)
 
 
-def _nested_calibration(previous: list[pd.DataFrame], raw: pd.Series, config: TrainConfig,
-                        horizon: int) -> np.ndarray:
-    """This block's P(up) through a Platt map fit on the earlier blocks only; their
-    last ``horizon`` labels read closes inside this block and are purged."""
+def _seen(previous: list[pd.DataFrame], start: int) -> pd.DataFrame | None:
+    """The earlier blocks' out-of-sample rows for the block starting at bar ``start``, less
+    the labels whose trade ends inside it (they read its prices); None before the first."""
     if not previous:
-        return np.full(len(raw), np.nan)
+        return None
     seen = pd.concat(previous)
-    seen["y"] = purged_labels(seen["y"].to_numpy(), len(seen), horizon)
-    cal = fit_calibrator(seen, config)
-    return cal.apply(raw.to_numpy()) if cal is not None else np.full(len(raw), np.nan)
+    seen.loc[seen["exit"].to_numpy() >= start, "y"] = np.nan
+    return seen
 
 
-def fit_calibrator(oof: pd.DataFrame, config: TrainConfig) -> PlattCalibrator | None:
-    ok = np.isfinite(oof["y"]) & np.isfinite(oof["ensemble"])
+def learn_weights(oof: pd.DataFrame, prior: dict[str, float], config: TrainConfig) -> dict[str, float] | None:
+    """The components' weights by out-of-sample log loss on the primary rule's bars."""
+    cand = oof[oof["primary"]]
+    parts = {k: cand[k].to_numpy(dtype="float64") for k in prior if k in cand}
+    return fit_weights(parts, cand["y"].to_numpy(dtype="float64"), prior, config.min_calibration)
+
+
+def fit_calibrator(oof: pd.DataFrame, config: TrainConfig,
+                   weights: dict[str, float] | None = None) -> PlattCalibrator | None:
+    """A Platt map of the ensemble's raw P on the primary rule's bars (those it is used on);
+    with ``weights``, of the components recombined with them."""
+    cand = oof[oof["primary"]]
+    raw = combine({k: cand[k].to_numpy(dtype="float64") for k in weights if k in cand}, weights) \
+        if weights else cand["ensemble"].to_numpy(dtype="float64")
+    y = cand["y"].to_numpy(dtype="float64")
+    ok = np.isfinite(y) & np.isfinite(raw)
     if ok.sum() < config.min_calibration:
         return None
     try:
-        return PlattCalibrator.fit(oof["ensemble"][ok].to_numpy(), oof["y"][ok].to_numpy())
+        return PlattCalibrator.fit(raw[ok], y[ok])
     except ValueError:
         return None
 
 
 def _score(block: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    y = block["y"].to_numpy()
+    """Each model's metrics on the primary rule's bars: the trades it is asked about."""
+    cand = block[block["primary"].to_numpy(dtype=bool)]
+    y = cand["y"].to_numpy()
     out = {}
     for name in REPORTED:
-        p = block[name].to_numpy(dtype="float64")
+        p = cand[name].to_numpy(dtype="float64")
         decision = np.ones(len(p)) if name == "always_up" else None
         out[name] = classification_metrics(y, p, decision)
     return out
@@ -243,25 +300,34 @@ def _score(block: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
           progress: ProgressFn | None = None, factory: EnsembleFactory | None = None) -> TrainResult:
-    """Walk-forward evaluation, then the final ensemble on every bar, calibrated on the OOF.
+    """Walk-forward evaluation, then the final ensemble on every bar, its weights and its
+    calibration fit on the out-of-fold predictions.
 
     ``progress(fraction, message)`` is called throughout; returning False
     cancels (:class:`TrainingCancelled`) before anything is saved.
     """
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
-    ds = build_dataset(frame, config.timeframe, config.horizon)
-    if ds.labelled < 200:
-        raise ValueError(f"only {ds.labelled} labelled bars: too few to train and test a model")
+    rules = rules_for(frame, settings, config.horizon)
+    ds = build_dataset(frame, config.timeframe, config.horizon, rules)
+    candidates = int((np.isfinite(ds.y) & ds.primary).sum())
+    if ds.labelled < 200 or candidates < 100:
+        raise ValueError(f"only {ds.labelled} labelled bars, {candidates} of them the primary rule's buys: "
+                         "too few to train and test a model")
     n_wf = sum(a for a, _ in block_edges(len(ds), config))
     split = n_wf / (n_wf + len(ds))
     report = walk_forward(ds, settings, config, _scaled(progress, 0.0, split, ""), make)
     ens = make(ds.columns, ds.horizon)
     ens.fit(ds.X, ds.y, progress=_scaled(progress, split, 1.0, "final model: "))
-    ens.calibrator = fit_calibrator(report.oof, config)
-    verdict = judge(report, ens.calibrator, settings, ds)
+    ens.weights = learn_weights(report.oof, ens.weights, config) or ens.weights
+    ens.calibrator = fit_calibrator(report.oof, config, ens.weights)
+    verdict = judge(report, ens.calibrator, ds, settings.approval_threshold)
     labelled = np.flatnonzero(np.isfinite(ds.y))
+    pay = payoff(ds.ret, ds.y, ds.primary)
     info = {"symbol": config.symbol, "timeframe": config.timeframe, "horizon": ds.horizon,
+            "labels": LABELS, "primary_rule": PRIMARY_RULE, "trade_rules": rules.to_dict(),
+            "payoff": {"win_bps": round(pay[0] * 1e4, 2), "loss_bps": round(pay[1] * 1e4, 2)} if pay else None,
+            "weights": dict(ens.weights), "embargo_bars": report.embargo,
             "features": list(ds.columns), "bars": len(ds), "labelled": ds.labelled,
             "train_start": ds.index[0].isoformat(), "train_end": ds.index[-1].isoformat(),
             "last_label": ds.index[labelled[-1]].isoformat(), "skipped": dict(ens.skipped),
@@ -271,16 +337,13 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     return TrainResult(ens, report, info, verdict)
 
 
-def judge(report: WalkForwardReport, calibrator: PlattCalibrator | None, settings: Settings,
-          ds: Dataset) -> EdgeVerdict:
-    """The edge verdict at the user's approval threshold and costs: slippage both ways, and
-    the commission per share as a share of the median price."""
-    price = float(np.nanmedian(ds.close)) if len(ds) else 0.0
-    commission = 2 * settings.commission_per_share / price * 1e4 if price > 0 else 0.0
+def judge(report: WalkForwardReport, calibrator: PlattCalibrator | None, ds: Dataset,
+          threshold: float) -> EdgeVerdict:
+    """The edge verdict at the user's approval threshold, on trades already net of the desk's
+    costs (slippage both ways, and the commission per share as a share of the median price)."""
     first_test = int(ds.index.get_loc(report.oof.index[0])) if len(report.oof) else 0
-    return assess(report.oof, calibrator, threshold=settings.approval_threshold,
-                  cost_bps=round(2 * settings.slippage_bps + commission, 2), horizon=ds.horizon,
-                  repeated=repeated_share(ds.close, first_test))
+    return assess(report.oof, calibrator, threshold=threshold,
+                  cost_bps=ds.rules.cost_bps, horizon=ds.horizon, repeated=repeated_share(ds.close, first_test))
 
 
 def _scaled(progress: ProgressFn | None, lo: float, hi: float, prefix: str) -> ProgressFn | None:

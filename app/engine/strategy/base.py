@@ -13,14 +13,23 @@ from app.engine.types import Bar
 
 @dataclass(frozen=True, slots=True)
 class ModelOutput:
-    p_up: float  # probability that the close after the horizon is above this close
+    """A model's call at a bar's close. The rules and momentum models state P(up), the chance
+    the price rises (a SELL below 0.5). The trained ensemble meta-labels a primary rule: its
+    ``p_up`` is the chance that the rule's long, entered now, ends profitable after costs
+    (``long_only``: it is a buy or nothing), ``tradeable`` says whether the rule calls a buy
+    at all, and ``expected_bps`` is that trade's expected return after costs."""
+
+    p_up: float
     votes: tuple[tuple[str, float], ...]
     reasons: tuple[str, ...]
     version: str
+    long_only: bool = False
+    tradeable: bool = True
+    expected_bps: float | None = None
 
     @property
     def confidence(self) -> float:
-        return max(self.p_up, 1.0 - self.p_up)
+        return self.p_up if self.long_only else max(self.p_up, 1.0 - self.p_up)
 
 
 class SignalModel(abc.ABC):

@@ -38,6 +38,23 @@ class PrecomputedModel(SignalModel):
         return cls(name, times, [ModelOutput(float(p), ((name, float(p)),), (f"{name} {p:.2f}",), version)
                                  if np.isfinite(p) else None for p in p_up])
 
+    @classmethod
+    def from_trade_chances(cls, name: str, times: Sequence[datetime], p: Sequence[float] | np.ndarray,
+                           primary: Sequence[bool] | np.ndarray, expected_bps: Sequence[float] | np.ndarray,
+                           version: str) -> PrecomputedModel:
+        """From a meta-labelling model's P(the primary rule's long ends profitable) per bar: a
+        buy or nothing, and only where the rule calls a buy (see :class:`ModelOutput`)."""
+        outs: list[ModelOutput | None] = []
+        for q, fires, e in zip(p, primary, expected_bps, strict=True):
+            if not np.isfinite(q):
+                outs.append(None)
+                continue
+            exp = float(e) if np.isfinite(e) else None
+            said = f"{name} P(trade profitable) {q:.2f}" + (f", expected {exp:+.1f} bps" if exp is not None else "")
+            outs.append(ModelOutput(float(q), ((name, float(q)),), (said,), version, long_only=True,
+                                    tradeable=bool(fires), expected_bps=exp))
+        return cls(name, times, outs)
+
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if not bars:
             return None
