@@ -31,14 +31,15 @@ def test_an_approval_shows_everything_to_decide_on_without_scrolling(qtbot) -> N
     panel.show()
     panel.set_account(Settings(), 100_000.0, 100_000.0)
     sig = TradingSignal("PLTR", Side.BUY, 0.76, 25.5, T0, T0 + timedelta(minutes=5),
-                        ("fast SMA crossed above slow", "volume up"), (("lstm", 0.74), ("momentum", 0.8)), "card1")
+                        ("fast SMA crossed above slow", "volume up"), (("lstm", 0.74), ("momentum", 0.8)), "card1",
+                        expected_bps=12.34)
     panel.tick(T0, {"PLTR": 25.6})
     panel.set_pace(600.0, False)
     panel.on_signal(SignalEvent(sig, SignalStatus.PENDING))
     text = panel.detail.text()
     # 2% of $100k at risk over a 3% stop at $25.50 is 2,614 shares; 20% of equity caps it at 784
     for said in ("BUY PLTR", "about 784 shares", "25.50 then, now 25.60 (+0.39%)", "Stop", "24.73",
-                 "0.76", "lstm 0.74, momentum 0.80", "fast SMA crossed above slow; volume up"):
+                 "0.76", "after costs +12.3 bps", "lstm 0.74, momentum 0.80", "fast SMA crossed above slow; volume up"):
         assert said in text, f"{said!r} not on the card"
     assert "Time left</td><td>0 s" in text or "Time left</td><td>1 s" in text, "5 simulated minutes at 600x"
     assert panel.detail.isVisible() and panel.detail.height() > 0
