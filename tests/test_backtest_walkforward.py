@@ -84,10 +84,10 @@ def test_notes_count_the_retrains_and_say_the_model_never_saw_the_bar(runs: Runs
     retrains = math.ceil((n - MIN_FIRST_TRAIN_BARS) / EVERY)
     text = "\n".join(runs.notes)
     assert f"walk-forward: {retrains} retrains, every {EVERY} bars" in text
-    assert "each bar's P(up) comes from a model trained only on earlier bars (labels purged by the horizon" in text
+    assert "each bar's P(trade profitable) comes from a model trained only on earlier bars (labels purged" in text
     assert f"{n - MIN_FIRST_TRAIN_BARS:,} out-of-sample bars" in text
     assert f"trained on {runs.bars[0].time:%Y-%m-%d} .. {runs.bars[MIN_FIRST_TRAIN_BARS - 1].time:%Y-%m-%d}" in text
-    assert f"{EVERY} bars use the uncalibrated ensemble P(up): the first block has no calibrator yet" in text
+    assert f"{EVERY} bars use the uncalibrated ensemble P: the first block has no calibrator yet" in text
     assert "IN-SAMPLE" not in text
 
 

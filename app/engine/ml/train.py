@@ -201,40 +201,48 @@ def build_ensemble(settings: Settings, config: TrainConfig, columns: list[str], 
 def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
                  progress: ProgressFn | None = None,
                  factory: EnsembleFactory | None = None) -> WalkForwardReport:
-    """Out-of-fold predictions and metrics; ``factory`` builds each fold's fresh,
-    untrained ensemble (default: the settings' ensemble). Each block's ensemble weights,
-    calibration and payoff come from earlier blocks only."""
+    """Out-of-fold predictions and metrics for one symbol; ``factory`` builds each fold's
+    fresh, untrained ensemble (default: the settings' ensemble)."""
+    cuts = [(ds.index[a], ds.index[b] if b < len(ds) else None) for a, b in block_edges(len(ds), config)]
+    return walk_forward_sets({config.symbol: ds}, cuts, settings, config, progress, factory)
+
+
+def walk_forward_sets(sets: dict[str, Dataset], cuts: list[tuple[pd.Timestamp, pd.Timestamp | None]],
+                      settings: Settings, config: TrainConfig, progress: ProgressFn | None = None,
+                      factory: EnsembleFactory | None = None) -> WalkForwardReport:
+    """The walk-forward over one or several symbols' datasets, cut at the same times: each
+    block's model is trained on every symbol's bars before the cut (purged, embargoed) and
+    predicts every symbol's bars up to the next. Its ensemble weights, calibration and payoff
+    come from earlier blocks only."""
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
-    edges = block_edges(len(ds), config)
-    embargo = embargo_bars(len(ds)) if config.embargo is None else config.embargo
-    work = np.array([a for a, _ in edges], dtype=float)
+    first = next(iter(sets.values()))
+    horizon = max(d.horizon for d in sets.values())
+    embargo = {s: embargo_bars(len(d)) if config.embargo is None else config.embargo for s, d in sets.items()}
+    spans = [{s: _span(d, ta, tb) for s, d in sets.items()} for ta, tb in cuts]
+    work = np.array([sum(a for a, _ in sp.values()) for sp in spans], dtype=float)
     done = np.concatenate([[0.0], np.cumsum(work)]) / work.sum()
     blocks: list[pd.DataFrame] = []
     folds: list[dict[str, Any]] = []
-    for k, (a, b) in enumerate(edges):
-        sub = _scaled(progress, done[k], done[k + 1], f"fold {k + 1}/{len(edges)}: ")
-        y_train = purged_labels(ds, a, embargo)
-        ens = make(ds.columns, ds.horizon)
-        ens.fit(ds.X[:a], y_train, progress=sub)
-        ctx = max(0, a - ens.lookback + 1)
-        parts = {name: p[a - ctx:] for name, p in ens.predict_parts(ds.X[ctx:b]).items()}
-        block = pd.DataFrame({"y": ds.y[a:b], "ret": ds.ret[a:b], "primary": ds.primary[a:b],
-                              "exit": ds.exit_pos[a:b]}, index=ds.index[a:b])
-        for name in COMPONENTS:
-            block[name] = parts.get(name, np.full(b - a, np.nan))
-        seen = _seen(blocks, a)
+    for k, (sp, (ta, _)) in enumerate(zip(spans, cuts, strict=True)):
+        sub = _scaled(progress, done[k], done[k + 1], f"fold {k + 1}/{len(cuts)}: ")
+        ens = make(first.columns, horizon)
+        X, y_train, primary, ret = stack(sets, {s: a for s, (a, _) in sp.items()}, embargo, ens.lookback)
+        ens.fit(X, y_train, progress=sub)
+        block = pd.concat([_predicted(ens, s, d, *sp[s]) for s, d in sets.items() if sp[s][1] > sp[s][0]])
+        block = block.sort_index(kind="stable")
+        seen = _seen(blocks, ta.value)
         weights = (learn_weights(seen, ens.weights, config) if seen is not None else None) or ens.weights
-        block["ensemble"] = combine(parts, weights)
-        block["always_up"] = float(np.nanmean(y_train[ds.primary[:a]])) if ds.primary[:a].any() else np.nan
+        block["ensemble"] = combine({c: block[c].to_numpy() for c in ens.components}, weights)
+        block["always_up"] = float(np.nanmean(y_train[primary])) if primary.any() else np.nan
         nested = fit_calibrator(seen, config, weights) if seen is not None else None
         block["ensemble_calibrated"] = nested.apply(block["ensemble"].to_numpy()) if nested else np.nan
-        pay = payoff(ds.ret[:a], y_train, ds.primary[:a])
-        block["expected_bps"] = expected_bps(block["ensemble_calibrated"].to_numpy(), pay)
+        block["expected_bps"] = expected_bps(block["ensemble_calibrated"].to_numpy(), payoff(ret, y_train, primary))
         block["fold"] = k + 1
         blocks.append(block)
-        folds.append({"fold": k + 1, "train_start": str(ds.index[0]), "train_end": str(ds.index[a - 1]),
-                      "test_start": str(ds.index[a]), "test_end": str(ds.index[b - 1]),
+        folds.append({"fold": k + 1, "train_start": str(min(d.index[0] for d in sets.values())),
+                      "train_end": str(max(d.index[a - 1] for s, d in sets.items() if (a := sp[s][0]) > 0)),
+                      "test_start": str(block.index[0]), "test_end": str(block.index[-1]),
                       "train_labels": int(np.isfinite(y_train).sum()), "skipped": dict(ens.skipped),
                       "weights": dict(weights), "metrics": _score(block)})
     oof = pd.concat(blocks)
@@ -248,13 +256,52 @@ def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
     if final is not None:
         in_sample = final.apply(cand["ensemble"].to_numpy())
         cal["ece_final_in_sample"] = expected_calibration_error(cand["y"], in_sample)
-    return WalkForwardReport(ds.horizon, folds, _score(oof), cal, oof, time.perf_counter() - started,
-                             embargo)
+    return WalkForwardReport(horizon, folds, _score(oof), cal, oof, time.perf_counter() - started,
+                             max(embargo.values()))
+
+
+def _span(ds: Dataset, start: pd.Timestamp, end: pd.Timestamp | None) -> tuple[int, int]:
+    """[a, b): the positions of ``ds``'s bars from ``start`` up to ``end`` (None: the last)."""
+    a = int(ds.index.searchsorted(start))
+    return a, len(ds) if end is None else int(ds.index.searchsorted(end))
+
+
+def stack(sets: dict[str, Dataset], upto: dict[str, int], embargo: dict[str, int],
+          lookback: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every symbol's rows before its cut, one after another, as (X, purged labels, primary,
+    returns). The first ``lookback - 1`` labels of each symbol after the first are blanked, so
+    no sequence or lag a model reads spans two symbols."""
+    Xs, ys, prims, rets = [], [], [], []
+    for k, (s, d) in enumerate(sets.items()):
+        a = upto[s]
+        y = purged_labels(d, a, embargo[s])
+        if k:
+            y[: lookback - 1] = np.nan
+        Xs.append(d.X[:a])
+        ys.append(y)
+        prims.append(d.primary[:a])
+        rets.append(d.ret[:a])
+    return np.vstack(Xs), np.concatenate(ys), np.concatenate(prims), np.concatenate(rets)
+
+
+def _predicted(ens: Ensemble, symbol: str, ds: Dataset, a: int, b: int) -> pd.DataFrame:
+    """One symbol's test rows [a, b): its labels and every component's P, read with the
+    history before ``a`` as context."""
+    ctx = max(0, a - ens.lookback + 1)
+    parts = {name: p[a - ctx:] for name, p in ens.predict_parts(ds.X[ctx:b]).items()}
+    ends = ds.index.as_unit("ns").asi8
+    exit_ns = np.where(ds.exit_pos[a:b] >= 0, ends[np.maximum(ds.exit_pos[a:b], 0)], np.iinfo("int64").max)
+    block = pd.DataFrame({"symbol": symbol, "y": ds.y[a:b], "ret": ds.ret[a:b], "primary": ds.primary[a:b],
+                          "exit": exit_ns}, index=ds.index[a:b])
+    for name in COMPONENTS:
+        block[name] = parts.get(name, np.full(b - a, np.nan))
+    return block
 
 
 def _seen(previous: list[pd.DataFrame], start: int) -> pd.DataFrame | None:
-    """The earlier blocks' out-of-sample rows for the block starting at bar ``start``, less
-    the labels whose trade ends inside it (they read its prices); None before the first."""
+    """The earlier blocks' out-of-sample rows for the block starting at ``start`` (ns since
+    the epoch), less the labels whose trade ends inside it (they read its prices); None
+    before the first."""
     if not previous:
         return None
     seen = pd.concat(previous)
