@@ -199,3 +199,32 @@ def test_an_ensemble_backtest_after_the_training_window_is_not_flagged(trained, 
     assert main(["--data-dir", str(home), "backtest", "--symbol", "PLTR", "--csv", str(later), "--timeframe", "1d",
                  "--strategy", "ensemble", "--json", str(out_json)]) == 0
     assert not any("IN-SAMPLE" in n for n in json.loads(out_json.read_text())["notes"])
+
+
+@pytest.mark.parametrize("planted", [0.6, 0.0])
+def test_one_model_learns_a_watchlist_and_is_judged_on_each_symbol(tmp_path: Path, planted: float) -> None:
+    """Three stocks with the same planted momentum: one pooled model finds it, overall, across
+    the symbols at each bar time and on each symbol's own trades, and every symbol's copy
+    trades. Without the momentum none does."""
+    argv = ["train", "--timeframe", "1d", "--folds", "3", "--small", "--json", str(tmp_path / "m.json")]
+    for i, sym in enumerate(("AAA", "BBB", "CCC")):
+        write_daily_csv(tmp_path / f"{sym}.csv", n=600, seed=20 + i, planted=planted)
+        argv += ["--csv", f"{sym}={tmp_path / f'{sym}.csv'}"]
+    home = tmp_path / "home"
+    rc, out, err = run(argv, home)
+    assert rc == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics["per_symbol"]) == {"AAA", "BBB", "CCC"} and metrics["info"]["symbols"] == ["AAA", "BBB", "CCC"]
+    cross = metrics["cross_sectional"]
+    assert cross["times"] > 30 and cross["rank_ic_ci"][0] is not None
+    for sym, verdict in metrics["per_symbol"].items():
+        model, notes = load_signal_model(AppPaths(home), Settings(timeframe="1d", watchlist=(sym,)))
+        assert verdict["out_of_sample"]["bars"] > 100
+        if planted:
+            assert verdict["edge"] is True, verdict["edge_reason"]
+            assert isinstance(model, EnsembleSignalModel) and model.bundle.symbol == sym
+        else:
+            assert verdict["edge"] is False and "the pooled model has no demonstrated edge" in verdict["edge_reason"]
+            assert isinstance(model, RulesModel) and "no demonstrated edge" in notes[0]
+    assert metrics["edge"] is bool(planted) and (cross["rank_ic_ci"][0] > 0) is bool(planted)
+    assert out.count("'s copy to ") == 3

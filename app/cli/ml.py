@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,12 +25,14 @@ from loguru import logger
 from app.cli.options import add_date_order
 from app.engine.clock import Clock, WallClock
 from app.engine.data.frame import DataError
+from app.engine.data.portfolio import bar_files
 from app.engine.data.service import default_start, fetch_and_cache, normalize_symbol
 from app.engine.data.sources import SOURCE_CHOICES, CacheSource, SimulatedSource, choose_source, yfinance_reachable
 from app.engine.ml.artifacts import ArtifactError, load_bundle, save_bundle
 from app.engine.ml.dataset import load_csv_bars
 from app.engine.ml.live import predict_frame
 from app.engine.ml.models import TrainingCancelled
+from app.engine.ml.pooled import train_pooled
 from app.engine.ml.train import SMALL_OVERRIDES, TrainConfig, train
 from app.engine.paths import AppPaths
 from app.engine.secrets import load_keys
@@ -46,9 +49,11 @@ def add_ml_parsers(subparsers: Any) -> None:
 
     timeframes = list(TIMEFRAMES)
     train = subparsers.add_parser("train", help="train and evaluate the prediction ensemble")
-    train.add_argument("--symbol", required=True, help="ticker, e.g. PLTR")
+    train.add_argument("--symbol", help="ticker, e.g. PLTR (with --source, or a lone CSV that does not say)")
     src = train.add_mutually_exclusive_group()
-    src.add_argument("--csv", metavar="FILE", help="bars from a CSV file")
+    src.add_argument("--csv", metavar="[SYM=]FILE", action="append",
+                     help="bars from a CSV file; repeat it for a watchlist: one model learns from every "
+                          "symbol's trades and is judged on each")
     src.add_argument("--source", choices=SOURCE_CHOICES, default=None,
                      help="bars from a data source via the local cache (default: auto)")
     train.add_argument("--timeframe", default="5m", choices=timeframes)
@@ -97,37 +102,81 @@ def run_ml_command(args: argparse.Namespace, paths: AppPaths, *, clock: Clock | 
 def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, clock: Clock,
            probe: Callable[[], bool] | None) -> int:
 
-    symbol = normalize_symbol(args.symbol)
     if args.horizon is not None and args.horizon < 1:
         raise DataError(f"--horizon {args.horizon}: a time stop on the labelled trades must be at least 1 bar")
     if args.folds < 1:
         raise DataError(f"--folds {args.folds}: the walk-forward needs at least 1 test fold")
-    frame, label = _bars(args, paths, symbol, clock, probe, out)
-    print(f"training {symbol} {args.timeframe} on {len(frame)} bars from {label}", file=out)
+    if args.symbol:
+        normalize_symbol(args.symbol)  # a bad ticker is said before any file is read
+    if args.csv:
+        frames = {s: load_csv_bars(path, args.timeframe, s) for s, path in bar_files(args.csv, args.symbol)}
+        for s, f in frames.items():
+            print(f"{s}: {len(f):,} bars", file=out)
+    else:
+        if not args.symbol:
+            raise DataError("name the stock: --symbol TICKER (or give its bars with --csv FILE)")
+        symbol = normalize_symbol(args.symbol)
+        frames = {symbol: _cached_bars(args, paths, symbol, clock, probe, out)[0]}
     settings = Settings.load(paths.settings)
-    config = TrainConfig(symbol=symbol, timeframe=args.timeframe, horizon=args.horizon, folds=args.folds,
-                         overrides=dict(SMALL_OVERRIDES) if getattr(args, "small", False) else {})
-    result = train(frame, settings, config, _printer(err))
+    config = TrainConfig(symbol=next(iter(frames)), timeframe=args.timeframe, horizon=args.horizon,
+                         folds=args.folds, overrides=dict(SMALL_OVERRIDES) if getattr(args, "small", False) else {})
+    print(f"training {', '.join(frames)} {args.timeframe} on {sum(len(f) for f in frames.values()):,} bars",
+          file=out)
+    if len(frames) > 1:
+        return _train_pooled(args, paths, frames, settings, config, out, err, clock)
+    result = train(next(iter(frames.values())), settings, config, _printer(err))
     for line in result.report.lines():
         print(line, file=out)
     metrics = result.report.to_dict()
-    folder = save_bundle(paths.model_dir(symbol, args.timeframe), result.ensemble,
+    folder = save_bundle(paths.model_dir(config.symbol, args.timeframe), result.ensemble,
                          result.info, metrics, saved_at=clock.now())
-    if result.info["skipped"]:
-        for name, why in result.info["skipped"].items():
-            print(f"warning: {name} was not trained: {why}", file=err)
+    _skipped(result.info, err)
     print(f"saved {', '.join(result.ensemble.components)} to {folder} "
           f"({result.info['seconds']:.0f} s)", file=out)
-    verdict = result.verdict
-    if verdict.edge:
-        print(f"edge: yes ({verdict.reason}); the app trades this model", file=out)
-    else:
-        print(f"edge: NO ({verdict.reason}); saved with edge: false, it never trades: the app trades its "
-              "rules model instead", file=out)
+    _say_verdict(config.symbol, result.verdict.edge, result.verdict.reason, out)
     if args.json:
-        Path(args.json).write_text(json.dumps({**verdict.to_dict(), "info": result.info, **metrics}, indent=2,
+        verdict = result.verdict.to_dict()
+        Path(args.json).write_text(json.dumps({**verdict, "per_symbol": {config.symbol: verdict},
+                                               "info": result.info, **metrics}, indent=2, default=str),
+                                   encoding="utf-8")
+    return 0
+
+
+def _train_pooled(args: argparse.Namespace, paths: AppPaths, frames: dict[str, pd.DataFrame], settings: Settings,
+                  config: TrainConfig, out: TextIO, err: TextIO, clock: Clock) -> int:
+    started = time.perf_counter()
+    result = train_pooled(frames, settings, config, _printer(err))
+    for line in result.report.lines():
+        print(line, file=out)
+    metrics = result.report.to_dict()
+    _skipped(result.info, err)
+    cs = result.cross_sectional
+    print(f"across symbols: rank IC {cs['rank_ic']} {cs['rank_ic_ci']} over {cs['times']} bar times with "
+          f"trades of {cs['min_symbols']}+ symbols", file=out)
+    v = result.verdict
+    print(f"pooled: edge {'yes' if v.edge else 'NO'} ({v.reason})", file=out)
+    for s in frames:
+        info = {**result.info_for(s), "seconds": round(time.perf_counter() - started, 2)}
+        folder = save_bundle(paths.model_dir(s, args.timeframe), result.ensemble, info, metrics, saved_at=clock.now())
+        print(f"saved {s}'s copy to {folder}", file=out)
+        _say_verdict(s, info["edge"], info["edge_reason"], out)
+    if args.json:
+        Path(args.json).write_text(json.dumps({**result.to_dict(), "info": result.info, **metrics}, indent=2,
                                               default=str), encoding="utf-8")
     return 0
+
+
+def _skipped(info: dict[str, Any], err: TextIO) -> None:
+    for name, why in (info.get("skipped") or {}).items():
+        print(f"warning: {name} was not trained: {why}", file=err)
+
+
+def _say_verdict(symbol: str, edge: bool, reason: str, out: TextIO) -> None:
+    if edge:
+        print(f"edge: yes ({reason}); the app trades this model for {symbol}", file=out)
+    else:
+        print(f"edge: NO ({reason}); saved with edge: false, it never trades: the app trades its rules model "
+              f"for {symbol} instead", file=out)
 
 
 def _printer(err: TextIO) -> Callable[[float, str], bool]:

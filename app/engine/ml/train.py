@@ -225,7 +225,7 @@ def walk_forward_sets(sets: dict[str, Dataset], cuts: list[tuple[pd.Timestamp, p
     blocks: list[pd.DataFrame] = []
     folds: list[dict[str, Any]] = []
     for k, (sp, (ta, _)) in enumerate(zip(spans, cuts, strict=True)):
-        sub = _scaled(progress, done[k], done[k + 1], f"fold {k + 1}/{len(cuts)}: ")
+        sub = scaled_progress(progress, done[k], done[k + 1], f"fold {k + 1}/{len(cuts)}: ")
         ens = make(first.columns, horizon)
         X, y_train, primary, ret = stack(sets, {s: a for s, (a, _) in sp.items()}, embargo, ens.lookback)
         ens.fit(X, y_train, progress=sub)
@@ -363,9 +363,9 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
                          "too few to train and test a model")
     n_wf = sum(a for a, _ in block_edges(len(ds), config))
     split = n_wf / (n_wf + len(ds))
-    report = walk_forward(ds, settings, config, _scaled(progress, 0.0, split, ""), make)
+    report = walk_forward(ds, settings, config, scaled_progress(progress, 0.0, split, ""), make)
     ens = make(ds.columns, ds.horizon)
-    ens.fit(ds.X, ds.y, progress=_scaled(progress, split, 1.0, "final model: "))
+    ens.fit(ds.X, ds.y, progress=scaled_progress(progress, split, 1.0, "final model: "))
     ens.weights = learn_weights(report.oof, ens.weights, config) or ens.weights
     ens.calibrator = fit_calibrator(report.oof, config, ens.weights)
     verdict = judge(report, ens.calibrator, ds, settings.approval_threshold)
@@ -393,7 +393,7 @@ def judge(report: WalkForwardReport, calibrator: PlattCalibrator | None, ds: Dat
                   cost_bps=ds.rules.cost_bps, horizon=ds.horizon, repeated=repeated_share(ds.close, first_test))
 
 
-def _scaled(progress: ProgressFn | None, lo: float, hi: float, prefix: str) -> ProgressFn | None:
+def scaled_progress(progress: ProgressFn | None, lo: float, hi: float, prefix: str) -> ProgressFn | None:
     """A progress callback mapped onto [lo, hi]; a False answer cancels by raising."""
     if progress is None:
         return None
