@@ -168,10 +168,11 @@ class ModelTab(QWidget):
             verdict = "NOT JUDGED for an edge (saved by an older version): train it again. The rules model trades. "
         self.status.setText(
             verdict +
-            f"Trained on {meta.get('train_start', '?')[:10]} .. {meta.get('train_end', '?')[:10]}, "
-            f"{meta.get('bars', '?')} bars, horizon {meta.get('horizon', '?')} bars. Out-of-sample figures; "
-            f"calibration error {cal.get('ece_raw', float('nan')):.3f} raw, "
-            f"{cal.get('ece_walk_forward', float('nan')):.3f} calibrated.")
+            f"Trained on {str(meta.get('train_start') or '?')[:10]} .. {str(meta.get('train_end') or '?')[:10]}, "
+            f"{meta.get('bars', '?')} bars{_pooled(meta)}. It states the chance that the rules model's buy, "
+            f"held to the desk's stops or the close, makes money after costs. Out-of-sample figures on those "
+            f"buys; calibration error {_cell(cal.get('ece_raw')) or '-'} raw, "
+            f"{_cell(cal.get('ece_walk_forward')) or '-'} calibrated (- : too few to calibrate).")
         return meta
 
     # ------------------------------------------------------------ training
@@ -248,6 +249,12 @@ class ModelTab(QWidget):
 def _symbols(symbols: Sequence[str]) -> list[str]:
     """Upper-case, without blanks or repeats, in the watchlist's order."""
     return list(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
+
+
+def _pooled(meta: dict[str, Any]) -> str:
+    """", one model over SYMBOLS" for a watchlist's model, else nothing."""
+    symbols = meta.get("symbols")
+    return f", one model over {', '.join(map(str, symbols))}" if isinstance(symbols, list) and len(symbols) > 1 else ""
 
 
 def _cell(v: Any) -> str:
