@@ -126,12 +126,27 @@ def test_predict_writes_one_object_per_bar(trained, tmp_path: Path) -> None:
     assert out.startswith(f"wrote {len(rows)} predictions") and 400 < len(rows) < 520
     first = rows[0]
     assert set(first) == {"timestamp", "p_lstm", "p_rf", "p_hist_gb", "p_momentum", "p_up", "confidence",
-                          "primary_buy", "expected_bps", "signal"}
+                          "primary_buy", "expected_bps", "signal", "in_sample"}
+    assert all(r["in_sample"] for r in rows) and "IN-SAMPLE" in err, "the file is the one it was trained on"
     for r in rows:  # P(the primary rule's long makes money): a buy where the rule calls one, never a sell
         assert r["confidence"] == pytest.approx(r["p_up"], abs=2e-6)
         assert r["signal"] == ("BUY" if r["primary_buy"] and r["p_up"] > 0.5 else "HOLD")
     assert {r["signal"] for r in rows} == {"BUY", "HOLD"}
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
+
+
+def test_predicting_bars_after_the_training_window_is_not_flagged(trained, tmp_path: Path) -> None:
+    home, _, _ = trained
+    later = tmp_path / "later.csv"
+    full = write_daily_csv(tmp_path / "all.csv", n=700, seed=11)
+    full.iloc[450:].to_csv(later, index=False)  # the trained file holds the first 520 of these days
+    rc, _, err = run(["predict", "--symbol", "PLTR", "--csv", str(later), "--timeframe", "1d", "--json",
+                      str(tmp_path / "p.json")], home)
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert rc == 0, err
+    inside = [r for r in rows if r["in_sample"]]
+    assert 0 < len(inside) < len(rows) and "IN-SAMPLE" in err and f"{len(inside)} of {len(rows)}" in err
+    assert max(r["timestamp"] for r in inside) < min(r["timestamp"] for r in rows if not r["in_sample"])
 
 
 def test_a_bars_prediction_does_not_depend_on_later_bars(trained, tmp_path: Path) -> None:

@@ -230,6 +230,16 @@ def _predict(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO
     frame, _ = _bars(args, paths, symbol, WallClock(), None, out)
     preds = predict_frame(bundle, frame, (Settings.load(paths.settings)).ensemble_weights())
     rows = prediction_records(preds)
+    start, end = bundle.meta.get("train_start"), bundle.meta.get("train_end")
+    if start and end:
+        lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+        for row in rows:
+            row["in_sample"] = bool(lo <= pd.Timestamp(row["timestamp"]) <= hi)
+        inside = sum(r["in_sample"] for r in rows)
+        if inside:
+            print(f"IN-SAMPLE: {inside:,} of {len(rows):,} bars lie in the model's training window "
+                  f"({start[:10]} .. {end[:10]}): it learned from them, so their predictions say nothing about "
+                  "how it does on new bars", file=err)
     text = json.dumps(rows, indent=1)
     if args.json:
         Path(args.json).write_text(text, encoding="utf-8")
