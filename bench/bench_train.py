@@ -90,8 +90,8 @@ def main() -> int:
           f"({metrics['edge_reason']})")
     for s, v in metrics["per_symbol"].items():
         o = v["out_of_sample"]
-        print(f"  {s}: AUC {o['auc']} {o['auc_ci']}, rank IC {o['rank_ic']} {o['rank_ic_ci']}, ECE {o['ece']} "
-              f"(constant {o['ece_constant_baseline']}), trades {o['trades']}, rule {o['rules_expectancy_bps']} "
+        print(f"  {s}: AUC {o['auc']} {o['auc_ci']}, rank IC {o['rank_ic']} {o['rank_ic_ci']}, ECE {o['ece']:.3f} "
+              f"(constant {o['ece_constant_baseline']:.3f}), trades {o['trades']}, rule {o['rules_expectancy_bps']} "
               f"bps, edge {v['edge']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"wall_s": round(wall, 1), "target_s": TARGET_S, **metrics},

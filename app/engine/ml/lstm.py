@@ -61,6 +61,9 @@ class LSTMModel(Model):
     Early stopping watches the last 15 % of the training window (in time
     order, never shuffled into training), with a purge of ``horizon`` samples
     between the two so no training label peeks into the validation bars.
+    On intraday bars it learns from one sequence every ``stride`` bars (15 minutes: three on
+    5-minute bars): neighbouring 60-bar windows share 59 bars, and the trades they label
+    share their exits, so every window adds little but training time.
     Seeded with ``keras.utils.set_random_seed``: the same data and seed give
     the same weights. ``small=True`` (tests only) shrinks it to run in seconds.
     """
@@ -69,14 +72,15 @@ class LSTMModel(Model):
 
     def __init__(self, columns: Sequence[str], *, horizon: int = 1, seq_len: int = 60,
                  units: tuple[int, int] = (64, 32), dropout: float = 0.2, max_epochs: int = 30,
-                 batch_size: int = 64, patience: int = 4, val_frac: float = 0.15,
-                 learning_rate: float = 1e-3, seed: int = 42, small: bool = False) -> None:
+                 batch_size: int = 64, patience: int = 2, val_frac: float = 0.15,
+                 learning_rate: float = 1e-3, seed: int = 42, stride: int = 1, small: bool = False) -> None:
         super().__init__(columns)
         if small:
             seq_len, units, max_epochs, batch_size, patience = 16, (8, 4), 3, 64, 2
         self.horizon, self.seq_len, self.units = horizon, seq_len, tuple(units)
         self.dropout, self.max_epochs, self.batch_size = dropout, max_epochs, batch_size
         self.patience, self.val_frac, self.learning_rate, self.seed = patience, val_frac, learning_rate, seed
+        self.stride = max(1, int(stride))
         self.lookback = seq_len
         self.keras_model: Any = None
         self.mean = np.zeros(len(self.columns))
@@ -105,6 +109,7 @@ class LSTMModel(Model):
         n_val = max(1, int(round(len(ends) * self.val_frac)))
         val = ends[-n_val:]
         train = ends[ends < val[0] - self.horizon]
+        train = train[(len(train) - 1) % self.stride :: self.stride]  # every stride-th, the newest kept
         if len(train) < 2 * self.batch_size or len(val) < 8:
             raise ValueError(f"LSTM needs more labelled sequences (has {len(ends)})")
         self._train_keras(self._windows(Xs, train), y[train], self._windows(Xs, val), y[val], progress)
@@ -191,7 +196,7 @@ class LSTMModel(Model):
         return {"seq_len": self.seq_len, "units": list(self.units), "dropout": self.dropout,
                 "max_epochs": self.max_epochs, "batch_size": self.batch_size,
                 "patience": self.patience, "val_frac": self.val_frac, "horizon": self.horizon,
-                "learning_rate": self.learning_rate, "seed": self.seed,
+                "learning_rate": self.learning_rate, "seed": self.seed, "stride": self.stride,
                 "epochs_run": len(self.history.get("loss", []))}
 
 

@@ -44,6 +44,7 @@ from app.engine.ml.metrics import (
     reliability_table,
 )
 from app.engine.ml.models import COMPONENTS, ProgressFn, TrainingCancelled
+from app.engine.types import timeframe_of
 
 if TYPE_CHECKING:
     from app.engine.settings import Settings
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 REPORTED: tuple[str, ...] = (*COMPONENTS, "ensemble", "ensemble_calibrated", "always_up")
 EnsembleFactory = Callable[[list[str], int], Ensemble]  # (feature columns, horizon) -> untrained
 EMBARGO_SHARE = 0.01
+LSTM_STRIDE_SECONDS = 15 * 60
 SMALL_OVERRIDES: dict[str, dict[str, Any]] = {"lstm": {"small": True},
                                               "random_forest": {"n_estimators": 20},
                                               "hist_gb": {"max_iter": 30}}
@@ -192,10 +194,18 @@ def expected_bps(p: np.ndarray, pay: tuple[float, float] | None) -> np.ndarray:
 
 
 def build_ensemble(settings: Settings, config: TrainConfig, columns: list[str], horizon: int) -> Ensemble:
-    model = ModelFactory.build("ensemble", settings, columns=columns, horizon=horizon,
-                               **config.overrides)
+    overrides = dict(config.overrides)
+    overrides["lstm"] = {"stride": lstm_stride(config.timeframe), **overrides.get("lstm", {})}
+    model = ModelFactory.build("ensemble", settings, columns=columns, horizon=horizon, **overrides)
     assert isinstance(model, Ensemble)
     return model
+
+
+def lstm_stride(timeframe: str) -> int:
+    """Bars between the LSTM's training sequences: 15 minutes' worth intraday, every bar on
+    longer bars."""
+    tf = timeframe_of(timeframe)
+    return max(1, LSTM_STRIDE_SECONDS // tf.seconds) if tf.intraday else 1
 
 
 def walk_forward(ds: Dataset, settings: Settings, config: TrainConfig,
