@@ -51,6 +51,10 @@ def demo_csv(folder: Path) -> Path:
     return path
 
 
+def r3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
@@ -90,8 +94,8 @@ def main() -> int:
           f"({metrics['edge_reason']})")
     for s, v in metrics["per_symbol"].items():
         o = v["out_of_sample"]
-        print(f"  {s}: AUC {o['auc']} {o['auc_ci']}, rank IC {o['rank_ic']} {o['rank_ic_ci']}, ECE {o['ece']:.3f} "
-              f"(constant {o['ece_constant_baseline']:.3f}), trades {o['trades']}, rule {o['rules_expectancy_bps']} "
+        print(f"  {s}: AUC {o['auc']} {o['auc_ci']}, rank IC {o['rank_ic']} {o['rank_ic_ci']}, ECE {r3(o['ece'])} "
+              f"(constant {r3(o['ece_constant_baseline'])}), trades {o['trades']}, rule {o['rules_expectancy_bps']} "
               f"bps, edge {v['edge']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"wall_s": round(wall, 1), "target_s": TARGET_S, **metrics},
