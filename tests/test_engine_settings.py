@@ -77,11 +77,13 @@ def test_numeric_strings_are_coerced_and_a_one_symbol_file_becomes_a_watchlist()
     assert isinstance(s.max_positions, int)
 
 
-def test_ensemble_weights_must_sum_to_one() -> None:
-    with pytest.raises(SettingsError, match="sum to 1"):
-        Settings(weight_lstm=0.6, weight_rf=0.3, weight_momentum=0.2)
-    ok = Settings(weight_lstm=0.4, weight_rf=0.4, weight_momentum=0.2)
-    assert ok.weight_lstm + ok.weight_rf + ok.weight_momentum == pytest.approx(1.0)
+def test_ensemble_weights_are_shares_and_not_all_zero() -> None:
+    """Shares of the mix (the ensemble divides by their sum): a settings file of three weights
+    summing to 1, saved before gradient boosting joined, still loads."""
+    with pytest.raises(SettingsError, match="at least one ensemble weight"):
+        Settings(weight_lstm=0.0, weight_rf=0.0, weight_hist_gb=0.0, weight_momentum=0.0)
+    old = Settings.from_dict({"weight_lstm": 0.5, "weight_rf": 0.3, "weight_momentum": 0.2})
+    assert old.ensemble_weights() == {"lstm": 0.5, "random_forest": 0.3, "hist_gb": 0.3, "momentum": 0.2}
 
 
 def test_cross_field_rules() -> None:
@@ -225,10 +227,11 @@ KEPT = '"risk_per_trade": 0.005, "mode": "manual", "max_positions": 2'
 
 @pytest.mark.parametrize("content, reset", [
     ('{' + KEPT + ', "approval_threshold": 0.9, "auto_threshold": 0.85}', {"approval_threshold", "auto_threshold"}),
-    ('{' + KEPT + ', "weight_rf": 0.9}', {"weight_rf"}),
+    ('{' + KEPT + ', "weight_lstm": 0, "weight_rf": 0, "weight_hist_gb": 0, "weight_momentum": 0}',
+     {"weight_lstm", "weight_rf", "weight_hist_gb", "weight_momentum"}),
     ('{' + KEPT + ', "trailing_pct": 0.08, "trailing_start_pct": 0.05}', {"trailing_pct", "trailing_start_pct"}),
     ('{' + KEPT + ', "demo_seed": ' + "7" * 5000 + '}', {"demo_seed"}),
-], ids=["thresholds-crossed", "weights-not-summing-to-1", "trailing-above-its-start", "5000-digit-int"])
+], ids=["thresholds-crossed", "weights-all-zero", "trailing-above-its-start", "5000-digit-int"])
 def test_a_rule_between_fields_or_a_huge_number_resets_only_those_fields(tmp_path: Path, content: str,
                                                                          reset: set[str]) -> None:
     """Once, each of these reset every setting: risk_per_trade 0.005 became 0.02, four times

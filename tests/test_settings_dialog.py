@@ -38,7 +38,6 @@ def _set(dlg: SettingsDialog, name: str, value: str | float) -> None:
 
 
 @pytest.mark.parametrize("name, value, reason, label", [
-    ("weight_lstm", 0.9, "must sum to 1", "LSTM weight"),
     ("approval_threshold", 0.9, 'must not exceed "Execute at confidence"', "Ask approval at confidence"),
     ("trailing_pct", 6.0, 'must be smaller than "Trailing stop starts at gain"', "Trailing distance"),
     ("watchlist", "PLTR, ＮＶＤＡ", "full-width", "Watchlist"),

@@ -121,10 +121,10 @@ class Settings:
         if no_entry and self.flatten_minutes_before_close > no_entry:
             raise SettingsError("no_entry_minutes_before_close", "must be at least flatten_minutes_before_close",
                                 ("flatten_minutes_before_close",))
-        total = self.weight_lstm + self.weight_rf + self.weight_momentum
-        if abs(total - 1.0) > 1e-6:
-            raise SettingsError("weight_lstm", f"ensemble weights must sum to 1 (they sum to {total:.3f})",
-                                ("weight_rf", "weight_momentum"))
+        if not any(w > 0 for w in self.ensemble_weights().values()):
+            # shares, not fractions: the ensemble divides by their sum (a trained model learns its own)
+            raise SettingsError("weight_lstm", "at least one ensemble weight must be above 0",
+                                ("weight_rf", "weight_hist_gb", "weight_momentum"))
         if 0 < self.backtest_retrain_bars < MIN_RETRAIN_BARS:
             raise SettingsError("backtest_retrain_bars", f"must be 0 (the saved model) or at least "
                                 f"{MIN_RETRAIN_BARS} bars")
