@@ -373,7 +373,8 @@ def test_the_engine_refuses_to_start_on_a_database_it_cannot_use(app_home: Path)
     ({"eod_flatten": "maybe"}, "eod_flatten"),
     ({"eod_flatten": 2}, "eod_flatten"), ({"demo_seed": 1e20}, "demo_seed"),
     ({"timeframe": "7m"}, "timeframe"), ({"approval_threshold": 0.9, "auto_threshold": 0.8}, "approval_threshold"),
-    ({"weight_lstm": 0.9}, "weight_lstm"), ({"starting_cash": "1e400"}, "starting_cash"),
+    ({"weight_lstm": 0, "weight_rf": 0, "weight_hist_gb": 0, "weight_momentum": 0}, "weight_lstm"),
+    ({"starting_cash": "1e400"}, "starting_cash"),
 ])
 def test_impossible_settings_are_refused_naming_the_field(values: dict[str, Any], field: str) -> None:
     with pytest.raises(SettingsError) as err:
