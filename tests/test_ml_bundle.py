@@ -55,8 +55,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, pd.
     info = {"symbol": "PLTR", "timeframe": "1d", "horizon": 1, "last_label": frame.index[-2].isoformat(),
             "edge": True, "edge_reason": "granted for these tests of loading", "labels": "trade",
             "payoff": {"win_bps": 150.0, "loss_bps": -120.0},
-            "out_of_sample": {"rank_ic": 0.1, "rank_ic_ci": [0.05, 0.15], "trades": 40, "expectancy_bps": 10.0,
-                              "rules_expectancy_bps": -1.0, "threshold": 0.7, "rules": "momentum"}}
+            "out_of_sample": {"repeated_share": 0.0, "rank_ic": 0.1, "rank_ic_ci": [0.05, 0.15], "trades": 40,
+                              "expectancy_bps": 10.0, "rules_expectancy_bps": -1.0, "threshold": 0.7,
+                              "rules": "momentum"}}
     folder = save_bundle(tmp_path_factory.mktemp("models") / "PLTR_1d", ens, info, {"note": "test"})  # type: ignore[arg-type]
     return folder, ens, frame
 

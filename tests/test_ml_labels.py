@@ -72,9 +72,9 @@ def test_no_label_crosses_the_close_and_none_is_entered_near_it() -> None:
     known = np.flatnonzero(out.exit_pos >= 0)
     assert (day[out.exit_pos[known]] == day[known]).all(), "every trade ends the day it began"
     assert out.exit_pos[0] == 76 and out.ret[0] == pytest.approx(0.01), "flattened at 15:55"
-    # the 15:40 bar's close (15:45) is the last entry signal: 15 minutes before the close
-    assert np.isfinite(out.ret[74]) and np.isnan(out.ret[75:78]).all()
-    assert np.isnan(out.ret[-3:]).all() and np.isfinite(out.ret[78:78 + 74]).all()
+    # the 15:35 bar's close (15:40) is the last entry signal: the desk refuses one with 15 minutes to go
+    assert np.isfinite(out.ret[73]) and np.isnan(out.ret[74:78]).all()
+    assert np.isnan(out.ret[-4:]).all() and np.isfinite(out.ret[78:78 + 73]).all()
 
 
 def test_daily_trades_run_from_the_next_open_to_its_close() -> None:
@@ -120,9 +120,13 @@ def test_the_primary_rule_is_the_rules_model_s_buy() -> None:
 
 def test_the_desk_s_settings_are_the_labels_exits_and_costs() -> None:
     s = Settings(stop_loss_pct=0.02, slippage_bps=3.0, commission_per_share=0.01, take_profit_pct=0.05)
-    rules = TradeRules.from_settings(s, price=20.0, max_bars=6)
+    rules = TradeRules.from_settings(s, max_bars=6)
     assert (rules.stop_pct, rules.take_profit_pct, rules.max_bars) == (0.02, 0.05, 6)
-    assert rules.cost_bps == pytest.approx(2 * 3 + 2 * 0.01 / 20 * 1e4)
+    assert rules.cost_bps == 6.0 and rules.commission_per_share == 0.01
+    cheap, dear = session_bars(price=5.0), session_bars(price=500.0)
+    # a cent a share in and out is 40 bps of a $5 stock and 0.4 bps of a $500 one
+    assert trade_outcomes(cheap, True, rules).ret[0] == pytest.approx(-6e-4 - 0.02 / 5)
+    assert trade_outcomes(dear, True, rules).ret[0] == pytest.approx(-6e-4 - 0.02 / 500)
     bars = session_bars()
     bars.iloc[20, bars.columns.get_loc("close")] = 101.0
     capped = trade_outcomes(bars, True, TradeRules(cost_bps=0.0, max_bars=6))

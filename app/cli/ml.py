@@ -28,9 +28,10 @@ from app.engine.data.frame import DataError
 from app.engine.data.portfolio import bar_files
 from app.engine.data.service import default_start, fetch_and_cache, normalize_symbol
 from app.engine.data.sources import SOURCE_CHOICES, CacheSource, SimulatedSource, choose_source, yfinance_reachable
+from app.engine.files import not_a_file
 from app.engine.ml.artifacts import ArtifactError, load_bundle, save_bundle
 from app.engine.ml.dataset import load_csv_bars
-from app.engine.ml.live import predict_frame
+from app.engine.ml.live import edge_of, predict_frame
 from app.engine.ml.models import TrainingCancelled
 from app.engine.ml.pooled import train_pooled
 from app.engine.ml.train import SMALL_OVERRIDES, TrainConfig, train
@@ -41,6 +42,8 @@ from app.engine.storage import BarRepository, Storage, StorageError
 from app.engine.types import TIMEFRAMES
 
 EXIT_ERROR = 2
+MAX_FOLDS = 50
+MAX_HORIZON = 10_000
 EXIT_CANCELLED = 130
 
 
@@ -102,14 +105,23 @@ def run_ml_command(args: argparse.Namespace, paths: AppPaths, *, clock: Clock | 
 def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, clock: Clock,
            probe: Callable[[], bool] | None) -> int:
 
-    if args.horizon is not None and args.horizon < 1:
-        raise DataError(f"--horizon {args.horizon}: a time stop on the labelled trades must be at least 1 bar")
-    if args.folds < 1:
-        raise DataError(f"--folds {args.folds}: the walk-forward needs at least 1 test fold")
+    if args.horizon is not None and not 1 <= args.horizon <= MAX_HORIZON:
+        raise DataError(f"--horizon {args.horizon}: a time stop on the labelled trades is 1 to {MAX_HORIZON:,} bars")
+    if not 1 <= args.folds <= MAX_FOLDS:
+        raise DataError(f"--folds {args.folds}: the walk-forward takes 1 to {MAX_FOLDS} test folds")
+    if args.json:  # said before minutes of training, not after
+        target = Path(args.json).expanduser()
+        why = not_a_file(target) or (None if target.parent.is_dir() else f"no folder {target.parent}")
+        if why:
+            raise DataError(f"--json {args.json}: {why}")
     if args.symbol:
         normalize_symbol(args.symbol)  # a bad ticker is said before any file is read
     if args.csv:
-        frames = {s: load_csv_bars(path, args.timeframe, s) for s, path in bar_files(args.csv, args.symbol)}
+        files = bar_files(args.csv, args.symbol)
+        if args.symbol and normalize_symbol(args.symbol) not in {s for s, _ in files}:
+            raise DataError(f"--symbol {normalize_symbol(args.symbol)} is not among the files' symbols "
+                            f"({', '.join(s for s, _ in files)}): name the file {normalize_symbol(args.symbol)}=FILE")
+        frames = {s: load_csv_bars(path, args.timeframe, s) for s, path in files}
         for s, f in frames.items():
             print(f"{s}: {len(f):,} bars", file=out)
     else:
@@ -250,6 +262,10 @@ def _predict(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO
         print(text, file=out)
     for name, why in bundle.problems.items():
         print(f"warning: {name} left out: {why}", file=err)
+    no_edge = edge_of(bundle.meta)
+    if no_edge:
+        print(f"warning: NO DEMONSTRATED EDGE ({no_edge}): the app never trades this model; these are its "
+              "answers, for study", file=err)
     return 0
 
 

@@ -77,10 +77,9 @@ class Dataset:
 
 
 def rules_for(frame: pd.DataFrame, settings: Settings, horizon: int | None = None) -> TradeRules:
-    """The desk's exits and costs for labels on ``frame`` (commission per share as a share of
-    its median close), with an optional time stop of ``horizon`` bars."""
-    price = float(np.nanmedian(frame["close"].to_numpy(dtype="float64"))) if len(frame) else 0.0
-    return TradeRules.from_settings(settings, price, horizon)
+    """The desk's exits and costs for labels on ``frame``, with an optional time stop of
+    ``horizon`` bars."""
+    return TradeRules.from_settings(settings, horizon)
 
 
 def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = None,

@@ -24,6 +24,7 @@ configurations with no skill would show.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,9 @@ RESAMPLES = 400
 SEED = 20_240_601  # the bootstrap is pinned: the same model gets the same verdict every time
 EULER_GAMMA = 0.5772156649015329
 REPEAT_WINDOW = 10  # returns in a row that real prices never repeat exactly
-MAX_REPEATED = 0.01  # test sequences seen in training above this share: the file repeats itself
+MAX_REPEATED = 0.01
+VERDICT_KEYS = ("repeated_share", "rank_ic", "rank_ic_ci", "trades", "expectancy_bps", "rules_expectancy_bps",
+                "threshold", "rules")  # test sequences seen in training above this share: the file repeats itself
 
 
 @dataclass(frozen=True)
@@ -102,29 +105,59 @@ def recheck(meta: dict[str, Any]) -> str | None:
     stats, cal = meta.get("out_of_sample"), meta.get("calibrator")
     if not isinstance(stats, dict) or not isinstance(cal, dict):
         return "its out-of-sample numbers are missing"
+    pooled = meta.get("pooled")
+    if "symbols" in meta and len(meta["symbols"]) > 1 and not isinstance(pooled, dict):
+        return "the pooled verdict of its watchlist model is missing"
     try:
         calibrator = PlattCalibrator(float(cal["a"]), float(cal["b"]), int(cal.get("n", 0)))
-        edge, reason = _verdict(stats, calibrator)
+        for numbers in [stats] + ([pooled["out_of_sample"]] if isinstance(pooled, dict) else []):
+            missing = [k for k in VERDICT_KEYS if k not in numbers]
+            if missing:
+                return f"its out-of-sample numbers are incomplete (no {', '.join(missing)})"
+            edge, reason = _verdict(numbers, calibrator)
+            if not edge:
+                return f"its saved numbers say otherwise: {reason}"
     except (KeyError, TypeError, ValueError) as exc:
         return f"its out-of-sample numbers cannot be read ({exc})"
-    return None if edge else f"its saved numbers say otherwise: {reason}"
+    return None
 
 
-def repeated_share(close: np.ndarray, first_test: int, window: int = REPEAT_WINDOW) -> float:
-    """The share of test-block return sequences (``window`` bars, to 6 significant digits) that
-    already appear in the training bars before them. Real prices never repeat ten returns;
-    a file built from copies of one stretch (scaled or not) does, and a model then scores on
-    what it memorised, not on anything it could know."""
-    close = np.asarray(close, dtype="float64")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.round(np.diff(np.log(close)), 6)
-    if len(r) < 2 * window or not 0 < first_test < len(close):
+def repeated_share(close: np.ndarray, first_test: int, window: int = REPEAT_WINDOW,
+                   others: Sequence[tuple[np.ndarray, int]] = ()) -> float:
+    """The share of test-block return sequences (``window`` returns, each in steps of a tenth
+    of the series' own volatility) that already appear in the training bars before them,
+    this series' or any of ``others`` (each ``(close, first_test)``: a watchlist's other
+    symbols). Real prices never repeat ten returns; a file built from copies of one stretch
+    does, scaled, jittered by a few hundredths of a volatility or given another symbol's
+    name, and a model then scores on what it memorised, not on anything it could know."""
+    r = _returns(close)
+    sd = float(np.nanstd(r)) if len(r) else 0.0
+    test_seqs, _ = _quantised(r, first_test, window, sd)
+    if not test_seqs:
         return 0.0
-    seqs = np.lib.stride_tricks.sliding_window_view(r, window)
-    moving = np.abs(seqs).sum(axis=1) > 0  # flat stretches (a halt, no trades) repeat honestly
-    seen = {row.tobytes() for row, m in zip(seqs[: max(first_test - window, 0)], moving, strict=False) if m}
+    seen: set[bytes] = set()
+    for c, first in ((close, first_test), *others):  # one scale for all: a copy matches step for step
+        seen |= _quantised(_returns(c), first, window, sd)[1]
+    return sum(1 for t in test_seqs if t in seen) / len(test_seqs)
+
+
+def _returns(close: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.diff(np.log(np.asarray(close, dtype="float64"))))
+
+
+def _quantised(r: np.ndarray, first_test: int, window: int, sd: float) -> tuple[list[bytes], set[bytes]]:
+    """(the test windows from ``first_test`` on, the set of training windows before it) of log
+    returns ``r`` in tenths of ``sd``; windows that never move (a halt, no trades) are left
+    out: those repeat honestly."""
+    if len(r) < 2 * window or not 0 < first_test <= len(r) + 1 or not sd > 0:
+        return [], set()
+    q = np.clip(np.round(np.nan_to_num(r / (0.1 * sd))), -10_000, 10_000).astype("int16")
+    seqs = np.lib.stride_tricks.sliding_window_view(q, window)
+    moving = np.abs(seqs).sum(axis=1) > 1
+    train = {row.tobytes() for row, m in zip(seqs[: max(first_test - window, 0)], moving, strict=False) if m}
     test = [row.tobytes() for row, m in zip(seqs[first_test:], moving[first_test:], strict=True) if m]
-    return sum(1 for t in test if t in seen) / len(test) if test else 0.0
+    return test, train
 
 
 def _verdict(s: dict[str, Any], calibrator: PlattCalibrator | None) -> tuple[bool, str]:

@@ -63,25 +63,26 @@ class TradeRules:
     trail_start_pct: float = 0.05
     trail_pct: float = 0.02
     take_profit_pct: float = 0.0  # 0: off
-    cost_bps: float = 4.0  # round trip: slippage both ways plus commission
+    cost_bps: float = 4.0  # round trip's slippage, both ways
+    commission_per_share: float = 0.0  # charged on the way in and out: a share of each trade's own price
     max_bars: int | None = None  # a time stop in bars; None: held to the exits above
     no_entry_minutes: int = 15
     flatten_minutes: int = 5
 
     @classmethod
-    def from_settings(cls, settings: Settings, price: float, max_bars: int | None = None) -> TradeRules:
-        """The desk's exits and costs; the commission per share as a share of ``price``
-        (the median close: a label set has one cost)."""
-        commission = 2 * settings.commission_per_share / price * 1e4 if price > 0 else 0.0
+    def from_settings(cls, settings: Settings, max_bars: int | None = None) -> TradeRules:
+        """The desk's exits and costs."""
         return cls(settings.stop_loss_pct, settings.trailing_start_pct, settings.trailing_pct,
-                   settings.take_profit_pct, round(2 * settings.slippage_bps + commission, 2), max_bars,
+                   settings.take_profit_pct, round(2 * settings.slippage_bps, 2), settings.commission_per_share,
+                   max_bars,
                    settings.no_entry_minutes_before_close if settings.eod_flatten else 0,
                    settings.flatten_minutes_before_close if settings.eod_flatten else 0)
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {"stop_pct": self.stop_pct, "trail_start_pct": self.trail_start_pct,
                 "trail_pct": self.trail_pct, "take_profit_pct": self.take_profit_pct,
-                "cost_bps": self.cost_bps, "max_bars": self.max_bars,
+                "cost_bps": self.cost_bps, "commission_per_share": self.commission_per_share,
+                "max_bars": self.max_bars,
                 "no_entry_minutes": self.no_entry_minutes, "flatten_minutes": self.flatten_minutes}
 
 
@@ -142,7 +143,8 @@ def _sessions(index: pd.DatetimeIndex, rules: TradeRules) -> list[tuple[int, int
         close_ns = index.asi8[e] + step
         bar_ends = index.asi8[s : e + 1] + step
         held = np.flatnonzero(bar_ends <= close_ns - rules.flatten_minutes * 60 * 10**9)
-        signals = np.flatnonzero(bar_ends <= close_ns - rules.no_entry_minutes * 60 * 10**9)
+        # the desk refuses an entry with no_entry_minutes or fewer to go (risk.check_entry)
+        signals = np.flatnonzero(bar_ends < close_ns - rules.no_entry_minutes * 60 * 10**9)
         if len(held) and len(signals):
             out.append((int(s), int(s + held[-1]), int(s + signals[-1])))
     return out
@@ -170,7 +172,7 @@ def _walk_session(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, b
     fall_back = final < 0
     final = np.where(fall_back, last, final)
     price = np.where(fall_back, c[s + last], price)
-    ret[s + entry_rows - 1] = price / entry - 1.0 - rules.cost_bps / 1e4
+    ret[s + entry_rows - 1] = _net(price, entry, rules)
     exit_pos[s + entry_rows - 1] = s + final
 
 
@@ -180,8 +182,15 @@ def _walk_days(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, rule
     entry, hi, low, op = o[1:], h[1:, None], lo[1:, None], o[1:, None]
     final, price = _exits(entry, hi, op, low, np.ones_like(hi, dtype=bool), rules)
     price = np.where(final < 0, c[1:], price)
-    ret[:-1] = price / entry - 1.0 - rules.cost_bps / 1e4
+    ret[:-1] = _net(price, entry, rules)
     exit_pos[:-1] = np.arange(1, len(o))
+
+
+def _net(exit_price: np.ndarray, entry: np.ndarray, rules: TradeRules) -> np.ndarray:
+    """A trade's return after its costs: slippage both ways, and the commission per share in
+    and out as a share of its own entry price."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(exit_price / entry - 1.0 - rules.cost_bps / 1e4 - 2 * rules.commission_per_share / entry)
 
 
 def _exits(entry: np.ndarray, hs: np.ndarray, op: np.ndarray, low: np.ndarray, span: np.ndarray,

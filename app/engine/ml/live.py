@@ -230,12 +230,21 @@ def learned_weights(meta: dict[str, Any]) -> dict[str, float] | None:
 def edge_of(meta: dict[str, Any]) -> str | None:
     """Why a saved model must not trade (its own out-of-sample verdict), or None when it may."""
     if meta.get("edge") is True and meta.get("labels") == LABELS:
+        if not _payoff_ok(meta.get("payoff")):
+            return "its payoff (the mean winning and losing trade) is missing: no expected return can be stated"
         return recheck(meta)  # the numbers saved beside it must grant it too (a hand-edited verdict)
     if "edge" not in meta:
         return "it was saved before models were judged on their out-of-sample edge: train it again"
     if meta.get("labels") != LABELS:
         return "it predicts the next close, not the bot's trade (saved before trade labels): train it again"
     return str(meta.get("edge_reason") or "its out-of-sample numbers show none")
+
+
+def _payoff_ok(payoff: Any) -> bool:
+    try:
+        return all(math.isfinite(float(payoff[k])) for k in ("win_bps", "loss_bps"))
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -287,5 +296,6 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame, weights: dict[str, 
     out["primary"] = primary_signal(frame["close"].to_numpy(dtype="float64"))
     pay = bundle.meta.get("payoff") or {}
     out["expected_bps"] = (p * float(pay["win_bps"]) + (1 - p) * float(pay["loss_bps"])) if pay else np.nan
-    out["signal"] = np.where(out["primary"] & (p > 0.5), "BUY", "HOLD")
+    worth = out["expected_bps"].fillna(1.0) > 0  # a model without a payoff states none: judged on p alone
+    out["signal"] = np.where(out["primary"] & (p > 0.5) & worth, "BUY", "HOLD")
     return out[np.isfinite(p)]

@@ -19,12 +19,14 @@ import numpy as np
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.70, 0.80)
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, decision: np.ndarray | None = None
-                           ) -> dict[str, Any]:
+def classification_metrics(y: np.ndarray, p: np.ndarray, decision: np.ndarray | None = None,
+                           long_only: bool = False) -> dict[str, Any]:
     """Metrics of P(up) ``p`` against labels ``y`` on the rows where both are finite.
 
     ``decision`` (1 = up) overrides ``p > 0.5`` for the hit-rate style metrics:
-    the always-up baseline predicts "up" whatever probability it states.
+    the always-up baseline predicts "up" whatever probability it states. ``long_only``: ``p``
+    is the chance a buy makes money, so only a high ``p`` is a confident call (a low one is
+    no trade, not a confident "down").
     """
     y, p = np.asarray(y, dtype="float64"), np.asarray(p, dtype="float64")
     ok = np.isfinite(y) & np.isfinite(p)
@@ -44,7 +46,10 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, decision: np.ndarray | 
         "brier": float(np.mean((p - y) ** 2)),
         "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
     }
-    conf = np.maximum(p, 1 - p) if decision is None else np.where(pred == 1, p, 1 - p)
+    if long_only:
+        pred, conf = np.ones(n), p.copy()  # every call at or above a level is a buy
+    else:
+        conf = np.maximum(p, 1 - p) if decision is None else np.where(pred == 1, p, 1 - p)
     for level in CONFIDENCE_LEVELS:
         out[f"at_{int(level * 100)}"] = threshold_stats(y, pred, conf, level)
     return out

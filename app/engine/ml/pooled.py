@@ -38,9 +38,7 @@ from app.engine.ml.train import (
     TrainConfig,
     WalkForwardReport,
     build_ensemble,
-    fit_calibrator,
     fold_edges,
-    learn_weights,
     payoff,
     scaled_progress,
     stack,
@@ -62,6 +60,7 @@ class PooledResult:
     per_symbol: dict[str, EdgeVerdict]
     cross_sectional: dict[str, Any]
     info: dict[str, Any]  # what every symbol's copy of the bundle keeps (its own verdict added by info_for)
+    payoffs: dict[str, dict[str, float] | None]  # each symbol's own mean winning and losing trade
 
     def info_for(self, symbol: str) -> dict[str, Any]:
         """The metadata of ``symbol``'s copy: it trades only when the pooled and its own
@@ -73,7 +72,7 @@ class PooledResult:
             edge, reason = False, f"the pooled model has no demonstrated edge: {self.verdict.reason}"
         elif not own.edge:
             reason = f"on {symbol}'s own trades: {own.reason}"
-        return {**self.info, "symbol": symbol, "edge": edge, "edge_reason": reason,
+        return {**self.info, "symbol": symbol, "edge": edge, "edge_reason": reason, "payoff": self.payoffs[symbol],
                 "out_of_sample": own.out_of_sample, "pooled": self.verdict.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,30 +101,34 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     ens = make(next(iter(sets.values())).columns, report.horizon)
     X, y, primary, ret = stack(sets, {s: len(d) for s, d in sets.items()}, dict.fromkeys(sets, 0), ens.lookback)
     ens.fit(X, y, progress=scaled_progress(progress, split, 1.0, "final model: "))
-    ens.weights = learn_weights(report.oof, ens.weights, config) or ens.weights
-    ens.calibrator = fit_calibrator(report.oof, config, ens.weights)
+    ens.weights = {k: w for k, w in report.weights.items() if k in ens.components} or ens.weights
+    ens.calibrator = report.calibrator
     oof = report.oof
-    repeated = max(repeated_share(d.close, int(d.index.searchsorted(cuts[0][0]))) for d in sets.values())
+    firsts = {s: int(d.index.searchsorted(cuts[0][0])) for s, d in sets.items()}
+    repeats = {s: repeated_share(d.close, firsts[s], others=[(o.close, firsts[k]) for k, o in sets.items() if k != s])
+               for s, d in sets.items()}  # a symbol made of another's copied stretch scores on memory too
     threshold = settings.approval_threshold
 
-    def judge(rows: pd.DataFrame, d: Dataset | None) -> EdgeVerdict:
-        rep = repeated_share(d.close, int(d.index.searchsorted(cuts[0][0]))) if d is not None else repeated
+    def judge(rows: pd.DataFrame, symbol: str | None) -> EdgeVerdict:
+        d = sets[symbol] if symbol is not None else None
+        rep = repeats[symbol] if symbol is not None else max(repeats.values())
         return assess(rows, ens.calibrator, threshold=threshold, cost_bps=_cost(sets, d), horizon=report.horizon,
                       repeated=rep)
 
     verdict = judge(oof, None)
-    per_symbol = {s: judge(oof[oof["symbol"] == s], d) for s, d in sets.items()}
+    per_symbol = {s: judge(oof[oof["symbol"] == s], s) for s in sets}
     pay = payoff(ret, y, primary)
+    payoffs = {s: _bps(payoff(d.ret, d.y, d.primary)) for s, d in sets.items()}
     info = {"symbols": list(sets), "timeframe": config.timeframe, "horizon": report.horizon, "labels": LABELS,
             "primary_rule": PRIMARY_RULE, "trade_rules": {s: d.rules.to_dict() for s, d in sets.items()},
-            "payoff": {"win_bps": round(pay[0] * 1e4, 2), "loss_bps": round(pay[1] * 1e4, 2)} if pay else None,
+            "payoff": _bps(pay),
             "weights": dict(ens.weights), "embargo_bars": report.embargo, "features": list(ens.columns),
             "bars": total, "labelled": int(sum(d.labelled for d in sets.values())),
             "train_start": str(times[0].isoformat()), "train_end": str(times[-1].isoformat()),
             "last_label": _last_label(sets), "skipped": dict(ens.skipped)}
     if progress is not None:
         progress(1.0, "done")
-    return PooledResult(ens, report, verdict, per_symbol, cross_sectional_ic(oof), info)
+    return PooledResult(ens, report, verdict, per_symbol, cross_sectional_ic(oof), info, payoffs)
 
 
 def cross_sectional_ic(oof: pd.DataFrame, resamples: int = 400) -> dict[str, Any]:
@@ -151,6 +154,12 @@ def cross_sectional_ic(oof: pd.DataFrame, resamples: int = 400) -> dict[str, Any
         lo, hi = np.percentile(means, [2.5, 97.5])
         out["rank_ic_ci"] = [round(float(lo), 4), round(float(hi), 4)]
     return out
+
+
+def _bps(pay: tuple[float, float] | None) -> dict[str, float] | None:
+    """A symbol's expected return is stated from its own trades: the pooled mean would lend
+    one stock another's wins and losses."""
+    return {"win_bps": round(pay[0] * 1e4, 2), "loss_bps": round(pay[1] * 1e4, 2)} if pay else None
 
 
 def _cost(sets: dict[str, Dataset], d: Dataset | None) -> float:

@@ -81,6 +81,8 @@ class WalkForwardReport:
     oof: pd.DataFrame = field(repr=False)
     seconds: float = 0.0
     embargo: int = 0
+    weights: dict[str, float] = field(default_factory=dict)  # chosen on the whole out-of-fold record
+    calibrator: PlattCalibrator | None = None  # fit with those weights: the saved model's map
 
     def to_dict(self) -> dict[str, Any]:
         return {"horizon": self.horizon, "purge_bars": self.horizon, "embargo_bars": self.embargo,
@@ -134,7 +136,7 @@ def fold_edges(n: int, folds: int, first_train_frac: float) -> list[tuple[int, i
         raise ValueError("need at least one fold")
     first = int(round(n * first_train_frac))
     if not 0 < first < n - folds:
-        raise ValueError("first_train_frac leaves no room for the test folds")
+        raise ValueError(f"{n:,} bars leave no room for {folds} test folds after the first training window")
     edges = np.linspace(first, n, folds + 1).round().astype(int)
     return list(itertools.pairwise(edges.tolist()))
 
@@ -247,7 +249,7 @@ def walk_forward_sets(sets: dict[str, Dataset], cuts: list[tuple[pd.Timestamp, p
         block["always_up"] = float(np.nanmean(y_train[primary])) if primary.any() else np.nan
         nested = fit_calibrator(seen, config, weights) if seen is not None else None
         block["ensemble_calibrated"] = nested.apply(block["ensemble"].to_numpy()) if nested else np.nan
-        block["expected_bps"] = expected_bps(block["ensemble_calibrated"].to_numpy(), payoff(ret, y_train, primary))
+        block["expected_bps"] = _expected(block, sets, sp, embargo, payoff(ret, y_train, primary))
         block["fold"] = k + 1
         blocks.append(block)
         folds.append({"fold": k + 1, "train_start": str(min(d.index[0] for d in sets.values())),
@@ -256,7 +258,8 @@ def walk_forward_sets(sets: dict[str, Dataset], cuts: list[tuple[pd.Timestamp, p
                       "train_labels": int(np.isfinite(y_train).sum()), "skipped": dict(ens.skipped),
                       "weights": dict(weights), "metrics": _score(block)})
     oof = pd.concat(blocks)
-    final = fit_calibrator(oof, config)
+    final_weights = learn_weights(oof, ens.weights, config) or ens.weights
+    final = fit_calibrator(oof, config, final_weights)  # the saved model's: same weights, same map
     cand = oof[oof["primary"]]
     cal = {"method": "platt", "ece_raw": expected_calibration_error(cand["y"], cand["ensemble"]),
            "ece_walk_forward": expected_calibration_error(cand["y"], cand["ensemble_calibrated"]),
@@ -267,7 +270,22 @@ def walk_forward_sets(sets: dict[str, Dataset], cuts: list[tuple[pd.Timestamp, p
         in_sample = final.apply(cand["ensemble"].to_numpy())
         cal["ece_final_in_sample"] = expected_calibration_error(cand["y"], in_sample)
     return WalkForwardReport(horizon, folds, _score(oof), cal, oof, time.perf_counter() - started,
-                             max(embargo.values()))
+                             max(embargo.values()), final_weights, final)
+
+
+def _expected(block: pd.DataFrame, sets: dict[str, Dataset], spans: dict[str, tuple[int, int]],
+              embargo: dict[str, int], pooled: tuple[float, float] | None) -> np.ndarray:
+    """Each row's expected return in bps from its own symbol's training trades (the pooled
+    ones where a symbol has no winner or no loser yet), as the symbol's saved model states it."""
+    p = block["ensemble_calibrated"].to_numpy(dtype="float64")
+    out = np.full(len(block), np.nan)
+    symbols = block["symbol"].to_numpy()
+    for s, d in sets.items():
+        a = spans[s][0]
+        own = payoff(d.ret[:a], purged_labels(d, a, embargo[s]), d.primary[:a]) or pooled
+        rows = symbols == s
+        out[rows] = expected_bps(p[rows], own)
+    return out
 
 
 def _span(ds: Dataset, start: pd.Timestamp, end: pd.Timestamp | None) -> tuple[int, int]:
@@ -344,14 +362,20 @@ def fit_calibrator(oof: pd.DataFrame, config: TrainConfig,
 
 
 def _score(block: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Each model's metrics on the primary rule's bars: the trades it is asked about."""
+    """Each model's metrics on the primary rule's bars (the trades it is asked about), every
+    model on the same ones: those the calibrated ensemble answers, where it answers any (the
+    first block has no calibration of its own). A P is the chance a buy makes money, so only
+    P >= 0.70 counts as a confident call."""
     cand = block[block["primary"].to_numpy(dtype=bool)]
+    calibrated = np.isfinite(cand["ensemble_calibrated"].to_numpy(dtype="float64"))
+    if calibrated.any():
+        cand = cand[calibrated]
     y = cand["y"].to_numpy()
     out = {}
     for name in REPORTED:
         p = cand[name].to_numpy(dtype="float64")
         decision = np.ones(len(p)) if name == "always_up" else None
-        out[name] = classification_metrics(y, p, decision)
+        out[name] = classification_metrics(y, p, decision, long_only=decision is None)
     return out
 
 
@@ -376,8 +400,8 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     report = walk_forward(ds, settings, config, scaled_progress(progress, 0.0, split, ""), make)
     ens = make(ds.columns, ds.horizon)
     ens.fit(ds.X, ds.y, progress=scaled_progress(progress, split, 1.0, "final model: "))
-    ens.weights = learn_weights(report.oof, ens.weights, config) or ens.weights
-    ens.calibrator = fit_calibrator(report.oof, config, ens.weights)
+    ens.weights = {k: w for k, w in report.weights.items() if k in ens.components} or ens.weights
+    ens.calibrator = report.calibrator
     verdict = judge(report, ens.calibrator, ds, settings.approval_threshold)
     labelled = np.flatnonzero(np.isfinite(ds.y))
     pay = payoff(ds.ret, ds.y, ds.primary)
