@@ -77,14 +77,18 @@ def test_no_label_crosses_the_close_and_none_is_entered_near_it() -> None:
     assert np.isnan(out.ret[-4:]).all() and np.isfinite(out.ret[78:78 + 73]).all()
 
 
-def test_daily_trades_run_from_the_next_open_to_its_close() -> None:
+def test_a_daily_trade_is_held_from_the_next_open_until_an_exit_ends_it() -> None:
+    """The desk flattens intraday positions only: a daily one lives until its stops end it."""
     idx = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=4)).tz_localize("UTC")
-    bars = pd.DataFrame({"open": [10, 10, 10.5, 11], "high": [10, 11, 10.6, 11], "low": [10, 9, 10.4, 11],
-                         "close": [10, 10.8, 10.5, 11]}, index=idx, dtype=float)
+    bars = pd.DataFrame({"open": [10, 10, 10.9, 10.6], "high": [10, 11, 11.2, 10.7],
+                         "low": [10, 9.8, 10.7, 10.4], "close": [10, 10.8, 11, 10.5]}, index=idx, dtype=float)
     out = trade_outcomes(bars, False, FREE)
-    assert out.ret[0] == pytest.approx(-0.03), "day two dips through the stop"
-    assert out.ret[1] == pytest.approx(0.0) and out.win[1] == 0, "no gain is not a win"
-    assert out.ret[2] == pytest.approx(0.0) and np.isnan(out.ret[3]) and list(out.exit_pos) == [1, 2, 3, -1]
+    # day two's high (+10%) starts the trail at 10.78; day three falls through it
+    assert out.ret[0] == pytest.approx(0.078) and out.exit_pos[0] == 2
+    assert out.ret[1] == pytest.approx(-0.03) and out.exit_pos[1] == 3, "bought at 10.90, stopped at 10.573"
+    assert np.isnan(out.ret[2:]).all() and list(out.exit_pos[2:]) == [-1, -1], "the data ends first: no label"
+    capped = trade_outcomes(bars, False, TradeRules(cost_bps=0.0, max_bars=1))
+    assert capped.ret[2] == pytest.approx(10.5 / 10.6 - 1) and capped.exit_pos[2] == 3, "a one-day time stop"
 
 
 def test_rewriting_later_bars_changes_no_earlier_label_s_inputs_and_no_label_past_its_exit() -> None:

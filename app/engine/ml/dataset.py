@@ -75,6 +75,13 @@ class Dataset:
     def labelled(self) -> int:
         return int(np.isfinite(self.y).sum())
 
+    @property
+    def typical_hold(self) -> int:
+        """Bars the 90th percentile of trades lasts: how far neighbouring labels overlap (the
+        bootstrap's block; the purge uses each trade's own end)."""
+        done = np.flatnonzero(self.exit_pos >= 0)
+        return max(1, int(np.percentile(self.exit_pos[done] - done, 90))) if len(done) else 1
+
 
 def rules_for(frame: pd.DataFrame, settings: Settings, horizon: int | None = None) -> TradeRules:
     """The desk's exits and costs for labels on ``frame``, with an optional time stop of

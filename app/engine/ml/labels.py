@@ -16,8 +16,9 @@ the live desk applies:
 * the **end-of-day flatten**: the trade is closed at the close of the last bar that ends
   ``flatten_minutes`` before the session's end, so no label crosses the close. No entry is
   labelled within ``no_entry_minutes`` of the end, nor across a session boundary, as the
-  desk opens none there. Daily bars are one session each: the trade runs from the next
-  day's open to its close;
+  desk opens none there. Daily bars: the desk flattens only intraday positions, so a daily
+  trade runs from the next day's open until one of the exits above ends it (a trade the
+  data ends before resolving has no label);
 * optionally a time stop of ``max_bars`` bars (the vertical barrier), for research; the
   desk holds to its exits.
 
@@ -177,13 +178,29 @@ def _walk_session(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, b
 
 
 def _walk_days(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, rules: TradeRules,
-               ret: np.ndarray, exit_pos: np.ndarray) -> None:
-    """Daily bars: the signal at day t's close buys day t+1's open and sells its close."""
-    entry, hi, low, op = o[1:], h[1:, None], lo[1:, None], o[1:, None]
-    final, price = _exits(entry, hi, op, low, np.ones_like(hi, dtype=bool), rules)
-    price = np.where(final < 0, c[1:], price)
-    ret[:-1] = _net(price, entry, rules)
-    exit_pos[:-1] = np.arange(1, len(o))
+               ret: np.ndarray, exit_pos: np.ndarray, chunk: int = 128) -> None:
+    """Daily bars: the signal at day t's close buys day t+1's open and is held, as the desk
+    holds a daily position, until its stop, trailing stop or take-profit (or the time stop,
+    when one is set). A trade the data ends before resolving has no label."""
+    n = len(o)
+    for t0 in range(0, n - 1, chunk):
+        rows = np.arange(t0, min(t0 + chunk, n - 1))
+        first = t0 + 1
+        cols = np.arange(first, n)
+        entry_at = rows + 1
+        span = cols[None, :] >= entry_at[:, None]
+        last = np.full(len(rows), n - 1)
+        if rules.max_bars is not None:
+            last = np.minimum(last, entry_at + rules.max_bars - 1)
+            span &= cols[None, :] <= last[:, None]
+        entry = o[entry_at]
+        hs = np.where(span, h[first:][None, :], -np.inf)
+        final, price = _exits(entry, hs, o[first:][None, :], lo[first:][None, :], span, rules)
+        timed = (final < 0) & (rules.max_bars is not None) & (entry_at + (rules.max_bars or 0) - 1 <= n - 1)
+        price = np.where(timed, c[last], price)
+        ends = np.where(final >= 0, first + final, np.where(timed, last, -1))
+        ret[rows] = np.where(ends >= 0, _net(price, entry, rules), np.nan)
+        exit_pos[rows] = ends
 
 
 def _net(exit_price: np.ndarray, entry: np.ndarray, rules: TradeRules) -> np.ndarray:

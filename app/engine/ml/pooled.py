@@ -112,7 +112,8 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     def judge(rows: pd.DataFrame, symbol: str | None) -> EdgeVerdict:
         d = sets[symbol] if symbol is not None else None
         rep = repeats[symbol] if symbol is not None else max(repeats.values())
-        return assess(rows, ens.calibrator, threshold=threshold, cost_bps=_cost(sets, d), horizon=report.horizon,
+        hold = d.typical_hold if d is not None else max(x.typical_hold for x in sets.values())
+        return assess(rows, ens.calibrator, threshold=threshold, cost_bps=_cost(sets, d), horizon=hold,
                       repeated=rep)
 
     verdict = judge(oof, None)

@@ -424,7 +424,7 @@ def judge(report: WalkForwardReport, calibrator: PlattCalibrator | None, ds: Dat
     costs (slippage both ways, and the commission per share as a share of the median price)."""
     first_test = int(ds.index.get_loc(report.oof.index[0])) if len(report.oof) else 0
     return assess(report.oof, calibrator, threshold=threshold,
-                  cost_bps=ds.rules.cost_bps, horizon=ds.horizon, repeated=repeated_share(ds.close, first_test))
+                  cost_bps=ds.rules.cost_bps, horizon=ds.typical_hold, repeated=repeated_share(ds.close, first_test))
 
 
 def scaled_progress(progress: ProgressFn | None, lo: float, hi: float, prefix: str) -> ProgressFn | None:
