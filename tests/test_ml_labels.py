@@ -135,3 +135,25 @@ def test_the_desk_s_settings_are_the_labels_exits_and_costs() -> None:
     bars.iloc[20, bars.columns.get_loc("close")] = 101.0
     capped = trade_outcomes(bars, True, TradeRules(cost_bps=0.0, max_bars=6))
     assert capped.exit_pos[14] == 20 and capped.ret[14] == pytest.approx(0.01), "a time stop of six bars"
+
+
+def test_a_session_whose_last_bars_are_missing_has_no_flatten_to_label_with() -> None:
+    """Real data once ended a day at 10:30 (an upstream gap): the flatten was inferred at
+    10:25, a close the desk would never see. The close comes from the NYSE calendar."""
+    bars = session_bars(days=2).drop(index=session_bars(days=2).index[20:78])  # day one ends at 11:05
+    bars.iloc[5, bars.columns.get_loc("low")] = 96.0  # a stop inside what is there
+    out = trade_outcomes(bars, True, FREE)
+    assert out.exit_pos[0] == 5 and out.ret[0] == pytest.approx(-0.03), "a trade stopped early keeps its label"
+    assert np.isnan(out.ret[6:20]).all(), "held to a flatten the data does not reach: no label"
+    assert np.isfinite(out.ret[20:20 + 73]).all(), "the next, whole session is labelled"
+
+
+def test_a_half_day_flattens_before_its_early_close() -> None:
+    start = pd.Timestamp("2025-11-28 09:30", tz=NY)  # the day after Thanksgiving: the close is at 13:00
+    idx = pd.DatetimeIndex([start + pd.Timedelta(minutes=5 * i) for i in range(42)]).tz_convert("UTC")
+    c = np.full(42, 50.0)
+    c[40] = 51.0  # the 12:50 bar: the last that ends by 12:55
+    bars = pd.DataFrame({"open": 50.0, "high": c + 0.01, "low": c - 0.01, "close": c}, index=idx)
+    out = trade_outcomes(bars, True, FREE)
+    assert out.exit_pos[0] == 40 and out.ret[0] == pytest.approx(0.02)
+    assert np.isfinite(out.ret[37]) and np.isnan(out.ret[38:]).all(), "the 12:35 bar signals the last entry"

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from app.engine.clock import NY
+from app.engine.data.cleaning import default_calendar
 
 if TYPE_CHECKING:
     from app.engine.settings import Settings
@@ -111,8 +112,8 @@ def trade_outcomes(frame: pd.DataFrame, intraday: bool, rules: TradeRules) -> Ou
     if n < 2:
         return Outcomes(ret.copy(), ret, exit_pos)
     if intraday:
-        for s, e, last_signal in _sessions(pd.DatetimeIndex(frame.index), rules):
-            _walk_session(o, h, lo, c, (s, e, last_signal), rules, ret, exit_pos)
+        for s, e, last_signal, whole in _sessions(pd.DatetimeIndex(frame.index), rules):
+            _walk_session(o, h, lo, c, (s, e, last_signal), rules, ret, exit_pos, whole)
     else:
         _walk_days(o, h, lo, c, rules, ret, exit_pos)
     win = np.where(np.isfinite(ret), (ret > 0).astype("float64"), np.nan)
@@ -128,10 +129,12 @@ def primary_signal(close: np.ndarray, fast: int = PRIMARY_FAST, slow: int = PRIM
         return np.asarray((f - sl) > TIE * np.abs(sl))
 
 
-def _sessions(index: pd.DatetimeIndex, rules: TradeRules) -> list[tuple[int, int, int]]:
+def _sessions(index: pd.DatetimeIndex, rules: TradeRules) -> list[tuple[int, int, int, bool]]:
     """Per session: its first bar, the last bar a trade may be held in (the last that ends
-    ``flatten_minutes`` before the session's end, its last bar's end) and the last bar whose
-    close may signal an entry (``no_entry_minutes`` before the end)."""
+    ``flatten_minutes`` before the session's close, from the NYSE calendar: half days
+    included), the last bar whose close may signal an entry (more than ``no_entry_minutes``
+    before the close), and whether the data reaches the flatten (a session whose last bars
+    are missing cannot say where a trade held to the flatten ended)."""
     if len(index) < 2:
         return []
     index = index.as_unit("ns")
@@ -140,19 +143,22 @@ def _sessions(index: pd.DatetimeIndex, rules: TradeRules) -> list[tuple[int, int
     starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
     ends = np.r_[starts[1:], len(index)] - 1
     out = []
+    calendar = default_calendar()
     for s, e in zip(starts, ends, strict=True):
-        close_ns = index.asi8[e] + step
+        session = calendar.session(index[s].tz_convert(NY).date())
+        close_ns = pd.Timestamp(session.close).value if session is not None else index.asi8[e] + step
         bar_ends = index.asi8[s : e + 1] + step
         held = np.flatnonzero(bar_ends <= close_ns - rules.flatten_minutes * 60 * 10**9)
         # the desk refuses an entry with no_entry_minutes or fewer to go (risk.check_entry)
         signals = np.flatnonzero(bar_ends < close_ns - rules.no_entry_minutes * 60 * 10**9)
         if len(held) and len(signals):
-            out.append((int(s), int(s + held[-1]), int(s + signals[-1])))
+            whole = bool(bar_ends[held[-1]] + step > close_ns - rules.flatten_minutes * 60 * 10**9)
+            out.append((int(s), int(s + held[-1]), int(s + signals[-1]), whole))
     return out
 
 
 def _walk_session(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, bounds: tuple[int, int, int],
-                  rules: TradeRules, ret: np.ndarray, exit_pos: np.ndarray) -> None:
+                  rules: TradeRules, ret: np.ndarray, exit_pos: np.ndarray, whole: bool = True) -> None:
     """Every entry in one session at once: rows are entries (at bars s+1..e), columns the bars
     held; bars before an entry, or past its time stop, are masked."""
     s, e, last_signal = bounds
@@ -171,10 +177,12 @@ def _walk_session(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, b
     ends = _exits(entry, hs, o[s : e + 1][None, :], lo[s : e + 1][None, :], span, rules)
     final, price = ends
     fall_back = final < 0
+    timed = last < e - s  # a time stop inside the session: its close is known
     final = np.where(fall_back, last, final)
     price = np.where(fall_back, c[s + last], price)
-    ret[s + entry_rows - 1] = _net(price, entry, rules)
-    exit_pos[s + entry_rows - 1] = s + final
+    known = ~fall_back | timed | whole  # held to a flatten the data does not reach: no label
+    ret[s + entry_rows - 1] = np.where(known, _net(price, entry, rules), np.nan)
+    exit_pos[s + entry_rows - 1] = np.where(known, s + final, -1)
 
 
 def _walk_days(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, rules: TradeRules,
