@@ -144,6 +144,13 @@ def test_a_model_of_the_next_close_saved_before_trade_labels_never_trades(bundle
     assert isinstance(model, RulesModel) and "saved before trade labels" in notes[0]
 
 
+def test_a_model_without_a_payoff_states_no_expected_return_and_never_trades(bundle: Path) -> None:
+    meta = json.loads((bundle / "metadata.json").read_text())
+    (bundle / "metadata.json").write_text(json.dumps({**meta, "payoff": None}))
+    model, notes = load_signal_model(AppPaths(bundle.parent.parent), SETTINGS)
+    assert isinstance(model, RulesModel) and "payoff" in notes[0]
+
+
 def test_damaged_metadata_or_calibrator_refuses_the_bundle(bundle: Path) -> None:
     (bundle / "calibrator.joblib").write_bytes(b"\x80\x04")
     with pytest.raises(ArtifactError, match="calibrator"):

@@ -129,6 +129,7 @@ def test_predict_writes_one_object_per_bar(trained, tmp_path: Path) -> None:
     assert set(first) == {"timestamp", "p_lstm", "p_rf", "p_hist_gb", "p_momentum", "p_up", "confidence",
                           "primary_buy", "expected_bps", "signal", "in_sample"}
     assert all(r["in_sample"] for r in rows) and "IN-SAMPLE" in err, "the file is the one it was trained on"
+    assert "NO DEMONSTRATED EDGE" in err, "a random walk's model is refused: its answers are for study"
     for r in rows:  # P(the primary rule's long makes money): a buy where the rule calls one, never a sell
         assert r["confidence"] == pytest.approx(r["p_up"], abs=2e-6)
         assert r["signal"] == ("BUY" if r["primary_buy"] and r["p_up"] > 0.5 else "HOLD")
@@ -172,6 +173,9 @@ def test_a_bars_prediction_does_not_depend_on_later_bars(trained, tmp_path: Path
     (["train", "--symbol", "PL TR", "--csv", "x.csv"], "is not a ticker symbol"),
     (["train", "--symbol", "PLTR", "--csv", "x.csv", "--horizon", "0"], "--horizon 0: a time stop"),
     (["train", "--symbol", "PLTR", "--csv", "x.csv", "--folds", "0"], "--folds 0"),
+    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--folds", "700"], "--folds 700: the walk-forward takes 1 to 50"),
+    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--horizon", "10000000"], "is 1 to 10,000 bars"),
+    (["train", "--symbol", "PLTR", "--csv", "x.csv", "--json", "/no/such/folder/m.json"], "no folder /no/such"),
 ])
 def test_failures_are_one_line_without_traceback(tmp_path: Path, argv: list[str], message: str) -> None:
     rc, _, err = run(argv, tmp_path / "home")
@@ -215,6 +219,14 @@ def test_an_ensemble_backtest_after_the_training_window_is_not_flagged(trained, 
     assert main(["--data-dir", str(home), "backtest", "--symbol", "PLTR", "--csv", str(later), "--timeframe", "1d",
                  "--strategy", "ensemble", "--json", str(out_json)]) == 0
     assert not any("IN-SAMPLE" in n for n in json.loads(out_json.read_text())["notes"])
+
+
+def test_a_symbol_that_no_file_names_is_refused_before_training(tmp_path: Path) -> None:
+    csv = tmp_path / "a.csv"
+    write_daily_csv(csv, n=300)
+    rc, _, err = run(["train", "--symbol", "QQQ", "--csv", f"AAA={csv}", "--timeframe", "1d"], tmp_path / "h")
+    assert rc != 0 and "--symbol QQQ is not among the files' symbols (AAA)" in err
+    assert not (tmp_path / "h" / "models").exists()
 
 
 @pytest.mark.parametrize("planted", [0.6, 0.0])

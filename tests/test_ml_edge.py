@@ -124,3 +124,32 @@ def test_a_verdict_edited_by_hand_is_checked_against_the_numbers_saved_beside_it
     good = assess(oof(skill=1.5), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
     assert recheck({"edge": True, "out_of_sample": good.out_of_sample, "calibrator": SLOPE.to_dict()}) is None
     assert "missing" in (recheck({"edge": True}) or "")
+
+
+def test_copies_jittered_or_under_another_symbol_s_name_are_caught_and_real_prices_are_not() -> None:
+    rng = np.random.default_rng(9)
+    from app.engine.ml.edge import repeated_share
+
+    walk = np.exp(np.cumsum(rng.normal(0, 0.02, 300)))
+    tiled = np.concatenate([walk * walk[-1] ** k for k in range(5)]) * np.exp(rng.normal(0, 2e-5, 1_500))
+    assert repeated_share(tiled, 750) > 0.5, "five copies of one stretch, each price jittered by 0.002%"
+    a = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, 1_500)))
+    b = 3 * a[750:]  # another "symbol": the second half of the first, tripled
+    assert repeated_share(b, 300) == 0.0, "alone it is new"
+    assert repeated_share(b, 300, others=[(a, 1_500)]) > 0.9, "beside the symbol it was copied from it is not"
+    c = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, 1_500)))
+    assert repeated_share(c, 750, others=[(a, 750)]) == 0.0
+
+
+def test_a_saved_verdict_missing_a_number_or_with_an_edited_pooled_verdict_is_refused() -> None:
+    from app.engine.ml.edge import recheck
+
+    good = assess(oof(skill=1.5), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    noise = assess(oof(skill=0.0, scale=3.0), SLOPE, threshold=0.7, cost_bps=4.0, horizon=1)
+    cal = SLOPE.to_dict()
+    trimmed = {k: v for k, v in good.out_of_sample.items() if k != "repeated_share"}
+    assert "incomplete (no repeated_share)" in (recheck({"out_of_sample": trimmed, "calibrator": cal}) or "")
+    copy = {"symbols": ["A", "B"], "out_of_sample": good.out_of_sample, "calibrator": cal}
+    assert "pooled verdict" in (recheck(copy) or "")
+    assert "say otherwise" in (recheck({**copy, "pooled": noise.to_dict()}) or "")
+    assert recheck({**copy, "pooled": good.to_dict()}) is None
