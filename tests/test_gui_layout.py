@@ -39,7 +39,7 @@ def test_an_approval_shows_everything_to_decide_on_without_scrolling(qtbot) -> N
     text = panel.detail.text()
     # 2% of $100k at risk over a 3% stop at $25.50 is 2,614 shares; 20% of equity caps it at 784
     for said in ("BUY PLTR", "about 784 shares", "25.50 then, now 25.60 (+0.39%)", "Stop", "24.73",
-                 "0.76", "after costs +12.3 bps", "lstm 0.74, momentum 0.80", "fast SMA crossed above slow; volume up"):
+                 "0.76", "+12.3 bps after costs", "lstm 0.74, momentum 0.80", "fast SMA crossed above slow; volume up"):
         assert said in text, f"{said!r} not on the card"
     assert "Time left</td><td>0 s" in text or "Time left</td><td>1 s" in text, "5 simulated minutes at 600x"
     assert panel.detail.isVisible() and panel.detail.height() > 0

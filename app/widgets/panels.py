@@ -256,8 +256,8 @@ class ApprovalPanel(QWidget):
                 ("Price", html.escape(f"{sig.price:,.2f} then, now {now}")),
                 ("Stop", f"{stop:,.2f}" if stop is not None else "-"),
                 ("Confidence", f"{sig.confidence:.2f}"),
-                ("Expected", "after costs " + (f"{sig.expected_bps:+.1f} bps" if sig.expected_bps is not None
-                                               else "not stated by this model")),
+                ("Expected", f"{sig.expected_bps:+.1f} bps after costs" if sig.expected_bps is not None
+                 else "not stated by this model"),
                 ("Votes", html.escape(votes)),
                 ("Reasons", html.escape(reasons)),
                 ("Time left", html.escape(self.time_left(sig)))]
