@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,9 +26,6 @@ from app.engine.data.frame import DataError, check_timeframe, is_intraday
 from app.engine.data.service import read_clean
 from app.engine.ml.labels import TradeRules, primary_signal, trade_outcomes
 from app.engine.types import timeframe_of
-
-if TYPE_CHECKING:
-    from app.engine.settings import Settings
 
 SESSION_SECONDS = int(6.5 * 3600)  # a regular NYSE session
 
@@ -81,12 +77,6 @@ class Dataset:
         bootstrap's block; the purge uses each trade's own end)."""
         done = np.flatnonzero(self.exit_pos >= 0)
         return max(1, int(np.percentile(self.exit_pos[done] - done, 90))) if len(done) else 1
-
-
-def rules_for(frame: pd.DataFrame, settings: Settings, horizon: int | None = None) -> TradeRules:
-    """The desk's exits and costs for labels on ``frame``, with an optional time stop of
-    ``horizon`` bars."""
-    return TradeRules.from_settings(settings, horizon)
 
 
 def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = None,

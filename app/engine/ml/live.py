@@ -29,7 +29,7 @@ from app.engine.data.frame import from_epoch_seconds, is_intraday
 from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle, read_metadata
 from app.engine.ml.edge import recheck
 from app.engine.ml.ensemble import combine, combine_one
-from app.engine.ml.labels import LABELS, PRIMARY_FAST, PRIMARY_SLOW, primary_signal
+from app.engine.ml.labels import LABELS, PRIMARY_FAST, PRIMARY_SLOW, TIE, primary_signal
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
 from app.engine.types import Bar, timeframe_of
@@ -209,8 +209,8 @@ def primary_call(closes: np.ndarray) -> tuple[bool, str]:
     """The primary rule at the last close: (a buy?, in words)."""
     if len(closes) < PRIMARY_SLOW:
         return False, f"fewer than {PRIMARY_SLOW} closes: no call"
-    buy = bool(primary_signal(closes[-PRIMARY_SLOW:])[-1])
     fast, slow = float(closes[-PRIMARY_FAST:].mean()), float(closes[-PRIMARY_SLOW:].mean())
+    buy = fast - slow > TIE * abs(slow)  # primary_signal's rule, on this bar only (no pandas per bar)
     where, verdict = ("above", "buy") if buy else ("not above", "no entry")
     return buy, f"SMA{PRIMARY_FAST} {fast:.2f} {where} SMA{PRIMARY_SLOW} {slow:.2f}: {verdict}"
 

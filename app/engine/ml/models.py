@@ -180,22 +180,29 @@ class RandomForestModel(Model):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         if self.forest is None:
-            raise RuntimeError("random forest is not trained")
+            raise RuntimeError(f"{self.name} is not trained")
         D = self.design(X)
         out = np.full(len(D), np.nan)
         mask = finite_rows(D)
         if mask.any():
-            out[mask] = self._flat.up_proba_sklearn(D[mask])  # type: ignore[union-attr]
+            out[mask] = self._rows_proba(D[mask])
         return out
 
     def predict_last(self, X: np.ndarray) -> float:
-        if self._flat is None:
-            raise RuntimeError("random forest is not trained")
+        if self.forest is None:
+            raise RuntimeError(f"{self.name} is not trained")
         X = np.asarray(X, dtype="float64")
         if len(X) < self.lookback:
             return float("nan")
         row = np.concatenate([X[-1]] + [X[-1 - lag] for lag in self.lags])
-        return self._flat.up_proba_one(row) if np.isfinite(row).all() else float("nan")
+        return self._row_proba(row) if np.isfinite(row).all() else float("nan")
+
+    def _rows_proba(self, D: np.ndarray) -> np.ndarray:
+        """P for complete design rows: the fitted trees walked in NumPy."""
+        return self._flat.up_proba_sklearn(D)  # type: ignore[union-attr]
+
+    def _row_proba(self, row: np.ndarray) -> float:
+        return self._flat.up_proba_one(row)  # type: ignore[union-attr]
 
     def params(self) -> dict[str, Any]:
         return {"lags": list(self.lags), "n_estimators": self.n_estimators,
@@ -238,24 +245,11 @@ class HistGradientBoostingModel(RandomForestModel):
     def set_forest(self, forest: Any) -> None:
         self.forest = forest
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        if self.forest is None:
-            raise RuntimeError("gradient boosting is not trained")
-        D = self.design(X)
-        out = np.full(len(D), np.nan)
-        mask = finite_rows(D)
-        if mask.any():
-            out[mask] = self.forest.predict_proba(D[mask])[:, 1]
-        return out
+    def _rows_proba(self, D: np.ndarray) -> np.ndarray:
+        return np.asarray(self.forest.predict_proba(D)[:, 1])
 
-    def predict_last(self, X: np.ndarray) -> float:
-        if self.forest is None:
-            raise RuntimeError("gradient boosting is not trained")
-        X = np.asarray(X, dtype="float64")
-        if len(X) < self.lookback:
-            return float("nan")
-        row = np.concatenate([X[-1]] + [X[-1 - lag] for lag in self.lags])
-        return float(self.forest.predict_proba(row[None, :])[0, 1]) if np.isfinite(row).all() else float("nan")
+    def _row_proba(self, row: np.ndarray) -> float:
+        return float(self.forest.predict_proba(row[None, :])[0, 1])
 
     def params(self) -> dict[str, Any]:
         return {"lags": list(self.lags), "max_iter": self.max_iter, "learning_rate": self.learning_rate,

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.engine.ml.dataset import Dataset, build_dataset, rules_for
+from app.engine.ml.dataset import Dataset, build_dataset
 from app.engine.ml.edge import EdgeVerdict, assess, repeated_share
 from app.engine.ml.ensemble import Ensemble
-from app.engine.ml.labels import LABELS, PRIMARY_RULE
+from app.engine.ml.labels import LABELS, PRIMARY_RULE, TradeRules
 from app.engine.ml.models import ProgressFn
 from app.engine.ml.train import (
     EnsembleFactory,
@@ -86,7 +86,7 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     """The walk-forward over every symbol's bars, then one ensemble on all of them, its
     weights and calibration fit on the out-of-fold trades."""
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
-    sets = {s: build_dataset(f, config.timeframe, config.horizon, rules_for(f, settings, config.horizon))
+    sets = {s: build_dataset(f, config.timeframe, config.horizon, TradeRules.from_settings(settings, config.horizon))
             for s, f in frames.items()}
     for s, d in sets.items():
         if int((np.isfinite(d.y) & d.primary).sum()) < 30:

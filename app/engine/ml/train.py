@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.engine.ml.dataset import Dataset, build_dataset, rules_for
+from app.engine.ml.dataset import Dataset, build_dataset
 from app.engine.ml.edge import EdgeVerdict, assess, repeated_share
 from app.engine.ml.ensemble import Ensemble, PlattCalibrator, combine, fit_weights
 from app.engine.ml.factory import ModelFactory
-from app.engine.ml.labels import LABELS, PRIMARY_RULE
+from app.engine.ml.labels import LABELS, PRIMARY_RULE, TradeRules
 from app.engine.ml.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -389,7 +389,7 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     """
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
     started = time.perf_counter()
-    rules = rules_for(frame, settings, config.horizon)
+    rules = TradeRules.from_settings(settings, config.horizon)
     ds = build_dataset(frame, config.timeframe, config.horizon, rules)
     candidates = int((np.isfinite(ds.y) & ds.primary).sum())
     if ds.labelled < 200 or candidates < 100:
