@@ -128,7 +128,7 @@ def test_feature_mismatch_refuses_the_bundle_and_falls_back_to_rules(bundle: Pat
     meta = json.loads((bundle / "metadata.json").read_text())
     meta["features"] = meta["features"][:-1] + ["logret_60"]
     (bundle / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match=r"trained on other features.*logret_20.*logret_60"):
+    with pytest.raises(ArtifactError, match=r"trained on other features.*rel_ret_6.*logret_60"):
         load_bundle(bundle)
     model, notes = load_signal_model(AppPaths(bundle.parent.parent), SETTINGS)
     assert isinstance(model, RulesModel) and "other features" in notes[0]
@@ -195,6 +195,31 @@ def test_live_prediction_matches_the_batch_prediction(live: EnsembleSignalModel,
         assert out.expected_bps == pytest.approx(batch["expected_bps"].iloc[t - len(bars)], abs=0.01)
     assert out.reasons[0].startswith("primary rule: SMA10") and "calibrated on 250" in out.reasons[1]
     assert out.confidence == out.p_up, "the chance the trade makes money, not max(p, 1 - p)"
+
+
+def test_live_features_with_the_desk_market_are_the_rows_a_pooled_model_trained_on(live: EnsembleSignalModel,
+                                                                                     trained) -> None:
+    """A watchlist model learned its market features from every symbol's bars; live, the desk's
+    tape (fed by the bot) must give the same rows, not the symbol's own moves."""
+    from app.engine.data.market import MarketTape, market_returns
+    from app.engine.ml.live import BarWindow
+
+    pltr, other = trained[2], daily_frame(seed=11)
+    market = market_returns({"PLTR": pltr["close"], "MSFT": other["close"]})
+    want = build_dataset(pltr, "1d", market=market).X
+    tape = MarketTape()
+    for k in range(len(pltr)):
+        for symbol, f in (("PLTR", pltr), ("MSFT", other)):
+            tape.record(frame_to_bars(f.iloc[k:k + 1], symbol)[0])
+    window = BarWindow()
+    window.update(frame_to_bars(pltr, "PLTR"))
+    alone = live.features(window.rows())
+    live.bind_market(tape)
+    got = live.features(window.rows())
+    np.testing.assert_allclose(got, want[-live.need:], rtol=1e-6, atol=1e-9)
+    ctx = slice(-5, None)
+    assert not np.allclose(alone[:, ctx], want[-live.need:, ctx]), "its own moves are not the market's"
+    assert "market context differs from training" in (live.market_note() or "")  # trained alone, reads two
 
 
 def test_live_adapter_falls_back_to_rules_and_says_why(live: EnsembleSignalModel, trained) -> None:

@@ -100,7 +100,7 @@ def test_a_random_walk_has_no_edge_and_its_model_never_trades(trained) -> None:
 
 def test_a_planted_edge_is_found_and_its_model_trades(tmp_path: Path) -> None:
     csv = tmp_path / "pltr_daily.csv"
-    write_daily_csv(csv, n=1_000, seed=3, planted=0.6)
+    write_daily_csv(csv, n=2_000, seed=3, planted=0.6)
     home = tmp_path / "home"
     rc, out, err = run(["train", "--symbol", "PLTR", "--csv", str(csv), "--timeframe", "1d", "--folds", "3",
                         "--small", "--json", str(tmp_path / "m.json")], home)
@@ -111,7 +111,7 @@ def test_a_planted_edge_is_found_and_its_model_trades(tmp_path: Path) -> None:
     model, _ = load_signal_model(AppPaths(home), Settings(timeframe="1d"))
     assert isinstance(model, EnsembleSignalModel)
     bars = frame_to_bars(load_csv_bars(csv, "1d"), "PLTR")
-    calls = [model.predict(np.array([b.close for b in bars[: i + 1]]), bars[: i + 1]) for i in range(900, 1_000)]
+    calls = [model.predict(np.array([b.close for b in bars[: i + 1]]), bars[: i + 1]) for i in range(1_700, 2_000)]
     buys = [c for c in calls if c is not None and c.tradeable and c.confidence >= 0.7]
     assert len(buys) >= 3 and all(c.expected_bps > 0 for c in buys), "it reaches the approval threshold"
     assert metrics["info"]["weights"]["hist_gb"] > 0, "weights chosen by out-of-sample log loss"

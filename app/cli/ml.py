@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from app.engine.data.sources import SOURCE_CHOICES, CacheSource, SimulatedSource
 from app.engine.files import not_a_file
 from app.engine.ml.artifacts import ArtifactError, load_bundle, save_bundle
 from app.engine.ml.dataset import load_csv_bars
-from app.engine.ml.live import edge_of, predict_frame
+from app.engine.ml.live import edge_of, market_note, predict_frame
 from app.engine.ml.models import TrainingCancelled
 from app.engine.ml.pooled import train_pooled
 from app.engine.ml.train import SMALL_OVERRIDES, TrainConfig, train
@@ -131,7 +132,8 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
         frames = {symbol: _cached_bars(args, paths, symbol, clock, probe, out)[0]}
     settings = Settings.load(paths.settings)
     config = TrainConfig(symbol=next(iter(frames)), timeframe=args.timeframe, horizon=args.horizon,
-                         folds=args.folds, overrides=dict(SMALL_OVERRIDES) if getattr(args, "small", False) else {})
+                         folds=args.folds, overrides=dict(SMALL_OVERRIDES) if getattr(args, "small", False) else {},
+                         jobs=os.cpu_count() or 1)  # the command has the machine to itself
     print(f"training {', '.join(frames)} {args.timeframe} on {sum(len(f) for f in frames.values()):,} bars",
           file=out)
     if len(frames) > 1:
@@ -262,6 +264,8 @@ def _predict(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO
         print(text, file=out)
     for name, why in bundle.problems.items():
         print(f"warning: {name} left out: {why}", file=err)
+    if (note := market_note(bundle.meta.get("market") or [symbol], {symbol})) is not None:
+        print(f"warning: {note} (this file alone): its market features are not the ones it learned", file=err)
     no_edge = edge_of(bundle.meta)
     if no_edge:
         print(f"warning: NO DEMONSTRATED EDGE ({no_edge}): the app never trades this model; these are its "

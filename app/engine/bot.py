@@ -19,6 +19,7 @@ from loguru import logger
 from app.engine.broker.base import Broker
 from app.engine.clock import Clock, MarketCalendar
 from app.engine.core import ExecutionCore
+from app.engine.data.market import MarketTape
 from app.engine.events import AlertEvent, BarEvent, EventBus, StatusEvent
 from app.engine.pipeline import SignalPipeline, model_label
 from app.engine.records import Recorder
@@ -62,6 +63,8 @@ class TradingBot:
         self.core = ExecutionCore(settings, clock, broker, records, self.bus, calendar, sleep)
         self.pipelines: dict[str, SignalPipeline] = {}
         self._models = models
+        self.market = MarketTape()  # the watchlist's move per bar time: the models' market context
+        model.bind_market(self.market)
         self.record_quiet_signals = True  # record signals below the approval threshold too
         self.removed: set[str] = set()  # taken off the watchlist while running: sells only, no entries
         self._suspect: dict[str, tuple[float, int]] = {}  # a price far off the last one, and its confirmations
@@ -87,6 +90,7 @@ class TradingBot:
 
     @model.setter
     def model(self, model: SignalModel) -> None:
+        model.bind_market(self.market)
         for p in self.pipelines.values():
             if p.model is self._model:
                 p.model = model
@@ -97,6 +101,7 @@ class TradingBot:
         p = self.pipelines.get(symbol)
         if p is None:
             model = self._models(symbol) if self._models is not None else self._model
+            model.bind_market(self.market)
             p = self.pipelines[symbol] = SignalPipeline(symbol, model, self.records, self.bus)
         return p
 
@@ -181,6 +186,7 @@ class TradingBot:
     def _remember(self, bar: Bar) -> SignalPipeline:
         pipeline = self.pipelines.get(bar.symbol) or self.pipeline(bar.symbol)  # a bar's hot path
         pipeline.history.append(bar)
+        self.market.record(bar)
         book = self.core.book
         book.last_prices[bar.symbol] = bar.close
         book.last_bar_end[bar.symbol] = bar.time + book.bar_delta

@@ -25,7 +25,7 @@ from app.engine.data.features import FEATURE_COLUMNS, compute_features
 from app.engine.data.frame import bars_to_frame, is_intraday
 from app.engine.ml.artifacts import ArtifactError, load_bundle
 from app.engine.ml.dataset import build_dataset
-from app.engine.ml.live import edge_of, predict_frame
+from app.engine.ml.live import edge_of, market_note, predict_frame
 from app.engine.ml.models import MomentumModel, ProgressFn, TrainingCancelled
 from app.engine.ml.train import TrainConfig, WalkForwardReport, walk_forward
 from app.engine.paths import model_dir
@@ -63,6 +63,8 @@ def ensemble_model(bars: list[Bar], timeframe: str, symbol: str, models_dir: Pat
     frame = predict_frame(bundle, bars_to_frame(bars), weights)
     notes = [f"model trained on {bundle.meta.get('train_start', '?')[:10]} .. "
              f"{bundle.meta.get('train_end', '?')[:10]}"]
+    if (note := market_note(bundle.meta.get("market") or [symbol], {symbol})) is not None:
+        notes.append(f"{note} (this symbol alone in a backtest): its market features are not the ones it learned")
     no_edge = edge_of(bundle.meta)
     if no_edge:
         notes.append(f"NO DEMONSTRATED EDGE ({no_edge}): the live app never trades this model, it trades "

@@ -23,6 +23,7 @@ import pandas as pd
 
 from app.engine.data.features import compute_features, feature_columns
 from app.engine.data.frame import DataError, check_timeframe, is_intraday
+from app.engine.data.market import CONTEXT_FEATURES, context_features, market_returns
 from app.engine.data.service import read_clean
 from app.engine.ml.labels import TradeRules, primary_signal, trade_outcomes
 from app.engine.types import timeframe_of
@@ -38,9 +39,10 @@ def session_reach(timeframe: str) -> int:
 
 
 def feature_list(timeframe: str) -> list[str]:
-    """The feature columns the data layer computes for this timeframe (a copy)."""
+    """The columns a model reads at this timeframe: the symbol's own indicators, then the
+    market context (see :mod:`app.engine.data.market`)."""
 
-    return list(feature_columns(is_intraday(timeframe)))
+    return list(feature_columns(is_intraday(timeframe))) + CONTEXT_FEATURES
 
 
 @dataclass(frozen=True)
@@ -80,21 +82,34 @@ class Dataset:
 
 
 def build_dataset(frame: pd.DataFrame, timeframe: str, horizon: int | None = None,
-                  rules: TradeRules | None = None) -> Dataset:
+                  rules: TradeRules | None = None, market: pd.Series | None = None) -> Dataset:
     """Features (strictly causal, from the data layer) and trade labels for a clean frame;
-    ``rules`` default to the desk's default exits and costs."""
+    ``rules`` default to the desk's default exits and costs. ``market`` is the market's 1-bar
+    return by bar time (:func:`market_returns` over the watchlist); by default the frame is its
+    own market."""
     if horizon is not None and horizon < 1:
         raise ValueError("a time stop must be at least one bar")
     intraday = is_intraday(timeframe)
     rules = rules or TradeRules(max_bars=horizon)
     if horizon is not None and rules.max_bars != horizon:
         rules = replace(rules, max_bars=horizon)
-    feats = compute_features(frame, intraday)
     columns = feature_list(timeframe)
+    X = model_features(frame, intraday, market)
     close = frame["close"].to_numpy(dtype="float64")
     out = trade_outcomes(frame, intraday, rules)
-    return Dataset(pd.DatetimeIndex(frame.index), feats[columns].to_numpy(dtype="float64"), out.win, close,
+    return Dataset(pd.DatetimeIndex(frame.index), X, out.win, close,
                    columns, out.reach, timeframe, out.ret, out.exit_pos, primary_signal(close), rules)
+
+
+def model_features(frame: pd.DataFrame, intraday: bool, market: pd.Series | None = None) -> np.ndarray:
+    """Every bar's :func:`feature_list` row: the indicators, then the market context (``market``
+    by bar time; the frame's own returns when None)."""
+    own = compute_features(frame, intraday)[feature_columns(intraday)].to_numpy(dtype="float64")
+    close = frame["close"].astype("float64")
+    if market is None:
+        market = market_returns({"": close})
+    mkt = market.reindex(frame.index).to_numpy(dtype="float64")
+    return np.hstack([own, context_features(close.to_numpy(), mkt)])
 
 
 def load_csv_bars(path: str | Path, timeframe: str, symbol: str | None = None) -> pd.DataFrame:

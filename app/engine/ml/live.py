@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.engine.data.features import WARMUP_BARS, compute_features, compute_features_tail
+from app.engine.data.features import WARMUP_BARS, compute_features_tail
 from app.engine.data.frame import from_epoch_seconds, is_intraday
+from app.engine.data.market import MarketTape, context_features
 from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle, read_metadata
+from app.engine.ml.dataset import model_features
 from app.engine.ml.edge import recheck
 from app.engine.ml.ensemble import combine, combine_one
 from app.engine.ml.labels import LABELS, PRIMARY_FAST, PRIMARY_SLOW, TIE, primary_signal
@@ -136,6 +138,11 @@ class EnsembleSignalModel(SignalModel):
         self.version = f"ensemble-{bundle.version}"
         self._windows: dict[str, BarWindow] = {}
         self._until = {n: _parse_time(bundle.trained_until(n)) for n in bundle.components}
+        self.tape: MarketTape | None = None  # the desk's market (the watchlist); None: the symbol is its own
+        self.market = [str(s) for s in bundle.meta.get("market") or [bundle.symbol]]
+
+    def bind_market(self, tape: MarketTape) -> None:
+        self.tape = tape
 
     def update_settings(self, settings: Settings) -> None:
         """New ensemble weights take effect from the next bar, unless the model learned its own
@@ -157,7 +164,7 @@ class EnsembleSignalModel(SignalModel):
         return self._ensemble(closes, win, last.time)
 
     def _ensemble(self, closes: np.ndarray, win: BarWindow, at: datetime) -> ModelOutput | None:
-        X = compute_features_tail(win.rows(), self.intraday, self.need)
+        X = self.features(win.rows())
         parts: dict[str, float] = {}
         notes = [f"{n} left out: {why}" for n, why in self.bundle.problems.items()]
         for name, model in self.bundle.components.items():
@@ -190,10 +197,31 @@ class EnsembleSignalModel(SignalModel):
         if expected is not None:
             reasons.append(f"expected return after costs {expected:+.1f} bps")
         reasons += [f"weights{learned}{renorm}: {mix}"]
+        if (note := self.market_note()) is not None:
+            reasons.append(note)
         reasons += [self.bundle.components[k].describe(v) for k, v in parts.items()]
         votes = tuple((k, round(v, 4)) for k, v in parts.items())
         return ModelOutput(float(p), votes, tuple(reasons + notes), self.version, long_only=True,
                            tradeable=fires, expected_bps=None if expected is None else round(expected, 2))
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """The newest ``need`` rows of :func:`~app.engine.ml.dataset.feature_list` for a window
+        of bars (epoch s, o, h, l, c, v): the indicators, then the market context."""
+        return np.hstack([compute_features_tail(rows, self.intraday, self.need),
+                          context_features(rows[:, 4], self._market(rows), self.need)])
+
+    def _market(self, rows: np.ndarray) -> np.ndarray:
+        """The market's return at each window bar: the desk's tape, or the symbol's own."""
+        if self.tape is not None:
+            return self.tape.returns(rows[:, 0])
+        own = np.full(len(rows), np.nan)
+        own[1:] = np.diff(np.log(rows[:, 4]))
+        return own
+
+    def market_note(self) -> str | None:
+        """Said when the desk's market is not the one the model learned (other symbols)."""
+        have = set(self.tape.symbols) if self.tape is not None else {self.bundle.symbol}
+        return market_note(self.market, have)
 
     def _fallback(self, closes: np.ndarray, why: str) -> ModelOutput | None:
         out = self.fallback.predict(closes)
@@ -203,6 +231,16 @@ class EnsembleSignalModel(SignalModel):
 
 
 NO_EDGE_LABEL = "rules: model has no demonstrated edge"
+
+
+def market_note(trained: Sequence[str], have: set[str]) -> str | None:
+    """A line saying the market the model reads is not the one it learned: its market features
+    (the watchlist's mean move) then come from other symbols than in training."""
+    want = {s.upper() for s in trained}
+    if {s.upper() for s in have} == want:
+        return None
+    return (f"market context differs from training: learned on the mean of {', '.join(sorted(want))}, "
+            f"reading {', '.join(sorted(have)) or 'nothing'}")
 
 
 def primary_call(closes: np.ndarray) -> tuple[bool, str]:
@@ -284,7 +322,7 @@ def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame, weights: dict[str, 
     rule's long entered after the bar ends profitable; ``signal`` is BUY where the rule calls
     a buy and that chance is above one half, else HOLD (the model never sells)."""
 
-    X = compute_features(frame, is_intraday(bundle.timeframe))[bundle.columns].to_numpy(dtype="float64")
+    X = model_features(frame, is_intraday(bundle.timeframe))  # the frame is its own market (see market_note)
     parts = {name: m.predict_proba(X) for name, m in bundle.components.items()}
     raw = combine(parts, learned_weights(bundle.meta) or weights)
     p = bundle.calibrator.apply(raw) if bundle.calibrator is not None else raw

@@ -129,8 +129,10 @@ class RandomForestModel(Model):
     """A modest random forest on the current features plus a few lagged copies.
 
     Shallow trees with large leaves (depth 6, >= 25 samples a leaf) because a
-    few thousand noisy labels support little more; ``n_jobs=1`` so training
-    never competes with the GUI for every core. Live, the fitted trees are
+    few thousand noisy labels support little more. ``n_jobs`` trees grow at once: 1 by
+    default, so training from the desk never takes every core from the GUI; the ``train``
+    command, which has the machine to itself, uses them all (the trees are the same either
+    way: each has its own seed). Live, the fitted trees are
     walked with NumPy (all trees at once, one level per step): sklearn's own
     ``predict_proba`` costs milliseconds of per-tree overhead on one row.
     """
@@ -139,8 +141,9 @@ class RandomForestModel(Model):
 
     def __init__(self, columns: Sequence[str], lags: tuple[int, ...] = (1, 3),
                  n_estimators: int = 200, max_depth: int = 6, min_samples_leaf: int = 25,
-                 seed: int = 42) -> None:
+                 seed: int = 42, n_jobs: int = 1) -> None:
         super().__init__(columns)
+        self.n_jobs = max(1, int(n_jobs))
         self.lags = tuple(sorted(set(lags)))
         self.lookback = (max(self.lags) if self.lags else 0) + 1
         self.n_estimators, self.max_depth = n_estimators, max_depth
@@ -168,7 +171,7 @@ class RandomForestModel(Model):
             raise ValueError(f"random forest needs more labelled rows (has {int(mask.sum())})")
         clf = RandomForestClassifier(
             n_estimators=self.n_estimators, max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf, max_features="sqrt", n_jobs=1,
+            min_samples_leaf=self.min_samples_leaf, max_features="sqrt", n_jobs=self.n_jobs,
             random_state=self.seed)
         clf.fit(D[mask], y[mask].astype(int))
         self.set_forest(clf)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from app.engine.data.market import market_returns
 from app.engine.ml.dataset import Dataset, build_dataset
 from app.engine.ml.edge import EdgeVerdict, assess, repeated_share
 from app.engine.ml.ensemble import Ensemble
@@ -86,8 +87,9 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     """The walk-forward over every symbol's bars, then one ensemble on all of them, its
     weights and calibration fit on the out-of-fold trades."""
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
-    sets = {s: build_dataset(f, config.timeframe, config.horizon, TradeRules.from_settings(settings, config.horizon))
-            for s, f in frames.items()}
+    rules = TradeRules.from_settings(settings, config.horizon)
+    market = market_returns({s: f["close"] for s, f in frames.items()})  # the watchlist is the market
+    sets = {s: build_dataset(f, config.timeframe, config.horizon, rules, market) for s, f in frames.items()}
     for s, d in sets.items():
         if int((np.isfinite(d.y) & d.primary).sum()) < 30:
             raise ValueError(f"{s}: fewer than 30 labelled buys of the primary rule: too few to learn from")
@@ -120,7 +122,8 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     per_symbol = {s: judge(oof[oof["symbol"] == s], s) for s in sets}
     pay = payoff(ret, y, primary)
     payoffs = {s: _bps(payoff(d.ret, d.y, d.primary)) for s, d in sets.items()}
-    info = {"symbols": list(sets), "timeframe": config.timeframe, "horizon": report.horizon, "labels": LABELS,
+    info = {"symbols": list(sets), "market": list(sets), "timeframe": config.timeframe, "horizon": report.horizon,
+            "labels": LABELS,
             "primary_rule": PRIMARY_RULE, "trade_rules": {s: d.rules.to_dict() for s, d in sets.items()},
             "payoff": _bps(pay),
             "weights": dict(ens.weights), "embargo_bars": report.embargo, "features": list(ens.columns),

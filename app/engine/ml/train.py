@@ -70,6 +70,7 @@ class TrainConfig:
     min_calibration: int = 100  # OOF samples a calibrator needs
     embargo: int | None = None  # bars left out before each test block (None: 1% of the bars)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-component constructor args
+    jobs: int = 1  # cores the forest grows its trees on (the desk keeps one for the GUI)
 
 
 @dataclass
@@ -198,6 +199,7 @@ def expected_bps(p: np.ndarray, pay: tuple[float, float] | None) -> np.ndarray:
 def build_ensemble(settings: Settings, config: TrainConfig, columns: list[str], horizon: int) -> Ensemble:
     overrides = dict(config.overrides)
     overrides["lstm"] = {"stride": lstm_stride(config.timeframe), **overrides.get("lstm", {})}
+    overrides["random_forest"] = {"n_jobs": config.jobs, **overrides.get("random_forest", {})}
     model = ModelFactory.build("ensemble", settings, columns=columns, horizon=horizon, **overrides)
     assert isinstance(model, Ensemble)
     return model
@@ -405,7 +407,7 @@ def train(frame: pd.DataFrame, settings: Settings, config: TrainConfig,
     verdict = judge(report, ens.calibrator, ds, settings.approval_threshold)
     labelled = np.flatnonzero(np.isfinite(ds.y))
     pay = payoff(ds.ret, ds.y, ds.primary)
-    info = {"symbol": config.symbol, "timeframe": config.timeframe, "horizon": ds.horizon,
+    info = {"symbol": config.symbol, "market": [config.symbol], "timeframe": config.timeframe, "horizon": ds.horizon,
             "labels": LABELS, "primary_rule": PRIMARY_RULE, "trade_rules": rules.to_dict(),
             "payoff": {"win_bps": round(pay[0] * 1e4, 2), "loss_bps": round(pay[1] * 1e4, 2)} if pay else None,
             "weights": dict(ens.weights), "embargo_bars": report.embargo,

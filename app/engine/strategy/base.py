@@ -5,10 +5,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.engine.types import Bar
+
+if TYPE_CHECKING:
+    from app.engine.data.market import MarketTape
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,11 @@ class SignalModel(abc.ABC):
     min_bars: int = 1
     wants_bars: bool = False  # True: predict() also needs the OHLCV bars (the trained ensemble)
     reads_closes: bool = True  # False: predict() looks its answer up by the last bar (precomputed)
+
+    def bind_market(self, tape: MarketTape) -> None:
+        """The desk's market tape (see :mod:`app.engine.data.market`): models that read the
+        market context keep it; the rest ignore it."""
+        return None
 
     @abc.abstractmethod
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
