@@ -214,3 +214,28 @@ def test_lstm_training_can_be_cancelled(daily) -> None:
         LSTMModel(daily.columns, horizon=1, small=True).fit(
             daily.X, daily.y, progress=lambda f, msg: bool(calls.append(msg)))
     assert calls and "epoch 1" in calls[0]
+
+
+def test_a_watchlist_lstm_stops_early_on_every_symbols_newest_bars(daily) -> None:
+    """Stacked symbols: early stopping must watch each symbol's newest sequences, not the last
+    symbol's tail alone (it would tune the model to one stock)."""
+    from app.engine.ml.lstm import LSTMModel
+
+    X = np.vstack([daily.X, daily.X])
+    first = np.where(np.isfinite(daily.y), 0.0, np.nan)  # symbol A's trades all lost, B's all won
+    y = np.concatenate([first, np.where(np.isfinite(daily.y), 1.0, np.nan)])
+    seen: dict[str, np.ndarray] = {}
+
+    def capture(xt, yt, xv, yv, progress) -> None:  # type: ignore[no-untyped-def]
+        seen.update(train=yt, val=yv)
+
+    for segments in (None, [0, len(daily.X)]):
+        lstm = LSTMModel(daily.columns, horizon=1, small=True)
+        lstm._train_keras = capture  # type: ignore[method-assign]
+        lstm.fit(X, y, segments=segments)
+        if segments is None:
+            assert set(seen["val"]) == {1.0}, "without segments only the last symbol validates"
+        else:
+            assert set(seen["val"]) == {0.0, 1.0} and set(seen["train"]) == {0.0, 1.0}
+            share = float(np.mean(seen["val"] == 0.0))
+            assert 0.4 < share < 0.6, "each symbol gives its own newest 15%"

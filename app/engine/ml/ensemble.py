@@ -156,7 +156,10 @@ class Ensemble(Model):
         self.skipped: dict[str, str] = {}
         self.lookback = max((m.lookback for m in self.components.values()), default=1)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, *, progress: ProgressFn | None = None) -> Model:
+    def fit(self, X: np.ndarray, y: np.ndarray, *, progress: ProgressFn | None = None,
+            segments: Sequence[int] | None = None) -> Model:
+        """Fit every component; ``segments`` (each symbol's first row in a watchlist's stacked
+        rows) reach the components that hold data out by time (the LSTM's early stopping)."""
         self.skipped = {}
         done = 0.0
         total = sum(_FIT_SHARE.get(k, 0.1) for k in self.components)
@@ -166,7 +169,11 @@ class Ensemble(Model):
             if sub is not None and not sub(0.0, f"training {name}"):
                 raise TrainingCancelled("training cancelled")
             try:
-                self.components[name].fit(X, y, progress=sub)
+                model = self.components[name]
+                if model.uses_segments and segments is not None:
+                    model.fit(X, y, progress=sub, segments=segments)  # type: ignore[call-arg]
+                else:
+                    model.fit(X, y, progress=sub)
             except TrainingCancelled:
                 raise
             except (ValueError, ImportError) as exc:

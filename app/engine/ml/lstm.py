@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,13 @@ class LSTMModel(Model):
         z = (np.asarray(X, dtype="float64") - self.mean) / self.std
         return np.clip(z, -CLIP_Z, CLIP_Z).astype(np.float32)  # NaN stays NaN
 
-    def fit(self, X: np.ndarray, y: np.ndarray, *, progress: ProgressFn | None = None) -> Model:
+    uses_segments = True
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, progress: ProgressFn | None = None,
+            segments: Sequence[int] | None = None) -> Model:
+        """``segments``: where each symbol's rows start in a watchlist's stacked rows. Early
+        stopping then watches the newest ``val_frac`` of every symbol's sequences, not the
+        tail of the last symbol alone."""
         X = np.asarray(X, dtype="float64")
         y = np.asarray(y, dtype="float64")
         rows = finite_rows(X)
@@ -106,14 +113,25 @@ class LSTMModel(Model):
         Xs = self.scale(X)
         ends = valid_ends(Xs, self.seq_len)
         ends = ends[np.isfinite(y[ends])]
-        n_val = max(1, int(round(len(ends) * self.val_frac)))
-        val = ends[-n_val:]
-        train = ends[ends < val[0] - self.horizon]
-        train = train[(len(train) - 1) % self.stride :: self.stride]  # every stride-th, the newest kept
+        bounds = [*sorted({0, *(int(a) for a in (segments or ()) if 0 < a < len(X))}), len(X)]
+        parts = [self._split(ends[(ends >= a) & (ends < b)]) for a, b in pairwise(bounds)]
+        train = np.concatenate([t for t, _ in parts]).astype(int)
+        val = np.concatenate([v for _, v in parts]).astype(int)
         if len(train) < 2 * self.batch_size or len(val) < 8:
             raise ValueError(f"LSTM needs more labelled sequences (has {len(ends)})")
         self._train_keras(self._windows(Xs, train), y[train], self._windows(Xs, val), y[val], progress)
         return self
+
+    def _split(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One symbol's labelled sequence ends into training and validation: the newest
+        ``val_frac`` validate, the rest (less ``horizon`` before them, where labels read into
+        the validation) train, one every ``stride`` bars with the newest kept."""
+        if not len(ends):
+            return ends, ends
+        n_val = max(1, int(round(len(ends) * self.val_frac)))
+        val = ends[-n_val:]
+        train = ends[ends < val[0] - self.horizon]
+        return train[(len(train) - 1) % self.stride :: self.stride], val
 
     def _windows(self, Xs: np.ndarray, ends: np.ndarray) -> np.ndarray:
         idx = ends[:, None] - (self.seq_len - 1) + np.arange(self.seq_len)

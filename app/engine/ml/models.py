@@ -41,6 +41,7 @@ class Model(abc.ABC):
 
     name: str = "model"
     lookback: int = 1  # rows one prediction reads, the current row included
+    uses_segments: bool = False  # fit() takes ``segments``: where each symbol's stacked rows start
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = list(columns)

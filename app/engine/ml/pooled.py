@@ -101,8 +101,9 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     split = 1 - 1 / (config.folds + 1)
     report = walk_forward_sets(sets, cuts, settings, config, scaled_progress(progress, 0.0, split, ""), make)
     ens = make(next(iter(sets.values())).columns, report.horizon)
-    X, y, primary, ret = stack(sets, {s: len(d) for s, d in sets.items()}, dict.fromkeys(sets, 0), ens.lookback)
-    ens.fit(X, y, progress=scaled_progress(progress, split, 1.0, "final model: "))
+    X, y, primary, ret, starts = stack(sets, {s: len(d) for s, d in sets.items()}, dict.fromkeys(sets, 0),
+                                       ens.lookback)
+    ens.fit(X, y, progress=scaled_progress(progress, split, 1.0, "final model: "), segments=starts)
     ens.weights = {k: w for k, w in report.weights.items() if k in ens.components} or ens.weights
     ens.calibrator = report.calibrator
     oof = report.oof

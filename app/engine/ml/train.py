@@ -241,8 +241,8 @@ def walk_forward_sets(sets: dict[str, Dataset], cuts: list[tuple[pd.Timestamp, p
     for k, (sp, (ta, _)) in enumerate(zip(spans, cuts, strict=True)):
         sub = scaled_progress(progress, done[k], done[k + 1], f"fold {k + 1}/{len(cuts)}: ")
         ens = make(first.columns, horizon)
-        X, y_train, primary, ret = stack(sets, {s: a for s, (a, _) in sp.items()}, embargo, ens.lookback)
-        ens.fit(X, y_train, progress=sub)
+        X, y_train, primary, ret, starts = stack(sets, {s: a for s, (a, _) in sp.items()}, embargo, ens.lookback)
+        ens.fit(X, y_train, progress=sub, segments=starts)
         block = pd.concat([_predicted(ens, s, d, *sp[s]) for s, d in sets.items() if sp[s][1] > sp[s][0]])
         block = block.sort_index(kind="stable")
         seen = _seen(blocks, ta.value)
@@ -297,11 +297,12 @@ def _span(ds: Dataset, start: pd.Timestamp, end: pd.Timestamp | None) -> tuple[i
 
 
 def stack(sets: dict[str, Dataset], upto: dict[str, int], embargo: dict[str, int],
-          lookback: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+          lookback: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Every symbol's rows before its cut, one after another, as (X, purged labels, primary,
-    returns). The first ``lookback - 1`` labels of each symbol after the first are blanked, so
-    no sequence or lag a model reads spans two symbols."""
+    returns, where each symbol's rows start). The first ``lookback - 1`` labels of each symbol
+    after the first are blanked, so no sequence or lag a model reads spans two symbols."""
     Xs, ys, prims, rets = [], [], [], []
+    starts = [0]
     for k, (s, d) in enumerate(sets.items()):
         a = upto[s]
         y = purged_labels(d, a, embargo[s])
@@ -311,7 +312,8 @@ def stack(sets: dict[str, Dataset], upto: dict[str, int], embargo: dict[str, int
         ys.append(y)
         prims.append(d.primary[:a])
         rets.append(d.ret[:a])
-    return np.vstack(Xs), np.concatenate(ys), np.concatenate(prims), np.concatenate(rets)
+        starts.append(starts[-1] + a)
+    return np.vstack(Xs), np.concatenate(ys), np.concatenate(prims), np.concatenate(rets), starts[:-1]
 
 
 def _predicted(ens: Ensemble, symbol: str, ds: Dataset, a: int, b: int) -> pd.DataFrame:
