@@ -121,3 +121,32 @@ def test_retrain_trains_the_chosen_symbol(qtbot, tmp_path: Path) -> None:  # typ
     tab.cancel_training()
     qtbot.waitUntil(lambda: tab.retrain.isEnabled(), timeout=10_000)
     assert tab.picker.isEnabled()
+
+
+def test_whole_watchlist_trains_one_model_over_every_symbol(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for k, symbol in enumerate(("AAA", "BBB")):
+        write_daily_csv(tmp_path / f"{symbol}_1d.csv", seed=30 + k)
+    tab = ModelTab(AppPaths(tmp_path / "home"), "AAA", "1d", watchlist=["AAA", "BBB"])
+    tab.extra_args = lambda: ["--small", "--folds", "2"]  # type: ignore[method-assign]
+    qtbot.addWidget(tab)
+    tab.pooled.setChecked(True)
+    tab.csv.setText(str(tmp_path / "AAA_1d.csv"))
+    assert not tab.start_training()
+    assert "one CSV named after each symbol" in tab.status.text() and "BBB (no file)" in tab.status.text()
+    tab.csv.setText(f"{tmp_path / 'AAA_1d.csv'}; {tmp_path / 'BBB_1d.csv'}")
+    with qtbot.waitSignal(tab.trained, timeout=240_000):
+        assert tab.start_training()
+        assert tab.process is not None and "--symbol" not in tab.process.arguments()
+        assert not tab.pooled.isEnabled()
+    assert "one model over AAA, BBB" in tab.status.text()
+    tab.picker.setCurrentText("BBB")  # each symbol got its own copy of the one model
+    meta = json.loads((tab.folder() / "metadata.json").read_text())
+    assert meta["symbol"] == "BBB" and meta["symbols"] == ["AAA", "BBB"] and meta["market"] == ["AAA", "BBB"]
+
+
+def test_whole_watchlist_needs_a_watchlist(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tab = ModelTab(AppPaths(tmp_path), "PLTR", "5m")
+    qtbot.addWidget(tab)
+    tab.pooled.setChecked(True)
+    tab.csv.setText(str(tmp_path / "PLTR_5m.csv"))
+    assert not tab.start_training() and "holds one symbol" in tab.status.text()

@@ -6,7 +6,9 @@ from its ``[ 42.0%] message`` lines. Metrics and the reliability plot are
 read from the model's ``metadata.json`` (out-of-sample figures only).
 
 Each watchlist symbol has its own model (``models/NVDA_5m``); the symbol
-picker chooses which one is shown and which one Retrain trains.
+picker chooses which one is shown and which one Retrain trains. With "Whole
+watchlist" ticked, Retrain trains one model over every watchlist symbol (``train
+--csv S=file`` once per symbol), from one CSV per symbol named after it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyqtgraph as pg
 from PySide6.QtCore import QProcess, Signal, Slot
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -76,6 +79,10 @@ class ModelTab(QWidget):
         self.timeframe.setCurrentText(timeframe)
         self.timeframe.setToolTip("Timeframe of the bars in the file")
         self.timeframe.currentTextChanged.connect(lambda _t: self.reload())
+        self.pooled = QCheckBox("Whole watchlist")
+        self.pooled.setObjectName("trainWatchlist")
+        self.pooled.setToolTip("One model over every watchlist symbol, judged overall, per symbol and across "
+                               "symbols; choose one CSV per symbol, named after it (e.g. AAPL_5m.csv)")
         self.retrain = QPushButton("Retrain")
         self.retrain.setObjectName("retrainButton")
         self.retrain.setToolTip("Walk-forward evaluation, calibration and a final fit, in a separate process")
@@ -85,7 +92,7 @@ class ModelTab(QWidget):
         self.cancel.setEnabled(False)
         self.retrain.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_training)
-        for w in (self.picker, self.csv, browse, self.timeframe, self.retrain, self.cancel):
+        for w in (self.picker, self.csv, browse, self.timeframe, self.pooled, self.retrain, self.cancel):
             row.addWidget(w)
         layout.addLayout(row)
         self.progress = QProgressBar()
@@ -177,9 +184,34 @@ class ModelTab(QWidget):
 
     # ------------------------------------------------------------ training
     def _browse(self) -> None:
+        if self.pooled.isChecked():
+            paths, _ = QFileDialog.getOpenFileNames(self, "One CSV per watchlist symbol", "",
+                                                    "CSV files (*.csv);;All (*)")
+            if paths:
+                self.csv.setText("; ".join(paths))
+            return
         path, _ = QFileDialog.getOpenFileName(self, "Bars to train on", "", "CSV files (*.csv);;All (*)")
         if path:
             self.csv.setText(path)
+
+    def watchlist_files(self) -> tuple[list[str], str]:
+        """``SYMBOL=file`` for every watchlist symbol, from the files named after them; or no
+        pairs and what is missing, in the user's words."""
+        symbols = [self.picker.itemText(i) for i in range(self.picker.count())]
+        if len(symbols) < 2:
+            return [], "The watchlist holds one symbol: untick Whole watchlist to train its model."
+        files = [f.strip() for f in re.split(r"[;\n]", self.csv.text()) if f.strip()]
+        pairs, missing = [], []
+        for symbol in symbols:
+            match = [f for f in files if _names(Path(f).stem, symbol)]
+            if len(match) == 1:
+                pairs.append(f"{symbol}={match[0]}")
+            else:
+                missing.append(f"{symbol} ({'no file' if not match else f'{len(match)} files'})")
+        if missing:
+            return [], (f"Whole watchlist needs one CSV named after each symbol, e.g. {symbols[0]}_5m.csv: "
+                        f"{', '.join(missing)}.")
+        return pairs, ""
 
     @Slot()
     def start_training(self) -> bool:
@@ -189,24 +221,31 @@ class ModelTab(QWidget):
         if not csv:
             self.status.setText("Choose a CSV of bars to train on.")
             return False
+        source = ["--symbol", self.symbol, "--csv", csv]
+        if self.pooled.isChecked():
+            pairs, problem = self.watchlist_files()
+            if problem:
+                self.status.setText(problem)
+                return False
+            source = [a for pair in pairs for a in ("--csv", pair)]
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         self.process.readyReadStandardOutput.connect(self._read)
         self.process.finished.connect(self._finished)
         self.progress.setValue(0)
-        self.status.setText(f"Training {self.symbol} {self.timeframe.currentText()}…")
+        who = "the watchlist" if self.pooled.isChecked() else self.symbol
+        self.status.setText(f"Training {who} {self.timeframe.currentText()}…")
         self._run_folder = self.folder()  # announced when it ends, whatever the picker shows then
         self._set_running(True)
         self._tail: list[str] = []
-        self.process.start(sys.executable, [str(ROOT / "main.py"), "--data-dir", str(self.home), "train",
-                                            "--symbol", self.symbol, "--csv", csv,
+        self.process.start(sys.executable, [str(ROOT / "main.py"), "--data-dir", str(self.home), "train", *source,
                                             "--timeframe", self.timeframe.currentText(), *self.extra_args()])
         return True
 
     def _set_running(self, running: bool) -> None:
         """While training, the symbol and timeframe stay put: the finished run reloads and
         announces the folder they name, which must be the one it trained."""
-        for w in (self.picker, self.timeframe, self.retrain):
+        for w in (self.picker, self.timeframe, self.pooled, self.retrain):
             w.setEnabled(not running)
         self.cancel.setEnabled(running)
 
@@ -244,6 +283,13 @@ class ModelTab(QWidget):
         elif status == QProcess.ExitStatus.NormalExit:
             errors = [t for t in self._tail if t.startswith("error:")]
             self.status.setText(errors[-1] if errors else f"Training failed (exit {code})")
+
+
+def _names(stem: str, symbol: str) -> bool:
+    """Whether a file name names the symbol: it starts with it, then ends or goes on with
+    something other than a letter (``AAPL_5m`` names AAPL; ``AAPLX`` does not)."""
+    head = stem.upper()
+    return head.startswith(symbol) and (len(head) == len(symbol) or not head[len(symbol)].isalpha())
 
 
 def _symbols(symbols: Sequence[str]) -> list[str]:
