@@ -150,7 +150,8 @@ def test_train_returns_the_final_model_calibrated_on_out_of_fold_bars() -> None:
 def test_real_pltr_five_minute_labels(shared_data) -> None:
     frame = load_csv_bars(shared_data / "PLTR_5m_2025-12-23_2026-03-20.csv", "5m")
     ds = build_dataset(frame, "5m")
-    assert len(ds.columns) == 26 and ds.horizon <= 76  # 21 indicators, 5 of market context; no trade outlives its session
+    assert len(ds.columns) == 26 and ds.horizon <= 76  # 21 indicators and 5 of market context; no trade
+    # outlives its session
     # per session: no entry signal with 15 minutes or less to go (the 15:40 .. 15:55 bars)
     assert len(ds) - ds.labelled == pytest.approx(60 * 4, abs=12)
     assert 0.3 < np.nanmean(ds.y) < 0.6 and 0.3 < ds.primary.mean() < 0.7
