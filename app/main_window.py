@@ -106,7 +106,7 @@ class MainWindow(QMainWindow):
     requestSettings = Signal(object)
     requestImport = Signal(str, str, str)
     requestConfirmLive = Signal()
-    requestManualOrder = Signal(str, str, float, float)
+    requestManualOrder = Signal(str, str, float, float, float)
     requestMoveStop = Signal(str, float, bool)
 
     def __init__(self, paths: AppPaths, settings: Settings, demo: bool = True,

@@ -166,12 +166,13 @@ class EngineWorker(QObject):
         if self.ctx:
             self.flattenReported.emit(self.ctx.bot.flatten_all())
 
-    @Slot(str, str, float, float)
-    def manualOrder(self, symbol: str, side: str, shares: float, dollars: float) -> None:
-        """An order from the ticket, judged by the risk rules (``shares`` or ``dollars``: 0 = not given)."""
+    @Slot(str, str, float, float, float)
+    def manualOrder(self, symbol: str, side: str, shares: float, dollars: float, limit: float = 0.0) -> None:
+        """An order from the ticket, judged by the risk rules (``shares``, ``dollars`` or ``limit``:
+        0 = not given; no limit is a market order)."""
         if not self.ctx:
             return
-        text = self.ctx.bot.manual_order(symbol, Side(side), shares or None, dollars or None)
+        text = self.ctx.bot.manual_order(symbol, Side(side), shares or None, dollars or None, limit or None)
         self.manualOrderDone.emit(text)
 
     @Slot(str, float, bool)

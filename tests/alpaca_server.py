@@ -289,8 +289,14 @@ class AlpacaServer:
             return _err(422, "client_order_id must be unique")
         if body.get("type") not in ("market", "stop", "limit") or body.get("side") not in ("buy", "sell"):
             return _err(422, "this test server takes market, stop and limit buy/sell orders only")
-        if body["type"] == "limit" and body.get("limit_price") is None:
-            return _err(422, "limit_price is required for limit orders")
+        if body["type"] == "limit":
+            limit = body.get("limit_price")
+            if limit is None:
+                return _err(422, "limit_price is required for limit orders")
+            decimals = 2 if float(limit) >= 1 else 4
+            if round(float(limit), decimals) != float(limit):
+                return _err(422, f"invalid limit_price {limit}. sub-penny increment does not fulfill "
+                                 "minimum pricing criteria")
         if wash_trade(self.orders, body):
             return 403, {"code": 40310000, "message": "potential wash trade detected. use complex orders"}
         qty = float(body.get("qty") or 0)
@@ -305,8 +311,10 @@ class AlpacaServer:
                 return _err(422, f"invalid stop_price {stop}. sub-penny increment does not fulfill "
                                  "minimum pricing criteria")
         symbol = body["symbol"]
-        if body["side"] == "buy" and body["type"] == "market":
-            price = self.prices.get(symbol)
+        if body["side"] == "buy" and body["type"] in ("market", "limit"):
+            # "The calculated value of an opening buy order is the order's limit price multiplied by
+            # the order's quantity" (docs: Placing Orders > Buying Power); a market buy's, the price
+            price = float(body["limit_price"]) if body["type"] == "limit" else self.prices.get(symbol)
             if price is not None and qty * price > max(self.cash, 0.0) + 1e-9:
                 return _err(403, "insufficient buying power")
         if body["side"] == "sell" and not self.shorting_enabled:

@@ -132,6 +132,29 @@ def test_stop_order_is_sent_on_a_whole_cent_and_triggers(alpaca_server: AlpacaSe
     assert broker.positions() == []
 
 
+def test_limit_buy_is_sent_within_the_users_price_and_fills_at_it_or_better(alpaca_server: AlpacaServer,
+                                                                             broker: AlpacaBroker) -> None:
+    alpaca_server.set_price("AAPL", 100.0)
+    limit = Order("l-1", "AAPL", Side.BUY, 10, OrderType.LIMIT, OrderStatus.INTENT,
+                  datetime(2026, 7, 7, 14, 30, tzinfo=UTC), reason="manual entry", limit_price=99.127)
+    sent = broker.submit(limit)  # Alpaca refuses sub-penny limits: rounded down, never above the user's price
+    assert (sent.order_type, sent.limit_price, sent.status) == (OrderType.LIMIT, 99.12, OrderStatus.ACCEPTED)
+    assert alpaca_server.fill_open_orders(99.5) == 0
+    assert alpaca_server.fill_open_orders(98.9) == 1
+    done = broker.get_order("l-1")
+    assert done is not None and done.status == OrderStatus.FILLED and done.filled_avg_price == 98.9
+
+
+def test_a_limit_buy_needs_buying_power_for_its_limit_price(alpaca_server: AlpacaServer,
+                                                            broker: AlpacaBroker) -> None:
+    alpaca_server.set_price("AAPL", 10.0)  # the price would pay for it; the limit's worth would not
+    big = Order("l-2", "AAPL", Side.BUY, 2_000, OrderType.LIMIT, OrderStatus.INTENT,
+                datetime(2026, 7, 7, 14, 30, tzinfo=UTC), reason="manual entry", limit_price=60.0)
+    with pytest.raises(BrokerError, match="insufficient buying power") as err:
+        broker.submit(big)
+    assert not err.value.transient
+
+
 def test_resubmitting_a_client_order_id_returns_the_order_already_there(
         alpaca_server: AlpacaServer, broker: AlpacaBroker) -> None:
     first = broker.submit(order("dup-1"))

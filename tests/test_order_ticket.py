@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from conftest import utc
 from desk import SYMBOL, Desk
@@ -103,3 +105,121 @@ def test_a_manual_sell_waits_for_the_open_rather_than_strip_the_stop_overnight(n
     assert "refused: the market is closed" in said and "keeps its broker stop" in said
     assert desk.broker_orders(Side.SELL, OrderType.STOP), "the stop still protects the shares"
     assert not desk.broker_orders(Side.SELL), "no market sell waits at the broker"
+
+
+# ------------------------------------------------------------ limit buys
+def test_a_limit_buy_waits_for_its_price_then_fills_there_and_gets_its_stop(nyse: MarketCalendar) -> None:
+    desk = _desk(nyse)
+    said = desk.bot.manual_order(SYMBOL, Side.BUY, qty=100, limit=19.5)
+    assert "manual buy 100 limit 19.50" in said, said
+    (working,) = desk.broker_orders(Side.BUY, OrderType.LIMIT)
+    assert working.limit_price == 19.5
+    desk.tick(19.8)
+    assert desk.position is None, "19.80 is above the limit: nothing fills"
+    assert "an entry is already working" in desk.bot.manual_order(SYMBOL, Side.BUY, qty=10), "it is exposure"
+    desk.tick(19.4)
+    assert desk.position is not None and desk.position.qty == 100
+    assert desk.sim.fills[-1].price <= 19.5, "at the limit or better"
+    (stop,) = desk.broker_orders(Side.SELL, OrderType.STOP)
+    assert stop.stop_price == pytest.approx(desk.position.avg_price * 0.97, rel=1e-3)
+
+
+def test_a_limit_buy_is_sized_and_judged_at_its_limit_by_the_same_rules(nyse: MarketCalendar) -> None:
+    desk = _desk(nyse)
+    assert "manual buy 153" in desk.bot.manual_order(SYMBOL, Side.BUY, amount=3_000.0, limit=19.6)  # 3000 / 19.6
+    desk2 = _desk(nyse)
+    said = desk2.bot.manual_order(SYMBOL, Side.BUY, qty=2_000, limit=19.0)
+    assert "more than the 1,000 the risk rules allow" in said and not desk2.broker_orders(Side.BUY, OrderType.LIMIT)
+
+
+@pytest.mark.parametrize("limit, side, said", [
+    (25.0, Side.BUY, "more than 1.0% above the last price 20.00"),
+    (0.0, Side.BUY, "a limit price above 0 is needed"),
+    (float("nan"), Side.BUY, "a limit price above 0 is needed"),
+    (21.0, Side.SELL, "no limit sells"),
+])
+def test_a_limit_that_cannot_be_sent_is_refused_in_words(nyse: MarketCalendar, limit: float, side: Side,
+                                                           said: str) -> None:
+    desk = _desk(nyse)
+    if side == Side.SELL:
+        desk.buy(20.0)
+    text = desk.bot.manual_order(SYMBOL, side, qty=10, limit=limit)
+    assert said in text, text
+    assert not desk.broker_orders(Side.BUY, OrderType.LIMIT) and not desk.broker_orders(Side.SELL, OrderType.LIMIT)
+
+
+def test_a_limit_buy_still_waiting_when_entries_stop_is_cancelled(nyse: MarketCalendar) -> None:
+    """15 minutes before the close no entry may open: a limit filled then would be one."""
+    desk = Desk("manual", start=utc(2025, 3, 4, 20, 30), calendar=nyse)  # 15:30 New York
+    desk.close_bar(20.0, p_up=0.5)
+    desk.bot.manual_order(SYMBOL, Side.BUY, qty=10, limit=19.0)
+    assert desk.broker_orders(Side.BUY, OrderType.LIMIT)
+    desk.clock.set(utc(2025, 3, 4, 20, 46))  # 15:46: 14 minutes to the close
+    desk.bot.on_clock()
+    assert not desk.broker_orders(Side.BUY, OrderType.LIMIT)
+    desk.tick(18.0)
+    assert desk.position is None, "the price came, the order was gone"
+
+
+def test_a_limit_order_is_kept_in_the_record_with_its_price(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.engine.storage.db import Storage
+    from app.engine.storage.repositories import OrderRepository
+    from app.engine.types import Order, OrderStatus
+
+    storage = Storage(tmp_path / "trader.db")
+    try:
+        order = Order("ait-l-1", SYMBOL, Side.BUY, 10, OrderType.LIMIT, OrderStatus.NEW, utc(2025, 3, 4, 15, 0),
+                      limit_price=19.25, reason="manual entry")
+        OrderRepository(storage).save(order, utc(2025, 3, 4, 15, 0))
+        (back,) = OrderRepository(storage).open_orders()
+        assert back.order_type == OrderType.LIMIT and back.limit_price == 19.25
+    finally:
+        storage.close()
+
+
+def test_the_ticket_sends_a_limit_buy_and_never_a_limit_sell(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.engine.settings import Settings
+    from app.widgets.order_ticket import OrderTicket
+
+    ticket = OrderTicket(["PLTR"], {"PLTR": 20.0}, Settings(), "PLTR")
+    qtbot.addWidget(ticket)
+    sent: list[tuple] = []  # type: ignore[type-arg]
+    ticket.sendRequested.connect(lambda *a: sent.append(a))
+    ticket.quantity.setValue(50)
+    ticket.kind.setCurrentText("limit")
+    assert ticket.limit.isEnabled() and ticket.limit.value() == 20.0, "starts from the last price"
+    ticket.limit.setValue(19.5)
+    assert "limit buy of 50 shares at 19.50 or better" in ticket.preview.text()
+    assert "broker stop at 18.91" in ticket.preview.text()  # 3% under the limit
+    ticket.send()
+    assert sent[-1] == ("PLTR", "BUY", 50.0, 0.0, 19.5)
+    ticket.side.setCurrentText("SELL")
+    assert not ticket.kind.isEnabled() and not ticket.limit.isEnabled() and "No limit sells" in ticket.preview.text()
+    ticket.send()
+    assert sent[-1] == ("PLTR", "SELL", 0.0, 0.0, 0.0)
+    ticket.side.setCurrentText("BUY")
+    ticket.limit.setValue(0.0)
+    assert not ticket.send_button.isEnabled() and "Type the limit price" in ticket.preview.text()
+
+
+def test_a_limit_buy_at_alpaca_partly_filled_is_covered_then_the_rest_cancelled_late(alpaca_server) -> None:  # type: ignore[no-untyped-def]
+    """Through alpaca-py and the loopback Alpaca: the limit waits, a partial fill at the limit
+    gets its broker stop for the shares held, and what is still working goes when entries stop."""
+    from alpaca_desk import AlpacaDesk
+
+    desk = AlpacaDesk(alpaca_server, mode="manual", start=utc(2025, 3, 4, 20, 30))  # 15:30 New York
+    desk.close_bar(50.0)
+    said = desk.bot.manual_order(SYMBOL, Side.BUY, qty=100, limit=49.5)
+    assert "manual buy 100 limit 49.50" in said, said
+    (limit,) = desk.orders("buy", "limit")
+    assert float(limit["limit_price"]) == 49.5 and limit["time_in_force"] == "day"
+    desk.trade(49.8)
+    assert desk.held() == 0, "above the limit: Alpaca fills nothing"
+    desk.clock.advance(timedelta(seconds=30))
+    alpaca_server.fill_open_orders(49.4, SYMBOL, qty=40)  # the market takes 40 at the limit or better
+    desk.check()
+    assert desk.held() == 40 and desk.stop_cover() == 40, "every share held has its broker stop"
+    desk.clock.set(utc(2025, 3, 4, 20, 46))  # 15:46: entries have stopped for the day
+    desk.check(0)
+    assert desk.orders("buy", "limit") == [], "the rest of the limit is cancelled"
+    assert desk.held() == 40 and desk.stop_cover() == 40

@@ -29,6 +29,8 @@ from app.engine.types import Account, DayState, Order, OrderStatus, OrderType, P
 EXITS_DUE_KEY = "exits.due"  # symbol -> why, for exits still to send
 
 
+ENTRY_TYPES = (OrderType.MARKET, OrderType.LIMIT)  # a buy of these opens a position (a limit from the ticket)
+
 class Book:
     def __init__(self, settings: Settings, clock: Clock, broker: Broker, records: Recorder, bus: EventBus,
                  calendar: MarketCalendar | None, router: OrderRouter) -> None:
@@ -117,7 +119,7 @@ class Book:
         orders = [*self.records.open_orders(), *(q.order for q in self.router.queue.values())]
         seen: set[str] = set()
         for o in orders:
-            if (o.side == Side.BUY and o.order_type == OrderType.MARKET and o.client_order_id not in seen
+            if (o.side == Side.BUY and o.order_type in ENTRY_TYPES and o.client_order_id not in seen
                     and o.client_order_id != excluding):
                 seen.add(o.client_order_id)
                 out[o.symbol] = out.get(o.symbol, 0.0) + max(o.qty - o.filled_qty, 0.0)

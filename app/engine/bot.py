@@ -282,10 +282,12 @@ class TradingBot:
         self._publish_cycle()
         return out
 
-    def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
-        """The order ticket: a market buy of ``qty`` shares or ``amount`` dollars, or a sell of the
-        holding, through the same risk rules as every entry; what happened, in words."""
-        out = self.core.manual_order(symbol, side, qty, amount)
+    def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None,
+                     limit: float | None = None) -> str:
+        """The order ticket: a buy of ``qty`` shares or ``amount`` dollars, at market or at a
+        ``limit``, or a sell of the holding, through the same risk rules as every entry; what
+        happened, in words."""
+        out = self.core.manual_order(symbol, side, qty, amount, limit)
         self._publish_cycle()
         return out
 

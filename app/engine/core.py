@@ -115,6 +115,8 @@ class ExecutionCore:
             return
         if self.exits.breaker_trips() and self.book.settings.flatten_on_circuit_breaker:
             self.flatten_all("circuit breaker")
+        if self.book.calendar is not None:
+            self.entries.cancel_late_limits()
         if self.exits.eod_due():
             book = self.book
             entries = [o for o in book.records.open_orders() if o.side == Side.BUY]
@@ -245,10 +247,11 @@ class ExecutionCore:
         for coid in [c for c, q in self.router.queue.items() if q.order.side == Side.BUY]:
             self.router.drop(coid, reason)
 
-    def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
+    def manual_order(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None,
+                     limit: float | None = None) -> str:
         """The order ticket's order, judged by the risk rules like any entry (see Entries.manual)."""
         self._watch_record()
-        return self.entries.manual(symbol, side, qty, amount)
+        return self.entries.manual(symbol, side, qty, amount, limit)
 
     def move_stop(self, symbol: str, stop: float, looser_ok: bool = False) -> str:
         """The user's hand on a position's stop, re-validated (see Exits.move_stop)."""

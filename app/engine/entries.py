@@ -90,13 +90,18 @@ class Entries:
             self._done(self.pending.pop(sid), SignalStatus.EXPIRED, reason)
 
     # ------------------------------------------------------------ the user's own orders
-    def manual(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None) -> str:
-        """An order from the order ticket: a market buy of ``qty`` shares (or ``amount`` dollars'
-        worth at the last price), or a market sell of the holding. The same risk rules judge it as
+    def manual(self, symbol: str, side: Side, qty: float | None = None, amount: float | None = None,
+               limit: float | None = None) -> str:
+        """An order from the order ticket: a buy of ``qty`` shares (or ``amount`` dollars' worth at
+        the last price, or at ``limit``), at market or, with ``limit``, a limit buy that fills at
+        that price or better; or a market sell of the holding. The same risk rules judge it as
         any signal's entry (market hours, breaker, stale data, positions, sizes, buying power); a
         buy larger than they would size is refused with both numbers, never trimmed in silence.
-        The bought shares get their broker stop from the risk settings like every position.
-        Recorded as a signal ("manual order") with what became of it."""
+        A working limit buy is exposure like any entry, and is cancelled when entries stop for the
+        day (see :meth:`cancel_late_limits`). The bought shares get their broker stop from the
+        risk settings like every position. Recorded as a signal ("manual order") with what became
+        of it. There are no limit sells: the shares are held for their broker stop, and a limit
+        sell could only wait beside it by leaving them uncovered."""
         book = self.book
         now = book.clock.now()
         price = book.last_prices.get(symbol)
@@ -104,6 +109,11 @@ class Entries:
             return f"{symbol}: no price yet, so no order (wait for the first bar)"
         sig = TradingSignal(symbol, side, 1.0, price, now, now + book.bar_delta, ("manual order",), (),
                             f"{symbol}-{now:%Y%m%dT%H%M%S}-{side.value}-manual")
+        if limit is not None:
+            why = self._bad_limit(side, limit, price)
+            if why:
+                self._done(sig, SignalStatus.REFUSED, f"manual order refused: {why}")
+                return f"{symbol}: refused: {why}"
         if side == Side.SELL:
             if book.held(symbol) <= 0:
                 self._done(sig, SignalStatus.REFUSED, "manual sell: nothing held")
@@ -116,7 +126,7 @@ class Entries:
             result = self.exits.exit(symbol, "manual sell", signal_id=sig.signal_id)
             self._done(sig, SignalStatus.EXECUTED, result)
             return result
-        want = float(qty) if qty is not None else (amount or 0.0) / price
+        want = float(qty) if qty is not None else (amount or 0.0) / (limit or price)
         want = want if book.settings.fractional else float(math.floor(want + 1e-9))
         if not (math.isfinite(want) and want > 0):
             why = "less than one share" if amount else "a quantity above 0 is needed"
@@ -138,13 +148,46 @@ class Entries:
                    f"stop, at most {book.settings.max_position_pct:.0%} of equity in one position)")
             self._done(sig, SignalStatus.REFUSED, f"manual buy refused: {why}")
             return f"{symbol}: refused: {why}"
-        order = Order(f"{OWN_PREFIX}{sig.signal_id}-entry", symbol, Side.BUY, want, OrderType.MARKET,
-                      OrderStatus.INTENT, now, reason="manual entry", signal_id=sig.signal_id)
+        kind = OrderType.MARKET if limit is None else OrderType.LIMIT
+        order = Order(f"{OWN_PREFIX}{sig.signal_id}-entry", symbol, Side.BUY, want, kind,
+                      OrderStatus.INTENT, now, reason="manual entry", signal_id=sig.signal_id, limit_price=limit)
         placed = self.fills.placed(book.router.place(order, expires_at=sig.expires_at, revalidate=self.revalidate))
         status = SignalStatus.EXECUTED if placed.status != OrderStatus.REJECTED else SignalStatus.REFUSED
-        detail = f"manual buy {_shares(want)} ({placed.status.label})"
+        at = "" if limit is None else f" limit {limit:,.2f}"
+        detail = f"manual buy {_shares(want)}{at} ({placed.status.label})"
         self._done(sig, status, detail)
         return f"{symbol}: {detail}"
+
+    def _bad_limit(self, side: Side, limit: float, price: float) -> str:
+        """Why a limit price cannot be sent, in the user's words; "" when it can."""
+        if side == Side.SELL:
+            return ("no limit sells: the shares are held for their broker stop, and a limit sell would have to "
+                    "wait beside it uncovered; sell at market, or move the stop")
+        if not (math.isfinite(limit) and limit > 0):
+            return "a limit price above 0 is needed"
+        most = price * (1 + self.book.settings.max_price_move_pct)
+        if limit > most:
+            return (f"a buy limit of {limit:,.2f} is more than {self.book.settings.max_price_move_pct:.1%} above the "
+                    f"last price {price:,.2f}: it would fill at the market (send a market order)")
+        return ""
+
+    def cancel_late_limits(self) -> list[str]:
+        """Working limit buys are cancelled once entries stop for the day (the last minutes
+        before the close, or the market closed): a fill then would open what the risk rules no
+        longer allow. Returns what was cancelled."""
+        book = self.book
+        out = []
+        for o in book.records.open_orders():
+            if o.side != Side.BUY or o.order_type != OrderType.LIMIT:
+                continue
+            ctx = book.risk_context(o.symbol, Side.BUY, o.client_order_id)
+            late = not ctx.market_open or (ctx.minutes_to_close is not None and
+                                           ctx.minutes_to_close <= book.settings.no_entry_minutes_before_close)
+            if late and book.cancel(o.client_order_id):
+                out.append(o.client_order_id)
+                logger.info("Limit buy {} {} cancelled: no new entries this close to the close", o.symbol,
+                            o.client_order_id)
+        return out
 
     # ------------------------------------------------------------ signals
     def submit(self, sig: TradingSignal) -> None:

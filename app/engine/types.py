@@ -23,6 +23,7 @@ class Side(str, enum.Enum):
 class OrderType(str, enum.Enum):
     MARKET = "market"
     STOP = "stop"
+    LIMIT = "limit"  # the order ticket's limit buy: fills at the limit price or better
 
 
 class OrderStatus(str, enum.Enum):
@@ -193,6 +194,7 @@ class Order:
     broker_order_id: str = ""
     reason: str = ""  # why it was placed (entry, stop, eod, flatten) or rejected
     signal_id: str = ""
+    limit_price: float | None = None  # a limit order's: it fills at this price or better
 
     def with_intent_of(self, ours: Order) -> Order:
         """The broker's word on an order, carrying our reason and signal id (which the broker never knew)."""

@@ -1,9 +1,11 @@
-"""The order ticket: a market buy by shares or dollars, or a sell of the holding.
+"""The order ticket: a market or limit buy by shares or dollars, or a sell of the holding.
 
 The ticket only asks: the engine judges the order by the same risk rules as a model's
 entry (market hours, the breaker, positions, sizes, buying power) and answers in words,
 shown here and in the Notices. The stop is not typed: every position gets its broker
-stop from the risk settings, and the ticket says where it will be.
+stop from the risk settings, and the ticket says where it will be. A limit buy waits at
+the broker for its price or better, counts as exposure while it waits, and is cancelled when
+entries stop for the day. Sells are at market only: the shares are held for their stop.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from app.engine.settings import Settings
 
 
 class OrderTicket(QDialog):
-    """``sendRequested(symbol, side, shares, dollars)``: one of shares and dollars is 0."""
+    """``sendRequested(symbol, side, shares, dollars, limit)``: one of shares and dollars is 0;
+    a limit of 0 is a market order."""
 
-    sendRequested = Signal(str, str, float, float)
+    sendRequested = Signal(str, str, float, float, float)
 
     def __init__(self, symbols: Sequence[str], prices: Mapping[str, float], settings: Settings,
                  symbol: str = "", parent: QWidget | None = None) -> None:
@@ -66,9 +69,22 @@ class OrderTicket(QDialog):
         row.addWidget(self.quantity, 1)
         row.addWidget(self.unit)
         form.addRow("Quantity", row)
-        self.type_label = QLabel("market (limit orders: not yet)")
-        self.type_label.setToolTip("Filled at the next price; a limit price is not offered yet")
-        form.addRow("Type", self.type_label)
+        self.kind = QComboBox()
+        self.kind.setObjectName("ticketType")
+        self.kind.setToolTip("Market: filled at the next price. Limit: waits at the broker for the limit "
+                             "price or better, until entries stop for the day")
+        self.kind.addItems(["market", "limit"])
+        self.limit = QDoubleSpinBox()
+        self.limit.setObjectName("ticketLimit")
+        self.limit.setToolTip("The most a share may cost")
+        self.limit.setRange(0.0, 1_000_000.0)
+        self.limit.setDecimals(2)
+        self.limit.setPrefix("$")
+        self.limit.setGroupSeparatorShown(True)
+        kind_row = QHBoxLayout()
+        kind_row.addWidget(self.kind)
+        kind_row.addWidget(self.limit, 1)
+        form.addRow("Type", kind_row)
         outer.addLayout(form)
         self.preview = QLabel("")
         self.preview.setObjectName("ticketPreview")
@@ -93,31 +109,56 @@ class OrderTicket(QDialog):
         close.clicked.connect(self.reject)
         for w in (self.symbol, self.side, self.unit):
             w.currentTextChanged.connect(self._update)
+        self.kind.currentTextChanged.connect(self._kind_changed)
         self.quantity.valueChanged.connect(self._update)
+        self.limit.valueChanged.connect(self._update)
         self._refresh = QTimer(self)  # the preview follows the price while the ticket is open
         self._refresh.timeout.connect(self._update)
         self._refresh.start(1000)
+        self._update()
+
+    @property
+    def limit_price(self) -> float:
+        """The limit typed, or 0 for a market order (and for every sell)."""
+        limit = self.kind.currentText() == "limit" and self.side.currentText() == "BUY"
+        return self.limit.value() if limit else 0.0
+
+    def _kind_changed(self, kind: str) -> None:
+        if kind == "limit" and self.limit.value() <= 0:  # start from the last price, to be lowered
+            self.limit.setValue(self.prices.get(self.symbol.currentText()) or 0.0)
         self._update()
 
     def _update(self, *_: object) -> None:
         selling = self.side.currentText() == "SELL"
         self.quantity.setEnabled(not selling)
         self.unit.setEnabled(not selling)
+        self.kind.setEnabled(not selling)
+        self.limit.setEnabled(not selling and self.kind.currentText() == "limit")
         self.quantity.setDecimals(2 if self.unit.currentText() == "dollars" else 0)
         self.quantity.setPrefix("$" if self.unit.currentText() == "dollars" else "")
         price = self.prices.get(self.symbol.currentText())
         if selling:
-            self.preview.setText("Sells the whole holding at market; its stop is cancelled first.")
+            self.preview.setText("Sells the whole holding at market; its stop is cancelled first. "
+                                 "(No limit sells: the shares are held for their stop.)")
             self.send_button.setEnabled(True)
             return
         if not price:
             self.preview.setText("No price yet for this symbol.")
             self.send_button.setEnabled(False)
             return
-        shares = self.quantity.value() if self.unit.currentText() == "shares" else int(self.quantity.value() / price)
-        stop = price * (1 - self.settings.stop_loss_pct)
-        self.preview.setText(f"About {shares:,.0f} shares at {price:,.2f} (${shares * price:,.0f}); broker stop at "
-                             f"{stop:,.2f} ({self.settings.stop_loss_pct:.1%} below), trailing from "
+        limit = self.limit_price
+        if self.kind.currentText() == "limit" and limit <= 0:
+            self.preview.setText("Type the limit price: the most a share may cost.")
+            self.send_button.setEnabled(False)
+            return
+        at = limit or price
+        shares = self.quantity.value() if self.unit.currentText() == "shares" else int(self.quantity.value() / at)
+        stop = at * (1 - self.settings.stop_loss_pct)
+        how = (f"a limit buy of {shares:,.0f} shares at {limit:,.2f} or better (last {price:,.2f}; "
+               f"${shares * limit:,.0f} at most), working until entries stop for the day"
+               if limit else f"about {shares:,.0f} shares at {price:,.2f} (${shares * price:,.0f})")
+        self.preview.setText(f"{how[0].upper()}{how[1:]}; broker stop at {stop:,.2f} "
+                             f"({self.settings.stop_loss_pct:.1%} below the fill), trailing from "
                              f"+{self.settings.trailing_start_pct:.1%}.")
         self.send_button.setEnabled(shares > 0)
 
@@ -126,7 +167,7 @@ class OrderTicket(QDialog):
         shares = self.quantity.value() if side == "BUY" and self.unit.currentText() == "shares" else 0.0
         dollars = self.quantity.value() if side == "BUY" and self.unit.currentText() == "dollars" else 0.0
         self.answer.setText("sent to the engine…")
-        self.sendRequested.emit(self.symbol.currentText(), side, shares, dollars)
+        self.sendRequested.emit(self.symbol.currentText(), side, shares, dollars, self.limit_price)
 
     def answered(self, text: str) -> None:
         """The engine's word on the order: sent, or refused and why."""

@@ -107,7 +107,8 @@ class OrdersTable(RecordTable):
         fill = f"{o.filled_avg_price:.2f}" if o.filled_avg_price else ""
         self.upsert(o.client_order_id, (
             o.created_at.astimezone(NY).strftime("%m-%d %H:%M:%S"), o.symbol, o.side.value, f"{o.qty:g}",
-            o.order_type.value, f"{o.stop_price:.2f}" if o.stop_price else "", o.status.label, fill,
+            f"limit {o.limit_price:,.2f}" if o.limit_price else o.order_type.value,
+            f"{o.stop_price:.2f}" if o.stop_price else "", o.status.label, fill,
             o.reason, o.client_order_id))
 
 

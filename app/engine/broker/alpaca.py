@@ -33,11 +33,17 @@ import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
-from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, ReplaceOrderRequest, StopOrderRequest
+from alpaca.trading.requests import (
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    ReplaceOrderRequest,
+    StopOrderRequest,
+)
 from loguru import logger
 from pydantic import ValidationError
 
-from app.engine.broker.alpaca_orders import num, round_stop, to_order
+from app.engine.broker.alpaca_orders import num, round_limit, round_stop, to_order
 from app.engine.broker.alpaca_stream import TradeUpdates
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import Clock, WallClock
@@ -243,7 +249,7 @@ class AlpacaBroker(Broker):
         self._client._session.close()
 
     # ------------------------------------------------------------ internal
-    def _request_for(self, order: Order) -> MarketOrderRequest | StopOrderRequest:
+    def _request_for(self, order: Order) -> MarketOrderRequest | StopOrderRequest | LimitOrderRequest:
         if order.side not in (Side.BUY, Side.SELL):
             raise BrokerError(f"rejected: cannot send a {order.side.value} order", transient=False)
         if order.qty <= 0:
@@ -259,6 +265,10 @@ class AlpacaBroker(Broker):
             if order.stop_price is None:
                 raise BrokerError("rejected: a stop order needs a stop price", transient=False)
             return StopOrderRequest(stop_price=round_stop(order.stop_price), **common)
+        if order.order_type == OrderType.LIMIT:  # a DAY order: Alpaca expires it at the close
+            if not (order.limit_price and order.limit_price > 0):
+                raise BrokerError("rejected: a limit order needs a limit price above 0", transient=False)
+            return LimitOrderRequest(limit_price=round_limit(order.limit_price, order.side), **common)
         return MarketOrderRequest(**common)
 
     def _find(self, client_order_id: str) -> Any:

@@ -4,6 +4,7 @@ for the REST adapter (:mod:`app.engine.broker.alpaca`) and the trade-updates str
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from alpaca.trading.enums import OrderSide
@@ -47,6 +48,13 @@ def round_stop(price: float) -> float:
     return round(price, 2 if price >= 1.0 else 4)
 
 
+def round_limit(price: float, side: Side) -> float:
+    """A limit price in Alpaca's ticks, never past the user's: a buy's rounded down, a sell's up."""
+    step = 0.01 if price >= 1.0 else 0.0001
+    n = math.floor(price / step + 1e-9) if side == Side.BUY else math.ceil(price / step - 1e-9)
+    return round(n * step, 2 if price >= 1.0 else 4)
+
+
 def num(value: Any, default: float = 0.0) -> float:
     """Alpaca sends numbers as strings, and ``None`` for absent ones."""
     if value is None or value == "":
@@ -67,10 +75,11 @@ def to_order(a: AlpacaOrder) -> Order:
         symbol=a.symbol or "",
         side=Side.BUY if a.side == OrderSide.BUY else Side.SELL,
         qty=num(a.qty),
-        order_type=OrderType.STOP if kind in _STOP_TYPES else OrderType.MARKET,
+        order_type=OrderType.STOP if kind in _STOP_TYPES else OrderType.LIMIT if kind == "limit" else OrderType.MARKET,
         status=to_order_status(a.status.value, filled_qty, num(a.qty)),
         created_at=a.created_at,
         stop_price=num(a.stop_price) if a.stop_price is not None else None,
+        limit_price=num(a.limit_price) if kind == "limit" and a.limit_price is not None else None,
         filled_qty=filled_qty,
         filled_avg_price=avg if avg > 0 else None,
         filled_at=a.filled_at,

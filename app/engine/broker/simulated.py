@@ -139,9 +139,14 @@ class SimulatedBroker(Broker):
                 return existing
             if order.qty <= 0:
                 raise BrokerError(f"rejected: quantity {order.qty} must be positive", transient=False)
-            if order.side == Side.BUY and order.order_type == OrderType.MARKET:
+            if order.order_type == OrderType.LIMIT and not (order.limit_price and order.limit_price > 0):
+                raise BrokerError("rejected: a limit order needs a limit price above 0", transient=False)
+            if order.side == Side.BUY and order.order_type in (OrderType.MARKET, OrderType.LIMIT):
                 price = self._prices.get(order.symbol)
-                if price is not None and order.qty * price * (1 + self._slip) > self._cash + 1e-6:
+                slip = 1 + self._slip
+                if order.order_type == OrderType.LIMIT:  # "the order's limit price multiplied by the order's
+                    price, slip = order.limit_price, 1.0  # quantity" (Alpaca, Placing Orders: Buying Power)
+                if price is not None and order.qty * price * slip > self._cash + 1e-6:
                     raise BrokerError("rejected: insufficient buying power", transient=False)
             accepted = replace(order, status=OrderStatus.NEW,
                                broker_order_id=next(self._ids))
@@ -248,6 +253,13 @@ class SimulatedBroker(Broker):
         if o.order_type == OrderType.MARKET:
             slip = self._slip if o.side == Side.BUY else -self._slip
             return open_ * (1 + slip)
+        if o.order_type == OrderType.LIMIT:  # at the limit or better, never with slippage past it
+            limit = o.limit_price or 0.0
+            if o.side == Side.BUY and low <= limit:
+                return min(open_ * (1 + self._slip), limit)
+            if o.side == Side.SELL and high >= limit:
+                return max(open_ * (1 - self._slip), limit)
+            return None
         stop = o.stop_price or 0.0
         if o.side == Side.SELL and low <= stop:
             return min(open_, stop)

@@ -23,7 +23,7 @@ from playhouse.migrate import SqliteMigrator, migrate  # type: ignore[import-unt
 from app.engine.files import not_a_file, unused_name
 from app.engine.storage.models import ALL_MODELS, StateRow
 
-SCHEMA_VERSION = 1  # PRAGMA user_version: raise with a migration when the tables change
+SCHEMA_VERSION = 2  # PRAGMA user_version: raise with a migration when the tables change (2: limit orders)
 MIN_FREE_BYTES = 200 * 2**20  # refused below this: a record that fills the disk mid-day loses trades
 CORE_TABLES = ("order", "trade", "state")  # a record of this app's without one of these is damaged
 IDENTITY_KEY = "record.identity"  # a token of this file's own: what is kept for it elsewhere names it

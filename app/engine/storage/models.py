@@ -89,6 +89,7 @@ class OrderRow(BaseModel):
     qty = pw.DoubleField()
     order_type = pw.CharField(max_length=8)
     stop_price = pw.DoubleField(null=True)
+    limit_price = pw.DoubleField(null=True)
     status = pw.CharField(max_length=12, index=True)
     filled_qty = pw.DoubleField(default=0.0)
     filled_avg_price = pw.DoubleField(null=True)
