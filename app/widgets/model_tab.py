@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS = re.compile(r"^\[\s*([0-9.]+)%\]\s*(.*)$")
+MIN_CONTENT_HEIGHT = 300  # below this the tab scrolls: the table and the plot need room to be read
 COLUMNS = ("model", "n", "accuracy", "balanced_accuracy", "roc_auc", "brier", "log_loss", "at_70", "at_80")
 
 
@@ -57,7 +59,9 @@ class ModelTab(QWidget):
         self.paths, self.home = paths, paths.home
         self.process: QProcess | None = None
         self._run_folder: Path | None = None  # the model folder the running training writes
-        layout = QVBoxLayout(self)
+        inner = QWidget()
+        inner.setMinimumHeight(MIN_CONTENT_HEIGHT)
+        layout = QVBoxLayout(inner)
         row = QHBoxLayout()
         self.picker = QComboBox()
         self.picker.setObjectName("modelSymbol")
@@ -92,9 +96,14 @@ class ModelTab(QWidget):
         self.cancel.setEnabled(False)
         self.retrain.clicked.connect(self.start_training)
         self.cancel.clicked.connect(self.cancel_training)
-        for w in (self.picker, self.csv, browse, self.timeframe, self.pooled, self.retrain, self.cancel):
+        for w in (self.picker, self.timeframe, self.pooled, self.retrain, self.cancel):
             row.addWidget(w)
+        row.addStretch(1)
+        files = QHBoxLayout()  # its own line: the dock is narrow on a laptop, and the paths are long
+        files.addWidget(self.csv, 1)
+        files.addWidget(browse)
         layout.addLayout(row)
+        layout.addLayout(files)
         self.progress = QProgressBar()
         self.progress.setObjectName("trainProgress")
         self.progress.setRange(0, 1000)
@@ -117,6 +126,13 @@ class ModelTab(QWidget):
         self.reliability.setYRange(0, 1)
         body.addWidget(self.reliability, 2)
         layout.addLayout(body)
+        scroll = QScrollArea()  # a short dock (a 720-line screen) scrolls the tab rather than squash it
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self.reload()
 
     # -------------------------------------------------------------- display
