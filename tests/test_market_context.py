@@ -114,22 +114,41 @@ def test_the_live_tape_gives_the_market_training_read() -> None:
     assert tape.symbols == ("AAA", "BBB", "CCC")
 
 
-def test_a_replay_that_starts_over_starts_the_tape_over() -> None:
+def test_a_symbol_that_goes_back_in_time_starts_over_alone() -> None:
+    """A replay that starts over, or a symbol put back on the watchlist and warmed up with its
+    recent bars: that symbol's returns start again; the others' stay (a review found the whole
+    tape wiped and refilled with the one symbol's moves)."""
     tape = MarketTape()
     t0 = pd.Timestamp("2025-06-02 14:00", tz="UTC")
-    for k, c in enumerate((10.0, 11.0, 12.1)):
-        tape.record(bar("AAA", t0 + timedelta(minutes=5 * k), c))
-    assert tape.returns(np.array([(t0 + timedelta(minutes=10)).timestamp()]))[0] == pytest.approx(np.log(1.1))
-    tape.record(bar("AAA", t0, 50.0))  # back to the start, at another price
-    tape.record(bar("AAA", t0 + timedelta(minutes=5), 55.0))
-    got = tape.returns(np.array([(t0 + timedelta(minutes=5)).timestamp(), (t0 + timedelta(minutes=10)).timestamp()]))
-    assert got[0] == pytest.approx(np.log(1.1)) and np.isnan(got[1])
+    at = [t0 + timedelta(minutes=5 * k) for k in range(4)]
+    for k, (a, b) in enumerate(((10.0, 20.0), (11.0, 22.0), (12.1, 22.0), (12.1, 24.2))):
+        tape.record(bar("AAA", at[k], a))
+        tape.record(bar("BBB", at[k], b))
+    secs = np.array([t.timestamp() for t in at])
+    before = tape.returns(secs)
+    tape.record(bar("BBB", at[1], 22.0))  # BBB warmed up again from its second bar
+    tape.record(bar("BBB", at[2], 22.0))
+    tape.record(bar("BBB", at[3], 24.2))
+    np.testing.assert_allclose(tape.returns(secs), before, equal_nan=True)
+    np.testing.assert_allclose(tape.returns(secs, ["AAA"]), [np.nan, np.log(1.1), np.log(1.1), 0.0], atol=1e-15)
+    assert tape.symbols == ("AAA", "BBB")
+    for k, (a, b) in enumerate(((10.0, 20.0), (11.0, 22.0))):  # a replay from the start: both are there
+        tape.record(bar("AAA", at[k], a))
+        tape.record(bar("BBB", at[k], b))
+    assert tape.symbols == ("AAA", "BBB")
 
 
-def test_the_desk_says_when_its_market_is_not_the_one_the_model_learned() -> None:
-    assert market_note(["PLTR", "SPY"], {"PLTR", "SPY"}) is None
-    note = market_note(["PLTR", "SPY"], {"PLTR"})
-    assert note is not None and "learned on the mean of PLTR, SPY" in note and "reading PLTR" in note
+def test_a_symbol_that_left_the_desk_leaves_its_market() -> None:
+    tape = MarketTape()
+    t0 = pd.Timestamp("2025-06-02 14:00", tz="UTC")
+    for k in range(8):
+        tape.record(bar("AAA", t0 + timedelta(minutes=5 * k), 10.0 + k))
+        if k < 4:  # CCC is taken off the watchlist after four bars
+            tape.record(bar("CCC", t0 + timedelta(minutes=5 * k), 30.0 + k))
+    assert tape.symbols == ("AAA",)
+    note = market_note(["AAA", "CCC"], set(tape.symbols))
+    assert note is not None and "CCC has no bars here" in note
+    assert market_note(["AAA"], {"AAA", "ZZZ"}) is None, "other symbols on the desk change nothing it reads"
 
 
 def test_the_bot_records_every_symbol_of_a_bar_time_before_any_model_speaks() -> None:

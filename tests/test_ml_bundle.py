@@ -215,11 +215,18 @@ def test_live_features_with_the_desk_market_are_the_rows_a_pooled_model_trained_
     window.update(frame_to_bars(pltr, "PLTR"))
     alone = live.features(window.rows())
     live.bind_market(tape)
+    np.testing.assert_allclose(live.features(window.rows()), alone, rtol=1e-9, atol=1e-12,
+                               err_msg="a model that learned alone reads its own moves, whatever else trades")
+    live.market = ["PLTR", "MSFT"]  # as a watchlist model of the two saves it
     got = live.features(window.rows())
     np.testing.assert_allclose(got, want[-live.need:], rtol=1e-6, atol=1e-9)
     ctx = slice(-5, None)
     assert not np.allclose(alone[:, ctx], want[-live.need:, ctx]), "its own moves are not the market's"
-    assert "market context differs from training" in (live.market_note() or "")  # trained alone, reads two
+    assert live.market_note() is None
+    live.market = ["PLTR", "MSFT", "NVDA"]  # NVDA is not on this desk: the market cannot be read
+    bars = frame_to_bars(pltr, "PLTR")
+    out = live.predict(pltr["close"].to_numpy(), bars)
+    assert out is not None and not out.tradeable and any("NVDA has no bars here: not traded" in r for r in out.reasons)
 
 
 def test_live_adapter_falls_back_to_rules_and_says_why(live: EnsembleSignalModel, trained) -> None:

@@ -22,7 +22,7 @@ market's returns at their window's bar times.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,48 +87,61 @@ def _rolling(x: np.ndarray, window: int, k: int, how: str) -> np.ndarray:
 
 
 class MarketTape:
-    """The watchlist's market return at each bar time, as the bars close live.
+    """Each symbol's 1-bar return at each bar time, as the bars close live; a model reads the
+    market it learned (the mean over its training symbols) from it.
 
-    The bot records every closed bar of every symbol before any model speaks for that bar time,
-    so a model reading bar ``t`` sees the whole watchlist's move at ``t``, as in training. A bar
-    older than its symbol's last one means a replay started over: the tape starts over too.
+    The bot records every closed bar of every symbol before any model speaks for that bar
+    time, so a model reading bar ``t`` sees the whole watchlist's move at ``t``, as in
+    training. A bar older than its symbol's last one (a replay started over, a symbol put back
+    on the watchlist and warmed up) starts that symbol's returns afresh and leaves the others'
+    alone; a bar seen before is recorded once.
     """
+
+    RECENT_TIMES = 3  # a symbol with no bar in the newest few bar times has left the desk
 
     def __init__(self, size: int = TAPE_TIMES) -> None:
         self.size = int(size)
         self._last: dict[str, tuple[int, float]] = {}
-        self._acc: OrderedDict[int, list[float]] = OrderedDict()  # epoch s -> [sum of returns, count]
+        self._moves: dict[int, dict[str, float]] = {}  # epoch s -> symbol -> its 1-bar log return
+        self._recent: list[int] = []  # the newest few distinct bar times, oldest first
 
     @property
     def symbols(self) -> tuple[str, ...]:
-        return tuple(sorted(self._last))
+        """The symbols with a bar among the newest few bar times: the desk's market now."""
+        if not self._recent:
+            return ()
+        return tuple(sorted(s for s, (t, _) in self._last.items() if t >= self._recent[0]))
 
     def record(self, bar: Bar) -> None:
         t = int(bar.time.timestamp())
         prev = self._last.get(bar.symbol)
         if prev is not None and t <= prev[0]:
-            if t < prev[0]:
-                self._last.clear()
-                self._acc.clear()
-            else:
+            if t == prev[0]:
                 return  # the same bar again
-            prev = None
+            prev = None  # back in time: this symbol's returns start again from here
+            if self._recent and t < self._recent[0]:
+                self._recent = []  # the desk's newest bar times are found again (a replay starting over)
         if prev is not None and prev[1] > 0 and bar.close > 0:
-            acc = self._acc.get(t)
-            if acc is None:
-                acc = self._acc[t] = [0.0, 0.0]
-                if len(self._acc) > self.size:
-                    self._acc.popitem(last=False)
-            acc[0] += float(np.log(bar.close / prev[1]))
-            acc[1] += 1.0
+            self._moves.setdefault(t, {})[bar.symbol] = float(np.log(bar.close / prev[1]))
+            if len(self._moves) > self.size * 5 // 4:  # trimmed in batches, the oldest times first
+                for old in sorted(self._moves)[: len(self._moves) - self.size]:
+                    del self._moves[old]
         self._last[bar.symbol] = (t, float(bar.close))
+        if not self._recent or t > self._recent[-1]:
+            self._recent = [*self._recent, t][-self.RECENT_TIMES:]
+        elif t not in self._recent and t > self._recent[0]:
+            self._recent = sorted([*self._recent, t])[-self.RECENT_TIMES:]
 
-    def returns(self, times: np.ndarray) -> np.ndarray:
-        """The market return at each of ``times`` (epoch seconds); NaN where no symbol's
-        return was recorded then."""
+    def returns(self, times: np.ndarray, members: Sequence[str] | None = None) -> np.ndarray:
+        """The market return at each of ``times`` (epoch seconds): the mean over ``members``
+        (every symbol when None) with a return then; NaN where none has one."""
+        want = None if members is None else {m.upper() for m in members}
         out = np.full(len(times), np.nan)
         for i, t in enumerate(np.asarray(times, dtype="float64")):
-            acc = self._acc.get(int(t))
-            if acc is not None and acc[1] > 0:
-                out[i] = acc[0] / acc[1]
+            moves = self._moves.get(int(t))
+            if not moves:
+                continue
+            vals = [v for s, v in moves.items() if want is None or s.upper() in want]
+            if vals:
+                out[i] = sum(vals) / len(vals)
         return out

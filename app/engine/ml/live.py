@@ -198,7 +198,8 @@ class EnsembleSignalModel(SignalModel):
             reasons.append(f"expected return after costs {expected:+.1f} bps")
         reasons += [f"weights{learned}{renorm}: {mix}"]
         if (note := self.market_note()) is not None:
-            reasons.append(note)
+            reasons.append(f"{note}: not traded")
+            fires = False  # judged on a market it cannot read here: its verdict does not cover this
         reasons += [self.bundle.components[k].describe(v) for k, v in parts.items()]
         votes = tuple((k, round(v, 4)) for k, v in parts.items())
         return ModelOutput(float(p), votes, tuple(reasons + notes), self.version, long_only=True,
@@ -213,13 +214,14 @@ class EnsembleSignalModel(SignalModel):
     def _market(self, rows: np.ndarray) -> np.ndarray:
         """The market's return at each window bar: the desk's tape, or the symbol's own."""
         if self.tape is not None:
-            return self.tape.returns(rows[:, 0])
+            return self.tape.returns(rows[:, 0], self.market)
         own = np.full(len(rows), np.nan)
         own[1:] = np.diff(np.log(rows[:, 4]))
         return own
 
     def market_note(self) -> str | None:
-        """Said when the desk's market is not the one the model learned (other symbols)."""
+        """Said when the desk cannot give the market the model learned (a symbol of it is not
+        on the desk): its market features are then not the ones it was judged on."""
         have = set(self.tape.symbols) if self.tape is not None else {self.bundle.symbol}
         return market_note(self.market, have)
 
@@ -234,13 +236,14 @@ NO_EDGE_LABEL = "rules: model has no demonstrated edge"
 
 
 def market_note(trained: Sequence[str], have: set[str]) -> str | None:
-    """A line saying the market the model reads is not the one it learned: its market features
-    (the watchlist's mean move) then come from other symbols than in training."""
+    """A line saying the market the model learned (the mean move of its training symbols) cannot
+    be read here, because some of those symbols have no bars; None when it can."""
     want = {s.upper() for s in trained}
-    if {s.upper() for s in have} == want:
+    missing = sorted(want - {s.upper() for s in have})
+    if not missing:
         return None
     return (f"market context differs from training: learned on the mean of {', '.join(sorted(want))}, "
-            f"reading {', '.join(sorted(have)) or 'nothing'}")
+            f"and {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no bars here")
 
 
 def primary_call(closes: np.ndarray) -> tuple[bool, str]:
