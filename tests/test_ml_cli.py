@@ -259,3 +259,19 @@ def test_one_model_learns_a_watchlist_and_is_judged_on_each_symbol(tmp_path: Pat
     assert metrics["edge"] is bool(planted) and (cross["rank_ic_ci"][0] > 0) is bool(planted)
     assert bool(trading) is bool(planted), metrics["per_symbol"]
     assert out.count("'s copy to ") == 3
+
+
+def test_a_watchlist_of_files_that_cannot_be_learned_as_one_is_refused_before_training(tmp_path: Path) -> None:
+    """From a review: disjoint dates trained each symbol against itself as its market, and one
+    file under two names had every trade counted twice and the copy judged on the other's prices."""
+    early, late = tmp_path / "early.csv", tmp_path / "late.csv"
+    write_daily_csv(early, n=300, seed=1)
+    frame = write_daily_csv(late, n=300, seed=2)
+    frame["Date"] = pd.bdate_range("2023-06-01", periods=300).strftime("%Y-%m-%d")
+    frame.to_csv(late, index=False)
+    argv = ["train", "--timeframe", "1d", "--small", "--folds", "2"]
+    rc, _, err = run([*argv, "--csv", f"AAA={early}", "--csv", f"BBB={late}"], tmp_path / "h1")
+    assert rc != 0 and "share 0% of their times with the other symbols'" in err, err
+    rc, _, err = run([*argv, "--csv", f"AAA={early}", "--csv", f"COPY={early}"], tmp_path / "h2")
+    assert rc != 0 and "COPY's bars make the same moves as AAA's on 100%" in err, err
+    assert not (tmp_path / "h1" / "models").exists() and not (tmp_path / "h2" / "models").exists()

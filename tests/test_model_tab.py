@@ -150,3 +150,30 @@ def test_whole_watchlist_needs_a_watchlist(qtbot, tmp_path: Path) -> None:  # ty
     tab.pooled.setChecked(True)
     tab.csv.setText(str(tmp_path / "PLTR_5m.csv"))
     assert not tab.start_training() and "holds one symbol" in tab.status.text()
+
+
+def test_whole_watchlist_reads_file_names_the_way_a_trader_writes_them(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tab = ModelTab(AppPaths(tmp_path), "BRK", "5m", watchlist=["BRK", "BRK.B", "SPY"])
+    qtbot.addWidget(tab)
+    tab.pooled.setChecked(True)
+    files = ["/d/BRK_5m.csv", "/d/BRK.B_5m.csv", "/d/SPY_5m.csv", "/d/SPY_1d.csv"]  # the daily file is not for 5m
+    tab.csv.setText("; ".join(files))
+    pairs, problem = tab.watchlist_files()
+    assert problem == "" and pairs == ["BRK=/d/BRK_5m.csv", "BRK.B=/d/BRK.B_5m.csv", "SPY=/d/SPY_5m.csv"]
+    tab.csv.setText("; ".join([*files, "/d/SPY2023_5m.csv"]))
+    pairs, problem = tab.watchlist_files()
+    assert not pairs and "SPY2023_5m.csv: no watchlist symbol in the name" in problem
+
+
+def test_training_from_the_desk_leaves_a_core_to_the_window(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    csv = tmp_path / "daily.csv"
+    write_daily_csv(csv)
+    tab = ModelTab(AppPaths(tmp_path / "home"), "PLTR", "1d")
+    qtbot.addWidget(tab)
+    tab.csv.setText(str(csv))
+    assert tab.start_training() and tab.process is not None
+    args = tab.process.arguments()
+    assert args[args.index("--jobs") + 1] == str(max(1, (os.cpu_count() or 1) - 1))
+    tab.cancel_training()

@@ -65,6 +65,8 @@ def add_ml_parsers(subparsers: Any) -> None:
                        "(default: none; a trade ends at its stop, trailing stop, take-profit or the flatten)")
     train.add_argument("--folds", type=int, default=5, help="walk-forward test folds (default 5)")
     train.add_argument("--json", metavar="FILE", help="write the walk-forward metrics as JSON")
+    train.add_argument("--jobs", type=int, default=None,
+                       help="cores the forest grows its trees on (default: all of them)")
     train.add_argument("--small", action="store_true", help=argparse.SUPPRESS)  # tiny models: smoke tests
     add_date_order(train)
     train.set_defaults(handler=run_ml_command, ml_command="train")
@@ -110,6 +112,8 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
         raise DataError(f"--horizon {args.horizon}: a time stop on the labelled trades is 1 to {MAX_HORIZON:,} bars")
     if not 1 <= args.folds <= MAX_FOLDS:
         raise DataError(f"--folds {args.folds}: the walk-forward takes 1 to {MAX_FOLDS} test folds")
+    if getattr(args, "jobs", None) is not None and not 1 <= args.jobs <= 256:
+        raise DataError(f"--jobs {args.jobs}: the forest grows its trees on 1 to 256 cores")
     if args.json:  # said before minutes of training, not after
         target = Path(args.json).expanduser()
         why = not_a_file(target) or (None if target.parent.is_dir() else f"no folder {target.parent}")
@@ -133,7 +137,7 @@ def _train(args: argparse.Namespace, paths: AppPaths, out: TextIO, err: TextIO, 
     settings = Settings.load(paths.settings)
     config = TrainConfig(symbol=next(iter(frames)), timeframe=args.timeframe, horizon=args.horizon,
                          folds=args.folds, overrides=dict(SMALL_OVERRIDES) if getattr(args, "small", False) else {},
-                         jobs=os.cpu_count() or 1)  # the command has the machine to itself
+                         jobs=args.jobs or os.cpu_count() or 1)  # by default the command has the machine
     print(f"training {', '.join(frames)} {args.timeframe} on {sum(len(f) for f in frames.values()):,} bars",
           file=out)
     if len(frames) > 1:

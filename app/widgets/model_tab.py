@@ -14,6 +14,7 @@ watchlist" ticked, Retrain trains one model over every watchlist symbol (``train
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -217,7 +218,12 @@ class ModelTab(QWidget):
         if len(symbols) < 2:
             return [], "The watchlist holds one symbol: untick Whole watchlist to train its model."
         files = [f.strip() for f in re.split(r"[;\n]", self.csv.text()) if f.strip()]
+        timeframe = self.timeframe.currentText()
+        files = [f for f in files if _timeframe_ok(Path(f).stem, timeframe)]
         pairs, missing = [], []
+        stray = [Path(f).name for f in files if not any(_names(Path(f).stem, s) for s in symbols)]
+        if stray:
+            return [], f"{', '.join(stray)}: no watchlist symbol in the name ({', '.join(symbols)})."
         for symbol in symbols:
             match = [f for f in files if _names(Path(f).stem, symbol)]
             if len(match) == 1:
@@ -254,8 +260,10 @@ class ModelTab(QWidget):
         self._run_folder = self.folder()  # announced when it ends, whatever the picker shows then
         self._set_running(True)
         self._tail: list[str] = []
+        jobs = str(max(1, (os.cpu_count() or 1) - 1))  # one core stays with the window
         self.process.start(sys.executable, [str(ROOT / "main.py"), "--data-dir", str(self.home), "train", *source,
-                                            "--timeframe", self.timeframe.currentText(), *self.extra_args()])
+                                            "--timeframe", self.timeframe.currentText(), "--jobs", jobs,
+                                            *self.extra_args()])
         return True
 
     def _set_running(self, running: bool) -> None:
@@ -302,10 +310,19 @@ class ModelTab(QWidget):
 
 
 def _names(stem: str, symbol: str) -> bool:
-    """Whether a file name names the symbol: it starts with it, then ends or goes on with
-    something other than a letter (``AAPL_5m`` names AAPL; ``AAPLX`` does not)."""
+    """Whether a file name names the symbol: it starts with it, then ends or goes on after a
+    separator (``AAPL_5m`` names AAPL; ``AAPLX``, ``AAPL2023`` and ``BRK.B_5m`` for BRK do not)."""
     head = stem.upper()
-    return head.startswith(symbol) and (len(head) == len(symbol) or not head[len(symbol)].isalpha())
+    if not head.startswith(symbol):
+        return False
+    rest = head[len(symbol):]
+    return not rest or rest[0] in "_- " or (rest[0] == "." and not rest[1:2].isalpha())
+
+
+def _timeframe_ok(stem: str, timeframe: str) -> bool:
+    """A file whose name states another timeframe (``SPY_1d`` when training 5m) is not one to use."""
+    said = [t for t in re.split(r"[_\-. ]", stem.lower()) if t in TIMEFRAMES]
+    return not said or timeframe in said
 
 
 def _symbols(symbols: Sequence[str]) -> list[str]:

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from app.engine.settings import Settings
 
 MIN_CROSS_SECTION = 3  # symbols with a trade at one bar time for a rank across them
+MIN_SHARED = 0.5  # of a symbol's bar times, at least this share must be the other symbols' too
+MAX_SAME_MOVES = 0.5  # two symbols making identical moves on more of their shared bars: one is a copy
 SEED = 20_240_602
 
 
@@ -87,6 +89,7 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     """The walk-forward over every symbol's bars, then one ensemble on all of them, its
     weights and calibration fit on the out-of-fold trades."""
     make = factory or (lambda cols, h: build_ensemble(settings, config, cols, h))
+    check_watchlist(frames)
     rules = TradeRules.from_settings(settings, config.horizon)
     market = market_returns({s: f["close"] for s, f in frames.items()})  # the watchlist is the market
     sets = {s: build_dataset(f, config.timeframe, config.horizon, rules, market) for s, f in frames.items()}
@@ -115,7 +118,9 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     def judge(rows: pd.DataFrame, symbol: str | None) -> EdgeVerdict:
         d = sets[symbol] if symbol is not None else None
         rep = repeats[symbol] if symbol is not None else max(repeats.values())
-        hold = d.typical_hold if d is not None else max(x.typical_hold for x in sets.values())
+        # pooled rows interleave the symbols bar time by bar time: a block must span a hold's bar times
+        # for every symbol, or the same-time correlation across them narrows the intervals
+        hold = d.typical_hold if d is not None else max(x.typical_hold for x in sets.values()) * len(sets)
         return assess(rows, ens.calibrator, threshold=threshold, cost_bps=_cost(sets, d), horizon=hold,
                       repeated=rep)
 
@@ -134,6 +139,36 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     if progress is not None:
         progress(1.0, "done")
     return PooledResult(ens, report, verdict, per_symbol, cross_sectional_ic(oof), info, payoffs)
+
+
+def check_watchlist(frames: dict[str, pd.DataFrame], min_shared: float = MIN_SHARED,
+                    max_same: float = MAX_SAME_MOVES) -> None:
+    """Refuses a watchlist that cannot be learned as one: a symbol whose bars share too few
+    times with the others' (the market each symbol is read against would be itself, and a
+    fold could train on one symbol's year and test on another's), or two symbols whose
+    bars make the same moves (one file under two names: every trade counted twice, and the
+    copy's verdict and payoff measured on the other's prices)."""
+    closes = {s: f["close"].astype("float64") for s, f in frames.items()}
+    for s, c in closes.items():
+        others = pd.DatetimeIndex(np.unique(np.concatenate(
+            [o.index.as_unit("ns").asi8 for k, o in closes.items() if k != s])), tz="UTC")
+        shared = float(c.index.isin(others).mean()) if len(c) else 0.0
+        if shared < min_shared:
+            raise ValueError(f"{s}'s bars ({c.index[0]:%Y-%m-%d} .. {c.index[-1]:%Y-%m-%d}) share {shared:.0%} of "
+                             "their times with the other symbols': a watchlist model learns from the same times "
+                             "(give files that cover the same dates)")
+    moves = {s: np.log(c).diff() for s, c in closes.items()}
+    names = list(moves)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = pd.concat([moves[a], moves[b]], axis=1, join="inner").dropna()
+            both = both[(both.iloc[:, 0] != 0) | (both.iloc[:, 1] != 0)]  # a flat bar in both says nothing
+            if len(both) < 20:
+                continue
+            same = float(np.isclose(both.iloc[:, 0], both.iloc[:, 1], rtol=1e-6, atol=1e-12).mean())
+            if same > max_same:
+                raise ValueError(f"{b}'s bars make the same moves as {a}'s on {same:.0%} of the bar times they "
+                                 "share: the same data under two names? Each symbol needs its own bars")
 
 
 def cross_sectional_ic(oof: pd.DataFrame, resamples: int = 400) -> dict[str, Any]:
