@@ -250,3 +250,28 @@ def test_stale_components_are_left_out(bundle: Path, trained) -> None:
     out = live.predict(frame["close"].to_numpy(), frame_to_bars(frame, "PLTR"))
     assert out is not None and out.reasons[0].startswith("rules fallback: no ensemble component")
     assert "stale (trained until" in out.reasons[0]
+
+
+def test_a_model_judged_under_other_exits_or_threshold_does_not_trade_until_retrained(bundle: Path,
+                                                                                        trained) -> None:
+    """From a review: a tighter stop or a lower approval threshold is not what the verdict
+    measured; the model says so and asks for nothing until it is trained again."""
+    from app.engine.ml.labels import TradeRules
+
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["trade_rules"] = TradeRules.from_settings(SETTINGS).to_dict()
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    paths = AppPaths(bundle.parents[1])
+    model, notes = load_signal_model(paths, SETTINGS)
+    assert isinstance(model, EnsembleSignalModel) and model.settings_note is None
+    frame = trained[2]
+    bars, closes = frame_to_bars(frame, "PLTR"), frame["close"].to_numpy()
+    for changed, said in ((SETTINGS.updated(stop_loss_pct=0.02), "stop_pct 0.03 -> 0.02"),
+                          (SETTINGS.updated(approval_threshold=0.6), "approval threshold of 0.7, now 0.6")):
+        model.update_settings(changed)
+        out = model.predict(closes, bars)
+        assert out is not None and not out.tradeable and any(said in r for r in out.reasons), out.reasons
+        again, notes = load_signal_model(paths, changed)
+        assert any("does not trade" in n and said in n for n in notes), notes
+    model.update_settings(SETTINGS)
+    assert model.settings_note is None

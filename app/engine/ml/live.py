@@ -31,7 +31,7 @@ from app.engine.ml.artifacts import ArtifactError, LoadedBundle, load_bundle, re
 from app.engine.ml.dataset import model_features
 from app.engine.ml.edge import recheck
 from app.engine.ml.ensemble import combine, combine_one
-from app.engine.ml.labels import LABELS, PRIMARY_FAST, PRIMARY_SLOW, TIE, primary_signal
+from app.engine.ml.labels import LABELS, PRIMARY_FAST, PRIMARY_SLOW, TIE, TradeRules, primary_signal
 from app.engine.strategy.base import ModelOutput, SignalModel
 from app.engine.strategy.rules import RulesModel
 from app.engine.types import Bar, timeframe_of
@@ -139,6 +139,7 @@ class EnsembleSignalModel(SignalModel):
         self._windows: dict[str, BarWindow] = {}
         self._until = {n: _parse_time(bundle.trained_until(n)) for n in bundle.components}
         self.tape: MarketTape | None = None  # the desk's market (the watchlist); None: the symbol is its own
+        self.settings_note: str | None = None  # the settings changed since training: why it does not trade
         self.market = [str(s) for s in bundle.meta.get("market") or [bundle.symbol]]
 
     def bind_market(self, tape: MarketTape) -> None:
@@ -146,9 +147,11 @@ class EnsembleSignalModel(SignalModel):
 
     def update_settings(self, settings: Settings) -> None:
         """New ensemble weights take effect from the next bar, unless the model learned its own
-        (by out-of-sample log loss): those are part of what was measured."""
+        (by out-of-sample log loss): those are part of what was measured. New exits, costs or
+        approval threshold are not what its verdict measured: it stops trading and says so."""
         if self.learned is None:
             self.weights = settings.ensemble_weights()
+        self.settings_note = settings_mismatch(self.bundle.meta, settings)
 
     def predict(self, closes: np.ndarray, bars: Sequence[Bar] | None = None) -> ModelOutput | None:
         if not bars:
@@ -200,6 +203,9 @@ class EnsembleSignalModel(SignalModel):
         if (note := self.market_note()) is not None:
             reasons.append(f"{note}: not traded")
             fires = False  # judged on a market it cannot read here: its verdict does not cover this
+        if self.settings_note is not None:
+            reasons.append(f"{self.settings_note}: not traded (retrain it)")
+            fires = False
         reasons += [self.bundle.components[k].describe(v) for k, v in parts.items()]
         votes = tuple((k, round(v, 4)) for k, v in parts.items())
         return ModelOutput(float(p), votes, tuple(reasons + notes), self.version, long_only=True,
@@ -281,6 +287,32 @@ def edge_of(meta: dict[str, Any]) -> str | None:
     return str(meta.get("edge_reason") or "its out-of-sample numbers show none")
 
 
+def settings_mismatch(meta: dict[str, Any], settings: Settings) -> str | None:
+    """Why the settings are not the ones a model's verdict was measured under (its labels used
+    the desk's exits and costs, its gate the approval threshold), or None when they are."""
+    saved = meta.get("trade_rules")
+    if isinstance(saved, dict) and "stop_pct" not in saved:  # a watchlist model: per symbol
+        saved = saved.get(str(meta.get("symbol")))
+    if isinstance(saved, dict):
+        now = TradeRules.from_settings(settings).to_dict()
+        changed = [f"{k} {saved.get(k)} -> {v}" for k, v in now.items() if _differs(saved.get(k), v)]
+        if changed:
+            return f"trained under other exits or costs ({'; '.join(changed)})"
+    then = (meta.get("out_of_sample") or {}).get("threshold")
+    if then is not None and _differs(then, settings.approval_threshold):
+        return f"judged at an approval threshold of {then}, now {settings.approval_threshold}"
+    return None
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is not b
+    try:
+        return abs(float(a) - float(b)) > 1e-9
+    except (TypeError, ValueError):
+        return True
+
+
 def _payoff_ok(payoff: Any) -> bool:
     try:
         return all(math.isfinite(float(payoff[k])) for k in ("win_bps", "loss_bps"))
@@ -315,7 +347,11 @@ def load_signal_model(paths: AppPaths, settings: Settings) -> tuple[SignalModel,
     except ArtifactError as exc:
         return RulesModel(), [f"Using the rules model: {exc}"]
     notes = [f"Model {name} left out: {why}" for name, why in bundle.problems.items()]
-    return EnsembleSignalModel(bundle, settings.ensemble_weights()), notes + bundle.notes
+    model = EnsembleSignalModel(bundle, settings.ensemble_weights())
+    model.update_settings(settings)
+    if model.settings_note is not None:
+        notes.append(f"Model {settings.symbol} {settings.timeframe} does not trade: {model.settings_note}; retrain it")
+    return model, notes + bundle.notes
 
 
 def predict_frame(bundle: LoadedBundle, frame: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
