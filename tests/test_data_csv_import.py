@@ -338,3 +338,50 @@ def test_new_york_offsets_and_epoch_seconds_read_as_the_careful_path_does(tmp_pa
     for path in (ny, epoch):
         got = read_csv(path).frame.index
         assert list(got) == list(times), path.name
+
+
+# ------------------------------------------------------------ the fast layouts read as the careful path does
+def _minutes() -> pd.DatetimeIndex:
+    """Two sessions either side of a clock change (EST then EDT), one bar every 7 minutes."""
+    days = [pd.date_range(f"{d} 09:30", f"{d} 15:59", freq="7min", tz="America/New_York")
+            for d in ("2025-03-07", "2025-03-10")]
+    return days[0].append(days[1])
+
+
+def _bars(times: pd.Series | pd.Index, n: int, **extra: object) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    c = 20 + np.cumsum(rng.normal(0, 0.05, n))
+    return pd.DataFrame({**extra, "time": times, "open": c, "high": c + 0.1, "low": c - 0.1, "close": c,
+                         "volume": 100})
+
+
+def test_a_date_column_and_a_time_column_read_once_per_cell_as_the_joined_text_reads(tmp_path: Path) -> None:
+    ny = _minutes()
+    split = _bars(ny.strftime("%I:%M %p"), len(ny)).rename(columns={"time": "Time"})
+    split.insert(0, "Date", ny.strftime("%d/%m/%Y"))  # day-first: the 10th says so
+    split.to_csv(tmp_path / "split.csv", index=False)
+    joined = _bars(ny.strftime("%Y-%m-%d %H:%M:%S"), len(ny))
+    joined.to_csv(tmp_path / "joined.csv", index=False)
+    a, b = read_csv(tmp_path / "split.csv"), read_csv(tmp_path / "joined.csv")
+    assert a.accepted == b.accepted == len(ny)
+    assert list(a.frame.index) == list(b.frame.index) == list(ny.tz_convert("UTC"))
+    split.loc[3, "Time"] = "soon"  # one cell the fast path cannot read: the careful path names the row
+    split.to_csv(tmp_path / "split.csv", index=False)
+    c = read_csv(tmp_path / "split.csv")
+    assert (c.accepted, c.rejected) == (len(ny) - 1, 1) and c.reasons == {"unreadable date/time": 1}
+
+
+def test_epoch_numbers_and_new_york_offsets_read_as_the_careful_path_does(tmp_path: Path) -> None:
+    ny = _minutes()
+    utc = ny.tz_convert("UTC")
+    _bars(utc.as_unit("s").asi8, len(ny)).to_csv(tmp_path / "secs.csv", index=False)
+    _bars(utc.as_unit("ms").asi8, len(ny)).to_csv(tmp_path / "ms.csv", index=False)
+    offsets = ny.strftime("%Y-%m-%dT%H:%M:%S%z").str.replace(r"(\d\d)$", r":\1", regex=True)
+    _bars(offsets, len(ny)).to_csv(tmp_path / "zoned.csv", index=False)
+    for name in ("secs", "ms", "zoned"):
+        r = read_csv(tmp_path / f"{name}.csv")
+        assert r.accepted == len(ny) and list(r.frame.index) == list(utc), name
+    mixed = _bars(offsets, len(ny))
+    mixed.loc[2, "time"] = ny[2].strftime("%Y-%m-%dT%H:%M:%S")  # one naive cell: New York time, not UTC
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    assert list(read_csv(tmp_path / "mixed.csv").frame.index) == list(utc)

@@ -309,6 +309,8 @@ def _text_columns(first: str, sep: str, name: str) -> type[str] | dict[str, type
     except DataError:
         return str  # a yfinance three-line header, or a file to be refused with the careful path's words
     numeric = {found[c] for c in ("open", "high", "low", "close", "volume", ADJ_CLOSE) if c in found}
+    if "time_of_day" not in found:  # a column of epoch seconds comes as numbers; dates stay text all the same
+        numeric.add(found["time"])
     return {n: str for n in names if n not in numeric}
 
 
@@ -369,11 +371,16 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
         if mask.any():  # most files: no cell is rejected, and no pass over the reasons is paid
             reason[mask & (reason == "")] = why
 
-    time_text = raw[columns["time"]].astype(str)
-    if "time_of_day" in columns:
-        time_text = time_text.str.strip() + " " + raw[columns["time_of_day"]].astype(str).str.strip()
     try:
-        times = parse_times(time_text)
+        times = None
+        if "time_of_day" in columns:  # a date column and a time column: each read once per distinct cell
+            times = _date_and_time(raw[columns["time"]], raw[columns["time_of_day"]])
+            if times is None:
+                time_text = (raw[columns["time"]].astype(str).str.strip() + " "
+                             + raw[columns["time_of_day"]].astype(str).str.strip())
+                times = parse_times(time_text)
+        else:
+            times = parse_times(raw[columns["time"]])
     except DataError as exc:
         raise DataError(f"{name}: {exc}" if name else str(exc)) from None
     reject(np.asarray(times.isna()), "unreadable date/time")
@@ -435,7 +442,16 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     New York midnight, as yfinance and Alpaca stamp daily bars); 9-13 digit
     numbers are epoch seconds (or milliseconds).
     """
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        fast = _all_epoch(values.reset_index(drop=True))  # the parser read them as numbers: epoch seconds?
+        if fast is not None:
+            return fast
     s = values.fillna("").astype(str).reset_index(drop=True)
+    head = s.iloc[0].strip() if len(s) else ""
+    if re.fullmatch(_ZONED, head):  # offsets that change in the year (New York's): strict formats first
+        fast = _strict_zoned(s)
+        if fast is not None:
+            return fast
     fast = _uniform_iso(s)  # most files: every cell clean ISO-8601, read in one call without stripping
     if fast is not None:
         return fast
@@ -547,6 +563,50 @@ def _all_epoch(s: pd.Series) -> pd.DatetimeIndex | None:
         return None
     secs = np.where(num < 1e11, num, num / 1000.0)  # 13 digits: milliseconds
     return pd.DatetimeIndex(pd.to_datetime(secs, unit="s", utc=True), name=INDEX_NAME).as_unit("ns")
+
+
+def _strict_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
+    """Every cell ``YYYY-MM-DD[T ]HH:MM:SS`` with its own offset, in one strict pass (a cell
+    without an offset fails it, so none is taken for UTC); None sends the column on."""
+    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                got = _fit_ns(pd.to_datetime(s, format=fmt, utc=True, errors="coerce"))
+            except (ValueError, TypeError, OverflowError):
+                continue
+        if not got.isna().any():
+            return pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
+    return None
+
+
+def _date_and_time(dates: pd.Series, tods: pd.Series) -> pd.DatetimeIndex | None:
+    """A date column and a time-of-day column (``04/03/2025`` and ``09:30``), New York wall
+    time, read once per distinct date and distinct time (a minute file repeats each date 390
+    times) and put together; None when a cell is missing or unreadable, or a time carries a
+    zone: the careful path then reads the joined text and says which rows it refuses."""
+    d_codes, d_uniq = pd.factorize(dates.astype(str).reset_index(drop=True))
+    t_codes, t_uniq = pd.factorize(tods.astype(str).reset_index(drop=True))
+    if (d_codes < 0).any() or (t_codes < 0).any() or not len(d_uniq) or not len(t_uniq):
+        return None
+    day_text = _slash_dates_to_iso(pd.Series(d_uniq, dtype=object).astype(str).str.strip())
+    if not day_text.str.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}|\d{8}").all():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        days = pd.to_datetime(day_text, format="mixed", errors="coerce")
+        clock = pd.Series(t_uniq, dtype=object).astype(str).str.strip()
+        if not clock.str.fullmatch(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*[AaPp][Mm])?").all():
+            return None  # a zone, a date, words: the careful path
+        at = pd.to_datetime("2000-01-03 " + clock, format="mixed", errors="coerce")
+    if days.isna().any() or at.isna().any() or getattr(at.dt, "tz", None) is not None:
+        return None
+    offset = (at - pd.Timestamp("2000-01-03")).to_numpy()
+    naive = pd.DatetimeIndex(days.to_numpy()[d_codes] + offset[t_codes])
+    ny = naive.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
+    if ny.isna().any():
+        return None  # a wall time the clock skipped or met twice: the careful path says which
+    return pd.DatetimeIndex(ny.tz_convert("UTC"), name=INDEX_NAME).as_unit("ns")
 
 
 def _all_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
