@@ -73,7 +73,7 @@ class LSTMModel(Model):
 
     def __init__(self, columns: Sequence[str], *, horizon: int = 1, seq_len: int = 60,
                  units: tuple[int, int] = (64, 32), dropout: float = 0.2, max_epochs: int = 30,
-                 batch_size: int = 64, patience: int = 2, val_frac: float = 0.15,
+                 batch_size: int = 64, patience: int = 1, val_frac: float = 0.15,
                  learning_rate: float = 1e-3, seed: int = 42, stride: int = 1, small: bool = False) -> None:
         super().__init__(columns)
         if small:
