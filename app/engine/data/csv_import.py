@@ -568,16 +568,17 @@ def _all_epoch(s: pd.Series) -> pd.DatetimeIndex | None:
 def _strict_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
     """Every cell ``YYYY-MM-DD[T ]HH:MM:SS`` with its own offset, in one strict pass (a cell
     without an offset fails it, so none is taken for UTC); None sends the column on."""
-    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                got = _fit_ns(pd.to_datetime(s, format=fmt, utc=True, errors="coerce"))
-            except (ValueError, TypeError, OverflowError):
-                continue
-        if not got.isna().any():
-            return pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
-    return None
+    head = str(s.iloc[0])
+    if len(head) < 20 or head[10] not in "T ":
+        return None
+    fmt = f"%Y-%m-%d{head[10]}%H:%M:%S%z"  # the first cell's shape: one strict pass, no second guess
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            got = _fit_ns(pd.to_datetime(s, format=fmt, utc=True, errors="coerce"))
+        except (ValueError, TypeError, OverflowError):
+            return None
+    return None if got.isna().any() else pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
 
 
 def _date_and_time(dates: pd.Series, tods: pd.Series) -> pd.DatetimeIndex | None:
