@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import utc
-from desk import SYMBOL, Desk
+from desk import SYMBOL, Desk, FlakyBroker
 
 from app.engine.clock import MarketCalendar
 from app.engine.types import OrderType, Side, SignalStatus
@@ -223,3 +223,63 @@ def test_a_limit_buy_at_alpaca_partly_filled_is_covered_then_the_rest_cancelled_
     desk.check(0)
     assert desk.orders("buy", "limit") == [], "the rest of the limit is cancelled"
     assert desk.held() == 40 and desk.stop_cover() == 40
+
+
+# ------------------------------------------------------------ from the limit orders' review
+def test_a_working_limit_buy_is_cancelled_when_the_breaker_trips(nyse: MarketCalendar) -> None:
+    """The breaker says no new positions today: a limit waiting at the broker would open one."""
+    desk = _desk(nyse)
+    desk.bot.manual_order(SYMBOL, Side.BUY, qty=100, limit=19.0)
+    assert desk.broker_orders(Side.BUY, OrderType.LIMIT)
+    desk.sim._cash -= 6_000.0  # a 6% loss on the day elsewhere: past the 5% daily limit
+    desk.bot.on_clock()
+    assert not desk.broker_orders(Side.BUY, OrderType.LIMIT)
+    desk.tick(18.9)
+    assert desk.position is None, "the price came; the order was gone"
+    assert any("limit buy" in e.message and "circuit breaker" in e.message
+               for e in desk.events if hasattr(e, "message")), "the user is told"
+
+
+def test_two_ticket_orders_in_one_second_are_two_orders(nyse: MarketCalendar) -> None:
+    """A paused demo's clock stands still: a buy, a sell and a buy again must be three orders,
+    not the first one's old answer."""
+    desk = _desk(nyse)
+    assert "manual buy 100" in desk.bot.manual_order(SYMBOL, Side.BUY, qty=100)
+    desk.sim.on_price(SYMBOL, 20.0, desk.clock.now())
+    desk.bot.on_clock()
+    desk.bot.manual_order(SYMBOL, Side.SELL)
+    desk.sim.on_price(SYMBOL, 20.0, desk.clock.now())
+    desk.bot.on_clock()
+    assert desk.position is None
+    assert "manual buy 50" in desk.bot.manual_order(SYMBOL, Side.BUY, qty=50)
+    desk.sim.on_price(SYMBOL, 20.0, desk.clock.now())
+    desk.bot.on_clock()
+    assert desk.position is not None and desk.position.qty == 50
+
+
+def test_the_broker_refusing_a_limit_says_why_and_a_limit_is_judged_as_sent(nyse: MarketCalendar) -> None:
+    desk = _desk(nyse)
+    said = desk.bot.manual_order(SYMBOL, Side.BUY, qty=10, limit=19.999)
+    assert "limit 19.99" in said, "rounded down to the cent it is sent at, never up"
+    desk2 = Desk("manual", calendar=nyse, wrap=FlakyBroker)
+    desk2.close_bar(20.0, p_up=0.5)
+    desk2.flaky.reject_with = "rejected: insufficient buying power"
+    said = desk2.bot.manual_order(SYMBOL, Side.BUY, qty=10, limit=19.5)
+    assert "refused by the broker" in said and "insufficient buying power" in said, said
+    assert "under half the last price" in _desk(nyse).bot.manual_order(SYMBOL, Side.BUY, qty=10, limit=9.0)
+    assert "refused: already holding" in desk.bot.manual_order(SYMBOL, Side.BUY, qty=10) or \
+        "refused: an entry is already working" in desk.bot.manual_order(SYMBOL, Side.BUY, qty=10)
+
+
+def test_the_ticket_starts_a_limit_again_from_each_symbols_price(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.engine.settings import Settings
+    from app.widgets.order_ticket import OrderTicket
+
+    ticket = OrderTicket(["AAPL", "PLTR", "SNDL"], {"AAPL": 200.0, "PLTR": 20.0, "SNDL": 0.5123}, Settings(), "AAPL")
+    qtbot.addWidget(ticket)
+    ticket.kind.setCurrentText("limit")
+    assert ticket.limit.value() == 200.0
+    ticket.symbol.setCurrentText("PLTR")
+    assert ticket.limit.value() == 20.0, "not AAPL's $200 on a $20 stock"
+    ticket.symbol.setCurrentText("SNDL")
+    assert ticket.limit.value() == 0.5123, "a sub-dollar limit keeps its hundredths of a cent"

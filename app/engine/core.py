@@ -115,8 +115,7 @@ class ExecutionCore:
             return
         if self.exits.breaker_trips() and self.book.settings.flatten_on_circuit_breaker:
             self.flatten_all("circuit breaker")
-        if self.book.calendar is not None:
-            self.entries.cancel_late_limits()
+        self.entries.cancel_stale_limits()
         if self.exits.eod_due():
             book = self.book
             entries = [o for o in book.records.open_orders() if o.side == Side.BUY]
@@ -145,6 +144,9 @@ class ExecutionCore:
         if not rec.lost:
             return
         self._withdraw_entries("trading stopped: the record cannot be kept")
+        for o in book.records.open_orders():  # an entry working at the broker (a limit buy) would fill unwatched
+            if o.side == Side.BUY:
+                book.cancel(o.client_order_id)
         if book.settings.on_record_lost == "flatten":
             self.flatten_all("the record cannot be kept")
             what = "Every position was sent to be closed at market"

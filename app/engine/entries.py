@@ -17,12 +17,23 @@ from loguru import logger
 from app.engine import risk
 from app.engine.book import Book
 from app.engine.clock import NY
-from app.engine.events import SignalEvent
+from app.engine.events import AlertEvent, SignalEvent
 from app.engine.exits import Exits
 from app.engine.fills import Fills
 from app.engine.modes import Decision, policy_for
 from app.engine.orders import OWN_PREFIX
-from app.engine.types import Order, OrderStatus, OrderType, Side, SignalStatus, TradingMode, TradingSignal
+from app.engine.types import (
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    SignalStatus,
+    TradingMode,
+    TradingSignal,
+    round_to_tick,
+)
+
+LIMIT_FLOOR = 0.5  # a buy limit under this share of the last price is refused: it would not fill today
 
 
 class Entries:
@@ -35,6 +46,7 @@ class Entries:
         self.pending: dict[str, TradingSignal] = {}  # waiting for the user's approval, by signal id
         # the latest trade, asked for at approval (the data source's, where one is wired)
         self.latest_price: Callable[[str], float | None] | None = None
+        self._manual = 0  # the ticket's orders so far: two in one second (a paused demo) get two ids
 
     def set_mode(self, mode: TradingMode) -> None:
         self.mode = mode
@@ -97,9 +109,9 @@ class Entries:
         that price or better; or a market sell of the holding. The same risk rules judge it as
         any signal's entry (market hours, breaker, stale data, positions, sizes, buying power); a
         buy larger than they would size is refused with both numbers, never trimmed in silence.
-        A working limit buy is exposure like any entry, and is cancelled when entries stop for the
-        day (see :meth:`cancel_late_limits`). The bought shares get their broker stop from the
-        risk settings like every position. Recorded as a signal ("manual order") with what became
+        A working limit buy is exposure like any entry, and is cancelled as soon as the risk rules
+        stop new entries (see :meth:`cancel_stale_limits`). The bought shares get their broker stop
+        from the risk settings like every position. Recorded as a signal ("manual order") with what became
         of it. There are no limit sells: the shares are held for their broker stop, and a limit
         sell could only wait beside it by leaving them uncovered."""
         book = self.book
@@ -107,9 +119,12 @@ class Entries:
         price = book.last_prices.get(symbol)
         if price is None or not (math.isfinite(price) and price > 0):
             return f"{symbol}: no price yet, so no order (wait for the first bar)"
+        self._manual += 1
         sig = TradingSignal(symbol, side, 1.0, price, now, now + book.bar_delta, ("manual order",), (),
-                            f"{symbol}-{now:%Y%m%dT%H%M%S}-{side.value}-manual")
+                            f"{symbol}-{now:%Y%m%dT%H%M%S}-{side.value}-manual{self._manual}")
         if limit is not None:
+            if math.isfinite(limit) and limit > 0:
+                limit = round_to_tick(limit, side)  # what the broker is sent is what is judged and shown
             why = self._bad_limit(side, limit, price)
             if why:
                 self._done(sig, SignalStatus.REFUSED, f"manual order refused: {why}")
@@ -131,11 +146,11 @@ class Entries:
         if not (math.isfinite(want) and want > 0):
             why = "less than one share" if amount else "a quantity above 0 is needed"
             self._done(sig, SignalStatus.REFUSED, f"manual buy: {why}")
-            return f"{symbol}: {why}"
+            return f"{symbol}: refused: {why}"
         if book.committed(symbol) > 0:
             why = "already holding" if book.held(symbol) > 0 else "an entry is already working"
             self._done(sig, SignalStatus.REFUSED, f"manual buy: {why}")
-            return f"{symbol}: {why}"
+            return f"{symbol}: refused: {why}"
         ctx = book.risk_context(symbol, Side.BUY)
         decision = risk.check_entry(ctx, book.settings)
         if not decision.accepted:
@@ -153,8 +168,10 @@ class Entries:
                       OrderStatus.INTENT, now, reason="manual entry", signal_id=sig.signal_id, limit_price=limit)
         placed = self.fills.placed(book.router.place(order, expires_at=sig.expires_at, revalidate=self.revalidate))
         status = SignalStatus.EXECUTED if placed.status != OrderStatus.REJECTED else SignalStatus.REFUSED
-        at = "" if limit is None else f" limit {limit:,.2f}"
+        at = "" if limit is None else f" limit {limit:,.{2 if limit >= 1 else 4}f}"
         detail = f"manual buy {_shares(want)}{at} ({placed.status.label})"
+        if placed.status == OrderStatus.REJECTED:  # the broker's own words: what the user has to change
+            detail = f"manual buy {_shares(want)}{at} refused by the broker: {placed.reason or 'no reason given'}"
         self._done(sig, status, detail)
         return f"{symbol}: {detail}"
 
@@ -165,28 +182,36 @@ class Entries:
                     "wait beside it uncovered; sell at market, or move the stop")
         if not (math.isfinite(limit) and limit > 0):
             return "a limit price above 0 is needed"
+        if limit < price * LIMIT_FLOOR:
+            return (f"a buy limit of {limit:,.4f} is under half the last price {price:,.2f}: it would not fill "
+                    "today, and would hold this symbol's entry and a position slot until the close")
         most = price * (1 + self.book.settings.max_price_move_pct)
         if limit > most:
             return (f"a buy limit of {limit:,.2f} is more than {self.book.settings.max_price_move_pct:.1%} above the "
                     f"last price {price:,.2f}: it would fill at the market (send a market order)")
         return ""
 
-    def cancel_late_limits(self) -> list[str]:
-        """Working limit buys are cancelled once entries stop for the day (the last minutes
-        before the close, or the market closed): a fill then would open what the risk rules no
-        longer allow. Returns what was cancelled."""
+    def cancel_stale_limits(self) -> list[str]:
+        """Working limit buys are cancelled as soon as the risk rules would refuse the entry they
+        make (the close near, the market closed, the circuit breaker, a record that cannot be
+        written, stale data, the day's round trips): a fill then would open what the rules no
+        longer allow. Their size was judged when they were sent. Returns what was cancelled."""
         book = self.book
         out = []
         for o in book.records.open_orders():
             if o.side != Side.BUY or o.order_type != OrderType.LIMIT:
                 continue
+            held = book.held(o.symbol)
             ctx = book.risk_context(o.symbol, Side.BUY, o.client_order_id)
-            late = not ctx.market_open or (ctx.minutes_to_close is not None and
-                                           ctx.minutes_to_close <= book.settings.no_entry_minutes_before_close)
-            if late and book.cancel(o.client_order_id):
+            if held > 0:  # partly filled: judged as the entry it still is, not as a second one
+                ctx = replace(ctx, positions=tuple(p for p in ctx.positions if p.symbol != o.symbol))
+            why = risk.entry_refusal(ctx, book.settings)
+            if why and book.cancel(o.client_order_id):
                 out.append(o.client_order_id)
-                logger.info("Limit buy {} {} cancelled: no new entries this close to the close", o.symbol,
-                            o.client_order_id)
+                msg = f"{o.symbol}: limit buy {o.client_order_id} cancelled: {why}"
+                logger.warning(msg)
+                if book.bus.active:
+                    book.bus.publish(AlertEvent("warning", msg))
         return out
 
     # ------------------------------------------------------------ signals

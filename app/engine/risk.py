@@ -45,6 +45,11 @@ def breaker_should_trip(equity: float, day_start_equity: float, limit: float) ->
     return (equity - day_start_equity) / day_start_equity <= -limit
 
 
+def entry_refusal(ctx: RiskContext, s: Settings) -> str:
+    """Why no new position may be opened now, whatever its size ("" when one may)."""
+    return _entry_refusal(ctx, s)
+
+
 def check_entry(ctx: RiskContext, s: Settings) -> RiskDecision:
     """Whether a new position may be opened, and with how many shares."""
     refusal = _entry_refusal(ctx, s)

@@ -7,6 +7,7 @@ GUI receives these through Qt signals) without anyone mutating it in flight.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -326,3 +327,11 @@ class EngineStatus:
     circuit_breaker: bool = False
     model: str = "rules fallback"
     round_trips_today: int = 0
+
+
+def round_to_tick(price: float, side: Side) -> float:
+    """A limit price on the tick US exchanges quote (SEC Rule 612: a cent at $1 and up, a hundredth
+    of a cent below), never past the user's price: a buy's rounded down, a sell's up."""
+    step = 0.01 if price >= 1.0 else 0.0001
+    n = math.floor(price / step + 1e-9) if side == Side.BUY else math.ceil(price / step - 1e-9)
+    return round(n * step, 2 if price >= 1.0 else 4)

@@ -110,6 +110,7 @@ class OrderTicket(QDialog):
         for w in (self.symbol, self.side, self.unit):
             w.currentTextChanged.connect(self._update)
         self.kind.currentTextChanged.connect(self._kind_changed)
+        self.symbol.currentTextChanged.connect(self._symbol_changed)
         self.quantity.valueChanged.connect(self._update)
         self.limit.valueChanged.connect(self._update)
         self._refresh = QTimer(self)  # the preview follows the price while the ticket is open
@@ -125,8 +126,19 @@ class OrderTicket(QDialog):
 
     def _kind_changed(self, kind: str) -> None:
         if kind == "limit" and self.limit.value() <= 0:  # start from the last price, to be lowered
-            self.limit.setValue(self.prices.get(self.symbol.currentText()) or 0.0)
+            self._start_limit()
         self._update()
+
+    def _symbol_changed(self, _symbol: str) -> None:
+        """Another symbol: a limit typed for the last one means nothing here (a $200 limit on a
+        $20 stock); it starts again from this one's price."""
+        if self.kind.currentText() == "limit":
+            self._start_limit()
+
+    def _start_limit(self) -> None:
+        price = self.prices.get(self.symbol.currentText()) or 0.0
+        self.limit.setDecimals(4 if 0 < price < 1 else 2)  # a sub-dollar stock trades in hundredths of a cent
+        self.limit.setValue(price)
 
     def _update(self, *_: object) -> None:
         selling = self.side.currentText() == "SELL"

@@ -4,14 +4,13 @@ for the REST adapter (:mod:`app.engine.broker.alpaca`) and the trade-updates str
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from alpaca.trading.enums import OrderSide
 from alpaca.trading.models import Order as AlpacaOrder
 from loguru import logger
 
-from app.engine.types import Order, OrderStatus, OrderType, Side
+from app.engine.types import Order, OrderStatus, OrderType, Side, round_to_tick
 
 # Alpaca's order states (https://docs.alpaca.markets/docs/orders-at-alpaca, "Order Lifecycle")
 # that have no state of their own here, and the one they behave as
@@ -50,9 +49,7 @@ def round_stop(price: float) -> float:
 
 def round_limit(price: float, side: Side) -> float:
     """A limit price in Alpaca's ticks, never past the user's: a buy's rounded down, a sell's up."""
-    step = 0.01 if price >= 1.0 else 0.0001
-    n = math.floor(price / step + 1e-9) if side == Side.BUY else math.ceil(price / step - 1e-9)
-    return round(n * step, 2 if price >= 1.0 else 4)
+    return round_to_tick(price, side)
 
 
 def num(value: Any, default: float = 0.0) -> float:
