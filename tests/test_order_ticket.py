@@ -283,3 +283,19 @@ def test_the_ticket_starts_a_limit_again_from_each_symbols_price(qtbot) -> None:
     assert ticket.limit.value() == 20.0, "not AAPL's $200 on a $20 stock"
     ticket.symbol.setCurrentText("SNDL")
     assert ticket.limit.value() == 0.5123, "a sub-dollar limit keeps its hundredths of a cent"
+
+
+def test_the_ticket_previews_fractional_shares_where_the_settings_allow_them(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from app.engine.settings import Settings
+    from app.widgets.order_ticket import OrderTicket
+
+    ticket = OrderTicket(["PLTR"], {"PLTR": 20.0}, Settings(fractional=True), "PLTR")
+    qtbot.addWidget(ticket)
+    ticket.unit.setCurrentText("dollars")
+    ticket.quantity.setValue(10.0)
+    assert "about 0.5 shares" in ticket.preview.text().lower() and ticket.send_button.isEnabled()
+    whole = OrderTicket(["PLTR"], {"PLTR": 20.0}, Settings(), "PLTR")
+    qtbot.addWidget(whole)
+    whole.unit.setCurrentText("dollars")
+    whole.quantity.setValue(10.0)
+    assert not whole.send_button.isEnabled(), "less than one whole share"

@@ -164,11 +164,14 @@ class OrderTicket(QDialog):
             self.send_button.setEnabled(False)
             return
         at = limit or price
-        shares = self.quantity.value() if self.unit.currentText() == "shares" else int(self.quantity.value() / at)
+        shares = self.quantity.value() if self.unit.currentText() == "shares" else self.quantity.value() / at
+        if not self.settings.fractional:  # whole shares, as the engine buys them
+            shares = float(int(shares + 1e-9))
         stop = at * (1 - self.settings.stop_loss_pct)
-        how = (f"a limit buy of {shares:,.0f} shares at {limit:,.2f} or better (last {price:,.2f}; "
+        count = f"{shares:,.0f}" if shares == int(shares) else f"{shares:,.4f}".rstrip("0")
+        how = (f"a limit buy of {count} shares at {limit:,.2f} or better (last {price:,.2f}; "
                f"${shares * limit:,.0f} at most), working until entries stop for the day"
-               if limit else f"about {shares:,.0f} shares at {price:,.2f} (${shares * price:,.0f})")
+               if limit else f"about {count} shares at {price:,.2f} (${shares * price:,.0f})")
         self.preview.setText(f"{how[0].upper()}{how[1:]}; broker stop at {stop:,.2f} "
                              f"({self.settings.stop_loss_pct:.1%} below the fill), trailing from "
                              f"+{self.settings.trailing_start_pct:.1%}.")
