@@ -299,3 +299,18 @@ def test_the_ticket_previews_fractional_shares_where_the_settings_allow_them(qtb
     whole.unit.setCurrentText("dollars")
     whole.quantity.setValue(10.0)
     assert not whole.send_button.isEnabled(), "less than one whole share"
+
+
+def test_a_lost_record_takes_back_a_partly_filled_limit_with_its_shares_covered(alpaca_server) -> None:  # type: ignore[no-untyped-def]
+    """From the limit orders' review: the record is moved aside (as the halt message advises)
+    while a limit of the app's own is partly filled at Alpaca; on start its filled shares were
+    called "not bought by the app" and left without a stop."""
+    from alpaca_desk import AlpacaDesk
+
+    first = AlpacaDesk(alpaca_server, mode="manual", start=utc(2025, 3, 4, 15, 0))
+    first.close_bar(50.0)
+    assert "manual buy 300 limit 49.50" in first.bot.manual_order(SYMBOL, Side.BUY, qty=300, limit=49.5)
+    alpaca_server.fill_open_orders(49.4, SYMBOL, qty=100)  # while the app is down
+    again = AlpacaDesk(alpaca_server, mode="manual", start=utc(2025, 3, 4, 15, 1))  # a fresh, empty record
+    assert again.position is not None and again.position.qty == 100
+    assert again.stop_cover() == 100, "the shares it bought are the app's, under its stop"

@@ -72,7 +72,13 @@ def _reconcile(book: Book, follow: Follow, keep_protected: Callable[[str], None]
                 book.foreign_orders.append(b)
                 lines.append(f"order {b.client_order_id} at the broker was not placed by the app: left alone")
                 continue
-            rec.order(b, now)
+            if b.side == Side.BUY and b.filled_qty > 0:  # partly filled while the record was lost: its shares
+                rec.order(replace(b, filled_qty=0.0, filled_avg_price=None, filled_at=None), now)  # are booked
+                taken = rec.get_order(b.client_order_id)  # as fills, so they are the app's and get their stop
+                if taken is not None:
+                    follow(taken, b)
+            else:
+                rec.order(b, now)
             lines.append(f"order {b.client_order_id} of the app found at the broker: taken back")
         if b.order_type == OrderType.STOP and b.side == Side.SELL and b.status.is_open:
             book.stop_orders[b.symbol] = b.client_order_id
