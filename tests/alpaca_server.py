@@ -51,6 +51,11 @@ KEY_ID = "PKLOOPBACK7Q2W9E4R6T"
 SECRET_KEY = "lb-secret-3f9a1c7e5d2b8a6c4e0f1a3b"
 
 
+
+def sub_penny(price: Any) -> bool:
+    """Alpaca refuses prices finer than a cent at $1 and up, a hundredth of a cent below."""
+    return round(float(price), 2 if float(price) >= 1 else 4) != float(price)
+
 class AlpacaServer:
     """Alpaca's trading API on 127.0.0.1 with one account; every attribute is
     a knob or a counter for tests (safe to read while requests run)."""
@@ -293,8 +298,7 @@ class AlpacaServer:
             limit = body.get("limit_price")
             if limit is None:
                 return _err(422, "limit_price is required for limit orders")
-            decimals = 2 if float(limit) >= 1 else 4
-            if round(float(limit), decimals) != float(limit):
+            if sub_penny(limit):
                 return _err(422, f"invalid limit_price {limit}. sub-penny increment does not fulfill "
                                  "minimum pricing criteria")
         if wash_trade(self.orders, body):
@@ -306,8 +310,7 @@ class AlpacaServer:
         if body["type"] == "stop":
             if stop is None:
                 return _err(422, "stop_price is required for stop orders")
-            decimals = 2 if float(stop) >= 1 else 4
-            if round(float(stop), decimals) != float(stop):
+            if sub_penny(stop):
                 return _err(422, f"invalid stop_price {stop}. sub-penny increment does not fulfill "
                                  "minimum pricing criteria")
         symbol = body["symbol"]

@@ -160,6 +160,7 @@ def test_the_bot_records_every_symbol_of_a_bar_time_before_any_model_speaks() ->
 
     class Reader(SignalModel):
         wants_bars = True
+        reads_market = True
 
         def __init__(self) -> None:
             self.tape: MarketTape | None = None

@@ -28,8 +28,8 @@ from app.engine.types import Account, DayState, Order, OrderStatus, OrderType, P
 
 EXITS_DUE_KEY = "exits.due"  # symbol -> why, for exits still to send
 
-
 ENTRY_TYPES = (OrderType.MARKET, OrderType.LIMIT)  # a buy of these opens a position (a limit from the ticket)
+
 
 class Book:
     def __init__(self, settings: Settings, clock: Clock, broker: Broker, records: Recorder, bus: EventBus,

@@ -64,7 +64,8 @@ class TradingBot:
         self.pipelines: dict[str, SignalPipeline] = {}
         self._models = models
         self.market = MarketTape()  # the watchlist's move per bar time: the models' market context
-        model.bind_market(self.market)
+        self._market_read = False  # a model reads the tape: only then is every bar recorded on it
+        self._bind(model)
         self.record_quiet_signals = True  # record signals below the approval threshold too
         self.removed: set[str] = set()  # taken off the watchlist while running: sells only, no entries
         self._suspect: dict[str, tuple[float, int]] = {}  # a price far off the last one, and its confirmations
@@ -90,7 +91,7 @@ class TradingBot:
 
     @model.setter
     def model(self, model: SignalModel) -> None:
-        model.bind_market(self.market)
+        self._bind(model)
         for p in self.pipelines.values():
             if p.model is self._model:
                 p.model = model
@@ -101,9 +102,14 @@ class TradingBot:
         p = self.pipelines.get(symbol)
         if p is None:
             model = self._models(symbol) if self._models is not None else self._model
-            model.bind_market(self.market)
+            self._bind(model)
             p = self.pipelines[symbol] = SignalPipeline(symbol, model, self.records, self.bus)
         return p
+
+    def _bind(self, model: SignalModel) -> None:
+        if model.reads_market:
+            model.bind_market(self.market)
+            self._market_read = True
 
     def warm_up(self, bars: list[Bar]) -> None:
         """Feed history so the models have context; nothing is traded on it."""
@@ -186,7 +192,8 @@ class TradingBot:
     def _remember(self, bar: Bar) -> SignalPipeline:
         pipeline = self.pipelines.get(bar.symbol) or self.pipeline(bar.symbol)  # a bar's hot path
         pipeline.history.append(bar)
-        self.market.record(bar)
+        if self._market_read:  # a backtest of the rules model pays nothing for it
+            self.market.record(bar)
         book = self.core.book
         book.last_prices[bar.symbol] = bar.close
         book.last_bar_end[bar.symbol] = bar.time + book.bar_delta

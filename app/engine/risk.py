@@ -45,14 +45,9 @@ def breaker_should_trip(equity: float, day_start_equity: float, limit: float) ->
     return (equity - day_start_equity) / day_start_equity <= -limit
 
 
-def entry_refusal(ctx: RiskContext, s: Settings) -> str:
-    """Why no new position may be opened now, whatever its size ("" when one may)."""
-    return _entry_refusal(ctx, s)
-
-
 def check_entry(ctx: RiskContext, s: Settings) -> RiskDecision:
     """Whether a new position may be opened, and with how many shares."""
-    refusal = _entry_refusal(ctx, s)
+    refusal = entry_refusal(ctx, s)
     if refusal:
         return RiskDecision(False, refusal)
     qty = size_position(ctx, s)
@@ -61,7 +56,8 @@ def check_entry(ctx: RiskContext, s: Settings) -> RiskDecision:
     return RiskDecision(True, f"size {qty:g} shares", qty)
 
 
-def _entry_refusal(ctx: RiskContext, s: Settings) -> str:
+def entry_refusal(ctx: RiskContext, s: Settings) -> str:
+    """Why no new position may be opened now, whatever its size ("" when one may)."""
     if not (math.isfinite(ctx.price) and ctx.price > 0):
         return f"invalid price {ctx.price}"
     if not (math.isfinite(ctx.equity) and ctx.equity > 0):

@@ -72,7 +72,7 @@ class OrderTicket(QDialog):
         self.kind = QComboBox()
         self.kind.setObjectName("ticketType")
         self.kind.setToolTip("Market: filled at the next price. Limit: waits at the broker for the limit "
-                             "price or better, until entries stop for the day")
+                             "price or better, until the risk rules stop new entries (the close near at the latest)")
         self.kind.addItems(["market", "limit"])
         self.limit = QDoubleSpinBox()
         self.limit.setObjectName("ticketLimit")

@@ -43,13 +43,13 @@ from alpaca.trading.requests import (
 from loguru import logger
 from pydantic import ValidationError
 
-from app.engine.broker.alpaca_orders import num, round_limit, round_stop, to_order
+from app.engine.broker.alpaca_orders import num, round_stop, to_order
 from app.engine.broker.alpaca_stream import TradeUpdates
 from app.engine.broker.base import Broker, BrokerError
 from app.engine.clock import Clock, WallClock
 from app.engine.logs import register_secret
 from app.engine.secrets import ApiKeys, load_keys
-from app.engine.types import Account, BrokerKind, Order, OrderType, Position, Side
+from app.engine.types import Account, BrokerKind, Order, OrderType, Position, Side, round_to_tick
 
 T = TypeVar("T")
 
@@ -268,7 +268,7 @@ class AlpacaBroker(Broker):
         if order.order_type == OrderType.LIMIT:  # a DAY order: Alpaca expires it at the close
             if not (order.limit_price and order.limit_price > 0):
                 raise BrokerError("rejected: a limit order needs a limit price above 0", transient=False)
-            return LimitOrderRequest(limit_price=round_limit(order.limit_price, order.side), **common)
+            return LimitOrderRequest(limit_price=round_to_tick(order.limit_price, order.side), **common)
         return MarketOrderRequest(**common)
 
     def _find(self, client_order_id: str) -> Any:

@@ -10,7 +10,7 @@ from alpaca.trading.enums import OrderSide
 from alpaca.trading.models import Order as AlpacaOrder
 from loguru import logger
 
-from app.engine.types import Order, OrderStatus, OrderType, Side, round_to_tick
+from app.engine.types import Order, OrderStatus, OrderType, Side
 
 # Alpaca's order states (https://docs.alpaca.markets/docs/orders-at-alpaca, "Order Lifecycle")
 # that have no state of their own here, and the one they behave as
@@ -45,11 +45,6 @@ def to_order_status(alpaca_status: str, filled_qty: float, qty: float) -> OrderS
 def round_stop(price: float) -> float:
     """Alpaca rejects sub-penny prices (two decimals at $1 and up, four below)."""
     return round(price, 2 if price >= 1.0 else 4)
-
-
-def round_limit(price: float, side: Side) -> float:
-    """A limit price in Alpaca's ticks, never past the user's: a buy's rounded down, a sell's up."""
-    return round_to_tick(price, side)
 
 
 def num(value: Any, default: float = 0.0) -> float:

@@ -22,6 +22,7 @@ market's returns at their window's bar times.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -122,7 +123,7 @@ class MarketTape:
             if self._recent and t < self._recent[0]:
                 self._recent = []  # the desk's newest bar times are found again (a replay starting over)
         if prev is not None and prev[1] > 0 and bar.close > 0:
-            self._moves.setdefault(t, {})[bar.symbol] = float(np.log(bar.close / prev[1]))
+            self._moves.setdefault(t, {})[bar.symbol] = math.log(bar.close / prev[1])
             if len(self._moves) > self.size * 5 // 4:  # trimmed in batches, the oldest times first
                 for old in sorted(self._moves)[: len(self._moves) - self.size]:
                     del self._moves[old]

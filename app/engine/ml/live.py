@@ -119,6 +119,7 @@ class EnsembleSignalModel(SignalModel):
 
     name = "ensemble"
     wants_bars = True
+    reads_market = True
 
     def __init__(self, bundle: LoadedBundle, weights: dict[str, float],
                  fallback: SignalModel | None = None, max_age: timedelta | None = None,
@@ -291,8 +292,6 @@ def settings_mismatch(meta: dict[str, Any], settings: Settings) -> str | None:
     """Why the settings are not the ones a model's verdict was measured under (its labels used
     the desk's exits and costs, its gate the approval threshold), or None when they are."""
     saved = meta.get("trade_rules")
-    if isinstance(saved, dict) and "stop_pct" not in saved:  # a watchlist model: per symbol
-        saved = saved.get(str(meta.get("symbol")))
     if isinstance(saved, dict):
         now = TradeRules.from_settings(settings).to_dict()
         changed = [f"{k} {saved.get(k)} -> {v}" for k, v in now.items() if _differs(saved.get(k), v)]

@@ -130,7 +130,7 @@ def train_pooled(frames: dict[str, pd.DataFrame], settings: Settings, config: Tr
     payoffs = {s: _bps(payoff(d.ret, d.y, d.primary)) for s, d in sets.items()}
     info = {"symbols": list(sets), "market": list(sets), "timeframe": config.timeframe, "horizon": report.horizon,
             "labels": LABELS,
-            "primary_rule": PRIMARY_RULE, "trade_rules": {s: d.rules.to_dict() for s, d in sets.items()},
+            "primary_rule": PRIMARY_RULE, "trade_rules": rules.to_dict(),
             "payoff": _bps(pay),
             "weights": dict(ens.weights), "embargo_bars": report.embargo, "features": list(ens.columns),
             "bars": total, "labelled": int(sum(d.labelled for d in sets.values())),

@@ -42,10 +42,11 @@ class SignalModel(abc.ABC):
     min_bars: int = 1
     wants_bars: bool = False  # True: predict() also needs the OHLCV bars (the trained ensemble)
     reads_closes: bool = True  # False: predict() looks its answer up by the last bar (precomputed)
+    reads_market: bool = False  # True: bind_market() keeps the desk's market tape (the trained ensemble)
 
     def bind_market(self, tape: MarketTape) -> None:
-        """The desk's market tape (see :mod:`app.engine.data.market`): models that read the
-        market context keep it; the rest ignore it."""
+        """The desk's market tape (see :mod:`app.engine.data.market`), for a model that
+        ``reads_market``; the bot fills the tape only while one does."""
         return None
 
     @abc.abstractmethod
