@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -74,8 +75,8 @@ class BacktestResult:
                 for t in self.trades
             ],
             # [time, equity, cash] at each bar time's close: the metrics can be recomputed from it
-            "equity": [[t.isoformat(), float(e), float(c)]
-                       for t, e, c in zip(self.times, self.equity, self.cash, strict=True)],
+            "equity": [[t.isoformat(), e, c]  # tolist: Python floats, not a NumPy scalar each
+                       for t, e, c in zip(self.times, self.equity.tolist(), self.cash.tolist(), strict=True)],
             "bars": self.bars,
             "elapsed_seconds": self.elapsed_seconds,
             "model_seconds": self.model_seconds,
@@ -101,36 +102,36 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
     base = settings or Settings()
     settings = base.updated(mode="auto", timeframe=cfg.timeframe, starting_cash=cfg.cash,
                             slippage_bps=cfg.slippage_bps)
-    steps = _steps(bars, len(symbols))
-    clock = SimClock(steps[0][0].time)
-    broker = SimulatedBroker(clock, cfg.cash, cfg.slippage_bps, cfg.commission_per_share,
-                             commission_rate=cfg.commission_rate, sole_owner=True,  # no one else trades here
-                             whole_cash_at_fill=cfg.plain)
-    records = MemoryRecorder()
-    calendar = None if cfg.plain else MarketCalendar()
     started = time.perf_counter()
     made, notes = _models(cfg, by_symbol, model, models_dir, settings, models or {})
     model_seconds = time.perf_counter() - started
-    bot = TradingBot(settings, clock, broker, made[symbols[0]], records, EventBus(),
-                     calendar, "backtest", sleep=lambda _s: None, models=made.__getitem__)
-    bot.core.book.plain = cfg.plain
-    bot.record_quiet_signals = False
-    t0 = time.perf_counter()
-    with _collector.quieter():
+    with _collector.quieter():  # from the steps on: building them alone ran full collections over the bars
+        steps = _steps(bars, len(symbols))
+        clock = SimClock(steps[0][0].time)
+        broker = SimulatedBroker(clock, cfg.cash, cfg.slippage_bps, cfg.commission_per_share,
+                                 commission_rate=cfg.commission_rate, sole_owner=True,  # no one else trades here
+                                 whole_cash_at_fill=cfg.plain)
+        records = MemoryRecorder()
+        calendar = None if cfg.plain else MarketCalendar()
+        bot = TradingBot(settings, clock, broker, made[symbols[0]], records, EventBus(),
+                         calendar, "backtest", sleep=lambda _s: None, models=made.__getitem__)
+        bot.core.book.plain = cfg.plain
+        bot.record_quiet_signals = False
+        t0 = time.perf_counter()
         cash, held = _play(steps, symbols, bot, broker, clock, calendar, settings, progress)
-    elapsed = time.perf_counter() - t0
-    closes = _closes(steps, symbols)
-    equity = np.asarray(cash) + (held * closes).sum(axis=1)  # marked at each close
-    times = [g[0].time for g in steps]
-    traded = sum(f.qty * f.price for f in broker.fills)
-    rf = settings.risk_free_rate
-    metrics = compute_metrics(equity, times, records.trades, cfg.timeframe, np.asarray(held.any(axis=1)),
-                              *_first_last(bars, by_symbol), traded, rf, int((held[-1] != 0).sum()))
-    per_symbol = ({symbols[0]: dict(metrics)} if len(symbols) == 1  # one symbol's sleeve is the whole account
-                  else _per_symbol(symbols, by_symbol, broker.fills, records.trades, times, held, closes, cfg, rf))
-    return BacktestResult(cfg, metrics, list(records.trades), equity, times, len(bars), elapsed,
-                          notes, model_seconds, symbols, per_symbol, held, closes, np.asarray(cash),
-                          settings_used(cfg, settings))
+        elapsed = time.perf_counter() - t0
+        closes = _closes(steps, symbols)
+        equity = np.asarray(cash) + (held * closes).sum(axis=1)  # marked at each close
+        times = [g[0].time for g in steps]
+        traded = sum(f.qty * f.price for f in broker.fills)
+        rf = settings.risk_free_rate
+        metrics = compute_metrics(equity, times, records.trades, cfg.timeframe, np.asarray(held.any(axis=1)),
+                                  *_first_last(bars, by_symbol), traded, rf, int((held[-1] != 0).sum()))
+        per_symbol = ({symbols[0]: dict(metrics)} if len(symbols) == 1  # one symbol's sleeve is the whole account
+                      else _per_symbol(symbols, by_symbol, broker.fills, records.trades, times, held, closes, cfg, rf))
+        return BacktestResult(cfg, metrics, list(records.trades), equity, times, len(bars), elapsed,
+                              notes, model_seconds, symbols, per_symbol, held, closes, np.asarray(cash),
+                              settings_used(cfg, settings))
 
 
 def split_symbols(bars: list[Bar]) -> dict[str, list[Bar]]:
@@ -212,6 +213,7 @@ def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBo
     daily_opens = _session_opens(steps, calendar) if calendar is not None and bar_delta >= timedelta(days=1) else {}
     cash: list[float] = []
     held = np.zeros((n, len(symbols)))
+    held_one: list[float] = []
     column = {s: k for k, s in enumerate(symbols)}
     single = symbols[0] if len(symbols) == 1 else None
     flattens = calendar is not None and bar_delta < timedelta(days=1) and settings.eod_flatten
@@ -237,13 +239,15 @@ def _play(steps: list[tuple[Bar, ...]], symbols: tuple[str, ...], bot: TradingBo
             bot.on_clock()  # the fills booked: trades recorded, stops cancelled
         cash.append(broker.cash)
         if single is not None:
-            held[i, 0] = shares(single)
+            held_one.append(shares(single))  # a list: a NumPy item write costs more than the append
         else:
             row = held[i]
             for s, qty in holdings().items():
                 row[column[s]] = qty
         if progress is not None and i % every == 0 and not progress(i / n):
             raise BacktestCancelled(f"cancelled at bar time {i} of {n}")
+    if single is not None:
+        held[:, 0] = held_one
     return cash, held
 
 
@@ -341,8 +345,21 @@ def write_json(doc: dict[str, Any], path: Path) -> None:
         return
     marker = "__equity_rows__"
     text = json.dumps({**doc, "equity": marker}, indent=2)
-    body = "[\n" + ",\n".join("    " + json.dumps(r) for r in rows) + "\n  ]"
+    body = "[\n" + ",\n".join(_row(r) for r in rows) + "\n  ]"
     path.write_text(text.replace(f'"{marker}"', body, 1))
+
+
+def _row(r: list[Any]) -> str:
+    """One ``[time, equity, cash]`` row as ``json.dumps`` writes it, a fifth of the time: two
+    finite floats (repr is JSON's float) after a time string that needs no escaping."""
+    t, e, c = r
+    if type(t) is str and type(e) is float and type(c) is float and _FINITE(e) and _FINITE(c) \
+            and '"' not in t and "\\" not in t:
+        return f'    ["{t}", {e!r}, {c!r}]'
+    return "    " + json.dumps(r)
+
+
+_FINITE = math.isfinite
 
 
 def _jsonable_dict(d: dict[str, Any]) -> dict[str, Any]:

@@ -113,13 +113,10 @@ def frame_to_bars(frame: pd.DataFrame, symbol: str) -> list[Bar]:
     """Canonical frame -> list[Bar] with timezone-aware UTC times."""
     if frame.empty:
         return []
-    secs = epoch_seconds(frame.index)
-    cols = [frame[c].to_numpy(dtype="float64") for c in OHLCV]
-    return [
-        Bar(symbol, datetime.fromtimestamp(int(t), UTC), float(o), float(h), float(lo),
-            float(c), float(v))
-        for t, o, h, lo, c, v in zip(secs, *cols, strict=True)
-    ]
+    secs = epoch_seconds(frame.index).tolist()  # Python numbers: NumPy scalars cost a conversion each
+    cols = [frame[c].to_numpy(dtype="float64").tolist() for c in OHLCV]
+    return [Bar(symbol, datetime.fromtimestamp(t, UTC), o, h, lo, c, v)
+            for t, o, h, lo, c, v in zip(secs, *cols, strict=True)]
 
 
 def epoch_seconds(index: pd.DatetimeIndex) -> np.ndarray:

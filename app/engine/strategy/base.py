@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,10 +30,11 @@ class ModelOutput:
     long_only: bool = False
     tradeable: bool = True
     expected_bps: float | None = None
+    confidence: float = field(init=False, repr=False, compare=False)  # read on every bar: computed once
 
-    @property
-    def confidence(self) -> float:
-        return self.p_up if self.long_only else max(self.p_up, 1.0 - self.p_up)
+    def __post_init__(self) -> None:
+        p = self.p_up
+        object.__setattr__(self, "confidence", p if self.long_only or p >= 0.5 else 1.0 - p)
 
 
 class SignalModel(abc.ABC):
