@@ -133,7 +133,8 @@ class TradingBot:
         sig = self._signal(bar, pipeline, out, now)
         if sig is not None:
             self.core.submit(sig)
-        self._publish_cycle()
+        if self.bus.active:  # a backtest's bus has no listener: nothing to build
+            self._publish_cycle()
         return out
 
     def on_bars_close(self, bars: Sequence[Bar]) -> list[ModelOutput | None]:
@@ -157,7 +158,8 @@ class TradingBot:
                 signals.append((sig, out.confidence))
         for sig, _ in sorted(signals, key=lambda sc: (sc[0].side != Side.SELL, -sc[1], sc[0].symbol)):
             self.core.submit(sig)
-        self._publish_cycle()
+        if self.bus.active:
+            self._publish_cycle()
         return outs
 
     def _take(self, bar: Bar) -> SignalPipeline | None:
@@ -165,7 +167,11 @@ class TradingBot:
         if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
             logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
             return None
-        if not self._plausible(bar.symbol, bar.close):
+        last = self.core.book.last_prices.get(bar.symbol)
+        spike = self.settings.bad_print_factor
+        # the common case inline (a close near the last one, nothing held back): a bar's hot path
+        near = last is not None and not self._suspect and 1.0 / spike <= bar.close / last <= spike
+        if not near and not self._plausible(bar.symbol, bar.close):
             return None
         pipeline = self._remember(bar)
         if self.bus.active:
@@ -222,7 +228,7 @@ class TradingBot:
         beyond SPIKE_EXTREME (no listed stock moves 10x between two prices) needs two more:
         bad prints come in pairs too."""
         last = self.core.book.last_prices.get(symbol)
-        spike = self.core.book.settings.bad_print_factor
+        spike = self.settings.bad_print_factor
         if last is None or 1.0 / spike <= price / last <= spike:
             if self._suspect:  # rare: a price held back earlier
                 self._suspect.pop(symbol, None)

@@ -17,7 +17,7 @@ from loguru import logger
 
 from app.engine import risk
 from app.engine.book import Book
-from app.engine.broker.base import BrokerError
+from app.engine.broker.base import Broker, BrokerError
 from app.engine.events import OrderEvent, TradeEvent
 from app.engine.orders import crash_point
 from app.engine.types import Order, OrderStatus, Position, Side, Trade
@@ -33,6 +33,8 @@ class Fills:
         self._failing: set[str] = set()  # orders whose last read failed: read last
         # order -> its symbol's revision at the broker when last read (where the broker keeps one)
         self._read_at: dict[str, int] = {}
+        # a broker that pushes order reports (Alpaca's stream); the others are only polled
+        self._pushes = type(book.broker).trade_updates is not Broker.trade_updates
 
     def apply_updates(self) -> int:
         """Follow the order reports the broker pushed (Alpaca's trade updates) since the last
@@ -58,7 +60,8 @@ class Fills:
         One order whose read fails does not starve the others: it is read last next time, and
         the poll gives up only when two reads in a row fail (the broker is down)."""
         book, rec = self.book, self.book.records
-        self.apply_updates()
+        if self._pushes:
+            self.apply_updates()
         if not rec.has_open_orders:  # the common case in a backtest: nothing to ask about
             if symbol is None:
                 book.book_current = True

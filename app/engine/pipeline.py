@@ -64,7 +64,8 @@ class SignalPipeline:
         """The signal a model's call makes, good until the end of the next bar."""
         side = Side.BUY if out.long_only or out.p_up > 0.5 else Side.SELL
         expires = bar.time + 2 * bar_delta
-        t = bar.time  # written out: strftime costs a tenth of a backtest's trade
-        sid = f"{bar.symbol}-{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}-{side.value}"
+        t = bar.time  # %-formatted at once: a third of strftime's time, on every trade of a backtest
+        sid = "%s-%04d%02d%02dT%02d%02d-%s" % (  # noqa: UP031 - one C call; format specs cost twice
+            bar.symbol, t.year, t.month, t.day, t.hour, t.minute, side.value)
         return TradingSignal(bar.symbol, side, round(out.confidence, 4), bar.close, now, expires,
                              out.reasons, out.votes, sid, out.expected_bps)

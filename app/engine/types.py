@@ -70,11 +70,13 @@ class OrderStatus(str, enum.Enum):
     @property
     def label(self) -> str:
         """What the desk says: "working" for an order routed and waiting, as trading desks do."""
-        return {OrderStatus.INTENT: "not yet sent", OrderStatus.NEW: "working"}.get(self, self.value.replace("_", " "))
+        return _LABELS[self]
 
 
 _ENDED = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REPLACED,
                     OrderStatus.REJECTED})
+_LABELS = {s: {OrderStatus.INTENT: "not yet sent", OrderStatus.NEW: "working"}.get(s, s.value.replace("_", " "))
+           for s in OrderStatus}
 
 
 class SignalStatus(str, enum.Enum):

@@ -218,10 +218,13 @@ class SimulatedBroker(Broker):
     def on_bar(self, bar: Bar) -> list[Fill]:
         """A new bar in a bar-by-bar run: market orders fill at its open, stops
         inside its range; then the bar's close becomes the mark."""
+        symbol = bar.symbol
+        if not self._open_of.get(symbol) and not self._cancel_due:  # most bars: nothing to match
+            self._prices[symbol] = bar.close  # one dict store, atomic: no lock to take
+            return []
         with self._lock:
-            fills = (self._match(bar.symbol, bar.open, bar.high, bar.low, bar.time, bar.volume)
-                     if self._open_of.get(bar.symbol) or self._cancel_due else [])
-            self._prices[bar.symbol] = bar.close
+            fills = self._match(symbol, bar.open, bar.high, bar.low, bar.time, bar.volume)
+            self._prices[symbol] = bar.close
             return fills
 
     # ------------------------------------------------------------ internal
@@ -278,18 +281,19 @@ class SimulatedBroker(Broker):
             self._set(replace(o, status=OrderStatus.CANCELED, reason=o.reason + "; nothing held"))
             return None
         cut = ""
+        size = o.qty  # the order's size as filled: a textbook entry's is set at the fill
         if o.side == Side.BUY and held >= 0:  # a cash account: a buy never costs more than the cash
             each = price * (1 + self._commission_rate) + self._commission
             if self._whole_cash and held == 0 and o.order_type == OrderType.MARKET and not o.filled_qty:
                 whole = float(int(max(self._cash, 0.0) * (1 - sys.float_info.epsilon) / each))
                 if whole >= 1.0:
-                    o = replace(o, qty=whole, reason=o.reason + "; whole cash at the fill")
-                    qty = left = whole
+                    size = qty = left = whole
             affordable = max(self._cash, 0.0) / each
             affordable = affordable if qty != int(qty) else float(int(affordable + 1e-9))  # whole shares stay whole
             if qty > affordable + 1e-9:  # sized on an earlier price (the decision bar's close) than the fill
                 if affordable < (1e-6 if qty != int(qty) else 1.0):
-                    self._set(replace(o, status=OrderStatus.REJECTED if not o.filled_qty else OrderStatus.CANCELED,
+                    self._set(replace(o, qty=size,
+                                      status=OrderStatus.REJECTED if not o.filled_qty else OrderStatus.CANCELED,
                                       reason=o.reason + "; insufficient buying power at the fill"))
                     return None
                 qty, cut = affordable, "; the rest cancelled: more than the cash at the fill"
@@ -311,10 +315,10 @@ class SimulatedBroker(Broker):
         done = qty >= left - 1e-9
         partly = OrderStatus.PENDING_CANCEL if o.status == OrderStatus.PENDING_CANCEL else OrderStatus.PARTIALLY_FILLED
         if cut:  # filled as far as the cash goes; like Alpaca's canceled-after-a-partial-fill
-            self._set(replace(o, status=OrderStatus.CANCELED, filled_qty=filled, filled_avg_price=avg,
+            self._set(replace(o, qty=size, status=OrderStatus.CANCELED, filled_qty=filled, filled_avg_price=avg,
                               filled_at=time, reason=o.reason + cut))
         else:
-            self._set(replace(o, status=OrderStatus.FILLED if done else partly, filled_qty=filled,
+            self._set(replace(o, qty=size, status=OrderStatus.FILLED if done else partly, filled_qty=filled,
                               filled_avg_price=avg, filled_at=time))
         fill = Fill(o.client_order_id, o.symbol, o.side, qty, price, time, commission)
         self.fills.append(fill)
