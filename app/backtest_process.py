@@ -64,6 +64,7 @@ class BacktestRequest:
     optimize: tuple[str, ...] = ()  # "NAME=START:STOP:STEP" each: a grid search, walked forward
     maximize: str = "sharpe"
     folds: int = 4  # walk-forward folds of a search (0: in-sample only)
+    cache_dir: str | None = None  # the app home's cache (the exchange's session table, kept between runs)
 
     def config(self) -> BacktestConfig:
         per_share, rate = commission_terms(self.commission, self.commission_mode)
@@ -237,6 +238,10 @@ def child_main(req: BacktestRequest, conn: Any, cancel: Any) -> None:
         os.nice(10)  # background work: on a busy machine the desk's own threads go first
     logger.remove()  # the simulated fills are not the desk's record: keep only real problems
     logger.add(sys.stderr, level="ERROR", diagnose=False)
+    if req.cache_dir:
+        from app.engine.clock import keep_sessions_in  # deferred: the engine loads in the child
+
+        keep_sessions_in(Path(req.cache_dir))
     last: list[Any] = [-1, ""]
 
     def progress(fraction: float, stage: str = "") -> bool:

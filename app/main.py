@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from app.cli.options import add_date_order
 from app.engine import logs
+from app.engine.clock import keep_sessions_in
 from app.engine.dates import DATE_ORDER
 from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppFolderError, AppPaths
@@ -75,6 +76,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser(commands=wants_commands).parse_args(argv)
     DATE_ORDER.set(getattr(args, "date_order", ""))
     paths = AppPaths.resolve(args.data_dir)
+    keep_sessions_in(paths.cache)
     if args.command == "data":
         from app.cli.data import run_data_command  # deferred: see build_parser
 

@@ -308,7 +308,8 @@ class MainWindow(QMainWindow):
         self.notices = NoticeList()
         self.backtest_tab = BacktestTab(self.settings.symbol, self.settings.timeframe, self.settings.starting_cash,
                                         models_dir=str(self.paths.models),
-                                        retrain_every=self.settings.backtest_retrain_bars)
+                                        retrain_every=self.settings.backtest_retrain_bars,
+                                        cache_dir=str(self.paths.cache))
         self.backtest_tab.use_settings(self.settings.to_dict())
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import utc
 
+from app.engine import clock as clock_module
 from app.engine.clock import MarketCalendar, SimClock
 
 
@@ -52,3 +56,57 @@ def test_next_session_and_the_countdown(nyse: MarketCalendar) -> None:
     assert nyse.next_change(utc(2025, 11, 28, 15, 0)) == utc(2025, 11, 28, 18, 0)
     prev = nyse.previous_sessions(utc(2025, 12, 1, 15, 0), 3)
     assert [p.day for p in prev] == [date(2025, 11, 25), date(2025, 11, 26), date(2025, 11, 28)]
+
+
+@pytest.fixture
+def fresh_tables() -> Iterator[None]:
+    """The session tables made again in this test, and forgotten after it (they are kept per process)."""
+    saved = list(clock_module._sessions_dir)
+    clock_module._session_table.cache_clear()
+    clock_module._year_sessions.cache_clear()
+    yield
+    clock_module._sessions_dir[:] = saved
+    clock_module._session_table.cache_clear()
+    clock_module._year_sessions.cache_clear()
+
+
+def _year(cal: MarketCalendar, year: int) -> list[object]:
+    day, out = date(year, 1, 1), []
+    while day.year == year:
+        out.append(cal.session(day))
+        day += timedelta(days=1)
+    return out
+
+
+def test_a_kept_session_table_gives_the_same_sessions_without_the_calendar_package(
+        tmp_path: Path, fresh_tables: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = _year(MarketCalendar(), 2025)  # from exchange_calendars, nothing kept
+    assert made.count(None) == 365 - 250 and sum(s is not None and s.is_early_close for s in made) == 3
+    clock_module._session_table.cache_clear()
+    clock_module._year_sessions.cache_clear()
+    clock_module.keep_sessions_in(tmp_path / "cache")
+    assert _year(MarketCalendar(), 2025) == made  # made again, and kept
+    kept = list((tmp_path / "cache").glob("sessions-XNYS-*.npy"))
+    assert len(kept) == 1
+    clock_module._session_table.cache_clear()  # a new run: the kept file alone is read
+    clock_module._year_sessions.cache_clear()
+
+    def no_package(name: str) -> None:
+        raise AssertionError("the calendar was made again instead of read from its file")
+
+    monkeypatch.setattr(clock_module, "_exchange", no_package)
+    assert _year(MarketCalendar(), 2025) == made
+    assert MarketCalendar().session(date(1985, 1, 2)) is None  # before what the calendar knows
+
+
+def test_a_damaged_session_table_is_made_again(tmp_path: Path, fresh_tables: None) -> None:
+    clock_module.keep_sessions_in(tmp_path)
+    MarketCalendar()
+    kept = next(tmp_path.glob("sessions-XNYS-*.npy"))
+    kept.write_bytes(b"\x93NUMPY damaged")
+    clock_module._session_table.cache_clear()
+    clock_module._year_sessions.cache_clear()
+    cal = MarketCalendar()
+    assert cal.session(date(2025, 12, 25)) is None and cal.session(date(2025, 12, 24)) is not None
+    assert cal.session(date(2025, 12, 24)).is_early_close  # type: ignore[union-attr]
+    assert np.load(kept).shape[1] == 3  # written again, whole

@@ -12,7 +12,11 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+from loguru import logger
 
 from app.engine.types import NY as NY  # re-exported: the calendar's time zone
 
@@ -71,8 +75,8 @@ class MarketCalendar:
     """NYSE sessions (holidays and early closes) from ``exchange_calendars``."""
 
     def __init__(self, name: str = "XNYS") -> None:
-        self._cal = _exchange(name)
         self._name = name
+        _session_table(name)  # an unknown exchange is refused here, not at the first lookup
 
     def session(self, day: date) -> Session | None:
         return _year_sessions(self._name, day.year).get(day)
@@ -113,23 +117,75 @@ class MarketCalendar:
         return s.close if s.open <= when else s.open
 
 
-@cache
+_sessions_dir: list[Path] = []  # where the session tables are kept between runs (set by keep_sessions_in)
+
+
+def keep_sessions_in(folder: Path) -> None:
+    """Keep each exchange's session table in ``folder`` between runs (the app home's cache):
+    a run then reads it in milliseconds instead of importing ``exchange_calendars`` and
+    making the calendar, a quarter of a second that every command line, backtest and desk
+    start paid. The table is named after the package's version, so a new version (new
+    holidays) makes a new one; a damaged file is made again."""
+    _sessions_dir[:] = [Path(folder)]
+
+
 def _exchange(name: str) -> Any:
-    """The exchange's calendar, made once per process (a fifth of a second each time it was
-    made: every backtest and desk made its own). Wide bounds: history before 2015 is
-    imported too, and the default end (a year from today) is near enough for a fast demo to
-    run off it; the cost is the same."""
+    """The exchange's calendar. Wide bounds: history before 2015 is imported too, and the
+    default end (a year from today) is near enough for a fast demo to run off it; the cost
+    is the same."""
     import exchange_calendars as xc  # heavy: imported when first needed
 
     return xc.get_calendar(name, start="1990-01-01", end="2045-12-31")
 
 
+_table_lock = threading.Lock()
+
+
+@cache
+def _session_table(name: str) -> np.ndarray:
+    """Every session of the exchange as rows of (days since 1970, open, close in epoch
+    seconds): from the kept file when there is one for this version of the calendars,
+    else made from the calendar once per process (and kept, where a folder is set)."""
+    with _table_lock:  # two threads asking at once make it once
+        from importlib.metadata import version  # deferred: only when a table is first needed
+
+        kept = (_sessions_dir[0] / f"sessions-{name}-{version('exchange_calendars')}.npy"
+                if _sessions_dir else None)
+        if kept is not None and kept.is_file():
+            try:
+                table: np.ndarray = np.load(kept, allow_pickle=False)
+                if table.ndim == 2 and table.shape[1] == 3 and table.dtype == np.int64 and len(table):
+                    return table
+            except (OSError, ValueError, EOFError) as exc:
+                logger.warning("The kept session table {} cannot be read ({}): making it again", kept, exc)
+        schedule = _exchange(name).schedule
+        table = np.column_stack([schedule.index.values.astype("datetime64[D]").astype(np.int64),
+                                 schedule["open"].values.astype("datetime64[s]").astype(np.int64),
+                                 schedule["close"].values.astype("datetime64[s]").astype(np.int64)])
+        if kept is not None:
+            try:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                part = kept.with_suffix(".part.npy")
+                np.save(part, table, allow_pickle=False)
+                part.replace(kept)
+            except OSError as exc:  # a read-only home: made again next time, nothing lost
+                logger.debug("Cannot keep the session table in {}: {}", kept, exc)
+        return table
+
+
 @lru_cache(maxsize=128)
 def _year_sessions(name: str, year: int) -> dict[date, Session]:
-    """One year's sessions, read from the calendar's schedule at once (a lookup per day cost a
-    tenth of a millisecond: a five-year file's gap count spent a third of a second on it). A
-    year beyond what the calendar knows (a bogus date in a file) has none."""
-    schedule = _exchange(name).schedule
-    part = schedule.loc[f"{year}-01-01":f"{year}-12-31"]
-    return {day.date(): Session(day.date(), o.to_pydatetime().astimezone(UTC), c.to_pydatetime().astimezone(UTC))
-            for day, o, c in zip(part.index, part["open"], part["close"], strict=True)}
+    """One year's sessions, read from the table at once (a lookup per day cost a tenth of a
+    millisecond: a five-year file's gap count spent a third of a second on it). A year
+    beyond what the calendar knows (a bogus date in a file) has none."""
+    table = _session_table(name)
+    first, last = (date(year, 1, 1) - _EPOCH_DAY).days, (date(year, 12, 31) - _EPOCH_DAY).days
+    rows = table[(table[:, 0] >= first) & (table[:, 0] <= last)].tolist()
+    out: dict[date, Session] = {}
+    for days, opens, closes in rows:
+        day = _EPOCH_DAY + timedelta(days=days)
+        out[day] = Session(day, datetime.fromtimestamp(opens, UTC), datetime.fromtimestamp(closes, UTC))
+    return out
+
+
+_EPOCH_DAY = date(1970, 1, 1)

@@ -51,6 +51,11 @@ class AppPaths:
         return model_dir(self.models, symbol, timeframe)
 
     @property
+    def cache(self) -> Path:
+        """What the app can make again, kept to start faster (the exchange's session table)."""
+        return self.home / "cache"
+
+    @property
     def settings(self) -> Path:
         return self.home / "settings.json"
 

@@ -136,11 +136,12 @@ class BacktestTab(QWidget):
 
     def __init__(self, symbol: str = "PLTR", timeframe: str = "5m", cash: float = 100_000.0,
                  parent: QWidget | None = None, models_dir: str | None = None,
-                 retrain_every: int | None = None) -> None:
+                 retrain_every: int | None = None, cache_dir: str | None = None) -> None:
         super().__init__(parent)
         self.default_retrain = default_of("backtest_retrain_bars") if retrain_every is None else retrain_every
         self.setObjectName("backtestTab")
         self.models_dir = models_dir
+        self.cache_dir = cache_dir
         self.settings: dict[str, Any] = {}  # the saved settings a run uses (the window keeps them current)
         self.outcome: BacktestOutcome | None = None
         self.running = False
@@ -326,7 +327,7 @@ class BacktestTab(QWidget):
                                self.plain_box.isChecked(), self.models_dir,
                                self.retrain_box.value() if self.retrain_box.isEnabled() else 0,
                                self.settings or None, tuple(self.optimize_edit.text().split()),
-                               self.maximize_box.currentText(), self.folds_box.value())
+                               self.maximize_box.currentText(), self.folds_box.value(), self.cache_dir)
 
     def use_settings(self, settings: dict[str, Any]) -> None:
         """The saved settings: a run trades with their thresholds, weights and risk rules, and the
