@@ -62,11 +62,11 @@ def test_next_session_and_the_countdown(nyse: MarketCalendar) -> None:
 def fresh_tables() -> Iterator[None]:
     """The session tables made again in this test, and forgotten after it (they are kept per process)."""
     saved = list(clock_module._sessions_dir)
-    clock_module._session_table.cache_clear()
+    clock_module._tables.clear()
     clock_module._year_sessions.cache_clear()
     yield
     clock_module._sessions_dir[:] = saved
-    clock_module._session_table.cache_clear()
+    clock_module._tables.clear()
     clock_module._year_sessions.cache_clear()
 
 
@@ -82,13 +82,13 @@ def test_a_kept_session_table_gives_the_same_sessions_without_the_calendar_packa
         tmp_path: Path, fresh_tables: None, monkeypatch: pytest.MonkeyPatch) -> None:
     made = _year(MarketCalendar(), 2025)  # from exchange_calendars, nothing kept
     assert made.count(None) == 365 - 250 and sum(s is not None and s.is_early_close for s in made) == 3
-    clock_module._session_table.cache_clear()
+    clock_module._tables.clear()
     clock_module._year_sessions.cache_clear()
     clock_module.keep_sessions_in(tmp_path / "cache")
     assert _year(MarketCalendar(), 2025) == made  # made again, and kept
     kept = list((tmp_path / "cache").glob("sessions-XNYS-*.npy"))
     assert len(kept) == 1
-    clock_module._session_table.cache_clear()  # a new run: the kept file alone is read
+    clock_module._tables.clear()  # a new run: the kept file alone is read
     clock_module._year_sessions.cache_clear()
 
     def no_package(name: str) -> None:
@@ -104,7 +104,7 @@ def test_a_damaged_session_table_is_made_again(tmp_path: Path, fresh_tables: Non
     MarketCalendar()
     kept = next(tmp_path.glob("sessions-XNYS-*.npy"))
     kept.write_bytes(b"\x93NUMPY damaged")
-    clock_module._session_table.cache_clear()
+    clock_module._tables.clear()
     clock_module._year_sessions.cache_clear()
     cal = MarketCalendar()
     assert cal.session(date(2025, 12, 25)) is None and cal.session(date(2025, 12, 24)) is not None

@@ -8,10 +8,11 @@ trading uses :class:`WallClock`; the demo, replays, backtests and tests use
 from __future__ import annotations
 
 import abc
+import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -138,39 +139,49 @@ def _exchange(name: str) -> Any:
     return xc.get_calendar(name, start="1990-01-01", end="2045-12-31")
 
 
+_tables: dict[str, np.ndarray] = {}  # each exchange's session table, once per process
 _table_lock = threading.Lock()
 
 
-@cache
 def _session_table(name: str) -> np.ndarray:
     """Every session of the exchange as rows of (days since 1970, open, close in epoch
     seconds): from the kept file when there is one for this version of the calendars,
     else made from the calendar once per process (and kept, where a folder is set)."""
-    with _table_lock:  # two threads asking at once make it once
-        from importlib.metadata import version  # deferred: only when a table is first needed
+    table = _tables.get(name)
+    if table is None:
+        with _table_lock:  # two threads asking at once (the desk and a backtest) make it once
+            table = _tables.get(name)
+            if table is None:
+                table = _tables[name] = _read_or_make(name)
+    return table
 
-        kept = (_sessions_dir[0] / f"sessions-{name}-{version('exchange_calendars')}.npy"
-                if _sessions_dir else None)
-        if kept is not None and kept.is_file():
-            try:
-                table: np.ndarray = np.load(kept, allow_pickle=False)
-                if table.ndim == 2 and table.shape[1] == 3 and table.dtype == np.int64 and len(table):
-                    return table
-            except (OSError, ValueError, EOFError) as exc:
-                logger.warning("The kept session table {} cannot be read ({}): making it again", kept, exc)
-        schedule = _exchange(name).schedule
-        table = np.column_stack([schedule.index.values.astype("datetime64[D]").astype(np.int64),
-                                 schedule["open"].values.astype("datetime64[s]").astype(np.int64),
-                                 schedule["close"].values.astype("datetime64[s]").astype(np.int64)])
-        if kept is not None:
-            try:
-                kept.parent.mkdir(parents=True, exist_ok=True)
-                part = kept.with_suffix(".part.npy")
-                np.save(part, table, allow_pickle=False)
-                part.replace(kept)
-            except OSError as exc:  # a read-only home: made again next time, nothing lost
-                logger.debug("Cannot keep the session table in {}: {}", kept, exc)
-        return table
+
+def _read_or_make(name: str) -> np.ndarray:
+    """The kept table when it is whole, else one made from the calendar (and kept)."""
+    from importlib.metadata import version  # deferred: only when a table is first needed
+
+    kept = (_sessions_dir[0] / f"sessions-{name}-{version('exchange_calendars')}.npy"
+            if _sessions_dir else None)
+    if kept is not None and kept.is_file():
+        try:
+            table: np.ndarray = np.load(kept, allow_pickle=False)
+            if table.ndim == 2 and table.shape[1] == 3 and table.dtype == np.int64 and len(table):
+                return table
+        except (OSError, ValueError, EOFError) as exc:
+            logger.warning("The kept session table {} cannot be read ({}): making it again", kept, exc)
+    schedule = _exchange(name).schedule
+    table = np.column_stack([schedule.index.values.astype("datetime64[D]").astype(np.int64),
+                             schedule["open"].values.astype("datetime64[s]").astype(np.int64),
+                             schedule["close"].values.astype("datetime64[s]").astype(np.int64)])
+    if kept is not None:
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            part = kept.with_name(f"{kept.stem}.{os.getpid()}.part.npy")  # two runs at once: two files
+            np.save(part, table, allow_pickle=False)
+            part.replace(kept)
+        except OSError as exc:  # a read-only home: made again next time, nothing lost
+            logger.debug("Cannot keep the session table in {}: {}", kept, exc)
+    return table
 
 
 @lru_cache(maxsize=128)
