@@ -374,3 +374,28 @@ def test_costs_a_backtest_cannot_mean_are_refused_in_one_line(tmp_path: Path, ap
     code, _, _ = _cli(app_home, csv, *flags)
     err = capsys.readouterr().err
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_command_line_says_what_cleaning_did_and_plays_one_bar_a_second(
+        tmp_path: Path, app_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A backtest's numbers come from the cleaned bars: what was dropped is said on screen and
+    in the JSON. A row a fraction of a second after another is the same bar time (bars are
+    played to the second): it once played as a second bar at the same time."""
+    bars = _walk(600, seed=4)
+    csv = tmp_path / "bars.csv"
+    write_bars_csv(csv, bars)
+    lines = csv.read_text().splitlines()  # the header, then bar k on line k + 1
+    bad = bars[400]
+    lines[401] = f"{bad.time.isoformat()},{bad.open},{bad.open * 0.5},{bad.low},{bad.close},{bad.volume}"
+    b = bars[300]
+    late = (b.time + timedelta(milliseconds=500)).isoformat()
+    lines.insert(302, f"{late},{b.open * 1.01},{b.high * 1.01},{b.low * 1.01},{b.close * 1.01},{b.volume}")
+    csv.write_text("\n".join(lines) + "\n")
+    code, data, _ = _cli(app_home, csv, "--strategy", "sma_cross", "--plain")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "TEST cleaning: 1 duplicate timestamps (kept the last)" in out
+    assert "TEST cleaning: 1 bars with high/low outside open/close (dropped)" in out
+    assert any("1 duplicate timestamps" in line for line in data["data"])
+    times = [row[0] for row in data["equity"]]
+    assert len(times) == len(set(times)) == 599, "one bar a time: the late row replaced its bar, the bad one went"

@@ -169,7 +169,7 @@ def test_a_symbol_column_splits_the_rows_by_stock(tmp_path: Path) -> None:
 
 def test_load_bars_takes_one_stock_and_names_the_held_ones_when_asked_for_another(tmp_path: Path) -> None:
     f = write_two_symbols(tmp_path / "watch.csv")
-    bars, _ = load_bars(f, "SPY", "5m")
+    bars, _, _ = load_bars(f, "SPY", "5m")
     assert len(bars) == 5 and {b.symbol for b in bars} == {"SPY"}
     assert all(b.close > 600 for b in bars), "no PLTR price leaked into SPY's bars"
     with pytest.raises(DataError, match="holds PLTR, SPY, not NVDA"):

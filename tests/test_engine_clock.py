@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_a_kept_session_table_gives_the_same_sessions_without_the_calendar_packa
     clock_module._year_sessions.cache_clear()
     clock_module.keep_sessions_in(tmp_path / "cache")
     assert _year(MarketCalendar(), 2025) == made  # made again, and kept
-    kept = list((tmp_path / "cache").glob("sessions-XNYS-*.npy"))
+    kept = list((tmp_path / "cache").glob("sessions-XNYS-*.npz"))
     assert len(kept) == 1
     clock_module._tables.clear()  # a new run: the kept file alone is read
     clock_module._year_sessions.cache_clear()
@@ -96,17 +97,39 @@ def test_a_kept_session_table_gives_the_same_sessions_without_the_calendar_packa
 
     monkeypatch.setattr(clock_module, "_exchange", no_package)
     assert _year(MarketCalendar(), 2025) == made
-    assert MarketCalendar().session(date(1985, 1, 2)) is None  # before what the calendar knows
+    assert MarketCalendar().session(date(1969, 12, 31)) is None  # before what the calendar knows
 
 
 def test_a_damaged_session_table_is_made_again(tmp_path: Path, fresh_tables: None) -> None:
     clock_module.keep_sessions_in(tmp_path)
     MarketCalendar()
-    kept = next(tmp_path.glob("sessions-XNYS-*.npy"))
-    kept.write_bytes(b"\x93NUMPY damaged")
-    clock_module._tables.clear()
-    clock_module._year_sessions.cache_clear()
-    cal = MarketCalendar()
-    assert cal.session(date(2025, 12, 25)) is None and cal.session(date(2025, 12, 24)) is not None
-    assert cal.session(date(2025, 12, 24)).is_early_close  # type: ignore[union-attr]
-    assert np.load(kept).shape[1] == 3  # written again, whole
+    kept = next(tmp_path.glob("sessions-XNYS-*.npz"))
+    whole = kept.read_bytes()
+    with np.load(kept) as z:
+        table, digest = z["table"].copy(), z["digest"]
+    table = table[table[:, 0] != (date(2025, 12, 24) - date(1970, 1, 1)).days]  # a session gone
+    np.savez(tmp_path / "edited.npz", table=table, digest=digest)
+    zipped = tmp_path / "other.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("a", "b")
+    for damage in (b"\x93NUMPY damaged", whole[: len(whole) // 2], (tmp_path / "edited.npz").read_bytes(),
+                   zipped.read_bytes(), b""):
+        kept.write_bytes(damage)
+        clock_module._tables.clear()
+        clock_module._year_sessions.cache_clear()
+        cal = MarketCalendar()
+        assert cal.session(date(2025, 12, 25)) is None and cal.session(date(2025, 12, 24)) is not None
+        assert cal.session(date(2025, 12, 24)).is_early_close  # type: ignore[union-attr]
+        assert kept.read_bytes() == whole  # written again, whole
+    assert not list(tmp_path.glob("*.part.npz"))
+
+
+def test_bars_before_the_calendar_are_refused_in_words() -> None:
+    from app.engine.backtest.config import BacktestConfig
+    from app.engine.backtest.runner import run_backtest
+    from app.engine.types import Bar
+
+    bars = [Bar("OLD", datetime(1969, 12, 1 + k, 5, tzinfo=UTC), 10.0, 10.5, 9.5, 10.0, 1e5) for k in range(20)]
+    with pytest.raises(ValueError, match="NYSE calendar knows sessions from 1970-01-02"):
+        run_backtest(bars, BacktestConfig(symbol="OLD", timeframe="1d"))
+    assert MarketCalendar().session(date(1987, 10, 19)) is not None  # daily history of the 1980s trades

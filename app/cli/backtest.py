@@ -91,6 +91,8 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
         folder = Path(target).expanduser().parent if target else None
         if folder is not None and not folder.is_dir():  # said now, not after a long run
             raise ValueError(f"{flag} {target}: no folder {folder}")
+        if target and Path(target).expanduser().is_dir():
+            raise ValueError(f"{flag} {target} is a folder: name the file to write")
     if args.retrain_every is None:  # the saved setting, for the strategy it applies to
         args.retrain_every = saved.backtest_retrain_bars if args.strategy == "ensemble" else 0
     check_retrain_every(args.retrain_every, args.strategy)
@@ -117,7 +119,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
     for line in loaded:  # one file too: its rows read and rejected are said
         print(line, file=out)
     if args.optimize:
-        return _optimize(args, bars, cfg, saved, paths, out)
+        return _optimize(args, bars, cfg, saved, paths, out, loaded)
     result = run_backtest(bars, cfg, saved, models_dir=paths.models)
     for note in result.notes:
         print(f"note: {note}", file=out)
@@ -142,7 +144,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
             print(f"  {symbol}: {sm['trades']} trades, return {sm['total_return']:+.2%} of the account, "
                   f"buy and hold {sm['buy_and_hold_return']:+.2%}", file=out)
     if args.json_out:
-        write_json(result.to_json(), Path(args.json_out))
+        write_json({**result.to_json(), "data": loaded}, Path(args.json_out))  # "data": what reading each file did
         print(f"wrote {args.json_out}", file=out)
     if args.html_out:
         Path(args.html_out).write_text(render_html(result, bars))
@@ -151,7 +153,7 @@ def _run(args: argparse.Namespace, paths: AppPaths, out: TextIO) -> int:
 
 
 def _optimize(args: argparse.Namespace, bars: list[Any], cfg: BacktestConfig, saved: Settings, paths: AppPaths,
-              out: TextIO) -> int:
+              out: TextIO, loaded: list[str]) -> int:
     """The grid, walked forward: the out-of-sample result first, the in-sample best beside it."""
     params = [parse_param(text, cfg.strategy, cfg.plain) for text in args.optimize]
     combos = check_grid(params)
@@ -205,7 +207,8 @@ def _optimize(args: argparse.Namespace, bars: list[Any], cfg: BacktestConfig, sa
               f"max drawdown {o['max_drawdown']:.2%}, {o['trades']} trades "
               f"(buy and hold {o['buy_and_hold_return']:+.2%})", file=out)
     if args.json_out:
-        doc = {"config": cfg.__dict__, "settings_used": used, "bars": len(bars), "optimization": opt.to_json()}
+        doc = {"config": cfg.__dict__, "settings_used": used, "bars": len(bars), "data": loaded,
+               "optimization": opt.to_json()}
         Path(args.json_out).write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.json_out}", file=out)
     if args.html_out:

@@ -82,6 +82,12 @@ class MarketCalendar:
     def session(self, day: date) -> Session | None:
         return _year_sessions(self._name, day.year).get(day)
 
+    @property
+    def span(self) -> tuple[date, date]:
+        """The first and the last session the calendar knows."""
+        table = _session_table(self._name)
+        return _EPOCH_DAY + timedelta(days=int(table[0, 0])), _EPOCH_DAY + timedelta(days=int(table[-1, 0]))
+
     def session_at(self, when: datetime) -> Session | None:
         """The session ``when`` falls in, or None when the market is closed."""
         s = self.session(when.astimezone(NY).date())
@@ -100,7 +106,8 @@ class MarketCalendar:
             if s and when < s.close:
                 return s
             day += timedelta(days=1)
-        raise LookupError(f"no session found after {when}")
+        raise LookupError(f"no NYSE session is known after {when:%Y-%m-%d} (the calendar covers "
+                          f"{CALENDAR_SPAN[0][:4]} to {CALENDAR_SPAN[1][:4]})")
 
     def previous_sessions(self, before: datetime, count: int) -> list[Session]:
         out: list[Session] = []
@@ -130,13 +137,17 @@ def keep_sessions_in(folder: Path) -> None:
     _sessions_dir[:] = [Path(folder)]
 
 
+# the sessions known: exchange_calendars' NYSE holidays hold from 1970 (before, it has Christmas as a session)
+CALENDAR_SPAN = ("1970-01-01", "2045-12-31")
+
+
 def _exchange(name: str) -> Any:
-    """The exchange's calendar. Wide bounds: history before 2015 is imported too, and the
-    default end (a year from today) is near enough for a fast demo to run off it; the cost
-    is the same."""
+    """The exchange's calendar. Wide bounds: decades of daily history are imported too, and
+    the default end (a year from today) is near enough for a fast demo to run off it; the
+    cost is the same."""
     import exchange_calendars as xc  # heavy: imported when first needed
 
-    return xc.get_calendar(name, start="1990-01-01", end="2045-12-31")
+    return xc.get_calendar(name, start=CALENDAR_SPAN[0], end=CALENDAR_SPAN[1])
 
 
 _tables: dict[str, np.ndarray] = {}  # each exchange's session table, once per process
@@ -157,31 +168,53 @@ def _session_table(name: str) -> np.ndarray:
 
 
 def _read_or_make(name: str) -> np.ndarray:
-    """The kept table when it is whole, else one made from the calendar (and kept)."""
+    """The kept table when it is whole (its digest says so), else one made from the calendar
+    (and kept)."""
     from importlib.metadata import version  # deferred: only when a table is first needed
 
-    kept = (_sessions_dir[0] / f"sessions-{name}-{version('exchange_calendars')}.npy"
+    span = "-".join(d[:4] for d in CALENDAR_SPAN)
+    kept = (_sessions_dir[0] / f"sessions-{name}-{span}-{version('exchange_calendars')}.npz"
             if _sessions_dir else None)
-    if kept is not None and kept.is_file():
+    if kept is not None and kept.exists():
         try:
-            table: np.ndarray = np.load(kept, allow_pickle=False)
-            if table.ndim == 2 and table.shape[1] == 3 and table.dtype == np.int64 and len(table):
-                return table
-        except (OSError, ValueError, EOFError) as exc:
-            logger.warning("The kept session table {} cannot be read ({}): making it again", kept, exc)
+            return _read_table(kept)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with a cache file, it is made again
+            logger.warning("The kept session table {} is damaged ({}: {}); it is made again from the calendar",
+                           kept, type(exc).__name__, str(exc)[:80])
     schedule = _exchange(name).schedule
     table = np.column_stack([schedule.index.values.astype("datetime64[D]").astype(np.int64),
                              schedule["open"].values.astype("datetime64[s]").astype(np.int64),
                              schedule["close"].values.astype("datetime64[s]").astype(np.int64)])
     if kept is not None:
+        part = kept.with_name(f"{kept.stem}.{os.getpid()}.part.npz")  # two runs at once: two files
         try:
             kept.parent.mkdir(parents=True, exist_ok=True)
-            part = kept.with_name(f"{kept.stem}.{os.getpid()}.part.npy")  # two runs at once: two files
-            np.save(part, table, allow_pickle=False)
+            np.savez(part, table=table, digest=np.array(_digest(table)))
             part.replace(kept)
-        except OSError as exc:  # a read-only home: made again next time, nothing lost
+        except OSError as exc:  # a read-only home, or a folder in its place: made again next time
             logger.debug("Cannot keep the session table in {}: {}", kept, exc)
+            part.unlink(missing_ok=True)
     return table
+
+
+def _read_table(path: Path) -> np.ndarray:
+    """A kept table, whole and in order, or an error saying what is wrong with it."""
+    with np.load(path, allow_pickle=False) as kept:  # an .npy or any other file: no ``with``, an error
+        table = np.asarray(kept["table"])
+        digest = str(kept["digest"][()])
+    if table.ndim != 2 or table.shape[1] != 3 or table.dtype != np.int64 or not len(table):
+        raise ValueError(f"a table of shape {table.shape} and type {table.dtype}")
+    if digest != _digest(table):
+        raise ValueError("its contents do not match their digest")
+    if not (np.all(np.diff(table[:, 0]) > 0) and np.all(table[:, 1] < table[:, 2])):
+        raise ValueError("sessions out of order")
+    return table
+
+
+def _digest(table: np.ndarray) -> str:
+    import hashlib  # deferred: only when a table is kept or read
+
+    return hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest()
 
 
 @lru_cache(maxsize=128)

@@ -129,7 +129,7 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
                                  commission_rate=cfg.commission_rate, sole_owner=True,  # no one else trades here
                                  whole_cash_at_fill=cfg.plain)
         records = MemoryRecorder()
-        calendar = None if cfg.plain else MarketCalendar()
+        calendar = None if cfg.plain else _calendar_for(steps)
         bot = TradingBot(settings, clock, broker, made[symbols[0]], records, EventBus(),
                          calendar, "backtest", sleep=lambda _s: None, models=made.__getitem__)
         bot.core.book.plain = cfg.plain
@@ -149,6 +149,17 @@ def run_backtest(bars: list[Bar], cfg: BacktestConfig, settings: Settings | None
         return BacktestResult(cfg, metrics, list(records.trades), equity, times, len(bars), elapsed,
                               notes, model_seconds, symbols, per_symbol, held, closes, np.asarray(cash),
                               settings_used(cfg, settings))
+
+
+def _calendar_for(steps: list[tuple[Bar, ...]]) -> MarketCalendar:
+    """The NYSE calendar, when it knows every day of the bars (the session rules need it)."""
+    calendar = MarketCalendar()
+    first, last = calendar.span
+    start, end = (steps[k][0].time.astimezone(NY).date() for k in (0, -1))
+    if start < first or end > last:
+        raise ValueError(f"the bars run from {start} to {end}, but the NYSE calendar knows sessions from {first} to "
+                         f"{last} only: trade the days it knows (--start/--end), or run --plain (no session rules)")
+    return calendar
 
 
 def split_symbols(bars: list[Bar]) -> dict[str, list[Bar]]:

@@ -170,6 +170,10 @@ def _daily_stamp(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 
 def _order(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
+    """Sorted, one bar a time: bars are stamped to the second (as they are played), so two rows
+    a fraction of a second apart are one time, and the later row is kept like any duplicate."""
+    if (pd.DatetimeIndex(df.index).as_unit("ns").asi8 % 1_000_000_000).any():
+        df = df.set_axis(df.index.floor("s"))
     secs = epoch_seconds(df.index)
     rep.out_of_order = int((np.diff(secs) < 0).sum()) if len(secs) > 1 else 0
     dup = df.index.duplicated(keep="last")

@@ -57,14 +57,25 @@ def _split(spec: str) -> tuple[str | None, Path]:
     return None, Path(spec).expanduser()
 
 
+GAPS_SHOWN = 3  # a file's gaps listed by name; the rest are counted
+
+
 def load_portfolio(specs: Sequence[str], symbol: str | None, timeframe: str,
                    keep_extended: bool = False, hint: str = "use") -> tuple[list[Bar], list[str]]:
-    """Every file's clean bars, one list over all symbols, and a line per file for the user."""
+    """Every file's clean bars, one list over all symbols, and for the user a line per file
+    with what its cleaning did under it (bars dropped, duplicates, gaps, splits): a backtest's
+    numbers come from these bars, not from every row of the file."""
     bars: list[Bar] = []
     lines: list[str] = []
     for s, path in bar_files(specs, symbol):
-        got, result = load_bars(path, s, timeframe, keep_extended=keep_extended, hint=hint)
+        got, result, report = load_bars(path, s, timeframe, keep_extended=keep_extended, hint=hint)
         bars += got
         lines.append(f"{s}: {len(got):,} bars from {path.name}"
                      + (f" ({result.rejected:,} rows rejected)" if result.rejected else ""))
+        said = report.lines()
+        gaps = [x for x in said if x.startswith("gap:")]
+        lines += [f"  {s} cleaning: {x}" for x in said if not x.startswith("gap:")] + [
+            f"  {s} cleaning: {x}" for x in gaps[:GAPS_SHOWN]]
+        if len(gaps) > GAPS_SHOWN:
+            lines.append(f"  {s} cleaning: ... {len(gaps) - GAPS_SHOWN} more gaps (`data import` lists them)")
     return bars, lines

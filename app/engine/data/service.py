@@ -154,15 +154,16 @@ def _clean_checked(result: ImportResult, path: str | Path, timeframe: str, calen
 
 
 def load_bars(path: str | Path, symbol: str, timeframe: str,
-              keep_extended: bool = False, hint: str = "use") -> tuple[list[Bar], ImportResult]:
-    """Clean bars from a CSV for a replay or a backtest (nothing is cached). From a file
-    with a symbol column, only ``symbol``'s rows; one without them is refused naming those it
-    holds. ``hint`` tells how to ask for another timeframe ("{tf}": the one the file holds)."""
+              keep_extended: bool = False, hint: str = "use") -> tuple[list[Bar], ImportResult, CleanReport]:
+    """Clean bars from a CSV for a replay or a backtest (nothing is cached), with what the
+    reading and the cleaning did. From a file with a symbol column, only ``symbol``'s rows;
+    one without them is refused naming those it holds. ``hint`` tells how to ask for another
+    timeframe ("{tf}": the one the file holds)."""
     result, cleaned = read_clean(path, timeframe, keep_extended=keep_extended, symbol=symbol, hint=hint)
     bars = frame_to_bars(cleaned.frame, normalize_symbol(symbol))
     if not bars:
         raise DataError(f"{Path(path).name} has no usable bars after cleaning")
-    return bars, result
+    return bars, result, cleaned.report
 
 
 def import_file(storage: Storage, path: str | Path, timeframe: str, symbol: str | None = None,
