@@ -85,6 +85,16 @@ def test_daily_stamps_are_new_york_midnight_whatever_the_source_used(cal) -> Non
                                                       "2025-12-24 00:00"]
 
 
+def test_daily_bars_on_days_the_exchange_was_closed_are_said(cal) -> None:  # type: ignore[no-untyped-def]
+    """2025-01-09 (a national day of mourning) and a Saturday: kept, but the user is told."""
+    f = _bars(["2025-01-08 00:00", "2025-01-09 00:00", "2025-01-10 00:00", "2025-01-11 00:00",
+               "2025-01-13 00:00"])
+    rep = clean(f, "1d", cal).report
+    assert rep.closed_days == 2 and rep.output_rows == 5
+    assert "2 daily bars dated on days the exchange was closed (kept: check the dates)" in rep.lines()
+    assert clean(_bars(["2025-01-08 00:00", "2025-01-10 00:00"]), "1d", cal).report.closed_days == 0
+
+
 def test_unadjusted_split_is_reported_not_hidden(cal) -> None:  # type: ignore[no-untyped-def]
     res = clean(read_csv(DATA / "daily_split_unadjusted.csv").frame, "1d", cal)
     [split] = res.report.splits

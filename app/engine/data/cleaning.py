@@ -73,6 +73,7 @@ class CleanReport:
     missing_bars: int = 0
     missing_sessions: int = 0
     half_days: int = 0
+    closed_days: int = 0  # daily bars dated on a day the exchange was closed (a holiday, a weekend)
     adjusted_by_adj_close: bool = False
     splits: list[SplitEvent] = field(default_factory=list)
     gap_examples: list[str] = field(default_factory=list)
@@ -104,6 +105,7 @@ class CleanReport:
             (self.missing_bars, "missing bars inside sessions"),
             (self.missing_sessions, "whole sessions missing"),
             (self.half_days, "half days (early close, not counted as gaps)"),
+            (self.closed_days, "daily bars dated on days the exchange was closed (kept: check the dates)"),
         ]
         out = [f"{n} {what}" for n, what in items if n]
         if self.adjusted_by_adj_close:
@@ -153,6 +155,8 @@ def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None =
     rep.zero_volume = int(zero.sum())
     if len(df):
         _count_gaps(df, step, cal, rep)
+        if not intraday:
+            rep.closed_days = _closed_days(df.index, cal)
     rep.output_rows = len(df)
     _log(rep)
     return CleanResult(df[[*OHLCV, ZERO_VOLUME]], rep)
@@ -167,6 +171,13 @@ def _daily_stamp(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
     out = days.tz_localize(NY).tz_convert("UTC").as_unit("ns")
     out.name = idx.name
     return out
+
+
+def _closed_days(idx: pd.DatetimeIndex, cal: MarketCalendar) -> int:
+    """Daily bars on dates the calendar knows the exchange was closed (within what it knows)."""
+    first, last = cal.span
+    days = [d for d in idx.tz_convert(NY).date if first <= d <= last]
+    return sum(cal.session(d) is None for d in days)
 
 
 def _order(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
