@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from app.cli.options import add_date_order
 from app.engine import logs
-from app.engine.clock import keep_sessions_in
 from app.engine.dates import DATE_ORDER
 from app.engine.instance import AlreadyRunning, InstanceLock
 from app.engine.paths import AppFolderError, AppPaths
@@ -76,16 +75,18 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser(commands=wants_commands).parse_args(argv)
     DATE_ORDER.set(getattr(args, "date_order", ""))
     paths = AppPaths.resolve(args.data_dir)
+    if args.command == "install-desktop":
+        from app.desktop import run_desktop_command  # deferred: see build_parser
+
+        return run_desktop_command(args)
+    from app.engine.clock import keep_sessions_in  # deferred: NumPy, for the commands that trade or read bars
+
     keep_sessions_in(paths.cache)
     if args.command == "data":
         from app.cli.data import run_data_command  # deferred: see build_parser
 
         logs.configure(paths.ensure().logs)
         return run_data_command(args, paths)
-    if args.command == "install-desktop":
-        from app.desktop import run_desktop_command  # deferred: see build_parser
-
-        return run_desktop_command(args)
     if args.command in ("train", "predict"):
         from app.cli.ml import run_ml_command  # deferred: see build_parser
 

@@ -133,8 +133,7 @@ class TradingBot:
         sig = self._signal(bar, pipeline, out, now)
         if sig is not None:
             self.core.submit(sig)
-        if self.bus.active:  # a backtest's bus has no listener: nothing to build
-            self._publish_cycle()
+        self._publish_cycle()
         return out
 
     def on_bars_close(self, bars: Sequence[Bar]) -> list[ModelOutput | None]:
@@ -158,8 +157,7 @@ class TradingBot:
                 signals.append((sig, out.confidence))
         for sig, _ in sorted(signals, key=lambda sc: (sc[0].side != Side.SELL, -sc[1], sc[0].symbol)):
             self.core.submit(sig)
-        if self.bus.active:
-            self._publish_cycle()
+        self._publish_cycle()
         return outs
 
     def _take(self, bar: Bar) -> SignalPipeline | None:
@@ -167,11 +165,7 @@ class TradingBot:
         if not valid_bar(bar):  # a NaN would reach the model's history, and stay there
             logger.warning("Ignoring invalid bar for {} at {}: {}", bar.symbol, bar.time, bar)
             return None
-        last = self.core.book.last_prices.get(bar.symbol)
-        spike = self.settings.bad_print_factor
-        # the common case inline (a close near the last one, nothing held back): a bar's hot path
-        near = last is not None and not self._suspect and 1.0 / spike <= bar.close / last <= spike
-        if not near and not self._plausible(bar.symbol, bar.close):
+        if not self._plausible(bar.symbol, bar.close):
             return None
         pipeline = self._remember(bar)
         if self.bus.active:
@@ -192,6 +186,8 @@ class TradingBot:
         return sig
 
     def _publish_cycle(self) -> None:
+        if not self.bus.active:  # a backtest's bus has no listener: nothing to build, on every bar
+            return
         self.core.book.publish_portfolio()
         self._publish_status()
 

@@ -80,10 +80,8 @@ class ExecutionCore:
         if self._reconcile_pending:
             self._reconcile()
         self.fills.sync()
-        if self.entries.pending:  # the common case, nothing waits for approval, costs no call
-            self.entries.expire_pending()
-        if not self.book.plain:
-            self._protect()
+        self.entries.expire_pending()
+        self._protect()
 
     def on_clock(self) -> None:
         """What runs on time, new data or not (every stop check: ``stop_check_seconds`` live,

@@ -86,9 +86,10 @@ class CleanReport:
     def unadjusted_splits(self) -> list[SplitEvent]:
         return [s for s in self.splits if not s.adjusted]
 
-    def lines(self, include_rejects: bool = True) -> list[str]:
+    def lines(self, include_rejects: bool = True, max_gaps: int | None = None) -> list[str]:
         """What cleaning did, one short line per rule that fired (``include_rejects``
-        False leaves out the dropped bad bars, for callers that list them already)."""
+        False leaves out the dropped bad bars, for callers that list them already), and
+        the gaps found, at most ``max_gaps`` of them by name (the rest counted)."""
         rejects = [
             (self.bad_prices, "bars with missing, zero or negative prices (dropped)"),
             (self.bad_high_low, "bars with high/low outside open/close (dropped)"),
@@ -113,7 +114,10 @@ class CleanReport:
         for s in self.splits:
             state = "adjusted" if s.adjusted else "NOT adjusted: prices before it are not comparable"
             out.append(f"split {s.label} detected at {s.time:%Y-%m-%d} ({state})")
-        out += [f"gap: {g}" for g in self.gap_examples]
+        shown = self.gap_examples if max_gaps is None else self.gap_examples[:max_gaps]
+        out += [f"gap: {g}" for g in shown]
+        if len(shown) < len(self.gap_examples):
+            out.append(f"... {len(self.gap_examples) - len(shown)} more gaps (`data import` lists them)")
         return out
 
 

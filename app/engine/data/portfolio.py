@@ -72,10 +72,5 @@ def load_portfolio(specs: Sequence[str], symbol: str | None, timeframe: str,
         bars += got
         lines.append(f"{s}: {len(got):,} bars from {path.name}"
                      + (f" ({result.rejected:,} rows rejected)" if result.rejected else ""))
-        said = report.lines()
-        gaps = [x for x in said if x.startswith("gap:")]
-        lines += [f"  {s} cleaning: {x}" for x in said if not x.startswith("gap:")] + [
-            f"  {s} cleaning: {x}" for x in gaps[:GAPS_SHOWN]]
-        if len(gaps) > GAPS_SHOWN:
-            lines.append(f"  {s} cleaning: ... {len(gaps) - GAPS_SHOWN} more gaps (`data import` lists them)")
+        lines += [f"  {s} cleaning: {x}" for x in report.lines(max_gaps=GAPS_SHOWN)]
     return bars, lines
