@@ -142,7 +142,7 @@ def clean(frame: pd.DataFrame, timeframe: str, calendar: MarketCalendar | None =
     cal = calendar or default_calendar()
     rep = CleanReport(timeframe, input_rows=len(frame), spike=spike)
     df = normalize_frame(frame)
-    df = df[~df.index.isna()]
+    df = _rows(df, ~df.index.isna())
     if not intraday:
         df.index = _daily_stamp(df.index)
     df = _order(df, rep)
@@ -193,27 +193,33 @@ def _order(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
     rep.out_of_order = int((np.diff(secs) < 0).sum()) if len(secs) > 1 else 0
     dup = df.index.duplicated(keep="last")
     rep.duplicates = int(dup.sum())
-    df = df[~dup]
+    df = _rows(df, ~dup)
     return df.sort_index(kind="stable") if rep.out_of_order else df
+
+
+def _rows(df: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The rows ``keep`` marks; the frame itself when that is all of them (most files: a copy of
+    a million rows saved at each rule)."""
+    return df if keep.all() else df[keep]
 
 
 def _valid_prices(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
     p = df[list(PRICES)].to_numpy(dtype="float64")
     with np.errstate(invalid="ignore"):
-        bad = (~np.isfinite(p).all(axis=1) | (np.nan_to_num(p, nan=-1.0) <= 0).any(axis=1)
-               | (p > MAX_PRICE).any(axis=1))
+        bad = ~((p > 0) & (p <= MAX_PRICE)).all(axis=1)  # NaN fails both, and inf the second
     rep.bad_prices += int(bad.sum())
-    vol = df["volume"].to_numpy(dtype="float64").copy()
+    vol = df["volume"].to_numpy(dtype="float64")
     neg = vol < 0
     rep.bad_volume += int((neg & ~bad).sum())
-    vol[~np.isfinite(vol)] = 0.0  # an unknown volume is no volume; it gets flagged below
-    df = df.assign(volume=vol)
+    unknown = ~np.isfinite(vol)
+    if unknown.any():  # an unknown volume is no volume; it gets flagged below
+        df = df.assign(volume=np.where(unknown, 0.0, vol))
     o, h, lo, c = p.T
     with np.errstate(invalid="ignore"):
         top, bottom = np.maximum(o, c), np.minimum(o, c)
         bad_hl = ((h < top * (1 - 1e-9)) | (lo > bottom * (1 + 1e-9))) & ~bad & ~neg
     rep.bad_high_low += int(bad_hl.sum())
-    return df[~(bad | neg | bad_hl)]
+    return _rows(df, ~(bad | neg | bad_hl))
 
 
 def _spikes(df: pd.DataFrame, rep: CleanReport) -> pd.DataFrame:
@@ -322,7 +328,7 @@ def _regular_hours(df: pd.DataFrame, step: int, cal: MarketCalendar,
     opens, closes = _session_table(secs, cal)
     inside = (opens >= 0) & (secs < closes) & (secs + step > opens)
     rep.extended_hours = int((~inside).sum())
-    return df[inside]
+    return _rows(df, inside)
 
 
 def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanReport) -> None:
@@ -332,8 +338,7 @@ def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanRepo
     start_day = df.index[0].tz_convert(NY).date()
     end_day = df.index[-1].tz_convert(NY).date()
     offset = _grid_offset(secs, step)
-    have = secs  # sorted and distinct: _order made it so
-    missing: list[np.ndarray] = []
+    spans = []  # each session's first slot and its end
     day = start_day
     while day <= end_day:
         s = cal.session(day)
@@ -343,23 +348,40 @@ def _count_gaps(df: pd.DataFrame, step: int, cal: MarketCalendar, rep: CleanRepo
         rep.sessions += 1
         rep.half_days += int(s.is_early_close)
         if step >= 86400:
-            slots = np.array([int(pd.Timestamp(s.day).tz_localize(NY).timestamp())])
+            stamp = int(pd.Timestamp(s.day).tz_localize(NY).timestamp())
+            spans.append((stamp, stamp + 1))
         else:
-            o, c = int(s.open.timestamp()), int(s.close.timestamp())
-            begin = o - ((o - offset) % step)
-            slots = np.arange(begin, c, step, dtype="int64")
-            slots = slots[(slots >= first) & (slots <= last)]
-        # ``have`` is sorted: a binary search per slot, not a pass over every bar per day
-        # (np.isin made a million-row import take minutes)
-        pos = np.minimum(np.searchsorted(have, slots), len(have) - 1)
-        absent = slots[have[pos] != slots]
-        if len(absent) and len(absent) == len(slots) and len(slots):
-            rep.missing_sessions += 1
-        if len(absent):
-            missing.append(absent)
-    gaps = np.concatenate(missing) if missing else np.array([], dtype="int64")
+            o = int(s.open.timestamp())
+            spans.append((o - (o - offset) % step, int(s.close.timestamp())))
+    gaps = _absent(secs, spans, step, first, last, rep)
     rep.missing_bars = len(gaps)
     rep.gap_examples = _gap_ranges(gaps, step)
+
+
+def _absent(have: np.ndarray, spans: list[tuple[int, int]], step: int, first: int, last: int,
+            rep: CleanReport) -> np.ndarray:
+    """The slots (every ``step`` from each span's first slot to its end) from ``first`` to ``last``
+    that ``have`` (sorted and distinct: _order made it so) lacks, every session in one pass;
+    sessions with every slot absent are counted in ``rep``."""
+    if not spans:
+        return np.array([], dtype="int64")
+    table = np.array(spans, dtype="int64")
+    begins, closes = table[:, 0], table[:, 1]
+    counts = np.maximum((closes - begins + step - 1) // step, 0)
+    session = np.repeat(np.arange(len(table)), counts)
+    starts = np.cumsum(counts) - counts
+    slots = begins[session] + step * (np.arange(int(counts.sum()), dtype="int64") - starts[session])
+    inside = (slots >= first) & (slots <= last)
+    slots, session = slots[inside], session[inside]
+    # a binary search per slot, not a pass over every bar per day (np.isin made a million-row
+    # import take minutes)
+    pos = np.minimum(np.searchsorted(have, slots), len(have) - 1)
+    lacking = have[pos] != slots
+    wanted = np.bincount(session, minlength=len(table))
+    lacked = np.bincount(session[lacking], minlength=len(table))
+    rep.missing_sessions += int(((wanted > 0) & (lacked == wanted)).sum())
+    absent: np.ndarray = slots[lacking]
+    return absent
 
 
 def _grid_offset(secs: np.ndarray, step: int) -> int:

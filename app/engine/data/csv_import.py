@@ -385,16 +385,15 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
         raise DataError(f"{name}: {exc}" if name else str(exc)) from None
     reject(np.asarray(times.isna()), "unreadable date/time")
 
-    values: dict[str, np.ndarray] = {}
-    for canon in ("open", "high", "low", "close", "volume", ADJ_CLOSE):
-        if canon not in columns:
-            continue
-        values[canon] = _numeric(raw[columns[canon]], canon, reject)
+    names = [c for c in ("open", "high", "low", "close", "volume", ADJ_CLOSE) if c in columns]
+    block = np.empty((len(names), n))  # one row per column: the frame's own block, never stacked again
+    for row, canon in zip(block, names, strict=True):
+        row[:] = _numeric(raw[columns[canon]], canon, reject)
 
     keep = reason == ""
     every = bool(keep.all())  # most files: no copies made to drop nothing
     idx = pd.DatetimeIndex(times if every else times[keep], name=INDEX_NAME)
-    frame = pd.DataFrame({c: v if every else v[keep] for c, v in values.items()}, index=idx)
+    frame = pd.DataFrame((block if every else block[:, keep]).T, columns=names, index=idx, copy=False)
     reasons: Counter[str] = Counter()
     examples: dict[str, list[int]] = {}
     for i in np.flatnonzero(~keep):
