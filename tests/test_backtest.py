@@ -366,14 +366,17 @@ def test_backtests_use_the_saved_settings_and_costs_unless_a_flag_says_otherwise
                                          (("--slippage-bps", "150"), "150 bps is 1.5% a fill: at most 100"),
                                          (("--commission", "-1"), "not negative"),
                                          (("--commission", "0.2", "--commission-mode", "fraction"), "20% of each"),
-                                         (("--commission-mode", "fraction"), "needs --commission")])
+                                         (("--commission-mode", "fraction"), "needs --commission"),
+                                         (("--cash", "1e30"), "--cash 1e+30: from 1,000 to 10,000,000"),
+                                         (("--cash", "0.5"), "--cash 0.5: from 1,000 to 10,000,000")])
 def test_costs_a_backtest_cannot_mean_are_refused_in_one_line(tmp_path: Path, app_home: Path, flags: tuple[str, ...],
                                                               said: str, capsys: pytest.CaptureFixture[str]) -> None:
     csv = tmp_path / "bars.csv"
     write_bars_csv(csv, _walk(100))
     code, _, _ = _cli(app_home, csv, *flags)
-    err = capsys.readouterr().err
+    said_out, err = capsys.readouterr()
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1
+    assert said_out == ""  # refused before the file was read: a large file is not waited for
 
 
 def test_the_command_line_says_what_cleaning_did_and_plays_one_bar_a_second(

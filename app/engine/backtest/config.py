@@ -53,7 +53,7 @@ MAX_FRACTION = 0.1  # of traded value: 10% a trade
 MAX_SLIPPAGE_BPS = 100.0  # 1% a fill: the setting's own bound
 
 
-def check_costs(commission: float, mode: str, slippage_bps: float, cash: float = 1.0, flags: bool = False) -> None:
+def check_costs(commission: float, mode: str, slippage_bps: float, cash: float, flags: bool = False) -> None:
     """One line for costs a backtest cannot mean: nan or inf, negative, or past the bounds.
     ``flags``: name them as the command line's flags (--commission), else in words."""
     cash_, fee, slip = ("--cash", "--commission", "--slippage-bps") if flags else ("cash", "commission", "slippage")
@@ -61,6 +61,9 @@ def check_costs(commission: float, mode: str, slippage_bps: float, cash: float =
         raise ValueError(f"{cash_}, {fee} and {slip} must be numbers (not nan or inf)")
     if cash <= 0 or commission < 0 or slippage_bps < 0:
         raise ValueError(f"{cash_} must be positive; {fee} and {slip} not negative")
+    bounds = field_bounds("starting_cash")  # the account's own bounds, said before any file is read
+    if not bounds["min"] <= cash <= bounds["max"]:
+        raise ValueError(f"{cash_} {cash:,.10g}: from {bounds['min']:,.0f} to {bounds['max']:,.0f}")
     if mode == "fraction" and commission >= MAX_FRACTION:
         raise ValueError(f"{fee} {commission:g} as a fraction is {commission:.0%} of each trade: a fraction "
                          f"below {MAX_FRACTION:g} (0.001 is 0.1%)")
