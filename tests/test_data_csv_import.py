@@ -385,3 +385,23 @@ def test_epoch_numbers_and_new_york_offsets_read_as_the_careful_path_does(tmp_pa
     mixed.loc[2, "time"] = ny[2].strftime("%Y-%m-%dT%H:%M:%S")  # one naive cell: New York time, not UTC
     mixed.to_csv(tmp_path / "mixed.csv", index=False)
     assert list(read_csv(tmp_path / "mixed.csv").frame.index) == list(utc)
+
+
+@pytest.mark.parametrize("cells", [
+    # UTC: an empty cell, one past what a nanosecond index holds, one with a fraction of a second
+    ["2024-03-08 14:30:00+00:00", "", "2400-01-02 14:30:00+00:00", "2024-03-08 14:32:00.5+00:00"],
+    # New York wall time: a time the clock skipped (2024-03-10 02:30) and one it met twice
+    ["2024-03-08 09:30:00", "2024-03-10 02:30:00", "2024-11-03 01:30:00", "2024-11-04 09:30:00"],
+    ["2024-03-08", "20240311", "2024-03-12"],  # daily dates: New York midnight
+])
+def test_times_the_parser_reads_itself_are_the_times_the_text_reads_to(tmp_path: Path, cells: list[str]) -> None:
+    """ISO-8601 time columns are read by the CSV parser itself (three times as fast as text
+    read, then parsed): the bars, and the rows refused as unreadable, are the same as from
+    the text."""
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{c},10,11,9,10.5,100\n" for c in cells))
+    got = read_csv(csv)
+    from_text = parse_times(pd.Series(cells, dtype=object))
+    assert list(got.frame.index) == [t for t in from_text if not pd.isna(t)]
+    assert got.rejected == int(from_text.isna().sum())
+    assert got.reasons.get("unreadable date/time", 0) == got.rejected
