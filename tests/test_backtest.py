@@ -364,11 +364,12 @@ def test_backtests_use_the_saved_settings_and_costs_unless_a_flag_says_otherwise
 @pytest.mark.parametrize("flags, said", [(("--commission", "nan"), "not nan or inf"),
                                          (("--slippage-bps", "inf"), "not nan or inf"),
                                          (("--slippage-bps", "150"), "150 bps is 1.5% a fill: at most 100"),
-                                         (("--commission", "-1"), "not negative"),
+                                         (("--commission", "-1"), "must not be negative"),
                                          (("--commission", "0.2", "--commission-mode", "fraction"), "20% of each"),
                                          (("--commission-mode", "fraction"), "needs --commission"),
                                          (("--cash", "1e30"), "--cash 1e+30: from 1,000 to 10,000,000"),
-                                         (("--cash", "0.5"), "--cash 0.5: from 1,000 to 10,000,000")])
+                                         (("--cash", "0.5"), "--cash 0.5: from 1,000 to 10,000,000"),
+                                         (("--cash", "-5"), "--cash -5: from 1,000 to 10,000,000")])
 def test_costs_a_backtest_cannot_mean_are_refused_in_one_line(tmp_path: Path, app_home: Path, flags: tuple[str, ...],
                                                               said: str, capsys: pytest.CaptureFixture[str]) -> None:
     csv = tmp_path / "bars.csv"

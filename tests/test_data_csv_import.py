@@ -405,3 +405,41 @@ def test_times_the_parser_reads_itself_are_the_times_the_text_reads_to(tmp_path:
     assert list(got.frame.index) == [t for t in from_text if not pd.isna(t)]
     assert got.rejected == int(from_text.isna().sum())
     assert got.reasons.get("unreadable date/time", 0) == got.rejected
+
+
+def test_a_quoted_name_holding_the_separator_does_not_move_the_time_column(tmp_path: Path) -> None:
+    """A header and first row with a quoted comma before the time column once made the parser read
+    the prices' column as dates: every bar refused as "implausible price", or volumes of 2000 read as
+    the year 2000 in nanoseconds, silently."""
+    csv = tmp_path / "bars.csv"
+    rows = "".join(f'"Acme, Inc",2024-03-05T14:{30 + i:02d}:00+00:00,{3000 + i},{3005 + i},2995,3001,{2000 + i}\n'
+                   for i in range(30))
+    csv.write_text('"Name, Inc",timestamp,open,high,low,close,volume\n' + rows)
+    got = read_csv(csv)
+    assert got.rejected == 0 and len(got.frame) == 30
+    assert got.frame["open"].iloc[0] == 3000 and got.frame["volume"].iloc[-1] == 2029
+    assert got.frame.index[0] == _utc("2024-03-05 14:30")
+
+
+@pytest.mark.parametrize("cells", [["2024-03-05T14:30:00+00:00", "2024-03-05T14:31:00z", "2024-03-05T14:32:00+00:00"],
+                                   ["2024-03-05T14:30:00z", "2024-03-05T14:31:00z"]])
+def test_a_lowercase_z_is_utc_not_a_traceback(tmp_path: Path, cells: list[str]) -> None:
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{c},1,1,1,1,1\n" for c in cells))
+    got = read_csv(csv)
+    assert got.rejected == 0 and got.frame.index[1] == _utc("2024-03-05 14:31")
+
+
+@pytest.mark.parametrize("first, word", [("2024-03-05 14:30:00+00:00", "now"), ("2024-03-05 09:30:00", "today"),
+                                         ("2024-03-05 14:30:00+00:00", "Today"),
+                                         ("2024-03-05T09:30:00-05:00", " now")])  # read as text: New York's offsets
+def test_the_words_now_and_today_are_refused_not_stamped_with_the_clock(tmp_path: Path, first: str,
+                                                                        word: str) -> None:
+    """pandas reads "now" and "today" as the clock's time: one such cell once became a bar dated the
+    day of the import, and a backtest reported hundreds of thousands of missing bars up to it."""
+    csv = tmp_path / "bars.csv"
+    csv.write_text(f"timestamp,open,high,low,close,volume\n{first},1,1,1,1,1\n{word},1,1,1,1,1\n")
+    got = read_csv(csv)
+    assert len(got.frame) == 1 and got.rejected == 1
+    assert list(got.examples.values()) == [[3]]  # line 3 refused, said as unreadable or as after the read
+    assert got.frame.index[0] < _utc("2024-03-06")

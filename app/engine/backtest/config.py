@@ -59,11 +59,11 @@ def check_costs(commission: float, mode: str, slippage_bps: float, cash: float, 
     cash_, fee, slip = ("--cash", "--commission", "--slippage-bps") if flags else ("cash", "commission", "slippage")
     if not all(math.isfinite(v) for v in (cash, commission, slippage_bps)):
         raise ValueError(f"{cash_}, {fee} and {slip} must be numbers (not nan or inf)")
-    if cash <= 0 or commission < 0 or slippage_bps < 0:
-        raise ValueError(f"{cash_} must be positive; {fee} and {slip} not negative")
     bounds = field_bounds("starting_cash")  # the account's own bounds, said before any file is read
     if not bounds["min"] <= cash <= bounds["max"]:
         raise ValueError(f"{cash_} {cash:,.10g}: from {bounds['min']:,.0f} to {bounds['max']:,.0f}")
+    if commission < 0 or slippage_bps < 0:
+        raise ValueError(f"{fee} and {slip} must not be negative")
     if mode == "fraction" and commission >= MAX_FRACTION:
         raise ValueError(f"{fee} {commission:g} as a fraction is {commission:.0%} of each trade: a fraction "
                          f"below {MAX_FRACTION:g} (0.001 is 0.1%)")

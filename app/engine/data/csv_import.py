@@ -52,7 +52,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _NA_TEXT = {"", "nan", "na", "n/a", "null", "none", "-", "--"}
 _EPOCH = r"\d{9,13}(?:\.\d+)?"
 _DATE_ONLY = r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{4}|\d{8}"
-_ZONED = r".*(?:Z|UTC|GMT|[+-]\d{2}:?\d{2})"
+_ZONED = r".*(?:[Zz]|UTC|GMT|[+-]\d{2}:?\d{2})"
 # an offset other than UTC's: New York's changes in the year, which the parser's one pass cannot
 # take (it fails at the first change, having read everything up to there)
 _OFFSET_NOT_UTC = r".*\d[+-](?!00:?00$)\d{2}:?\d{2}"
@@ -268,6 +268,16 @@ def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
                                # never the leading columns as an index, when the first row (or every row:
                                # a trailing comma) has more fields than the header: that once crashed
                                "index_col": False}
+    raw = _read_cells(src, name, options)
+    dates = options.get("parse_dates")
+    if dates and _fractions(raw.iloc[:, dates[0]]):  # read again as text: "now" and "today" are refused there
+        raw = _read_cells(src, name, {k: v for k, v in options.items() if k not in ("parse_dates", "date_format")})
+    if src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
+        return raw, 0
+    return raw, max(0, sum(1 for ln in src.text.splitlines() if ln.strip()) - 1 - len(raw))
+
+
+def _read_cells(src: _Source, name: str, options: dict[str, Any]) -> pd.DataFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -275,14 +285,21 @@ def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
                 if src.utf16 or src.head().startswith("\ufeff"):  # UTF-16, or a second byte-order mark
                     raise UnicodeDecodeError("utf-8", b"", 0, 1, "read from the decoded text")
                 # "skip", not "warn": only then does pandas 3 read the file on several threads
-                raw = pd.read_csv(src.path, encoding="utf-8-sig", **options)
+                return pd.read_csv(src.path, encoding="utf-8-sig", **options)
             except UnicodeDecodeError:  # not UTF-8 (Latin-1, UTF-16): from the decoded text
-                raw = pd.read_csv(io.StringIO(src.text), **options)
+                return pd.read_csv(io.StringIO(src.text), **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise DataError(f"cannot read {name}: {_parser_words(exc)}") from None
-    if src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
-        return raw, 0
-    return raw, max(0, sum(1 for ln in src.text.splitlines() if ln.strip()) - 1 - len(raw))
+
+
+def _fractions(times: pd.Series) -> bool:
+    """Whether any time the parser read has a fraction of a second: rare in bars, and what the
+    words "now" and "today" (:data:`CLOCK_WORDS`) read as, the clock's time to the microsecond."""
+    if not pd.api.types.is_datetime64_any_dtype(times.dtype):
+        return False  # some cell was no ISO-8601 time: the column came as text
+    ticks = times.array.asi8
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[times.dt.unit]
+    return bool(((ticks % per_second != 0) & ~times.isna().to_numpy()).any())
 
 
 def _parser_words(exc: Exception) -> str:
@@ -319,9 +336,10 @@ def _column_types(first: str, sep: str, name: str, head: str) -> dict[str, Any]:
     if "time_of_day" not in found:  # a column of epoch seconds comes as numbers; dates stay text all the same
         numeric.add(found["time"])
         lines = head.lstrip().split("\n", 2)
-        cells = lines[1].rstrip("\r").split(sep) if len(lines) > 2 else []
+        row = lines[1].rstrip("\r") if len(lines) > 2 else ""
+        cells = row.split(sep) if '"' not in first + row else []  # a quoted cell may hold the separator
         column = names.index(found["time"])
-        cell = cells[column].strip().strip('"') if len(cells) == len(names) else ""
+        cell = cells[column].strip() if len(cells) == len(names) else ""
         if cell and not re.fullmatch(_EPOCH, cell) and not re.fullmatch(_OFFSET_NOT_UTC, cell):
             types = {"parse_dates": [column], "date_format": "ISO8601"}
     return {"dtype": {n: str for n in names if n not in numeric}, **types}
@@ -460,7 +478,7 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
         fast = _all_epoch(values.reset_index(drop=True))  # the parser read them as numbers: epoch seconds?
         if fast is not None:
             return fast
-    s = values.fillna("").astype(str).reset_index(drop=True)
+    s = _no_clock_words(values.fillna("").astype(str).reset_index(drop=True))
     head = s.iloc[0].strip() if len(s) else ""
     if re.fullmatch(_ZONED, head):  # offsets that change in the year (New York's): strict formats first
         fast = _strict_zoned(s)
@@ -469,7 +487,7 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     fast = _uniform_iso(s)  # most files: every cell clean ISO-8601, read in one call without stripping
     if fast is not None:
         return fast
-    s = s.str.strip()
+    s = _no_clock_words(s.str.strip())
     fast = _uniform_iso(s)
     if fast is not None:
         return fast
@@ -499,6 +517,13 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(out, name=INDEX_NAME).as_unit("ns")
 
 
+def _no_clock_words(s: pd.Series) -> pd.Series:
+    """``s`` with the words pandas reads as the clock's time ("now", "today") blanked: unreadable,
+    not a bar stamped the day of the import."""
+    words = s.isin(CLOCK_WORDS)
+    return s.mask(words, "") if words.any() else s
+
+
 def _parsed_times(values: pd.Series) -> pd.DatetimeIndex:
     """Times the parser read (ISO-8601 in every cell, empty ones NaT): zoned ones to UTC, naive
     ones as New York wall time (one the clock skipped or met twice is NaT: unreadable), and
@@ -508,6 +533,8 @@ def _parsed_times(values: pd.Series) -> pd.DatetimeIndex:
         got = got.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
     return pd.DatetimeIndex(got.dt.tz_convert("UTC"), name=INDEX_NAME).as_unit("ns")
 
+
+CLOCK_WORDS = ("now", "today")  # exactly these, to pandas' parsers: the time they are read at
 
 _SLASH = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)(.*)$")  # 04/03/2025, 04.03.2025, 04-03-2025
 
@@ -662,7 +689,8 @@ def _to_datetime(s: pd.Series, utc: bool) -> pd.Series:
             except (ValueError, TypeError):
                 retry = None
         if retry is not None and not retry.isna().all():
-            got = got.astype(retry.dtype) if got.isna().all() else got
+            if got.isna().all():  # none read as ISO: the retry's type (a zone it found) is the column's
+                got = pd.Series(pd.NaT, index=got.index, dtype=retry.dtype)
             got[bad] = retry
     return got
 
