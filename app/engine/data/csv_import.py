@@ -56,6 +56,9 @@ _ZONED = r".*(?:[Zz]|UTC|GMT|[+-]\d{2}:?\d{2})"
 # an offset other than UTC's: New York's changes in the year, which the parser's one pass cannot
 # take (it fails at the first change, having read everything up to there)
 _OFFSET_NOT_UTC = r".*\d[+-](?!00:?00$)\d{2}:?\d{2}"
+_UTC_WORD = r".*\d:\d\d\s*(?:UTC|GMT)"  # "2024-03-05 14:30:00 UTC"
+_UTC_WORD_END = r"(?<=\d)\s*(?:UTC|GMT)\s*$"
+_CLOCK_WORDS = ("now", "today")  # exactly these, to pandas' parsers: the time they are read at
 
 
 @dataclass
@@ -294,7 +297,7 @@ def _read_cells(src: _Source, name: str, options: dict[str, Any]) -> pd.DataFram
 
 def _fractions(times: pd.Series) -> bool:
     """Whether any time the parser read has a fraction of a second: rare in bars, and what the
-    words "now" and "today" (:data:`CLOCK_WORDS`) read as, the clock's time to the microsecond."""
+    words "now" and "today" (:data:`_CLOCK_WORDS`) read as, the clock's time to the microsecond."""
     if not pd.api.types.is_datetime64_any_dtype(times.dtype):
         return False  # some cell was no ISO-8601 time: the column came as text
     ticks = times.array.asi8
@@ -523,7 +526,7 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
 def _no_clock_words(s: pd.Series) -> pd.Series:
     """``s`` with the words pandas reads as the clock's time ("now", "today") blanked: unreadable,
     not a bar stamped the day of the import."""
-    words = s.isin(CLOCK_WORDS)
+    words = s.isin(_CLOCK_WORDS)
     return s.mask(words, "") if words.any() else s
 
 
@@ -535,11 +538,6 @@ def _parsed_times(values: pd.Series) -> pd.DatetimeIndex:
     if got.dt.tz is None:
         got = got.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
     return pd.DatetimeIndex(got.dt.tz_convert("UTC"), name=INDEX_NAME).as_unit("ns")
-
-
-_UTC_WORD = r".*\d:\d\d\s*(?:UTC|GMT)"
-_UTC_WORD_END = r"(?<=\d)\s*(?:UTC|GMT)\s*$"
-CLOCK_WORDS = ("now", "today")  # exactly these, to pandas' parsers: the time they are read at
 
 _SLASH = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)(.*)$")  # 04/03/2025, 04.03.2025, 04-03-2025
 
@@ -600,16 +598,13 @@ def _uniform_iso(s: pd.Series) -> pd.DatetimeIndex | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            got = _fit_ns(pd.to_datetime(s, format="ISO8601"))
+            got = pd.to_datetime(s, format="ISO8601")
     except (ValueError, TypeError, OverflowError):
         return None  # mixed offsets, naive mixed with zoned, or some unreadable cell
     if got.isna().any():
         return None
-    if got.dt.tz is None:
-        got = got.dt.tz_localize(NY, ambiguous="NaT", nonexistent="NaT")
-        if got.isna().any():
-            return None
-    return pd.DatetimeIndex(got.dt.tz_convert("UTC"), name=INDEX_NAME).as_unit("ns")
+    out = _parsed_times(got)
+    return None if out.isna().any() else out  # out of range, or a wall time the clock skipped: the careful path
 
 
 def _all_epoch(s: pd.Series) -> pd.DatetimeIndex | None:
