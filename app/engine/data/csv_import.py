@@ -481,15 +481,16 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
         fast = _all_epoch(values.reset_index(drop=True))  # the parser read them as numbers: epoch seconds?
         if fast is not None:
             return fast
-    s = _no_clock_words(values.fillna("").astype(str).reset_index(drop=True))
-    head = s.iloc[0].strip() if len(s) else ""
+    s = values.astype(str).reset_index(drop=True)  # an empty cell stays missing (NaN) until the strict pass
+    head = str(s.iloc[0]).strip() if len(s) else ""
     if re.fullmatch(_UTC_WORD, head):  # "2024-03-05 14:30:00 UTC": an offset, or each cell goes to dateutil (100x)
         s = s.str.replace(_UTC_WORD_END, "+00:00", regex=True)
-        head = s.iloc[0].strip()
+        head = str(s.iloc[0]).strip()
     if re.fullmatch(_ZONED, head):  # offsets that change in the year (New York's): strict formats first
-        fast = _strict_zoned(s)
+        fast = _strict_zoned(s)  # before the clock words are looked for: it refuses them itself
         if fast is not None:
             return fast
+    s = _no_clock_words(s.fillna(""))
     fast = _uniform_iso(s)  # most files: every cell clean ISO-8601, read in one call without stripping
     if fast is not None:
         return fast
@@ -629,7 +630,9 @@ def _strict_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
             got = _fit_ns(pd.to_datetime(s, format=fmt, utc=True, errors="coerce"))
         except (ValueError, TypeError, OverflowError):
             return None
-    return None if got.isna().any() else pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
+    if got.isna().any() or _fractions(got):  # a fraction: a clock word, read as the time now (the format has none)
+        return None
+    return pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
 
 
 def _date_and_time(dates: pd.Series, tods: pd.Series) -> pd.DatetimeIndex | None:
@@ -700,5 +703,8 @@ def _fit_ns(got: pd.Series) -> pd.Series:
     an unreadable row, instead of an overflow that would refuse the whole file."""
     if not pd.api.types.is_datetime64_any_dtype(got) or getattr(got.dt, "unit", "ns") == "ns":
         return got
+    lo, hi = got.min(), got.max()
+    if pd.isna(lo) or (lo.year > 1677 and hi.year < 2262):  # the common case: no year to look at
+        return got.dt.as_unit("ns")
     years = got.dt.year
     return got.where((years > 1677) & (years < 2262)).dt.as_unit("ns")
