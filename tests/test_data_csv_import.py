@@ -456,3 +456,19 @@ def test_times_written_with_the_word_utc_are_utc(tmp_path: Path) -> None:
     got = read_csv(csv)
     assert list(got.frame.index) == [_utc(f"2024-03-05 14:3{m}") for m in (0, 1, 2, 4)]
     assert got.examples == {"unreadable date/time": [5]}
+
+
+@pytest.mark.parametrize("cells, refused", [
+    (["2024-03-08T09:30:00-05:00", "", "now", "2024-03-08T09:33:00", "2024-03-11T09:30:00-04:00"], [3, 4]),
+    (["2024-03-08T09:30:00-05:00", "today", "2024-03-08T09:33:00-05:00", "2024-03-11T09:30:00-04:00"], [3]),
+])
+def test_new_york_offsets_with_an_empty_a_naive_and_a_clock_cell(tmp_path: Path, cells: list[str],
+                                                                 refused: list[int]) -> None:
+    """A column of New York offsets is parsed before its empty cells and clock words are looked at:
+    an empty cell, "now" and "today" (which the strict pass reads as the clock's time) are still
+    refused by line, and a cell without an offset is still New York wall time (not taken for UTC)."""
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{c},1,1,1,1,1\n" for c in cells))
+    got = read_csv(csv)
+    assert list(got.frame.index) == [_utc("2024-03-08 14:30"), _utc("2024-03-08 14:33"), _utc("2024-03-11 13:30")]
+    assert got.examples == {"unreadable date/time": refused}
