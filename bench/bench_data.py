@@ -70,15 +70,17 @@ def best_of(runs: int, fn: Callable[[], object]) -> float:
 
 
 LAYOUTS = ("ISO UTC", "New York offsets", "unnamed first column (pandas to_csv)", "epoch seconds",
-           "date and time columns (mm/dd/yyyy, HH:MM)")
+           "date and time columns (mm/dd/yyyy, HH:MM)", "ISO UTC, one unreadable time near the end")
 
 
 def write_layout(frame: pd.DataFrame, layout: str, path: Path) -> None:
     """``frame`` as a CSV in one of the layouts exports come in."""
     out = frame.round(2)
     ny = out.index.tz_convert("America/New_York")
-    if layout == "ISO UTC":
+    if layout.startswith("ISO UTC"):
         out.index = out.index.strftime("%Y-%m-%d %H:%M:%S+00:00")
+        if layout != "ISO UTC":  # one bad cell: the parser leaves the column as text, to be read cell by cell
+            out.index = out.index.where(np.arange(len(out)) != len(out) - 100, "garbage")
     elif layout == "New York offsets":
         out.index = ny.strftime("%Y-%m-%dT%H:%M:%S%z").str.replace(r"(\d\d)$", r":\1", regex=True)
     elif layout.startswith("unnamed"):
@@ -107,7 +109,8 @@ def csv_against_pandas(rows: int, repeat: int = 5, layout: str = "ISO UTC") -> t
         path = Path(tmp) / "BENCH_1m.csv"
         write_layout(frame, layout, path)
         got = read_clean(path, "1m")[1].frame  # the calendar is built once per process: not timed
-        assert len(got) == rows, f"{layout}: {len(got)} of {rows} rows read"
+        expected = rows - ("unreadable" in layout)
+        assert len(got) == expected, f"{layout}: {len(got)} of {rows} rows read"
         ours, theirs = [], []
         for _ in range(repeat):
             t0 = time.perf_counter()
