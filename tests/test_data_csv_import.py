@@ -128,6 +128,61 @@ def test_lines_with_extra_fields_are_counted(tmp_path: Path) -> None:
     r = read_csv(f)
     assert r.accepted == 1 and r.rejected == 2
     assert r.reasons == {"malformed line (wrong number of fields)": 1, "missing volume": 1}
+    # each by its own line: the skipped one once moved every later line number up by one
+    assert r.examples == {"malformed line (wrong number of fields)": [3], "missing volume": [4]}
+    assert r.reason_lines()[0].endswith("(lines 3)") or r.reason_lines()[1].endswith("(lines 3)")
+
+
+def test_line_numbers_count_the_lines_the_parser_skipped(tmp_path: Path) -> None:
+    """Blank lines, lines with extra fields and a quoted cell over two lines are all lines of the
+    file: a refusal names the line the user finds in an editor."""
+    f = tmp_path / "gappy.csv"
+    f.write_text("\ntimestamp,open,high,low,close,volume,note\n"  # a blank line before the header
+                 "2024-03-05 14:30:00+00:00,1,1,1,1,1,ok\n"  # line 3
+                 "\n   \n"
+                 "2024-03-05 14:31:00+00:00,1,1,1,1,1,ok,extra\n"  # line 6: too many fields
+                 '2024-03-05 14:32:00+00:00,1,1,1,1,1,"two\nlines"\n'  # lines 7-8
+                 "2024-03-05 14:33:00+00:00,1,x,1,1,1,ok\n")  # line 9
+    r = read_csv(f)
+    assert len(r.frame) == 2
+    assert r.examples == {"malformed line (wrong number of fields)": [6], "text in high": [9]}
+
+
+@pytest.mark.parametrize("above, below, line", [("", "\n\n", 3), ("\n\n", "\n", 5)])
+def test_blank_lines_around_the_rows_keep_the_line_numbers(tmp_path: Path, above: str, below: str,
+                                                           line: int) -> None:
+    f = tmp_path / "blank.csv"
+    f.write_text(f"{above}timestamp,open,high,low,close,volume\n2024-03-05 14:30:00+00:00,1,1,1,1,1\n"
+                 f"2024-03-05 14:31:00+00:00,1,x,1,1,1\n{below}")
+    assert read_csv(f).examples == {"text in high": [line]}
+
+
+def test_skipped_lines_are_still_counted_where_their_numbers_cannot_be_found(tmp_path: Path) -> None:
+    """A cell over Python's csv field limit (128 KB of junk) stops the pass that numbers the lines:
+    the malformed line is still counted, and the file still read."""
+    f = tmp_path / "junk.csv"
+    f.write_text("timestamp,open,high,low,close,volume\n"
+                 f"2024-03-05 14:30:00+00:00,1,1,1,1,{'9' * 200_000}\n"
+                 "2024-03-05 14:31:00+00:00,1,1,1,1,1,extra\n"
+                 "2024-03-05 14:32:00+00:00,1,1,1,1,1\n")
+    r = read_csv(f)
+    assert len(r.frame) == 1 and r.reasons["malformed line (wrong number of fields)"] == 1
+    assert "malformed line (wrong number of fields)" not in r.examples
+
+
+def test_a_bad_ticker_is_named_by_its_line_after_skipped_lines(tmp_path: Path) -> None:
+    f = tmp_path / "two.csv"
+    f.write_text("symbol,timestamp,open,high,low,close,volume\n"
+                 "SPY,2024-03-05 14:30:00+00:00,1,1,1,1,1\n\n\n"
+                 "SPY,2024-03-05 14:31:00+00:00,1,1,1,1,1,9\n"
+                 "PLTR,2024-03-05 14:31:00+00:00,1,1,1,1,\n"
+                 "$$$,2024-03-05 14:32:00+00:00,1,1,1,1,1\n")
+    with pytest.raises(DataError, match="line 7"):
+        read_csv(f, "SPY")
+    f.write_text(f.read_text().replace("$$$", "SPY"))
+    spy, pltr = read_csv_each(f)
+    assert spy.examples == {"malformed line (wrong number of fields)": [5]}  # counted once, with the first
+    assert pltr.examples == {"missing volume": [6]} and "malformed" not in " ".join(pltr.reasons)
 
 
 def test_parse_times_forms() -> None:

@@ -18,6 +18,7 @@ name says.
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import warnings
@@ -86,6 +87,20 @@ class ImportResult:
         return out
 
 
+MALFORMED = "malformed line (wrong number of fields)"
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """The lines the parser left out: ``rows`` the 1-based file line each row it read starts on
+    (None: nothing was left out but the header, row i is on line i + 2), and the lines it skipped
+    for having more fields than the header (``malformed``: how many; ``bad``: which, where known)."""
+
+    rows: np.ndarray | None = None
+    malformed: int = 0
+    bad: tuple[int, ...] = ()
+
+
 @dataclass
 class _Table:
     """A file's cells as text, before any row is judged."""
@@ -93,8 +108,8 @@ class _Table:
     name: str
     raw: pd.DataFrame
     columns: dict[str, str]
-    malformed: int
-    header_lines: int
+    lines: np.ndarray  # the 1-based file line of each row of ``raw``, by its index
+    skipped: _Skipped
 
 
 def read_csv(path: str | Path, symbol: str | None = None) -> ImportResult:
@@ -107,7 +122,7 @@ def read_csv(path: str | Path, symbol: str | None = None) -> ImportResult:
     table = _load(Path(path))
     symbols = _row_symbols(table)
     if symbols is None:
-        return _build(table.raw, table.columns, table.malformed, table.header_lines, name=table.name)
+        return _build(table, table.raw)
     held = list(symbols.unique())
     if symbol is None and len(held) > 1:
         raise DataError(f"{table.name} holds several symbols ({', '.join(held)}): name the one to use")
@@ -123,7 +138,7 @@ def read_csv_each(path: str | Path) -> list[ImportResult]:
     table = _load(Path(path))
     symbols = _row_symbols(table)
     if symbols is None:
-        return [_build(table.raw, table.columns, table.malformed, table.header_lines, name=table.name)]
+        return [_build(table, table.raw)]
     return [_part(table, symbols, s, first=i == 0) for i, s in enumerate(symbols.unique())]
 
 
@@ -135,12 +150,13 @@ def column_symbols(path: str | Path) -> list[str]:
 
 
 def _load(path: Path) -> _Table:
-    raw, malformed = _parse_table(_read_source(path), path.name)
+    raw, skipped = _parse_table(_read_source(path), path.name)
     raw, header_lines = _unstack_yfinance_header(raw)
     columns = _find_columns(list(raw.columns), path.name)
     if raw.empty:
         raise DataError(f"{path.name} has a header but no data rows")
-    return _Table(path.name, raw, columns, malformed, header_lines)
+    lines = np.arange(len(raw)) + header_lines + 1 if skipped.rows is None else skipped.rows[header_lines - 1:]
+    return _Table(path.name, raw, columns, lines, skipped)
 
 
 def _row_symbols(table: _Table) -> pd.Series | None:
@@ -156,7 +172,7 @@ def _row_symbols(table: _Table) -> pd.Series | None:
         try:
             checked[cell] = normalize_symbol("" if missing else cell)
         except DataError:
-            line = int(cells.index[(cells == cell).to_numpy()][0]) + table.header_lines + 1
+            line = int(table.lines[cells.index[(cells == cell).to_numpy()][0]])
             what = f"the symbol is missing ({cell!r})" if missing else f"{cell!r} is not a ticker symbol"
             raise DataError(f"{table.name} line {line}: {what} in column {col}; "
                             "fix the file, nothing was read from it") from None
@@ -167,7 +183,7 @@ def _part(table: _Table, symbols: pd.Series, symbol: str, first: bool) -> Import
     """One symbol's rows; lines the parser skipped belong to no known symbol and
     are counted once, with the file's first symbol."""
     rows = table.raw[(symbols == symbol).to_numpy()]
-    return _build(rows, table.columns, table.malformed if first else 0, table.header_lines, symbol, name=table.name)
+    return _build(table, rows, symbol, with_skipped=first)
 
 
 # ---------------------------------------------------------------- reading
@@ -255,8 +271,8 @@ def _read_source(path: Path) -> _Source:
     return src
 
 
-def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
-    """The cells, plus the count of lines with too many fields, which the parser has to skip.
+def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, _Skipped]:
+    """The cells, plus the lines the parser left out (blank ones, and those with too many fields).
     Price and volume columns whose every cell is a number come as numbers (one pass of the C
     parser, as ``pandas.read_csv``); any other column, and every column of a file whose header
     is not plain, comes as text, so bad cells become counted rejections."""
@@ -276,8 +292,38 @@ def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, int]:
     if dates and _fractions(raw.iloc[:, dates[0]]):  # read again as text: "now" and "today" are refused there
         raw = _read_cells(src, name, {k: v for k, v in options.items() if k not in ("parse_dates", "date_format")})
     if src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
-        return raw, 0
-    return raw, max(0, sum(1 for ln in src.text.splitlines() if ln.strip()) - 1 - len(raw))
+        return raw, _Skipped()
+    return raw, _skipped_lines(src.text, sep, len(raw))
+
+
+def _skipped_lines(text: str, sep: str, rows: int) -> _Skipped:
+    """Where the parser's ``rows`` rows start in ``text``, and which lines it skipped for too many
+    fields, from one pass of Python's csv reader (quoted cells may span lines). Where that pass
+    does not find the parser's rows, only the count of skipped lines is known."""
+    body = text.strip()
+    if body.count("\n") == rows:  # only blank lines around the header and rows (a last empty line): no pass
+        above = text[: len(text) - len(text.lstrip())].count("\n")
+        return _Skipped(np.arange(rows) + 2 + above if above else None)
+    starts: list[int] = []
+    bad: list[int] = []
+    width, at = 0, 1
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    try:
+        for record in reader:
+            line, at = at, reader.line_num + 1
+            if len(record) <= 1 and not "".join(record).strip():
+                continue  # a blank line: skipped by the parser too
+            if not width:
+                width = len(record)  # the header
+            elif len(record) > width:
+                bad.append(line)
+            else:
+                starts.append(line)
+    except csv.Error:
+        starts = []
+    if len(starts) == rows:
+        return _Skipped(np.asarray(starts), len(bad), tuple(bad))
+    return _Skipped(None, max(0, sum(1 for ln in text.splitlines() if ln.strip()) - 1 - rows))
 
 
 def _read_cells(src: _Source, name: str, options: dict[str, Any]) -> pd.DataFrame:
@@ -396,8 +442,10 @@ def _find_columns(names: list[str], file_name: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- rows
-def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
-           header_lines: int, symbol: str | None = None, name: str = "") -> ImportResult:
+def _build(table: _Table, raw: pd.DataFrame, symbol: str | None = None, with_skipped: bool = True) -> ImportResult:
+    """``raw``'s rows of ``table`` judged; the lines the parser skipped are counted where
+    ``with_skipped`` (once per file: they belong to no known symbol)."""
+    columns, name = table.columns, table.name
     n = len(raw)
     reason = np.full(n, "", dtype=object)
 
@@ -434,9 +482,12 @@ def _build(raw: pd.DataFrame, columns: dict[str, str], malformed: int,
         why = str(reason[i])
         reasons[why] += 1
         if len(examples.setdefault(why, [])) < EXAMPLES_PER_REASON:
-            examples[why].append(int(raw.index[i]) + header_lines + 1)  # the file's 1-based line
+            examples[why].append(int(table.lines[raw.index[i]]))  # the file's 1-based line
+    malformed = table.skipped.malformed if with_skipped else 0
     if malformed:
-        reasons["malformed line (wrong number of fields)"] += malformed
+        reasons[MALFORMED] += malformed
+        if table.skipped.bad:
+            examples[MALFORMED] = list(table.skipped.bad[:EXAMPLES_PER_REASON])
     return ImportResult(frame, int(keep.sum()), int((~keep).sum()) + malformed, reasons,
                         examples, {k: v for k, v in columns.items() if k != "time_of_day"}, symbol)
 
