@@ -527,3 +527,15 @@ def test_new_york_offsets_with_an_empty_a_naive_and_a_clock_cell(tmp_path: Path,
     got = read_csv(csv)
     assert list(got.frame.index) == [_utc("2024-03-08 14:30"), _utc("2024-03-08 14:33"), _utc("2024-03-11 13:30")]
     assert got.examples == {"unreadable date/time": refused}
+
+
+def test_offsets_written_after_a_space_are_read_as_offsets(tmp_path: Path) -> None:
+    """"2024-03-08 09:30:00 -0500" (a space before the offset): the same times as without it; a
+    cell without an offset is still New York time, and a bad one is still refused by line."""
+    csv = tmp_path / "bars.csv"
+    cells = ["2024-03-08 09:30:00 -0500", "2024-03-08 09:31:00 -05:00", "2024-03-08 14:32:00 +0000",
+             "2024-03-08 09:33:00", "junk -0500", "2024-03-11 09:30:00 -0400"]
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{c},1,1,1,1,1\n" for c in cells))
+    got = read_csv(csv)
+    assert list(got.frame.index) == [_utc(f"2024-03-08 14:3{m}") for m in range(4)] + [_utc("2024-03-11 13:30")]
+    assert got.examples == {"unreadable date/time": [6]}

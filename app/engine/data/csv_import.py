@@ -56,9 +56,10 @@ _DATE_ONLY = r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{4}|\d{8}"
 _ZONED = r".*(?:[Zz]|UTC|GMT|[+-]\d{2}:?\d{2})"
 # an offset other than UTC's: New York's changes in the year, which the parser's one pass cannot
 # take (it fails at the first change, having read everything up to there)
-_OFFSET_NOT_UTC = r".*\d[+-](?!00:?00$)\d{2}:?\d{2}"
+_OFFSET_NOT_UTC = r".*\d ?[+-](?!00:?00$)\d{2}:?\d{2}"
 _UTC_WORD = r".*\d:\d\d\s*(?:UTC|GMT)"  # "2024-03-05 14:30:00 UTC"
 _UTC_WORD_END = r"(?<=\d)\s*(?:UTC|GMT)\s*$"
+_SPACED_OFFSET = r".*\d:\d\d [+-]\d{2}:?\d{2}"  # "2024-03-05 09:30:00 -0500"
 _CLOCK_WORDS = ("now", "today")  # exactly these, to pandas' parsers: the time they are read at
 
 
@@ -536,6 +537,9 @@ def parse_times(values: pd.Series) -> pd.DatetimeIndex:
     head = str(s.iloc[0]).strip() if len(s) else ""
     if re.fullmatch(_UTC_WORD, head):  # "2024-03-05 14:30:00 UTC": an offset, or each cell goes to dateutil (100x)
         s = s.str.replace(_UTC_WORD_END, "+00:00", regex=True)
+        head = str(s.iloc[0]).strip()
+    elif re.fullmatch(_SPACED_OFFSET, head):  # the strict pass reads an offset after a space 20x slower (3 s a million)
+        s = s.str.replace(" -", "-", regex=False).str.replace(" +", "+", regex=False)
         head = str(s.iloc[0]).strip()
     if re.fullmatch(_ZONED, head):  # offsets that change in the year (New York's): strict formats first
         fast = _strict_zoned(s)  # before the clock words are looked for: it refuses them itself
