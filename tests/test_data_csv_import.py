@@ -539,3 +539,30 @@ def test_offsets_written_after_a_space_are_read_as_offsets(tmp_path: Path) -> No
     got = read_csv(csv)
     assert list(got.frame.index) == [_utc(f"2024-03-08 14:3{m}") for m in range(4)] + [_utc("2024-03-11 13:30")]
     assert got.examples == {"unreadable date/time": [6]}
+
+
+@pytest.mark.parametrize("first", ["2024-03-05 09:30:00", "2024-03-05T14:30:00Z", "2024-03-05T09:30:00-05:00"])
+def test_a_time_without_a_date_is_refused_not_dated_today(tmp_path: Path, first: str) -> None:
+    """"09:31" or "9:30 AM" alone was read by pandas' general parser as that time on the day of the
+    import (one such cell in a real file made "420 whole sessions missing"); a year alone became
+    New Year's Day. Each is refused by its line."""
+    csv = tmp_path / "bars.csv"
+    cells = [first, "09:31", "9:32 AM", "12:00 -05:00", "2024", "T37"]
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{c},1,1,1,1,1\n" for c in cells))
+    got = read_csv(csv)
+    assert list(got.frame.index) == [_utc("2024-03-05 14:30")]
+    assert got.examples == {"unreadable date/time": [3, 4, 5, 6, 7]}
+
+
+def test_offsets_of_hours_alone_are_read(tmp_path: Path) -> None:
+    """PostgreSQL writes "2024-03-05 09:30:00-05": such a column across a change of offset raised
+    pandas' "Mixed timezones detected" (a traceback in a replay); it is read as offsets, beside a
+    naive New York cell and a bad one refused by line."""
+    csv = tmp_path / "bars.csv"
+    cells = ["2024-03-05 09:30:00-05", "2024-03-05 09:31:00", "2024-03-15 09:32:00-04", "junk",
+             "2024-03-15 13:33:00+00"]
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{c},1,1,1,1,1\n" for c in cells))
+    got = read_csv(csv)
+    assert list(got.frame.index) == [_utc("2024-03-05 14:30"), _utc("2024-03-05 14:31"), _utc("2024-03-15 13:32"),
+                                     _utc("2024-03-15 13:33")]
+    assert got.examples == {"unreadable date/time": [5]}

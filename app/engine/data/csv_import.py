@@ -53,7 +53,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _NA_TEXT = {"", "nan", "na", "n/a", "null", "none", "-", "--"}
 _EPOCH = r"\d{9,13}(?:\.\d+)?"
 _DATE_ONLY = r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{4}|\d{8}"
-_ZONED = r".*(?:[Zz]|UTC|GMT|[+-]\d{2}:?\d{2})"
+_ZONED = r".*(?:[Zz]|UTC|GMT|[+-]\d{2}:?\d{2}|\d:\d\d(?::\d\d(?:\.\d+)?)?\s*[+-]\d{2})"  # "...-05": PostgreSQL's
+# a date in a cell: a time alone ("09:31", "9:30 AM") or a year alone is read by pandas' general
+# parser as that time today, or as New Year's Day: refused instead
+_HAS_DATE = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|(?<!\d)\d{8}(?!\d)|[A-Za-z]{3,}\.? \d{1,2},? \d{4}"
+             r"|\d{1,2} [A-Za-z]{3,}\.?,? \d{4}")
 # an offset other than UTC's: New York's changes in the year, which the parser's one pass cannot
 # take (it fails at the first change, having read everything up to there)
 _OFFSET_NOT_UTC = r".*\d ?[+-](?!00:?00$)\d{2}:?\d{2}"
@@ -566,8 +570,9 @@ def _each_cell(s: pd.Series) -> pd.DatetimeIndex:
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
     epoch = s.str.fullmatch(_EPOCH)
     date_only = s.str.fullmatch(_DATE_ONLY) & ~epoch
-    zoned = s.str.fullmatch(_ZONED) & ~epoch & ~date_only
-    naive = (s != "") & ~epoch & ~date_only & ~zoned
+    dated = s.str.contains(_HAS_DATE)
+    zoned = s.str.fullmatch(_ZONED) & ~epoch & ~date_only & dated
+    naive = (s != "") & ~epoch & ~date_only & ~zoned & dated
     if epoch.any():
         num = pd.to_numeric(s[epoch], errors="coerce")
         num = num.where(num < 1e11, num / 1000.0)  # 13 digits: milliseconds
@@ -698,9 +703,20 @@ def _strict_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
             got = _fit_ns(pd.to_datetime(s, format=fmt, utc=True, errors="coerce"))
         except (ValueError, TypeError, OverflowError):
             return None
-    if got.isna().any() or _fractions(got):  # a fraction: a clock word, read as the time now (the format has none)
+    out = got.dt.tz_localize(None).to_numpy(copy=True)  # UTC
+    ticks = out.view("i8")
+    # a fraction of a second: a clock word, read as the time now (the format writes none)
+    unread = np.isnat(out) | (ticks % 1_000_000_000 != 0)
+    if not unread.any():
+        return pd.DatetimeIndex(out, name=INDEX_NAME).tz_localize("UTC").as_unit("ns")
+    odd = unread & (s.fillna("") != "").to_numpy()
+    if 2 * np.count_nonzero(odd) > len(s):
         return None
-    return pd.DatetimeIndex(got, name=INDEX_NAME).as_unit("ns")
+    out[unread] = np.datetime64("NaT")
+    if odd.any():  # a few odd cells (garbage, a naive time): each read by its own shape, the rest kept
+        cells = _no_clock_words(s[odd].str.strip().reset_index(drop=True))
+        out[odd] = _each_cell(cells).tz_localize(None).to_numpy()
+    return pd.DatetimeIndex(out, name=INDEX_NAME).tz_localize("UTC").as_unit("ns")
 
 
 def _date_and_time(dates: pd.Series, tods: pd.Series) -> pd.DatetimeIndex | None:
@@ -750,7 +766,10 @@ def _all_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
 
 def _to_datetime(s: pd.Series, utc: bool) -> pd.Series:
     """ISO-8601 first (fast, strict); anything left is tried with pandas' mixed parser."""
-    got = _fit_ns(pd.to_datetime(s, format="ISO8601", utc=utc, errors="coerce"))
+    try:
+        got = _fit_ns(pd.to_datetime(s, format="ISO8601", utc=utc, errors="coerce"))
+    except (ValueError, TypeError, OverflowError):  # offsets among cells read as naive: none read here
+        got = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
     bad = got.isna()
     if bad.any():
         with warnings.catch_warnings():
