@@ -12,6 +12,7 @@ import pytest
 
 from app.engine.data.cleaning import default_calendar
 from app.engine.data.frame import DataError, bars_to_frame, frame_to_bars, make_frame
+from app.engine.data.portfolio import load_portfolio
 from app.engine.data.service import ImportSummary, fetch_and_cache, import_file, infer_timeframe, missing_ranges
 from app.engine.data.sources import CacheSource, MarketDataSource, SimulatedSource
 from app.engine.storage import BarRepository, Storage
@@ -133,3 +134,14 @@ def test_real_pltr_import(storage: Storage, shared_data: Path, tmp_path: Path) -
     assert daily.accepted == 1381 and daily.report.missing_bars == 0
     first = BarRepository(storage).load_frame("PLTR", "1d").iloc[0]
     assert (first["open"], first["close"]) == (10.0, 9.5)  # SOURCES.md: first day O 10.00 C 9.50
+
+
+def test_a_backtest_load_says_why_rows_were_rejected_and_where(tmp_path: Path) -> None:
+    """The backtest's load names each reason with its lines, as the import does, not a bare count."""
+    f = tmp_path / "SPY_5m.csv"
+    f.write_text("timestamp,open,high,low,close,volume\n2024-03-05 14:30:00+00:00,1,1,1,1,1\n"
+                 "2024-03-05 14:35:00+00:00,1,x,1,1,1\n09:40,1,1,1,1,1\n2024-03-05 14:45:00+00:00,1,1,1,1,1\n")
+    _, lines = load_portfolio([f"SPY={f}"], None, "5m")
+    assert lines[0] == "SPY: 2 bars from SPY_5m.csv (2 rows rejected)"
+    assert set(lines[1:3]) == {"  SPY rejected: text in high: 1 (lines 3)",
+                               "  SPY rejected: unreadable date/time: 1 (lines 4)"}

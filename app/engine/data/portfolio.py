@@ -72,5 +72,6 @@ def load_portfolio(specs: Sequence[str], symbol: str | None, timeframe: str,
         bars += got
         lines.append(f"{s}: {len(got):,} bars from {path.name}"
                      + (f" ({result.rejected:,} rows rejected)" if result.rejected else ""))
+        lines += [f"  {s} rejected: {x}" for x in result.reason_lines()]  # why, and on which lines
         lines += [f"  {s} cleaning: {x}" for x in report.lines(max_gaps=GAPS_SHOWN)]
     return bars, lines
