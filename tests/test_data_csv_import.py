@@ -369,17 +369,18 @@ def test_a_quote_never_closed_is_said_in_words(tmp_path: Path) -> None:
         read_csv(path)
 
 
-@pytest.mark.parametrize("rows", [
-    ["2020-01-02,1,2,0.5,1.5,100,x,y", "2020-01-03,1,2,0.5,1.5,100"],  # two extra fields on the first row
-    ["2020-01-02,1,2,0.5,1.5,100,", "2020-01-03,1,2,0.5,1.5,100,"],  # a trailing comma on every row (Excel)
+@pytest.mark.parametrize("rows, first", [
+    (["2020-01-02,1,2,0.5,1.5,100,x,y", "2020-01-03,1,2,0.5,1.5,100"], "2020-01-03"),  # two extra fields on row 1
+    (["2020-01-02,1,2,0.5,1.5,100,", "2020-01-03,1,2,0.5,1.5,100,"], "2020-01-02"),  # a trailing comma (Excel)
 ])
-def test_extra_fields_never_turn_the_dates_into_an_index(tmp_path: Path, rows: list[str]) -> None:
-    """An outside review got a TypeError traceback, and "invalid literal for int()" for trailing commas."""
+def test_extra_fields_never_turn_the_dates_into_an_index(tmp_path: Path, rows: list[str], first: str) -> None:
+    """An outside review got a TypeError traceback, and "invalid literal for int()" for trailing commas.
+    A first row with extra fields is refused as malformed; a trailing comma is no field."""
     path = tmp_path / "SPY.csv"
     path.write_text("date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
     r = read_csv(path)
-    assert r.accepted == 2 and list(r.frame["close"]) == [1.5, 1.5]
-    assert str(r.frame.index[0].date()) == "2020-01-02"
+    assert r.accepted + r.rejected == 2 and set(r.frame["close"]) == {1.5}
+    assert str(r.frame.index[0].date()) == first
 
 
 def test_new_york_offsets_and_epoch_seconds_read_as_the_careful_path_does(tmp_path: Path) -> None:
@@ -566,3 +567,29 @@ def test_offsets_of_hours_alone_are_read(tmp_path: Path) -> None:
     assert list(got.frame.index) == [_utc("2024-03-05 14:30"), _utc("2024-03-05 14:31"), _utc("2024-03-15 13:32"),
                                      _utc("2024-03-15 13:33")]
     assert got.examples == {"unreadable date/time": [5]}
+
+
+def test_rows_with_extra_fields_are_refused_when_the_first_row_has_them_too(tmp_path: Path) -> None:
+    """A first row wider than the header made the parser keep every row up to its width, dropping
+    the fields past the header's without a word (a price written 1,234.5 became 1 and 234.5): such
+    rows are refused by line like any row with extra fields. A trailing comma is no extra field."""
+    f = tmp_path / "wide.csv"
+    f.write_text("timestamp,open,high,low,close,volume\n"
+                 "2024-03-05T14:31:00Z,10,11,9,10,100,1,2\n"  # line 2
+                 "2024-03-05T14:32:00Z,10,11,9,10,100\n"
+                 "\n"
+                 "2024-03-05T14:33:00Z,10,11,9,10,100,\n"  # a trailing comma: kept
+                 "2024-03-05T14:34:00Z,10,11,9,x,100\n"  # line 6
+                 "2024-03-05T14:35:00Z,1,234.5,1,240,1,230,1,235\n")  # line 7: too wide for the parser too
+    r = read_csv(f)
+    assert list(r.frame.index) == [_utc("2024-03-05 14:32"), _utc("2024-03-05 14:33")]
+    assert r.accepted + r.rejected == 5
+    assert r.examples == {"malformed line (wrong number of fields)": [2, 7], "text in close": [6]}
+
+
+def test_a_trailing_comma_on_every_row_keeps_the_rows_and_their_lines(tmp_path: Path) -> None:
+    f = tmp_path / "trailing.csv"
+    f.write_text("timestamp,open,high,low,close,volume\n\n2024-03-05T14:31:00Z,10,11,9,10,100,\n"
+                 "2024-03-05T14:32:00Z,10,11,9,10,100,\n\n2024-03-05T14:33:00Z,10,11,9,x,100,\n")
+    r = read_csv(f)
+    assert len(r.frame) == 2 and r.examples == {"text in close": [6]}

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,7 @@ class _Skipped:
     rows: np.ndarray | None = None
     malformed: int = 0
     bad: tuple[int, ...] = ()
+    malformed_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # kept by the parser
 
 
 @dataclass
@@ -296,22 +298,41 @@ def _parse_table(src: _Source, name: str) -> tuple[pd.DataFrame, _Skipped]:
     dates = options.get("parse_dates")
     if dates and _fractions(raw.iloc[:, dates[0]]):  # read again as text: "now" and "today" are refused there
         raw = _read_cells(src, name, {k: v for k, v in options.items() if k not in ("parse_dates", "date_format")})
-    if src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
+    keep = _first_row_width(src.head(), sep)
+    if not keep and src.newlines() - 1 <= len(raw):  # no line was skipped: no pass over the text for blank lines
         return raw, _Skipped()
-    return raw, _skipped_lines(src.text, sep, len(raw))
+    found = _skipped_lines(src.text, sep, len(raw), keep)
+    if found.rows is None or not len(found.malformed_rows):
+        return raw, found
+    drop = np.zeros(len(raw), dtype=bool)
+    drop[found.malformed_rows] = True
+    return raw[~drop].reset_index(drop=True), replace(found, rows=found.rows[~drop], malformed_rows=np.empty(0, int))
 
 
-def _skipped_lines(text: str, sep: str, rows: int) -> _Skipped:
-    """Where the parser's ``rows`` rows start in ``text``, and which lines it skipped for too many
-    fields, from one pass of Python's csv reader (quoted cells may span lines). Where that pass
-    does not find the parser's rows, only the count of skipped lines is known."""
+def _first_row_width(head: str, sep: str) -> int:
+    """The first data row's field count where it has more than the header (0 otherwise): the parser
+    then keeps every row up to that width and drops the fields past the header's without a word."""
+    records = [r for r in itertools.islice(csv.reader(io.StringIO(head, newline=""), delimiter=sep,
+                                                      skipinitialspace=True), 50)
+               if len(r) > 1 or "".join(r).strip()][:2]
+    return len(records[1]) if len(records) == 2 and len(records[1]) > len(records[0]) else 0
+
+
+def _skipped_lines(text: str, sep: str, rows: int, keep: int = 0) -> _Skipped:
+    """Where the parser's ``rows`` rows start in ``text``, and which lines have more fields than
+    the header: skipped by the parser, or (up to ``keep`` fields, where the first row is that wide)
+    kept with their extra fields dropped, which are refused here where those hold anything. From
+    one pass of Python's csv reader (quoted cells may span lines). Where that pass does not find
+    the parser's rows, only the count of skipped lines is known."""
     body = text.strip()
-    if body.count("\n") == rows:  # only blank lines around the header and rows (a last empty line): no pass
+    if not keep and body.count("\n") == rows:  # only blank lines around the header and rows: no pass
         above = text[: len(text) - len(text.lstrip())].count("\n")
         return _Skipped(np.arange(rows) + 2 + above if above else None)
     starts: list[int] = []
     bad: list[int] = []
-    width, at = 0, 1
+    kept_bad: list[int] = []  # rows the parser kept with fields past the header's: their positions
+    width = limit = 0
+    at = 1
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
     try:
         for record in reader:
@@ -320,14 +341,18 @@ def _skipped_lines(text: str, sep: str, rows: int) -> _Skipped:
                 continue  # a blank line: skipped by the parser too
             if not width:
                 width = len(record)  # the header
-            elif len(record) > width:
+                limit = max(width, keep)
+            elif len(record) > limit:
                 bad.append(line)
             else:
+                if len(record) > width and any(f.strip() for f in record[width:]):  # a trailing comma is no field
+                    bad.append(line)
+                    kept_bad.append(len(starts))
                 starts.append(line)
     except csv.Error:
         starts = []
     if len(starts) == rows:
-        return _Skipped(np.asarray(starts), len(bad), tuple(bad))
+        return _Skipped(np.asarray(starts), len(bad), tuple(bad), np.asarray(kept_bad, dtype=int))
     return _Skipped(None, max(0, sum(1 for ln in text.splitlines() if ln.strip()) - 1 - rows))
 
 
