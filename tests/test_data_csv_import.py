@@ -593,3 +593,22 @@ def test_a_trailing_comma_on_every_row_keeps_the_rows_and_their_lines(tmp_path: 
                  "2024-03-05T14:32:00Z,10,11,9,10,100,\n\n2024-03-05T14:33:00Z,10,11,9,x,100,\n")
     r = read_csv(f)
     assert len(r.frame) == 2 and r.examples == {"text in close": [6]}
+
+
+def test_one_ambiguous_slash_date_among_iso_times_costs_its_row_not_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "bars.csv"
+    f.write_text("timestamp,open,high,low,close,volume\n2025-04-03 09:30:00,1,1,1,1,1\n"
+                 "04/03/2025 09:31,1,1,1,1,1\n2025-04-03 09:32:00,1,1,1,1,1\n")
+    r = read_csv(f)
+    assert len(r.frame) == 2 and r.examples == {"unreadable date/time": [3]}
+
+
+def test_slash_dates_that_say_both_orders_are_refused_not_guessed(tmp_path: Path) -> None:
+    """13/04/2025 is day-first and 04/14/2025 month-first: 05/04/2025 cannot be told, and was read
+    as May 4 without a word."""
+    f = tmp_path / "bars.csv"
+    f.write_text("date,open,high,low,close,volume\n13/04/2025,1,1,1,1,1\n04/14/2025,1,1,1,1,1\n"
+                 "05/04/2025,1,1,1,1,1\n2025-04-15,1,1,1,1,1\n")
+    r = read_csv(f)
+    assert [str(t.date()) for t in r.frame.index] == ["2025-04-15"]
+    assert r.examples == {"unreadable date/time": [2, 3, 4]}

@@ -652,8 +652,10 @@ def _slash_dates_to_iso(s: pd.Series) -> pd.Series:
     order = DATE_ORDER.get()
     if order:  # the user said: rows that contradict it are refused as unreadable
         day_first = order == "dmy"
-    elif (a > 12).any() and (b > 12).any():
-        return s
+    elif (a > 12).any() and (b > 12).any():  # says both: every such date refused, none guessed
+        out = s.copy()
+        out[found] = ""
+        return out
     elif (a > 12).any() or (b > 12).any():
         day_first = bool((a > 12).any())
     else:
@@ -702,8 +704,19 @@ def _mostly_iso(s: pd.Series) -> pd.DatetimeIndex | None:
         return None
     if odd.any():
         cells = _no_clock_words(s[odd].str.strip().reset_index(drop=True))
-        out[odd] = _each_cell(cells).tz_localize(None).to_numpy()
+        out[odd] = _odd_cells(cells)
     return pd.DatetimeIndex(out, name=INDEX_NAME).tz_localize("UTC").as_unit("ns")
+
+
+def _odd_cells(cells: pd.Series) -> np.ndarray:
+    """The few cells a column's one-call read left (UTC, naive): each by its own shape. Slash dates
+    among them that neither order settles (one 04/03/2025 among ISO dates) are refused, not the
+    whole file: one stray cell costs its row."""
+    try:
+        got = _each_cell(cells)
+    except DataError:
+        got = _each_cell(cells.mask(cells.str.match(_SLASH), ""))
+    return np.asarray(got.tz_localize(None))
 
 
 def _all_epoch(s: pd.Series) -> pd.DatetimeIndex | None:
@@ -740,7 +753,7 @@ def _strict_zoned(s: pd.Series) -> pd.DatetimeIndex | None:
     out[unread] = np.datetime64("NaT")
     if odd.any():  # a few odd cells (garbage, a naive time): each read by its own shape, the rest kept
         cells = _no_clock_words(s[odd].str.strip().reset_index(drop=True))
-        out[odd] = _each_cell(cells).tz_localize(None).to_numpy()
+        out[odd] = _odd_cells(cells)
     return pd.DatetimeIndex(out, name=INDEX_NAME).tz_localize("UTC").as_unit("ns")
 
 
