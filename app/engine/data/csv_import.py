@@ -106,6 +106,7 @@ class _Skipped:
     malformed: int = 0
     bad: tuple[int, ...] = ()
     malformed_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))  # kept by the parser
+    lines_known: bool = True  # False: lines were skipped where they could not be found, so no row is named
 
 
 @dataclass
@@ -180,8 +181,9 @@ def _row_symbols(table: _Table) -> pd.Series | None:
             checked[cell] = normalize_symbol("" if missing else cell)
         except DataError:
             line = int(table.lines[cells.index[(cells == cell).to_numpy()][0]])
+            where = f"line {line}" if table.skipped.lines_known else "a row"
             what = f"the symbol is missing ({cell!r})" if missing else f"{cell!r} is not a ticker symbol"
-            raise DataError(f"{table.name} line {line}: {what} in column {col}; "
+            raise DataError(f"{table.name} {where}: {what} in column {col}; "
                             "fix the file, nothing was read from it") from None
     return cells.map(checked)
 
@@ -353,7 +355,7 @@ def _skipped_lines(text: str, sep: str, rows: int, keep: int = 0) -> _Skipped:
         starts = []
     if len(starts) == rows:
         return _Skipped(np.asarray(starts), len(bad), tuple(bad), np.asarray(kept_bad, dtype=int))
-    return _Skipped(None, max(0, sum(1 for ln in text.splitlines() if ln.strip()) - 1 - rows))
+    return _Skipped(None, max(0, sum(1 for ln in text.splitlines() if ln.strip()) - 1 - rows), lines_known=False)
 
 
 def _read_cells(src: _Source, name: str, options: dict[str, Any]) -> pd.DataFrame:
@@ -511,7 +513,7 @@ def _build(table: _Table, raw: pd.DataFrame, symbol: str | None = None, with_ski
     for i in np.flatnonzero(~keep):
         why = str(reason[i])
         reasons[why] += 1
-        if len(examples.setdefault(why, [])) < EXAMPLES_PER_REASON:
+        if table.skipped.lines_known and len(examples.setdefault(why, [])) < EXAMPLES_PER_REASON:
             examples[why].append(int(table.lines[raw.index[i]]))  # the file's 1-based line
     malformed = table.skipped.malformed if with_skipped else 0
     if malformed:
